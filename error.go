@@ -1,0 +1,97 @@
+package boxoffice
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Stable error codes. Transports map each to a status in one table; clients match on them.
+const (
+	ECAPACITYCONFLICT   = "capacity_conflict"
+	ESOLDOUT            = "sold_out"
+	EBUYERLIMIT         = "buyer_limit"
+	EHOLDCONFIRMED      = "hold_confirmed"
+	EHOLDEXPIRED        = "hold_expired"
+	EHOLDRELEASED       = "hold_released"
+	EPAYMENTDECLINED    = "payment_declined"
+	EIDEMMISSING        = "idempotency_key_missing"
+	EIDEMINVALID        = "idempotency_key_invalid"
+	EIDEMREUSED         = "idempotency_key_reused"
+	EIDEMINPROGRESS     = "idempotency_request_in_progress"
+	EVALIDATION         = "validation_failed"
+	ENOTFOUND           = "not_found"
+	EUNAUTHORIZED       = "unauthorized"
+	EFORBIDDEN          = "forbidden"
+	EPAYLOADTOOLARGE    = "payload_too_large"
+	EUNSUPPORTEDMEDIA   = "unsupported_media_type"
+	EMETHODNOTALLOWED   = "method_not_allowed"
+	ERATELIMITED        = "rate_limited"
+	EOVERLOADED         = "overloaded"
+	EINTERNAL           = "internal"
+	EPAYMENTUNAVAILABLE = "payment_unavailable" // a transient provider failure; retried, never shown as final
+	ECONFLICT           = "conflict"            // a uniqueness clash inside a store; callers re-read
+)
+
+// FieldError names one invalid field of a request.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Error is a domain error: a stable code, a human message, and the extras some codes carry.
+type Error struct {
+	Code       string
+	Message    string
+	Fields     []FieldError  // for EVALIDATION
+	Available  *int          // for ESOLDOUT: how many tickets are left
+	RetryAfter time.Duration // for EIDEMINPROGRESS, EOVERLOADED
+}
+
+// Error implements error.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, or EINTERNAL.
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the message of the first *Error in err's chain; internal errors get a
+// generic message so that nothing about the inside leaks to a client.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "internal error"
+}
+
+// AsError returns the *Error in err's chain, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+// Validation builds an EVALIDATION error from field errors.
+func Validation(fields ...FieldError) *Error {
+	msg := "the request is invalid"
+	if len(fields) == 1 {
+		msg = fields[0].Field + ": " + fields[0].Message
+	}
+	return &Error{Code: EVALIDATION, Message: msg, Fields: fields}
+}

@@ -1,0 +1,52 @@
+package boxoffice
+
+import "time"
+
+// OrderStatus is where an order is in its life.
+type OrderStatus string
+
+// Order states. pending_payment settles by itself into confirmed or payment_failed.
+const (
+	OrderPendingPayment OrderStatus = "pending_payment"
+	OrderConfirmed      OrderStatus = "confirmed"
+	OrderPaymentFailed  OrderStatus = "payment_failed"
+	OrderCancelled      OrderStatus = "cancelled"
+)
+
+// Ticket is one admission.
+type Ticket struct {
+	Code string `json:"code"`
+}
+
+// Order is the paid (or being paid) conversion of a hold into tickets.
+type Order struct {
+	ID        string      `json:"id"`
+	Status    OrderStatus `json:"status"`
+	ShowID    string      `json:"show_id"`
+	TierID    string      `json:"tier_id"`
+	HoldID    string      `json:"hold_id"`
+	Quantity  int         `json:"quantity"`
+	Amount    Money       `json:"amount"`
+	Buyer     Buyer       `json:"buyer"`
+	Tickets   []Ticket    `json:"tickets"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
+
+	// PaymentToken is kept so that a crashed purchase can be charged again with the same derived
+	// key; it never leaves the server.
+	PaymentToken string `json:"-"`
+	// ChargeID and RefundID are the provider's ids, set when the charge or refund succeeded.
+	ChargeID string `json:"-"`
+	RefundID string `json:"-"`
+	// ReleaseOnFailure says whether a failed payment gives the hold back (a one-shot purchase, or
+	// any payment that settles after the request answered 202) or leaves it active (a confirm
+	// declined while the buyer is still there).
+	ReleaseOnFailure bool `json:"-"`
+}
+
+// ChargeKey is the idempotency key for the provider's charge of this order: derived from the order,
+// so that any number of retries, by a client or by the server after a crash, charge once.
+func (o *Order) ChargeKey() string { return o.ID + "/charge" }
+
+// RefundKey is the idempotency key for the provider's refund of this order.
+func (o *Order) RefundKey() string { return o.ID + "/refund" }

@@ -1,0 +1,86 @@
+package sale
+
+import (
+	"time"
+
+	"boxoffice"
+)
+
+// ShowInput is the body of PUT /v1/shows/{id}. Pointers tell a missing field from a zero one.
+type ShowInput struct {
+	Name           string      `json:"name"`
+	StartsAt       *time.Time  `json:"starts_at"`
+	HoldTTLSeconds *int        `json:"hold_ttl_seconds"`
+	MaxPerBuyer    *int        `json:"max_per_buyer"`
+	Tiers          []TierInput `json:"tiers"`
+}
+
+// TierInput is one tier of a ShowInput.
+type TierInput struct {
+	ID       string          `json:"id"`
+	Name     string          `json:"name"`
+	Capacity *int            `json:"capacity"`
+	Price    *boxoffice.Money `json:"price"`
+}
+
+// BuyerInput names the buyer.
+type BuyerInput struct {
+	Email string `json:"email"`
+}
+
+// PaymentInput carries the payment method.
+type PaymentInput struct {
+	Token string `json:"token"`
+}
+
+// HoldInput is the body of POST /v1/shows/{show_id}/holds; ShowID comes from the path.
+type HoldInput struct {
+	ShowID   string     `json:"-"`
+	TierID   string     `json:"tier_id"`
+	Quantity int        `json:"quantity"`
+	Buyer    BuyerInput `json:"buyer"`
+}
+
+// ConfirmInput is the body of POST /v1/holds/{hold_id}/confirm.
+type ConfirmInput struct {
+	Payment PaymentInput `json:"payment"`
+}
+
+// PurchaseInput is the body of POST /v1/purchases: hold, pay and confirm in one call.
+type PurchaseInput struct {
+	ShowID   string       `json:"show_id"`
+	TierID   string       `json:"tier_id"`
+	Quantity int          `json:"quantity"`
+	Buyer    BuyerInput   `json:"buyer"`
+	Payment  PaymentInput `json:"payment"`
+}
+
+// APIKeyInput is the body of POST /v1/api-keys.
+type APIKeyInput struct {
+	Role boxoffice.Role `json:"role"`
+}
+
+// CreatedAPIKey is the answer to POST /v1/api-keys: the only time the plain key is shown.
+type CreatedAPIKey struct {
+	ID        string         `json:"id"`
+	Key       string         `json:"key"`
+	Role      boxoffice.Role `json:"role"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// Idem is the idempotency context of a POST: the scope (API key id, method and route template),
+// the client's key, and the request's fingerprint (method, path and canonical body).
+type Idem struct {
+	Scope       string
+	Key         string
+	Fingerprint string
+}
+
+// Renderer turns an outcome into the response that is stored for replay, so a transport gets the
+// same bytes back on every retry.
+type Renderer interface {
+	// Resource renders a success: status, the resource as the body, and an optional Location.
+	Resource(status int, v any, location string) *boxoffice.Response
+	// Problem renders a domain error.
+	Problem(err error) *boxoffice.Response
+}

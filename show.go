@@ -1,0 +1,59 @@
+package boxoffice
+
+import "time"
+
+// Money is an amount in minor units of a currency.
+type Money struct {
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+// Tier is one price category of a show with its own capacity. Held and Sold are the counts that
+// the inventory strategy guards: Held+Sold <= Capacity at every instant.
+type Tier struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Capacity  int    `json:"capacity"`
+	Price     Money  `json:"price"`
+	Held      int    `json:"held"`
+	Sold      int    `json:"sold"`
+	Available int    `json:"available"`
+}
+
+// Show is an event with tiers of tickets for sale.
+type Show struct {
+	ID             string    `json:"id"`
+	Name           string    `json:"name"`
+	StartsAt       time.Time `json:"starts_at"`
+	HoldTTLSeconds int       `json:"hold_ttl_seconds"`
+	MaxPerBuyer    *int      `json:"max_per_buyer"`
+	Tiers          []Tier    `json:"tiers"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Tier returns the tier with id, or nil.
+func (s *Show) Tier(id string) *Tier {
+	for i := range s.Tiers {
+		if s.Tiers[i].ID == id {
+			return &s.Tiers[i]
+		}
+	}
+	return nil
+}
+
+// TierCounts is a tier's capacity and counts as one store row holds them. Version grows by one on
+// every change, for strategies that write conditionally on it; Fence is the highest fencing token
+// a writer presented, for lock-based strategies.
+type TierCounts struct {
+	ShowID   string
+	TierID   string
+	Capacity int
+	Held     int
+	Sold     int
+	Version  int64
+	Fence    int64
+}
+
+// Available is how many tickets can still be held.
+func (c TierCounts) Available() int { return c.Capacity - c.Held - c.Sold }

@@ -1,0 +1,102 @@
+package boxoffice
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the durable home of all state. Every change happens inside Update, in one transaction;
+// a store adapter (sqlite, postgres) implements it and Tx with the same behaviour.
+type Store interface {
+	// Update runs fn in a read-write transaction and commits when fn returns nil. The commit is
+	// durable when Update returns.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	// View runs fn in a read-only transaction that sees one consistent snapshot.
+	View(ctx context.Context, fn func(tx Tx) error) error
+	// Close releases the store.
+	Close() error
+}
+
+// Tx is one transaction of a Store. Lookups of a missing row return an *Error with ENOTFOUND;
+// inserts that clash with a unique key return an *Error with ECONFLICT.
+type Tx interface {
+	// GetShow returns the show with its tiers and their counts.
+	GetShow(ctx context.Context, id string) (*Show, error)
+	// ListShows returns up to limit shows with ids after after, by id.
+	ListShows(ctx context.Context, after string, limit int) ([]*Show, error)
+	// PutShow creates or replaces a show and its tiers. Counts of tiers that stay are kept; the
+	// caller has checked that capacities fit them. Tiers not in s are deleted.
+	PutShow(ctx context.Context, s *Show) error
+
+	// TierCounts returns a tier's counts; forUpdate locks the row until the transaction ends where
+	// the store can lock rows (PostgreSQL's FOR UPDATE; SQLite's writer is already exclusive).
+	TierCounts(ctx context.Context, showID, tierID string, forUpdate bool) (TierCounts, error)
+	// AddTierCounts adds dHeld and dSold to a tier's counts if the result keeps
+	// 0 <= held, 0 <= sold and held+sold <= capacity, in one conditional write, and bumps the
+	// version. ok is false when it would not fit; c is the counts after the write, or the current
+	// ones when it did not fit.
+	AddTierCounts(ctx context.Context, showID, tierID string, dHeld, dSold int) (c TierCounts, ok bool, err error)
+	// ForEachTier calls fn for every tier's counts.
+	ForEachTier(ctx context.Context, fn func(TierCounts) error) error
+
+	// InsertHold stores a new hold.
+	InsertHold(ctx context.Context, h *Hold) error
+	// GetHold returns a hold.
+	GetHold(ctx context.Context, id string) (*Hold, error)
+	// EndHold moves an active hold to status to; ok is false when the hold was not active.
+	EndHold(ctx context.Context, id string, to HoldStatus, at time.Time) (ok bool, err error)
+	// DueHolds returns up to limit active holds whose expires_at is at or before now and that have
+	// no order waiting for its payment, earliest first.
+	DueHolds(ctx context.Context, now time.Time, limit int) ([]*Hold, error)
+	// NextHoldExpiry returns the earliest expires_at of an active hold; ok is false when none is.
+	NextHoldExpiry(ctx context.Context) (t time.Time, ok bool, err error)
+	// BuyerTickets returns how many tickets of a show a buyer holds or bought: the quantities of
+	// their active and confirmed holds.
+	BuyerTickets(ctx context.Context, showID, email string) (int, error)
+	// ForEachHold calls fn for every hold.
+	ForEachHold(ctx context.Context, fn func(*Hold) error) error
+
+	// InsertOrder stores a new order. At most one order per hold may be pending_payment or
+	// confirmed; a second one is an ECONFLICT.
+	InsertOrder(ctx context.Context, o *Order) error
+	// GetOrder returns an order.
+	GetOrder(ctx context.Context, id string) (*Order, error)
+	// LiveOrderForHold returns the hold's pending_payment or confirmed order, or ENOTFOUND.
+	LiveOrderForHold(ctx context.Context, holdID string) (*Order, error)
+	// UpdateOrder writes o's status, tickets, charge and refund ids and updated_at if the stored
+	// status is still from; ok is false otherwise.
+	UpdateOrder(ctx context.Context, o *Order, from OrderStatus) (ok bool, err error)
+	// ListOrders returns up to limit orders, of one show when showID is set, with ids after after,
+	// by id.
+	ListOrders(ctx context.Context, showID, after string, limit int) ([]*Order, error)
+	// PendingOrders returns up to limit pending_payment orders, oldest first.
+	PendingOrders(ctx context.Context, limit int) ([]*Order, error)
+	// ForEachOrder calls fn for every order.
+	ForEachOrder(ctx context.Context, fn func(*Order) error) error
+
+	// InsertIdemRecord stores a new record; one that exists for (scope, key) is an ECONFLICT.
+	InsertIdemRecord(ctx context.Context, r *IdemRecord) error
+	// GetIdemRecord returns the record of (scope, key).
+	GetIdemRecord(ctx context.Context, scope, key string) (*IdemRecord, error)
+	// IdemRecordForOrder returns the record whose request made the order.
+	IdemRecordForOrder(ctx context.Context, orderID string) (*IdemRecord, error)
+	// UpdateIdemRecord writes r's hold and order ids, lease and response.
+	UpdateIdemRecord(ctx context.Context, r *IdemRecord) error
+	// SweepIdemRecords deletes up to limit records that expired before now and returns how many.
+	SweepIdemRecords(ctx context.Context, now time.Time, limit int) (int, error)
+	// ClearIdemLeases ends every lease, for a server that starts and so knows none is working.
+	ClearIdemLeases(ctx context.Context) error
+	// ForEachIdemRecord calls fn for every record.
+	ForEachIdemRecord(ctx context.Context, fn func(*IdemRecord) error) error
+
+	// AppendEvent writes e to the outbox, giving it the next Seq of its subject and the next
+	// Position.
+	AppendEvent(ctx context.Context, e *Event) error
+	// ListEvents returns up to limit events with Position after after, in commit order.
+	ListEvents(ctx context.Context, after int64, limit int) ([]*Event, error)
+
+	// InsertAPIKey stores a key (its hash only).
+	InsertAPIKey(ctx context.Context, k *APIKey) error
+	// APIKeyByHash returns the key with that hash.
+	APIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+}
