@@ -22,7 +22,9 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// MaxQuantity bounds the quantity of one hold.
 	MaxQuantity int
-	Logger      *slog.Logger
+	// AdminKey is the plain admin key; it authenticates as the admin role with key id "admin".
+	AdminKey string
+	Logger   *slog.Logger
 }
 
 // Service is the box office: every operation of the API, the same for every transport.

@@ -17,9 +17,9 @@ type ShowInput struct {
 
 // TierInput is one tier of a ShowInput.
 type TierInput struct {
-	ID       string          `json:"id"`
-	Name     string          `json:"name"`
-	Capacity *int            `json:"capacity"`
+	ID       string           `json:"id"`
+	Name     string           `json:"name"`
+	Capacity *int             `json:"capacity"`
 	Price    *boxoffice.Money `json:"price"`
 }
 
