@@ -15,6 +15,7 @@ const (
 	EHOLDEXPIRED        = "hold_expired"
 	EHOLDRELEASED       = "hold_released"
 	EPAYMENTDECLINED    = "payment_declined"
+	ENOTCANCELLABLE     = "order_not_cancellable"
 	EIDEMMISSING        = "idempotency_key_missing"
 	EIDEMINVALID        = "idempotency_key_invalid"
 	EIDEMREUSED         = "idempotency_key_reused"

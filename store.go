@@ -76,9 +76,11 @@ type Tx interface {
 
 	// InsertIdemRecord stores a new record; one that exists for (scope, key) is an ECONFLICT.
 	InsertIdemRecord(ctx context.Context, r *IdemRecord) error
-	// GetIdemRecord returns the record of (scope, key).
+	// GetIdemRecord returns the record of (scope, key). Inside Update it locks the record until the
+	// transaction ends (PostgreSQL: FOR UPDATE), so that read-then-write of its response is atomic.
 	GetIdemRecord(ctx context.Context, scope, key string) (*IdemRecord, error)
-	// IdemRecordForOrder returns the record whose request made the order.
+	// IdemRecordForOrder returns the record whose request made the order; inside Update it locks the
+	// record like GetIdemRecord.
 	IdemRecordForOrder(ctx context.Context, orderID string) (*IdemRecord, error)
 	// UpdateIdemRecord writes r's hold and order ids, lease and response.
 	UpdateIdemRecord(ctx context.Context, r *IdemRecord) error

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"boxoffice"
+	bohttp "boxoffice/http"
+	"boxoffice/inventory"
+	"boxoffice/payments"
+	"boxoffice/sale"
+	"boxoffice/sqlite"
+)
+
+// storeFlags are the flags that say where the data lives; serve and verify share them.
+type storeFlags struct {
+	dataDir string
+	db      string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.dataDir, "data-dir", "./boxoffice-data", "directory of the embedded store, the payment simulator's ledger and the admin key")
+	fs.StringVar(&f.db, "db", "sqlite", `store: "sqlite" (a file under --data-dir)`)
+}
+
+func (f *storeFlags) dbPath() string { return filepath.Join(f.dataDir, "boxoffice.db") }
+
+func (f *storeFlags) ledgerPath() string { return filepath.Join(f.dataDir, "payments-ledger.jsonl") }
+
+// open opens the store the flags name.
+func (f *storeFlags) open(ctx context.Context) (boxoffice.Store, string, error) {
+	switch {
+	case f.db == "sqlite":
+		st, err := sqlite.Open(ctx, f.dbPath())
+		return st, "sqlite " + f.dbPath(), err
+	case strings.HasPrefix(f.db, "postgres://"), strings.HasPrefix(f.db, "postgresql://"):
+		return nil, "", fmt.Errorf("--db: the PostgreSQL store is not part of this build yet; use sqlite")
+	default:
+		return nil, "", fmt.Errorf(`--db: want "sqlite" or a postgres:// URL, got %q`, f.db)
+	}
+}
+
+type serveFlags struct {
+	storeFlags
+	addr           string
+	inventory      string
+	nats           string
+	redis          string
+	smtp           string
+	payments       string
+	adminKey       string
+	syncBudget     time.Duration
+	idempotencyTTL time.Duration
+	maxQuantity    int
+	maxInFlight    int
+	logLevel       string
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("boxoffice serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.storeFlags.register(fs)
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
+	fs.StringVar(&f.inventory, "inventory", inventory.Default, "race-condition strategy: "+strings.Join(inventory.Names(), ", "))
+	fs.StringVar(&f.nats, "nats", "embedded", `event bus: "embedded" or a nats:// URL list`)
+	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), for the redis-lock strategy")
+	fs.StringVar(&f.smtp, "smtp", "", "smtp://user:pass@host:port for email; unset writes .eml files under <data-dir>/mail/")
+	fs.StringVar(&f.payments, "payments", "sim", `payment provider: "sim" (built-in simulator) or a Stripe-compatible base URL`)
+	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key; unset: generated on first start into <data-dir>/admin.key")
+	fs.DurationVar(&f.syncBudget, "payment-sync-budget", sale.DefaultSyncBudget, "how long confirm/purchase wait for a payment before answering 202")
+	fs.DurationVar(&f.idempotencyTTL, "idempotency-ttl", sale.DefaultIdempotencyTTL, "how long idempotency keys are remembered (must exceed any client's retry window)")
+	fs.IntVar(&f.maxQuantity, "max-quantity", sale.DefaultMaxQuantity, "most tickets in one hold")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once before shedding load with 503")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "--log-level: %v\n", err)
+		return errUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := f.unsupported(); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockDataDir(f.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	adminKey, err := f.loadAdminKey(log)
+	if err != nil {
+		return err
+	}
+	store, where, err := f.open(ctx)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer store.Close()
+	inv, err := inventory.New(f.inventory, store)
+	if err != nil {
+		return err
+	}
+	defer inv.Close()
+	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: f.ledgerPath()})
+	if err != nil {
+		return fmt.Errorf("payment simulator: %w", err)
+	}
+	defer sim.Close()
+
+	svc := sale.New(sale.Config{
+		Store: store, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
+		AdminKey: adminKey, ExclusiveStore: true, Logger: log,
+	})
+	if err := svc.Start(ctx); err != nil {
+		return fmt.Errorf("recover state: %w", err)
+	}
+	defer svc.Close()
+
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "data_dir", f.dataDir, "store", where,
+		"inventory", inv.Name(), "payments", "simulator (ledger "+f.ledgerPath()+")", "sync_budget", f.syncBudget)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// unsupported rejects settings whose parts are not in this build, rather than ignore them and
+// leave an operator believing, say, that emails go over SMTP.
+func (f *serveFlags) unsupported() error {
+	switch {
+	case f.nats != "embedded":
+		return fmt.Errorf("--nats %q: only the embedded default is supported by this build", f.nats)
+	case f.redis != "":
+		return fmt.Errorf("--redis: no strategy of this build uses Redis")
+	case f.smtp != "":
+		return fmt.Errorf("--smtp: email delivery is not part of this build")
+	case f.payments != "sim":
+		return fmt.Errorf("--payments %q: only the built-in simulator is supported by this build", f.payments)
+	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
+		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
+	}
+	return nil
+}
+
+// loadAdminKey returns the admin key: the flag's, else the one in <data-dir>/admin.key, else a new
+// one written there (mode 0600) and logged this once.
+func (f *serveFlags) loadAdminKey(log *slog.Logger) (string, error) {
+	if f.adminKey != "" {
+		return f.adminKey, nil
+	}
+	path := filepath.Join(f.dataDir, "admin.key")
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	key := "bo_admin_" + boxoffice.RandomString(40)
+	if err := writeFileSync(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin key: %w", err)
+	}
+	log.Info("generated the admin key; it is shown only this once and kept in "+path, "admin_key", key)
+	return key, nil
+}
+
+// writeFileSync writes a file and syncs it, so a key that was logged is also on disk.
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(data); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// lockDataDir takes an exclusive lock on the data dir, so two servers never share one SQLite store
+// and the one that holds it may end leases left by a killed predecessor.
+func lockDataDir(dir string) (func(), error) {
+	fh, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another boxoffice serve", dir)
+	}
+	return func() { fh.Close() }, nil
+}

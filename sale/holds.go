@@ -1,0 +1,179 @@
+package sale
+
+import (
+	"context"
+	"strings"
+
+	"boxoffice"
+)
+
+// CreateHold reserves tickets until the show's hold TTL runs out.
+func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*boxoffice.Response, bool, error) {
+	var v validator
+	v.name(in.TierID, "tier_id")
+	v.quantity(in.Quantity, s.cfg.MaxQuantity, "quantity")
+	v.email(in.Buyer.Email, "buyer.email")
+	if err := v.err(); err != nil {
+		return nil, false, err
+	}
+	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+		return s.answerLookup(res, rec, err)
+	}
+	show, err := s.showWithTier(ctx, in.ShowID, in.TierID)
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
+	res := s.render.Resource(201, h, "")
+	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
+		rec := s.newRecord(idem, res)
+		rec.HoldID = h.ID
+		return insertRecord(ctx, tx, rec)
+	})
+	return s.finish(ctx, idem, res, err)
+}
+
+// showWithTier reads a show and checks that it has the tier.
+func (s *Service) showWithTier(ctx context.Context, showID, tierID string) (*boxoffice.Show, error) {
+	show, err := s.GetShow(ctx, showID)
+	if err != nil {
+		return nil, err
+	}
+	if show.Tier(tierID) == nil {
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no tier %q", showID, tierID)
+	}
+	return show, nil
+}
+
+func (s *Service) newHold(show *boxoffice.Show, tierID string, quantity int, email string) *boxoffice.Hold {
+	now := s.now()
+	return &boxoffice.Hold{
+		ID: boxoffice.NewID(boxoffice.PrefixHold, now), ShowID: show.ID, TierID: tierID, Quantity: quantity,
+		Buyer: boxoffice.Buyer{Email: email}, Status: boxoffice.HoldActive,
+		ExpiresAt: now.Add(ttlOf(show)), CreatedAt: now, UpdatedAt: now,
+	}
+}
+
+// reserve takes h's tickets through the inventory strategy and writes the hold, its event and
+// whatever more adds (the idempotency record, an order) in the same transaction.
+func (s *Service) reserve(ctx context.Context, show *boxoffice.Show, h *boxoffice.Hold, more func(tx boxoffice.Tx) error) error {
+	change := boxoffice.CountChange{ShowID: h.ShowID, TierID: h.TierID, Held: h.Quantity}
+	return s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+		if show.MaxPerBuyer != nil {
+			n, err := tx.BuyerTickets(ctx, h.ShowID, h.Buyer.Email)
+			if err != nil {
+				return err
+			}
+			if n+h.Quantity > *show.MaxPerBuyer {
+				return boxoffice.Errorf(boxoffice.EBUYERLIMIT, "a buyer may have at most %d tickets of this show and has %d", *show.MaxPerBuyer, n)
+			}
+		}
+		if err := tx.InsertHold(ctx, h); err != nil {
+			return err
+		}
+		if err := s.appendEvent(ctx, tx, boxoffice.EventHoldCreated, h.ID, h); err != nil {
+			return err
+		}
+		return more(tx)
+	})
+}
+
+// GetHold returns a hold.
+func (s *Service) GetHold(ctx context.Context, id string) (*boxoffice.Hold, error) {
+	if !strings.HasPrefix(id, boxoffice.PrefixHold) {
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", id)
+	}
+	var h *boxoffice.Hold
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		h, err = tx.GetHold(ctx, id)
+		return err
+	})
+	return h, err
+}
+
+// ReleaseHold gives an active hold's tickets back. Releasing a released or expired hold is fine (the
+// tickets are back already); a confirmed hold, or one whose payment is under way, is EHOLDCONFIRMED.
+func (s *Service) ReleaseHold(ctx context.Context, id string) error {
+	h, err := s.GetHold(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch h.Status {
+	case boxoffice.HoldReleased, boxoffice.HoldExpired:
+		return nil
+	case boxoffice.HoldConfirmed:
+		return boxoffice.Errorf(boxoffice.EHOLDCONFIRMED, "hold %s is confirmed", id)
+	}
+	err = s.endHold(ctx, h, boxoffice.HoldReleased, boxoffice.EventHoldReleased)
+	if err == errSkip {
+		return s.ReleaseHold(ctx, id) // it changed meanwhile; answer for its new status
+	}
+	return err
+}
+
+// endHold returns an active hold's tickets (released or expired) unless a payment for it is under
+// way. errSkip means the hold was no longer active.
+func (s *Service) endHold(ctx context.Context, h *boxoffice.Hold, to boxoffice.HoldStatus, event string) error {
+	change := boxoffice.CountChange{ShowID: h.ShowID, TierID: h.TierID, Held: -h.Quantity}
+	return s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+		// Reading the hold first locks it (on stores with row locks), which orders this against a
+		// confirm that is creating an order for it.
+		cur, err := tx.GetHold(ctx, h.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status != boxoffice.HoldActive {
+			return errSkip
+		}
+		if _, err := tx.LiveOrderForHold(ctx, h.ID); err == nil {
+			return boxoffice.Errorf(boxoffice.EHOLDCONFIRMED, "a payment for hold %s is under way", h.ID)
+		} else if boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+			return err
+		}
+		now := s.now()
+		if ok, err := tx.EndHold(ctx, h.ID, to, now); err != nil || !ok {
+			return cmpErr(err, errSkip)
+		}
+		cur.Status, cur.UpdatedAt = to, now
+		return s.appendEvent(ctx, tx, event, h.ID, cur)
+	})
+}
+
+// ExpireDue expires every active hold whose expires_at has come and that has no payment under way,
+// returning how many it expired. The background loop calls it; so can tests that move the clock.
+func (s *Service) ExpireDue(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var due []*boxoffice.Hold
+		err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+			due, err = tx.DueHolds(ctx, s.now(), 100)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		n := 0
+		for _, h := range due {
+			err := s.endHold(ctx, h, boxoffice.HoldExpired, boxoffice.EventHoldExpired)
+			switch {
+			case err == nil:
+				n++
+			case err == errSkip || boxoffice.ErrorCode(err) == boxoffice.EHOLDCONFIRMED:
+			default:
+				return total + n, err
+			}
+		}
+		total += n
+		if len(due) < 100 || n == 0 {
+			return total, nil
+		}
+	}
+}
+
+// cmpErr returns err when set, else alt: for "a conditional write failed or did nothing".
+func cmpErr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}

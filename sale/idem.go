@@ -1,0 +1,135 @@
+package sale
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"boxoffice"
+)
+
+// errKeyTaken says a record for the key appeared between the lookup and the effect's transaction
+// (a concurrent request with the same key won); the effect was rolled back and the record decides.
+var errKeyTaken = errors.New("idempotency key taken concurrently")
+
+// storable lists the domain answers that are final and so stored for replay. Everything else
+// (5xx, overload, a transient payment failure, a request in progress) is not, so a retry may work.
+var storable = map[string]bool{
+	boxoffice.ESOLDOUT: true, boxoffice.EBUYERLIMIT: true, boxoffice.ENOTFOUND: true,
+	boxoffice.EHOLDCONFIRMED: true, boxoffice.EHOLDEXPIRED: true, boxoffice.EHOLDRELEASED: true,
+	boxoffice.EPAYMENTDECLINED: true, boxoffice.ENOTCANCELLABLE: true, boxoffice.EVALIDATION: true,
+}
+
+// lookup reads the record of idem's key. A finished record gives its response to replay; a
+// different fingerprint is EIDEMREUSED (checked first); a record whose request is still working is
+// EIDEMINPROGRESS; a record whose request died before finishing is returned to be resumed. All nil
+// means the key is new.
+func (s *Service) lookup(ctx context.Context, idem Idem) (*boxoffice.Response, *boxoffice.IdemRecord, error) {
+	var rec *boxoffice.IdemRecord
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		rec, err = tx.GetIdemRecord(ctx, idem.Scope, idem.Key)
+		return err
+	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, nil, nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return s.judge(idem, rec)
+}
+
+// judge is lookup's verdict on a record that exists.
+func (s *Service) judge(idem Idem, rec *boxoffice.IdemRecord) (*boxoffice.Response, *boxoffice.IdemRecord, error) {
+	if rec.Fingerprint != idem.Fingerprint {
+		return nil, nil, boxoffice.Errorf(boxoffice.EIDEMREUSED, "this Idempotency-Key was used with a different request")
+	}
+	if rec.Response != nil {
+		return rec.Response, nil, nil
+	}
+	if now := s.now(); rec.LockedUntil.After(now) {
+		e := boxoffice.Errorf(boxoffice.EIDEMINPROGRESS, "a request with this Idempotency-Key is still in progress")
+		e.RetryAfter = max(rec.LockedUntil.Sub(now), time.Second)
+		return nil, nil, e
+	}
+	return nil, rec, nil
+}
+
+// answerLookup answers a lookup for operations that finish in one transaction and so never leave a
+// record to resume.
+func (s *Service) answerLookup(res *boxoffice.Response, rec *boxoffice.IdemRecord, err error) (*boxoffice.Response, bool, error) {
+	switch {
+	case err != nil:
+		return nil, false, err
+	case res != nil:
+		return res, true, nil
+	default:
+		return nil, false, boxoffice.Errorf(boxoffice.EINTERNAL, "idempotency record %s has no response", rec.ID)
+	}
+}
+
+// newRecord returns the record of idem, finished with res when res is set.
+func (s *Service) newRecord(idem Idem, res *boxoffice.Response) *boxoffice.IdemRecord {
+	now := s.now()
+	return &boxoffice.IdemRecord{
+		ID: boxoffice.NewID(boxoffice.PrefixRecord, now), Scope: idem.Scope, Key: idem.Key,
+		Fingerprint: idem.Fingerprint, Response: res, CreatedAt: now, ExpiresAt: now.Add(s.cfg.IdempotencyTTL),
+	}
+}
+
+// insertRecord writes rec in tx and turns a clash on its key into errKeyTaken.
+func insertRecord(ctx context.Context, tx boxoffice.Tx, rec *boxoffice.IdemRecord) error {
+	err := tx.InsertIdemRecord(ctx, rec)
+	if boxoffice.ErrorCode(err) == boxoffice.ECONFLICT {
+		return errKeyTaken
+	}
+	return err
+}
+
+// finish answers a request whose effect transaction returned err: res on success; the winner's
+// record when a concurrent request with the same key won; the stored problem for a final domain
+// answer; err otherwise.
+func (s *Service) finish(ctx context.Context, idem Idem, res *boxoffice.Response, err error) (*boxoffice.Response, bool, error) {
+	switch {
+	case err == nil:
+		return res, false, nil
+	case errors.Is(err, errKeyTaken):
+		r, rec, err := s.lookup(ctx, idem)
+		if r == nil && rec == nil && err == nil {
+			return nil, false, boxoffice.Errorf(boxoffice.EINTERNAL, "idempotency record vanished")
+		}
+		return s.answerLookup(r, rec, err)
+	case storable[boxoffice.ErrorCode(err)]:
+		return s.storeFailure(ctx, idem, err)
+	default:
+		return nil, false, err
+	}
+}
+
+// storeFailure stores a final domain answer under idem's key, in a transaction of its own: the
+// effect's transaction rolled back, so nothing else changed.
+func (s *Service) storeFailure(ctx context.Context, idem Idem, cause error) (*boxoffice.Response, bool, error) {
+	res := s.render.Problem(cause)
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		return insertRecord(ctx, tx, s.newRecord(idem, res))
+	})
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	return res, false, nil
+}
+
+// SweepIdempotency deletes records past their TTL and returns how many.
+func (s *Service) SweepIdempotency(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var n int
+		err := s.store.Update(ctx, func(tx boxoffice.Tx) (err error) {
+			n, err = tx.SweepIdemRecords(ctx, s.now(), 1000)
+			return err
+		})
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}

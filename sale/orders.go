@@ -1,0 +1,551 @@
+package sale
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"boxoffice"
+)
+
+var (
+	errHoldGone = errors.New("the hold is no longer active")
+	errRetry    = errors.New("the order changed meanwhile")
+)
+
+// lease is how long a request owns its idempotency record: it answers within the sync budget, so a
+// lease that outlives it by a margin only runs out when the request's process died.
+func (s *Service) lease() time.Duration { return s.cfg.SyncBudget + 10*time.Second }
+
+// ConfirmHold pays for a hold and turns it into an order: 201 when the payment settles within the
+// sync budget, else 202 with the order pending; a decline is 402 and leaves the hold active.
+func (s *Service) ConfirmHold(ctx context.Context, idem Idem, holdID string, in ConfirmInput) (*boxoffice.Response, bool, error) {
+	var v validator
+	v.token(in.Payment.Token, "payment.token")
+	if err := v.err(); err != nil {
+		return nil, false, err
+	}
+	if !strings.HasPrefix(holdID, boxoffice.PrefixHold) {
+		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", holdID)
+	}
+	res, rec, err := s.lookup(ctx, idem)
+	if res != nil || err != nil {
+		return res, res != nil, err
+	}
+	if rec != nil {
+		return s.resume(ctx, idem)
+	}
+	now := s.now()
+	var order *boxoffice.Order
+	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		h, err := tx.GetHold(ctx, holdID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case h.Status == boxoffice.HoldConfirmed:
+			return boxoffice.Errorf(boxoffice.EHOLDCONFIRMED, "hold %s is confirmed", h.ID)
+		case h.Status == boxoffice.HoldReleased:
+			return boxoffice.Errorf(boxoffice.EHOLDRELEASED, "hold %s was released", h.ID)
+		case h.Status == boxoffice.HoldExpired || !now.Before(h.ExpiresAt):
+			s.poke()
+			return boxoffice.Errorf(boxoffice.EHOLDEXPIRED, "hold %s expired at %s", h.ID, h.ExpiresAt.Format(time.RFC3339))
+		}
+		if _, err := tx.LiveOrderForHold(ctx, h.ID); err == nil {
+			return boxoffice.Errorf(boxoffice.EHOLDCONFIRMED, "a payment for hold %s is under way", h.ID)
+		} else if boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+			return err
+		}
+		show, err := tx.GetShow(ctx, h.ShowID)
+		if err != nil {
+			return err
+		}
+		tier := show.Tier(h.TierID)
+		if tier == nil {
+			return boxoffice.Errorf(boxoffice.EINTERNAL, "hold %s is of a tier that no longer exists", h.ID)
+		}
+		order = s.newOrder(h, tier, in.Payment.Token, false)
+		if err := tx.InsertOrder(ctx, order); boxoffice.ErrorCode(err) == boxoffice.ECONFLICT {
+			return boxoffice.Errorf(boxoffice.EHOLDCONFIRMED, "a payment for hold %s is under way", h.ID)
+		} else if err != nil {
+			return err
+		}
+		return insertRecord(ctx, tx, s.leasedRecord(idem, h.ID, order.ID))
+	})
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	return s.await(ctx, idem, order)
+}
+
+// Purchase holds, pays and confirms in one call; a decline releases the hold at once.
+func (s *Service) Purchase(ctx context.Context, idem Idem, in PurchaseInput) (*boxoffice.Response, bool, error) {
+	var v validator
+	v.name(in.ShowID, "show_id")
+	v.name(in.TierID, "tier_id")
+	v.quantity(in.Quantity, s.cfg.MaxQuantity, "quantity")
+	v.email(in.Buyer.Email, "buyer.email")
+	v.token(in.Payment.Token, "payment.token")
+	if err := v.err(); err != nil {
+		return nil, false, err
+	}
+	res, rec, err := s.lookup(ctx, idem)
+	if res != nil || err != nil {
+		return res, res != nil, err
+	}
+	if rec != nil {
+		return s.resume(ctx, idem)
+	}
+	show, err := s.showWithTier(ctx, in.ShowID, in.TierID)
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
+	order := s.newOrder(h, show.Tier(in.TierID), in.Payment.Token, true)
+	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
+		if err := tx.InsertOrder(ctx, order); err != nil {
+			return err
+		}
+		return insertRecord(ctx, tx, s.leasedRecord(idem, h.ID, order.ID))
+	})
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	return s.await(ctx, idem, order)
+}
+
+func (s *Service) leasedRecord(idem Idem, holdID, orderID string) *boxoffice.IdemRecord {
+	rec := s.newRecord(idem, nil)
+	rec.HoldID, rec.OrderID, rec.LockedUntil = holdID, orderID, s.now().Add(s.lease())
+	return rec
+}
+
+func (s *Service) newOrder(h *boxoffice.Hold, tier *boxoffice.Tier, token string, releaseOnFailure bool) *boxoffice.Order {
+	now := s.now()
+	return &boxoffice.Order{
+		ID: boxoffice.NewID(boxoffice.PrefixOrder, now), Status: boxoffice.OrderPendingPayment,
+		ShowID: h.ShowID, TierID: h.TierID, HoldID: h.ID, Quantity: h.Quantity,
+		Amount:  boxoffice.Money{Amount: tier.Price.Amount * int64(h.Quantity), Currency: tier.Price.Currency},
+		Buyer:   h.Buyer,
+		Tickets: []boxoffice.Ticket{}, CreatedAt: now, UpdatedAt: now,
+		PaymentToken: token, ReleaseOnFailure: releaseOnFailure,
+	}
+}
+
+// resume picks up a record whose request died after its first phase (the order exists, the answer
+// does not): it takes the lease and waits for the order like the first request would have.
+func (s *Service) resume(ctx context.Context, idem Idem) (*boxoffice.Response, bool, error) {
+	var res *boxoffice.Response
+	var orderID string
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		rec, err := tx.GetIdemRecord(ctx, idem.Scope, idem.Key)
+		if err != nil {
+			return err
+		}
+		r, again, err := s.judge(idem, rec)
+		if err != nil || r != nil {
+			res = r
+			return err
+		}
+		if again.OrderID == "" {
+			return boxoffice.Errorf(boxoffice.EINTERNAL, "idempotency record %s has neither order nor response", rec.ID)
+		}
+		orderID = again.OrderID
+		rec.LockedUntil = s.now().Add(s.lease())
+		return tx.UpdateIdemRecord(ctx, rec)
+	})
+	if err != nil || res != nil {
+		return res, res != nil, err
+	}
+	order, err := s.GetOrder(ctx, orderID)
+	if err != nil {
+		return nil, false, err
+	}
+	return s.await(ctx, idem, order)
+}
+
+// await waits up to the sync budget for the order's payment to settle and answers with what the
+// record then says; past the budget it stores and answers 202 with the order pending, and the
+// payment settles in the background. No request waits on the payment longer than the budget.
+func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) (*boxoffice.Response, bool, error) {
+	done := s.drive(order)
+	t := time.NewTimer(s.cfg.SyncBudget)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	var res *boxoffice.Response
+	// The answer is written with the base context: a client that hung up still gets its 202
+	// stored, so its retry replays instead of waiting for a lease to run out.
+	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
+		// Lock order: the order, then the record, as settle does.
+		o, err := tx.GetOrder(s.base, order.ID)
+		if err != nil {
+			return err
+		}
+		pending := o.Status == boxoffice.OrderPendingPayment
+		if pending && !o.ReleaseOnFailure {
+			// The buyer is told "pending" and leaves; a later decline must give the tickets back.
+			o.ReleaseOnFailure = true
+			if pending, err = tx.UpdateOrder(s.base, o, boxoffice.OrderPendingPayment); err != nil {
+				return err
+			}
+		}
+		rec, err := tx.GetIdemRecord(s.base, idem.Scope, idem.Key)
+		if err != nil {
+			return err
+		}
+		if rec.Response != nil {
+			res = rec.Response
+			return nil
+		}
+		if !pending {
+			return boxoffice.Errorf(boxoffice.EINTERNAL, "order %s settled without its answer", o.ID)
+		}
+		res = s.render.Resource(202, o, "/v1/orders/"+o.ID)
+		rec.Response, rec.LockedUntil = res, time.Time{}
+		return tx.UpdateIdemRecord(s.base, rec)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return res, false, nil
+}
+
+// drive starts the order's payment driver unless one runs already and returns a channel closed when
+// it ends.
+func (s *Service) drive(order *boxoffice.Order) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.driving[order.ID]; ok {
+		return ch
+	}
+	ch := make(chan struct{})
+	if s.base.Err() != nil {
+		close(ch)
+		return ch
+	}
+	s.driving[order.ID] = ch
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.driving, order.ID)
+			s.mu.Unlock()
+			close(ch)
+		}()
+		s.runOrder(order)
+	}()
+	return ch
+}
+
+// runOrder charges the order with its derived key until the provider gives a final answer, then
+// settles it. Retries reuse the key, so however often this runs (after a timeout, a crash, in two
+// processes) the buyer is charged once.
+func (s *Service) runOrder(order *boxoffice.Order) {
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(s.base, 30*time.Second)
+		ch, err := s.pay.Charge(ctx, boxoffice.ChargeRequest{
+			Key: order.ChargeKey(), Token: order.PaymentToken, Amount: order.Amount,
+			Description: itoa(order.Quantity) + " ticket(s) for " + order.ShowID,
+		})
+		cancel()
+		switch {
+		case err == nil:
+			err = s.settle(order, ch)
+		case boxoffice.ErrorCode(err) == boxoffice.EPAYMENTDECLINED:
+			err = s.failOrder(order, err)
+		}
+		if err == nil || s.base.Err() != nil {
+			return
+		}
+		s.log.Debug("payment not settled yet; retrying", "order", order.ID, "err", err)
+		// Full jitter keeps a crowd of retrying drivers from hitting the provider in step.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond)
+		select {
+		case <-s.base.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// settle confirms a paid order: the hold's tickets become sold, the order gets its tickets and its
+// event, and the request's record its answer, in one transaction.
+func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) error {
+	ctx := s.base
+	o := *order
+	o.Status, o.ChargeID, o.UpdatedAt = boxoffice.OrderConfirmed, ch.ID, s.now()
+	o.Tickets = newTickets(o.Quantity)
+	change := boxoffice.CountChange{ShowID: o.ShowID, TierID: o.TierID, Held: -o.Quantity, Sold: o.Quantity}
+	err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+		h, err := tx.GetHold(ctx, o.HoldID)
+		if err != nil {
+			return err
+		}
+		cur, err := tx.GetOrder(ctx, o.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status != boxoffice.OrderPendingPayment {
+			return errSkip
+		}
+		if h.Status != boxoffice.HoldActive {
+			return errHoldGone
+		}
+		o.ReleaseOnFailure = cur.ReleaseOnFailure
+		if ok, err := tx.UpdateOrder(ctx, &o, boxoffice.OrderPendingPayment); err != nil || !ok {
+			return cmpErr(err, errSkip)
+		}
+		if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldConfirmed, o.UpdatedAt); err != nil || !ok {
+			return cmpErr(err, errHoldGone)
+		}
+		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderConfirmed, o.ID, &o); err != nil {
+			return err
+		}
+		return s.answerRecord(ctx, tx, o.ID, s.render.Resource(201, &o, ""))
+	})
+	switch {
+	case err == errSkip:
+		return nil
+	case err == errHoldGone:
+		// Holds with a payment under way are neither released nor expired, so this means the store
+		// was changed by hand; the buyer paid for tickets we cannot give, so the money goes back.
+		s.log.Error("paid order's hold is gone; refunding", "order", o.ID, "hold", o.HoldID)
+		if _, err := s.pay.Refund(ctx, boxoffice.RefundRequest{Key: order.RefundKey(), ChargeID: ch.ID, Amount: o.Amount}); err != nil {
+			return err
+		}
+		return s.failOrder(order, boxoffice.Errorf(boxoffice.EHOLDEXPIRED, "hold %s ended before its payment settled; the payment was refunded", o.HoldID))
+	}
+	return err
+}
+
+// failOrder ends an order whose payment failed, giving its hold's tickets back when the order says
+// so, and answers the request's record with the failure.
+func (s *Service) failOrder(order *boxoffice.Order, cause error) error {
+	ctx := s.base
+	for range 3 {
+		var cur *boxoffice.Order
+		if err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+			cur, err = tx.GetOrder(ctx, order.ID)
+			return err
+		}); err != nil {
+			return err
+		}
+		if cur.Status != boxoffice.OrderPendingPayment {
+			return nil
+		}
+		release := cur.ReleaseOnFailure
+		change := boxoffice.CountChange{ShowID: cur.ShowID, TierID: cur.TierID}
+		if release {
+			change.Held = -cur.Quantity
+		}
+		err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+			o, err := tx.GetOrder(ctx, order.ID)
+			if err != nil {
+				return err
+			}
+			if o.Status != boxoffice.OrderPendingPayment {
+				return errSkip
+			}
+			if o.ReleaseOnFailure != release {
+				return errRetry
+			}
+			o.Status, o.UpdatedAt = boxoffice.OrderPaymentFailed, s.now()
+			if ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderPendingPayment); err != nil || !ok {
+				return cmpErr(err, errSkip)
+			}
+			if release {
+				h, err := tx.GetHold(ctx, o.HoldID)
+				if err != nil {
+					return err
+				}
+				if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldReleased, o.UpdatedAt); err != nil || !ok {
+					return cmpErr(err, errHoldGone)
+				}
+				h.Status, h.UpdatedAt = boxoffice.HoldReleased, o.UpdatedAt
+				if err := s.appendEvent(ctx, tx, boxoffice.EventHoldReleased, h.ID, h); err != nil {
+					return err
+				}
+			}
+			if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
+				return err
+			}
+			return s.answerRecord(ctx, tx, o.ID, s.render.Problem(cause))
+		})
+		switch err {
+		case errRetry:
+			continue
+		case errSkip:
+			return nil
+		case errHoldGone:
+			return s.failOrderKeepHold(order, cause)
+		}
+		return err
+	}
+	return errRetry
+}
+
+// failOrderKeepHold fails an order whose hold is already gone: no tickets move.
+func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) error {
+	ctx := s.base
+	return s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		o, err := tx.GetOrder(ctx, order.ID)
+		if err != nil || o.Status != boxoffice.OrderPendingPayment {
+			return err
+		}
+		o.Status, o.UpdatedAt = boxoffice.OrderPaymentFailed, s.now()
+		if _, err := tx.UpdateOrder(ctx, o, boxoffice.OrderPendingPayment); err != nil {
+			return err
+		}
+		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
+			return err
+		}
+		return s.answerRecord(ctx, tx, o.ID, s.render.Problem(cause))
+	})
+}
+
+// answerRecord stores res on the record of the request that made the order, unless that request
+// answered already (202) or the record was swept.
+func (s *Service) answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response) error {
+	rec, err := tx.IdemRecordForOrder(ctx, orderID)
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if rec.Response != nil {
+		return nil
+	}
+	rec.Response, rec.LockedUntil = res, time.Time{}
+	return tx.UpdateIdemRecord(ctx, rec)
+}
+
+// CompletePending starts a payment driver for every pending order that has none in this process:
+// after a restart these are the purchases a crash interrupted. It returns how many it started.
+func (s *Service) CompletePending(ctx context.Context) (int, error) {
+	var orders []*boxoffice.Order
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		orders, err = tx.PendingOrders(ctx, 1000)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range orders {
+		s.mu.Lock()
+		_, running := s.driving[o.ID]
+		s.mu.Unlock()
+		if !running {
+			s.drive(o)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// GetOrder returns an order.
+func (s *Service) GetOrder(ctx context.Context, id string) (*boxoffice.Order, error) {
+	if !strings.HasPrefix(id, boxoffice.PrefixOrder) {
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
+	}
+	var o *boxoffice.Order
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		o, err = tx.GetOrder(ctx, id)
+		return err
+	})
+	return o, err
+}
+
+// ListOrders returns a page of orders, of one show when showID is set.
+func (s *Service) ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, string, error) {
+	if showID != "" && !boxoffice.ValidName(showID) {
+		return nil, "", boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"})
+	}
+	var orders []*boxoffice.Order
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		orders, err = tx.ListOrders(ctx, showID, after, limit+1)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	orders, next := page(orders, limit, func(o *boxoffice.Order) string { return o.ID })
+	return orders, next, nil
+}
+
+// CancelOrder cancels a confirmed order: refunds it through the provider (with a derived key, so
+// once) and returns its tickets. Cancelling a cancelled order answers the same order again.
+func (s *Service) CancelOrder(ctx context.Context, idem Idem, id string) (*boxoffice.Response, bool, error) {
+	if !strings.HasPrefix(id, boxoffice.PrefixOrder) {
+		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
+	}
+	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+		return s.answerLookup(res, rec, err)
+	}
+	o, err := s.GetOrder(ctx, id)
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	switch o.Status {
+	case boxoffice.OrderCancelled:
+		return s.storeResource(ctx, idem, s.render.Resource(200, o, ""))
+	case boxoffice.OrderPendingPayment:
+		return s.finish(ctx, idem, nil, boxoffice.Errorf(boxoffice.ENOTCANCELLABLE, "order %s is waiting for its payment", id))
+	case boxoffice.OrderPaymentFailed:
+		return s.finish(ctx, idem, nil, boxoffice.Errorf(boxoffice.ENOTCANCELLABLE, "order %s was never paid", id))
+	}
+	ref, err := s.pay.Refund(ctx, boxoffice.RefundRequest{Key: o.RefundKey(), ChargeID: o.ChargeID, Amount: o.Amount})
+	if err != nil {
+		if boxoffice.AsError(err) == nil {
+			err = boxoffice.Errorf(boxoffice.EPAYMENTUNAVAILABLE, "the refund did not go through; retry with the same key")
+		}
+		return nil, false, err
+	}
+	c := *o
+	c.Status, c.RefundID, c.UpdatedAt = boxoffice.OrderCancelled, ref.ID, s.now()
+	res := s.render.Resource(200, &c, "")
+	change := boxoffice.CountChange{ShowID: c.ShowID, TierID: c.TierID, Sold: -c.Quantity}
+	err = s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+		if ok, err := tx.UpdateOrder(ctx, &c, boxoffice.OrderConfirmed); err != nil || !ok {
+			return cmpErr(err, errSkip)
+		}
+		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderCancelled, c.ID, &c); err != nil {
+			return err
+		}
+		return insertRecord(ctx, tx, s.newRecord(idem, res))
+	})
+	if err == errSkip {
+		// Cancelled meanwhile by another request: answer as for a cancelled order.
+		if o, err = s.GetOrder(ctx, id); err != nil {
+			return nil, false, err
+		}
+		return s.storeResource(ctx, idem, s.render.Resource(200, o, ""))
+	}
+	return s.finish(ctx, idem, res, err)
+}
+
+// storeResource stores a success that needed no change under idem's key.
+func (s *Service) storeResource(ctx context.Context, idem Idem, res *boxoffice.Response) (*boxoffice.Response, bool, error) {
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error { return insertRecord(ctx, tx, s.newRecord(idem, res)) })
+	return s.finish(ctx, idem, res, err)
+}
+
+// newTickets makes n ticket codes, random enough that one cannot be guessed from another.
+func newTickets(n int) []boxoffice.Ticket {
+	ts := make([]boxoffice.Ticket, n)
+	for i := range ts {
+		c := strings.ToUpper(boxoffice.RandomString(12))
+		ts[i].Code = c[:4] + "-" + c[4:8] + "-" + c[8:]
+	}
+	return ts
+}

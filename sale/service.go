@@ -1,0 +1,283 @@
+// Package sale runs the box office: every operation of the API as atomic phases over a
+// boxoffice.Store, with the race-condition strategy (boxoffice.Inventory) guarding tier counts and a
+// payment provider called outside any transaction. It is the one service layer that every transport
+// (REST today) calls, so all of them give the same answers.
+package sale
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"boxoffice"
+)
+
+// Config wires a Service.
+type Config struct {
+	Store     boxoffice.Store
+	Inventory boxoffice.Inventory
+	Payments  boxoffice.Payments
+	Renderer  Renderer
+	// Now is the clock; expiry logic never reads time.Now directly, so tests control time.
+	Now func() time.Time
+	// SyncBudget is how long confirm and purchase wait for a payment before answering 202.
+	SyncBudget time.Duration
+	// IdempotencyTTL is how long idempotency records are kept.
+	IdempotencyTTL time.Duration
+	// MaxQuantity bounds the quantity of one hold.
+	MaxQuantity int
+	// AdminKey is the plain admin key; it authenticates as the admin role with key id "admin".
+	AdminKey string
+	// ExclusiveStore says no other server uses the store, so leases left by a killed process can be
+	// ended at start instead of waiting for them to run out.
+	ExclusiveStore bool
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultSyncBudget     = 2 * time.Second
+	DefaultIdempotencyTTL = 24 * time.Hour
+	DefaultMaxQuantity    = 10
+	DefaultHoldTTL        = 600
+)
+
+// Service is the box office: every operation of the API, the same for every transport.
+type Service struct {
+	cfg    Config
+	store  boxoffice.Store
+	inv    boxoffice.Inventory
+	pay    boxoffice.Payments
+	render Renderer
+	now    func() time.Time
+	log    *slog.Logger
+
+	// base is cancelled by Close; order drivers run under it, not under a request's context, so a
+	// payment outlives the request that answered 202.
+	base   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	driving map[string]chan struct{} // order id → closed when its driver ends
+	keys    sync.Map                 // key hash → *boxoffice.Principal
+	wake    chan struct{}
+}
+
+// New returns a Service; Start runs its background work.
+func New(cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SyncBudget <= 0 {
+		cfg.SyncBudget = DefaultSyncBudget
+	}
+	if cfg.IdempotencyTTL <= 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if cfg.MaxQuantity <= 0 {
+		cfg.MaxQuantity = DefaultMaxQuantity
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &Service{
+		cfg: cfg, store: cfg.Store, inv: cfg.Inventory, pay: cfg.Payments, render: cfg.Renderer,
+		now: func() time.Time { return cfg.Now().UTC() }, log: cfg.Logger,
+		base: base, cancel: cancel,
+		driving: make(map[string]chan struct{}),
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Start recovers from a previous run (leases, pending orders, overdue holds) and runs the background
+// loops (hold expiry, pending-order completion, idempotency sweeping) until Close.
+func (s *Service) Start(ctx context.Context) error {
+	if s.cfg.ExclusiveStore {
+		if err := s.store.Update(ctx, func(tx boxoffice.Tx) error { return tx.ClearIdemLeases(ctx) }); err != nil {
+			return err
+		}
+	}
+	if _, err := s.ExpireDue(ctx); err != nil {
+		return err
+	}
+	if _, err := s.CompletePending(ctx); err != nil {
+		return err
+	}
+	s.loop(s.expiryLoop)
+	s.loop(func() time.Duration {
+		if _, err := s.CompletePending(s.base); err != nil && s.base.Err() == nil {
+			s.log.Error("complete pending orders", "err", err)
+		}
+		return time.Second
+	})
+	s.loop(func() time.Duration {
+		if _, err := s.SweepIdempotency(s.base); err != nil && s.base.Err() == nil {
+			s.log.Error("sweep idempotency records", "err", err)
+		}
+		return time.Minute
+	})
+	return nil
+}
+
+// loop runs step until Close, sleeping for what step returns or until woken.
+func (s *Service) loop(step func() time.Duration) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			d := step()
+			t := time.NewTimer(d)
+			select {
+			case <-s.base.Done():
+				t.Stop()
+				return
+			case <-s.wake:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}()
+}
+
+func (s *Service) expiryLoop() time.Duration {
+	if _, err := s.ExpireDue(s.base); err != nil && s.base.Err() == nil {
+		s.log.Error("expire holds", "err", err)
+	}
+	var next time.Time
+	var ok bool
+	err := s.store.View(s.base, func(tx boxoffice.Tx) (err error) {
+		next, ok, err = tx.NextHoldExpiry(s.base)
+		return err
+	})
+	if err != nil || !ok {
+		return time.Second
+	}
+	// Sleep until the next expiry, but poll at least every second (a hold made by another server
+	// sharing the store) and not in a tight loop (a due hold whose payment is still pending).
+	return min(max(next.Sub(s.now()), 50*time.Millisecond), time.Second)
+}
+
+// poke wakes the background loops early, e.g. when a request noticed a hold past its expiry.
+func (s *Service) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the background loops and order drivers and waits for them. Orders still pending are
+// finished by the next Start.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Authenticate returns the principal of a plain API key, or EUNAUTHORIZED.
+func (s *Service) Authenticate(ctx context.Context, key string) (*boxoffice.Principal, error) {
+	if key == "" {
+		return nil, boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "an API key is required")
+	}
+	if s.cfg.AdminKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.AdminKey)) == 1 {
+		return &boxoffice.Principal{KeyID: "admin", Role: boxoffice.RoleAdmin}, nil
+	}
+	hash := boxoffice.HashKey(key)
+	if p, ok := s.keys.Load(hash); ok {
+		return p.(*boxoffice.Principal), nil
+	}
+	var k *boxoffice.APIKey
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		k, err = tx.APIKeyByHash(ctx, hash)
+		return err
+	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "the API key is not known")
+	} else if err != nil {
+		return nil, err
+	}
+	// Keys are never deleted, so a cached principal cannot go stale.
+	p := &boxoffice.Principal{KeyID: k.ID, Role: k.Role}
+	s.keys.Store(hash, p)
+	return p, nil
+}
+
+// CreateAPIKey makes a key of a role; the plain key is in the response only.
+func (s *Service) CreateAPIKey(ctx context.Context, idem Idem, in APIKeyInput) (*boxoffice.Response, bool, error) {
+	if in.Role != boxoffice.RoleAdmin && in.Role != boxoffice.RoleClient {
+		return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "role", Message: `must be "admin" or "client"`})
+	}
+	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+		return s.answerLookup(res, rec, err)
+	}
+	now := s.now()
+	plain := "bo_" + boxoffice.RandomString(40)
+	k := &boxoffice.APIKey{ID: boxoffice.NewID(boxoffice.PrefixAPIKey, now), Role: in.Role, Hash: boxoffice.HashKey(plain), CreatedAt: now}
+	res := s.render.Resource(201, CreatedAPIKey{ID: k.ID, Key: plain, Role: k.Role, CreatedAt: now}, "")
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		if err := tx.InsertAPIKey(ctx, k); err != nil {
+			return err
+		}
+		return tx.InsertIdemRecord(ctx, s.newRecord(idem, res))
+	})
+	return s.finish(ctx, idem, res, err)
+}
+
+// Ready reports whether the store answers.
+func (s *Service) Ready(ctx context.Context) error {
+	return s.store.View(ctx, func(tx boxoffice.Tx) error {
+		_, err := tx.ListShows(ctx, "", 1)
+		return err
+	})
+}
+
+// ListEvents returns a page of the event feed after a position cursor.
+func (s *Service) ListEvents(ctx context.Context, after string, limit int) ([]*boxoffice.Event, string, error) {
+	var pos int64
+	if after != "" {
+		var err error
+		if pos, err = strconv.ParseInt(after, 10, 64); err != nil || pos < 0 {
+			return nil, "", boxoffice.Validation(boxoffice.FieldError{Field: "after", Message: "is not a cursor of this feed"})
+		}
+	}
+	var evs []*boxoffice.Event
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		evs, err = tx.ListEvents(ctx, pos, limit+1)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(evs) > limit {
+		evs = evs[:limit]
+		next = strconv.FormatInt(evs[len(evs)-1].Position, 10)
+	}
+	return evs, next, nil
+}
+
+// appendEvent writes a domain event about subject (a hold or an order) in tx.
+func (s *Service) appendEvent(ctx context.Context, tx boxoffice.Tx, typ, subject string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	return tx.AppendEvent(ctx, &boxoffice.Event{ID: boxoffice.NewID(boxoffice.PrefixEvent, now), Type: typ, CreatedAt: now, Data: data, Subject: subject})
+}
+
+// page cuts a result fetched with limit+1 rows to limit and returns the next cursor.
+func page[T any](items []T, limit int, id func(T) string) ([]T, string) {
+	if len(items) > limit {
+		items = items[:limit]
+		return items, id(items[len(items)-1])
+	}
+	return items, ""
+}
+
+var errSkip = errors.New("nothing to do")

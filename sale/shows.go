@@ -1,0 +1,122 @@
+package sale
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"boxoffice"
+)
+
+// Bounds of a show definition: generous for real venues, small enough that a mistake is caught.
+const (
+	maxTiers    = 100
+	maxCapacity = 10_000_000
+	maxHoldTTL  = 7 * 24 * 3600
+	maxNameLen  = 200
+)
+
+// PutShow creates (created=true) or replaces a show. A capacity below a tier's held+sold, or
+// removing a tier with holds or sales, is ECAPACITYCONFLICT and changes nothing.
+func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoffice.Show, bool, error) {
+	show, err := s.validShow(id, in)
+	if err != nil {
+		return nil, false, err
+	}
+	created := false
+	err = s.inv.Reconfigure(ctx, id, func(tx boxoffice.Tx) error {
+		old, err := tx.GetShow(ctx, id)
+		switch {
+		case boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND:
+			created = true
+		case err != nil:
+			return err
+		default:
+			show.CreatedAt = old.CreatedAt
+			for _, t := range old.Tiers {
+				nt := show.Tier(t.ID)
+				if nt == nil && t.Held+t.Sold > 0 {
+					return boxoffice.Errorf(boxoffice.ECAPACITYCONFLICT, "tier %s has %d held and %d sold tickets and cannot be removed", t.ID, t.Held, t.Sold)
+				}
+				if nt != nil && nt.Capacity < t.Held+t.Sold {
+					return boxoffice.Errorf(boxoffice.ECAPACITYCONFLICT, "tier %s has %d held and %d sold tickets, more than a capacity of %d", t.ID, t.Held, t.Sold, nt.Capacity)
+				}
+			}
+		}
+		return tx.PutShow(ctx, show)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	show, err = s.GetShow(ctx, id)
+	return show, created, err
+}
+
+func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
+	var v validator
+	v.name(id, "show_id")
+	v.check(strings.TrimSpace(in.Name) != "" && len(in.Name) <= maxNameLen, "name", fmt.Sprintf("must be 1 to %d characters", maxNameLen))
+	v.check(in.StartsAt != nil, "starts_at", "is required (RFC 3339)")
+	ttl := DefaultHoldTTL
+	if in.HoldTTLSeconds != nil {
+		ttl = *in.HoldTTLSeconds
+	}
+	v.check(ttl >= 1 && ttl <= maxHoldTTL, "hold_ttl_seconds", fmt.Sprintf("must be between 1 and %d", maxHoldTTL))
+	if in.MaxPerBuyer != nil {
+		v.check(*in.MaxPerBuyer >= 1, "max_per_buyer", "must be at least 1")
+	}
+	v.check(len(in.Tiers) >= 1 && len(in.Tiers) <= maxTiers, "tiers", fmt.Sprintf("must have 1 to %d tiers", maxTiers))
+	seen := map[string]bool{}
+	now := s.now()
+	show := &boxoffice.Show{ID: id, Name: in.Name, HoldTTLSeconds: ttl, MaxPerBuyer: in.MaxPerBuyer, CreatedAt: now, UpdatedAt: now}
+	if in.StartsAt != nil {
+		show.StartsAt = in.StartsAt.UTC()
+	}
+	for i, t := range in.Tiers {
+		f := fmt.Sprintf("tiers[%d].", i)
+		v.name(t.ID, f+"id")
+		v.check(!seen[t.ID], f+"id", "is used by another tier")
+		seen[t.ID] = true
+		v.check(strings.TrimSpace(t.Name) != "" && len(t.Name) <= maxNameLen, f+"name", fmt.Sprintf("must be 1 to %d characters", maxNameLen))
+		v.check(t.Capacity != nil && *t.Capacity >= 0 && *t.Capacity <= maxCapacity, f+"capacity", fmt.Sprintf("is required, 0 to %d", maxCapacity))
+		v.check(t.Price != nil && t.Price.Amount >= 0 && t.Price.Amount <= 1e12, f+"price.amount", "is required, 0 or more minor units")
+		v.check(t.Price != nil && currencyRE.MatchString(t.Price.Currency), f+"price.currency", "must be an ISO 4217 code such as EUR")
+		if t.Capacity != nil && t.Price != nil {
+			show.Tiers = append(show.Tiers, boxoffice.Tier{ID: t.ID, Name: t.Name, Capacity: *t.Capacity, Price: *t.Price})
+		}
+	}
+	return show, v.err()
+}
+
+// GetShow returns a show with its tiers' counts.
+func (s *Service) GetShow(ctx context.Context, id string) (*boxoffice.Show, error) {
+	if !boxoffice.ValidName(id) {
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %q does not exist", id)
+	}
+	var show *boxoffice.Show
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		show, err = tx.GetShow(ctx, id)
+		return err
+	})
+	return show, err
+}
+
+// ListShows returns a page of shows and the cursor of the next page ("" when last).
+func (s *Service) ListShows(ctx context.Context, after string, limit int) ([]*boxoffice.Show, string, error) {
+	var shows []*boxoffice.Show
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		shows, err = tx.ListShows(ctx, after, limit+1)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	shows, next := page(shows, limit, func(s *boxoffice.Show) string { return s.ID })
+	return shows, next, nil
+}
+
+// ttlOf is a show's hold lifetime.
+func ttlOf(show *boxoffice.Show) time.Duration {
+	return time.Duration(show.HoldTTLSeconds) * time.Second
+}
