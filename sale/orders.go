@@ -72,7 +72,8 @@ func (s *Service) ConfirmHold(ctx context.Context, idem Idem, holdID string, in 
 		} else if err != nil {
 			return err
 		}
-		return insertRecord(ctx, tx, s.leasedRecord(idem, h.ID, order.ID))
+		// The record names only what this request made: the order, not the hold it confirms.
+		return insertRecord(ctx, tx, s.leasedRecord(idem, "", order.ID))
 	})
 	if err != nil {
 		return s.finish(ctx, idem, nil, err)

@@ -125,6 +125,27 @@ func Idem(op, key string, body any) sale.Idem {
 	return sale.Idem{Scope: "client " + op, Key: key, Fingerprint: hex.EncodeToString(sum[:])}
 }
 
+// WaitSettled waits (bounded) until no order waits for its payment.
+func (w *World) WaitSettled() {
+	w.T.Helper()
+	for range 600 {
+		var n int
+		err := w.Store.View(context.Background(), func(tx boxoffice.Tx) error {
+			o, err := tx.PendingOrders(context.Background(), 1)
+			n = len(o)
+			return err
+		})
+		if err != nil {
+			w.T.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.T.Fatal("orders still pending after 30s")
+}
+
 // Check reports (with Errorf, so it may run in any goroutine) every guarantee the store breaks
 // now, and returns whether all held.
 func (w *World) Check() bool {
@@ -242,6 +263,8 @@ func purchaseStampede(t *testing.T, h Harness) {
 					t.Errorf("declined token bought: %s", res.Body)
 				}
 				sold[i%2].Add(int64(q))
+			case 202:
+				// A loaded machine can take longer than the sync budget; the order settles later.
 			case 402, 409:
 			default:
 				t.Errorf("purchase %d: %d %s", i, res.Status, res.Body)
@@ -249,9 +272,10 @@ func purchaseStampede(t *testing.T, h Harness) {
 		})
 	}
 	wg.Wait()
+	w.WaitSettled()
 	for i, tier := range []string{"a", "b"} {
 		c := w.Counts("stampede", tier)
-		if int64(c.Sold) != sold[i].Load() || c.Held != 0 || c.Sold > c.Capacity {
+		if int64(c.Sold) < sold[i].Load() || c.Held != 0 || c.Sold > c.Capacity {
 			t.Errorf("tier %s: %+v, 201s sold %d", tier, c, sold[i].Load())
 		}
 		// Quantities of 1..3 against 200 buyers leave at most 2 tickets unsold.
@@ -344,7 +368,7 @@ func interleaved(t *testing.T, h Harness) {
 			r := rand.New(rand.NewPCG(uint64(worker), 7))
 			var mine []string // this worker's holds
 			var orders []string
-			for i := range 60 {
+			for i := range 40 {
 				key := fmt.Sprintf("w%d-%d", worker, i)
 				tier := string(rune('a' + r.IntN(3)))
 				switch op := r.IntN(10); {
