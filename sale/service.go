@@ -36,7 +36,7 @@ type Config struct {
 	// ExclusiveStore says no other server uses the store, so leases left by a killed process can be
 	// ended at start instead of waiting for them to run out.
 	ExclusiveStore bool
-	Logger *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Defaults of Config.
