@@ -1,0 +1,6 @@
+//go:build race
+
+package main
+
+// raceBuild makes the server binary under test a race-detector build whenever the tests are one.
+const raceBuild = true
