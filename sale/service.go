@@ -23,7 +23,8 @@ type Config struct {
 	Inventory boxoffice.Inventory
 	Payments  boxoffice.Payments
 	Renderer  Renderer
-	// Now is the clock; expiry logic never reads time.Now directly, so tests control time.
+	// Now is the clock; expiry logic never reads time.Now directly, so tests control time. The
+	// service keeps milliseconds, so that what a response says is what the store gives back.
 	Now func() time.Time
 	// SyncBudget is how long confirm and purchase wait for a payment before answering 202.
 	SyncBudget time.Duration
@@ -89,7 +90,7 @@ func New(cfg Config) *Service {
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{
 		cfg: cfg, store: cfg.Store, inv: cfg.Inventory, pay: cfg.Payments, render: cfg.Renderer,
-		now: func() time.Time { return cfg.Now().UTC() }, log: cfg.Logger,
+		now: func() time.Time { return cfg.Now().UTC().Truncate(time.Millisecond) }, log: cfg.Logger,
 		base: base, cancel: cancel,
 		driving: make(map[string]chan struct{}),
 		wake:    make(chan struct{}, 1),

@@ -430,12 +430,14 @@ func TestVerifyNamesViolations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`UPDATE tiers SET sold = sold + 2`); err != nil {
+	// The schema's CHECK refuses an oversold row outright, so corrupt within capacity: a sold count
+	// that no order accounts for.
+	if _, err := db.Exec(`UPDATE tiers SET sold = sold + 1`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 	code, out := runCLI(t, "verify", "--data-dir", dir)
-	if code != 1 || !strings.Contains(out, "oversold") || !strings.Contains(out, "confirmed orders have 2") {
+	if code != 1 || !strings.Contains(out, "VIOLATION") || !strings.Contains(out, "says sold=3 but its confirmed orders have 2") {
 		t.Fatalf("verify of a corrupt store: %d\n%s", code, out)
 	}
 }
