@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -231,8 +230,7 @@ func TestValidationChangesNothing(t *testing.T) {
 // gate is a payment provider that waits until opened, then answers as the simulator would.
 type gate struct {
 	boxoffice.Payments
-	open  chan struct{}
-	calls sync.WaitGroup
+	open chan struct{}
 }
 
 func (g *gate) Charge(ctx context.Context, req boxoffice.ChargeRequest) (*boxoffice.Charge, error) {
