@@ -610,3 +610,27 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("body %s", res.Body)
 	}
 }
+
+func TestIdempotencyRecordsAreSweptAfterTTL(t *testing.T) {
+	e := newEnv(t, func(c *sale.Config) { c.IdempotencyTTL = time.Hour })
+	e.show("s", 5, nil)
+	first, _, err := e.hold("k", "s", 1, "a@example.com")
+	want(t, first, err, 201, "")
+	e.clock.Advance(time.Hour - time.Second)
+	if n, err := e.svc.SweepIdempotency(context.Background()); err != nil || n != 0 {
+		t.Fatalf("swept before the TTL: %d %v", n, err)
+	}
+	if _, replayed, _ := e.hold("k", "s", 1, "a@example.com"); !replayed {
+		t.Fatal("a key within its TTL was not replayed")
+	}
+	e.clock.Advance(2 * time.Second)
+	if n, err := e.svc.SweepIdempotency(context.Background()); err != nil || n != 1 {
+		t.Fatalf("sweep after the TTL: %d %v", n, err)
+	}
+	// Past its TTL the key is new again: the same request makes a second hold.
+	again, replayed, err := e.hold("k", "s", 1, "a@example.com")
+	want(t, again, err, 201, "")
+	if replayed || string(again.Body) == string(first.Body) {
+		t.Fatal("a swept key still replayed")
+	}
+}
