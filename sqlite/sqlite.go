@@ -1,0 +1,321 @@
+// Package sqlite is the embedded store: boxoffice.Store on one SQLite file, through the CGo-free
+// modernc.org/sqlite driver.
+//
+// SQLite has one writer at a time, so the store has exactly one writing connection and every
+// Update is a BEGIN IMMEDIATE transaction on it: writes are serialised in the process by the
+// connection pool rather than by SQLite's busy loop, and a transaction never has to upgrade a read
+// lock to a write lock halfway (which could fail with SQLITE_BUSY). Reads go to a separate pool of
+// read-only connections; in WAL mode they see a snapshot and never wait on the writer.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"boxoffice"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// busyTimeoutMS is how long a connection waits for a lock another process holds (a `verify` run,
+// a backup) before it fails with SQLITE_BUSY. In-process writers never contend: they queue for
+// the single writing connection.
+const busyTimeoutMS = 10000
+
+// DB is a SQLite store. It implements boxoffice.Store and is safe for concurrent use.
+type DB struct {
+	path string
+	w    *sql.DB // one connection: the only writer
+	r    *sql.DB // read-only connections for View
+	ws   stmts   // statements prepared on w
+	rs   stmts   // statements prepared on r
+}
+
+var _ boxoffice.Store = (*DB)(nil)
+
+// Open opens the store at path, creating the file and its directory when missing, and brings
+// its schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve database path: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+	db := &DB{path: abs}
+	ok := false
+	defer func() {
+		if !ok {
+			db.Close()
+		}
+	}()
+
+	// synchronous=FULL syncs the WAL on every commit: NORMAL, the usual WAL choice, may lose the
+	// last commits on a power cut, and the server promises that nothing it acknowledged is lost.
+	// cache_size is negative KiB; the writer keeps its cache across transactions (no other
+	// connection writes), so a larger one saves reads on the hot path.
+	db.w, err = sql.Open("sqlite", dsn(abs, url.Values{
+		"_txlock":       {"immediate"},
+		"_busy_timeout": {strconv.Itoa(busyTimeoutMS)},
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_foreign_keys": {"on"},
+		"_pragma":       {"cache_size(-32768)"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	db.w.SetMaxOpenConns(1)
+	db.w.SetMaxIdleConns(1)
+	db.w.SetConnMaxLifetime(0)
+	db.w.SetConnMaxIdleTime(0)
+	if err := db.w.PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", abs, err)
+	}
+	if err := migrate(ctx, db.w); err != nil {
+		return nil, err
+	}
+
+	// The readers are opened after the writer has switched the file to WAL (a persistent
+	// setting), so they need not and, being query_only, could not.
+	db.r, err = sql.Open("sqlite", dsn(abs, url.Values{
+		"_busy_timeout": {strconv.Itoa(busyTimeoutMS)},
+		"_foreign_keys": {"on"},
+		"_query_only":   {"on"},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("open database readers: %w", err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	db.r.SetMaxOpenConns(n)
+	db.r.SetMaxIdleConns(n)
+	db.r.SetConnMaxLifetime(0)
+	db.r.SetConnMaxIdleTime(0)
+
+	if err := db.ws.prepare(ctx, db.w); err != nil {
+		return nil, err
+	}
+	if err := db.rs.prepare(ctx, db.r); err != nil {
+		return nil, err
+	}
+	ok = true
+	return db, nil
+}
+
+// dsn is a file: URI, so that any path (one with '?' or '#' in it too) reaches SQLite intact; the
+// driver reads the underscore parameters and SQLite ignores them.
+func dsn(abs string, params url.Values) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: params.Encode()}
+	return u.String()
+}
+
+// Path returns the absolute path of the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close closes the statements and connections. The last connection to close checkpoints the WAL
+// into the database file.
+func (db *DB) Close() error {
+	var errs []error
+	errs = append(errs, db.ws.close(), db.rs.close())
+	if db.r != nil {
+		errs = append(errs, db.r.Close())
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	return nil
+}
+
+// Update runs fn in a BEGIN IMMEDIATE transaction on the writer and commits when fn returns nil;
+// with synchronous=FULL the commit is on disk when Update returns. An error from fn rolls back
+// and is returned as is, so that callers see their own domain errors.
+func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) (err error) {
+	sqlTx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin write transaction: %w", err)
+	}
+	t := &tx{tx: sqlTx, prepared: &db.ws}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = sqlTx.Rollback()
+		}
+	}()
+	if err := fn(t); err != nil {
+		return err
+	}
+	if t.err != nil {
+		// fn carried on after a failed statement; what SQLite kept of the transaction is not
+		// what fn meant to commit.
+		return fmt.Errorf("transaction not committed after a failed statement: %w", t.err)
+	}
+	committed = true
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a read transaction on a reader connection. Its snapshot is taken at its first
+// read and holds until fn returns; a write fails, the connection being query_only.
+func (db *DB) View(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
+	sqlTx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read transaction: %w", err)
+	}
+	defer func() { _ = sqlTx.Rollback() }()
+	return fn(&tx{tx: sqlTx, prepared: &db.rs})
+}
+
+// migration is one embedded schema change.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order. A file is named
+// NNNN_description.sql; versions must be unique.
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	var ms []migration
+	seen := map[int]string{}
+	for _, name := range names {
+		base := filepath.Base(name)
+		prefix, _, _ := strings.Cut(base, "_")
+		v, err := strconv.Atoi(prefix)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name does not start with a positive version", base)
+		}
+		if other, dup := seen[v]; dup {
+			return nil, fmt.Errorf("migrations %s and %s have the same version", other, base)
+		}
+		seen[v] = base
+		b, err := migrationFS.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", base, err)
+		}
+		ms = append(ms, migration{version: v, name: base, sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// migrate applies the migrations not yet recorded in schema_migrations, all in one immediate
+// transaction, so that two processes opening a new file at once apply each migration once and a
+// failed migration leaves the schema as it was.
+func migrate(ctx context.Context, w *sql.DB) (err error) {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	t, err := w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin migration: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = t.Rollback()
+		}
+	}()
+	if _, err := t.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var current int
+	if err := t.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if len(ms) > 0 && current > ms[len(ms)-1].version {
+		// A newer binary migrated this file; this one does not know the schema it would write.
+		return fmt.Errorf("database schema version %d is newer than this program's %d", current, ms[len(ms)-1].version)
+	}
+	for _, m := range ms {
+		if m.version <= current {
+			continue
+		}
+		if _, err := t.ExecContext(ctx, m.sql); err != nil {
+			return fmt.Errorf("apply migration %s: %w", m.name, err)
+		}
+		if _, err := t.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+			m.version, m.name, time.Now().UnixMicro()); err != nil {
+			return fmt.Errorf("record migration %s: %w", m.name, err)
+		}
+	}
+	if err := t.Commit(); err != nil {
+		return fmt.Errorf("commit migrations: %w", err)
+	}
+	return nil
+}
+
+// isUnique reports whether err is a violation of a primary key or unique index.
+func isUnique(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return true
+	}
+	return false
+}
+
+// isConstraint reports whether err is a constraint violation, which SQLite undoes for the
+// failing statement only, leaving the transaction as it was.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+}
+
+// wrapWrite turns a unique-key violation into ECONFLICT, which callers handle by re-reading,
+// and wraps any other error with what was being done.
+func wrapWrite(err error, what string) error {
+	if isUnique(err) {
+		return boxoffice.Errorf(boxoffice.ECONFLICT, "%s: already exists", what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// micros is how a time is stored: Unix microseconds, with the zero time as 0 (its UnixMicro is a
+// large negative number that would mean nothing to anyone reading the file).
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros reverses micros; stored times come back in UTC.
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}

@@ -1,0 +1,188 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// stmtID names one of the statements the store prepares once per pool.
+type stmtID int
+
+// The statements. Column lists are shared with the scan functions in tx.go; keep them in step.
+const (
+	sGetShow stmtID = iota
+	sGetTiers
+	sListShows
+	sListShowTiers
+	sUpsertShow
+	sUpsertTier
+	sDeleteOtherTiers
+
+	sTierCounts
+	sAddTierCounts
+	sForEachTier
+
+	sInsertHold
+	sGetHold
+	sEndHold
+	sDueHolds
+	sNextHoldExpiry
+	sBuyerTickets
+	sForEachHold
+
+	sInsertOrder
+	sGetOrder
+	sLiveOrderForHold
+	sUpdateOrder
+	sListOrders
+	sListShowOrders
+	sPendingOrders
+	sForEachOrder
+
+	sInsertIdem
+	sGetIdem
+	sIdemForOrder
+	sUpdateIdem
+	sSweepIdem
+	sClearIdemLeases
+	sForEachIdem
+
+	sAppendEvent
+	sListEvents
+
+	sInsertAPIKey
+	sAPIKeyByHash
+
+	numStmts
+)
+
+const (
+	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
+	tierCols  = `show_id, id, name, capacity, price_amount, price_currency, held, sold`
+	countCols = `show_id, id, capacity, held, sold, version, fence`
+	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at`
+	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
+		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at`
+	idemCols = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
+		response_body, response_location, created_at, expires_at`
+	eventCols = `position, id, type, subject, seq, data, created_at`
+)
+
+var stmtSQL = [numStmts]string{
+	sGetShow:   `SELECT ` + showCols + ` FROM shows WHERE id = ?`,
+	sGetTiers:  `SELECT ` + tierCols + ` FROM tiers WHERE show_id = ? ORDER BY position`,
+	sListShows: `SELECT ` + showCols + ` FROM shows WHERE id > ? ORDER BY id LIMIT ?`,
+	// The tiers of the same page of shows, in one query rather than one per show.
+	sListShowTiers: `SELECT ` + tierCols + ` FROM tiers
+		WHERE show_id IN (SELECT id FROM shows WHERE id > ? ORDER BY id LIMIT ?)
+		ORDER BY show_id, position`,
+	// created_at is not in the update: a replaced show keeps the time it was first created.
+	sUpsertShow: `INSERT INTO shows (` + showCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, starts_at = excluded.starts_at,
+			hold_ttl_seconds = excluded.hold_ttl_seconds, max_per_buyer = excluded.max_per_buyer,
+			updated_at = excluded.updated_at`,
+	// held, sold, version and fence are not in the update: a tier that stays keeps its counts.
+	sUpsertTier: `INSERT INTO tiers (show_id, id, position, name, capacity, price_amount, price_currency)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (show_id, id) DO UPDATE SET position = excluded.position, name = excluded.name,
+			capacity = excluded.capacity, price_amount = excluded.price_amount,
+			price_currency = excluded.price_currency`,
+	sDeleteOtherTiers: `DELETE FROM tiers WHERE show_id = ? AND id NOT IN (SELECT value FROM json_each(?))`,
+
+	sTierCounts: `SELECT ` + countCols + ` FROM tiers WHERE show_id = ? AND id = ?`,
+	// The whole capacity check is in the WHERE clause, so that it and the write are one atomic
+	// step whatever strategy calls it.
+	sAddTierCounts: `UPDATE tiers SET held = held + ?1, sold = sold + ?2, version = version + 1
+		WHERE show_id = ?3 AND id = ?4
+			AND held + ?1 >= 0 AND sold + ?2 >= 0 AND held + ?1 + sold + ?2 <= capacity
+		RETURNING ` + countCols,
+	sForEachTier: `SELECT ` + countCols + ` FROM tiers ORDER BY show_id, id`,
+
+	sInsertHold: `INSERT INTO holds (` + holdCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sGetHold:    `SELECT ` + holdCols + ` FROM holds WHERE id = ?`,
+	sEndHold:    `UPDATE holds SET status = ?, updated_at = ? WHERE id = ? AND status = 'active'`,
+	// The status IN term repeats the WHERE of orders_live_hold so that SQLite may use that partial
+	// index for the lookup; the status = term then narrows it to orders waiting for payment.
+	sDueHolds: `SELECT ` + holdCols + ` FROM holds AS h
+		WHERE h.status = 'active' AND h.expires_at <= ?
+			AND NOT EXISTS (SELECT 1 FROM orders AS o
+				WHERE o.hold_id = h.id AND o.status IN ('pending_payment', 'confirmed')
+					AND o.status = 'pending_payment')
+		ORDER BY h.expires_at LIMIT ?`,
+	sNextHoldExpiry: `SELECT expires_at FROM holds WHERE status = 'active' ORDER BY expires_at LIMIT 1`,
+	sBuyerTickets: `SELECT COALESCE(SUM(quantity), 0) FROM holds
+		WHERE show_id = ? AND buyer_email = ? AND status IN ('active', 'confirmed')`,
+	// No ORDER BY: the audit needs every row, not an order, and a scan in rowid order is the
+	// cheapest way to stream them.
+	sForEachHold: `SELECT ` + holdCols + ` FROM holds`,
+
+	sInsertOrder: `INSERT INTO orders (` + orderCols + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sGetOrder: `SELECT ` + orderCols + ` FROM orders WHERE id = ?`,
+	sLiveOrderForHold: `SELECT ` + orderCols + ` FROM orders
+		WHERE hold_id = ? AND status IN ('pending_payment', 'confirmed')`,
+	sUpdateOrder: `UPDATE orders SET status = ?, tickets = ?, charge_id = ?, refund_id = ?,
+			release_on_failure = ?, updated_at = ?
+		WHERE id = ? AND status = ?`,
+	sListOrders:     `SELECT ` + orderCols + ` FROM orders WHERE id > ? ORDER BY id LIMIT ?`,
+	sListShowOrders: `SELECT ` + orderCols + ` FROM orders WHERE show_id = ? AND id > ? ORDER BY id LIMIT ?`,
+	sPendingOrders: `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
+		ORDER BY id LIMIT ?`,
+	sForEachOrder: `SELECT ` + orderCols + ` FROM orders`,
+
+	sInsertIdem: `INSERT INTO idempotency_records (` + idemCols + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sGetIdem: `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = ? AND key = ?`,
+	// Only one request makes an order, so there is one record. Should a caller have copied the
+	// id to another, LIMIT 1 takes the first in index order, which is insertion order.
+	sIdemForOrder: `SELECT ` + idemCols + ` FROM idempotency_records WHERE order_id = ? LIMIT 1`,
+	sUpdateIdem: `UPDATE idempotency_records SET hold_id = ?, order_id = ?, locked_until = ?,
+			response_status = ?, response_body = ?, response_location = ?
+		WHERE id = ?`,
+	sSweepIdem: `DELETE FROM idempotency_records WHERE id IN (
+		SELECT id FROM idempotency_records WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
+	sClearIdemLeases: `UPDATE idempotency_records SET locked_until = 0 WHERE locked_until <> 0`,
+	sForEachIdem:     `SELECT ` + idemCols + ` FROM idempotency_records`,
+
+	// The writer is exclusive, so reading the subject's last seq and inserting the next cannot
+	// interleave with another append; UNIQUE (subject, seq) would catch it if it did.
+	sAppendEvent: `INSERT INTO events (id, type, subject, seq, data, created_at)
+		VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE subject = ?3), ?4, ?5)
+		RETURNING position, seq`,
+	sListEvents: `SELECT ` + eventCols + ` FROM events WHERE position > ? ORDER BY position LIMIT ?`,
+
+	sInsertAPIKey: `INSERT INTO api_keys (id, role, hash, created_at) VALUES (?, ?, ?, ?)`,
+	sAPIKeyByHash: `SELECT id, role, hash, created_at FROM api_keys WHERE hash = ?`,
+}
+
+// stmts are the statements prepared on one pool. A transaction binds them to its connection with
+// sql.Tx.StmtContext, which database/sql caches per connection, so each is compiled once per
+// connection rather than once per use.
+type stmts [numStmts]*sql.Stmt
+
+// prepare compiles every statement on db; an error names the statement that failed, which is a
+// bug in stmtSQL or a migration.
+func (s *stmts) prepare(ctx context.Context, db *sql.DB) error {
+	for i, q := range stmtSQL {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare statement %d (%.60q): %w", i, q, err)
+		}
+		s[i] = st
+	}
+	return nil
+}
+
+// close closes the prepared statements.
+func (s *stmts) close() error {
+	var errs []error
+	for i, st := range s {
+		if st != nil {
+			errs = append(errs, st.Close())
+			s[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
