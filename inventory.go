@@ -1,6 +1,9 @@
 package boxoffice
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // CountChange is a change of one tier's counts: deltas to held and sold. A positive Held is a
 // reservation and fails with ESOLDOUT (carrying Available) when the tier has too few tickets left.
@@ -26,4 +29,20 @@ type Inventory interface {
 	Name() string
 	// Close stops the strategy's goroutines, if any.
 	Close() error
+}
+
+// InventoryEvent is one change in a show's append-only inventory stream (the eventlog strategy):
+// deltas to one tier's counts and the tier's counts after them, so the stream's last event of a
+// tier is its state without a fold over the whole stream. Version numbers a show's events from 1
+// without gaps.
+type InventoryEvent struct {
+	ShowID    string
+	Version   int64
+	TierID    string
+	Held      int // delta
+	Sold      int // delta
+	HeldAfter int
+	SoldAfter int
+	Capacity  int // the tier's capacity when the event was appended
+	CreatedAt time.Time
 }

@@ -55,6 +55,12 @@ const (
 	sInsertAPIKey
 	sAPIKeyByHash
 
+	sSetTierCounts
+	sFence
+	sAppendInventoryEvent
+	sInventoryEvents
+	sInventoryHead
+
 	numStmts
 )
 
@@ -155,7 +161,18 @@ var stmtSQL = [numStmts]string{
 
 	sInsertAPIKey: `INSERT INTO api_keys (id, role, hash, created_at) VALUES (?, ?, ?, ?)`,
 	sAPIKeyByHash: `SELECT id, role, hash, created_at FROM api_keys WHERE hash = ?`,
+
+	sSetTierCounts: `UPDATE tiers SET held = ?1, sold = ?2, version = version + 1
+		WHERE show_id = ?3 AND id = ?4 AND version = ?5`,
+	// Equal tokens pass: one lock holder may write several times under the same token.
+	sFence: `UPDATE tiers SET fence = ?1 WHERE show_id = ?2 AND id = ?3 AND fence <= ?1`,
+	sAppendInventoryEvent: `INSERT INTO inventory_events (` + invEventCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sInventoryEvents: `SELECT ` + invEventCols + ` FROM inventory_events
+		WHERE show_id = ? AND version > ? ORDER BY version LIMIT ?`,
+	sInventoryHead: `SELECT COALESCE(MAX(version), 0) FROM inventory_events WHERE show_id = ?`,
 }
+
+const invEventCols = `show_id, version, tier_id, held, sold, held_after, sold_after, capacity, created_at`
 
 // stmts are the statements prepared on one pool. A transaction binds them to its connection with
 // sql.Tx.StmtContext, which database/sql caches per connection, so each is compiled once per
