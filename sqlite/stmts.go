@@ -165,7 +165,7 @@ var stmtSQL = [numStmts]string{
 	sSetTierCounts: `UPDATE tiers SET held = ?1, sold = ?2, version = version + 1
 		WHERE show_id = ?3 AND id = ?4 AND version = ?5`,
 	// Equal tokens pass: one lock holder may write several times under the same token.
-	sFence: `UPDATE tiers SET fence = ?1 WHERE show_id = ?2 AND id = ?3 AND fence <= ?1`,
+	sFence:                `UPDATE tiers SET fence = ?1 WHERE show_id = ?2 AND id = ?3 AND fence <= ?1`,
 	sAppendInventoryEvent: `INSERT INTO inventory_events (` + invEventCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	sInventoryEvents: `SELECT ` + invEventCols + ` FROM inventory_events
 		WHERE show_id = ? AND version > ? ORDER BY version LIMIT ?`,
