@@ -5,6 +5,7 @@ package inventory
 
 import (
 	"fmt"
+	"log/slog"
 	"sort"
 
 	"boxoffice"
@@ -13,9 +14,23 @@ import (
 // Default is the strategy a server uses when none is named.
 const Default = "atomic"
 
+// Options configure the strategies that need more than a store.
+type Options struct {
+	// Redis lists the Redis servers of the redis-lock strategy (redis:// URLs); with three or more
+	// independent servers the lock follows Redlock.
+	Redis []string
+	// Logger receives the strategies' own events (shed load, retries, projector lag).
+	Logger *slog.Logger
+}
+
 // constructors maps each strategy's name to how it is made over a store.
-var constructors = map[string]func(boxoffice.Store) (boxoffice.Inventory, error){
-	"atomic": func(s boxoffice.Store) (boxoffice.Inventory, error) { return NewAtomic(s), nil },
+var constructors = map[string]func(boxoffice.Store, Options) (boxoffice.Inventory, error){
+	"atomic":      func(s boxoffice.Store, _ Options) (boxoffice.Inventory, error) { return NewAtomic(s), nil },
+	"pessimistic": NewPessimistic,
+	"optimistic":  NewOptimistic,
+	"actor":       NewActor,
+	"eventlog":    NewEventLog,
+	"redis-lock":  newRedisLock,
 }
 
 // Names lists the strategies this build knows, sorted.
@@ -29,12 +44,15 @@ func Names() []string {
 }
 
 // New returns the strategy called name over store.
-func New(name string, store boxoffice.Store) (boxoffice.Inventory, error) {
+func New(name string, store boxoffice.Store, opts Options) (boxoffice.Inventory, error) {
 	c, ok := constructors[name]
 	if !ok {
 		return nil, fmt.Errorf("unknown inventory strategy %q (known: %v)", name, Names())
 	}
-	return c(store)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c(store, opts)
 }
 
 // soldOut is the error of a reservation that does not fit, carrying what is left.

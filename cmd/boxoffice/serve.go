@@ -118,7 +118,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer store.Close()
-	inv, err := inventory.New(f.inventory, store)
+	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log})
 	if err != nil {
 		return err
 	}
