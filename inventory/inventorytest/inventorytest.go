@@ -37,6 +37,7 @@ func Exercise(t *testing.T, h Harness) {
 	t.Run("SameKeyRetries", func(t *testing.T) { sameKeyRetries(t, h) })
 	t.Run("Interleaved", func(t *testing.T) { interleaved(t, h) })
 	t.Run("Restart", func(t *testing.T) { restart(t, h) })
+	t.Run("Linearizable", func(t *testing.T) { linearizable(t, h) })
 }
 
 // Clock is a test clock that moves only when told.
@@ -63,12 +64,19 @@ type World struct {
 	Pay   *payments.Sim
 	Svc   *sale.Service
 	Clock *Clock
+
+	wrap func(boxoffice.Inventory) boxoffice.Inventory
 }
 
 // NewWorld starts a service over a new store in a temp dir, with the simulator as payments and a
 // test clock; background loops are not started, so tests drive expiry and completion themselves.
 func NewWorld(t *testing.T, h Harness) *World {
-	w := &World{T: t, Dir: t.TempDir(), Clock: NewClock()}
+	return newWorld(t, h, nil)
+}
+
+// newWorld is NewWorld with the strategy wrapped, e.g. to record its history.
+func newWorld(t *testing.T, h Harness, wrap func(boxoffice.Inventory) boxoffice.Inventory) *World {
+	w := &World{T: t, Dir: t.TempDir(), Clock: NewClock(), wrap: wrap}
 	pay, err := payments.NewSim(payments.SimOptions{SlowDelay: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +91,9 @@ func NewWorld(t *testing.T, h Harness) *World {
 func (w *World) open(h Harness) {
 	w.Store = h.OpenStore(w.T, w.Dir)
 	w.Inv = h.NewInventory(w.T, w.Store)
+	if w.wrap != nil {
+		w.Inv = w.wrap(w.Inv)
+	}
 	w.Svc = sale.New(sale.Config{
 		Store: w.Store, Inventory: w.Inv, Payments: w.Pay, Renderer: bohttp.Renderer{},
 		Now: w.Clock.Now, SyncBudget: 5 * time.Second, AdminKey: "admin",
