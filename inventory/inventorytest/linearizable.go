@@ -175,4 +175,3 @@ func linearizable(t *testing.T, h Harness) {
 	}
 	w.Check()
 }
-
