@@ -76,7 +76,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "race-condition strategy: "+strings.Join(inventory.Names(), ", "))
 	fs.StringVar(&f.nats, "nats", "embedded", `event bus: "embedded" or a nats:// URL list`)
-	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), for the redis-lock strategy")
+	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), comma-separated, for the redis-lock strategy (3 or more: Redlock)")
 	fs.StringVar(&f.smtp, "smtp", "", "smtp://user:pass@host:port for email; unset writes .eml files under <data-dir>/mail/")
 	fs.StringVar(&f.payments, "payments", "sim", `payment provider: "sim" (built-in simulator) or a Stripe-compatible base URL`)
 	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key; unset: generated on first start into <data-dir>/admin.key")
@@ -118,7 +118,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer store.Close()
-	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log})
+	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log, Redis: splitList(f.redis)})
 	if err != nil {
 		return err
 	}
@@ -179,8 +179,8 @@ func (f *serveFlags) unsupported() error {
 	switch {
 	case f.nats != "embedded":
 		return fmt.Errorf("--nats %q: only the embedded default is supported by this build", f.nats)
-	case f.redis != "":
-		return fmt.Errorf("--redis: no strategy of this build uses Redis")
+	case f.redis != "" && f.inventory != "redis-lock":
+		return fmt.Errorf("--redis is used by the redis-lock strategy only; add --inventory redis-lock")
 	case f.smtp != "":
 		return fmt.Errorf("--smtp: email delivery is not part of this build")
 	case f.payments != "sim":
@@ -242,4 +242,15 @@ func lockDataDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data dir %s is in use by another boxoffice serve", dir)
 	}
 	return func() { fh.Close() }, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
