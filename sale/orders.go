@@ -178,10 +178,12 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 	case <-done:
 	case <-t.C:
 	case <-ctx.Done():
+		// The client hung up: nobody reads an answer now. The driver finishes the payment and
+		// stores the final answer on the record, which the client's retry replays (until then
+		// the retry is told the request is in progress).
+		return nil, false, ctx.Err()
 	}
 	var res *boxoffice.Response
-	// The answer is written with the base context: a client that hung up still gets its 202
-	// stored, so its retry replays instead of waiting for a lease to run out.
 	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
 		// Lock order: the order, then the record, as settle does.
 		o, err := tx.GetOrder(s.base, order.ID)

@@ -16,6 +16,7 @@ const usage = `boxoffice — sell the last ticket exactly once.
 Usage:
   boxoffice serve  [flags]   run the server (embedded default: SQLite under --data-dir, no setup)
   boxoffice verify [flags]   audit a store against the guarantees; exits 1 naming each violation
+  boxoffice bench  [flags]   the on-sale stampede against a server it starts (or --url), then verify
   boxoffice help             show this text
 
 Every flag also reads BOXOFFICE_<FLAG_IN_UPPER_SNAKE>, e.g. BOXOFFICE_DATA_DIR for --data-dir.
@@ -38,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stdout, stderr)
 	case "verify":
 		err = verify(args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

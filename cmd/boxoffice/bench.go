@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"boxoffice"
+	"boxoffice/bench"
+	"boxoffice/inventory"
+)
+
+type benchFlags struct {
+	url, adminKey     string
+	buyers, requests  int
+	shows, capacity   int
+	duration, timeout time.Duration
+	mode              string
+	retryRate         float64
+	inventory, db     string
+	allowRemote       bool
+	keep              bool
+}
+
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	var f benchFlags
+	fs := flag.NewFlagSet("boxoffice bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.url, "url", "", "server to load (loopback only unless --allow-remote); unset: start one")
+	fs.StringVar(&f.adminKey, "admin-key", "", "admin key of the --url server, to create the bench shows")
+	fs.IntVar(&f.buyers, "buyers", 64, "concurrent virtual buyers (keep-alive connections)")
+	fs.IntVar(&f.requests, "requests", 20000, "purchases to attempt, at most")
+	fs.DurationVar(&f.duration, "duration", 60*time.Second, "longest the load runs")
+	fs.IntVar(&f.shows, "shows", 1, "shows to spread buyers over (1 = one hot show)")
+	fs.IntVar(&f.capacity, "capacity", 0, "tickets per show (0 = as many as --requests)")
+	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot) or hold-confirm")
+	fs.Float64Var(&f.retryRate, "retry-rate", 0.05, "share of purchases whose first attempt times out on the client and is retried with the same key")
+	fs.DurationVar(&f.timeout, "client-timeout", time.Millisecond, "the client-side timeout of those first attempts")
+	fs.StringVar(&f.inventory, "inventory", inventory.Default, "strategy of the server bench starts")
+	fs.StringVar(&f.db, "db", "sqlite", "store of the server bench starts")
+	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a --url that is not a loopback address")
+	fs.BoolVar(&f.keep, "keep", false, "keep the started server's data dir")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.url != "" {
+		if err := bench.CheckLoopback(f.url, f.allowRemote); err != nil {
+			return err
+		}
+		if f.adminKey == "" {
+			return fmt.Errorf("--url needs --admin-key to create the bench shows")
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cfg := bench.Config{
+		URL: f.url, AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
+		Shows: f.shows, Capacity: f.capacity, Mode: f.mode, RetryRate: f.retryRate, Timeout: f.timeout,
+		Progress: stderr,
+	}
+	name := "server at " + f.url
+	var srv *ownServer
+	if f.url == "" {
+		var err error
+		if srv, err = startOwnServer(ctx, f.inventory, f.db, f.keep, stderr); err != nil {
+			return err
+		}
+		defer srv.cleanup()
+		cfg.URL, cfg.AdminKey = srv.url, srv.adminKey
+		name = fmt.Sprintf("%s on %s", f.inventory, strings.SplitN(f.db, ":", 2)[0])
+	}
+	fmt.Fprintf(stderr, "bench: %d purchases (%s) by %d buyers on %d show(s) against %s\n", f.requests, f.mode, f.buyers, f.shows, name)
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res.Name = name
+	if srv != nil {
+		res.PeakRSS = srv.peakRSS()
+		res.Verify = srv.finish(ctx)
+	}
+	printResult(stdout, res)
+	if res.Verify != "" && res.Verify != "ok" {
+		return errViolations
+	}
+	return nil
+}
+
+func printResult(w io.Writer, r *bench.Result) {
+	fmt.Fprintf(w, "%s\n", r.Name)
+	fmt.Fprintf(w, "  throughput  %.0f purchases/s (%d in %v; %d HTTP requests, %d retries with the same key)\n",
+		r.Throughput, r.Requests, r.Elapsed.Round(time.Millisecond), r.Attempts, r.Retries)
+	fmt.Fprintf(w, "  latency     p50 %v  p99 %v  p99.9 %v (one HTTP request)\n", r.P50, r.P99, r.P999)
+	var outs []string
+	for _, k := range r.SortedOutcomes() {
+		outs = append(outs, fmt.Sprintf("%s: %d", k, r.Outcomes[k]))
+	}
+	fmt.Fprintf(w, "  outcomes    %s\n", strings.Join(outs, ", "))
+	fmt.Fprintf(w, "  sold        %d tickets by the server's count; %d purchases answered 201\n", r.Sold, r.Orders())
+	if r.PeakRSS > 0 {
+		fmt.Fprintf(w, "  server      peak RSS %.1f MB\n", float64(r.PeakRSS)/(1<<20))
+	}
+	if r.Verify != "" {
+		fmt.Fprintf(w, "  verify      %s\n", r.Verify)
+	}
+}
+
+// ownServer is a `boxoffice serve` that bench started as a child process, so what is measured is
+// the real server, with its own memory and its own process.
+type ownServer struct {
+	cmd      *exec.Cmd
+	url      string
+	adminKey string
+	store    storeFlags
+	keep     bool
+	done     chan error
+	stopped  bool
+}
+
+var serveURLRE = regexp.MustCompile(`url=(http://\S+)`)
+
+func startOwnServer(ctx context.Context, inv, db string, keep bool, stderr io.Writer) (*ownServer, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "boxoffice-bench-")
+	if err != nil {
+		return nil, err
+	}
+	s := &ownServer{adminKey: "bench-" + boxoffice.RandomString(24), store: storeFlags{dataDir: dir, db: db}, keep: keep, done: make(chan error, 1)}
+	s.cmd = exec.Command(exe, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--db", db, "--inventory", inv,
+		"--admin-key", s.adminKey, "--max-in-flight", "4096")
+	// The child must not inherit the bench's BOXOFFICE_* settings: bench says what it runs.
+	s.cmd.Env = cleanEnv()
+	pipe, err := s.cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			if m := serveURLRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urlc <- m[1]:
+				default:
+				}
+			} else if line := sc.Text(); strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				fmt.Fprintln(stderr, "  server:", line)
+			}
+		}
+		s.done <- s.cmd.Wait()
+	}()
+	select {
+	case s.url = <-urlc:
+		return s, nil
+	case err := <-s.done:
+		s.stopped = true
+		return nil, fmt.Errorf("the server exited before listening: %v", err)
+	case <-time.After(60 * time.Second):
+		s.stop()
+		return nil, errors.New("the server did not start within 60s")
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BOXOFFICE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// peakRSS reads the child's high-water mark of resident memory from /proc.
+func (s *ownServer) peakRSS() int64 {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.cmd.Process.Pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// finish stops the server cleanly and audits its store: "ok" or the violations.
+func (s *ownServer) finish(ctx context.Context) string {
+	s.stop()
+	bad, _, _, err := audit(ctx, s.store)
+	switch {
+	case err != nil:
+		return "could not run: " + err.Error()
+	case len(bad) > 0:
+		return fmt.Sprintf("%d violation(s): %s", len(bad), strings.Join(bad, "; "))
+	}
+	return "ok"
+}
+
+// cleanup stops the server and removes its data dir unless it is to be kept.
+func (s *ownServer) cleanup() {
+	s.stop()
+	if s.keep {
+		fmt.Fprintln(os.Stderr, "bench: the server's data is kept in", s.store.dataDir)
+		return
+	}
+	_ = os.RemoveAll(s.store.dataDir)
+}
+
+// stop ends the child with SIGTERM (it drains), waits, and removes its data unless kept.
+func (s *ownServer) stop() {
+	if !s.stopped {
+		s.stopped = true
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+}
