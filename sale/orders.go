@@ -183,7 +183,18 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 		// the retry is told the request is in progress).
 		return nil, false, ctx.Err()
 	}
+	// Settled in time (the common case): the answer is on the record already, and a read finds it
+	// without taking the writer.
 	var res *boxoffice.Response
+	if err := s.store.View(s.base, func(tx boxoffice.Tx) error {
+		rec, err := tx.GetIdemRecord(s.base, idem.Scope, idem.Key)
+		if err == nil {
+			res = rec.Response
+		}
+		return err
+	}); err == nil && res != nil {
+		return res, false, nil
+	}
 	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
 		// Lock order: the order, then the record, as settle does.
 		o, err := tx.GetOrder(s.base, order.ID)

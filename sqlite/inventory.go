@@ -47,7 +47,7 @@ func (t *tx) savepoint(ctx context.Context, verb, name string) error {
 	if t.err != nil {
 		return t.failed()
 	}
-	_, err := t.tx.ExecContext(ctx, verb+" "+name)
+	_, err := t.tx.ExecContext(t.stmtCtx(ctx), verb+" "+name)
 	return t.note(err)
 }
 

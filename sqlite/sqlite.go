@@ -45,6 +45,8 @@ type DB struct {
 	r    *sql.DB // read-only connections for View
 	ws   stmts   // statements prepared on w
 	rs   stmts   // statements prepared on r
+
+	gc groupCommit
 }
 
 var _ boxoffice.Store = (*DB)(nil)
@@ -115,6 +117,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err := db.rs.prepare(ctx, db.r); err != nil {
 		return nil, err
 	}
+	db.gc.start(db)
 	ok = true
 	return db, nil
 }
@@ -132,6 +135,7 @@ func (db *DB) Path() string { return db.path }
 // Close closes the statements and connections. The last connection to close checkpoints the WAL
 // into the database file.
 func (db *DB) Close() error {
+	db.gc.stop()
 	var errs []error
 	errs = append(errs, db.ws.close(), db.rs.close())
 	if db.r != nil {
@@ -142,36 +146,6 @@ func (db *DB) Close() error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close database: %w", err)
-	}
-	return nil
-}
-
-// Update runs fn in a BEGIN IMMEDIATE transaction on the writer and commits when fn returns nil;
-// with synchronous=FULL the commit is on disk when Update returns. An error from fn rolls back
-// and is returned as is, so that callers see their own domain errors.
-func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) (err error) {
-	sqlTx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin write transaction: %w", err)
-	}
-	t := &tx{tx: sqlTx, prepared: &db.ws}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = sqlTx.Rollback()
-		}
-	}()
-	if err := fn(t); err != nil {
-		return err
-	}
-	if t.err != nil {
-		// fn carried on after a failed statement; what SQLite kept of the transaction is not
-		// what fn meant to commit.
-		return fmt.Errorf("transaction not committed after a failed statement: %w", t.err)
-	}
-	committed = true
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

@@ -22,6 +22,18 @@ type tx struct {
 	// and run later statements, which SQLite would then commit one by one; so once err is set no
 	// statement runs and Update does not commit.
 	err error
+	// ctx, when set, is the context of every statement, whatever context the caller passed: in a
+	// group commit one caller's cancelled request must not interrupt a transaction that carries
+	// other callers' work too.
+	ctx context.Context
+}
+
+// stmtCtx is the context a statement runs under.
+func (t *tx) stmtCtx(ctx context.Context) context.Context {
+	if t.ctx != nil {
+		return t.ctx
+	}
+	return ctx
 }
 
 var _ boxoffice.Tx = (*tx)(nil)
@@ -59,7 +71,7 @@ func (t *tx) exec(ctx context.Context, id stmtID, args ...any) (sql.Result, erro
 	if t.err != nil {
 		return nil, t.failed()
 	}
-	res, err := t.stmt(id).ExecContext(ctx, args...)
+	res, err := t.stmt(id).ExecContext(t.stmtCtx(ctx), args...)
 	return res, t.note(err)
 }
 
@@ -67,7 +79,7 @@ func (t *tx) query(ctx context.Context, id stmtID, args ...any) (*sql.Rows, erro
 	if t.err != nil {
 		return nil, t.failed()
 	}
-	rows, err := t.stmt(id).QueryContext(ctx, args...)
+	rows, err := t.stmt(id).QueryContext(t.stmtCtx(ctx), args...)
 	return rows, t.note(err)
 }
 
@@ -75,7 +87,7 @@ func (t *tx) queryRow(ctx context.Context, id stmtID, args ...any) scanner {
 	if t.err != nil {
 		return row{err: t.failed()}
 	}
-	return row{t: t, row: t.stmt(id).QueryRowContext(ctx, args...)}
+	return row{t: t, row: t.stmt(id).QueryRowContext(t.stmtCtx(ctx), args...)}
 }
 
 // row is a *sql.Row whose error goes through note.
