@@ -45,7 +45,9 @@ type panicked struct {
 	stack []byte
 }
 
-func (p *panicked) Error() string { return fmt.Sprintf("panic in transaction: %v\n%s", p.value, p.stack) }
+func (p *panicked) Error() string {
+	return fmt.Sprintf("panic in transaction: %v\n%s", p.value, p.stack)
+}
 
 func (g *groupCommit) start(db *DB) {
 	g.queue = make(chan *pendingUpdate, 4*maxBatch)
