@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -66,6 +67,7 @@ type serveFlags struct {
 	maxQuantity    int
 	maxInFlight    int
 	logLevel       string
+	debugAddr      string
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -85,6 +87,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.maxQuantity, "max-quantity", sale.DefaultMaxQuantity, "most tickets in one hold")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once before shedding load with 503")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); unset: off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -150,6 +153,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if f.debugAddr != "" {
+		if err := serveDebug(f.debugAddr, log); err != nil {
+			return err
+		}
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "data_dir", f.dataDir, "store", where,
 		"inventory", inv.Name(), "payments", "simulator (ledger "+f.ledgerPath()+")", "sync_budget", f.syncBudget)
@@ -253,4 +261,21 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// serveDebug serves net/http/pprof on its own listener, never on the API port: profiles show
+// internals and cost CPU, so they are for an operator who asked for them.
+func serveDebug(addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	log.Info("pprof profiles served", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }
