@@ -17,6 +17,7 @@ Usage:
   boxoffice serve  [flags]   run the server (embedded default: SQLite under --data-dir, no setup)
   boxoffice verify [flags]   audit a store against the guarantees; exits 1 naming each violation
   boxoffice bench  [flags]   the on-sale stampede against a server it starts (or --url), then verify
+  boxoffice payments-sim [flags]  the payment simulator behind a Stripe-compatible HTTP API, with faults
   boxoffice help             show this text
 
 Every flag also reads BOXOFFICE_<FLAG_IN_UPPER_SNAKE>, e.g. BOXOFFICE_DATA_DIR for --data-dir.
@@ -41,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = verify(args[1:], stdout, stderr)
 	case "bench":
 		err = benchCmd(args[1:], stdout, stderr)
+	case "payments-sim":
+		err = paymentsSim(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

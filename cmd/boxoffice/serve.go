@@ -20,7 +20,6 @@ import (
 	"boxoffice"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
-	"boxoffice/payments"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
 )
@@ -126,14 +125,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer inv.Close()
-	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: f.ledgerPath()})
+	pay, err := f.openPayments(log)
 	if err != nil {
-		return fmt.Errorf("payment simulator: %w", err)
+		return fmt.Errorf("payments: %w", err)
 	}
-	defer sim.Close()
+	defer pay.Close()
 
 	svc := sale.New(sale.Config{
-		Store: store, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+		Store: store, Inventory: inv, Payments: pay, Renderer: bohttp.Renderer{},
 		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
 		AdminKey: adminKey, ExclusiveStore: true, Logger: log,
 	})
@@ -160,7 +159,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "data_dir", f.dataDir, "store", where,
-		"inventory", inv.Name(), "payments", "simulator (ledger "+f.ledgerPath()+")", "sync_budget", f.syncBudget)
+		"inventory", inv.Name(), "payments", f.paymentsName(), "sync_budget", f.syncBudget)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -191,8 +190,8 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--redis is used by the redis-lock strategy only; add --inventory redis-lock")
 	case f.smtp != "":
 		return fmt.Errorf("--smtp: email delivery is not part of this build")
-	case f.payments != "sim":
-		return fmt.Errorf("--payments %q: only the built-in simulator is supported by this build", f.payments)
+	case f.payments != "sim" && !isPaymentsURL(f.payments):
+		return fmt.Errorf(`--payments %q: want "sim" (the built-in simulator) or a Stripe-compatible http(s) base URL`, f.payments)
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	}
