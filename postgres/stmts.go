@@ -1,0 +1,172 @@
+package postgres
+
+// The statements. pgx prepares each one on a connection the first time it runs there and keeps
+// it in the connection's statement cache, so these are parsed and planned once per connection.
+// Column lists are shared with the scan functions in tx.go; keep them in step.
+
+const (
+	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
+	countCols = `show_id, id, capacity, held, sold, version, fence`
+	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at`
+	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
+		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at`
+	idemCols = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
+		response_body, response_location, created_at, expires_at`
+	eventCols    = `position, id, type, subject, seq, data, created_at`
+	invEventCols = `show_id, version, tier_id, held, sold, held_after, sold_after, capacity, created_at`
+)
+
+// Shows. A show comes with its tiers in one statement (a LEFT JOIN, so that a show without tiers
+// comes too): one round trip, and under READ COMMITTED one snapshot for the show and its tiers.
+const (
+	sGetShow = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
+			t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+		FROM shows AS s LEFT JOIN tiers AS t ON t.show_id = s.id
+		WHERE s.id = $1
+		ORDER BY t.position`
+	// The page of shows and all their tiers in one statement, rather than one query per show.
+	sListShows = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
+			t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+		FROM (SELECT ` + showCols + ` FROM shows WHERE id > $1 ORDER BY id LIMIT $2) AS s
+			LEFT JOIN tiers AS t ON t.show_id = s.id
+		ORDER BY s.id, t.position`
+	// created_at is not in the update: a replaced show keeps the time it was first created.
+	sUpsertShow = `INSERT INTO shows (` + showCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, starts_at = excluded.starts_at,
+			hold_ttl_seconds = excluded.hold_ttl_seconds, max_per_buyer = excluded.max_per_buyer,
+			updated_at = excluded.updated_at`
+	// held, sold, version and fence are not in the update: a tier that stays keeps its counts.
+	sUpsertTier = `INSERT INTO tiers (show_id, id, position, name, capacity, price_amount, price_currency)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (show_id, id) DO UPDATE SET position = excluded.position, name = excluded.name,
+			capacity = excluded.capacity, price_amount = excluded.price_amount,
+			price_currency = excluded.price_currency`
+	sDeleteOtherTiers = `DELETE FROM tiers WHERE show_id = $1 AND id <> ALL ($2::text[])`
+)
+
+// Tier counts.
+const (
+	sTierCounts          = `SELECT ` + countCols + ` FROM tiers WHERE show_id = $1 AND id = $2`
+	sTierCountsForUpdate = sTierCounts + ` FOR UPDATE`
+	// The whole capacity check is in the WHERE clause, so that it and the write are one atomic
+	// step whatever strategy calls it. A concurrent writer's row lock makes this UPDATE wait, and
+	// PostgreSQL then evaluates the WHERE again on the row that writer committed.
+	sAddTierCounts = `UPDATE tiers SET held = held + $1, sold = sold + $2, version = version + 1
+		WHERE show_id = $3 AND id = $4
+			AND held + $1 >= 0 AND sold + $2 >= 0 AND held + $1 + sold + $2 <= capacity
+		RETURNING ` + countCols
+	// The capacity is checked in the WHERE clause rather than left to the CHECK constraint, whose
+	// violation would abort the whole transaction; SetTierCounts tells the cases apart.
+	sSetTierCounts = `UPDATE tiers SET held = $1, sold = $2, version = version + 1
+		WHERE show_id = $3 AND id = $4 AND version = $5 AND $1::integer + $2::integer <= capacity`
+	// Equal tokens pass: one lock holder may write several times under the same token.
+	sFence = `UPDATE tiers SET fence = $1 WHERE show_id = $2 AND id = $3 AND fence <= $1`
+	// Keyset pages, so that ForEachTier neither holds the connection while fn runs nor loads every
+	// row at once.
+	sForEachTier = `SELECT ` + countCols + ` FROM tiers WHERE (show_id, id) > ($1, $2)
+		ORDER BY show_id, id LIMIT $3`
+)
+
+// Holds.
+const (
+	// ON CONFLICT DO NOTHING turns a duplicate into "no row inserted" instead of an error that
+	// would abort the transaction.
+	sInsertHold = `INSERT INTO holds (` + holdCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT DO NOTHING`
+	sGetHold          = `SELECT ` + holdCols + ` FROM holds WHERE id = $1`
+	sGetHoldForUpdate = sGetHold + ` FOR UPDATE`
+	sEndHold          = `UPDATE holds SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'active'`
+	// The status IN term repeats the WHERE of orders_live_hold so that the planner may use that
+	// partial index for the lookup; the status = term then narrows it to orders waiting for payment.
+	sDueHolds = `SELECT ` + holdCols + ` FROM holds AS h
+		WHERE h.status = 'active' AND h.expires_at <= $1
+			AND NOT EXISTS (SELECT 1 FROM orders AS o
+				WHERE o.hold_id = h.id AND o.status IN ('pending_payment', 'confirmed')
+					AND o.status = 'pending_payment')
+		ORDER BY h.expires_at LIMIT $2`
+	sNextHoldExpiry = `SELECT expires_at FROM holds WHERE status = 'active' ORDER BY expires_at LIMIT 1`
+	sBuyerTickets   = `SELECT COALESCE(SUM(quantity), 0) FROM holds
+		WHERE show_id = $1 AND buyer_email = $2 AND status IN ('active', 'confirmed')`
+	sForEachHold = `SELECT ` + holdCols + ` FROM holds WHERE id > $1 ORDER BY id LIMIT $2`
+)
+
+// Orders.
+const (
+	// Without a conflict target, DO NOTHING covers the primary key and the partial unique index
+	// orders_live_hold alike.
+	sInsertOrder = `INSERT INTO orders (` + orderCols + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		ON CONFLICT DO NOTHING`
+	sGetOrder         = `SELECT ` + orderCols + ` FROM orders WHERE id = $1`
+	sLiveOrderForHold = `SELECT ` + orderCols + ` FROM orders
+		WHERE hold_id = $1 AND status IN ('pending_payment', 'confirmed')`
+	sUpdateOrder = `UPDATE orders SET status = $1, tickets = $2, charge_id = $3, refund_id = $4,
+			release_on_failure = $5, updated_at = $6
+		WHERE id = $7 AND status = $8`
+	sListOrders     = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`
+	sListShowOrders = `SELECT ` + orderCols + ` FROM orders WHERE show_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+	sPendingOrders  = `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
+		ORDER BY id LIMIT $1`
+	sForEachOrder = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`
+)
+
+// Idempotency records.
+const (
+	sInsertIdem = `INSERT INTO idempotency_records (` + idemCols + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		ON CONFLICT DO NOTHING`
+	sGetIdem          = `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = $1 AND key = $2`
+	sGetIdemForUpdate = sGetIdem + ` FOR UPDATE`
+	// Only one request makes an order, so there is one record. Should a caller have copied the
+	// id to another, the first one created is taken.
+	sIdemForOrder          = `SELECT ` + idemCols + ` FROM idempotency_records WHERE order_id = $1 ORDER BY created_at, id LIMIT 1`
+	sIdemForOrderForUpdate = sIdemForOrder + ` FOR UPDATE`
+	sUpdateIdem            = `UPDATE idempotency_records SET hold_id = $1, order_id = $2, locked_until = $3,
+			response_status = $4, response_body = $5, response_location = $6
+		WHERE id = $7`
+	// SKIP LOCKED: a record a request has locked (it is working on it) is not worth waiting for;
+	// the next sweep takes it if it is still expired.
+	sSweepIdem = `DELETE FROM idempotency_records WHERE id IN (
+		SELECT id FROM idempotency_records WHERE expires_at < $1 ORDER BY expires_at LIMIT $2
+		FOR UPDATE SKIP LOCKED)`
+	// $1 is the zero time, which is what "no lease" is stored as.
+	sClearIdemLeases = `UPDATE idempotency_records SET locked_until = $1 WHERE locked_until <> $1`
+	sForEachIdem     = `SELECT ` + idemCols + ` FROM idempotency_records WHERE id > $1 ORDER BY id LIMIT $2`
+)
+
+// Events.
+const (
+	// The outbox numbers each subject's events 1, 2, 3…. Writers run concurrently, so the
+	// read of the subject's last seq and the insert of the next must not interleave with another
+	// transaction's: sLockSubject takes a transaction-scoped advisory lock per subject first (the
+	// two-int form, whose key space is apart from the migration lock's bigint one; a hash
+	// collision only makes two subjects take turns). It must be a statement of its own: under READ
+	// COMMITTED the insert's snapshot is then taken after the lock is granted and so sees the
+	// previous holder's committed event.
+	sLockSubject = `SELECT pg_advisory_xact_lock(1, hashtext($1))`
+	// The casts: the values of an INSERT … SELECT are typed by the SELECT, which would take an
+	// untyped parameter for text.
+	sAppendEvent = `INSERT INTO events (id, type, subject, seq, data, created_at)
+		SELECT $1::text, $2::text, $3::text, COALESCE(MAX(seq), 0) + 1, $4::bytea, $5::timestamptz
+		FROM events WHERE subject = $3
+		ON CONFLICT DO NOTHING
+		RETURNING position, seq`
+	sListEvents = `SELECT ` + eventCols + ` FROM events WHERE position > $1 ORDER BY position LIMIT $2`
+)
+
+// API keys.
+const (
+	sInsertAPIKey = `INSERT INTO api_keys (id, role, hash, created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT DO NOTHING`
+	sAPIKeyByHash = `SELECT id, role, hash, created_at FROM api_keys WHERE hash = $1`
+)
+
+// Inventory streams.
+const (
+	sAppendInventoryEvent = `INSERT INTO inventory_events (` + invEventCols + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT DO NOTHING`
+	sInventoryEvents = `SELECT ` + invEventCols + ` FROM inventory_events
+		WHERE show_id = $1 AND version > $2 ORDER BY version LIMIT $3`
+	sInventoryHead = `SELECT COALESCE(MAX(version), 0) FROM inventory_events WHERE show_id = $1`
+)

@@ -1,0 +1,551 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"boxoffice"
+	"boxoffice/postgres/pgtest"
+	"boxoffice/storetest"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// openTest opens a store on a new database of the test server.
+func openTest(t *testing.T) (*DB, string) {
+	t.Helper()
+	url := pgtest.Start(t)
+	db, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, url
+}
+
+// TestStore runs the behaviour every store shares. None of it makes transactions deadlock or
+// fail to serialise: a retry would mean the store's locks are taken in an order that can cycle.
+func TestStore(t *testing.T) {
+	storetest.Exercise(t, func(t *testing.T) boxoffice.Store {
+		db, _ := openTest(t)
+		t.Cleanup(func() {
+			if n := db.retries.Load(); n > 0 {
+				t.Errorf("%d transactions ran again after a deadlock or serialization failure", n)
+			}
+		})
+		return db
+	})
+}
+
+// base is a fixed time with sub-microsecond digits, which the store drops.
+var base = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+func update(t *testing.T, db *DB, fn func(tx boxoffice.Tx) error) {
+	t.Helper()
+	if err := db.Update(context.Background(), fn); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+}
+
+func view(t *testing.T, db *DB, fn func(tx boxoffice.Tx) error) {
+	t.Helper()
+	if err := db.View(context.Background(), fn); err != nil {
+		t.Fatalf("View: %v", err)
+	}
+}
+
+func putShow(t *testing.T, db *DB, id string, capacity int) {
+	t.Helper()
+	s := &boxoffice.Show{ID: id, Name: "Show " + id, StartsAt: base, HoldTTLSeconds: 600, CreatedAt: base, UpdatedAt: base,
+		Tiers: []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: capacity, Price: boxoffice.Money{Amount: 5000, Currency: "EUR"}}}}
+	update(t, db, func(tx boxoffice.Tx) error { return tx.PutShow(context.Background(), s) })
+}
+
+func testHold(id string) *boxoffice.Hold {
+	return &boxoffice.Hold{ID: id, ShowID: "gig", TierID: "ga", Quantity: 1, Buyer: boxoffice.Buyer{Email: "a@x"},
+		Status: boxoffice.HoldActive, ExpiresAt: base, CreatedAt: base, UpdatedAt: base}
+}
+
+func TestOpenMigrates(t *testing.T) {
+	db, url := openTest(t)
+	ctx := context.Background()
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 || ms[0].version != 1 {
+		t.Fatalf("migrations() = %v, %v", ms, err)
+	}
+	var n, version int
+	if err := db.pool.QueryRow(ctx, "SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&n, &version); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(ms) || version != ms[len(ms)-1].version {
+		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, len(ms), ms[len(ms)-1].version)
+	}
+
+	// Opening again applies nothing twice.
+	db2, err := Open(ctx, url)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer db2.Close()
+	if err := db2.pool.QueryRow(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != len(ms) {
+		t.Errorf("after reopen schema_migrations has %d rows (%v), want %d", n, err, len(ms))
+	}
+
+	// A database migrated by a newer program is refused rather than written with an old schema.
+	if _, err := db2.pool.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')"); err != nil {
+		t.Fatal(err)
+	}
+	if db3, err := Open(ctx, url); err == nil {
+		_ = db3.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+}
+
+// TestConcurrentOpenMigratesOnce starts several servers on one empty database at once: the
+// advisory lock lets one migrate and the others find the schema done.
+func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	url := pgtest.Start(t)
+	ctx := context.Background()
+	const n = 8
+	dbs := make([]*DB, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dbs[i], errs[i] = Open(ctx, url)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		defer dbs[i].Close()
+	}
+	ms, _ := migrations()
+	var rows int
+	if err := dbs[0].pool.QueryRow(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&rows); err != nil || rows != len(ms) {
+		t.Errorf("schema_migrations has %d rows (%v), want %d", rows, err, len(ms))
+	}
+}
+
+// TestZeroTimeRoundTrips: the zero time is stored and comes back as time.Time{} itself, and
+// other times in UTC at microsecond precision.
+func TestZeroTimeRoundTrips(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	r := &boxoffice.IdemRecord{ID: "idr_1", Scope: "s", Key: "k", Fingerprint: "f",
+		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 6789, time.FixedZone("CET", 3600))}
+	update(t, db, func(tx boxoffice.Tx) error { return tx.InsertIdemRecord(ctx, r) })
+	view(t, db, func(tx boxoffice.Tx) error {
+		got, err := tx.GetIdemRecord(ctx, "s", "k")
+		if err != nil {
+			return err
+		}
+		if got.LockedUntil != (time.Time{}) || got.ExpiresAt != (time.Time{}) {
+			t.Errorf("zero times came back as %#v and %#v", got.LockedUntil, got.ExpiresAt)
+		}
+		want := time.Date(2026, 1, 2, 2, 4, 5, 6000, time.UTC)
+		if got.CreatedAt != want {
+			t.Errorf("CreatedAt = %#v, want %#v", got.CreatedAt, want)
+		}
+		return nil
+	})
+}
+
+// TestStampedeEndsAtCapacity: 64 goroutines take one ticket at a time from a tier until none is
+// left. Writers run concurrently on PostgreSQL; the conditional UPDATE must still let exactly
+// capacity of them through.
+func TestStampedeEndsAtCapacity(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	const (
+		capacity   = 300
+		goroutines = 64
+	)
+	putShow(t, db, "gig", capacity)
+	var (
+		mu   sync.Mutex
+		wins int
+		wg   sync.WaitGroup
+	)
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var ok bool
+				err := db.Update(ctx, func(tx boxoffice.Tx) error {
+					c, fits, err := tx.AddTierCounts(ctx, "gig", "ga", 1, 0)
+					if err != nil {
+						return err
+					}
+					if c.Held+c.Sold > c.Capacity {
+						t.Errorf("oversold: %+v", c)
+					}
+					ok = fits
+					return nil
+				})
+				if err != nil {
+					t.Errorf("Update: %v", err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	var c boxoffice.TierCounts
+	view(t, db, func(tx boxoffice.Tx) (err error) { c, err = tx.TierCounts(ctx, "gig", "ga", false); return err })
+	if wins != capacity || c.Held != capacity || c.Version != capacity {
+		t.Errorf("%d wins, counts %+v; want %d, full, version %d", wins, c, capacity, capacity)
+	}
+	if n := db.retries.Load(); n != 0 {
+		t.Errorf("%d retries; a single conditional UPDATE never deadlocks", n)
+	}
+}
+
+// TestLocksInUpdate shows the row locks the service relies on: in an Update, GetHold,
+// GetIdemRecord and IdemRecordForOrder hold their row until the transaction ends, and
+// TierCounts(forUpdate) its tier; a second Update reading the same row waits and then sees the
+// first one's write. A View neither locks nor waits.
+func TestLocksInUpdate(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, "gig", 10)
+	rec := &boxoffice.IdemRecord{ID: "idr_1", Scope: "s", Key: "k", Fingerprint: "f", OrderID: "ord_1", CreatedAt: base, ExpiresAt: base}
+	update(t, db, func(tx boxoffice.Tx) error {
+		if err := tx.InsertHold(ctx, testHold("hld_1")); err != nil {
+			return err
+		}
+		return tx.InsertIdemRecord(ctx, rec)
+	})
+	for _, c := range []struct {
+		name  string
+		read  func(tx boxoffice.Tx) (string, error) // reads the row and says what it saw
+		write func(tx boxoffice.Tx) error           // changes what read sees
+		want  string                                // what a reader after write sees
+	}{
+		{"TierCounts", func(tx boxoffice.Tx) (string, error) {
+			c, err := tx.TierCounts(ctx, "gig", "ga", true)
+			return fmt.Sprint(c.Held), err
+		}, func(tx boxoffice.Tx) error {
+			_, _, err := tx.AddTierCounts(ctx, "gig", "ga", 1, 0)
+			return err
+		}, "1"},
+		{"GetHold", func(tx boxoffice.Tx) (string, error) {
+			h, err := tx.GetHold(ctx, "hld_1")
+			return string(h.Status), err
+		}, func(tx boxoffice.Tx) error {
+			_, err := tx.EndHold(ctx, "hld_1", boxoffice.HoldExpired, base)
+			return err
+		}, "expired"},
+		{"GetIdemRecord", func(tx boxoffice.Tx) (string, error) {
+			r, err := tx.GetIdemRecord(ctx, "s", "k")
+			return r.HoldID, err
+		}, func(tx boxoffice.Tx) error {
+			r := *rec
+			r.HoldID = "hld_a"
+			return tx.UpdateIdemRecord(ctx, &r)
+		}, "hld_a"},
+		{"IdemRecordForOrder", func(tx boxoffice.Tx) (string, error) {
+			r, err := tx.IdemRecordForOrder(ctx, "ord_1")
+			return r.HoldID, err
+		}, func(tx boxoffice.Tx) error {
+			r := *rec
+			r.HoldID = "hld_b"
+			return tx.UpdateIdemRecord(ctx, &r)
+		}, "hld_b"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			locked := make(chan struct{})
+			release := make(chan struct{})
+			first := make(chan error, 1)
+			go func() {
+				first <- db.Update(ctx, func(tx boxoffice.Tx) error {
+					if _, err := c.read(tx); err != nil {
+						return err
+					}
+					close(locked)
+					<-release
+					return c.write(tx)
+				})
+			}()
+			<-locked
+			// A View reads the row at once, lock or not.
+			view(t, db, func(tx boxoffice.Tx) error { _, err := c.read(tx); return err })
+			second := make(chan string, 1)
+			go func() {
+				var saw string
+				err := db.Update(ctx, func(tx boxoffice.Tx) (err error) { saw, err = c.read(tx); return err })
+				if err != nil {
+					t.Errorf("second Update: %v", err)
+				}
+				second <- saw
+			}()
+			select {
+			case saw := <-second:
+				t.Fatalf("the second Update read %q while the first held the lock", saw)
+			case <-time.After(200 * time.Millisecond):
+			}
+			close(release)
+			if err := <-first; err != nil {
+				t.Fatalf("first Update: %v", err)
+			}
+			if saw := <-second; saw != c.want {
+				t.Errorf("the second Update saw %q, want %q (the first one's write)", saw, c.want)
+			}
+		})
+	}
+}
+
+// TestDeadlockIsRetried makes two Updates lock two rows in opposite orders. PostgreSQL aborts
+// one of them with a deadlock; Update runs its fn again and both commit.
+func TestDeadlockIsRetried(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, "a", 10)
+	putShow(t, db, "b", 10)
+	var once [2]sync.Once
+	both := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for i, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := db.Update(ctx, func(tx boxoffice.Tx) error {
+				if _, _, err := tx.AddTierCounts(ctx, order[0], "ga", 1, 0); err != nil {
+					return err
+				}
+				// Only the first attempts wait for each other, so that the retry goes through.
+				once[i].Do(func() {
+					both <- struct{}{}
+					for len(both) < 2 {
+						time.Sleep(time.Millisecond)
+					}
+				})
+				_, _, err := tx.AddTierCounts(ctx, order[1], "ga", 1, 0)
+				return err
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := db.retries.Load(); n < 1 {
+		t.Errorf("%d retries, want at least 1", n)
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		for _, show := range []string{"a", "b"} {
+			c, err := tx.TierCounts(ctx, show, "ga", false)
+			if err != nil || c.Held != 2 {
+				t.Errorf("show %s: %+v, %v; want held 2 (both transactions once)", show, c, err)
+			}
+		}
+		return nil
+	})
+}
+
+// TestFailedStatementAndSavepoint: a statement the server refuses aborts the transaction, which
+// refuses to commit even if fn ignores the error; RollbackTo a savepoint taken before it makes
+// the transaction usable again, as on SQLite.
+func TestFailedStatementAndSavepoint(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, "gig", 10)
+	// A write in a transaction's own SQL the store does not guard: a CHECK violation through
+	// PutShow (a capacity below the counts).
+	shrink := &boxoffice.Show{ID: "gig", Name: "x", StartsAt: base, CreatedAt: base, UpdatedAt: base,
+		Tiers: []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 1, Price: boxoffice.Money{Currency: "EUR"}}}}
+	err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		if _, _, err := tx.AddTierCounts(ctx, "gig", "ga", 5, 0); err != nil {
+			return err
+		}
+		if err := tx.PutShow(ctx, shrink); err == nil {
+			t.Error("PutShow below the counts succeeded")
+		}
+		return nil // ignores the failure
+	})
+	if err == nil {
+		t.Fatal("Update committed a transaction with a failed statement")
+	}
+	update(t, db, func(tx boxoffice.Tx) error {
+		if _, _, err := tx.AddTierCounts(ctx, "gig", "ga", 5, 0); err != nil {
+			return err
+		}
+		if err := tx.Savepoint(ctx, "before"); err != nil {
+			return err
+		}
+		if err := tx.PutShow(ctx, shrink); err == nil {
+			t.Error("PutShow below the counts succeeded")
+		}
+		if _, err := tx.GetHold(ctx, "hld_1"); boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+			t.Error("a statement ran in an aborted transaction")
+		}
+		if err := tx.RollbackTo(ctx, "before"); err != nil {
+			return err
+		}
+		if err := tx.ReleaseSavepoint(ctx, "before"); err != nil {
+			return err
+		}
+		return tx.InsertHold(ctx, testHold("hld_1"))
+	})
+	view(t, db, func(tx boxoffice.Tx) error {
+		c, err := tx.TierCounts(ctx, "gig", "ga", false)
+		if err != nil || c.Held != 5 || c.Capacity != 10 {
+			t.Errorf("counts %+v, %v; want held 5 of 10", c, err)
+		}
+		_, err = tx.GetHold(ctx, "hld_1")
+		return err
+	})
+}
+
+// TestViewCannotLockOrWrite: View is READ ONLY, so even the locking reads of an Update are plain
+// reads there, and a write fails with PostgreSQL's read-only error.
+func TestViewCannotLockOrWrite(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, "gig", 10)
+	view(t, db, func(tx boxoffice.Tx) error {
+		_, err := tx.TierCounts(ctx, "gig", "ga", true)
+		return err
+	})
+	err := db.View(ctx, func(tx boxoffice.Tx) error {
+		_, _, err := tx.AddTierCounts(ctx, "gig", "ga", 1, 0)
+		return err
+	})
+	if err == nil {
+		t.Fatal("a write in View succeeded")
+	}
+	if !isReadOnly(err) {
+		t.Errorf("write in View: %v, want PostgreSQL's read-only transaction error", err)
+	}
+}
+
+func isReadOnly(err error) bool {
+	var pe interface{ SQLState() string }
+	return errors.As(err, &pe) && pe.SQLState() == "25006"
+}
+
+// TestForEachPages walks more rows than one page holds, with fn using the transaction in
+// between, which a streamed result would not allow on one connection.
+type postgresTx = tx
+
+func TestForEachPages(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	const n = 2*forEachPage + 7
+	update(t, db, func(tx boxoffice.Tx) error {
+		b := &pgx.Batch{}
+		for i := range n {
+			h := testHold(fmt.Sprintf("hld_%05d", i))
+			b.Queue(sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status), h.ExpiresAt, h.CreatedAt, h.UpdatedAt)
+		}
+		return tx.(*postgresTx).batch(ctx, b)
+	})
+	view(t, db, func(tx boxoffice.Tx) error {
+		seen, last := 0, ""
+		err := tx.ForEachHold(ctx, func(h *boxoffice.Hold) error {
+			if h.ID <= last {
+				t.Fatalf("hold %s after %s", h.ID, last)
+			}
+			last = h.ID
+			seen++
+			_, err := tx.GetHold(ctx, h.ID)
+			return err
+		})
+		if err != nil || seen != n {
+			t.Errorf("ForEachHold saw %d holds (%v), want %d", seen, err, n)
+		}
+		return nil
+	})
+}
+
+// releaseAfterRefusal is a pgx tracer that, the first time the conditional UPDATE of
+// AddTierCounts changes no row, runs release before the store's next statement.
+type releaseAfterRefusal struct {
+	once    sync.Once
+	release func()
+}
+
+func (r *releaseAfterRefusal) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (r *releaseAfterRefusal) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	if data.Err == nil && data.CommandTag.String() == "UPDATE 0" {
+		r.once.Do(r.release)
+	}
+}
+
+// TestRefusalIsExplainedByItsCounts: a refused AddTierCounts returns counts that do not fit the
+// change, even when tickets came back between the refused UPDATE and the read of the counts.
+// Counts that fit would make a sold-out answer that no moment of the tier explains (the
+// conformance suite's linearizability check caught that on PostgreSQL).
+func TestRefusalIsExplainedByItsCounts(t *testing.T) {
+	url := pgtest.Start(t)
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var db *DB
+	tracer := &releaseAfterRefusal{release: func() {
+		// Another transaction gives one ticket back and commits, in between.
+		if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+			_, _, err := tx.AddTierCounts(ctx, "gig", "ga", -1, 0)
+			return err
+		}); err != nil {
+			t.Errorf("release: %v", err)
+		}
+	}}
+	cfg.ConnConfig.Tracer = tracer
+	db, err = open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	putShow(t, db, "gig", 2)
+	update(t, db, func(tx boxoffice.Tx) error {
+		_, _, err := tx.AddTierCounts(ctx, "gig", "ga", 2, 0)
+		return err
+	})
+	update(t, db, func(tx boxoffice.Tx) error {
+		// A first statement, so that the UPDATE runs on its own rather than in BEGIN's pipeline
+		// (the tracer sees statements, not pipelines).
+		if _, err := tx.TierCounts(ctx, "gig", "ga", false); err != nil {
+			return err
+		}
+		c, ok, err := tx.AddTierCounts(ctx, "gig", "ga", 1, 0)
+		if err != nil {
+			return err
+		}
+		if !ok && fits(c, 1, 0) {
+			t.Errorf("refused with counts %+v, which have room for the ticket", c)
+		}
+		if !ok {
+			t.Errorf("refused with %+v, want the ticket given back in between taken", c)
+		}
+		return nil
+	})
+	var released bool
+	tracer.once.Do(func() { released = true })
+	if released {
+		t.Fatal("the tracer never saw the refused UPDATE; the test tests nothing")
+	}
+}

@@ -1,0 +1,34 @@
+package redis_test
+
+import (
+	"context"
+	"testing"
+
+	"boxoffice"
+	"boxoffice/inventory/inventorytest"
+	"boxoffice/redis"
+	"boxoffice/redis/redistest"
+	"boxoffice/sqlite"
+)
+
+// TestRedlockConformance runs the strategies' conformance suite over Redlock with three servers
+// (the suite itself runs the single-server lock, in package inventory).
+func TestRedlockConformance(t *testing.T) {
+	urls := redistest.URLs(redistest.StartN(t, 3))
+	inventorytest.Exercise(t, inventorytest.Harness{
+		OpenStore: func(t *testing.T, dir string) boxoffice.Store {
+			st, err := sqlite.Open(context.Background(), dir+"/boxoffice.db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+		NewInventory: func(t *testing.T, store boxoffice.Store) boxoffice.Inventory {
+			l, err := redis.NewLock(store, urls, redis.LockOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		},
+	})
+}
