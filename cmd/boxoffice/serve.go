@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"boxoffice"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
+	"boxoffice/postgres"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
 )
@@ -32,7 +34,7 @@ type storeFlags struct {
 
 func (f *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "./boxoffice-data", "directory of the embedded store, the payment simulator's ledger and the admin key")
-	fs.StringVar(&f.db, "db", "sqlite", `store: "sqlite" (a file under --data-dir)`)
+	fs.StringVar(&f.db, "db", "sqlite", `store: "sqlite" (a file under --data-dir) or a postgres:// URL`)
 }
 
 func (f *storeFlags) dbPath() string { return filepath.Join(f.dataDir, "boxoffice.db") }
@@ -46,7 +48,8 @@ func (f *storeFlags) open(ctx context.Context) (boxoffice.Store, string, error) 
 		st, err := sqlite.Open(ctx, f.dbPath())
 		return st, "sqlite " + f.dbPath(), err
 	case strings.HasPrefix(f.db, "postgres://"), strings.HasPrefix(f.db, "postgresql://"):
-		return nil, "", fmt.Errorf("--db: the PostgreSQL store is not part of this build yet; use sqlite")
+		st, err := postgres.Open(ctx, f.db)
+		return st, "postgres " + redactURL(f.db), err
 	default:
 		return nil, "", fmt.Errorf(`--db: want "sqlite" or a postgres:// URL, got %q`, f.db)
 	}
@@ -134,7 +137,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	svc := sale.New(sale.Config{
 		Store: store, Inventory: inv, Payments: pay, Renderer: bohttp.Renderer{},
 		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
-		AdminKey: adminKey, ExclusiveStore: true, Logger: log,
+		AdminKey: adminKey, ExclusiveStore: f.db == "sqlite", Logger: log,
 	})
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover state: %w", err)
@@ -277,4 +280,13 @@ func serveDebug(addr string, log *slog.Logger) error {
 	log.Info("pprof profiles served", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	go func() { _ = http.Serve(ln, mux) }()
 	return nil
+}
+
+// redactURL drops the password from a URL for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
