@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"fmt"
 
 	"boxoffice"
 )
@@ -44,23 +43,36 @@ func addCounts(ctx context.Context, tx boxoffice.Tx, c boxoffice.CountChange) er
 	if c.Held == 0 && c.Sold == 0 {
 		return nil
 	}
-	counts, ok, err := tx.AddTierCounts(ctx, c.ShowID, c.TierID, c.Held, c.Sold)
-	switch {
-	case err != nil:
-		return err
-	case ok:
-		return nil
-	case c.Held > 0:
-		return soldOut(counts, c.Held)
-	default:
-		return fmt.Errorf("tier %s/%s: change %+v does not fit counts held=%d sold=%d", c.ShowID, c.TierID, c, counts.Held, counts.Sold)
+	for range 3 {
+		counts, ok, err := tx.AddTierCounts(ctx, c.ShowID, c.TierID, c.Held, c.Sold)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		case fits(counts, c):
+			// Where writers run concurrently (PostgreSQL) the counts read after the refused
+			// write may already be newer: tickets came back in between. Answering sold_out with
+			// counts that would have fitted is an answer no single instant explains, so try again.
+			continue
+		default:
+			return misfit(counts, c)
+		}
 	}
+	return boxoffice.Errorf(boxoffice.EOVERLOADED, "tier %s/%s changes too fast to take tickets from; retry", c.ShowID, c.TierID)
 }
 
-// Reconfigure runs write in a plain transaction: the conditional writes of Apply re-check the
-// capacity themselves, so nothing needs quiescing.
+// Reconfigure locks the show's tiers (in LockTiers' order) and runs write. The conditional writes
+// of Apply re-check the capacity themselves, but write checks the counts before it changes the
+// capacities, and where writers run concurrently (PostgreSQL) a hold between that check and the
+// new capacity would meet the store's CHECK as an error instead of a clear capacity_conflict.
 func (a *Atomic) Reconfigure(ctx context.Context, showID string, write func(tx boxoffice.Tx) error) error {
-	return a.store.Update(ctx, write)
+	return a.store.Update(ctx, func(tx boxoffice.Tx) error {
+		if err := lockShow(ctx, tx, showID); err != nil {
+			return err
+		}
+		return write(tx)
+	})
 }
 
 // Close does nothing: the strategy has no goroutines.

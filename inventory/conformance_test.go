@@ -2,43 +2,74 @@ package inventory_test
 
 import (
 	"context"
-	"strings"
+	"sync"
 	"testing"
 
 	"boxoffice"
 	"boxoffice/inventory"
 	"boxoffice/inventory/inventorytest"
+	"boxoffice/postgres"
+	"boxoffice/postgres/pgtest"
+	"boxoffice/redis/redistest"
 	"boxoffice/sqlite"
 )
 
-// SQLiteHarness runs the suite on SQLite files in the test's temp dir.
-func sqliteHarness(name string) inventorytest.Harness {
-	return inventorytest.Harness{
-		OpenStore: func(t *testing.T, dir string) boxoffice.Store {
-			st, err := sqlite.Open(context.Background(), dir+"/boxoffice.db")
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		},
-		NewInventory: func(t *testing.T, store boxoffice.Store) boxoffice.Inventory {
-			inv, err := inventory.New(name, store, inventory.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return inv
-		},
-	}
+// stores are the stores every strategy runs the suite on: how to open the store of a test dir.
+// Opening the same dir again gives the same data, as after a restart.
+var stores = map[string]func(t *testing.T, dir string) boxoffice.Store{
+	"sqlite": func(t *testing.T, dir string) boxoffice.Store {
+		st, err := sqlite.Open(context.Background(), dir+"/boxoffice.db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	},
+	"postgres": func(t *testing.T, dir string) boxoffice.Store {
+		st, err := postgres.Open(context.Background(), pgDatabase(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	},
 }
 
+var (
+	pgMu  sync.Mutex
+	pgDBs = map[string]string{} // test dir → its database, so a reopen finds the same data
+)
+
+func pgDatabase(t *testing.T, dir string) string {
+	pgMu.Lock()
+	defer pgMu.Unlock()
+	if url, ok := pgDBs[dir]; ok {
+		return url
+	}
+	url := pgtest.Start(t)
+	pgDBs[dir] = url
+	return url
+}
+
+// TestConformance runs the whole suite for every strategy on every store.
 func TestConformance(t *testing.T) {
-	for _, name := range inventory.Names() {
-		t.Run(name+"/sqlite", func(t *testing.T) {
-			// TODO(strategies): drop once every strategy is built.
-			if _, err := inventory.New(name, nil, inventory.Options{}); err != nil && strings.Contains(err.Error(), "not built yet") {
-				t.Skip(err)
-			}
-			inventorytest.Exercise(t, sqliteHarness(name))
-		})
+	for _, store := range []string{"sqlite", "postgres"} {
+		for _, name := range inventory.Names() {
+			t.Run(name+"/"+store, func(t *testing.T) {
+				var opts inventory.Options
+				if name == "redis-lock" {
+					// One server for the whole suite, so its fencing counters outlive the suite's restarts.
+					opts.Redis = []string{redistest.Start(t)}
+				}
+				inventorytest.Exercise(t, inventorytest.Harness{
+					OpenStore: stores[store],
+					NewInventory: func(t *testing.T, st boxoffice.Store) boxoffice.Inventory {
+						inv, err := inventory.New(name, st, opts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return inv
+					},
+				})
+			})
+		}
 	}
 }

@@ -62,3 +62,19 @@ func soldOut(c boxoffice.TierCounts, want int) error {
 	e.Available = &avail
 	return e
 }
+
+// fits reports whether c applied to cur keeps 0 <= held, 0 <= sold and held+sold <= capacity: the
+// check that strategies deciding in Go (pessimistic, optimistic, actor) make before they write.
+func fits(cur boxoffice.TierCounts, c boxoffice.CountChange) bool {
+	held, sold := cur.Held+c.Held, cur.Sold+c.Sold
+	return held >= 0 && sold >= 0 && held+sold <= cur.Capacity
+}
+
+// misfit is the error of a change that does not fit cur: ESOLDOUT for a reservation; for any other
+// change the counts disagree with the holds and orders, which is refused rather than made worse.
+func misfit(cur boxoffice.TierCounts, c boxoffice.CountChange) error {
+	if c.Held > 0 {
+		return soldOut(cur, c.Held)
+	}
+	return fmt.Errorf("tier %s/%s: change %+v does not fit counts held=%d sold=%d", c.ShowID, c.TierID, c, cur.Held, cur.Sold)
+}
