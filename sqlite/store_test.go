@@ -142,14 +142,6 @@ func testHold(id, email string, expiresAt time.Time) *boxoffice.Hold {
 	}
 }
 
-func testOrder(id, holdID string, status boxoffice.OrderStatus) *boxoffice.Order {
-	return &boxoffice.Order{
-		ID: id, Status: status, ShowID: "gig", TierID: "ga", HoldID: holdID, Quantity: 2,
-		Amount: boxoffice.Money{Amount: 10000, Currency: "EUR"}, Buyer: boxoffice.Buyer{Email: "ann@x"},
-		CreatedAt: base, UpdatedAt: base, PaymentToken: "tok_ok",
-	}
-}
-
 func TestDataSurvivesReopen(t *testing.T) {
 	// A path with characters that mean something in a URI must still name this very file.
 	path := filepath.Join(t.TempDir(), "a dir?with#odd%20chars", "box.db")

@@ -76,14 +76,22 @@ var urlRE = regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+)`)
 // startServer runs `boxoffice serve` on a free loopback port over dir and waits until it listens.
 func startServer(t *testing.T, dir string, args ...string) *server {
 	t.Helper()
-	all := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--admin-key", adminKey}, args...)
-	cmd := exec.Command(binary, all...)
+	s := startProcess(t, "serve", append([]string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--admin-key", adminKey}, args...)...)
+	s.Dir = dir
+	return s
+}
+
+// startProcess runs a subcommand of the binary that logs `url=…` once it listens (serve,
+// payments-sim) and waits for that line; the process is killed when the test ends.
+func startProcess(t *testing.T, sub string, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{sub}, args...)...)
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, Dir: dir, logs: &logBuffer{}, done: make(chan error, 1)}
+	s := &server{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +113,9 @@ func startServer(t *testing.T, dir string, args ...string) *server {
 	select {
 	case s.URL = <-urlc:
 	case err := <-s.done:
-		t.Fatalf("server exited before listening: %v\n%s", err, s.logs)
+		t.Fatalf("%s exited before listening: %v\n%s", sub, err, s.logs)
 	case <-time.After(60 * time.Second):
-		t.Fatalf("server did not start\n%s", s.logs)
+		t.Fatalf("%s did not start\n%s", sub, s.logs)
 	}
 	return s
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,39 +16,7 @@ import (
 // listens. It is a *server like the one startServer returns, so kill and stop work alike.
 func startPaymentsSim(t *testing.T, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"payments-sim", "--addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(s.logs, line)
-			if m := urlRE.FindStringSubmatch(line); m != nil && !sent {
-				urlc <- m[1]
-				sent = true
-			}
-		}
-		s.done <- cmd.Wait()
-	}()
-	t.Cleanup(func() { s.kill() })
-	select {
-	case s.URL = <-urlc:
-	case err := <-s.done:
-		t.Fatalf("payments-sim exited before listening: %v\n%s", err, s.logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("payments-sim did not start\n%s", s.logs)
-	}
-	return s
+	return startProcess(t, "payments-sim", append([]string{"--addr", "127.0.0.1:0"}, args...)...)
 }
 
 // simCharge is a charge as GET /v1/charges of the simulator shows it.
