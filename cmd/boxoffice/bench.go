@@ -32,6 +32,10 @@ type benchFlags struct {
 	inventory, db     string
 	allowRemote       bool
 	keep              bool
+	compare           bool
+	out               string
+	pg, redis         string
+	strategies        string
 }
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
@@ -52,6 +56,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.db, "db", "sqlite", "store of the server bench starts")
 	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a --url that is not a loopback address")
 	fs.BoolVar(&f.keep, "keep", false, "keep the started server's data dir")
+	fs.BoolVar(&f.compare, "compare", false, "run every strategy × store plus the baselines, and write a Markdown table and an SVG chart to --out")
+	fs.StringVar(&f.out, "out", "bench-report", "directory of the --compare report")
+	fs.StringVar(&f.pg, "pg", "", "a PostgreSQL server (postgres:// URL of a database bench may create databases from) for the postgres rows and the FOR UPDATE baseline of --compare")
+	fs.StringVar(&f.redis, "redis", "", "a Redis URL for the redis-lock rows of --compare (and --inventory redis-lock)")
+	fs.StringVar(&f.strategies, "strategies", strings.Join(inventory.Names(), ","), "strategies --compare runs")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -65,6 +74,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if f.compare {
+		return compare(ctx, f, stdout, stderr)
+	}
 	cfg := bench.Config{
 		URL: f.url, AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
 		Shows: f.shows, Capacity: f.capacity, Mode: f.mode, RetryRate: f.retryRate, Timeout: f.timeout,
@@ -74,7 +86,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var srv *ownServer
 	if f.url == "" {
 		var err error
-		if srv, err = startOwnServer(ctx, f.inventory, f.db, f.keep, stderr); err != nil {
+		if srv, err = startOwnServer(ctx, f.inventory, f.db, f.keep, stderr, redisArgs(f.inventory, f.redis)...); err != nil {
 			return err
 		}
 		defer srv.cleanup()
@@ -131,7 +143,7 @@ type ownServer struct {
 
 var serveURLRE = regexp.MustCompile(`url=(http://\S+)`)
 
-func startOwnServer(ctx context.Context, inv, db string, keep bool, stderr io.Writer) (*ownServer, error) {
+func startOwnServer(ctx context.Context, inv, db string, keep bool, stderr io.Writer, extra ...string) (*ownServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -141,8 +153,9 @@ func startOwnServer(ctx context.Context, inv, db string, keep bool, stderr io.Wr
 		return nil, err
 	}
 	s := &ownServer{adminKey: "bench-" + boxoffice.RandomString(24), store: storeFlags{dataDir: dir, db: db}, keep: keep, done: make(chan error, 1)}
-	s.cmd = exec.Command(exe, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--db", db, "--inventory", inv,
-		"--admin-key", s.adminKey, "--max-in-flight", "4096")
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--db", db, "--inventory", inv,
+		"--admin-key", s.adminKey, "--max-in-flight", "4096"}, extra...)
+	s.cmd = exec.Command(exe, args...)
 	// The child must not inherit the bench's BOXOFFICE_* settings: bench says what it runs.
 	s.cmd.Env = cleanEnv()
 	pipe, err := s.cmd.StderrPipe()

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"boxoffice/bench"
+)
+
+// redisArgs passes --redis to a server that runs the redis-lock strategy.
+func redisArgs(strategy, redisURL string) []string {
+	if strategy == "redis-lock" && redisURL != "" {
+		return []string{"--redis", redisURL}
+	}
+	return nil
+}
+
+// compare runs the same stampede against every strategy on every store, measures the two
+// baselines in the same run, and writes the table and the chart.
+func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error {
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return err
+	}
+	cfg := bench.Config{Buyers: f.buyers, Requests: f.requests, Duration: f.duration, Shows: f.shows,
+		Capacity: f.capacity, Mode: f.mode, RetryRate: f.retryRate, Timeout: f.timeout, Progress: stderr}
+	rep := &bench.Report{
+		Title: "boxoffice bench --compare",
+		Setup: fmt.Sprintf("%d %s purchases by %d keep-alive buyers on %d show(s), %.0f%% retried with the same key after a %v client timeout; durable commits; %d CPUs, %s.",
+			f.requests, f.mode, f.buyers, f.shows, f.retryRate*100, f.timeout, runtime.NumCPU(), runtime.Version()),
+	}
+
+	fmt.Fprintln(stderr, "bench: no-op net/http handler (the transport limit)")
+	noopURL, stopNoop, err := bench.StartNoop()
+	if err != nil {
+		return err
+	}
+	noopCfg := cfg
+	noopCfg.URL, noopCfg.Mode = noopURL, bench.ModeNoop
+	rep.Noop, err = bench.Run(ctx, noopCfg)
+	stopNoop()
+	if err != nil {
+		return fmt.Errorf("no-op baseline: %w", err)
+	}
+	rep.Noop.Name = "no-op net/http handler (baseline)"
+
+	stores := []string{"sqlite"}
+	if f.pg != "" {
+		stores = append(stores, "postgres")
+		db, err := createDatabase(ctx, f.pg, "bench_forupdate")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "bench: raw PostgreSQL SELECT … FOR UPDATE on one row (baseline)")
+		if rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration); err != nil {
+			return fmt.Errorf("FOR UPDATE baseline: %w", err)
+		}
+	} else {
+		rep.Failures = append(rep.Failures, "the postgres rows and the FOR UPDATE baseline: no --pg server given")
+	}
+	for i, store := range stores {
+		for _, name := range strings.Split(f.strategies, ",") {
+			name = strings.TrimSpace(name)
+			if name == "redis-lock" && f.redis == "" {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("redis-lock on %s: no --redis server given", store))
+				continue
+			}
+			db := "sqlite"
+			if store == "postgres" {
+				if db, err = createDatabase(ctx, f.pg, fmt.Sprintf("bench_%d_%s", i, strings.ReplaceAll(name, "-", "_"))); err != nil {
+					return err
+				}
+			}
+			row := name + " on " + store
+			fmt.Fprintln(stderr, "bench:", row)
+			res, err := runRow(ctx, cfg, name, db, f, stderr)
+			if err != nil {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", row, err))
+				continue
+			}
+			res.Name = row
+			rep.Rows = append(rep.Rows, res)
+		}
+	}
+
+	var md strings.Builder
+	rep.Markdown(&md)
+	if err := os.WriteFile(filepath.Join(f.out, "report.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	svg, err := os.Create(filepath.Join(f.out, "chart.svg"))
+	if err != nil {
+		return err
+	}
+	rep.SVG(svg)
+	if err := svg.Close(); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, md.String())
+	fmt.Fprintf(stdout, "\nwritten: %s, %s\n", filepath.Join(f.out, "report.md"), filepath.Join(f.out, "chart.svg"))
+	for _, r := range rep.Rows {
+		if r.Verify != "ok" {
+			return errViolations
+		}
+	}
+	return nil
+}
+
+// runRow measures one strategy on one store with a server of its own.
+func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchFlags, stderr io.Writer) (*bench.Result, error) {
+	srv, err := startOwnServer(ctx, strategy, db, f.keep, stderr, redisArgs(strategy, f.redis)...)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.cleanup()
+	cfg.URL, cfg.AdminKey = srv.url, srv.adminKey
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	res.PeakRSS = srv.peakRSS()
+	res.Verify = srv.finish(ctx)
+	return res, nil
+}
+
+// createDatabase makes a fresh database on the server of base (dropping one of that name left by
+// an earlier run) and returns its URL.
+func createDatabase(ctx context.Context, base, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", fmt.Errorf("--pg: %w", err)
+	}
+	defer conn.Close(ctx)
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+		return "", fmt.Errorf("--pg: drop %s: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return "", fmt.Errorf("--pg: create %s: %w", name, err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
