@@ -18,7 +18,7 @@ import (
 
 // env is one service over a real SQLite file and the real simulator, with a test clock.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	store boxoffice.Store
 	inv   boxoffice.Inventory
@@ -29,7 +29,7 @@ type env struct {
 	cfg   sale.Config
 }
 
-func newEnv(t *testing.T, mod func(*sale.Config)) *env {
+func newEnv(t testing.TB, mod func(*sale.Config)) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), clock: inventorytest.NewClock()}
 	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: 400 * time.Millisecond, LedgerPath: e.dir + "/ledger.jsonl"})
@@ -160,7 +160,7 @@ func want(t *testing.T, res *boxoffice.Response, err error, status int, code str
 }
 
 // eventually polls cond (bounded in count and time) instead of sleeping a guessed while.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for range 500 {
 		if cond() {
