@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "boxoffice/gen/boxoffice/v1"
+	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
+	"boxoffice/rpc"
+)
+
+// parityStep is one call of the scripted scenario, in its REST and its gRPC form. $show, $hold
+// and $order in paths, bodies and messages stand for the transport's own show and the ids its
+// earlier steps saved.
+type parityStep struct {
+	name string
+	// REST form; idem is the Idempotency-Key ("" for none).
+	method, path string
+	body         string
+	idem         string
+	// gRPC form: the method name, the request as protojson, and where in the response message the
+	// REST body goes ("" when the REST body is the whole message).
+	rpc, req, wrap string
+	newResp        func() proto.Message
+	// save names the variable that the answer's id is kept in.
+	save string
+}
+
+// outcome is what a transport answered, normalized so that both transports can be compared:
+// server-made ids, times, ticket codes and show names are replaced by placeholders.
+type outcome struct {
+	OK       bool
+	Status   int    // the REST status of a failure (the Problem's status over gRPC)
+	Code     string // the SPEC code of a failure
+	Replayed bool
+	Body     string // the answer as the gRPC message's protojson (a failure's as its Problem), normalized
+}
+
+var (
+	idRE     = regexp.MustCompile(`\b(hld|ord|evt|key)_[a-z0-9]+`)
+	timeRE   = regexp.MustCompile(`"\d{4}-\d\d-\d\dT[0-9:.]+Z"`)
+	ticketRE = regexp.MustCompile(`"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"`)
+	showRE   = regexp.MustCompile(`parity-(rest|grpc)`)
+)
+
+func normalize(s string) string {
+	s = idRE.ReplaceAllString(s, "${1}_<id>")
+	s = timeRE.ReplaceAllString(s, `"<time>"`)
+	s = ticketRE.ReplaceAllString(s, `"<ticket>"`)
+	return showRE.ReplaceAllString(s, "<show>")
+}
+
+// canonical renders a message as sorted-key JSON with proto field names.
+func canonical(t *testing.T, m proto.Message) (string, map[string]any) {
+	t.Helper()
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(v)
+	return normalize(string(out)), v
+}
+
+func expand(s string, vars map[string]string) string {
+	for k, v := range vars {
+		s = strings.ReplaceAll(s, "$"+k, v)
+	}
+	return s
+}
+
+// savedID is the id of the answer: at its top or inside its wrapper field.
+func savedID(v map[string]any, wrap string) string {
+	if wrap != "" {
+		v, _ = v[wrap].(map[string]any)
+	}
+	id, _ := v["id"].(string)
+	return id
+}
+
+func parityScenario() []parityStep {
+	show := func() proto.Message { return &pb.PutShowResponse{} }
+	hold := func() proto.Message { return &pb.CreateHoldResponse{} }
+	getHold := func() proto.Message { return &pb.GetHoldResponse{} }
+	confirm := func() proto.Message { return &pb.ConfirmHoldResponse{} }
+	purchase := func() proto.Message { return &pb.PurchaseResponse{} }
+	cancel := func() proto.Message { return &pb.CancelOrderResponse{} }
+	order := func() proto.Message { return &pb.GetOrderResponse{} }
+	orders := func() proto.Message { return &pb.ListOrdersResponse{} }
+	empty := func() proto.Message { return &pb.ReleaseHoldResponse{} }
+	showBody := `{"name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
+		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
+	showReq := `{"show_id":"$show","name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
+		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
+	return []parityStep{
+		{name: "put show", method: "PUT", path: "/v1/shows/$show", body: showBody, rpc: "PutShow", req: showReq, wrap: "show", newResp: show},
+		{name: "put show again", method: "PUT", path: "/v1/shows/$show", body: showBody, rpc: "PutShow", req: showReq, wrap: "show", newResp: show},
+		{name: "get show", method: "GET", path: "/v1/shows/$show", rpc: "GetShow", req: `{"show_id":"$show"}`, wrap: "show", newResp: func() proto.Message { return &pb.GetShowResponse{} }},
+		{name: "unknown tier", method: "POST", path: "/v1/shows/$show/holds", idem: "h0", body: `{"tier_id":"vip","quantity":1,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"vip","quantity":1,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "bad quantity", method: "POST", path: "/v1/shows/$show/holds", idem: "h00", body: `{"tier_id":"ga","quantity":0,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":0,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "hold", method: "POST", path: "/v1/shows/$show/holds", idem: "h1", body: `{"tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold, save: "hold"},
+		{name: "hold replayed", method: "POST", path: "/v1/shows/$show/holds", idem: "h1", body: `{"tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "key reused", method: "POST", path: "/v1/shows/$show/holds", idem: "h1", body: `{"tier_id":"ga","quantity":1,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "no key", method: "POST", path: "/v1/shows/$show/holds", body: `{"tier_id":"ga","quantity":1,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "sold out", method: "POST", path: "/v1/shows/$show/holds", idem: "h2", body: `{"tier_id":"ga","quantity":3,"buyer":{"email":"b@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":3,"buyer":{"email":"b@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "buyer limit", method: "POST", path: "/v1/shows/$show/holds", idem: "h3", body: `{"tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
+		{name: "declined", method: "POST", path: "/v1/holds/$hold/confirm", idem: "c1", body: `{"payment":{"token":"tok_declined"}}`,
+			rpc: "ConfirmHold", req: `{"hold_id":"$hold","payment":{"token":"tok_declined"}}`, wrap: "order", newResp: confirm},
+		{name: "declined replayed", method: "POST", path: "/v1/holds/$hold/confirm", idem: "c1", body: `{"payment":{"token":"tok_declined"}}`,
+			rpc: "ConfirmHold", req: `{"hold_id":"$hold","payment":{"token":"tok_declined"}}`, wrap: "order", newResp: confirm},
+		{name: "confirm", method: "POST", path: "/v1/holds/$hold/confirm", idem: "c2", body: `{"payment":{"token":"tok_ok"}}`,
+			rpc: "ConfirmHold", req: `{"hold_id":"$hold","payment":{"token":"tok_ok"}}`, wrap: "order", newResp: confirm, save: "order"},
+		{name: "confirm replayed", method: "POST", path: "/v1/holds/$hold/confirm", idem: "c2", body: `{"payment":{"token":"tok_ok"}}`,
+			rpc: "ConfirmHold", req: `{"hold_id":"$hold","payment":{"token":"tok_ok"}}`, wrap: "order", newResp: confirm},
+		{name: "release confirmed", method: "DELETE", path: "/v1/holds/$hold", rpc: "ReleaseHold", req: `{"hold_id":"$hold"}`, newResp: empty},
+		{name: "get hold", method: "GET", path: "/v1/holds/$hold", rpc: "GetHold", req: `{"hold_id":"$hold"}`, wrap: "hold", newResp: getHold},
+		{name: "unknown hold", method: "GET", path: "/v1/holds/hld_nothing", rpc: "GetHold", req: `{"hold_id":"hld_nothing"}`, wrap: "hold", newResp: getHold},
+		{name: "purchase", method: "POST", path: "/v1/purchases", idem: "p1",
+			body: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"c@example.com"},"payment":{"token":"tok_ok"}}`,
+			rpc:  "Purchase", req: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"c@example.com"},"payment":{"token":"tok_ok"}}`,
+			wrap: "order", newResp: purchase, save: "bought"},
+		{name: "purchase declined", method: "POST", path: "/v1/purchases", idem: "p2",
+			body: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"d@example.com"},"payment":{"token":"tok_declined"}}`,
+			rpc:  "Purchase", req: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"d@example.com"},"payment":{"token":"tok_declined"}}`,
+			wrap: "order", newResp: purchase},
+		{name: "cancel", method: "POST", path: "/v1/orders/$bought/cancel", idem: "x1", rpc: "CancelOrder", req: `{"order_id":"$bought"}`, wrap: "order", newResp: cancel},
+		{name: "cancel again", method: "POST", path: "/v1/orders/$bought/cancel", idem: "x2", rpc: "CancelOrder", req: `{"order_id":"$bought"}`, wrap: "order", newResp: cancel},
+		{name: "get order", method: "GET", path: "/v1/orders/$order", rpc: "GetOrder", req: `{"order_id":"$order"}`, wrap: "order", newResp: order},
+		{name: "list orders", method: "GET", path: "/v1/orders?show_id=$show&limit=1", rpc: "ListOrders", req: `{"show_id":"$show","limit":1}`, newResp: orders},
+		{name: "bad limit", method: "GET", path: "/v1/orders?show_id=$show&limit=101", rpc: "ListOrders", req: `{"show_id":"$show","limit":101}`, newResp: orders},
+		{name: "get show at the end", method: "GET", path: "/v1/shows/$show", rpc: "GetShow", req: `{"show_id":"$show"}`, wrap: "show", newResp: func() proto.Message { return &pb.GetShowResponse{} }},
+	}
+}
+
+// TestGRPCRESTParity runs one scripted scenario over REST and over gRPC (a grpc-go client on the
+// same port, HTTP/2 cleartext) against the same server, each on its own show, and checks that
+// every step gives the same answer: the same data, the same SPEC error code and REST status, the
+// same replay marking.
+func TestGRPCRESTParity(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	clientKey := srv.newClientKey(t)
+	admin := srv.client(adminKey)
+	rest := srv.client(clientKey)
+
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	restVars := map[string]string{"show": "parity-rest"}
+	grpcVars := map[string]string{"show": "parity-grpc"}
+	for _, st := range parityScenario() {
+		// REST.
+		c := rest
+		if st.method == "PUT" {
+			c = admin
+		}
+		var headers []string
+		if st.idem != "" {
+			headers = []string{"Idempotency-Key", st.idem}
+		}
+		var body any
+		if st.body != "" {
+			body = expand(st.body, restVars)
+		}
+		r, err := c.do(st.method, expand(st.path, restVars), body, headers...)
+		if err != nil {
+			t.Fatalf("%s: REST: %v", st.name, err)
+		}
+		restOut := outcome{OK: r.Status < 400, Replayed: r.Header.Get("Idempotent-Replayed") == "true"}
+		if restOut.OK {
+			msg := st.newResp()
+			doc := "{}"
+			if len(r.Body) > 0 {
+				doc = string(r.Body)
+				if st.wrap != "" {
+					extra := ""
+					if st.rpc == "PutShow" && r.Status == 201 {
+						extra = `,"created":true`
+					}
+					doc = `{"` + st.wrap + `":` + doc + extra + `}`
+				}
+			}
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(doc), msg); err != nil {
+				t.Fatalf("%s: REST body %s: %v", st.name, r.Body, err)
+			}
+			var v map[string]any
+			restOut.Body, v = canonical(t, msg)
+			if st.save != "" {
+				restVars[st.save] = savedID(v, st.wrap)
+			}
+		} else {
+			restOut.Status, restOut.Code = r.Status, r.code()
+			var p pb.Problem
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(r.Body, &p); err != nil {
+				t.Fatalf("%s: REST problem %s: %v", st.name, r.Body, err)
+			}
+			restOut.Body, _ = canonical(t, &p)
+		}
+
+		// gRPC.
+		key := clientKey
+		if st.rpc == "PutShow" {
+			key = adminKey
+		}
+		pairs := []string{"authorization", "Bearer " + key}
+		if st.idem != "" {
+			pairs = append(pairs, "idempotency-key", st.idem)
+		}
+		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), metadata.Pairs(pairs...)), 30*time.Second)
+		resp := st.newResp()
+		req := requestFor(t, st.rpc)
+		if err := protojson.Unmarshal([]byte(expand(st.req, grpcVars)), req); err != nil {
+			t.Fatalf("%s: request: %v", st.name, err)
+		}
+		var header, trailer metadata.MD
+		err = conn.Invoke(ctx, "/"+boxofficev1connect.BoxOfficeServiceName+"/"+st.rpc, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+		cancel()
+		// A failure may come as trailers only, so the marker is looked for in both.
+		replayed := slices.Contains(append(header.Get("idempotent-replayed"), trailer.Get("idempotent-replayed")...), "true")
+		grpcOut := outcome{OK: err == nil, Replayed: replayed}
+		if err == nil {
+			var v map[string]any
+			grpcOut.Body, v = canonical(t, resp)
+			if st.save != "" {
+				grpcVars[st.save] = savedID(v, st.wrap)
+			}
+		} else {
+			s := status.Convert(err)
+			for _, d := range s.Details() {
+				if p, ok := d.(*pb.Problem); ok {
+					grpcOut.Status, grpcOut.Code = int(p.Status), p.Code
+					grpcOut.Body, _ = canonical(t, p)
+				}
+			}
+			if grpcOut.Code == "" {
+				t.Fatalf("%s: gRPC error without a Problem detail: %v", st.name, err)
+			}
+			if want := rpc.CodeOf(grpcOut.Code); uint32(s.Code()) != uint32(want) {
+				t.Errorf("%s: gRPC code %v for %s, want %v", st.name, s.Code(), grpcOut.Code, want)
+			}
+		}
+		t.Logf("%s: %+v", st.name, grpcOut)
+		if restOut != grpcOut {
+			t.Errorf("%s: answers differ\nREST: %+v\ngRPC: %+v", st.name, restOut, grpcOut)
+		}
+	}
+}
+
+// requestFor is a new request message of a method.
+func requestFor(t *testing.T, method string) proto.Message {
+	t.Helper()
+	switch method {
+	case "PutShow":
+		return &pb.PutShowRequest{}
+	case "GetShow":
+		return &pb.GetShowRequest{}
+	case "CreateHold":
+		return &pb.CreateHoldRequest{}
+	case "GetHold":
+		return &pb.GetHoldRequest{}
+	case "ReleaseHold":
+		return &pb.ReleaseHoldRequest{}
+	case "ConfirmHold":
+		return &pb.ConfirmHoldRequest{}
+	case "Purchase":
+		return &pb.PurchaseRequest{}
+	case "CancelOrder":
+		return &pb.CancelOrderRequest{}
+	case "GetOrder":
+		return &pb.GetOrderRequest{}
+	case "ListOrders":
+		return &pb.ListOrdersRequest{}
+	}
+	t.Fatalf("no request type for %s", method)
+	return nil
+}

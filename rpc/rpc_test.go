@@ -1,0 +1,361 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"boxoffice"
+	pb "boxoffice/gen/boxoffice/v1"
+	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
+	bohttp "boxoffice/http"
+	"boxoffice/inventory"
+	"boxoffice/payments"
+	"boxoffice/rpc"
+	"boxoffice/sale"
+	"boxoffice/sqlite"
+)
+
+const admin = "adm"
+
+// newServer serves REST and RPC on one h2c listener over a real service on SQLite.
+func newServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	dir := t.TempDir()
+	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: time.Second, LedgerPath: dir + "/ledger.jsonl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), dir+"/boxoffice.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := inventory.NewAtomic(st)
+	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+		SyncBudget: 3 * time.Second, AdminKey: admin})
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{}), bohttp.NewHandler(svc, bohttp.Options{}))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		svc.Close()
+		inv.Close()
+		st.Close()
+		sim.Close()
+	})
+	return srv
+}
+
+// h2c is an HTTP client speaking HTTP/2 without TLS, as gRPC needs.
+func h2c() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}, Timeout: 30 * time.Second}
+}
+
+// call is a request with the caller's key and, when given, an idempotency key.
+func call[T any](msg *T, key, idem string) *connect.Request[T] {
+	r := connect.NewRequest(msg)
+	if key != "" {
+		r.Header().Set("Authorization", "Bearer "+key)
+	}
+	if idem != "" {
+		r.Header().Set("Idempotency-Key", idem)
+	}
+	return r
+}
+
+func showRequest(id string, capacity int32) *pb.PutShowRequest {
+	return &pb.PutShowRequest{ShowId: id, Name: "Show", StartsAt: timestamppb.New(time.Date(2027, 5, 1, 19, 0, 0, 0, time.UTC)),
+		Tiers: []*pb.TierInput{{Id: "ga", Name: "General", Capacity: &capacity, Price: &pb.Money{Amount: 2500, Currency: "EUR"}}}}
+}
+
+// wantProblem checks an error's gRPC code and its Problem detail's SPEC code.
+func wantProblem(t *testing.T, err error, code connect.Code, spec string) *pb.Problem {
+	t.Helper()
+	if connect.CodeOf(err) != code {
+		t.Fatalf("got %v, want code %v", err, code)
+	}
+	p := rpc.ProblemOf(err)
+	if p == nil || p.Code != spec {
+		t.Fatalf("got problem %v, want code %s (%v)", p, spec, err)
+	}
+	return p
+}
+
+// TestConnectProtocols runs the operations over Connect (HTTP/1.1 and HTTP/2), gRPC and gRPC-Web
+// (HTTP/1.1) with the generated client.
+func TestConnectProtocols(t *testing.T) {
+	srv := newServer(t)
+	http1 := &http.Client{Timeout: 30 * time.Second}
+	for _, proto := range []struct {
+		name string
+		hc   *http.Client
+		opts []connect.ClientOption
+	}{
+		{"connect", http1, nil},
+		{"connect-h2c", h2c(), nil},
+		{"grpc", h2c(), []connect.ClientOption{connect.WithGRPC()}},
+		{"grpcweb", http1, []connect.ClientOption{connect.WithGRPCWeb()}},
+	} {
+		t.Run(proto.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := boxofficev1connect.NewBoxOfficeServiceClient(proto.hc, srv.URL, proto.opts...)
+			show := "show-" + proto.name
+			put, err := c.PutShow(ctx, call(showRequest(show, 3), admin, ""))
+			if err != nil || !put.Msg.Created || put.Msg.Show.Tiers[0].Available != 3 {
+				t.Fatalf("put show: %v %v", put, err)
+			}
+			key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k-"+proto.name))
+			if err != nil || !strings.HasPrefix(key.Msg.Id, "key_") || key.Msg.Key == "" {
+				t.Fatalf("api key: %v %v", key, err)
+			}
+			client := key.Msg.Key
+			if _, err := c.PutShow(ctx, call(showRequest(show, 3), client, "")); err != nil {
+				wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+			} else {
+				t.Fatal("client key put a show")
+			}
+			_, err = c.GetShow(ctx, call(&pb.GetShowRequest{ShowId: show}, "nope", ""))
+			wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+			hold, err := c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 2,
+				Buyer: &pb.Buyer{Email: "a@example.com"}}, client, "h1"))
+			if err != nil || hold.Msg.Hold.Status != "active" || !strings.HasPrefix(hold.Msg.Hold.Id, "hld_") {
+				t.Fatalf("hold: %v %v", hold, err)
+			}
+			again, err := c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 2,
+				Buyer: &pb.Buyer{Email: "a@example.com"}}, client, "h1"))
+			if err != nil || again.Msg.Hold.Id != hold.Msg.Hold.Id || again.Header().Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("replay: %v %v", again, err)
+			}
+			_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 1,
+				Buyer: &pb.Buyer{Email: "a@example.com"}}, client, "h1"))
+			wantProblem(t, err, connect.CodeInvalidArgument, "idempotency_key_reused")
+			_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 1,
+				Buyer: &pb.Buyer{Email: "a@example.com"}}, client, ""))
+			wantProblem(t, err, connect.CodeInvalidArgument, "idempotency_key_missing")
+			_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 2,
+				Buyer: &pb.Buyer{Email: "b@example.com"}}, client, "h2"))
+			if p := wantProblem(t, err, connect.CodeFailedPrecondition, "sold_out"); p.Available == nil || *p.Available != 1 {
+				t.Fatalf("sold out without available: %v", p)
+			}
+			_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: show, TierId: "ga", Quantity: 0,
+				Buyer: &pb.Buyer{Email: "b@example.com"}}, client, "h3"))
+			if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) == 0 {
+				t.Fatalf("validation without errors: %v", p)
+			}
+
+			_, err = c.ConfirmHold(ctx, call(&pb.ConfirmHoldRequest{HoldId: hold.Msg.Hold.Id, Payment: &pb.Payment{Token: payments.TokenDeclined}}, client, "c1"))
+			wantProblem(t, err, connect.CodeFailedPrecondition, "payment_declined")
+			conf, err := c.ConfirmHold(ctx, call(&pb.ConfirmHoldRequest{HoldId: hold.Msg.Hold.Id, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "c2"))
+			if err != nil || conf.Msg.Order.Status != "confirmed" || len(conf.Msg.Order.Tickets) != 2 || conf.Msg.Order.Amount.Amount != 5000 {
+				t.Fatalf("confirm: %v %v", conf, err)
+			}
+			_, err = c.ReleaseHold(ctx, call(&pb.ReleaseHoldRequest{HoldId: hold.Msg.Hold.Id}, client, ""))
+			wantProblem(t, err, connect.CodeFailedPrecondition, "hold_confirmed")
+			gh, err := c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: hold.Msg.Hold.Id}, client, ""))
+			if err != nil || gh.Msg.Hold.Status != "confirmed" {
+				t.Fatalf("get hold: %v %v", gh, err)
+			}
+			_, err = c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: "hld_nothing"}, client, ""))
+			wantProblem(t, err, connect.CodeNotFound, "not_found")
+
+			buy, err := c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: show, TierId: "ga", Quantity: 1,
+				Buyer: &pb.Buyer{Email: "c@example.com"}, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
+			if err != nil || buy.Msg.Order.Status != "confirmed" {
+				t.Fatalf("purchase: %v %v", buy, err)
+			}
+			cancel, err := c.CancelOrder(ctx, call(&pb.CancelOrderRequest{OrderId: buy.Msg.Order.Id}, client, "x1"))
+			if err != nil || cancel.Msg.Order.Status != "cancelled" {
+				t.Fatalf("cancel: %v %v", cancel, err)
+			}
+			order, err := c.GetOrder(ctx, call(&pb.GetOrderRequest{OrderId: buy.Msg.Order.Id}, client, ""))
+			if err != nil || order.Msg.Order.Status != "cancelled" {
+				t.Fatalf("get order: %v %v", order, err)
+			}
+			orders, err := c.ListOrders(ctx, call(&pb.ListOrdersRequest{ShowId: show, Limit: 1}, client, ""))
+			if err != nil || len(orders.Msg.Data) != 1 || orders.Msg.Next == "" {
+				t.Fatalf("list orders: %v %v", orders, err)
+			}
+			shows, err := c.ListShows(ctx, call(&pb.ListShowsRequest{}, client, ""))
+			if err != nil || len(shows.Msg.Data) == 0 {
+				t.Fatalf("list shows: %v %v", shows, err)
+			}
+			_, err = c.ListShows(ctx, call(&pb.ListShowsRequest{Limit: 1000}, client, ""))
+			wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed")
+			events, err := c.ListEvents(ctx, call(&pb.ListEventsRequest{Limit: 100}, client, ""))
+			if err != nil || len(events.Msg.Data) == 0 || events.Msg.Data[0].Data.GetFields()["id"] == nil {
+				t.Fatalf("events: %v %v", events, err)
+			}
+		})
+	}
+}
+
+// TestInFlightIsAborted sends a key while its first request is still paying.
+func TestInFlightIsAborted(t *testing.T) {
+	srv := newServer(t)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("slow", 5), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	req := &pb.PurchaseRequest{ShowId: "slow", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "a@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenSlow}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var first *connect.Response[pb.PurchaseResponse]
+	var firstErr error
+	go func() {
+		defer wg.Done()
+		first, firstErr = c.Purchase(ctx, call(req, admin, "slow-1"))
+	}()
+	deadline := time.Now().Add(900 * time.Millisecond)
+	var err error
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		_, err = c.Purchase(ctx, call(req, admin, "slow-1"))
+		if connect.CodeOf(err) == connect.CodeAborted {
+			break
+		}
+	}
+	p := wantProblem(t, err, connect.CodeAborted, "idempotency_request_in_progress")
+	if p.Status != 409 {
+		t.Fatalf("problem status %d", p.Status)
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") == "" {
+		t.Fatalf("no retry-after: %v", err)
+	}
+	wg.Wait()
+	if firstErr != nil || first.Msg.Order.Status != "confirmed" {
+		t.Fatalf("first: %v %v", first, firstErr)
+	}
+}
+
+// TestGRPCGo talks to the server with grpc-go over HTTP/2: the service, health and reflection.
+func TestGRPCGo(t *testing.T) {
+	srv := newServer(t)
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md := func(pairs ...string) context.Context {
+		return metadata.NewOutgoingContext(ctx, metadata.Pairs(append([]string{"authorization", "Bearer " + admin}, pairs...)...))
+	}
+	const svc = "/" + boxofficev1connect.BoxOfficeServiceName + "/"
+
+	var put pb.PutShowResponse
+	if err := conn.Invoke(md(), svc+"PutShow", showRequest("g", 1), &put); err != nil || !put.Created {
+		t.Fatalf("put: %v %v", &put, err)
+	}
+	buy := &pb.PurchaseRequest{ShowId: "g", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "a@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}
+	var out pb.PurchaseResponse
+	var header metadata.MD
+	if err := conn.Invoke(md("idempotency-key", "g1"), svc+"Purchase", buy, &out, grpc.Header(&header)); err != nil || out.Order.Status != "confirmed" {
+		t.Fatalf("purchase: %v %v", &out, err)
+	}
+	if len(header.Get("idempotent-replayed")) != 0 {
+		t.Fatal("first answer marked replayed")
+	}
+	var replay pb.PurchaseResponse
+	if err := conn.Invoke(md("idempotency-key", "g1"), svc+"Purchase", buy, &replay, grpc.Header(&header)); err != nil ||
+		replay.Order.Id != out.Order.Id || strings.Join(header.Get("idempotent-replayed"), "") != "true" {
+		t.Fatalf("replay: %v %v %v", &replay, header, err)
+	}
+	err = conn.Invoke(md("idempotency-key", "g2"), svc+"Purchase", buy, &out)
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition {
+		t.Fatalf("sold out: %v", err)
+	}
+	var problem *pb.Problem
+	for _, d := range st.Details() {
+		if p, ok := d.(*pb.Problem); ok {
+			problem = p
+		}
+	}
+	if problem == nil || problem.Code != boxoffice.ESOLDOUT || problem.Status != 409 {
+		t.Fatalf("details: %v", st.Details())
+	}
+	buy.Quantity = 2
+	if err := conn.Invoke(md("idempotency-key", "g1"), svc+"Purchase", buy, &out); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("reused key: %v", err)
+	}
+
+	hc := healthpb.NewHealthClient(conn)
+	for _, name := range []string{"", boxofficev1connect.BoxOfficeServiceName} {
+		res, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: name})
+		if err != nil || res.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health %q: %v %v", name, res, err)
+		}
+	}
+
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range res.GetListServicesResponse().GetService() {
+		found = found || s.Name == boxofficev1connect.BoxOfficeServiceName
+	}
+	if !found {
+		t.Fatalf("reflection lists %v", res)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{
+		FileContainingSymbol: boxofficev1connect.BoxOfficeServiceName}}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := stream.Recv(); err != nil || len(res.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
+		t.Fatalf("file containing symbol: %v %v", res, err)
+	}
+	_ = stream.CloseSend()
+}
+
+// TestCodeTable checks that every code REST knows has a gRPC code chosen for it.
+func TestCodeTable(t *testing.T) {
+	for _, code := range []string{boxoffice.ESOLDOUT, boxoffice.EIDEMREUSED, boxoffice.EIDEMINPROGRESS, boxoffice.EVALIDATION,
+		boxoffice.ENOTFOUND, boxoffice.EUNAUTHORIZED, boxoffice.EFORBIDDEN, boxoffice.EOVERLOADED} {
+		if rpc.CodeOf(code) == connect.CodeInternal {
+			t.Errorf("%s maps to internal", code)
+		}
+	}
+	if rpc.CodeOf(boxoffice.EIDEMREUSED) != connect.CodeInvalidArgument || rpc.CodeOf(boxoffice.EIDEMINPROGRESS) != connect.CodeAborted {
+		t.Error("idempotency codes are not as the issue asks")
+	}
+	if rpc.CodeOf("no_such_code") != connect.CodeInternal {
+		t.Error("unknown code is not internal")
+	}
+}

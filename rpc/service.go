@@ -1,0 +1,434 @@
+package rpc
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"boxoffice"
+	pb "boxoffice/gen/boxoffice/v1"
+	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
+	bohttp "boxoffice/http"
+	"boxoffice/sale"
+)
+
+// Metadata of the API.
+const (
+	// HeaderIdempotencyKey is the request metadata carrying the idempotency key.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderReplayed is the response header set to "true" on a stored answer given again.
+	HeaderReplayed = "Idempotent-Replayed"
+)
+
+// Page sizes, as for REST.
+const (
+	defaultLimit   = 20
+	maxLimit       = 100
+	maxServerIDLen = 64
+)
+
+// server implements boxofficev1connect.BoxOfficeServiceHandler over the service layer.
+type server struct {
+	svc bohttp.Service
+}
+
+var _ boxofficev1connect.BoxOfficeServiceHandler = (*server)(nil)
+
+var (
+	render    bohttp.Renderer
+	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
+)
+
+// fail turns a returned error into the RPC's error; internal ones go through logInternal.
+func fail(err error) error {
+	ce := toError(err)
+	if ce.Code() == connect.CodeInternal {
+		return &internalError{cause: err, answer: ce}
+	}
+	return ce
+}
+
+// decode turns the service's answer into msg: the rendered JSON body of a success, or the error of
+// a failure (returned, or rendered and stored; a replayed stored failure is marked as REST marks it).
+func decode(resp *boxoffice.Response, replayed bool, err error, msg proto.Message) error {
+	if err != nil {
+		return fail(err)
+	}
+	if resp.Status >= 400 {
+		e := problemError(resp)
+		if replayed {
+			e.Meta().Set(HeaderReplayed, "true")
+		}
+		return e
+	}
+	if len(resp.Body) == 0 {
+		return nil
+	}
+	if err := unmarshal.Unmarshal(resp.Body, msg); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// read renders v as REST does and decodes it into msg, so reads also answer the same.
+func read(v any, err error, msg proto.Message) error {
+	if err != nil {
+		return fail(err)
+	}
+	return decode(render.Resource(http.StatusOK, v, ""), false, nil, msg)
+}
+
+// reply wraps msg, marking a replayed answer.
+func reply[T any](msg *T, replayed bool) *connect.Response[T] {
+	r := connect.NewResponse(msg)
+	if replayed {
+		r.Header().Set(HeaderReplayed, "true")
+	}
+	return r
+}
+
+// authenticate returns the caller, as REST does from the same Authorization header.
+func (s *server) authenticate(ctx context.Context, h http.Header, admin bool) (*boxoffice.Principal, error) {
+	values := h.Values("Authorization")
+	if len(values) == 0 {
+		return nil, fail(boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "an API key is required: authorization: Bearer <key>"))
+	}
+	scheme, key, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
+	key = strings.TrimSpace(key)
+	if len(values) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return nil, fail(boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "the authorization metadata must be Bearer <key>"))
+	}
+	p, err := s.svc.Authenticate(ctx, key)
+	if err != nil {
+		if c := boxoffice.ErrorCode(err); c == boxoffice.ENOTFOUND || c == boxoffice.EUNAUTHORIZED {
+			return nil, fail(boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "unknown API key"))
+		}
+		return nil, fail(err)
+	}
+	if p == nil {
+		return nil, fail(boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "unknown API key"))
+	}
+	if p.Role != boxoffice.RoleAdmin && (admin || p.Role != boxoffice.RoleClient) {
+		return nil, fail(boxoffice.Errorf(boxoffice.EFORBIDDEN, "this API key may not do that"))
+	}
+	return p, nil
+}
+
+// fingerprintJSON marshals requests for fingerprints: proto field names, as the REST bodies.
+var fingerprintJSON = protojson.MarshalOptions{UseProtoNames: true}
+
+// idem is the idempotency context of an RPC that is a POST in REST: the key from metadata, a
+// scope of the caller's key id, "grpc" and the procedure (never equal to a REST scope, which has
+// the HTTP method there), and the fingerprint of the procedure and the request message.
+func idem[T any](p *boxoffice.Principal, req *connect.Request[T]) (sale.Idem, error) {
+	key, err := bohttp.ParseIdempotencyKey(req.Header().Values(HeaderIdempotencyKey))
+	if err != nil {
+		return sale.Idem{}, fail(err)
+	}
+	procedure := req.Spec().Procedure
+	msg, ok := any(req.Msg).(proto.Message)
+	if !ok {
+		return sale.Idem{}, fail(boxoffice.Errorf(boxoffice.EINTERNAL, "request is not a message"))
+	}
+	body, err := fingerprintJSON.Marshal(msg)
+	if err != nil {
+		return sale.Idem{}, fail(err)
+	}
+	fp, err := bohttp.Fingerprint(http.MethodPost, procedure, body)
+	if err != nil {
+		return sale.Idem{}, fail(err)
+	}
+	return sale.Idem{Scope: p.KeyID + " grpc " + procedure, Key: key, Fingerprint: fp}, nil
+}
+
+// serverID checks an id the server made: its prefix and length, else not found, as REST does.
+func serverID(id, prefix string) error {
+	if !strings.HasPrefix(id, prefix) || len(id) <= len(prefix) || len(id) > maxServerIDLen {
+		return fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	return nil
+}
+
+// pageLimit is a page size: 0 is the default, else 1 to 100.
+func pageLimit(n int32) (int, error) {
+	if n == 0 {
+		return defaultLimit, nil
+	}
+	if n < 1 || n > maxLimit {
+		return 0, fail(boxoffice.Validation(boxoffice.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"}))
+	}
+	return int(n), nil
+}
+
+// page is the JSON of a list, for decoding into a list response.
+type page[T any] struct {
+	Data []T    `json:"data"`
+	Next string `json:"next,omitempty"`
+}
+
+// CreateApiKey is POST /v1/api-keys.
+func (s *server) CreateApiKey(ctx context.Context, req *connect.Request[pb.CreateApiKeyRequest]) (*connect.Response[pb.CreateApiKeyResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), true)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, replayed, err := s.svc.CreateAPIKey(ctx, id, sale.APIKeyInput{Role: boxoffice.Role(req.Msg.GetRole())})
+	var out pb.CreateApiKeyResponse
+	if err := decode(resp, replayed, err, &out); err != nil {
+		return nil, err
+	}
+	return reply(&out, replayed), nil
+}
+
+// PutShow is PUT /v1/shows/{show_id}.
+func (s *server) PutShow(ctx context.Context, req *connect.Request[pb.PutShowRequest]) (*connect.Response[pb.PutShowResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	if !boxoffice.ValidName(m.GetShowId()) {
+		return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"}))
+	}
+	in := sale.ShowInput{Name: m.GetName(), HoldTTLSeconds: intPtr(m.HoldTtlSeconds), MaxPerBuyer: intPtr(m.MaxPerBuyer)}
+	if m.StartsAt != nil {
+		if err := m.StartsAt.CheckValid(); err != nil {
+			return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "starts_at", Message: "is not a valid time"}))
+		}
+		t := m.StartsAt.AsTime()
+		in.StartsAt = &t
+	}
+	for _, t := range m.GetTiers() {
+		ti := sale.TierInput{ID: t.GetId(), Name: t.GetName(), Capacity: intPtr(t.Capacity)}
+		if t.Price != nil {
+			ti.Price = &boxoffice.Money{Amount: t.Price.GetAmount(), Currency: t.Price.GetCurrency()}
+		}
+		in.Tiers = append(in.Tiers, ti)
+	}
+	show, created, err := s.svc.PutShow(ctx, m.GetShowId(), in)
+	out := &pb.PutShowResponse{Show: &pb.Show{}, Created: created}
+	if err := read(show, err, out.Show); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// intPtr converts an optional int32.
+func intPtr(p *int32) *int {
+	if p == nil {
+		return nil
+	}
+	n := int(*p)
+	return &n
+}
+
+// GetShow is GET /v1/shows/{show_id}.
+func (s *server) GetShow(ctx context.Context, req *connect.Request[pb.GetShowRequest]) (*connect.Response[pb.GetShowResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	if !boxoffice.ValidName(req.Msg.GetShowId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	show, err := s.svc.GetShow(ctx, req.Msg.GetShowId())
+	out := &pb.GetShowResponse{Show: &pb.Show{}}
+	if err := read(show, err, out.Show); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ListShows is GET /v1/shows.
+func (s *server) ListShows(ctx context.Context, req *connect.Request[pb.ListShowsRequest]) (*connect.Response[pb.ListShowsResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	limit, err := pageLimit(req.Msg.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	shows, next, err := s.svc.ListShows(ctx, req.Msg.GetAfter(), limit)
+	var out pb.ListShowsResponse
+	if err := read(page[*boxoffice.Show]{shows, next}, err, &out); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&out), nil
+}
+
+// CreateHold is POST /v1/shows/{show_id}/holds.
+func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateHoldRequest]) (*connect.Response[pb.CreateHoldResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	if !boxoffice.ValidName(m.GetShowId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	resp, replayed, err := s.svc.CreateHold(ctx, id, sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}})
+	out := &pb.CreateHoldResponse{Hold: &pb.Hold{}}
+	if err := decode(resp, replayed, err, out.Hold); err != nil {
+		return nil, err
+	}
+	return reply(out, replayed), nil
+}
+
+// GetHold is GET /v1/holds/{hold_id}.
+func (s *server) GetHold(ctx context.Context, req *connect.Request[pb.GetHoldRequest]) (*connect.Response[pb.GetHoldResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
+		return nil, err
+	}
+	hold, err := s.svc.GetHold(ctx, req.Msg.GetHoldId())
+	out := &pb.GetHoldResponse{Hold: &pb.Hold{}}
+	if err := read(hold, err, out.Hold); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ReleaseHold is DELETE /v1/holds/{hold_id}.
+func (s *server) ReleaseHold(ctx context.Context, req *connect.Request[pb.ReleaseHoldRequest]) (*connect.Response[pb.ReleaseHoldResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
+		return nil, err
+	}
+	if err := s.svc.ReleaseHold(ctx, req.Msg.GetHoldId()); err != nil {
+		return nil, fail(err)
+	}
+	return connect.NewResponse(&pb.ReleaseHoldResponse{}), nil
+}
+
+// ConfirmHold is POST /v1/holds/{hold_id}/confirm.
+func (s *server) ConfirmHold(ctx context.Context, req *connect.Request[pb.ConfirmHoldRequest]) (*connect.Response[pb.ConfirmHoldResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
+		return nil, err
+	}
+	resp, replayed, err := s.svc.ConfirmHold(ctx, id, req.Msg.GetHoldId(),
+		sale.ConfirmInput{Payment: sale.PaymentInput{Token: req.Msg.GetPayment().GetToken()}})
+	out := &pb.ConfirmHoldResponse{Order: &pb.Order{}}
+	if err := decode(resp, replayed, err, out.Order); err != nil {
+		return nil, err
+	}
+	return reply(out, replayed), nil
+}
+
+// Purchase is POST /v1/purchases.
+func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseRequest]) (*connect.Response[pb.PurchaseResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	resp, replayed, err := s.svc.Purchase(ctx, id, sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
+		Payment: sale.PaymentInput{Token: m.GetPayment().GetToken()}})
+	out := &pb.PurchaseResponse{Order: &pb.Order{}}
+	if err := decode(resp, replayed, err, out.Order); err != nil {
+		return nil, err
+	}
+	return reply(out, replayed), nil
+}
+
+// GetOrder is GET /v1/orders/{order_id}.
+func (s *server) GetOrder(ctx context.Context, req *connect.Request[pb.GetOrderRequest]) (*connect.Response[pb.GetOrderResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetOrderId(), boxoffice.PrefixOrder); err != nil {
+		return nil, err
+	}
+	order, err := s.svc.GetOrder(ctx, req.Msg.GetOrderId())
+	out := &pb.GetOrderResponse{Order: &pb.Order{}}
+	if err := read(order, err, out.Order); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ListOrders is GET /v1/orders.
+func (s *server) ListOrders(ctx context.Context, req *connect.Request[pb.ListOrdersRequest]) (*connect.Response[pb.ListOrdersResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	limit, err := pageLimit(req.Msg.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	show := req.Msg.GetShowId()
+	if show != "" && !boxoffice.ValidName(show) {
+		return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"}))
+	}
+	orders, next, err := s.svc.ListOrders(ctx, show, req.Msg.GetAfter(), limit)
+	var out pb.ListOrdersResponse
+	if err := read(page[*boxoffice.Order]{orders, next}, err, &out); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&out), nil
+}
+
+// CancelOrder is POST /v1/orders/{order_id}/cancel.
+func (s *server) CancelOrder(ctx context.Context, req *connect.Request[pb.CancelOrderRequest]) (*connect.Response[pb.CancelOrderResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetOrderId(), boxoffice.PrefixOrder); err != nil {
+		return nil, err
+	}
+	resp, replayed, err := s.svc.CancelOrder(ctx, id, req.Msg.GetOrderId())
+	out := &pb.CancelOrderResponse{Order: &pb.Order{}}
+	if err := decode(resp, replayed, err, out.Order); err != nil {
+		return nil, err
+	}
+	return reply(out, replayed), nil
+}
+
+// ListEvents is GET /v1/feed.
+func (s *server) ListEvents(ctx context.Context, req *connect.Request[pb.ListEventsRequest]) (*connect.Response[pb.ListEventsResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	limit, err := pageLimit(req.Msg.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	events, next, err := s.svc.ListEvents(ctx, req.Msg.GetAfter(), limit)
+	var out pb.ListEventsResponse
+	if err := read(page[*boxoffice.Event]{events, next}, err, &out); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&out), nil
+}
