@@ -124,6 +124,20 @@ type Tx interface {
 	// ListEvents returns up to limit events with Position after after, in commit order.
 	ListEvents(ctx context.Context, after int64, limit int) ([]*Event, error)
 
+	// RelayCheckpoint returns the position up to which the relay called name has published the
+	// outbox, 0 when it has not started.
+	RelayCheckpoint(ctx context.Context, name string) (int64, error)
+	// SetRelayCheckpoint records that the relay called name has published the outbox up to
+	// position. It is kept in the store, beside the outbox, so that it survives what the outbox
+	// survives.
+	SetRelayCheckpoint(ctx context.Context, name string, position int64) error
+	// InsertInboxEvent records that consumer applied the event eventID; one already recorded is an
+	// ECONFLICT. A consumer calls it in the transaction of the effect's record, so the effect and
+	// "done" commit together and a redelivered event is recognised.
+	InsertInboxEvent(ctx context.Context, consumer, eventID string, at time.Time) error
+	// InboxHas says whether consumer has applied the event eventID.
+	InboxHas(ctx context.Context, consumer, eventID string) (bool, error)
+
 	// InsertAPIKey stores a key (its hash only).
 	InsertAPIKey(ctx context.Context, k *APIKey) error
 	// APIKeyByHash returns the key with that hash.

@@ -41,6 +41,7 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"IdemLeasesAndSweep", testIdemLeasesAndSweep},
 		{"Events", testEvents},
 		{"APIKeys", testAPIKeys},
+		{"RelayCheckpointAndInbox", testRelayCheckpointAndInbox},
 		{"ForEachStreamsEveryRow", testForEachStreamsEveryRow},
 		{"UpdateRollsBackOnError", testUpdateRollsBackOnError},
 		{"TxIsDeadAfterFn", testTxIsDeadAfterFn},

@@ -21,7 +21,9 @@ import (
 	"boxoffice"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
+	bonats "boxoffice/nats"
 	"boxoffice/postgres"
+	"boxoffice/rpc"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
 )
@@ -144,12 +146,34 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer svc.Close()
 
+	// The async side: JetStream, the outbox relay and the email consumer. Deferred after svc, so
+	// it stops before the store closes and after HTTP has drained.
+	gapWait := bonats.DefaultGapWait // PostgreSQL numbers events at insert: a gap may be in flight
+	if f.db == "sqlite" {
+		gapWait = 0 // SQLite numbers events in commit order: a gap is final
+	}
+	async, err := bonats.StartAsync(bonats.AsyncConfig{NATS: f.nats, DataDir: f.dataDir, Store: store, GapWait: gapWait, Logger: log})
+	if err != nil {
+		return fmt.Errorf("async side: %w", err)
+	}
+	defer async.Stop()
+	log.Info("async side started", "nats", async.Where, "stream", bonats.StreamName,
+		"email", "eml files under "+filepath.Join(f.dataDir, "mail"))
+
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return err
 	}
+	// REST and the protobuf API (gRPC, gRPC-Web, Connect) share the port; HTTP/2 without TLS
+	// (prior knowledge, as gRPC clients speak it) is on next to HTTP/1.1.
+	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight}),
+		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight}))
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight}),
+		Handler:           handler,
+		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -187,8 +211,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 // leave an operator believing, say, that emails go over SMTP.
 func (f *serveFlags) unsupported() error {
 	switch {
-	case f.nats != "embedded":
-		return fmt.Errorf("--nats %q: only the embedded default is supported by this build", f.nats)
+	case f.nats != "embedded" && !isNATSURLList(f.nats):
+		return fmt.Errorf(`--nats %q: want "embedded" or a comma-separated list of nats:// URLs`, f.nats)
 	case f.redis != "" && f.inventory != "redis-lock":
 		return fmt.Errorf("--redis is used by the redis-lock strategy only; add --inventory redis-lock")
 	case f.smtp != "":
@@ -199,6 +223,18 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	}
 	return nil
+}
+
+// isNATSURLList says whether v is a comma-separated list of nats:// (or tls://) URLs.
+func isNATSURLList(v string) bool {
+	urls := splitList(v)
+	for _, u := range urls {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "nats" && p.Scheme != "tls") || p.Host == "" {
+			return false
+		}
+	}
+	return len(urls) > 0
 }
 
 // loadAdminKey returns the admin key: the flag's, else the one in <data-dir>/admin.key, else a new

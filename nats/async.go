@@ -1,0 +1,133 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"boxoffice"
+)
+
+// AsyncConfig configures StartAsync.
+type AsyncConfig struct {
+	// NATS is "embedded" (a server under <DataDir>/nats) or a comma-separated nats:// URL list.
+	NATS string
+	// DataDir is the server's data dir: the embedded server's storage and the mail dir live there.
+	DataDir string
+	// Store holds the outbox, the relay's checkpoint and the inboxes.
+	Store boxoffice.Store
+	// GapWait is the relay's (see Relay.GapWait): 0 for SQLite, DefaultGapWait for PostgreSQL.
+	GapWait time.Duration
+	// Replicas is the stream's replication factor on an external cluster; 0 means 1.
+	Replicas int
+	// Logger gets what started and what failed.
+	Logger *slog.Logger
+}
+
+// Async is the running async side: the JetStream server or connection, the relay and the email
+// consumer.
+type Async struct {
+	// Where says what JetStream is: "embedded <dir>" or the redacted URL list.
+	Where  string
+	srv    *Server
+	nc     *natsgo.Conn
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartAsync starts JetStream (embedded or connected), ensures the stream and runs the relay and
+// the email consumer until Stop.
+func StartAsync(cfg AsyncConfig) (*Async, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Async{}
+	var err error
+	if cfg.NATS == "" || cfg.NATS == "embedded" {
+		dir := filepath.Join(cfg.DataDir, "nats")
+		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{}); err != nil {
+			return nil, err
+		}
+		a.Where = "embedded " + dir
+		a.nc, err = a.srv.Connect()
+	} else {
+		urls := strings.Split(cfg.NATS, ",")
+		a.Where = redactURLs(urls)
+		a.nc, err = Connect(urls)
+	}
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("nats connect: %w", err)
+	}
+	js, err := jetstream.New(a.nc)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas})
+	cancel()
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	a.cancel = cancelRun
+	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, Logger: log}
+	email := &Email{Store: cfg.Store, JS: js, Dir: filepath.Join(cfg.DataDir, "mail"), Logger: log}
+	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run} {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := run(runCtx); err != nil {
+				log.Error("async: "+name+" stopped", "err", err)
+			}
+		}()
+	}
+	return a, nil
+}
+
+// Stop ends the relay and the consumer, waits for them, and closes the connection and the
+// embedded server. What was not relayed yet is relayed at the next start.
+func (a *Async) Stop() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.wg.Wait()
+	a.close()
+}
+
+func (a *Async) close() {
+	if a.nc != nil {
+		a.nc.Close()
+	}
+	if a.srv != nil {
+		a.srv.Shutdown()
+	}
+}
+
+// redactURLs drops passwords from URLs for logs.
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = redact(u)
+	}
+	return strings.Join(out, ",")
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

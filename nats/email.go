@@ -1,0 +1,258 @@
+package nats
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"boxoffice"
+)
+
+// EmailConsumer is the durable consumer name, and the inbox's consumer key, of the email effect.
+const EmailConsumer = "email"
+
+// Email sends the ticket receipt for order.confirmed and a notice for order.cancelled, written as
+// .eml files under Dir (delivery over SMTP is not in this build).
+//
+// Exactly once: a message is skipped when the inbox has its event id; otherwise the file is
+// written under the event id (temp file + rename, so a redelivery after a crash rewrites the same
+// file and never leaves a torn one), the event id goes into the inbox, and only after that commit
+// is the message acked. A crash at any point leaves either no file, or the one file with or
+// without its inbox row, and the redelivery converges on one file and one row.
+//
+// The consumer has one message in flight (MaxAckPending 1), so the events of one order are applied
+// in stream order: a cancellation notice never goes out before the receipt.
+type Email struct {
+	// Store holds the inbox.
+	Store boxoffice.Store
+	// JS reads the stream (EnsureStream).
+	JS jetstream.JetStream
+	// Dir is where the .eml files go, <data-dir>/mail.
+	Dir string
+	// From is the sender address; empty means "boxoffice <tickets@boxoffice.invalid>".
+	From string
+	// AckWait is how long JetStream waits for an ack before redelivering; 0 means 30 s.
+	AckWait time.Duration
+	// Logger, when set, gets what was sent and what failed.
+	Logger *slog.Logger
+
+	// beforeAck, in tests, runs after the inbox commit and before the ack; an error ends Run
+	// there, as a crash would.
+	beforeAck func(m *Message) error
+
+	written, skipped atomic.Int64
+}
+
+// Stats returns how many emails the consumer wrote and how many redelivered events it skipped
+// because its inbox had them.
+func (e *Email) Stats() (written, skipped int64) { return e.written.Load(), e.skipped.Load() }
+
+var safeID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
+
+// Run consumes until ctx ends, and returns nil then.
+func (e *Email) Run(ctx context.Context) error {
+	log := e.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
+		return err
+	}
+	ackWait := e.AckWait
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = e.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+			Durable:        EmailConsumer,
+			FilterSubjects: []string{SubjectPrefix + boxoffice.EventOrderConfirmed, SubjectPrefix + boxoffice.EventOrderCancelled},
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			AckWait:        ackWait,
+			MaxAckPending:  1,
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("email: create consumer", "err", err)
+		if !sleep(ctx, time.Second) {
+			return nil
+		}
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("email: fetch", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		for msg := range batch.Messages() {
+			if err := e.handle(ctx, msg, log); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			log.Debug("email: fetch batch", "err", err)
+		}
+	}
+	return nil
+}
+
+// handle applies one message. A transient failure naks it for a later redelivery; only the test
+// hook's error is returned.
+func (e *Email) handle(ctx context.Context, msg jetstream.Msg, log *slog.Logger) error {
+	var m Message
+	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
+		// Not ours to guess at; redelivering it would block the queue forever.
+		log.Error("email: undecodable message; terminating it", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return nil
+	}
+	err := e.apply(ctx, &m)
+	if err != nil {
+		log.Warn("email: failed; will be redelivered", "event", m.ID, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return nil
+	}
+	if e.beforeAck != nil {
+		if err := e.beforeAck(&m); err != nil {
+			return err
+		}
+	}
+	if err := msg.Ack(); err != nil {
+		// The inbox has it: the redelivery will be skipped.
+		log.Warn("email: ack", "event", m.ID, "err", err)
+	}
+	return nil
+}
+
+// apply writes the message's email unless the inbox says it was written, then records it.
+func (e *Email) apply(ctx context.Context, m *Message) error {
+	var done bool
+	err := e.Store.View(ctx, func(tx boxoffice.Tx) error {
+		var err error
+		done, err = tx.InboxHas(ctx, EmailConsumer, m.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if done {
+		e.skipped.Add(1)
+		return nil
+	}
+	var o boxoffice.Order
+	if err := json.Unmarshal(m.Data, &o); err != nil {
+		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
+	}
+	body := e.render(m, &o)
+	if err := writeFileAtomic(filepath.Join(e.Dir, m.ID+".eml"), body); err != nil {
+		return err
+	}
+	e.written.Add(1)
+	err = e.Store.Update(ctx, func(tx boxoffice.Tx) error {
+		return tx.InsertInboxEvent(ctx, EmailConsumer, m.ID, time.Now())
+	})
+	if boxoffice.ErrorCode(err) == boxoffice.ECONFLICT {
+		// A redelivery raced us here; the file is the same either way.
+		return nil
+	}
+	return err
+}
+
+// render builds the email. It depends on the message only, so that a rewrite after a
+// redelivery produces the same bytes.
+func (e *Email) render(m *Message, o *boxoffice.Order) []byte {
+	from := e.From
+	if from == "" {
+		from = "boxoffice <tickets@boxoffice.invalid>"
+	}
+	var subject string
+	var text strings.Builder
+	switch m.Type {
+	case boxoffice.EventOrderConfirmed:
+		subject = "Your tickets, order " + o.ID
+		fmt.Fprintf(&text, "Thank you for your order %s.\r\n\r\n", o.ID)
+		fmt.Fprintf(&text, "Show: %s\r\nTier: %s\r\nQuantity: %d\r\nPaid: %s\r\n\r\nTickets:\r\n",
+			o.ShowID, o.TierID, o.Quantity, money(o.Amount))
+		for _, t := range o.Tickets {
+			fmt.Fprintf(&text, "  %s\r\n", t.Code)
+		}
+	default:
+		subject = "Your order " + o.ID + " was cancelled"
+		fmt.Fprintf(&text, "Your order %s for show %s (%d tickets) was cancelled.\r\n", o.ID, o.ShowID, o.Quantity)
+		fmt.Fprintf(&text, "The payment of %s is refunded.\r\n", money(o.Amount))
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: %s\r\n", from)
+	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(o.Buyer.Email))
+	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", subject))
+	fmt.Fprintf(&b, "Date: %s\r\n", m.CreatedAt.UTC().Format(time.RFC1123Z))
+	// The event id makes the Message-ID stable across redeliveries, so a mail system that sees
+	// the same email twice can tell.
+	fmt.Fprintf(&b, "Message-ID: <%s@boxoffice>\r\n", m.ID)
+	fmt.Fprintf(&b, "X-Boxoffice-Event: %s %s\r\n", m.Type, m.ID)
+	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+	b.WriteString(text.String())
+	return b.Bytes()
+}
+
+func money(m boxoffice.Money) string {
+	return fmt.Sprintf("%d.%02d %s", m.Amount/100, m.Amount%100, m.Currency)
+}
+
+// headerSafe drops line breaks, so that a buyer's address cannot add header lines.
+func headerSafe(s string) string {
+	return strings.NewReplacer("\r", "", "\n", "").Replace(s)
+}
+
+// writeFileAtomic writes path by a synced temp file renamed over it, then syncs the directory, so
+// the file is either absent or complete and stays after a crash.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	fh, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := fh.Name()
+	_, err = fh.Write(data)
+	if err == nil {
+		err = fh.Sync()
+	}
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

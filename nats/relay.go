@@ -1,0 +1,290 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"boxoffice"
+)
+
+// Message is the body of a published event: the outbox row, with the subject (hold or order id)
+// and its per-subject sequence that consumers use to apply one subject's events in order.
+type Message struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Subject   string          `json:"subject"`
+	Seq       int             `json:"seq"`
+	Position  int64           `json:"position"`
+	CreatedAt time.Time       `json:"created_at"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// Relay defaults.
+const (
+	DefaultRelayName = "nats"
+	DefaultGapWait   = time.Minute
+)
+
+// Relay publishes the outbox to JetStream in position order. Each event goes out with
+// Nats-Msg-Id = its id, and the checkpoint in the store moves only after JetStream acked every
+// event up to it; after a crash the relay publishes again from the checkpoint and the stream's
+// duplicate window drops what had already arrived.
+//
+// Position gaps: SQLite numbers events in commit order, so a gap there is final (GapWait 0).
+// PostgreSQL numbers them at insert, so a gap may be a transaction still in flight that will
+// commit a lower position after higher ones were read; skipping it would lose that event. The
+// relay therefore publishes what it sees past a gap at once (the commit order it observes) but
+// keeps its checkpoint before the gap and re-reads the gap every round, publishing the event when
+// it appears; only a gap older than GapWait is taken as final (a rolled-back transaction, whose
+// sequence value is never reused). GapWait must exceed the longest transaction that appends an
+// event: the service's transactions take milliseconds, so the minute default is a wide bound.
+type Relay struct {
+	// Store holds the outbox and the checkpoint.
+	Store boxoffice.Store
+	// JS publishes; the stream must exist (EnsureStream).
+	JS jetstream.JetStream
+	// Name keys the checkpoint; DefaultRelayName if empty.
+	Name string
+	// GapWait is how long a position gap may stay open before the relay takes it as final; 0
+	// takes every gap as final at once, which is right only for stores that number in commit
+	// order (SQLite).
+	GapWait time.Duration
+	// Batch is the most events read and published in one round; 0 means 256.
+	Batch int
+	// Poll is the pause after a round that found nothing new; 0 means 50 ms.
+	Poll time.Duration
+	// Logger, when set, gets warnings about failures and skipped gaps.
+	Logger *slog.Logger
+
+	// beforeCheckpoint, in tests, runs after the acks of a round and before its checkpoint is
+	// written; an error ends Run there, as a crash would.
+	beforeCheckpoint func(pos int64) error
+
+	published  atomic.Int64
+	duplicates atomic.Int64
+}
+
+// Stats returns how many events the relay published and how many of them JetStream reported as
+// duplicates (published again after a restart and dropped by the duplicate window).
+func (r *Relay) Stats() (published, duplicates int64) {
+	return r.published.Load(), r.duplicates.Load()
+}
+
+// gap is one missing position and when the relay first noticed it.
+type gap struct {
+	pos  int64
+	seen time.Time
+}
+
+// Run relays until ctx ends, and returns nil then. Failures of the store or of JetStream are
+// logged and the round is tried again after a pause, from the same checkpoint.
+func (r *Relay) Run(ctx context.Context) error {
+	name := r.Name
+	if name == "" {
+		name = DefaultRelayName
+	}
+	batch := r.Batch
+	if batch <= 0 {
+		batch = 256
+	}
+	poll := r.Poll
+	if poll <= 0 {
+		poll = 50 * time.Millisecond
+	}
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var checkpoint int64
+	for {
+		err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
+			var err error
+			checkpoint, err = tx.RelayCheckpoint(ctx, name)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("relay: read checkpoint", "err", err)
+		if !sleep(ctx, time.Second) {
+			return nil
+		}
+	}
+	// head is the highest position published; gaps are the missing positions at or below it
+	// that are not yet taken as final, lowest first. The checkpoint is head when there are none,
+	// else just below the lowest.
+	head := checkpoint
+	var gaps []gap
+	backoff := poll
+	for ctx.Err() == nil {
+		n, newHead, newGaps, err := r.round(ctx, head, gaps, batch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("relay: round failed; retrying from the last checkpoint", "err", err, "checkpoint", checkpoint)
+			// Publish again from the durable checkpoint: what was acked is deduplicated.
+			head, gaps = checkpoint, nil
+			backoff = min(2*backoff, 5*time.Second)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			continue
+		}
+		backoff = poll
+		head, gaps = newHead, newGaps
+		// Drop the gaps that are final.
+		now := time.Now()
+		for len(gaps) > 0 && (r.GapWait <= 0 || now.Sub(gaps[0].seen) >= r.GapWait) {
+			if r.GapWait > 0 {
+				log.Warn("relay: position gap older than the gap wait; taking it as a rolled-back transaction",
+					"position", gaps[0].pos, "gap_wait", r.GapWait)
+			}
+			gaps = gaps[1:]
+		}
+		next := head
+		if len(gaps) > 0 {
+			next = gaps[0].pos - 1
+		}
+		if next != checkpoint {
+			if r.beforeCheckpoint != nil {
+				if err := r.beforeCheckpoint(next); err != nil {
+					return err
+				}
+			}
+			err := r.Store.Update(ctx, func(tx boxoffice.Tx) error { return tx.SetRelayCheckpoint(ctx, name, next) })
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				log.Warn("relay: write checkpoint", "err", err)
+			} else {
+				checkpoint = next
+			}
+		}
+		if n < batch && !sleep(ctx, poll) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// round reads the events in the open gaps and up to batch events after head, publishes them and
+// waits for every ack. It returns how many new events it read after head, the new head and the
+// gaps still open.
+func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (int, int64, []gap, error) {
+	var filled, fresh []*boxoffice.Event
+	err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
+		filled, fresh = nil, nil
+		if len(gaps) > 0 {
+			// One read covers every open gap: they all lie between the lowest one and head.
+			span := head - gaps[0].pos + 1
+			evs, err := tx.ListEvents(ctx, gaps[0].pos-1, int(min(span, 10_000)))
+			if err != nil {
+				return err
+			}
+			filled = evs
+		}
+		var err error
+		fresh, err = tx.ListEvents(ctx, head, batch)
+		return err
+	})
+	if err != nil {
+		return 0, head, gaps, err
+	}
+	var toPublish []*boxoffice.Event
+	open := make(map[int64]gap, len(gaps))
+	for _, g := range gaps {
+		open[g.pos] = g
+	}
+	for _, e := range filled {
+		if _, ok := open[e.Position]; ok {
+			delete(open, e.Position)
+			toPublish = append(toPublish, e)
+		}
+	}
+	now := time.Now()
+	newHead := head
+	for _, e := range fresh {
+		for p := newHead + 1; p < e.Position; p++ {
+			open[p] = gap{pos: p, seen: now}
+		}
+		newHead = e.Position
+		toPublish = append(toPublish, e)
+	}
+	if err := r.publish(ctx, toPublish); err != nil {
+		return 0, head, gaps, err
+	}
+	newGaps := make([]gap, 0, len(open))
+	for _, g := range open {
+		newGaps = append(newGaps, g)
+	}
+	sort.Slice(newGaps, func(i, j int) bool { return newGaps[i].pos < newGaps[j].pos })
+	return len(fresh), newHead, newGaps, nil
+}
+
+// publish sends the events asynchronously, in order, and waits for all their acks.
+func (r *Relay) publish(ctx context.Context, events []*boxoffice.Event) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	for _, e := range events {
+		body, err := json.Marshal(Message{
+			ID: e.ID, Type: e.Type, Subject: e.Subject, Seq: e.Seq, Position: e.Position,
+			CreatedAt: e.CreatedAt, Data: e.Data,
+		})
+		if err != nil {
+			return fmt.Errorf("encode event %s: %w", e.ID, err)
+		}
+		msg := natsgo.NewMsg(SubjectPrefix + e.Type)
+		msg.Data = body
+		msg.Header.Set("Boxoffice-Subject", e.Subject)
+		msg.Header.Set("Boxoffice-Seq", strconv.Itoa(e.Seq))
+		f, err := r.JS.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID))
+		if err != nil {
+			return fmt.Errorf("publish event %s: %w", e.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			r.published.Add(1)
+			if ack.Duplicate {
+				r.duplicates.Add(1)
+			}
+		case err := <-f.Err():
+			return fmt.Errorf("publish event %s: %w", events[i].ID, err)
+		case <-timeout.C:
+			return errors.New("publish: no ack in 30s")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,145 @@
+// Package nats carries the outbox's domain events over NATS JetStream: an embedded JetStream
+// server (or a connection to an external cluster), the stream the events live in, the relay that
+// publishes the outbox to it, and the consumers that turn events into effects exactly once.
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names and subjects. An event of type T is published on SubjectPrefix + T, so a consumer
+// can filter by type (boxoffice.events.order.confirmed).
+const (
+	StreamName    = "BOXOFFICE_EVENTS"
+	SubjectPrefix = "boxoffice.events."
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. It must be longer than the
+// relay's retry horizon: the longest time between a first publish of an event and the relay
+// publishing it again, which happens when the relay stops (crash, kill, restart) after the ack but
+// before its checkpoint is committed, or when it republishes events past a PostgreSQL position
+// gap after a restart. That is a relay round (well under a second) plus a restart plus
+// Relay.GapWait (a minute by default), so two hours leaves a wide margin for a slow restart. A
+// republish after a longer outage is still absorbed by the consumers' inboxes; the window is not
+// made longer because JetStream keeps every id of the window in memory.
+const DuplicateWindow = 2 * time.Hour
+
+// EmbeddedOptions configures StartEmbedded.
+type EmbeddedOptions struct {
+	// Listen makes the server accept clients on a random port of 127.0.0.1 (for tools such as the
+	// nats CLI); unset, it has no listener and only in-process connections reach it.
+	Listen bool
+	// Logger, when set, gets the server's log; unset, the server logs nothing.
+	Logger server.Logger
+	// ReadyTimeout bounds the wait for the server to start; 0 means 10 s.
+	ReadyTimeout time.Duration
+}
+
+// Server is an embedded JetStream server.
+type Server struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts an in-process JetStream server whose file storage is under dir.
+func StartEmbedded(dir string, opts EmbeddedOptions) (*Server, error) {
+	so := &server.Options{
+		ServerName: "boxoffice-embedded",
+		JetStream:  true,
+		StoreDir:   dir,
+		Host:       "127.0.0.1",
+		Port:       -1,
+		DontListen: !opts.Listen,
+		// The process owns signal handling (boxoffice serve drains HTTP first on SIGTERM).
+		NoSigs: true,
+		NoLog:  opts.Logger == nil,
+		// An acked publish must survive a kill -9 of the process and a power cut alike: the
+		// relay's checkpoint moves past an event on that ack, and nothing would publish it again.
+		SyncAlways: true,
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if opts.Logger != nil {
+		srv.SetLoggerV2(opts.Logger, false, false, false)
+	}
+	go srv.Start()
+	timeout := opts.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if !srv.ReadyForConnections(timeout) {
+		srv.Shutdown()
+		return nil, errors.New("nats server: not ready in time")
+	}
+	return &Server{srv: srv}, nil
+}
+
+// ClientURL is the URL clients dial; empty when the server does not listen.
+func (s *Server) ClientURL() string {
+	if s.srv.Addr() == nil {
+		return ""
+	}
+	return s.srv.ClientURL()
+}
+
+// Connect opens an in-process connection to the server.
+func (s *Server) Connect() (*natsgo.Conn, error) {
+	return natsgo.Connect("", natsgo.InProcessServer(s.srv), natsgo.Name("boxoffice"), natsgo.MaxReconnects(-1))
+}
+
+// Shutdown stops the server and waits until it has.
+func (s *Server) Shutdown() {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}
+
+// Connect dials an external NATS cluster; urls are its servers, any of which will do.
+func Connect(urls []string) (*natsgo.Conn, error) {
+	var list []string
+	for _, u := range urls {
+		if u = strings.TrimSpace(u); u != "" {
+			list = append(list, u)
+		}
+	}
+	if len(list) == 0 {
+		return nil, errors.New("nats: no server URL")
+	}
+	// Reconnect forever: the relay and consumers wait out an outage rather than exit.
+	return natsgo.Connect(strings.Join(list, ","), natsgo.Name("boxoffice"), natsgo.MaxReconnects(-1))
+}
+
+// StreamOptions configures EnsureStream.
+type StreamOptions struct {
+	// Replicas is the stream's replication factor; 0 means 1 (the embedded server). A 3-node
+	// cluster wants 3.
+	Replicas int
+}
+
+// EnsureStream creates the events stream or updates it to this configuration.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOptions) (jetstream.Stream, error) {
+	replicas := opts.Replicas
+	if replicas <= 0 {
+		replicas = 1
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       StreamName,
+		Subjects:   []string{SubjectPrefix + ">"},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		Duplicates: DuplicateWindow,
+		Replicas:   replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	return st, nil
+}
