@@ -70,6 +70,13 @@ func (e *Email) Run(ctx context.Context) error {
 	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
 		return err
 	}
+	// A crash between creating a temp file and renaming it leaves the temp file; the redelivered
+	// event writes the email again, so the leftovers are garbage.
+	if tmps, err := filepath.Glob(filepath.Join(e.Dir, ".tmp-*")); err == nil {
+		for _, tmp := range tmps {
+			_ = os.Remove(tmp)
+		}
+	}
 	ackWait := e.AckWait
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
