@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/migrations"
 	"boxoffice/postgres/pgtest"
 	"boxoffice/storetest"
 
@@ -76,16 +77,16 @@ func testHold(id string) *boxoffice.Hold {
 func TestOpenMigrates(t *testing.T) {
 	db, url := openTest(t)
 	ctx := context.Background()
-	ms, err := migrations()
-	if err != nil || len(ms) == 0 || ms[0].version != 1 {
+	ms, err := migrations.Load(migrationFS, "migrations/*.sql")
+	if err != nil || len(ms) == 0 || ms[0].Version != 1 {
 		t.Fatalf("migrations() = %v, %v", ms, err)
 	}
 	var n, version int
 	if err := db.pool.QueryRow(ctx, "SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != len(ms) || version != ms[len(ms)-1].version {
-		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, len(ms), ms[len(ms)-1].version)
+	if n != len(ms) || version != ms[len(ms)-1].Version {
+		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, len(ms), ms[len(ms)-1].Version)
 	}
 
 	// Opening again applies nothing twice.
@@ -131,7 +132,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 		}
 		defer dbs[i].Close()
 	}
-	ms, _ := migrations()
+	ms, _ := migrations.Load(migrationFS, "migrations/*.sql")
 	var rows int
 	if err := dbs[0].pool.QueryRow(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&rows); err != nil || rows != len(ms) {
 		t.Errorf("schema_migrations has %d rows (%v), want %d", rows, err, len(ms))

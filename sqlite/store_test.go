@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/migrations"
 )
 
 // base is a fixed time with sub-microsecond digits, which the store drops.
@@ -98,16 +99,16 @@ func TestOpenConfiguresAndMigrates(t *testing.T) {
 	if err := db.r.QueryRowContext(ctx, "PRAGMA query_only").Scan(&queryOnly); err != nil || queryOnly != 1 {
 		t.Errorf("reader query_only = %d (%v), want 1", queryOnly, err)
 	}
-	ms, err := migrations()
-	if err != nil || len(ms) == 0 || ms[0].version != 1 {
+	ms, err := migrations.Load(migrationFS, "migrations/*.sql")
+	if err != nil || len(ms) == 0 || ms[0].Version != 1 {
 		t.Fatalf("migrations() = %v, %v", ms, err)
 	}
 	var n, version int
 	if err := db.w.QueryRowContext(ctx, "SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != len(ms) || version != ms[len(ms)-1].version {
-		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, len(ms), ms[len(ms)-1].version)
+	if n != len(ms) || version != ms[len(ms)-1].Version {
+		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, len(ms), ms[len(ms)-1].Version)
 	}
 
 	// Opening again applies nothing twice.
