@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -78,22 +77,9 @@ func paymentsSim(args []string, _, stderr io.Writer) error {
 	log.Info("payments simulator serving", "url", "http://"+ln.Addr().String(), "ledger", ledger,
 		"latency", faults.Latency, "error_rate", faults.ErrorRate, "reset_rate", faults.ResetRate,
 		"drop_rate", faults.DropRate, "slow_delay", slowDelay)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
 	// Requests in flight finish first (a tok_slow charge may take --slow-delay), so that every
 	// charge made is answered; pending charges left over settle when the ledger is opened again.
-	log.Info("shutting down: draining in-flight requests")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serveUntilDone(ctx, srv, ln, log); err != nil {
 		return err
 	}
 	if err := sim.Close(); err != nil {

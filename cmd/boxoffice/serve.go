@@ -187,20 +187,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "data_dir", f.dataDir, "store", where,
 		"inventory", inv.Name(), "payments", f.paymentsName(), "sync_budget", f.syncBudget)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: draining in-flight requests")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("shutdown", "err", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serveUntilDone(ctx, srv, ln, log); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -325,4 +312,26 @@ func redactURL(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// serveUntilDone serves ln until ctx ends (SIGINT/SIGTERM), then drains: requests in flight are
+// answered, for up to 30 seconds, before it returns. A failure to serve is returned at once.
+func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
