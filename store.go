@@ -138,6 +138,20 @@ type Tx interface {
 	// InboxHas says whether consumer has applied the event eventID.
 	InboxHas(ctx context.Context, consumer, eventID string) (bool, error)
 
+	// PutWebhookEndpoint creates (created=true) or replaces the endpoint with w.ID, writing every
+	// field of w as given.
+	PutWebhookEndpoint(ctx context.Context, w *WebhookEndpoint) (created bool, err error)
+	// GetWebhookEndpoint returns an endpoint.
+	GetWebhookEndpoint(ctx context.Context, id string) (*WebhookEndpoint, error)
+	// DeleteWebhookEndpoint deletes an endpoint; ok is false when there was none.
+	DeleteWebhookEndpoint(ctx context.Context, id string) (ok bool, err error)
+	// ListWebhookEndpoints returns every endpoint, by id. Endpoints are few (one per partner), so
+	// there is no paging.
+	ListWebhookEndpoints(ctx context.Context) ([]*WebhookEndpoint, error)
+	// SweepInbox deletes up to limit inbox rows applied before before and returns how many: the
+	// inbox must outlive any redelivery of an event, not the events themselves.
+	SweepInbox(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// InsertAPIKey stores a key (its hash only).
 	InsertAPIKey(ctx context.Context, k *APIKey) error
 	// APIKeyByHash returns the key with that hash.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"boxoffice"
 )
 
 // The async side's statements: they run once per relay batch or consumed message.
@@ -61,4 +63,88 @@ func (t *tx) InboxHas(ctx context.Context, consumer, eventID string) (bool, erro
 		return false, fmt.Errorf("read inbox of %s: %w", consumer, err)
 	}
 	return ok, nil
+}
+
+// Inbox sweep and webhook endpoints.
+const (
+	sSweepInbox = `DELETE FROM inbox WHERE (consumer, event_id) IN
+		(SELECT consumer, event_id FROM inbox WHERE applied_at < $1 LIMIT $2)`
+	webhookColumns      = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at`
+	sPutWebhookEndpoint = `INSERT INTO webhook_endpoints (` + webhookColumns + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (id) DO UPDATE SET url = excluded.url, event_types = excluded.event_types,
+			secret = excluded.secret, status = excluded.status, disabled_reason = excluded.disabled_reason,
+			created_at = excluded.created_at, updated_at = excluded.updated_at
+		RETURNING (xmax = 0)`
+	sGetWebhookEndpoint    = `SELECT ` + webhookColumns + ` FROM webhook_endpoints WHERE id = $1`
+	sDeleteWebhookEndpoint = `DELETE FROM webhook_endpoints WHERE id = $1`
+	sListWebhookEndpoints  = `SELECT ` + webhookColumns + ` FROM webhook_endpoints ORDER BY id`
+)
+
+// SweepInbox implements boxoffice.Tx.
+func (t *tx) SweepInbox(ctx context.Context, before time.Time, limit int) (int, error) {
+	tag, err := t.exec(ctx, sSweepInbox, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("sweep inbox: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// PutWebhookEndpoint implements boxoffice.Tx. xmax is 0 on a row the statement inserted and the
+// updating transaction's id on one it updated, which tells created from replaced in one round trip.
+func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoint) (bool, error) {
+	var created bool
+	err := t.queryRow(ctx, sPutWebhookEndpoint, w.ID, w.URL, w.EventTypes, w.Secret, string(w.Status),
+		w.DisabledReason, w.CreatedAt, w.UpdatedAt).Scan(&created)
+	if err != nil {
+		return false, fmt.Errorf("put webhook endpoint %q: %w", w.ID, err)
+	}
+	return created, nil
+}
+
+// scanWebhook reads one row of webhookColumns.
+func scanWebhook(scan func(dest ...any) error) (*boxoffice.WebhookEndpoint, error) {
+	var (
+		w      boxoffice.WebhookEndpoint
+		status string
+	)
+	if err := scan(&w.ID, &w.URL, &w.EventTypes, &w.Secret, &status, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt); err != nil {
+		return nil, err
+	}
+	w.Status, w.CreatedAt, w.UpdatedAt = boxoffice.WebhookStatus(status), utc(w.CreatedAt), utc(w.UpdatedAt)
+	return &w, nil
+}
+
+// GetWebhookEndpoint implements boxoffice.Tx.
+func (t *tx) GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice.WebhookEndpoint, error) {
+	w, err := scanWebhook(t.queryRow(ctx, sGetWebhookEndpoint, id).Scan)
+	if err != nil {
+		return nil, notFound(err, "webhook endpoint %s", id)
+	}
+	return w, nil
+}
+
+// DeleteWebhookEndpoint implements boxoffice.Tx.
+func (t *tx) DeleteWebhookEndpoint(ctx context.Context, id string) (bool, error) {
+	tag, err := t.exec(ctx, sDeleteWebhookEndpoint, id)
+	if err != nil {
+		return false, fmt.Errorf("delete webhook endpoint %q: %w", id, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// ListWebhookEndpoints implements boxoffice.Tx.
+func (t *tx) ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error) {
+	var out []*boxoffice.WebhookEndpoint
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		w, err := scanWebhook(rows.Scan)
+		if err == nil {
+			out = append(out, w)
+		}
+		return err
+	}, sListWebhookEndpoints)
+	if err != nil {
+		return nil, fmt.Errorf("list webhook endpoints: %w", err)
+	}
+	return out, nil
 }

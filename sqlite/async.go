@@ -3,9 +3,12 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"boxoffice"
 )
 
 // The async side's statements run unprepared: they run once per relay batch or consumed
@@ -70,4 +73,105 @@ func (t *tx) InboxHas(ctx context.Context, consumer, eventID string) (bool, erro
 		return false, fmt.Errorf("read inbox of %s: %w", consumer, err)
 	}
 	return n > 0, nil
+}
+
+// queryRaw runs an unprepared query and calls scan for each row.
+func (t *tx) queryRaw(ctx context.Context, q string, args []any, scan func(*sql.Rows) error) error {
+	if t.err != nil {
+		return t.failed()
+	}
+	rows, err := t.tx.QueryContext(t.stmtCtx(ctx), q, args...)
+	return t.eachRow(rows, t.note(err), scan)
+}
+
+// SweepInbox implements boxoffice.Tx.
+func (t *tx) SweepInbox(ctx context.Context, before time.Time, limit int) (int, error) {
+	res, err := t.execRaw(ctx, `DELETE FROM inbox WHERE (consumer, event_id) IN
+		(SELECT consumer, event_id FROM inbox WHERE applied_at < ? LIMIT ?)`, micros(before), limit)
+	if err != nil {
+		return 0, fmt.Errorf("sweep inbox: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// Webhook endpoints.
+
+const webhookColumns = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at`
+
+// PutWebhookEndpoint implements boxoffice.Tx.
+func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoint) (bool, error) {
+	types, err := json.Marshal(w.EventTypes)
+	if err != nil {
+		return false, err
+	}
+	var n int
+	if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM webhook_endpoints WHERE id = ?`, []any{w.ID}, &n); err != nil {
+		return false, fmt.Errorf("read webhook endpoint %q: %w", w.ID, err)
+	}
+	_, err = t.execRaw(ctx, `INSERT INTO webhook_endpoints (`+webhookColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET url = excluded.url, event_types = excluded.event_types,
+			secret = excluded.secret, status = excluded.status, disabled_reason = excluded.disabled_reason,
+			created_at = excluded.created_at, updated_at = excluded.updated_at`,
+		w.ID, w.URL, string(types), w.Secret, string(w.Status), w.DisabledReason, micros(w.CreatedAt), micros(w.UpdatedAt))
+	if err != nil {
+		return false, wrapWrite(err, fmt.Sprintf("put webhook endpoint %q", w.ID))
+	}
+	return n == 0, nil
+}
+
+// scanWebhook reads one row of webhookColumns.
+func scanWebhook(scan func(dest ...any) error) (*boxoffice.WebhookEndpoint, error) {
+	var (
+		w                    boxoffice.WebhookEndpoint
+		types, status        string
+		createdAt, updatedAt int64
+	)
+	if err := scan(&w.ID, &w.URL, &types, &w.Secret, &status, &w.DisabledReason, &createdAt, &updatedAt); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(types), &w.EventTypes); err != nil {
+		return nil, fmt.Errorf("webhook endpoint %q: event types: %w", w.ID, err)
+	}
+	w.Status, w.CreatedAt, w.UpdatedAt = boxoffice.WebhookStatus(status), fromMicros(createdAt), fromMicros(updatedAt)
+	return &w, nil
+}
+
+// GetWebhookEndpoint implements boxoffice.Tx.
+func (t *tx) GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice.WebhookEndpoint, error) {
+	if t.err != nil {
+		return nil, t.failed()
+	}
+	row := t.tx.QueryRowContext(t.stmtCtx(ctx), `SELECT `+webhookColumns+` FROM webhook_endpoints WHERE id = ?`, id)
+	w, err := scanWebhook(row.Scan)
+	if err != nil {
+		return nil, notFound(t.note(err), "webhook endpoint %s", id)
+	}
+	return w, nil
+}
+
+// DeleteWebhookEndpoint implements boxoffice.Tx.
+func (t *tx) DeleteWebhookEndpoint(ctx context.Context, id string) (bool, error) {
+	res, err := t.execRaw(ctx, `DELETE FROM webhook_endpoints WHERE id = ?`, id)
+	if err != nil {
+		return false, fmt.Errorf("delete webhook endpoint %q: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// ListWebhookEndpoints implements boxoffice.Tx.
+func (t *tx) ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error) {
+	var out []*boxoffice.WebhookEndpoint
+	err := t.queryRaw(ctx, `SELECT `+webhookColumns+` FROM webhook_endpoints ORDER BY id`, nil, func(rows *sql.Rows) error {
+		w, err := scanWebhook(rows.Scan)
+		if err == nil {
+			out = append(out, w)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list webhook endpoints: %w", err)
+	}
+	return out, nil
 }

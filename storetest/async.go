@@ -3,7 +3,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
+	"time"
 
 	"boxoffice"
 )
@@ -63,6 +65,107 @@ func testRelayCheckpointAndInbox(t *testing.T, db boxoffice.Store) {
 		if got, err := tx.InboxHas(ctx, "email", "evt_3"); err != nil || got {
 			t.Errorf("rolled-back inbox row is there: %v, %v", got, err)
 		}
+		return nil
+	})
+}
+
+// testInboxSweep: the sweep deletes rows applied before the cutoff, at most limit of them, and
+// leaves younger rows alone.
+func testInboxSweep(t *testing.T, db boxoffice.Store) {
+	ctx := context.Background()
+	update(t, db, func(tx boxoffice.Tx) error {
+		for i, id := range []string{"evt_a", "evt_b", "evt_c"} {
+			if err := tx.InsertInboxEvent(ctx, "email", id, at(time.Duration(i)*time.Hour)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	sweep := func(before time.Time, limit int) int {
+		var n int
+		update(t, db, func(tx boxoffice.Tx) error {
+			var err error
+			n, err = tx.SweepInbox(ctx, before, limit)
+			return err
+		})
+		return n
+	}
+	// evt_a and evt_b are older than 90 minutes; limit 1 takes one of them.
+	if n := sweep(at(90*time.Minute), 1); n != 1 {
+		t.Errorf("sweep with limit 1 deleted %d rows", n)
+	}
+	if n := sweep(at(90*time.Minute), 10); n != 1 {
+		t.Errorf("second sweep deleted %d rows; want the 1 left before the cutoff", n)
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		for id, want := range map[string]bool{"evt_a": false, "evt_b": false, "evt_c": true} {
+			if got, err := tx.InboxHas(ctx, "email", id); err != nil || got != want {
+				t.Errorf("after sweep InboxHas(%s) = %v, %v; want %v", id, got, err, want)
+			}
+		}
+		return nil
+	})
+}
+
+// testWebhookEndpoints: put creates then replaces with every field kept as given, get and list
+// return what was put, delete reports whether there was one.
+func testWebhookEndpoints(t *testing.T, db boxoffice.Store) {
+	ctx := context.Background()
+	w := &boxoffice.WebhookEndpoint{ID: "partner", URL: "https://example.com/hook",
+		EventTypes: []string{boxoffice.EventOrderConfirmed}, Secret: "whsec_c2VjcmV0",
+		Status: boxoffice.WebhookEnabled, CreatedAt: at(0), UpdatedAt: at(0)}
+	put := func(w *boxoffice.WebhookEndpoint) bool {
+		var created bool
+		update(t, db, func(tx boxoffice.Tx) error {
+			var err error
+			created, err = tx.PutWebhookEndpoint(ctx, w)
+			return err
+		})
+		return created
+	}
+	if !put(w) {
+		t.Error("first put: created = false")
+	}
+	other := *w
+	other.ID, other.URL = "another", "https://example.org/in"
+	put(&other)
+	w2 := *w
+	w2.URL, w2.EventTypes = "https://example.com/v2", []string{boxoffice.EventOrderCancelled, boxoffice.EventHoldCreated}
+	w2.Status, w2.DisabledReason, w2.UpdatedAt = boxoffice.WebhookDisabled, "410 Gone", at(time.Minute)
+	if put(&w2) {
+		t.Error("second put: created = true")
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		got, err := tx.GetWebhookEndpoint(ctx, "partner")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, &w2) {
+			t.Errorf("get = %+v; want %+v", got, w2)
+		}
+		list, err := tx.ListWebhookEndpoints(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 2 || list[0].ID != "another" || list[1].ID != "partner" {
+			t.Errorf("list = %+v; want another, partner", list)
+		}
+		_, err = tx.GetWebhookEndpoint(ctx, "nobody")
+		wantCode(t, err, boxoffice.ENOTFOUND)
+		return nil
+	})
+	update(t, db, func(tx boxoffice.Tx) error {
+		if ok, err := tx.DeleteWebhookEndpoint(ctx, "partner"); err != nil || !ok {
+			t.Errorf("delete = %v, %v; want true", ok, err)
+		}
+		if ok, err := tx.DeleteWebhookEndpoint(ctx, "partner"); err != nil || ok {
+			t.Errorf("delete again = %v, %v; want false", ok, err)
+		}
+		return nil
+	})
+	view(t, db, func(tx boxoffice.Tx) error {
+		_, err := tx.GetWebhookEndpoint(ctx, "partner")
+		wantCode(t, err, boxoffice.ENOTFOUND)
 		return nil
 	})
 }

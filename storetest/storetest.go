@@ -42,6 +42,8 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"Events", testEvents},
 		{"APIKeys", testAPIKeys},
 		{"RelayCheckpointAndInbox", testRelayCheckpointAndInbox},
+		{"InboxSweep", testInboxSweep},
+		{"WebhookEndpoints", testWebhookEndpoints},
 		{"ForEachStreamsEveryRow", testForEachStreamsEveryRow},
 		{"UpdateRollsBackOnError", testUpdateRollsBackOnError},
 		{"TxIsDeadAfterFn", testTxIsDeadAfterFn},

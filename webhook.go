@@ -1,0 +1,44 @@
+package boxoffice
+
+import "time"
+
+// WebhookStatus says whether an endpoint receives deliveries.
+type WebhookStatus string
+
+// Webhook endpoint statuses. An endpoint is disabled when its receiver answers 410 Gone; a PUT of
+// the endpoint enables it again.
+const (
+	WebhookEnabled  WebhookStatus = "enabled"
+	WebhookDisabled WebhookStatus = "disabled"
+)
+
+// EventTypes lists every domain event type, the ones a webhook endpoint may subscribe to.
+var EventTypes = []string{
+	EventHoldCreated, EventHoldReleased, EventHoldExpired,
+	EventOrderConfirmed, EventOrderPaymentFailed, EventOrderCancelled,
+}
+
+// WebhookEndpoint is a partner's URL that receives the domain events of EventTypes, signed per the
+// Standard Webhooks spec with Secret ("whsec_" + base64 of the key bytes). The secret stays the
+// same when the endpoint is replaced, so a partner's verifier keeps working across a PUT.
+type WebhookEndpoint struct {
+	ID         string        `json:"id"`
+	URL        string        `json:"url"`
+	EventTypes []string      `json:"event_types"`
+	Secret     string        `json:"secret"`
+	Status     WebhookStatus `json:"status"`
+	// DisabledReason says why a disabled endpoint is; empty when enabled.
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Wants says whether the endpoint subscribes to events of type typ.
+func (w *WebhookEndpoint) Wants(typ string) bool {
+	for _, t := range w.EventTypes {
+		if t == typ {
+			return true
+		}
+	}
+	return false
+}
