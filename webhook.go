@@ -1,6 +1,10 @@
 package boxoffice
 
-import "time"
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"time"
+)
 
 // WebhookStatus says whether an endpoint receives deliveries.
 type WebhookStatus string
@@ -41,4 +45,15 @@ func (w *WebhookEndpoint) Wants(typ string) bool {
 		}
 	}
 	return false
+}
+
+// WebhookSecretPrefix starts every webhook signing secret, as the Standard Webhooks spec has it.
+const WebhookSecretPrefix = "whsec_"
+
+// NewWebhookSecret returns a fresh signing secret: the prefix and the base64 of 24 random bytes,
+// the key that HMAC-SHA256 signatures are made with.
+func NewWebhookSecret() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return WebhookSecretPrefix + base64.StdEncoding.EncodeToString(b[:])
 }

@@ -163,6 +163,42 @@ func (f *fakeService) ListEvents(_ context.Context, after string, limit int) ([]
 	return []*boxoffice.Event{{ID: "evt_1", Type: boxoffice.EventOrderConfirmed, Data: []byte(`{}`)}}, "42", nil
 }
 
+func (f *fakeService) PutWebhookEndpoint(_ context.Context, id string, in sale.WebhookInput) (*boxoffice.WebhookEndpoint, bool, error) {
+	f.record("PutWebhookEndpoint", sale.Idem{}, in, id)
+	if err := f.readErr("PutWebhookEndpoint"); err != nil {
+		return nil, false, err
+	}
+	return &boxoffice.WebhookEndpoint{ID: id, URL: in.URL, EventTypes: in.EventTypes, Secret: "whsec_x"}, f.putCreated, nil
+}
+
+func (f *fakeService) GetWebhookEndpoint(_ context.Context, id string) (*boxoffice.WebhookEndpoint, error) {
+	f.record("GetWebhookEndpoint", sale.Idem{}, nil, id)
+	if err := f.readErr("GetWebhookEndpoint"); err != nil {
+		return nil, err
+	}
+	return &boxoffice.WebhookEndpoint{ID: id, Secret: "whsec_x"}, nil
+}
+
+func (f *fakeService) ListWebhookEndpoints(context.Context) ([]*boxoffice.WebhookEndpoint, error) {
+	f.record("ListWebhookEndpoints", sale.Idem{}, nil)
+	return nil, f.readErr("ListWebhookEndpoints")
+}
+
+func (f *fakeService) DeleteWebhookEndpoint(_ context.Context, id string) error {
+	f.record("DeleteWebhookEndpoint", sale.Idem{}, nil, id)
+	return f.readErr("DeleteWebhookEndpoint")
+}
+
+// RunOnce runs op with no idempotency record, as a fresh key would.
+func (f *fakeService) RunOnce(ctx context.Context, idem sale.Idem, status int, op func(ctx context.Context) (any, error)) (*boxoffice.Response, bool, error) {
+	f.record("RunOnce", idem, nil, status)
+	v, err := op(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	return Renderer{}.Resource(status, v, ""), false, nil
+}
+
 func (f *fakeService) Ready(context.Context) error { return f.ready }
 
 // req describes one request of a test.

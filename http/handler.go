@@ -40,6 +40,11 @@ type Service interface {
 	ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, string, error)
 	CancelOrder(ctx context.Context, idem sale.Idem, id string) (*boxoffice.Response, bool, error)
 	ListEvents(ctx context.Context, after string, limit int) ([]*boxoffice.Event, string, error)
+	PutWebhookEndpoint(ctx context.Context, id string, in sale.WebhookInput) (*boxoffice.WebhookEndpoint, bool, error)
+	GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice.WebhookEndpoint, error)
+	ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error)
+	DeleteWebhookEndpoint(ctx context.Context, id string) error
+	RunOnce(ctx context.Context, idem sale.Idem, status int, op func(ctx context.Context) (any, error)) (*boxoffice.Response, bool, error)
 	Ready(ctx context.Context) error
 }
 
@@ -56,6 +61,9 @@ type Options struct {
 	// Registry receives the HTTP metrics and is served on /metrics; nil makes a new one that also
 	// carries the Go runtime and process collectors.
 	Registry *prometheus.Registry
+	// DeadLetters is the async side's dead-letter queue, served under /v1/dead-letters; nil
+	// answers those routes with 404.
+	DeadLetters DeadLetters
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -82,6 +90,7 @@ type handler struct {
 	render  Renderer
 	slots   chan struct{}
 	metrics *metrics
+	dlq     DeadLetters
 	mux     *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
 	allowed map[string][]string
@@ -107,6 +116,7 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		log:     opts.Logger,
 		slots:   make(chan struct{}, opts.MaxInFlight),
 		metrics: newMetrics(opts.Registry),
+		dlq:     opts.DeadLetters,
 		mux:     http.NewServeMux(),
 		allowed: map[string][]string{},
 	}
@@ -135,6 +145,13 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("GET /v1/orders", clientRole, h.listOrders)
 	h.handle("POST /v1/orders/{order_id}/cancel", clientRole, h.cancelOrder)
 	h.handle("GET /v1/feed", clientRole, h.feed)
+	h.handle("PUT /v1/webhook-endpoints/{endpoint_id}", adminRole, h.putWebhook)
+	h.handle("GET /v1/webhook-endpoints/{endpoint_id}", adminRole, h.getWebhook)
+	h.handle("DELETE /v1/webhook-endpoints/{endpoint_id}", adminRole, h.deleteWebhook)
+	h.handle("GET /v1/webhook-endpoints", adminRole, h.listWebhooks)
+	h.handle("GET /v1/dead-letters", adminRole, h.listDeadLetters)
+	h.handle("POST /v1/dead-letters/{dead_letter_id}/replay", adminRole, h.replayDeadLetter)
+	h.handle("POST /v1/dead-letters/replay", adminRole, h.replayAllDeadLetters)
 
 	for path, methods := range h.allowed {
 		if slices.Contains(methods, http.MethodGet) {

@@ -120,16 +120,52 @@ func (s *Service) storeFailure(ctx context.Context, idem Idem, cause error) (*bo
 
 // SweepIdempotency deletes records past their TTL and returns how many.
 func (s *Service) SweepIdempotency(ctx context.Context) (int, error) {
-	total := 0
-	for {
-		var n int
-		err := s.store.Update(ctx, func(tx boxoffice.Tx) (err error) {
-			n, err = tx.SweepIdemRecords(ctx, s.now(), 1000)
+	return sweep(func(limit int) (n int, err error) {
+		err = s.store.Update(ctx, func(tx boxoffice.Tx) (err error) {
+			n, err = tx.SweepIdemRecords(ctx, s.now(), limit)
 			return err
 		})
+		return n, err
+	})
+}
+
+// SweepInbox deletes consumers' records of applied events older than the inbox TTL and returns
+// how many.
+func (s *Service) SweepInbox(ctx context.Context) (int, error) {
+	return sweep(func(limit int) (n int, err error) {
+		err = s.store.Update(ctx, func(tx boxoffice.Tx) (err error) {
+			n, err = tx.SweepInbox(ctx, s.now().Add(-s.cfg.InboxTTL), limit)
+			return err
+		})
+		return n, err
+	})
+}
+
+// sweep calls one until it deletes fewer than a batch, in batches so that no transaction holds
+// the writer for long, and returns the total.
+func sweep(one func(limit int) (int, error)) (int, error) {
+	const batch = 1000
+	total := 0
+	for {
+		n, err := one(batch)
 		total += n
-		if err != nil || n < 1000 {
+		if err != nil || n < batch {
 			return total, err
 		}
 	}
+}
+
+// RunOnce runs op, an operation whose effect lives outside the store and is idempotent by itself
+// (a dead-letter replay is checked against its consumer's inbox), under an Idempotency-Key: a
+// retry gets the first completed answer again. The answer is stored after the effect, in a
+// transaction of its own; a crash in between leaves the key free, and running op again is safe.
+func (s *Service) RunOnce(ctx context.Context, idem Idem, status int, op func(ctx context.Context) (any, error)) (*boxoffice.Response, bool, error) {
+	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+		return s.answerLookup(res, rec, err)
+	}
+	v, err := op(ctx)
+	if err != nil {
+		return s.finish(ctx, idem, nil, err)
+	}
+	return s.storeResource(ctx, idem, s.render.Resource(status, v, ""))
 }

@@ -84,3 +84,10 @@ type Renderer interface {
 	// Problem renders a domain error.
 	Problem(err error) *boxoffice.Response
 }
+
+// WebhookInput is the body of PUT /v1/webhook-endpoints/{id}.
+type WebhookInput struct {
+	URL string `json:"url"`
+	// EventTypes are the event types to deliver; ["*"] means all of them.
+	EventTypes []string `json:"event_types"`
+}

@@ -37,7 +37,13 @@ type Config struct {
 	// ExclusiveStore says no other server uses the store, so leases left by a killed process can be
 	// ended at start instead of waiting for them to run out.
 	ExclusiveStore bool
-	Logger         *slog.Logger
+	// AllowPrivateWebhooks lets webhook endpoints point at private and loopback addresses, for
+	// a partner on the same network or a test receiver; off, such URLs are refused.
+	AllowPrivateWebhooks bool
+	// InboxTTL is how long a consumer's record of an applied event is kept; it must exceed any
+	// redelivery of an event. Zero means DefaultInboxTTL.
+	InboxTTL time.Duration
+	Logger   *slog.Logger
 }
 
 // Defaults of Config.
@@ -46,6 +52,9 @@ const (
 	DefaultIdempotencyTTL = 24 * time.Hour
 	DefaultMaxQuantity    = 10
 	DefaultHoldTTL        = 600
+	// DefaultInboxTTL is a week: webhook retries end after about a day, and a relay republishes
+	// an event within minutes of its first publish.
+	DefaultInboxTTL = 7 * 24 * time.Hour
 )
 
 // Service is the box office: every operation of the API, the same for every transport.
@@ -84,6 +93,9 @@ func New(cfg Config) *Service {
 	if cfg.MaxQuantity <= 0 {
 		cfg.MaxQuantity = DefaultMaxQuantity
 	}
+	if cfg.InboxTTL <= 0 {
+		cfg.InboxTTL = DefaultInboxTTL
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +133,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.loop(func() time.Duration {
 		if _, err := s.SweepIdempotency(s.base); err != nil && s.base.Err() == nil {
 			s.log.Error("sweep idempotency records", "err", err)
+		}
+		if _, err := s.SweepInbox(s.base); err != nil && s.base.Err() == nil {
+			s.log.Error("sweep inbox", "err", err)
 		}
 		return time.Minute
 	})

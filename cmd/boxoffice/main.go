@@ -18,6 +18,7 @@ Usage:
   boxoffice verify [flags]   audit a store against the guarantees; exits 1 naming each violation
   boxoffice bench  [flags]   the on-sale stampede against a server it starts (or --url), then verify
   boxoffice payments-sim [flags]  the payment simulator behind a Stripe-compatible HTTP API, with faults
+  boxoffice dlq list|replay <id>|replay --all  the dead-letter queue of a running server
   boxoffice help             show this text
 
 Every flag also reads BOXOFFICE_<FLAG_IN_UPPER_SNAKE>, e.g. BOXOFFICE_DATA_DIR for --data-dir.
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = benchCmd(args[1:], stdout, stderr)
 	case "payments-sim":
 		err = paymentsSim(args[1:], stdout, stderr)
+	case "dlq":
+		err = dlqCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
