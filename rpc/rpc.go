@@ -21,6 +21,7 @@ import (
 	"connectrpc.com/connect/v2/connecthttp"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"boxoffice"
 	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
@@ -34,6 +35,10 @@ type Options struct {
 	// MaxInFlight bounds the RPCs served at once; more are shed with UNAVAILABLE (overloaded) at
 	// once. Zero or less means 1024.
 	MaxInFlight int
+	// Registry receives the RPC metrics (boxoffice_rpc_requests_total by procedure and code,
+	// boxoffice_rpc_duration_seconds by procedure). Pass the registry the HTTP handler serves on
+	// /metrics, since this handler serves none; nil records no RPC metrics.
+	Registry *prometheus.Registry
 }
 
 // maxMessageBytes bounds a request message, as REST bounds a body (payload_too_large).
@@ -55,9 +60,14 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 	}
 	s := &server{svc: svc}
 	shed := make(chan struct{}, opts.MaxInFlight)
+	// Metrics come first, outermost, so that they count what the client gets, shed RPCs included.
+	var measure []connect.Interceptor
+	if opts.Registry != nil {
+		measure = append(measure, newMetrics(opts.Registry).interceptor())
+	}
 	handlerOpts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(maxMessageBytes),
-		connect.WithInterceptors(shedding(shed), logInternal(opts.Logger)),
+		connect.WithInterceptors(append(measure, shedding(shed), logInternal(opts.Logger))...),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {
 			opts.Logger.LogAttrs(ctx, slog.LevelError, "panic serving RPC",
 				slog.String("procedure", spec.Procedure), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
@@ -70,7 +80,8 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 		h.prefixes = append(h.prefixes, path)
 	}
 	mount(boxofficev1connect.NewBoxOfficeServiceHandler(s, handlerOpts...))
-	mount(grpchealth.NewHandler(&checker{svc: svc}, connect.WithReadMaxBytes(maxMessageBytes)))
+	// Health checks are counted too: a failing probe shows in the same metrics as the service.
+	mount(grpchealth.NewHandler(&checker{svc: svc}, connect.WithReadMaxBytes(maxMessageBytes), connect.WithInterceptors(measure...)))
 
 	services := []string{boxofficev1connect.BoxOfficeServiceName, grpchealth.HealthV1ServiceName,
 		grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName}

@@ -3,6 +3,7 @@ package rpc_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -51,7 +53,9 @@ func newServer(t *testing.T) *httptest.Server {
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{}), bohttp.NewHandler(svc, bohttp.Options{}))
+	// One registry for both transports, as serve wires them, so /metrics shows the RPC metrics.
+	reg := prometheus.NewRegistry()
+	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Registry: reg}), bohttp.NewHandler(svc, bohttp.Options{Registry: reg}))
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -357,5 +361,164 @@ func TestCodeTable(t *testing.T) {
 	}
 	if rpc.CodeOf("no_such_code") != connect.CodeInternal {
 		t.Error("unknown code is not internal")
+	}
+}
+
+// TestWebhookEndpoints manages webhook endpoints with the generated client over gRPC: the answers
+// and failures REST gives (http/webhooks.go), admin only.
+func TestWebhookEndpoints(t *testing.T) {
+	srv := newServer(t)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	hook := func(id, url string, types ...string) *pb.PutWebhookEndpointRequest {
+		return &pb.PutWebhookEndpointRequest{EndpointId: id, Url: url, EventTypes: types}
+	}
+
+	put, err := c.PutWebhookEndpoint(ctx, call(hook("partner", "https://hooks.example.com/a", "order.confirmed"), admin, ""))
+	if err != nil || !put.Msg.Created {
+		t.Fatalf("put: %v %v", put, err)
+	}
+	w := put.Msg.WebhookEndpoint
+	if w.Id != "partner" || w.Url != "https://hooks.example.com/a" || w.Status != "enabled" ||
+		!strings.HasPrefix(w.Secret, boxoffice.WebhookSecretPrefix) || w.CreatedAt == nil || len(w.EventTypes) != 1 {
+		t.Fatalf("put answered %v", w)
+	}
+	// A replacement is not created, keeps the secret (a partner's verifier keeps working) and
+	// takes the new URL; "*" alone stands for every event type.
+	again, err := c.PutWebhookEndpoint(ctx, call(hook("partner", "https://hooks.example.com/b", "*"), admin, ""))
+	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != w.Secret ||
+		again.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || len(again.Msg.WebhookEndpoint.EventTypes) != len(boxoffice.EventTypes) {
+		t.Fatalf("replace: %v %v", again, err)
+	}
+	got, err := c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, admin, ""))
+	if err != nil || got.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || got.Msg.WebhookEndpoint.Secret != w.Secret {
+		t.Fatalf("get: %v %v", got, err)
+	}
+	if _, err := c.PutWebhookEndpoint(ctx, call(hook("other", "https://hooks.example.com/c", "hold.created"), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.ListWebhookEndpoints(ctx, call(&pb.ListWebhookEndpointsRequest{}, admin, ""))
+	if err != nil || len(list.Msg.Data) != 2 || list.Msg.Data[0].Id != "other" || list.Msg.Data[1].Id != "partner" {
+		t.Fatalf("list: %v %v", list, err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		req   *pb.PutWebhookEndpointRequest
+		field string
+	}{
+		{"loopback url", hook("bad", "http://127.0.0.1:9/hook", "order.confirmed"), "url"},
+		{"not http", hook("bad", "ftp://hooks.example.com/", "order.confirmed"), "url"},
+		{"no url", hook("bad", "", "order.confirmed"), "url"},
+		{"no event types", hook("bad", "https://hooks.example.com/"), "event_types"},
+		{"unknown event type", hook("bad", "https://hooks.example.com/", "order.shipped"), "event_types[0]"},
+		{"bad id", hook("Bad ID", "https://hooks.example.com/", "order.confirmed"), "endpoint_id"},
+	} {
+		_, err := c.PutWebhookEndpoint(ctx, call(tc.req, admin, ""))
+		p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed")
+		if len(p.Errors) == 0 || p.Errors[0].Field != tc.field || p.Status != 400 {
+			t.Errorf("%s: problem %v, want field %s", tc.name, p, tc.field)
+		}
+	}
+	if _, err := c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "bad"}, admin, "")); err == nil {
+		t.Fatal("a refused put stored an endpoint")
+	}
+
+	key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := key.Msg.Key
+	_, err = c.PutWebhookEndpoint(ctx, call(hook("mine", "https://hooks.example.com/", "order.confirmed"), client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	_, err = c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	_, err = c.ListWebhookEndpoints(ctx, call(&pb.ListWebhookEndpointsRequest{}, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	_, err = c.DeleteWebhookEndpoint(ctx, call(&pb.DeleteWebhookEndpointRequest{EndpointId: "partner"}, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	_, err = c.ListWebhookEndpoints(ctx, call(&pb.ListWebhookEndpointsRequest{}, "", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+	// Delete is idempotent, as REST's 204 twice; a bad id is not found, never a validation error.
+	for i := range 2 {
+		if _, err := c.DeleteWebhookEndpoint(ctx, call(&pb.DeleteWebhookEndpointRequest{EndpointId: "partner"}, admin, "")); err != nil {
+			t.Fatalf("delete %d: %v", i, err)
+		}
+	}
+	_, err = c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "Not Valid"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.DeleteWebhookEndpoint(ctx, call(&pb.DeleteWebhookEndpointRequest{EndpointId: "Not Valid"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	list, err = c.ListWebhookEndpoints(ctx, call(&pb.ListWebhookEndpointsRequest{}, admin, ""))
+	if err != nil || len(list.Msg.Data) != 1 || list.Msg.Data[0].Id != "other" {
+		t.Fatalf("list after delete: %v %v", list, err)
+	}
+}
+
+// TestMetrics makes RPCs that succeed and fail and reads /metrics, served by the REST handler on
+// the same port: each RPC is counted under its procedure and the code its client got, and timed.
+func TestMetrics(t *testing.T) {
+	srv := newServer(t)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("m", 1), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := c.GetShow(ctx, call(&pb.GetShowRequest{ShowId: "m"}, admin, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c.GetShow(ctx, call(&pb.GetShowRequest{ShowId: "nothing"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetShow(ctx, call(&pb.GetShowRequest{ShowId: "m"}, "nope", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "m", TierId: "ga", Quantity: 2,
+		Buyer: &pb.Buyer{Email: "a@example.com"}}, admin, "m1"))
+	wantProblem(t, err, connect.CodeFailedPrecondition, "sold_out")
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	const svc = "/" + boxofficev1connect.BoxOfficeServiceName + "/"
+	for _, want := range []string{
+		`boxoffice_rpc_requests_total{code="ok",procedure="` + svc + `PutShow"} 1`,
+		`boxoffice_rpc_requests_total{code="ok",procedure="` + svc + `GetShow"} 2`,
+		`boxoffice_rpc_requests_total{code="not_found",procedure="` + svc + `GetShow"} 1`,
+		`boxoffice_rpc_requests_total{code="unauthenticated",procedure="` + svc + `GetShow"} 1`,
+		`boxoffice_rpc_requests_total{code="failed_precondition",procedure="` + svc + `CreateHold"} 1`,
+		`boxoffice_rpc_requests_total{code="ok",procedure="/grpc.health.v1.Health/Check"} 1`,
+		`boxoffice_rpc_duration_seconds_count{procedure="` + svc + `GetShow"} 4`,
+		`boxoffice_rpc_duration_seconds_count{procedure="` + svc + `CreateHold"} 1`,
+	} {
+		if !strings.Contains(string(b), "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// The REST side's metrics are in the same registry, and RPCs are not counted there: this scrape
+	// is the first HTTP request, and it is counted only once it has been answered.
+	if !strings.Contains(string(b), "\nboxoffice_http_requests_in_flight ") {
+		t.Error("/metrics lacks the HTTP metrics")
+	}
+	if strings.Contains(string(b), "boxoffice_http_requests_total{") {
+		t.Errorf("RPCs were counted as HTTP requests:\n%s", b)
 	}
 }

@@ -432,3 +432,66 @@ func (s *server) ListEvents(ctx context.Context, req *connect.Request[pb.ListEve
 	}
 	return connect.NewResponse(&out), nil
 }
+
+// PutWebhookEndpoint is PUT /v1/webhook-endpoints/{endpoint_id}.
+func (s *server) PutWebhookEndpoint(ctx context.Context, req *connect.Request[pb.PutWebhookEndpointRequest]) (*connect.Response[pb.PutWebhookEndpointResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	// A bad id in a PUT is the caller naming a new resource wrongly, so REST answers it as a
+	// validation failure, not as not found.
+	if !boxoffice.ValidName(m.GetEndpointId()) {
+		return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "endpoint_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"}))
+	}
+	w, created, err := s.svc.PutWebhookEndpoint(ctx, m.GetEndpointId(), sale.WebhookInput{URL: m.GetUrl(), EventTypes: m.GetEventTypes()})
+	out := &pb.PutWebhookEndpointResponse{WebhookEndpoint: &pb.WebhookEndpoint{}, Created: created}
+	if err := read(w, err, out.WebhookEndpoint); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// GetWebhookEndpoint is GET /v1/webhook-endpoints/{endpoint_id}.
+func (s *server) GetWebhookEndpoint(ctx context.Context, req *connect.Request[pb.GetWebhookEndpointRequest]) (*connect.Response[pb.GetWebhookEndpointResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	if !boxoffice.ValidName(req.Msg.GetEndpointId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	w, err := s.svc.GetWebhookEndpoint(ctx, req.Msg.GetEndpointId())
+	out := &pb.GetWebhookEndpointResponse{WebhookEndpoint: &pb.WebhookEndpoint{}}
+	if err := read(w, err, out.WebhookEndpoint); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+// ListWebhookEndpoints is GET /v1/webhook-endpoints: every endpoint on one page.
+func (s *server) ListWebhookEndpoints(ctx context.Context, req *connect.Request[pb.ListWebhookEndpointsRequest]) (*connect.Response[pb.ListWebhookEndpointsResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	list, err := s.svc.ListWebhookEndpoints(ctx)
+	var out pb.ListWebhookEndpointsResponse
+	if err := read(page[*boxoffice.WebhookEndpoint]{Data: list}, err, &out); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&out), nil
+}
+
+// DeleteWebhookEndpoint is DELETE /v1/webhook-endpoints/{endpoint_id}: it succeeds also when the
+// endpoint is already gone, so a retry is harmless.
+func (s *server) DeleteWebhookEndpoint(ctx context.Context, req *connect.Request[pb.DeleteWebhookEndpointRequest]) (*connect.Response[pb.DeleteWebhookEndpointResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	if !boxoffice.ValidName(req.Msg.GetEndpointId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	if err := s.svc.DeleteWebhookEndpoint(ctx, req.Msg.GetEndpointId()); err != nil {
+		return nil, fail(err)
+	}
+	return connect.NewResponse(&pb.DeleteWebhookEndpointResponse{}), nil
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -36,7 +37,17 @@ type parityStep struct {
 	newResp        func() proto.Message
 	// save names the variable that the answer's id is kept in.
 	save string
+	// as is the key both forms use: "admin", "client", or "" for the admin key on PutShow (admin
+	// only) and the client key elsewhere.
+	as string
+	// want, when set, is the REST status the step must get, and wantGRPC the gRPC code of a
+	// failure: parity alone would not notice both transports being wrong the same way.
+	want     int
+	wantGRPC codes.Code
 }
+
+// admin says whether the step runs with the admin key.
+func (st parityStep) admin() bool { return st.as == "admin" || st.as == "" && st.rpc == "PutShow" }
 
 // outcome is what a transport answered, normalized so that both transports can be compared:
 // server-made ids, times, ticket codes and show names are replaced by placeholders.
@@ -53,12 +64,14 @@ var (
 	timeRE   = regexp.MustCompile(`"\d{4}-\d\d-\d\dT[0-9:.]+Z"`)
 	ticketRE = regexp.MustCompile(`"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"`)
 	showRE   = regexp.MustCompile(`parity-(rest|grpc)`)
+	secretRE = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
 )
 
 func normalize(s string) string {
 	s = idRE.ReplaceAllString(s, "${1}_<id>")
 	s = timeRE.ReplaceAllString(s, `"<time>"`)
 	s = ticketRE.ReplaceAllString(s, `"<ticket>"`)
+	s = secretRE.ReplaceAllString(s, "whsec_<secret>")
 	return showRE.ReplaceAllString(s, "<show>")
 }
 
@@ -103,6 +116,16 @@ func parityScenario() []parityStep {
 	order := func() proto.Message { return &pb.GetOrderResponse{} }
 	orders := func() proto.Message { return &pb.ListOrdersResponse{} }
 	empty := func() proto.Message { return &pb.ReleaseHoldResponse{} }
+	webhook := func() proto.Message { return &pb.PutWebhookEndpointResponse{} }
+	getWebhook := func() proto.Message { return &pb.GetWebhookEndpointResponse{} }
+	webhooks := func() proto.Message { return &pb.ListWebhookEndpointsResponse{} }
+	deleted := func() proto.Message { return &pb.DeleteWebhookEndpointResponse{} }
+	// The endpoints subscribe to hold.expired only, which no step makes (holds last 600s), so
+	// that the scenario never has the server deliver to hooks.example.com.
+	hookBody := `{"url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
+	hookReq := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
+	hook2Body := `{"url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
+	hook2Req := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
 	showBody := `{"name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
 		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
 	showReq := `{"show_id":"$show","name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
@@ -152,6 +175,44 @@ func parityScenario() []parityStep {
 		{name: "list orders", method: "GET", path: "/v1/orders?show_id=$show&limit=1", rpc: "ListOrders", req: `{"show_id":"$show","limit":1}`, newResp: orders},
 		{name: "bad limit", method: "GET", path: "/v1/orders?show_id=$show&limit=101", rpc: "ListOrders", req: `{"show_id":"$show","limit":101}`, newResp: orders},
 		{name: "get show at the end", method: "GET", path: "/v1/shows/$show", rpc: "GetShow", req: `{"show_id":"$show"}`, wrap: "show", newResp: func() proto.Message { return &pb.GetShowResponse{} }},
+
+		// Webhook endpoints, admin only; each transport has its own endpoint, named as its show.
+		{name: "put webhook", method: "PUT", path: "/v1/webhook-endpoints/$show", body: hookBody, rpc: "PutWebhookEndpoint", req: hookReq,
+			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 201},
+		{name: "replace webhook", method: "PUT", path: "/v1/webhook-endpoints/$show", body: hook2Body, rpc: "PutWebhookEndpoint", req: hook2Req,
+			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 200},
+		{name: "get webhook", method: "GET", path: "/v1/webhook-endpoints/$show", rpc: "GetWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			wrap: "webhook_endpoint", newResp: getWebhook, as: "admin", want: 200},
+		// Both transports' endpoints by then, the same once normalized.
+		{name: "list webhooks", method: "GET", path: "/v1/webhook-endpoints", rpc: "ListWebhookEndpoints", req: `{}`,
+			newResp: webhooks, as: "admin", want: 200},
+		{name: "webhook on loopback", method: "PUT", path: "/v1/webhook-endpoints/$show", body: `{"url":"http://127.0.0.1:9/hook","event_types":["hold.expired"]}`,
+			rpc: "PutWebhookEndpoint", req: `{"endpoint_id":"$show","url":"http://127.0.0.1:9/hook","event_types":["hold.expired"]}`,
+			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 400, wantGRPC: codes.InvalidArgument},
+		{name: "webhook not http", method: "PUT", path: "/v1/webhook-endpoints/$show", body: `{"url":"ftp://hooks.example.com/","event_types":["hold.expired"]}`,
+			rpc: "PutWebhookEndpoint", req: `{"endpoint_id":"$show","url":"ftp://hooks.example.com/","event_types":["hold.expired"]}`,
+			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 400, wantGRPC: codes.InvalidArgument},
+		{name: "webhook bad id", method: "PUT", path: "/v1/webhook-endpoints/Not_A_Name", body: hookBody,
+			rpc: "PutWebhookEndpoint", req: `{"endpoint_id":"Not_A_Name","url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`,
+			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 400, wantGRPC: codes.InvalidArgument},
+		{name: "put webhook as client", method: "PUT", path: "/v1/webhook-endpoints/$show", body: hookBody, rpc: "PutWebhookEndpoint", req: hookReq,
+			wrap: "webhook_endpoint", newResp: webhook, as: "client", want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "get webhook as client", method: "GET", path: "/v1/webhook-endpoints/$show", rpc: "GetWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			wrap: "webhook_endpoint", newResp: getWebhook, as: "client", want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "list webhooks as client", method: "GET", path: "/v1/webhook-endpoints", rpc: "ListWebhookEndpoints", req: `{}`,
+			newResp: webhooks, as: "client", want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "delete webhook as client", method: "DELETE", path: "/v1/webhook-endpoints/$show", rpc: "DeleteWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			newResp: deleted, as: "client", want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "delete webhook", method: "DELETE", path: "/v1/webhook-endpoints/$show", rpc: "DeleteWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			newResp: deleted, as: "admin", want: 204},
+		{name: "delete webhook again", method: "DELETE", path: "/v1/webhook-endpoints/$show", rpc: "DeleteWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			newResp: deleted, as: "admin", want: 204},
+		{name: "deleted webhook", method: "GET", path: "/v1/webhook-endpoints/$show", rpc: "GetWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
+			wrap: "webhook_endpoint", newResp: getWebhook, as: "admin", want: 404, wantGRPC: codes.NotFound},
+		{name: "webhook id not a name", method: "GET", path: "/v1/webhook-endpoints/Not_A_Name", rpc: "GetWebhookEndpoint", req: `{"endpoint_id":"Not_A_Name"}`,
+			wrap: "webhook_endpoint", newResp: getWebhook, as: "admin", want: 404, wantGRPC: codes.NotFound},
+		{name: "no webhooks left", method: "GET", path: "/v1/webhook-endpoints", rpc: "ListWebhookEndpoints", req: `{}`,
+			newResp: webhooks, as: "admin", want: 200},
 	}
 }
 
@@ -177,7 +238,7 @@ func TestGRPCRESTParity(t *testing.T) {
 	for _, st := range parityScenario() {
 		// REST.
 		c := rest
-		if st.method == "PUT" {
+		if st.admin() {
 			c = admin
 		}
 		var headers []string
@@ -200,7 +261,7 @@ func TestGRPCRESTParity(t *testing.T) {
 				doc = string(r.Body)
 				if st.wrap != "" {
 					extra := ""
-					if st.rpc == "PutShow" && r.Status == 201 {
+					if (st.rpc == "PutShow" || st.rpc == "PutWebhookEndpoint") && r.Status == 201 {
 						extra = `,"created":true`
 					}
 					doc = `{"` + st.wrap + `":` + doc + extra + `}`
@@ -225,7 +286,7 @@ func TestGRPCRESTParity(t *testing.T) {
 
 		// gRPC.
 		key := clientKey
-		if st.rpc == "PutShow" {
+		if st.admin() {
 			key = adminKey
 		}
 		pairs := []string{"authorization", "Bearer " + key}
@@ -265,10 +326,66 @@ func TestGRPCRESTParity(t *testing.T) {
 				t.Errorf("%s: gRPC code %v for %s, want %v", st.name, s.Code(), grpcOut.Code, want)
 			}
 		}
+		if st.want != 0 {
+			if r.Status != st.want {
+				t.Errorf("%s: REST status %d, want %d", st.name, r.Status, st.want)
+			}
+			if got := status.Code(err); st.want < 400 && got != codes.OK || st.want >= 400 && got != st.wantGRPC {
+				t.Errorf("%s: gRPC code %v, want %v", st.name, got, st.wantGRPC)
+			}
+		}
 		t.Logf("%s: %+v", st.name, grpcOut)
 		if restOut != grpcOut {
 			t.Errorf("%s: answers differ\nREST: %+v\ngRPC: %+v", st.name, restOut, grpcOut)
 		}
+	}
+}
+
+// TestGRPCMetrics checks serve's wiring of the RPC metrics: RPCs that succeed and fail, made with
+// grpc-go, show on the REST port's /metrics under their procedure and the code the client got,
+// next to the HTTP and Go runtime metrics of the same registry.
+func TestGRPCMetrics(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	clientKey := srv.newClientKey(t)
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	invoke := func(key, method string, req, resp proto.Message) error {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key), 30*time.Second)
+		defer cancel()
+		return conn.Invoke(ctx, "/"+boxofficev1connect.BoxOfficeServiceName+"/"+method, req, resp)
+	}
+	hook := &pb.PutWebhookEndpointRequest{EndpointId: "m", Url: "https://hooks.example.com/m", EventTypes: []string{"hold.expired"}}
+	for range 2 {
+		if err := invoke(adminKey, "PutWebhookEndpoint", hook, &pb.PutWebhookEndpointResponse{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := invoke(clientKey, "PutWebhookEndpoint", hook, &pb.PutWebhookEndpointResponse{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("client key: %v", err)
+	}
+	if err := invoke(adminKey, "GetShow", &pb.GetShowRequest{ShowId: "nothing"}, &pb.GetShowResponse{}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown show: %v", err)
+	}
+
+	body := string(srv.client("").must(200, "GET", "/metrics", nil).Body)
+	const svc = "/" + boxofficev1connect.BoxOfficeServiceName + "/"
+	for _, want := range []string{
+		`boxoffice_rpc_requests_total{code="ok",procedure="` + svc + `PutWebhookEndpoint"} 2`,
+		`boxoffice_rpc_requests_total{code="permission_denied",procedure="` + svc + `PutWebhookEndpoint"} 1`,
+		`boxoffice_rpc_requests_total{code="not_found",procedure="` + svc + `GetShow"} 1`,
+		`boxoffice_rpc_duration_seconds_count{procedure="` + svc + `PutWebhookEndpoint"} 3`,
+		`boxoffice_http_requests_total{code="201",route="POST /v1/api-keys"} 1`,
+	} {
+		if !strings.Contains(body, "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(body, "\ngo_goroutines ") {
+		t.Error("/metrics lost the Go runtime metrics")
 	}
 }
 
@@ -296,6 +413,14 @@ func requestFor(t *testing.T, method string) proto.Message {
 		return &pb.GetOrderRequest{}
 	case "ListOrders":
 		return &pb.ListOrdersRequest{}
+	case "PutWebhookEndpoint":
+		return &pb.PutWebhookEndpointRequest{}
+	case "GetWebhookEndpoint":
+		return &pb.GetWebhookEndpointRequest{}
+	case "ListWebhookEndpoints":
+		return &pb.ListWebhookEndpointsRequest{}
+	case "DeleteWebhookEndpoint":
+		return &pb.DeleteWebhookEndpointRequest{}
 	}
 	t.Fatalf("no request type for %s", method)
 	return nil

@@ -13,6 +13,7 @@
 //   idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
 //                                   ConfirmHold, Purchase, CancelOrder); same rules as the header.
 //   idempotent-replayed: true       response header of a stored answer given again.
+// Admin-only RPCs, as in REST: CreateApiKey, PutShow and the webhook endpoint RPCs.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 
 package boxofficev1
@@ -763,6 +764,116 @@ func (x *Event) GetData() *structpb.Struct {
 	return nil
 }
 
+// WebhookEndpoint is a partner's URL that receives domain events, signed with secret as the
+// Standard Webhooks spec has it.
+type WebhookEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is chosen by the caller.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// url is the absolute http or https URL events are posted to.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// event_types are the event types delivered, e.g. order.confirmed.
+	EventTypes []string `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	// secret signs deliveries: whsec_ and the base64 of the key. It stays the same across a put.
+	Secret string `protobuf:"bytes,4,opt,name=secret,proto3" json:"secret,omitempty"`
+	// status is enabled or disabled (the receiver answered 410 Gone).
+	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// disabled_reason says why a disabled endpoint is; empty when enabled.
+	DisabledReason string `protobuf:"bytes,6,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	// created_at is when the endpoint was first put.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the endpoint was last put.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookEndpoint) Reset() {
+	*x = WebhookEndpoint{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookEndpoint) ProtoMessage() {}
+
+func (x *WebhookEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookEndpoint.ProtoReflect.Descriptor instead.
+func (*WebhookEndpoint) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WebhookEndpoint) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *WebhookEndpoint) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
 // FieldError names one invalid field of a request.
 type FieldError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -776,7 +887,7 @@ type FieldError struct {
 
 func (x *FieldError) Reset() {
 	*x = FieldError{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[9]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +899,7 @@ func (x *FieldError) String() string {
 func (*FieldError) ProtoMessage() {}
 
 func (x *FieldError) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[9]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +912,7 @@ func (x *FieldError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldError.ProtoReflect.Descriptor instead.
 func (*FieldError) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{9}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FieldError) GetField() string {
@@ -840,7 +951,7 @@ type Problem struct {
 
 func (x *Problem) Reset() {
 	*x = Problem{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[10]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +963,7 @@ func (x *Problem) String() string {
 func (*Problem) ProtoMessage() {}
 
 func (x *Problem) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[10]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +976,7 @@ func (x *Problem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Problem.ProtoReflect.Descriptor instead.
 func (*Problem) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{10}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Problem) GetCode() string {
@@ -921,7 +1032,7 @@ type CreateApiKeyRequest struct {
 
 func (x *CreateApiKeyRequest) Reset() {
 	*x = CreateApiKeyRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[11]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1044,7 @@ func (x *CreateApiKeyRequest) String() string {
 func (*CreateApiKeyRequest) ProtoMessage() {}
 
 func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[11]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1057,7 @@ func (x *CreateApiKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{11}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateApiKeyRequest) GetRole() string {
@@ -973,7 +1084,7 @@ type CreateApiKeyResponse struct {
 
 func (x *CreateApiKeyResponse) Reset() {
 	*x = CreateApiKeyResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[12]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1096,7 @@ func (x *CreateApiKeyResponse) String() string {
 func (*CreateApiKeyResponse) ProtoMessage() {}
 
 func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[12]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1109,7 @@ func (x *CreateApiKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateApiKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateApiKeyResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{12}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateApiKeyResponse) GetId() string {
@@ -1046,7 +1157,7 @@ type TierInput struct {
 
 func (x *TierInput) Reset() {
 	*x = TierInput{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[13]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1169,7 @@ func (x *TierInput) String() string {
 func (*TierInput) ProtoMessage() {}
 
 func (x *TierInput) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[13]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1182,7 @@ func (x *TierInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierInput.ProtoReflect.Descriptor instead.
 func (*TierInput) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{13}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TierInput) GetId() string {
@@ -1123,7 +1234,7 @@ type PutShowRequest struct {
 
 func (x *PutShowRequest) Reset() {
 	*x = PutShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1246,7 @@ func (x *PutShowRequest) String() string {
 func (*PutShowRequest) ProtoMessage() {}
 
 func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1259,7 @@ func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowRequest.ProtoReflect.Descriptor instead.
 func (*PutShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{14}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutShowRequest) GetShowId() string {
@@ -1206,7 +1317,7 @@ type PutShowResponse struct {
 
 func (x *PutShowResponse) Reset() {
 	*x = PutShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1329,7 @@ func (x *PutShowResponse) String() string {
 func (*PutShowResponse) ProtoMessage() {}
 
 func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1342,7 @@ func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowResponse.ProtoReflect.Descriptor instead.
 func (*PutShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{15}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutShowResponse) GetShow() *Show {
@@ -1259,7 +1370,7 @@ type GetShowRequest struct {
 
 func (x *GetShowRequest) Reset() {
 	*x = GetShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1382,7 @@ func (x *GetShowRequest) String() string {
 func (*GetShowRequest) ProtoMessage() {}
 
 func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1395,7 @@ func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowRequest.ProtoReflect.Descriptor instead.
 func (*GetShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{16}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetShowRequest) GetShowId() string {
@@ -1305,7 +1416,7 @@ type GetShowResponse struct {
 
 func (x *GetShowResponse) Reset() {
 	*x = GetShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1428,7 @@ func (x *GetShowResponse) String() string {
 func (*GetShowResponse) ProtoMessage() {}
 
 func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1441,7 @@ func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowResponse.ProtoReflect.Descriptor instead.
 func (*GetShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{17}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetShowResponse) GetShow() *Show {
@@ -1353,7 +1464,7 @@ type ListShowsRequest struct {
 
 func (x *ListShowsRequest) Reset() {
 	*x = ListShowsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1476,7 @@ func (x *ListShowsRequest) String() string {
 func (*ListShowsRequest) ProtoMessage() {}
 
 func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1489,7 @@ func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsRequest.ProtoReflect.Descriptor instead.
 func (*ListShowsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{18}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListShowsRequest) GetLimit() int32 {
@@ -1408,7 +1519,7 @@ type ListShowsResponse struct {
 
 func (x *ListShowsResponse) Reset() {
 	*x = ListShowsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1531,7 @@ func (x *ListShowsResponse) String() string {
 func (*ListShowsResponse) ProtoMessage() {}
 
 func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1544,7 @@ func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsResponse.ProtoReflect.Descriptor instead.
 func (*ListShowsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{19}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListShowsResponse) GetData() []*Show {
@@ -1467,7 +1578,7 @@ type CreateHoldRequest struct {
 
 func (x *CreateHoldRequest) Reset() {
 	*x = CreateHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1590,7 @@ func (x *CreateHoldRequest) String() string {
 func (*CreateHoldRequest) ProtoMessage() {}
 
 func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1603,7 @@ func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldRequest.ProtoReflect.Descriptor instead.
 func (*CreateHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateHoldRequest) GetShowId() string {
@@ -1534,7 +1645,7 @@ type CreateHoldResponse struct {
 
 func (x *CreateHoldResponse) Reset() {
 	*x = CreateHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1657,7 @@ func (x *CreateHoldResponse) String() string {
 func (*CreateHoldResponse) ProtoMessage() {}
 
 func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1670,7 @@ func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldResponse.ProtoReflect.Descriptor instead.
 func (*CreateHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateHoldResponse) GetHold() *Hold {
@@ -1580,7 +1691,7 @@ type GetHoldRequest struct {
 
 func (x *GetHoldRequest) Reset() {
 	*x = GetHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1703,7 @@ func (x *GetHoldRequest) String() string {
 func (*GetHoldRequest) ProtoMessage() {}
 
 func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1716,7 @@ func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldRequest.ProtoReflect.Descriptor instead.
 func (*GetHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetHoldRequest) GetHoldId() string {
@@ -1626,7 +1737,7 @@ type GetHoldResponse struct {
 
 func (x *GetHoldResponse) Reset() {
 	*x = GetHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1749,7 @@ func (x *GetHoldResponse) String() string {
 func (*GetHoldResponse) ProtoMessage() {}
 
 func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1762,7 @@ func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldResponse.ProtoReflect.Descriptor instead.
 func (*GetHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetHoldResponse) GetHold() *Hold {
@@ -1672,7 +1783,7 @@ type ReleaseHoldRequest struct {
 
 func (x *ReleaseHoldRequest) Reset() {
 	*x = ReleaseHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1795,7 @@ func (x *ReleaseHoldRequest) String() string {
 func (*ReleaseHoldRequest) ProtoMessage() {}
 
 func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1808,7 @@ func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReleaseHoldRequest) GetHoldId() string {
@@ -1716,7 +1827,7 @@ type ReleaseHoldResponse struct {
 
 func (x *ReleaseHoldResponse) Reset() {
 	*x = ReleaseHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1839,7 @@ func (x *ReleaseHoldResponse) String() string {
 func (*ReleaseHoldResponse) ProtoMessage() {}
 
 func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1852,7 @@ func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
 }
 
 // ConfirmHoldRequest pays for a hold.
@@ -1757,7 +1868,7 @@ type ConfirmHoldRequest struct {
 
 func (x *ConfirmHoldRequest) Reset() {
 	*x = ConfirmHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1880,7 @@ func (x *ConfirmHoldRequest) String() string {
 func (*ConfirmHoldRequest) ProtoMessage() {}
 
 func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1893,7 @@ func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConfirmHoldRequest) GetHoldId() string {
@@ -1811,7 +1922,7 @@ type ConfirmHoldResponse struct {
 
 func (x *ConfirmHoldResponse) Reset() {
 	*x = ConfirmHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1934,7 @@ func (x *ConfirmHoldResponse) String() string {
 func (*ConfirmHoldResponse) ProtoMessage() {}
 
 func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1947,7 @@ func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConfirmHoldResponse) GetOrder() *Order {
@@ -1865,7 +1976,7 @@ type PurchaseRequest struct {
 
 func (x *PurchaseRequest) Reset() {
 	*x = PurchaseRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1988,7 @@ func (x *PurchaseRequest) String() string {
 func (*PurchaseRequest) ProtoMessage() {}
 
 func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2001,7 @@ func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseRequest.ProtoReflect.Descriptor instead.
 func (*PurchaseRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PurchaseRequest) GetShowId() string {
@@ -1939,7 +2050,7 @@ type PurchaseResponse struct {
 
 func (x *PurchaseResponse) Reset() {
 	*x = PurchaseResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2062,7 @@ func (x *PurchaseResponse) String() string {
 func (*PurchaseResponse) ProtoMessage() {}
 
 func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2075,7 @@ func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseResponse.ProtoReflect.Descriptor instead.
 func (*PurchaseResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PurchaseResponse) GetOrder() *Order {
@@ -1985,7 +2096,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2108,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2121,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -2031,7 +2142,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2154,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2167,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -2081,7 +2192,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2204,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2217,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListOrdersRequest) GetShowId() string {
@@ -2143,7 +2254,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2266,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2279,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListOrdersResponse) GetData() []*Order {
@@ -2196,7 +2307,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2319,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2332,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -2242,7 +2353,7 @@ type CancelOrderResponse struct {
 
 func (x *CancelOrderResponse) Reset() {
 	*x = CancelOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2365,7 @@ func (x *CancelOrderResponse) String() string {
 func (*CancelOrderResponse) ProtoMessage() {}
 
 func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2378,7 @@ func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
 func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CancelOrderResponse) GetOrder() *Order {
@@ -2290,7 +2401,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2413,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2426,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEventsRequest) GetAfter() string {
@@ -2345,7 +2456,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2468,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2481,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListEventsResponse) GetData() []*Event {
@@ -2385,6 +2496,384 @@ func (x *ListEventsResponse) GetNext() string {
 		return x.Next
 	}
 	return ""
+}
+
+// PutWebhookEndpointRequest defines a webhook endpoint.
+type PutWebhookEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// endpoint_id is chosen by the caller.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// url is an absolute http or https URL, at most 2048 characters, on a public address unless the
+	// server runs with --webhooks-allow-private.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// event_types are the event types to deliver, each once; ["*"] alone means all of them.
+	EventTypes    []string `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWebhookEndpointRequest) Reset() {
+	*x = PutWebhookEndpointRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *PutWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*PutWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PutWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *PutWebhookEndpointRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *PutWebhookEndpointRequest) GetEventTypes() []string {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+// PutWebhookEndpointResponse is the endpoint as stored.
+type PutWebhookEndpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// webhook_endpoint is the endpoint with its signing secret.
+	WebhookEndpoint *WebhookEndpoint `protobuf:"bytes,1,opt,name=webhook_endpoint,json=webhookEndpoint,proto3" json:"webhook_endpoint,omitempty"`
+	// created is true when the endpoint is new (REST 201), false when replaced (REST 200).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWebhookEndpointResponse) Reset() {
+	*x = PutWebhookEndpointResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *PutWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*PutWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PutWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.WebhookEndpoint
+	}
+	return nil
+}
+
+func (x *PutWebhookEndpointResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// GetWebhookEndpointRequest names a webhook endpoint.
+type GetWebhookEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// endpoint_id names the endpoint.
+	EndpointId    string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWebhookEndpointRequest) Reset() {
+	*x = GetWebhookEndpointRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*GetWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+// GetWebhookEndpointResponse is a webhook endpoint.
+type GetWebhookEndpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// webhook_endpoint is the endpoint with its signing secret.
+	WebhookEndpoint *WebhookEndpoint `protobuf:"bytes,1,opt,name=webhook_endpoint,json=webhookEndpoint,proto3" json:"webhook_endpoint,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetWebhookEndpointResponse) Reset() {
+	*x = GetWebhookEndpointResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *GetWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*GetWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.WebhookEndpoint
+	}
+	return nil
+}
+
+// ListWebhookEndpointsRequest asks for every webhook endpoint; they are few, so there is one page.
+type ListWebhookEndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsRequest) Reset() {
+	*x = ListWebhookEndpointsRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsRequest) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{43}
+}
+
+// ListWebhookEndpointsResponse is every webhook endpoint, by id.
+type ListWebhookEndpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// data are the endpoints.
+	Data          []*WebhookEndpoint `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWebhookEndpointsResponse) Reset() {
+	*x = ListWebhookEndpointsResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWebhookEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWebhookEndpointsResponse) ProtoMessage() {}
+
+func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWebhookEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListWebhookEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListWebhookEndpointsResponse) GetData() []*WebhookEndpoint {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// DeleteWebhookEndpointRequest names a webhook endpoint.
+type DeleteWebhookEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// endpoint_id names the endpoint.
+	EndpointId    string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookEndpointRequest) Reset() {
+	*x = DeleteWebhookEndpointRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookEndpointRequest) ProtoMessage() {}
+
+func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookEndpointRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DeleteWebhookEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+// DeleteWebhookEndpointResponse is empty: the endpoint is gone and gets no more deliveries.
+type DeleteWebhookEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWebhookEndpointResponse) Reset() {
+	*x = DeleteWebhookEndpointResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWebhookEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWebhookEndpointResponse) ProtoMessage() {}
+
+func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWebhookEndpointResponse.ProtoReflect.Descriptor instead.
+func (*DeleteWebhookEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{46}
 }
 
 var File_boxoffice_v1_boxoffice_proto protoreflect.FileDescriptor
@@ -2454,7 +2943,19 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x129\n" +
 	"\n" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
-	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\"<\n" +
+	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\"\xa3\x02\n" +
+	"\x0fWebhookEndpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
+	"\vevent_types\x18\x03 \x03(\tR\n" +
+	"eventTypes\x12\x16\n" +
+	"\x06secret\x18\x04 \x01(\tR\x06secret\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12'\n" +
+	"\x0fdisabled_reason\x18\x06 \x01(\tR\x0edisabledReason\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
@@ -2551,7 +3052,28 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"Q\n" +
 	"\x12ListEventsResponse\x12'\n" +
 	"\x04data\x18\x01 \x03(\v2\x13.boxoffice.v1.EventR\x04data\x12\x12\n" +
-	"\x04next\x18\x02 \x01(\tR\x04next2\x94\b\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"o\n" +
+	"\x19PutWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
+	"\vevent_types\x18\x03 \x03(\tR\n" +
+	"eventTypes\"\x80\x01\n" +
+	"\x1aPutWebhookEndpointResponse\x12H\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"<\n" +
+	"\x19GetWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\"f\n" +
+	"\x1aGetWebhookEndpointResponse\x12H\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\x1d\n" +
+	"\x1bListWebhookEndpointsRequest\"Q\n" +
+	"\x1cListWebhookEndpointsResponse\x121\n" +
+	"\x04data\x18\x01 \x03(\v2\x1d.boxoffice.v1.WebhookEndpointR\x04data\"?\n" +
+	"\x1cDeleteWebhookEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\"\x1f\n" +
+	"\x1dDeleteWebhookEndpointResponse2\xc7\v\n" +
 	"\x10BoxOfficeService\x12U\n" +
 	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12F\n" +
 	"\aPutShow\x12\x1c.boxoffice.v1.PutShowRequest\x1a\x1d.boxoffice.v1.PutShowResponse\x12F\n" +
@@ -2568,7 +3090,11 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"ListOrders\x12\x1f.boxoffice.v1.ListOrdersRequest\x1a .boxoffice.v1.ListOrdersResponse\x12R\n" +
 	"\vCancelOrder\x12 .boxoffice.v1.CancelOrderRequest\x1a!.boxoffice.v1.CancelOrderResponse\x12O\n" +
 	"\n" +
-	"ListEvents\x12\x1f.boxoffice.v1.ListEventsRequest\x1a .boxoffice.v1.ListEventsResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
+	"ListEvents\x12\x1f.boxoffice.v1.ListEventsRequest\x1a .boxoffice.v1.ListEventsResponse\x12g\n" +
+	"\x12PutWebhookEndpoint\x12'.boxoffice.v1.PutWebhookEndpointRequest\x1a(.boxoffice.v1.PutWebhookEndpointResponse\x12g\n" +
+	"\x12GetWebhookEndpoint\x12'.boxoffice.v1.GetWebhookEndpointRequest\x1a(.boxoffice.v1.GetWebhookEndpointResponse\x12m\n" +
+	"\x14ListWebhookEndpoints\x12).boxoffice.v1.ListWebhookEndpointsRequest\x1a*.boxoffice.v1.ListWebhookEndpointsResponse\x12p\n" +
+	"\x15DeleteWebhookEndpoint\x12*.boxoffice.v1.DeleteWebhookEndpointRequest\x1a+.boxoffice.v1.DeleteWebhookEndpointResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
 
 var (
 	file_boxoffice_v1_boxoffice_proto_rawDescOnce sync.Once
@@ -2582,117 +3108,139 @@ func file_boxoffice_v1_boxoffice_proto_rawDescGZIP() []byte {
 	return file_boxoffice_v1_boxoffice_proto_rawDescData
 }
 
-var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
-	(*Money)(nil),                 // 0: boxoffice.v1.Money
-	(*Buyer)(nil),                 // 1: boxoffice.v1.Buyer
-	(*Payment)(nil),               // 2: boxoffice.v1.Payment
-	(*Tier)(nil),                  // 3: boxoffice.v1.Tier
-	(*Show)(nil),                  // 4: boxoffice.v1.Show
-	(*Hold)(nil),                  // 5: boxoffice.v1.Hold
-	(*Ticket)(nil),                // 6: boxoffice.v1.Ticket
-	(*Order)(nil),                 // 7: boxoffice.v1.Order
-	(*Event)(nil),                 // 8: boxoffice.v1.Event
-	(*FieldError)(nil),            // 9: boxoffice.v1.FieldError
-	(*Problem)(nil),               // 10: boxoffice.v1.Problem
-	(*CreateApiKeyRequest)(nil),   // 11: boxoffice.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 12: boxoffice.v1.CreateApiKeyResponse
-	(*TierInput)(nil),             // 13: boxoffice.v1.TierInput
-	(*PutShowRequest)(nil),        // 14: boxoffice.v1.PutShowRequest
-	(*PutShowResponse)(nil),       // 15: boxoffice.v1.PutShowResponse
-	(*GetShowRequest)(nil),        // 16: boxoffice.v1.GetShowRequest
-	(*GetShowResponse)(nil),       // 17: boxoffice.v1.GetShowResponse
-	(*ListShowsRequest)(nil),      // 18: boxoffice.v1.ListShowsRequest
-	(*ListShowsResponse)(nil),     // 19: boxoffice.v1.ListShowsResponse
-	(*CreateHoldRequest)(nil),     // 20: boxoffice.v1.CreateHoldRequest
-	(*CreateHoldResponse)(nil),    // 21: boxoffice.v1.CreateHoldResponse
-	(*GetHoldRequest)(nil),        // 22: boxoffice.v1.GetHoldRequest
-	(*GetHoldResponse)(nil),       // 23: boxoffice.v1.GetHoldResponse
-	(*ReleaseHoldRequest)(nil),    // 24: boxoffice.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),   // 25: boxoffice.v1.ReleaseHoldResponse
-	(*ConfirmHoldRequest)(nil),    // 26: boxoffice.v1.ConfirmHoldRequest
-	(*ConfirmHoldResponse)(nil),   // 27: boxoffice.v1.ConfirmHoldResponse
-	(*PurchaseRequest)(nil),       // 28: boxoffice.v1.PurchaseRequest
-	(*PurchaseResponse)(nil),      // 29: boxoffice.v1.PurchaseResponse
-	(*GetOrderRequest)(nil),       // 30: boxoffice.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),      // 31: boxoffice.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),     // 32: boxoffice.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),    // 33: boxoffice.v1.ListOrdersResponse
-	(*CancelOrderRequest)(nil),    // 34: boxoffice.v1.CancelOrderRequest
-	(*CancelOrderResponse)(nil),   // 35: boxoffice.v1.CancelOrderResponse
-	(*ListEventsRequest)(nil),     // 36: boxoffice.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 37: boxoffice.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 39: google.protobuf.Struct
+	(*Money)(nil),                         // 0: boxoffice.v1.Money
+	(*Buyer)(nil),                         // 1: boxoffice.v1.Buyer
+	(*Payment)(nil),                       // 2: boxoffice.v1.Payment
+	(*Tier)(nil),                          // 3: boxoffice.v1.Tier
+	(*Show)(nil),                          // 4: boxoffice.v1.Show
+	(*Hold)(nil),                          // 5: boxoffice.v1.Hold
+	(*Ticket)(nil),                        // 6: boxoffice.v1.Ticket
+	(*Order)(nil),                         // 7: boxoffice.v1.Order
+	(*Event)(nil),                         // 8: boxoffice.v1.Event
+	(*WebhookEndpoint)(nil),               // 9: boxoffice.v1.WebhookEndpoint
+	(*FieldError)(nil),                    // 10: boxoffice.v1.FieldError
+	(*Problem)(nil),                       // 11: boxoffice.v1.Problem
+	(*CreateApiKeyRequest)(nil),           // 12: boxoffice.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),          // 13: boxoffice.v1.CreateApiKeyResponse
+	(*TierInput)(nil),                     // 14: boxoffice.v1.TierInput
+	(*PutShowRequest)(nil),                // 15: boxoffice.v1.PutShowRequest
+	(*PutShowResponse)(nil),               // 16: boxoffice.v1.PutShowResponse
+	(*GetShowRequest)(nil),                // 17: boxoffice.v1.GetShowRequest
+	(*GetShowResponse)(nil),               // 18: boxoffice.v1.GetShowResponse
+	(*ListShowsRequest)(nil),              // 19: boxoffice.v1.ListShowsRequest
+	(*ListShowsResponse)(nil),             // 20: boxoffice.v1.ListShowsResponse
+	(*CreateHoldRequest)(nil),             // 21: boxoffice.v1.CreateHoldRequest
+	(*CreateHoldResponse)(nil),            // 22: boxoffice.v1.CreateHoldResponse
+	(*GetHoldRequest)(nil),                // 23: boxoffice.v1.GetHoldRequest
+	(*GetHoldResponse)(nil),               // 24: boxoffice.v1.GetHoldResponse
+	(*ReleaseHoldRequest)(nil),            // 25: boxoffice.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),           // 26: boxoffice.v1.ReleaseHoldResponse
+	(*ConfirmHoldRequest)(nil),            // 27: boxoffice.v1.ConfirmHoldRequest
+	(*ConfirmHoldResponse)(nil),           // 28: boxoffice.v1.ConfirmHoldResponse
+	(*PurchaseRequest)(nil),               // 29: boxoffice.v1.PurchaseRequest
+	(*PurchaseResponse)(nil),              // 30: boxoffice.v1.PurchaseResponse
+	(*GetOrderRequest)(nil),               // 31: boxoffice.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),              // 32: boxoffice.v1.GetOrderResponse
+	(*ListOrdersRequest)(nil),             // 33: boxoffice.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),            // 34: boxoffice.v1.ListOrdersResponse
+	(*CancelOrderRequest)(nil),            // 35: boxoffice.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),           // 36: boxoffice.v1.CancelOrderResponse
+	(*ListEventsRequest)(nil),             // 37: boxoffice.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),            // 38: boxoffice.v1.ListEventsResponse
+	(*PutWebhookEndpointRequest)(nil),     // 39: boxoffice.v1.PutWebhookEndpointRequest
+	(*PutWebhookEndpointResponse)(nil),    // 40: boxoffice.v1.PutWebhookEndpointResponse
+	(*GetWebhookEndpointRequest)(nil),     // 41: boxoffice.v1.GetWebhookEndpointRequest
+	(*GetWebhookEndpointResponse)(nil),    // 42: boxoffice.v1.GetWebhookEndpointResponse
+	(*ListWebhookEndpointsRequest)(nil),   // 43: boxoffice.v1.ListWebhookEndpointsRequest
+	(*ListWebhookEndpointsResponse)(nil),  // 44: boxoffice.v1.ListWebhookEndpointsResponse
+	(*DeleteWebhookEndpointRequest)(nil),  // 45: boxoffice.v1.DeleteWebhookEndpointRequest
+	(*DeleteWebhookEndpointResponse)(nil), // 46: boxoffice.v1.DeleteWebhookEndpointResponse
+	(*timestamppb.Timestamp)(nil),         // 47: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),               // 48: google.protobuf.Struct
 }
 var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	0,  // 0: boxoffice.v1.Tier.price:type_name -> boxoffice.v1.Money
-	38, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
+	47, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: boxoffice.v1.Show.tiers:type_name -> boxoffice.v1.Tier
-	38, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
-	38, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
+	47, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: boxoffice.v1.Hold.buyer:type_name -> boxoffice.v1.Buyer
-	38, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
-	38, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
+	47, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
+	47, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: boxoffice.v1.Order.amount:type_name -> boxoffice.v1.Money
 	1,  // 10: boxoffice.v1.Order.buyer:type_name -> boxoffice.v1.Buyer
 	6,  // 11: boxoffice.v1.Order.tickets:type_name -> boxoffice.v1.Ticket
-	38, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	38, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	38, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	39, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
-	9,  // 16: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
-	38, // 17: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 18: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
-	38, // 19: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
-	13, // 20: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
-	4,  // 21: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 22: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 23: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
-	1,  // 24: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
-	5,  // 25: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	5,  // 26: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	2,  // 27: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 28: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
-	1,  // 29: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
-	2,  // 30: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 31: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 32: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 33: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
-	7,  // 34: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
-	8,  // 35: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
-	11, // 36: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
-	14, // 37: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
-	16, // 38: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
-	18, // 39: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
-	20, // 40: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
-	22, // 41: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
-	24, // 42: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
-	26, // 43: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
-	28, // 44: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
-	30, // 45: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
-	32, // 46: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
-	34, // 47: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
-	36, // 48: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
-	12, // 49: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
-	15, // 50: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
-	17, // 51: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
-	19, // 52: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
-	21, // 53: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
-	23, // 54: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
-	25, // 55: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
-	27, // 56: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
-	29, // 57: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
-	31, // 58: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
-	33, // 59: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
-	35, // 60: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
-	37, // 61: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
-	49, // [49:62] is the sub-list for method output_type
-	36, // [36:49] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	47, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	47, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	48, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
+	47, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	47, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 18: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
+	47, // 19: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 20: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
+	47, // 21: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
+	14, // 22: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
+	4,  // 23: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
+	4,  // 24: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
+	4,  // 25: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
+	1,  // 26: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
+	5,  // 27: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	5,  // 28: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	2,  // 29: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 30: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
+	1,  // 31: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
+	2,  // 32: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 33: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 34: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 35: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
+	7,  // 36: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
+	8,  // 37: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
+	9,  // 38: boxoffice.v1.PutWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 39: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 40: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
+	12, // 41: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
+	15, // 42: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
+	17, // 43: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
+	19, // 44: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
+	21, // 45: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
+	23, // 46: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
+	25, // 47: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
+	27, // 48: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
+	29, // 49: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
+	31, // 50: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
+	33, // 51: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
+	35, // 52: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
+	37, // 53: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
+	39, // 54: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
+	41, // 55: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
+	43, // 56: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
+	45, // 57: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
+	13, // 58: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
+	16, // 59: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
+	18, // 60: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
+	20, // 61: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
+	22, // 62: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
+	24, // 63: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
+	26, // 64: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
+	28, // 65: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
+	30, // 66: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
+	32, // 67: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
+	34, // 68: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
+	36, // 69: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
+	38, // 70: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
+	40, // 71: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
+	42, // 72: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
+	44, // 73: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
+	46, // 74: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
+	58, // [58:75] is the sub-list for method output_type
+	41, // [41:58] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_boxoffice_v1_boxoffice_proto_init() }
@@ -2701,16 +3249,16 @@ func file_boxoffice_v1_boxoffice_proto_init() {
 		return
 	}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[4].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[10].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[13].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[11].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[14].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_boxoffice_v1_boxoffice_proto_rawDesc), len(file_boxoffice_v1_boxoffice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,6 +13,7 @@
 //	                                ConfirmHold, Purchase, CancelOrder); same rules as the header.
 //	idempotent-replayed: true       response header of a stored answer given again.
 //
+// Admin-only RPCs, as in REST: CreateApiKey, PutShow and the webhook endpoint RPCs.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 package boxofficev1connect
 
@@ -84,6 +85,18 @@ const (
 	// BoxOfficeServiceListEventsProcedure is the fully-qualified name of the BoxOfficeService's
 	// ListEvents RPC.
 	BoxOfficeServiceListEventsProcedure = "/boxoffice.v1.BoxOfficeService/ListEvents"
+	// BoxOfficeServicePutWebhookEndpointProcedure is the fully-qualified name of the BoxOfficeService's
+	// PutWebhookEndpoint RPC.
+	BoxOfficeServicePutWebhookEndpointProcedure = "/boxoffice.v1.BoxOfficeService/PutWebhookEndpoint"
+	// BoxOfficeServiceGetWebhookEndpointProcedure is the fully-qualified name of the BoxOfficeService's
+	// GetWebhookEndpoint RPC.
+	BoxOfficeServiceGetWebhookEndpointProcedure = "/boxoffice.v1.BoxOfficeService/GetWebhookEndpoint"
+	// BoxOfficeServiceListWebhookEndpointsProcedure is the fully-qualified name of the
+	// BoxOfficeService's ListWebhookEndpoints RPC.
+	BoxOfficeServiceListWebhookEndpointsProcedure = "/boxoffice.v1.BoxOfficeService/ListWebhookEndpoints"
+	// BoxOfficeServiceDeleteWebhookEndpointProcedure is the fully-qualified name of the
+	// BoxOfficeService's DeleteWebhookEndpoint RPC.
+	BoxOfficeServiceDeleteWebhookEndpointProcedure = "/boxoffice.v1.BoxOfficeService/DeleteWebhookEndpoint"
 )
 
 // BoxOfficeServiceClient is a client for the boxoffice.v1.BoxOfficeService service.
@@ -114,6 +127,15 @@ type BoxOfficeServiceClient interface {
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
 	// ListEvents returns a page of the domain event feed in commit order.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// PutWebhookEndpoint creates or replaces a webhook endpoint (admin). Naturally idempotent; a
+	// replaced endpoint keeps its secret and is enabled again.
+	PutWebhookEndpoint(context.Context, *connect.Request[v1.PutWebhookEndpointRequest]) (*connect.Response[v1.PutWebhookEndpointResponse], error)
+	// GetWebhookEndpoint returns a webhook endpoint with its signing secret (admin).
+	GetWebhookEndpoint(context.Context, *connect.Request[v1.GetWebhookEndpointRequest]) (*connect.Response[v1.GetWebhookEndpointResponse], error)
+	// ListWebhookEndpoints returns every webhook endpoint, by id (admin).
+	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
+	// DeleteWebhookEndpoint deletes a webhook endpoint (admin); deleting one that is gone succeeds.
+	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
 }
 
 // NewBoxOfficeServiceClient constructs a client for the boxoffice.v1.BoxOfficeService service. By
@@ -205,24 +227,52 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(boxOfficeServiceMethods.ByName("ListEvents")),
 			connect.WithClientOptions(opts...),
 		),
+		putWebhookEndpoint: connect.NewClient[v1.PutWebhookEndpointRequest, v1.PutWebhookEndpointResponse](
+			httpClient,
+			baseURL+BoxOfficeServicePutWebhookEndpointProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("PutWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		getWebhookEndpoint: connect.NewClient[v1.GetWebhookEndpointRequest, v1.GetWebhookEndpointResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceGetWebhookEndpointProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("GetWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
+		listWebhookEndpoints: connect.NewClient[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceListWebhookEndpointsProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("ListWebhookEndpoints")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteWebhookEndpoint: connect.NewClient[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceDeleteWebhookEndpointProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWebhookEndpoint")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // boxOfficeServiceClient implements BoxOfficeServiceClient.
 type boxOfficeServiceClient struct {
-	createApiKey *connect.Client[v1.CreateApiKeyRequest, v1.CreateApiKeyResponse]
-	putShow      *connect.Client[v1.PutShowRequest, v1.PutShowResponse]
-	getShow      *connect.Client[v1.GetShowRequest, v1.GetShowResponse]
-	listShows    *connect.Client[v1.ListShowsRequest, v1.ListShowsResponse]
-	createHold   *connect.Client[v1.CreateHoldRequest, v1.CreateHoldResponse]
-	getHold      *connect.Client[v1.GetHoldRequest, v1.GetHoldResponse]
-	releaseHold  *connect.Client[v1.ReleaseHoldRequest, v1.ReleaseHoldResponse]
-	confirmHold  *connect.Client[v1.ConfirmHoldRequest, v1.ConfirmHoldResponse]
-	purchase     *connect.Client[v1.PurchaseRequest, v1.PurchaseResponse]
-	getOrder     *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
-	listOrders   *connect.Client[v1.ListOrdersRequest, v1.ListOrdersResponse]
-	cancelOrder  *connect.Client[v1.CancelOrderRequest, v1.CancelOrderResponse]
-	listEvents   *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	createApiKey          *connect.Client[v1.CreateApiKeyRequest, v1.CreateApiKeyResponse]
+	putShow               *connect.Client[v1.PutShowRequest, v1.PutShowResponse]
+	getShow               *connect.Client[v1.GetShowRequest, v1.GetShowResponse]
+	listShows             *connect.Client[v1.ListShowsRequest, v1.ListShowsResponse]
+	createHold            *connect.Client[v1.CreateHoldRequest, v1.CreateHoldResponse]
+	getHold               *connect.Client[v1.GetHoldRequest, v1.GetHoldResponse]
+	releaseHold           *connect.Client[v1.ReleaseHoldRequest, v1.ReleaseHoldResponse]
+	confirmHold           *connect.Client[v1.ConfirmHoldRequest, v1.ConfirmHoldResponse]
+	purchase              *connect.Client[v1.PurchaseRequest, v1.PurchaseResponse]
+	getOrder              *connect.Client[v1.GetOrderRequest, v1.GetOrderResponse]
+	listOrders            *connect.Client[v1.ListOrdersRequest, v1.ListOrdersResponse]
+	cancelOrder           *connect.Client[v1.CancelOrderRequest, v1.CancelOrderResponse]
+	listEvents            *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	putWebhookEndpoint    *connect.Client[v1.PutWebhookEndpointRequest, v1.PutWebhookEndpointResponse]
+	getWebhookEndpoint    *connect.Client[v1.GetWebhookEndpointRequest, v1.GetWebhookEndpointResponse]
+	listWebhookEndpoints  *connect.Client[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse]
+	deleteWebhookEndpoint *connect.Client[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse]
 }
 
 // CreateApiKey calls boxoffice.v1.BoxOfficeService.CreateApiKey.
@@ -290,6 +340,26 @@ func (c *boxOfficeServiceClient) ListEvents(ctx context.Context, req *connect.Re
 	return c.listEvents.CallUnary(ctx, req)
 }
 
+// PutWebhookEndpoint calls boxoffice.v1.BoxOfficeService.PutWebhookEndpoint.
+func (c *boxOfficeServiceClient) PutWebhookEndpoint(ctx context.Context, req *connect.Request[v1.PutWebhookEndpointRequest]) (*connect.Response[v1.PutWebhookEndpointResponse], error) {
+	return c.putWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// GetWebhookEndpoint calls boxoffice.v1.BoxOfficeService.GetWebhookEndpoint.
+func (c *boxOfficeServiceClient) GetWebhookEndpoint(ctx context.Context, req *connect.Request[v1.GetWebhookEndpointRequest]) (*connect.Response[v1.GetWebhookEndpointResponse], error) {
+	return c.getWebhookEndpoint.CallUnary(ctx, req)
+}
+
+// ListWebhookEndpoints calls boxoffice.v1.BoxOfficeService.ListWebhookEndpoints.
+func (c *boxOfficeServiceClient) ListWebhookEndpoints(ctx context.Context, req *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error) {
+	return c.listWebhookEndpoints.CallUnary(ctx, req)
+}
+
+// DeleteWebhookEndpoint calls boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint.
+func (c *boxOfficeServiceClient) DeleteWebhookEndpoint(ctx context.Context, req *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error) {
+	return c.deleteWebhookEndpoint.CallUnary(ctx, req)
+}
+
 // BoxOfficeServiceHandler is an implementation of the boxoffice.v1.BoxOfficeService service.
 type BoxOfficeServiceHandler interface {
 	// CreateApiKey makes an API key (admin); the plain key is shown once. Needs idempotency-key.
@@ -318,6 +388,15 @@ type BoxOfficeServiceHandler interface {
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
 	// ListEvents returns a page of the domain event feed in commit order.
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// PutWebhookEndpoint creates or replaces a webhook endpoint (admin). Naturally idempotent; a
+	// replaced endpoint keeps its secret and is enabled again.
+	PutWebhookEndpoint(context.Context, *connect.Request[v1.PutWebhookEndpointRequest]) (*connect.Response[v1.PutWebhookEndpointResponse], error)
+	// GetWebhookEndpoint returns a webhook endpoint with its signing secret (admin).
+	GetWebhookEndpoint(context.Context, *connect.Request[v1.GetWebhookEndpointRequest]) (*connect.Response[v1.GetWebhookEndpointResponse], error)
+	// ListWebhookEndpoints returns every webhook endpoint, by id (admin).
+	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
+	// DeleteWebhookEndpoint deletes a webhook endpoint (admin); deleting one that is gone succeeds.
+	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
 }
 
 // NewBoxOfficeServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -405,6 +484,30 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		connect.WithSchema(boxOfficeServiceMethods.ByName("ListEvents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	boxOfficeServicePutWebhookEndpointHandler := connect.NewUnaryHandler(
+		BoxOfficeServicePutWebhookEndpointProcedure,
+		svc.PutWebhookEndpoint,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("PutWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceGetWebhookEndpointHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceGetWebhookEndpointProcedure,
+		svc.GetWebhookEndpoint,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("GetWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceListWebhookEndpointsHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceListWebhookEndpointsProcedure,
+		svc.ListWebhookEndpoints,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("ListWebhookEndpoints")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceDeleteWebhookEndpointHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceDeleteWebhookEndpointProcedure,
+		svc.DeleteWebhookEndpoint,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWebhookEndpoint")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/boxoffice.v1.BoxOfficeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BoxOfficeServiceCreateApiKeyProcedure:
@@ -433,6 +536,14 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServiceCancelOrderHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceListEventsProcedure:
 			boxOfficeServiceListEventsHandler.ServeHTTP(w, r)
+		case BoxOfficeServicePutWebhookEndpointProcedure:
+			boxOfficeServicePutWebhookEndpointHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceGetWebhookEndpointProcedure:
+			boxOfficeServiceGetWebhookEndpointHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceListWebhookEndpointsProcedure:
+			boxOfficeServiceListWebhookEndpointsHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceDeleteWebhookEndpointProcedure:
+			boxOfficeServiceDeleteWebhookEndpointHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -492,4 +603,20 @@ func (UnimplementedBoxOfficeServiceHandler) CancelOrder(context.Context, *connec
 
 func (UnimplementedBoxOfficeServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.ListEvents is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) PutWebhookEndpoint(context.Context, *connect.Request[v1.PutWebhookEndpointRequest]) (*connect.Response[v1.PutWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.PutWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) GetWebhookEndpoint(context.Context, *connect.Request[v1.GetWebhookEndpointRequest]) (*connect.Response[v1.GetWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.ListWebhookEndpoints is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint is not implemented"))
 }

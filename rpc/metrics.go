@@ -1,0 +1,87 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the RPC side's Prometheus collectors. They live in the registry the HTTP side serves
+// on /metrics, so one scrape sees both transports; RPCs never reach the HTTP metrics, which count
+// REST only.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// newMetrics registers the collectors in reg, reusing ones an earlier handler registered there, so
+// that two handlers on one registry (tests, a restart in process) share their series.
+func newMetrics(reg *prometheus.Registry) *metrics {
+	return &metrics{
+		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "boxoffice_rpc_requests_total",
+			Help: `RPCs served (gRPC, gRPC-Web and Connect), by procedure and code ("ok" or the gRPC code, as Connect names it).`,
+		}, []string{"procedure", "code"})),
+		duration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "boxoffice_rpc_duration_seconds",
+			Help: "Time to serve an RPC, by procedure.",
+			// The HTTP histogram's buckets, so that REST and RPC latencies compare bucket by bucket.
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"procedure"})),
+	}
+}
+
+// register registers c in reg or returns the equal collector already there; any other conflict is
+// a wiring mistake and panics.
+func register[T prometheus.Collector](reg *prometheus.Registry, c T) T {
+	if err := reg.Register(c); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if errors.As(err, &already) {
+			if existing, ok := already.ExistingCollector.(T); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+// interceptor counts and times every unary RPC. It must be the outermost interceptor, so that it
+// sees the answer the client gets: shed RPCs, the real code behind logInternal, and recovered
+// panics (connect.WithRecover adds its interceptor after ours, so inside it). The procedure label
+// is bounded: connect calls interceptors only for the procedures a handler serves. Requests that
+// fail before they reach the interceptors (an unreadable or oversized message, a wrong content
+// type) are not counted; connect answers those itself.
+func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			resp, err := next(ctx, req)
+			procedure := req.Spec().Procedure
+			m.requests.WithLabelValues(procedure, codeLabel(err)).Inc()
+			m.duration.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+			return resp, err
+		}
+	}
+}
+
+// codeLabel is the code an RPC ends with: "ok", or the gRPC code in Connect's snake_case names
+// (e.g. "permission_denied"). An error that is not a *connect.Error is named as connect will send
+// it: a bare context error as canceled or deadline_exceeded, anything else as unknown.
+func codeLabel(err error) string {
+	var ce *connect.Error
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &ce):
+		return ce.Code().String()
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled.String()
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded.String()
+	}
+	return connect.CodeUnknown.String()
+}
