@@ -32,6 +32,9 @@ const (
 	EINTERNAL           = "internal"
 	EPAYMENTUNAVAILABLE = "payment_unavailable" // a transient provider failure; retried, never shown as final
 	ECONFLICT           = "conflict"            // a uniqueness clash inside a store; callers re-read
+	// EREPLAYFAILED: a dead letter's consumer failed again (the receiver still answers 500, the
+	// SMTP server is down); the dead letter stays, and the problem says why.
+	EREPLAYFAILED = "replay_failed"
 )
 
 // FieldError names one invalid field of a request.

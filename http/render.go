@@ -56,6 +56,7 @@ var problemKinds = map[string]problemKind{
 	boxoffice.ERATELIMITED:        {http.StatusTooManyRequests, "Rate limited"},
 	boxoffice.EOVERLOADED:         {http.StatusServiceUnavailable, "Overloaded"},
 	boxoffice.EPAYMENTUNAVAILABLE: {http.StatusServiceUnavailable, "Payment provider unavailable"},
+	boxoffice.EREPLAYFAILED:       {http.StatusBadGateway, "Replay failed"},
 	codeNotReady:                  {http.StatusServiceUnavailable, "Not ready"},
 	boxoffice.EINTERNAL:           {http.StatusInternalServerError, "Internal error"},
 }

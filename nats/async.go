@@ -28,29 +28,64 @@ type AsyncConfig struct {
 	GapWait time.Duration
 	// Replicas is the stream's replication factor on an external cluster; 0 means 1.
 	Replicas int
+	// SMTP is the --smtp URL the emails are sent to (see ParseSMTP); empty writes them as .eml
+	// files under <DataDir>/mail.
+	SMTP string
+	// AllowPrivateWebhooks lets webhook endpoints reach private and loopback addresses
+	// (--webhooks-allow-private).
+	AllowPrivateWebhooks bool
+	// Tuning, when set, replaces the consumers' production timings; tests shorten them.
+	Tuning *AsyncTuning
 	// Logger gets what started and what failed.
 	Logger *slog.Logger
 }
 
-// Async is the running async side: the JetStream server or connection, the relay and the email
-// consumer.
+// AsyncTuning overrides the consumers' timings; a zero field keeps the default.
+type AsyncTuning struct {
+	// EmailBackoff and WebhookBackoff are the retry schedules (see Email.Backoff, Webhooks.Backoff).
+	EmailBackoff, WebhookBackoff []time.Duration
+	// WebhookTimeout and WebhookPoll are Webhooks.Timeout and Webhooks.Poll.
+	WebhookTimeout, WebhookPoll time.Duration
+}
+
+// Async is the running async side: the JetStream server or connection, the relay, the email
+// and webhook consumers, and the dead-letter queue (dlq.go).
 type Async struct {
+	// Mail says where the emails go: "smtp <redacted URL>" or ".eml files under <dir>".
+	Mail string
 	// Where says what JetStream is: "embedded <dir>" or the redacted URL list.
 	Where  string
 	srv    *Server
 	nc     *natsgo.Conn
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// js, email and webhooks serve the dead-letter queue (dlq.go); replayMu runs its replays one
+	// at a time.
+	js       jetstream.JetStream
+	email    *Email
+	webhooks *Webhooks
+	replayMu sync.Mutex
 }
 
-// StartAsync starts JetStream (embedded or connected), ensures the stream and runs the relay and
-// the email consumer until Stop.
+// StartAsync starts JetStream (embedded or connected), ensures the streams and runs the relay,
+// the email consumer and the webhook deliveries until Stop.
 func StartAsync(cfg AsyncConfig) (*Async, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Async{}
+	mailDir := filepath.Join(cfg.DataDir, "mail")
+	a.Mail = ".eml files under " + mailDir
+	var smtp *SMTPConfig
+	if cfg.SMTP != "" {
+		var err error
+		// Before anything starts, so that a bad URL leaves nothing to clean up.
+		if smtp, err = ParseSMTP(cfg.SMTP); err != nil {
+			return nil, fmt.Errorf("smtp: %w", err)
+		}
+		a.Mail = "smtp " + smtp.String()
+	}
 	var err error
 	if cfg.NATS == "" || cfg.NATS == "embedded" {
 		dir := filepath.Join(cfg.DataDir, "nats")
@@ -83,8 +118,14 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	a.cancel = cancelRun
 	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, Logger: log}
-	email := &Email{Store: cfg.Store, JS: js, Dir: filepath.Join(cfg.DataDir, "mail"), Logger: log}
-	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run} {
+	email := &Email{Store: cfg.Store, JS: js, Dir: mailDir, SMTP: smtp, Logger: log}
+	webhooks := &Webhooks{Store: cfg.Store, JS: js, AllowPrivate: cfg.AllowPrivateWebhooks, Logger: log}
+	if t := cfg.Tuning; t != nil {
+		email.Backoff = t.EmailBackoff
+		webhooks.Backoff, webhooks.Timeout, webhooks.Poll = t.WebhookBackoff, t.WebhookTimeout, t.WebhookPoll
+	}
+	a.js, a.email, a.webhooks = js, email, webhooks
+	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run, "webhooks": webhooks.Run} {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
@@ -96,7 +137,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	return a, nil
 }
 
-// Stop ends the relay and the consumer, waits for them, and closes the connection and the
+// Stop ends the relay and the consumers, waits for them, and closes the connection and the
 // embedded server. What was not relayed yet is relayed at the next start.
 func (a *Async) Stop() {
 	if a.cancel != nil {

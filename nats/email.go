@@ -23,14 +23,16 @@ import (
 // EmailConsumer is the durable consumer name, and the inbox's consumer key, of the email effect.
 const EmailConsumer = "email"
 
-// Email sends the ticket receipt for order.confirmed and a notice for order.cancelled, written as
-// .eml files under Dir (delivery over SMTP is not in this build).
+// Email sends the ticket receipt for order.confirmed and a notice for order.cancelled: over SMTP
+// when SMTP is set, else written as .eml files under Dir. Both carry the same rendered bytes.
 //
 // Exactly once: a message is skipped when the inbox has its event id; otherwise the file is
 // written under the event id (temp file + rename, so a redelivery after a crash rewrites the same
 // file and never leaves a torn one), the event id goes into the inbox, and only after that commit
 // is the message acked. A crash at any point leaves either no file, or the one file with or
-// without its inbox row, and the redelivery converges on one file and one row.
+// without its inbox row, and the redelivery converges on one file and one row. Over SMTP the
+// inbox row is written only after the server accepted the message (250 after DATA), so a failed
+// send records nothing and is retried; see apply for the one window that can send twice.
 //
 // The consumer has one message in flight (MaxAckPending 1), so the events of one order are applied
 // in stream order: a cancellation notice never goes out before the receipt.
@@ -41,10 +43,16 @@ type Email struct {
 	JS jetstream.JetStream
 	// Dir is where the .eml files go, <data-dir>/mail.
 	Dir string
-	// From is the sender address; empty means "boxoffice <tickets@boxoffice.invalid>".
+	// From is the sender address; empty means SMTP's sender, or DefaultFrom without SMTP.
 	From string
+	// SMTP, when set, is the server the emails are sent to instead of being written under Dir.
+	SMTP *SMTPConfig
 	// AckWait is how long JetStream waits for an ack before redelivering; 0 means 30 s.
 	AckWait time.Duration
+	// Backoff is the retry schedule of a failed email (see the runner): the pause before each
+	// retry; after the last one the message is dead-lettered. Empty means about 16 hours in 10
+	// steps from 1 s; tests shorten it.
+	Backoff []time.Duration
 	// Logger, when set, gets what was sent and what failed.
 	Logger *slog.Logger
 
@@ -55,18 +63,15 @@ type Email struct {
 	written, skipped atomic.Int64
 }
 
-// Stats returns how many emails the consumer wrote and how many redelivered events it skipped
-// because its inbox had them.
+// Stats returns how many emails the consumer wrote or sent and how many redelivered events it
+// skipped because its inbox had them.
 func (e *Email) Stats() (written, skipped int64) { return e.written.Load(), e.skipped.Load() }
 
 var safeID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
 
-// Run consumes until ctx ends, and returns nil then.
+// Run consumes until ctx ends, and returns nil then. The fetch, inbox check, ack, retry and
+// dead-letter logic is the runner's, shared with the webhook consumers; apply is the effect.
 func (e *Email) Run(ctx context.Context) error {
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
 		return err
 	}
@@ -81,79 +86,43 @@ func (e *Email) Run(ctx context.Context) error {
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
 	}
-	var cons jetstream.Consumer
-	for {
-		var err error
-		cons, err = e.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-			Durable:        EmailConsumer,
-			FilterSubjects: []string{SubjectPrefix + boxoffice.EventOrderConfirmed, SubjectPrefix + boxoffice.EventOrderCancelled},
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			AckWait:        ackWait,
-			MaxAckPending:  1,
-		})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Warn("email: create consumer", "err", err)
-		if !sleep(ctx, time.Second) {
-			return nil
-		}
+	cfg := jetstream.ConsumerConfig{
+		Durable:        EmailConsumer,
+		FilterSubjects: []string{SubjectPrefix + boxoffice.EventOrderConfirmed, SubjectPrefix + boxoffice.EventOrderCancelled},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckWait:        ackWait,
+		MaxAckPending:  1,
 	}
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.Warn("email: fetch", "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		for msg := range batch.Messages() {
-			if err := e.handle(ctx, msg, log); err != nil {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-			log.Debug("email: fetch batch", "err", err)
-		}
-	}
-	return nil
+	return e.runner().loop(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return e.JS.CreateOrUpdateConsumer(ctx, StreamName, cfg)
+	})
 }
 
-// handle applies one message. A transient failure naks it for a later redelivery; only the test
-// hook's error is returned.
-func (e *Email) handle(ctx context.Context, msg jetstream.Msg, log *slog.Logger) error {
-	var m Message
-	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
-		// Not ours to guess at; redelivering it would block the queue forever.
-		log.Error("email: undecodable message; terminating it", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		return nil
+// runner is the email consumer's loop around apply, for Run and for a dead letter's replay.
+func (e *Email) runner() *runner {
+	log := e.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	err := e.apply(ctx, &m)
-	if err != nil {
-		log.Warn("email: failed; will be redelivered", "event", m.ID, "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return nil
+	backoff := e.Backoff
+	if len(backoff) == 0 {
+		backoff = DefaultEmailBackoff
 	}
-	if e.beforeAck != nil {
-		if err := e.beforeAck(&m); err != nil {
-			return err
-		}
+	return &runner{
+		store: e.Store, js: e.JS, name: EmailConsumer, backoff: backoff, handle: e.apply, log: log,
+		beforeAck: e.beforeAck, onSkip: func() { e.skipped.Add(1) },
 	}
-	if err := msg.Ack(); err != nil {
-		// The inbox has it: the redelivery will be skipped.
-		log.Warn("email: ack", "event", m.ID, "err", err)
-	}
-	return nil
 }
 
-// apply writes the message's email unless the inbox says it was written, then records it.
+// apply writes or sends the message's email unless the inbox says it was, then records it.
+//
+// Over SMTP the record follows the server's 250 to the end of DATA, and a failed send (server
+// down, 4xx, 5xx) returns the error with nothing recorded, so the consumer retries it later. A
+// crash or a failed inbox commit between that 250 and the commit, or a 250 lost on the wire,
+// sends the email again on the redelivery: no SMTP client can close that window, as the server
+// and the inbox share no transaction. The copy carries the same Message-ID, <event id@boxoffice>,
+// which lets mail systems recognise it as the same message.
 func (e *Email) apply(ctx context.Context, m *Message) error {
 	var done bool
 	err := e.Store.View(ctx, func(tx boxoffice.Tx) error {
@@ -173,7 +142,17 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
 	}
 	body := e.render(m, &o)
-	if err := writeFileAtomic(filepath.Join(e.Dir, m.ID+".eml"), body); err != nil {
+	if e.SMTP != nil {
+		err = e.SMTP.send(ctx, e.sender(), o.Buyer.Email, body)
+		if se, ok := errors.AsType[*SMTPError](err); ok && se.Permanent() {
+			// A refused recipient stays refused: dead-letter it now rather than hold every
+			// email behind it through the whole retry schedule.
+			err = Permanent(err)
+		}
+	} else {
+		err = writeFileAtomic(filepath.Join(e.Dir, m.ID+".eml"), body)
+	}
+	if err != nil {
 		return err
 	}
 	e.written.Add(1)
@@ -181,7 +160,7 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		return tx.InsertInboxEvent(ctx, EmailConsumer, m.ID, time.Now())
 	})
 	if boxoffice.ErrorCode(err) == boxoffice.ECONFLICT {
-		// A redelivery raced us here; the file is the same either way.
+		// A redelivery raced us here; the file, or the Message-ID, is the same either way.
 		return nil
 	}
 	return err
@@ -190,10 +169,7 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 // render builds the email. It depends on the message only, so that a rewrite after a
 // redelivery produces the same bytes.
 func (e *Email) render(m *Message, o *boxoffice.Order) []byte {
-	from := e.From
-	if from == "" {
-		from = "boxoffice <tickets@boxoffice.invalid>"
-	}
+	from := headerSafe(e.sender())
 	var subject string
 	var text strings.Builder
 	switch m.Type {
@@ -222,6 +198,17 @@ func (e *Email) render(m *Message, o *boxoffice.Order) []byte {
 	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
 	b.WriteString(text.String())
 	return b.Bytes()
+}
+
+// sender is the From of the emails, which is also the SMTP envelope's sender.
+func (e *Email) sender() string {
+	switch {
+	case e.From != "":
+		return e.From
+	case e.SMTP != nil:
+		return e.SMTP.From
+	}
+	return DefaultFrom
 }
 
 func money(m boxoffice.Money) string {

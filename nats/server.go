@@ -124,7 +124,8 @@ type StreamOptions struct {
 	Replicas int
 }
 
-// EnsureStream creates the events stream or updates it to this configuration.
+// EnsureStream creates the events stream and the dead-letter stream (DLQStreamName), or updates
+// them to this configuration.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOptions) (jetstream.Stream, error) {
 	replicas := opts.Replicas
 	if replicas <= 0 {
@@ -140,6 +141,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOption
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	// The consumers dead-letter into it; created here so that no consumer runs without it.
+	if _, err := ensureDLQStream(ctx, js, replicas); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

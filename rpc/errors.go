@@ -40,6 +40,7 @@ var grpcCodes = map[string]connect.Code{
 	boxoffice.ERATELIMITED:        connect.CodeResourceExhausted,
 	boxoffice.EOVERLOADED:         connect.CodeUnavailable,
 	boxoffice.EPAYMENTUNAVAILABLE: connect.CodeUnavailable,
+	boxoffice.EREPLAYFAILED:       connect.CodeUnavailable,
 	boxoffice.EMETHODNOTALLOWED:   connect.CodeUnimplemented,
 	boxoffice.EINTERNAL:           connect.CodeInternal,
 }

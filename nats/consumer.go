@@ -1,0 +1,338 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"boxoffice"
+)
+
+// Retry schedules: the pause before each retry of a message that failed, the first entry after
+// the first attempt. A message that fails once more after the last pause is dead-lettered, so a
+// schedule of n pauses makes n+1 attempts.
+var (
+	// DefaultEmailBackoff is the email retry schedule. It spans about 16 hours: an email is worth little after a day.
+	DefaultEmailBackoff = []time.Duration{
+		time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute,
+		30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour,
+	}
+	// DefaultWebhookBackoff is the webhook retry schedule. It spans about 24 hours, so that a partner's outage of a day loses
+	// nothing (Standard Webhooks and Stripe retry for a similar time).
+	DefaultWebhookBackoff = []time.Duration{
+		5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute,
+		time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 8 * time.Hour,
+	}
+)
+
+// maxRetryAfter caps a Retry-After that a remote side asks for, so that a receiver cannot park a
+// consumer (and every event behind the message) for days.
+const maxRetryAfter = time.Hour
+
+// RetryAfterError is a failure whose remote side said when to try again (an HTTP Retry-After). The
+// consumer waits at least After (capped at an hour) before the next attempt, and longer when its
+// own schedule says so; the attempt still counts against the schedule.
+type RetryAfterError struct {
+	After time.Duration
+	Err   error
+}
+
+// Error implements error.
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %s)", e.Err, e.After)
+}
+
+// Unwrap returns the underlying failure.
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// PermanentError is a failure that no retry can cure (a refused address, an invalid secret, a
+// message the handler cannot use): the consumer dead-letters the message at once rather than
+// block the events behind it for the whole retry schedule.
+type PermanentError struct {
+	Err error
+}
+
+// Error implements error.
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying failure.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as permanent (see PermanentError); nil stays nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// stopError, returned by a handler, ends the consumer's run after the message is handed back to
+// JetStream (Nak) unharmed: the webhook endpoint that answered 410 Gone was disabled, and a later
+// enabling resumes from that message.
+type stopError struct {
+	err error
+}
+
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }
+
+// runner is the one implementation of a durable consumer's loop, shared by the email and the
+// webhook consumers: fetch one message (the consumer has MaxAckPending 1, so the events of one
+// order are applied in stream order), skip it when the inbox has its event id, else apply it with
+// handle, which records the inbox row in the transaction of its effect's record; ack on success;
+// on failure NakWithDelay along backoff (jitter added, Retry-After honoured), and past the schedule
+// or on a PermanentError publish a dead letter to the DLQ stream and, once that publish is acked,
+// Term the message. A message is therefore always in exactly one of three places: pending in the
+// consumer, applied (inbox row), or in the dead-letter stream.
+type runner struct {
+	store boxoffice.Store
+	js    jetstream.JetStream
+	// name is the durable consumer's name, the inbox's consumer key and the dead letters'
+	// Consumer, all one: a replay finds its handler by it.
+	name    string
+	backoff []time.Duration
+	handle  func(ctx context.Context, m *Message) error
+	log     *slog.Logger
+	// fetchWait bounds one Fetch, and so how long a stop waits; 0 means 1 s.
+	fetchWait time.Duration
+	// beforeAck, in tests, runs after a successful apply and before the ack; its error ends the
+	// run there, as a crash would.
+	beforeAck func(m *Message) error
+	// onSkip counts a message skipped because the inbox had it.
+	onSkip func()
+}
+
+// loop runs the consumer that ensure creates or updates until ctx ends (nil) or a handler stops
+// it. It creates the consumer again when it disappears under it (deleted by an operator, or lost
+// with a cluster's state).
+func (r *runner) loop(ctx context.Context, ensure func(ctx context.Context) (jetstream.Consumer, error)) error {
+	for ctx.Err() == nil {
+		cons, err := ensure(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.log.Warn("consumer: create", "consumer", r.name, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		err = r.run(ctx, cons)
+		if !errors.Is(err, errConsumerGone) {
+			return err
+		}
+		r.log.Warn("consumer: it disappeared; creating it again", "consumer", r.name)
+		sleep(ctx, time.Second)
+	}
+	return nil
+}
+
+// errConsumerGone ends run when the durable consumer no longer exists.
+var errConsumerGone = errors.New("consumer gone")
+
+// infoEvery is how often an idle run checks that its consumer still exists: a pull from a
+// deleted consumer just finds no messages.
+const infoEvery = 30 * time.Second
+
+// run fetches and applies the messages of cons one at a time.
+func (r *runner) run(ctx context.Context, cons jetstream.Consumer) error {
+	wait := r.fetchWait
+	if wait <= 0 {
+		wait = time.Second
+	}
+	lastCheck := time.Now()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isConsumerGone(err) {
+				return errConsumerGone
+			}
+			r.log.Warn("consumer: fetch", "consumer", r.name, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		got := false
+		for msg := range batch.Messages() {
+			got = true
+			if err := r.process(ctx, msg); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && ctx.Err() == nil {
+			if isConsumerGone(err) {
+				return errConsumerGone
+			}
+			if !errors.Is(err, context.Canceled) {
+				r.log.Debug("consumer: fetch batch", "consumer", r.name, "err", err)
+			}
+		}
+		if !got && time.Since(lastCheck) > infoEvery {
+			lastCheck = time.Now()
+			if _, err := cons.Info(ctx); isConsumerGone(err) {
+				return errConsumerGone
+			}
+		}
+	}
+	return nil
+}
+
+func isConsumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// process applies one message and settles it with JetStream. Only a test hook's error or a
+// handler's stopError is returned; every other outcome is settled on the message.
+func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
+	attempt := 1
+	var streamSeq uint64
+	if meta, err := msg.Metadata(); err == nil {
+		attempt = int(meta.NumDelivered)
+		streamSeq = meta.Sequence.Stream
+	}
+	var m Message
+	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
+		if err == nil {
+			err = fmt.Errorf("event id %q is not an id", m.ID)
+		}
+		// No retry will make it decodable, and redelivering it would block the queue.
+		r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err))
+		return nil
+	}
+	skipped, err := r.apply(ctx, &m)
+	if err == nil {
+		if r.beforeAck != nil {
+			if err := r.beforeAck(&m); err != nil {
+				return err
+			}
+		}
+		if err := msg.Ack(); err != nil {
+			// The inbox has it: the redelivery will be skipped.
+			r.log.Warn("consumer: ack", "consumer", r.name, "event", m.ID, "err", err)
+		}
+		if !skipped {
+			r.log.Debug("consumer: applied", "consumer", r.name, "event", m.ID, "type", m.Type, "attempt", attempt)
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		// Stopping: the failure is ours, not the message's. Hand it back at once for whoever runs
+		// next.
+		_ = msg.Nak()
+		return nil
+	}
+	if stop, ok := errors.AsType[*stopError](err); ok {
+		_ = msg.Nak()
+		return stop
+	}
+	if _, ok := errors.AsType[*PermanentError](err); ok || attempt > len(r.backoff) {
+		r.deadLetter(ctx, msg, &m, streamSeq, attempt, err)
+		return nil
+	}
+	delay := r.delay(attempt, err)
+	r.log.Warn("consumer: failed; will retry", "consumer", r.name, "event", m.ID, "type", m.Type,
+		"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
+	if err := msg.NakWithDelay(delay); err != nil {
+		// Without the nak, JetStream redelivers after AckWait.
+		r.log.Warn("consumer: nak", "consumer", r.name, "event", m.ID, "err", err)
+	}
+	return nil
+}
+
+// apply applies m unless the inbox says it was applied; skipped reports that it was.
+func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error) {
+	var done bool
+	err = r.store.View(ctx, func(tx boxoffice.Tx) error {
+		var err error
+		done, err = tx.InboxHas(ctx, r.name, m.ID)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("read inbox: %w", err)
+	}
+	if done {
+		if r.onSkip != nil {
+			r.onSkip()
+		}
+		return true, nil
+	}
+	return false, r.handle(ctx, m)
+}
+
+// delay is the pause before the retry after attempt: the schedule's entry with ±20 % jitter, so
+// that the retries of many messages failing together (a receiver back from an outage) spread out,
+// and at least what a RetryAfterError asks for.
+func (r *runner) delay(attempt int, err error) time.Duration {
+	d := time.Second
+	if n := len(r.backoff); n > 0 {
+		d = r.backoff[min(max(attempt, 1), n)-1]
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	if ra, ok := errors.AsType[*RetryAfterError](err); ok {
+		d = max(d, min(ra.After, maxRetryAfter))
+	}
+	return d
+}
+
+// deadLetter publishes the message with its failure to the dead-letter stream and, once the
+// publish is acked, terminates the message. When the publish fails the message is naked to be
+// tried again later instead: it is never dropped. m is nil for an undecodable message.
+//
+// The publish carries a message id made of the consumer and the event id (or the stream sequence
+// of an undecodable message), so that a crash between the publish and the Term, which makes
+// JetStream redeliver the message and this run dead-letter it again, leaves one dead letter.
+func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, m *Message, streamSeq uint64, attempt int, cause error) {
+	dl := boxoffice.DeadLetter{
+		Consumer: r.name,
+		Payload:  payloadJSON(msg.Data()),
+		Error:    cause.Error(),
+		Attempts: attempt,
+		FailedAt: time.Now().UTC(),
+	}
+	dedup := "dlq:" + r.name + ":seq:" + strconv.FormatUint(streamSeq, 10)
+	if m != nil {
+		dl.EventID, dl.EventType = m.ID, m.Type
+		dedup = "dlq:" + r.name + ":" + m.ID
+	}
+	body, err := json.Marshal(dl)
+	if err == nil {
+		out := natsgo.NewMsg(DLQSubjectPrefix + r.name)
+		out.Data = body
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = r.js.PublishMsg(pctx, out, jetstream.WithMsgID(dedup), jetstream.WithExpectStream(DLQStreamName))
+		cancel()
+	}
+	if err != nil {
+		retry := r.delay(1, nil)
+		r.log.Error("consumer: dead-letter publish failed; will retry the message", "consumer", r.name,
+			"event", dl.EventID, "err", err, "cause", cause, "retry_in", retry.Round(time.Millisecond))
+		_ = msg.NakWithDelay(retry)
+		return
+	}
+	r.log.Error("consumer: gave up; message dead-lettered", "consumer", r.name, "event", dl.EventID,
+		"type", dl.EventType, "attempts", attempt, "err", cause)
+	if err := msg.TermWithReason("dead-lettered"); err != nil {
+		// Redelivered after AckWait, it is dead-lettered again and the DLQ's duplicate window
+		// drops the copy.
+		r.log.Warn("consumer: term", "consumer", r.name, "event", dl.EventID, "err", err)
+	}
+}
+
+// payloadJSON returns data as a JSON value for DeadLetter.Payload: as it is when it is JSON (every
+// message the relay publishes), else as a JSON string, so that the dead letter can be encoded.
+func payloadJSON(data []byte) json.RawMessage {
+	if json.Valid(data) {
+		return json.RawMessage(data)
+	}
+	b, _ := json.Marshal(string(data))
+	return b
+}
