@@ -236,8 +236,41 @@ func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (i
 	return len(fresh), newHead, newGaps, nil
 }
 
-// publish sends the events asynchronously, in order, and waits for all their acks.
+// publish sends the events and waits for their acks, in waves: a wave holds at most one event of
+// each subject (hold or order), and the next wave goes out only after every ack of this one.
+// Publishes in flight together may land in any order — the client retries a publish that found
+// no stream leader on a timer of its own, so around a leader election a later event can overtake
+// an earlier one — and consumers apply a subject's events in stream order, so a subject's next
+// event must not be in flight before its previous one is stored. Most rounds carry one event per
+// subject and so are one wave. A failed wave ends the round before later events of its subjects
+// are sent; the next round starts again from the checkpoint.
 func (r *Relay) publish(ctx context.Context, events []*boxoffice.Event) error {
+	for len(events) > 0 {
+		var wave []*boxoffice.Event
+		wave, events = nextWave(events)
+		if err := r.publishWave(ctx, wave); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextWave splits events into the first event of each subject and the rest, both in order.
+func nextWave(events []*boxoffice.Event) (wave, rest []*boxoffice.Event) {
+	seen := make(map[string]bool, len(events))
+	for _, e := range events {
+		if seen[e.Subject] {
+			rest = append(rest, e)
+			continue
+		}
+		seen[e.Subject] = true
+		wave = append(wave, e)
+	}
+	return wave, rest
+}
+
+// publishWave sends the events asynchronously and waits for all their acks.
+func (r *Relay) publishWave(ctx context.Context, events []*boxoffice.Event) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, e := range events {
 		body, err := json.Marshal(Message{

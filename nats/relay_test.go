@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,5 +149,26 @@ func TestRelayWaitsOnPositionGaps(t *testing.T) {
 	eventually(t, "the checkpoint passes the stale gap", func() bool { return e.checkpoint(t) == last.Position })
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNextWave: a wave has one event per subject, the rest keep their order, and every event
+// ends up in exactly one wave.
+func TestNextWave(t *testing.T) {
+	ev := func(id, subject string) *boxoffice.Event { return &boxoffice.Event{ID: id, Subject: subject} }
+	events := []*boxoffice.Event{ev("a1", "a"), ev("b1", "b"), ev("a2", "a"), ev("c1", "c"), ev("a3", "a"), ev("b2", "b")}
+	var waves [][]string
+	for rest := events; len(rest) > 0; {
+		var wave []*boxoffice.Event
+		wave, rest = nextWave(rest)
+		var ids []string
+		for _, e := range wave {
+			ids = append(ids, e.ID)
+		}
+		waves = append(waves, ids)
+	}
+	want := [][]string{{"a1", "b1", "c1"}, {"a2", "b2"}, {"a3"}}
+	if fmt.Sprint(waves) != fmt.Sprint(want) {
+		t.Fatalf("waves = %v; want %v", waves, want)
 	}
 }
