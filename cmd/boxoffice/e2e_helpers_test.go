@@ -71,7 +71,8 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 }
 func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-var urlRE = regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+)`)
+// urlRE finds the listening line of serve and payments-sim, not other lines that carry a URL.
+var urlRE = regexp.MustCompile(`msg="[a-z ]+ serving" url=(http://127\.0\.0\.1:\d+)`)
 
 // startServer runs `boxoffice serve` on a free loopback port over dir and waits until it listens.
 func startServer(t *testing.T, dir string, args ...string) *server {

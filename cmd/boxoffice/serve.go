@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"boxoffice"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
@@ -62,6 +65,7 @@ type serveFlags struct {
 	addr           string
 	inventory      string
 	nats           string
+	natsReplicas   int
 	redis          string
 	smtp           string
 	payments       string
@@ -72,6 +76,10 @@ type serveFlags struct {
 	maxInFlight    int
 	logLevel       string
 	debugAddr      string
+	// webhooksAllowPrivate lets webhook endpoints point at private and loopback addresses.
+	webhooksAllowPrivate bool
+	// webhookRetries and emailRetries are the consumers' retry schedules.
+	webhookRetries, emailRetries durationList
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -82,8 +90,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "race-condition strategy: "+strings.Join(inventory.Names(), ", "))
 	fs.StringVar(&f.nats, "nats", "embedded", `event bus: "embedded" or a nats:// URL list`)
+	fs.IntVar(&f.natsReplicas, "nats-replicas", 0, "replicas of the events stream, 1 to 5; 0 (auto): 1 on the embedded server, min(3, number of --nats URLs) on a cluster")
 	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), comma-separated, for the redis-lock strategy (3 or more: Redlock)")
-	fs.StringVar(&f.smtp, "smtp", "", "smtp://user:pass@host:port for email; unset writes .eml files under <data-dir>/mail/")
+	fs.StringVar(&f.smtp, "smtp", "", "send email over SMTP: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://… (TLS); ?from=ADDR sets the sender, ?insecure=1 allows AUTH without TLS to a non-loopback host; unset writes .eml files under <data-dir>/mail/")
 	fs.StringVar(&f.payments, "payments", "sim", `payment provider: "sim" (built-in simulator) or a Stripe-compatible base URL`)
 	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key; unset: generated on first start into <data-dir>/admin.key")
 	fs.DurationVar(&f.syncBudget, "payment-sync-budget", sale.DefaultSyncBudget, "how long confirm/purchase wait for a payment before answering 202")
@@ -91,6 +100,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.maxQuantity, "max-quantity", sale.DefaultMaxQuantity, "most tickets in one hold")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once before shedding load with 503")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.webhookRetries = bonats.DefaultWebhookBackoff
+	f.emailRetries = bonats.DefaultEmailBackoff
+	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations, jitter added); one more failure after the last makes it a dead letter")
+	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email, as --webhook-retries")
+	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); unset: off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -139,7 +153,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	svc := sale.New(sale.Config{
 		Store: store, Inventory: inv, Payments: pay, Renderer: bohttp.Renderer{},
 		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
-		AdminKey: adminKey, ExclusiveStore: f.db == "sqlite", Logger: log,
+		AdminKey: adminKey, ExclusiveStore: f.db == "sqlite", AllowPrivateWebhooks: f.webhooksAllowPrivate,
+		Logger: log,
 	})
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover state: %w", err)
@@ -152,13 +167,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if f.db == "sqlite" {
 		gapWait = 0 // SQLite numbers events in commit order: a gap is final
 	}
-	async, err := bonats.StartAsync(bonats.AsyncConfig{NATS: f.nats, DataDir: f.dataDir, Store: store, GapWait: gapWait, Logger: log})
+	async, err := bonats.StartAsync(bonats.AsyncConfig{NATS: f.nats, DataDir: f.dataDir, Store: store, GapWait: gapWait,
+		Replicas: f.streamReplicas(), SMTP: f.smtp, AllowPrivateWebhooks: f.webhooksAllowPrivate,
+		Tuning: &bonats.AsyncTuning{WebhookBackoff: f.webhookRetries, EmailBackoff: f.emailRetries}, Logger: log})
 	if err != nil {
 		return fmt.Errorf("async side: %w", err)
 	}
 	defer async.Stop()
-	log.Info("async side started", "nats", async.Where, "stream", bonats.StreamName,
-		"email", "eml files under "+filepath.Join(f.dataDir, "mail"))
+	log.Info("async side started", "nats", async.Where, "stream", bonats.StreamName, "email", async.Mail,
+		"webhooks_allow_private", f.webhooksAllowPrivate)
 
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
@@ -166,8 +183,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	// REST and the protobuf API (gRPC, gRPC-Web, Connect) share the port; HTTP/2 without TLS
 	// (prior knowledge, as gRPC clients speak it) is on next to HTTP/1.1.
-	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight}),
-		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight}))
+	// One registry for both transports, so that /metrics (served by the REST handler) also shows
+	// the RPC metrics; the Go runtime and process collectors are what bohttp adds to its own.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry}),
+		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry,
+			DeadLetters: async}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -194,22 +216,46 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// unsupported rejects settings whose parts are not in this build, rather than ignore them and
-// leave an operator believing, say, that emails go over SMTP.
+// unsupported rejects settings whose parts are not in this build, or that are malformed, before
+// anything starts, rather than ignore them and leave an operator believing, say, that emails go
+// over SMTP.
 func (f *serveFlags) unsupported() error {
+	if f.smtp != "" {
+		// The error never contains the password: it can be printed as it is.
+		if _, err := bonats.ParseSMTP(f.smtp); err != nil {
+			return fmt.Errorf("--smtp: %w", err)
+		}
+	}
 	switch {
 	case f.nats != "embedded" && !isNATSURLList(f.nats):
 		return fmt.Errorf(`--nats %q: want "embedded" or a comma-separated list of nats:// URLs`, f.nats)
+	case f.natsReplicas < 0 || f.natsReplicas > 5:
+		return fmt.Errorf("--nats-replicas %d: want 1 to 5 (JetStream's most), or 0 for auto", f.natsReplicas)
+	case f.natsReplicas > 1 && f.nats == "embedded":
+		// The embedded server is a single node: JetStream would refuse the stream at start.
+		return fmt.Errorf("--nats-replicas %d needs a --nats cluster; the embedded server is one node", f.natsReplicas)
 	case f.redis != "" && f.inventory != "redis-lock":
 		return fmt.Errorf("--redis is used by the redis-lock strategy only; add --inventory redis-lock")
-	case f.smtp != "":
-		return fmt.Errorf("--smtp: email delivery is not part of this build")
 	case f.payments != "sim" && !isPaymentsURL(f.payments):
 		return fmt.Errorf(`--payments %q: want "sim" (the built-in simulator) or a Stripe-compatible http(s) base URL`, f.payments)
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	}
 	return nil
+}
+
+// streamReplicas is the events stream's replication factor: --nats-replicas, or when it is 0, 1 on
+// the embedded server and on a single URL, else 3 (or 2 on two URLs), which survives the loss of
+// a node. The URLs are only where to connect (a client learns the other nodes from the first), so
+// a short list of a bigger cluster gets fewer replicas than it could have: set the flag there.
+func (f *serveFlags) streamReplicas() int {
+	if f.natsReplicas > 0 {
+		return f.natsReplicas
+	}
+	if f.nats == "embedded" {
+		return 1
+	}
+	return min(3, len(splitList(f.nats)))
 }
 
 // isNATSURLList says whether v is a comma-separated list of nats:// (or tls://) URLs.
@@ -333,5 +379,34 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, log 
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	return nil
+}
+
+// durationList is a flag of comma-separated durations, e.g. "5s,30s,2m".
+type durationList []time.Duration
+
+// String implements flag.Value.
+func (d *durationList) String() string {
+	parts := make([]string, len(*d))
+	for i, v := range *d {
+		parts[i] = v.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set implements flag.Value: a non-empty list of positive durations of at most a day each.
+func (d *durationList) Set(v string) error {
+	var out []time.Duration
+	for _, s := range splitList(v) {
+		p, err := time.ParseDuration(s)
+		if err != nil || p <= 0 || p > 24*time.Hour {
+			return fmt.Errorf("%q: want positive durations up to 24h, e.g. 5s,30s,2m", s)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 || len(out) > 50 {
+		return fmt.Errorf("want 1 to 50 durations, e.g. 5s,30s,2m")
+	}
+	*d = out
 	return nil
 }
