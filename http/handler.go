@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"boxoffice"
+	"boxoffice/internal/prom"
 	"boxoffice/sale"
 )
 
@@ -333,32 +334,18 @@ type metrics struct {
 // that two handlers on one registry (tests, a restart in process) share their series.
 func newMetrics(reg *prometheus.Registry) *metrics {
 	return &metrics{
-		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "boxoffice_http_requests_total",
 			Help: "HTTP requests served, by route pattern and status code.",
 		}, []string{"route", "code"})),
-		duration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: prom.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "boxoffice_http_request_duration_seconds",
 			Help:    "Time to serve an HTTP request, by route pattern.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"})),
-		inFlight: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		inFlight: prom.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "boxoffice_http_requests_in_flight",
 			Help: "HTTP requests being served.",
 		})),
 	}
-}
-
-// register registers c in reg or returns the equal collector already there.
-func register[T prometheus.Collector](reg *prometheus.Registry, c T) T {
-	if err := reg.Register(c); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }

@@ -126,30 +126,26 @@ type replayed struct {
 
 // replayDeadLetter is POST /v1/dead-letters/{dead_letter_id}/replay.
 func (h *handler) replayDeadLetter(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
-	dlq, err := h.deadLetters()
-	if err != nil {
-		return nil, false, err
-	}
-	var in struct{}
-	idem, err := h.beginPost(r, p, &in, true)
-	if err != nil {
-		return nil, false, err
-	}
 	id := r.PathValue("dead_letter_id")
-	if n, err := strconv.ParseUint(id, 10, 64); err != nil || n == 0 {
-		return nil, false, notFound()
-	}
-	return h.svc.RunOnce(r.Context(), idem, http.StatusOK, func(ctx context.Context) (any, error) {
-		if err := dlq.ReplayDeadLetter(ctx, id); err != nil {
-			return nil, err
+	return h.replay(r, p, func(ctx context.Context, dlq DeadLetters) (int, error) {
+		if n, err := strconv.ParseUint(id, 10, 64); err != nil || n == 0 {
+			return 0, notFound()
 		}
-		return replayed{Replayed: 1}, nil
+		return 1, dlq.ReplayDeadLetter(ctx, id)
 	})
 }
 
 // replayAllDeadLetters is POST /v1/dead-letters/replay: every dead letter, oldest first; the
 // answer counts the ones that went through, and the first failure stops the run.
 func (h *handler) replayAllDeadLetters(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	return h.replay(r, p, func(ctx context.Context, dlq DeadLetters) (int, error) {
+		return dlq.ReplayAllDeadLetters(ctx)
+	})
+}
+
+// replay runs a replay POST: the async side must be there, the request is an idempotent POST
+// with an empty body, and op's count of replayed dead letters is the answer.
+func (h *handler) replay(r *http.Request, p *boxoffice.Principal, op func(context.Context, DeadLetters) (int, error)) (*boxoffice.Response, bool, error) {
 	dlq, err := h.deadLetters()
 	if err != nil {
 		return nil, false, err
@@ -160,7 +156,7 @@ func (h *handler) replayAllDeadLetters(r *http.Request, p *boxoffice.Principal) 
 		return nil, false, err
 	}
 	return h.svc.RunOnce(r.Context(), idem, http.StatusOK, func(ctx context.Context) (any, error) {
-		n, err := dlq.ReplayAllDeadLetters(ctx)
+		n, err := op(ctx, dlq)
 		if err != nil {
 			return nil, err
 		}

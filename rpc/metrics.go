@@ -7,6 +7,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"boxoffice/internal/prom"
 )
 
 // metrics are the RPC side's Prometheus collectors. They live in the registry the HTTP side serves
@@ -21,32 +23,17 @@ type metrics struct {
 // that two handlers on one registry (tests, a restart in process) share their series.
 func newMetrics(reg *prometheus.Registry) *metrics {
 	return &metrics{
-		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "boxoffice_rpc_requests_total",
 			Help: `RPCs served (gRPC, gRPC-Web and Connect), by procedure and code ("ok" or the gRPC code, as Connect names it).`,
 		}, []string{"procedure", "code"})),
-		duration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: prom.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "boxoffice_rpc_duration_seconds",
 			Help: "Time to serve an RPC, by procedure.",
 			// The HTTP histogram's buckets, so that REST and RPC latencies compare bucket by bucket.
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"procedure"})),
 	}
-}
-
-// register registers c in reg or returns the equal collector already there; any other conflict is
-// a wiring mistake and panics.
-func register[T prometheus.Collector](reg *prometheus.Registry, c T) T {
-	if err := reg.Register(c); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // interceptor counts and times every unary RPC. It must be the outermost interceptor, so that it
