@@ -204,13 +204,15 @@ func TestAsyncSurvivesNodeLoss(t *testing.T) {
 	// Phase 3: everything arrives, once.
 	last := events[len(events)-1].Position
 	waitFor("the relay's checkpoint reaches the last event", func() bool { return e.checkpoint(t) == last })
-	cons, err := js.Consumer(context.Background(), StreamName, EmailConsumer)
-	if err != nil {
-		t.Fatal(err)
-	}
 	waitFor("the email consumer has acked every event", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		// Looked up each time: right after the kill, the API answers only once a new leader
+		// for the stream and consumer is elected, so a lookup may time out.
+		cons, err := js.Consumer(ctx, StreamName, EmailConsumer)
+		if err != nil {
+			return false
+		}
 		info, err := cons.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && len(mailFiles(t, mail)) >= len(events)
 	})
