@@ -124,6 +124,16 @@ func TestAsyncReceiptsExactlyOnce(t *testing.T) {
 		receipts, notices := mailbox(t, dir)
 		return len(receipts) == len(orders) && notices[cancelled] == 1
 	})
+	checkMailbox(t, dir, orders, cancelled)
+	if err := s2.stop(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, s2.logs)
+	}
+}
+
+// checkMailbox checks <dir>/mail against the show's orders: exactly one receipt per order, none
+// for an order that does not exist, and one cancellation notice, for cancelled.
+func checkMailbox(t *testing.T, dir string, orders map[string]string, cancelled string) {
+	t.Helper()
 	receipts, notices := mailbox(t, dir)
 	for id, st := range orders {
 		if receipts[id] != 1 {
@@ -137,8 +147,5 @@ func TestAsyncReceiptsExactlyOnce(t *testing.T) {
 	}
 	if len(notices) != 1 || notices[cancelled] != 1 {
 		t.Errorf("cancellation notices %v, want one for %s", notices, cancelled)
-	}
-	if err := s2.stop(); err != nil {
-		t.Fatalf("clean stop: %v\n%s", err, s2.logs)
 	}
 }

@@ -139,21 +139,8 @@ func TestClusterReceiptsExactlyOnce(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	receipts, notices := mailbox(t, dir)
-	t.Logf("%d orders, %d receipts, %d notices", len(orders), len(receipts), len(notices))
-	for id, st := range orders {
-		if receipts[id] != 1 {
-			t.Errorf("order %s (%s) has %d receipts, want 1", id, st, receipts[id])
-		}
-	}
-	for id, c := range receipts {
-		if _, ok := orders[id]; !ok {
-			t.Errorf("%d receipts for an order %s that does not exist", c, id)
-		}
-	}
-	if len(notices) != 1 || notices[cancelled] != 1 {
-		t.Errorf("cancellation notices %v, want one for %s", notices, cancelled)
-	}
+	t.Logf("%d orders", len(orders))
+	checkMailbox(t, dir, orders, cancelled)
 	if err := s.stop(); err != nil {
 		t.Fatalf("clean stop: %v\n%s", err, s.logs)
 	}
