@@ -27,10 +27,11 @@ const (
 // publishing it again, which happens when the relay stops (crash, kill, restart) after the ack but
 // before its checkpoint is committed, or when it republishes events past a PostgreSQL position
 // gap after a restart. That is a relay round (well under a second) plus a restart plus
-// Relay.GapWait (a minute by default), so two hours leaves a wide margin for a slow restart. A
-// republish after a longer outage is still absorbed by the consumers' inboxes; the window is not
-// made longer because JetStream keeps every id of the window in memory.
-const DuplicateWindow = 2 * time.Hour
+// Relay.GapWait (a minute by default). Five minutes covers that with room for a slow restart, and
+// no longer: JetStream keeps every id of the window in memory, two per purchase, so a two-hour
+// window held millions of ids (hundreds of MB) during a big on-sale. A republish after a longer
+// outage reaches the stream twice and is absorbed by the consumers' inboxes, so no effect repeats.
+const DuplicateWindow = 5 * time.Minute
 
 // EmbeddedOptions configures StartEmbedded.
 type EmbeddedOptions struct {

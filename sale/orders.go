@@ -171,11 +171,16 @@ func (s *Service) resume(ctx context.Context, idem Idem) (*boxoffice.Response, b
 // record then says; past the budget it stores and answers 202 with the order pending, and the
 // payment settles in the background. No request waits on the payment longer than the budget.
 func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) (*boxoffice.Response, bool, error) {
-	done := s.drive(order)
+	d := s.drive(order)
 	t := time.NewTimer(s.cfg.SyncBudget)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-d.done:
+		// Settled in time (the common case): the driver stored the answer on the record in the
+		// transaction that settled the order, so it is the record's answer without reading it.
+		if d.res != nil {
+			return d.res, false, nil
+		}
 	case <-t.C:
 	case <-ctx.Done():
 		// The client hung up: nobody reads an answer now. The driver finishes the payment and
@@ -183,7 +188,7 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 		// the retry is told the request is in progress).
 		return nil, false, ctx.Err()
 	}
-	// Settled in time (the common case): the answer is on the record already, and a read finds it
+	// Settled by another driver, or past the budget: a read finds the answer when it is there
 	// without taking the writer.
 	var res *boxoffice.Response
 	if err := s.store.View(s.base, func(tx boxoffice.Tx) error {
@@ -230,20 +235,25 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 	return res, false, nil
 }
 
-// drive starts the order's payment driver unless one runs already and returns a channel closed when
-// it ends.
-func (s *Service) drive(order *boxoffice.Order) <-chan struct{} {
+// driver is one order's payment driver.
+type driver struct {
+	done chan struct{}       // closed when the driver ends
+	res  *boxoffice.Response // set before done closes: the answer the driver stored on the record, if it did
+}
+
+// drive starts the order's payment driver unless one runs already and returns it.
+func (s *Service) drive(order *boxoffice.Order) *driver {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ch, ok := s.driving[order.ID]; ok {
-		return ch
+	if d, ok := s.driving[order.ID]; ok {
+		return d
 	}
-	ch := make(chan struct{})
+	d := &driver{done: make(chan struct{})}
 	if s.base.Err() != nil {
-		close(ch)
-		return ch
+		close(d.done)
+		return d
 	}
-	s.driving[order.ID] = ch
+	s.driving[order.ID] = d
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -251,17 +261,18 @@ func (s *Service) drive(order *boxoffice.Order) <-chan struct{} {
 			s.mu.Lock()
 			delete(s.driving, order.ID)
 			s.mu.Unlock()
-			close(ch)
+			close(d.done)
 		}()
-		s.runOrder(order)
+		d.res = s.runOrder(order)
 	}()
-	return ch
+	return d
 }
 
 // runOrder charges the order with its derived key until the provider gives a final answer, then
 // settles it. Retries reuse the key, so however often this runs (after a timeout, a crash, in two
-// processes) the buyer is charged once.
-func (s *Service) runOrder(order *boxoffice.Order) {
+// processes) the buyer is charged once. It returns the answer it stored on the order's record, nil
+// when it stored none (another driver settled the order, or the service stopped).
+func (s *Service) runOrder(order *boxoffice.Order) *boxoffice.Response {
 	backoff := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(s.base, 30*time.Second)
@@ -270,14 +281,15 @@ func (s *Service) runOrder(order *boxoffice.Order) {
 			Description: itoa(order.Quantity) + " ticket(s) for " + order.ShowID,
 		})
 		cancel()
+		var res *boxoffice.Response
 		switch {
 		case err == nil:
-			err = s.settle(order, ch)
+			res, err = s.settle(order, ch)
 		case boxoffice.ErrorCode(err) == boxoffice.EPAYMENTDECLINED:
-			err = s.failOrder(order, err)
+			res, err = s.failOrder(order, err)
 		}
 		if err == nil || s.base.Err() != nil {
-			return
+			return res
 		}
 		s.log.Debug("payment not settled yet; retrying", "order", order.ID, "err", err)
 		// Full jitter keeps a crowd of retrying drivers from hitting the provider in step.
@@ -285,7 +297,7 @@ func (s *Service) runOrder(order *boxoffice.Order) {
 		select {
 		case <-s.base.Done():
 			t.Stop()
-			return
+			return nil
 		case <-t.C:
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -293,58 +305,68 @@ func (s *Service) runOrder(order *boxoffice.Order) {
 }
 
 // settle confirms a paid order: the hold's tickets become sold, the order gets its tickets and its
-// event, and the request's record its answer, in one transaction.
-func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) error {
+// event, and the request's record its answer, in one transaction. It returns the answer it stored.
+func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffice.Response, error) {
 	ctx := s.base
 	o := *order
 	o.Status, o.ChargeID, o.UpdatedAt = boxoffice.OrderConfirmed, ch.ID, s.now()
 	o.Tickets = newTickets(o.Quantity)
 	change := boxoffice.CountChange{ShowID: o.ShowID, TierID: o.TierID, Held: -o.Quantity, Sold: o.Quantity}
+	var answered *boxoffice.Response
 	err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
-		h, err := tx.GetHold(ctx, o.HoldID)
+		answered = nil
+		// Conditional writes instead of reads first: this is the hot path of every sale, and
+		// each write says by its row count whether the state was what settling needs. The hold
+		// goes first to keep the lock order tier → hold → order that every writer follows.
+		ok, err := tx.EndHold(ctx, o.HoldID, boxoffice.HoldConfirmed, o.UpdatedAt)
 		if err != nil {
 			return err
 		}
-		cur, err := tx.GetOrder(ctx, o.ID)
-		if err != nil {
-			return err
-		}
-		if cur.Status != boxoffice.OrderPendingPayment {
-			return errSkip
-		}
-		if h.Status != boxoffice.HoldActive {
+		if !ok {
+			// Rare: the order was settled already (its hold is confirmed), or the hold ended
+			// some other way. The order's status tells which.
+			cur, err := tx.GetOrder(ctx, o.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Status != boxoffice.OrderPendingPayment {
+				return errSkip
+			}
 			return errHoldGone
 		}
-		o.ReleaseOnFailure = cur.ReleaseOnFailure
+		// ReleaseOnFailure is written back as this driver knew it; once the order is confirmed
+		// nothing reads it again, so a newer value set by a waiting request does not matter.
 		if ok, err := tx.UpdateOrder(ctx, &o, boxoffice.OrderPendingPayment); err != nil || !ok {
-			return cmpErr(err, errSkip)
-		}
-		if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldConfirmed, o.UpdatedAt); err != nil || !ok {
-			return cmpErr(err, errHoldGone)
+			return cmpErr(err, errSkip) // rolls the hold back too
 		}
 		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderConfirmed, o.ID, &o); err != nil {
 			return err
 		}
-		return s.answerRecord(ctx, tx, o.ID, s.render.Resource(201, &o, ""))
+		res := s.render.Resource(201, &o, "")
+		stored, err := s.answerRecord(ctx, tx, o.ID, res)
+		if stored {
+			answered = res
+		}
+		return err
 	})
 	switch {
 	case err == errSkip:
-		return nil
+		return nil, nil
 	case err == errHoldGone:
 		// Holds with a payment under way are neither released nor expired, so this means the store
 		// was changed by hand; the buyer paid for tickets we cannot give, so the money goes back.
 		s.log.Error("paid order's hold is gone; refunding", "order", o.ID, "hold", o.HoldID)
 		if _, err := s.pay.Refund(ctx, boxoffice.RefundRequest{Key: order.RefundKey(), ChargeID: ch.ID, Amount: o.Amount}); err != nil {
-			return err
+			return nil, err
 		}
 		return s.failOrder(order, boxoffice.Errorf(boxoffice.EHOLDEXPIRED, "hold %s ended before its payment settled; the payment was refunded", o.HoldID))
 	}
-	return err
+	return answered, err
 }
 
 // failOrder ends an order whose payment failed, giving its hold's tickets back when the order says
-// so, and answers the request's record with the failure.
-func (s *Service) failOrder(order *boxoffice.Order, cause error) error {
+// so, and answers the request's record with the failure. It returns the answer it stored.
+func (s *Service) failOrder(order *boxoffice.Order, cause error) (*boxoffice.Response, error) {
 	ctx := s.base
 	for range 3 {
 		var cur *boxoffice.Order
@@ -352,17 +374,19 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) error {
 			cur, err = tx.GetOrder(ctx, order.ID)
 			return err
 		}); err != nil {
-			return err
+			return nil, err
 		}
 		if cur.Status != boxoffice.OrderPendingPayment {
-			return nil
+			return nil, nil
 		}
 		release := cur.ReleaseOnFailure
 		change := boxoffice.CountChange{ShowID: cur.ShowID, TierID: cur.TierID}
 		if release {
 			change.Held = -cur.Quantity
 		}
+		var answered *boxoffice.Response
 		err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+			answered = nil
 			o, err := tx.GetOrder(ctx, order.ID)
 			if err != nil {
 				return err
@@ -393,25 +417,33 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) error {
 			if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
 				return err
 			}
-			return s.answerRecord(ctx, tx, o.ID, s.render.Problem(cause))
+			res := s.render.Problem(cause)
+			stored, err := s.answerRecord(ctx, tx, o.ID, res)
+			if stored {
+				answered = res
+			}
+			return err
 		})
 		switch err {
 		case errRetry:
 			continue
 		case errSkip:
-			return nil
+			return nil, nil
 		case errHoldGone:
 			return s.failOrderKeepHold(order, cause)
 		}
-		return err
+		return answered, err
 	}
-	return errRetry
+	return nil, errRetry
 }
 
-// failOrderKeepHold fails an order whose hold is already gone: no tickets move.
-func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) error {
+// failOrderKeepHold fails an order whose hold is already gone: no tickets move. It returns the
+// answer it stored.
+func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) (*boxoffice.Response, error) {
 	ctx := s.base
-	return s.store.Update(ctx, func(tx boxoffice.Tx) error {
+	var answered *boxoffice.Response
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		answered = nil
 		o, err := tx.GetOrder(ctx, order.ID)
 		if err != nil || o.Status != boxoffice.OrderPendingPayment {
 			return err
@@ -423,24 +455,33 @@ func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) error {
 		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
 			return err
 		}
-		return s.answerRecord(ctx, tx, o.ID, s.render.Problem(cause))
+		res := s.render.Problem(cause)
+		stored, err := s.answerRecord(ctx, tx, o.ID, res)
+		if stored {
+			answered = res
+		}
+		return err
 	})
+	return answered, err
 }
 
 // answerRecord stores res on the record of the request that made the order, unless that request
-// answered already (202) or the record was swept.
-func (s *Service) answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response) error {
+// answered already (202) or the record was swept. It reports whether it stored res.
+func (s *Service) answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response) (bool, error) {
 	rec, err := tx.IdemRecordForOrder(ctx, orderID)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-		return nil
+		return false, nil
 	} else if err != nil {
-		return err
+		return false, err
 	}
 	if rec.Response != nil {
-		return nil
+		return false, nil
 	}
 	rec.Response, rec.LockedUntil = res, time.Time{}
-	return tx.UpdateIdemRecord(ctx, rec)
+	if err := tx.UpdateIdemRecord(ctx, rec); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // CompletePending starts a payment driver for every pending order that has none in this process:

@@ -74,8 +74,8 @@ type Service struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	driving map[string]chan struct{} // order id → closed when its driver ends
-	keys    sync.Map                 // key hash → *boxoffice.Principal
+	driving map[string]*driver // by order id, while the driver runs
+	keys    sync.Map           // key hash → *boxoffice.Principal
 	wake    chan struct{}
 }
 
@@ -104,7 +104,7 @@ func New(cfg Config) *Service {
 		cfg: cfg, store: cfg.Store, inv: cfg.Inventory, pay: cfg.Payments, render: cfg.Renderer,
 		now: func() time.Time { return cfg.Now().UTC().Truncate(time.Millisecond) }, log: cfg.Logger,
 		base: base, cancel: cancel,
-		driving: make(map[string]chan struct{}),
+		driving: make(map[string]*driver),
 		wake:    make(chan struct{}, 1),
 	}
 }
