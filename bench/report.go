@@ -16,6 +16,100 @@ type Report struct {
 	PGLock   *Result // nil when no PostgreSQL was given
 	Rows     []*Result
 	Failures []string // runs that could not be measured, with why
+	// Default names the row of the default strategy on SQLite (e.g. "atomic on sqlite"), the
+	// row most targets are read from; Actor names the actor strategy's PostgreSQL row.
+	Default, Actor string
+}
+
+// The product's speed targets (one hot show, 64 connections, durable commits).
+const (
+	TargetNoopShare  = 0.5  // the default on SQLite reaches this share of the no-op handler's requests/s
+	TargetPGLock     = 40.0 // the default on SQLite against the raw FOR UPDATE baseline's orders/s
+	TargetP99        = 10 * time.Millisecond
+	TargetRSS        = 200 << 20 // server peak RSS for a TargetTickets sale
+	TargetTickets    = 1_000_000
+	TargetActorVsPG  = 10.0 // the actor strategy on PostgreSQL against the FOR UPDATE baseline
+	statusMet        = "met"
+	statusNotMet     = "not met"
+	statusUnmeasured = "not measured"
+)
+
+// Target is one speed target and where a comparison found it.
+type Target struct {
+	Goal     string
+	Measured string
+	Status   string // "met", "not met" or "not measured"
+}
+
+// row returns the row named name, nil when it is not in the report.
+func (rep *Report) row(name string) *Result {
+	for _, r := range rep.Rows {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// Targets reads the report against the speed targets. A target whose row or baseline was not
+// run (no --pg, a failed row) is "not measured", never met.
+func (rep *Report) Targets() []Target {
+	judge := func(ok bool) string {
+		if ok {
+			return statusMet
+		}
+		return statusNotMet
+	}
+	def, actor := rep.row(rep.Default), rep.row(rep.Actor)
+	missing := func(what string) Target {
+		return Target{Measured: "no " + what + " in this run", Status: statusUnmeasured}
+	}
+	var out []Target
+	add := func(goal string, t Target) {
+		t.Goal = goal
+		out = append(out, t)
+	}
+	if def == nil || rep.Noop == nil || rep.Noop.Throughput == 0 {
+		add(fmt.Sprintf("%s ≥ %.0f%% of the no-op handler's requests/s", rep.Default, TargetNoopShare*100), missing("default row or no-op baseline"))
+	} else {
+		x := def.Throughput / rep.Noop.Throughput
+		add(fmt.Sprintf("%s ≥ %.0f%% of the no-op handler's requests/s", rep.Default, TargetNoopShare*100),
+			Target{Measured: fmt.Sprintf("%.1f%% (%.0f of %.0f/s)", x*100, def.Throughput, rep.Noop.Throughput), Status: judge(x >= TargetNoopShare)})
+	}
+	if def == nil || rep.PGLock == nil || rep.PGLock.Throughput == 0 {
+		add(fmt.Sprintf("%s ≥ %.0f× the PostgreSQL FOR UPDATE baseline", rep.Default, TargetPGLock), missing("default row or FOR UPDATE baseline (--pg)"))
+	} else {
+		x := def.Throughput / rep.PGLock.Throughput
+		add(fmt.Sprintf("%s ≥ %.0f× the PostgreSQL FOR UPDATE baseline", rep.Default, TargetPGLock),
+			Target{Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f/s)", x, def.Throughput, rep.PGLock.Throughput), Status: judge(x >= TargetPGLock)})
+	}
+	if def == nil {
+		add(fmt.Sprintf("%s p99 < %v", rep.Default, TargetP99), missing("default row"))
+	} else {
+		add(fmt.Sprintf("%s p99 < %v", rep.Default, TargetP99),
+			Target{Measured: ms(def.P99) + " ms", Status: judge(def.P99 < TargetP99)})
+	}
+	rssGoal := fmt.Sprintf("server peak RSS < %d MB for a %d-ticket sale", TargetRSS>>20, TargetTickets)
+	switch {
+	case def == nil || def.PeakRSS == 0:
+		add(rssGoal, missing("peak RSS of the default row"))
+	case def.PeakRSS >= TargetRSS:
+		// Over the bound already with fewer tickets: more would not bring it under.
+		add(rssGoal, Target{Measured: fmt.Sprintf("%.0f MB after %d tickets", float64(def.PeakRSS)/(1<<20), def.Sold), Status: statusNotMet})
+	case def.Sold < TargetTickets:
+		add(rssGoal, Target{Measured: fmt.Sprintf("%.0f MB after %d tickets; run `boxoffice bench --requests %d --duration 30m` for the full sale",
+			float64(def.PeakRSS)/(1<<20), def.Sold, TargetTickets), Status: statusUnmeasured})
+	default:
+		add(rssGoal, Target{Measured: fmt.Sprintf("%.0f MB after %d tickets", float64(def.PeakRSS)/(1<<20), def.Sold), Status: statusMet})
+	}
+	if actor == nil || rep.PGLock == nil || rep.PGLock.Throughput == 0 {
+		add(fmt.Sprintf("%s ≥ %.0f× the PostgreSQL FOR UPDATE baseline", rep.Actor, TargetActorVsPG), missing("actor row on PostgreSQL or FOR UPDATE baseline (--pg)"))
+	} else {
+		x := actor.Throughput / rep.PGLock.Throughput
+		add(fmt.Sprintf("%s ≥ %.0f× the PostgreSQL FOR UPDATE baseline", rep.Actor, TargetActorVsPG),
+			Target{Measured: fmt.Sprintf("%.2f× (%.0f vs %.0f/s)", x, actor.Throughput, rep.PGLock.Throughput), Status: judge(x >= TargetActorVsPG)})
+	}
+	return out
 }
 
 func ratio(r, base *Result) string {
@@ -55,6 +149,10 @@ func (rep *Report) Markdown(w io.Writer) {
 	}
 	for _, f := range rep.Failures {
 		fmt.Fprintf(w, "\nnot measured: %s\n", f)
+	}
+	fmt.Fprintln(w, "\n### Speed targets\n\n| target | measured | status |\n|---|---|---|")
+	for _, t := range rep.Targets() {
+		fmt.Fprintf(w, "| %s | %s | %s |\n", t.Goal, t.Measured, t.Status)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"boxoffice/bench"
+	"boxoffice/inventory"
 )
 
 // redisArgs passes --redis to a server that runs the redis-lock strategy.
@@ -35,6 +36,8 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		Title: "boxoffice bench --compare",
 		Setup: fmt.Sprintf("%d %s purchases by %d keep-alive buyers on %d show(s), %.0f%% retried with the same key after a %v client timeout; durable commits; %d CPUs, %s.",
 			f.requests, f.mode, f.buyers, f.shows, f.retryRate*100, f.timeout, runtime.NumCPU(), runtime.Version()),
+		Default: inventory.Default + " on sqlite",
+		Actor:   "actor on postgres",
 	}
 
 	fmt.Fprintln(stderr, "bench: no-op net/http handler (the transport limit)")
