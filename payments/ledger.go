@@ -1,10 +1,12 @@
 package payments
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,187 +68,192 @@ type ledgerLine struct {
 	At            time.Time       `json:"at"`
 }
 
-type charge struct {
-	ChargeRecord
-	settleAt time.Time
-	settled  chan struct{} // closed when a pending charge succeeds
-	timer    *time.Timer   // settles a pending charge on schedule, with or without a caller waiting
-}
-
-type refund struct {
-	key, id, chargeID string
-	requested         boxoffice.Money
-}
-
-// book is the simulator's state: what the ledger lines add up to.
-type book struct {
-	charges map[string]*charge // by idempotency key
-	byID    map[string]*charge
-	refunds map[string]*refund // by idempotency key
-	order   []*charge          // in creation order, so audits list charges as they happened
-}
-
-func newBook() *book {
-	return &book{
-		charges: make(map[string]*charge),
-		byID:    make(map[string]*charge),
-		refunds: make(map[string]*refund),
-	}
-}
-
-// apply adds one state change. Live calls check everything before they log, so an error here means
-// a ledger that was not written by this code (or was damaged somewhere other than its tail).
-func (b *book) apply(ln *ledgerLine) error {
-	switch ln.Op {
-	case opCharge:
-		if ln.Key == "" || ln.ID == "" {
-			return errors.New("charge without key or id")
-		}
-		if b.charges[ln.Key] != nil {
-			return fmt.Errorf("second charge for key %q", ln.Key)
-		}
-		if b.byID[ln.ID] != nil {
-			return fmt.Errorf("second charge with id %q", ln.ID)
-		}
-		c := &charge{ChargeRecord: ChargeRecord{
-			Key: ln.Key, ID: ln.ID, Amount: ln.Amount, Token: ln.Token, Description: ln.Description,
-			Status: ln.Status, Message: ln.Message, CreatedAt: ln.At,
-		}}
-		switch ln.Status {
-		case ChargeSucceeded, ChargeDeclined:
-		case ChargePending:
-			c.settleAt = ln.SettleAt
-			c.settled = make(chan struct{})
-		default:
-			return fmt.Errorf("charge %q with unknown status %q", ln.ID, ln.Status)
-		}
-		b.charges[c.Key] = c
-		b.byID[c.ID] = c
-		b.order = append(b.order, c)
-	case opSettle:
-		c := b.charges[ln.Key]
-		if c == nil || c.ID != ln.ID {
-			return fmt.Errorf("settle of unknown charge %q", ln.ID)
-		}
-		if c.Status != ChargePending {
-			return fmt.Errorf("settle of charge %q that is %s", ln.ID, c.Status)
-		}
-		c.Status = ChargeSucceeded
-		close(c.settled)
-	case opRefund:
-		if ln.Key == "" || ln.ID == "" {
-			return errors.New("refund without key or id")
-		}
-		if b.refunds[ln.Key] != nil {
-			return fmt.Errorf("second refund for key %q", ln.Key)
-		}
-		c := b.byID[ln.ChargeID]
-		if c == nil {
-			return fmt.Errorf("refund of unknown charge %q", ln.ChargeID)
-		}
-		if c.Status != ChargeSucceeded || c.Refunded {
-			return fmt.Errorf("refund of charge %q that is %s (refunded %t)", c.ID, c.Status, c.Refunded)
-		}
-		c.Refunded, c.RefundID, c.RefundKey, c.RefundAmount = true, ln.ID, ln.Key, ln.Amount
-		b.refunds[ln.Key] = &refund{key: ln.Key, id: ln.ID, chargeID: ln.ChargeID, requested: ln.RequestAmount}
-	default:
-		return fmt.Errorf("unknown operation %q", ln.Op)
-	}
-	return nil
-}
-
-func (b *book) records() []ChargeRecord {
-	out := make([]ChargeRecord, len(b.order))
-	for i, c := range b.order {
-		out[i] = c.ChargeRecord
-	}
-	return out
-}
-
-// replay rebuilds a book from ledger bytes. It returns how many bytes hold complete lines: a
-// line counts only once its newline is there, because a crash mid-append leaves a torn tail that
-// no call was ever answered about.
-func replay(data []byte) (*book, int, error) {
-	b := newBook()
-	good := 0
-	for n := 1; good < len(data); n++ {
-		end := bytes.IndexByte(data[good:], '\n')
-		if end < 0 {
-			break // the torn tail
-		}
-		raw := data[good : good+end]
-		if len(bytes.TrimSpace(raw)) > 0 {
-			var ln ledgerLine
-			if err := json.Unmarshal(raw, &ln); err != nil {
-				return nil, 0, fmt.Errorf("line %d: %w", n, err)
-			}
-			if err := b.apply(&ln); err != nil {
-				return nil, 0, fmt.Errorf("line %d: %w", n, err)
-			}
-		}
-		good += end + 1
-	}
-	return b, good, nil
-}
-
-// LoadLedger reads the charges a simulator recorded at path without starting one, so that an audit
-// can run beside (or after) the server. A torn last line is ignored; pending charges are reported
-// as the file has them, even when their settle time has passed.
-func LoadLedger(path string) ([]ChargeRecord, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("payments: read ledger: %w", err)
-	}
-	b, _, err := replay(data)
-	if err != nil {
-		return nil, fmt.Errorf("payments: ledger %s: %w", path, err)
-	}
-	return b.records(), nil
+// lineStore is where the ledger lines live: a file (fileLedger) or, for a memory-only simulator,
+// a byte buffer (memLedger). The book keeps only offsets into it, so both modes share every line
+// of the bookkeeping and differ only in where the bytes are.
+type lineStore interface {
+	// append stores ln and returns its offset once it is durable (for a file: fsync'd), so that
+	// an offset the book holds can always be read back.
+	append(ln *ledgerLine) (int64, error)
+	// read returns the line at off, which append returned (or a replay passed on).
+	read(off int64) (*ledgerLine, error)
+	// scan calls fn with every durable line and its offset, in the order they were appended.
+	scan(fn func(off int64, ln *ledgerLine) error) error
+	// close makes later appends fail with errClosed.
+	close() error
 }
 
 var errClosed = errors.New("payments: simulator is closed")
 
-// ledger is the append-only file behind a Sim. Appends are group-committed: whoever finds no write
-// in progress writes and fsyncs everything queued so far, so a thousand concurrent charges pay for
-// a few fsyncs instead of a thousand, and each append still returns only once its line is durable.
-type ledger struct {
-	mu      sync.Mutex
-	cond    sync.Cond
-	f       *os.File
-	buf     []byte // lines queued for the next write
-	queued  uint64 // lines ever queued
-	durable uint64 // lines written and fsync'd
-	writing bool
-	err     error // sticky: after a failed write or fsync nothing is known to be on disk
-	closed  bool
+// maxLine bounds one ledger line when it is read back, so that a damaged file without newlines
+// fails instead of being read into memory whole. Real lines are far smaller (maxBody bounds what a
+// request can put into one).
+const maxLine = 16 << 20
+
+// scanLines calls fn with each complete line of r (blank ones skipped) and its offset, streaming,
+// so that a ledger of a million charges is never in memory at once. It returns how many bytes hold
+// complete lines: a line counts only once its newline is there, because a crash mid-append leaves
+// a torn tail that no call was ever answered about.
+func scanLines(r io.Reader, fn func(off int64, ln *ledgerLine) error) (int64, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		good int64
+		long []byte // a line longer than br's buffer, gathered
+	)
+	for n := 1; ; n++ {
+		raw, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long[:0], raw...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				if len(long) > maxLine {
+					return good, fmt.Errorf("line %d is longer than %d bytes", n, maxLine)
+				}
+				raw, err = br.ReadSlice('\n')
+				long = append(long, raw...)
+			}
+			raw = long
+		}
+		if errors.Is(err, io.EOF) {
+			return good, nil // the end, or a torn tail after it
+		}
+		if err != nil {
+			return good, err
+		}
+		if len(bytes.TrimSpace(raw)) > 0 {
+			var ln ledgerLine
+			if err := json.Unmarshal(raw, &ln); err != nil {
+				return good, fmt.Errorf("line %d: %w", n, err)
+			}
+			if err := fn(good, &ln); err != nil {
+				return good, fmt.Errorf("line %d: %w", n, err)
+			}
+		}
+		good += int64(len(raw))
+	}
 }
 
-// openLedger opens (or creates) the ledger at path, replays it and cuts off a torn tail, so that
-// the next line starts on a line of its own instead of being glued to the garbage.
-func openLedger(path string) (*ledger, *book, error) {
+// readLineAt reads the line that starts at off, without its newline.
+func readLineAt(r io.ReaderAt, off int64) (*ledgerLine, error) {
+	for size := 512; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := r.ReadAt(buf, off)
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			var ln ledgerLine
+			if err := json.Unmarshal(buf[:i], &ln); err != nil {
+				return nil, fmt.Errorf("payments: ledger line at offset %d: %w", off, err)
+			}
+			return &ln, nil
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil, fmt.Errorf("payments: ledger line at offset %d: %w", off, io.ErrUnexpectedEOF)
+		case err != nil:
+			return nil, err
+		case size > maxLine:
+			return nil, fmt.Errorf("payments: ledger line at offset %d is longer than %d bytes", off, maxLine)
+		}
+	}
+}
+
+func encodeLine(ln *ledgerLine) ([]byte, error) {
+	data, err := json.Marshal(ln)
+	if err != nil {
+		return nil, fmt.Errorf("payments: encode ledger line: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// memLedger is the lineStore of a memory-only simulator: the lines a file would hold, in a buffer.
+// Bytes once appended never change, so readers work on a snapshot of the slice without the lock.
+type memLedger struct {
+	mu     sync.Mutex
+	buf    []byte
+	closed bool
+}
+
+func (m *memLedger) append(ln *ledgerLine) (int64, error) {
+	data, err := encodeLine(ln)
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, errClosed
+	}
+	off := int64(len(m.buf))
+	m.buf = append(m.buf, data...)
+	return off, nil
+}
+
+func (m *memLedger) snapshot() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.buf
+}
+
+func (m *memLedger) read(off int64) (*ledgerLine, error) {
+	return readLineAt(bytes.NewReader(m.snapshot()), off)
+}
+
+func (m *memLedger) scan(fn func(off int64, ln *ledgerLine) error) error {
+	_, err := scanLines(bytes.NewReader(m.snapshot()), fn)
+	return err
+}
+
+func (m *memLedger) close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
+
+// fileLedger is the append-only file behind a Sim. Appends are group-committed: whoever finds no
+// write in progress writes and fsyncs everything queued so far, so a thousand concurrent charges
+// pay for a few fsyncs instead of a thousand, and each append still returns only once its line is
+// durable.
+type fileLedger struct {
+	path string
+	f    *os.File // appended to; also read at offsets (pread does not move the append position)
+
+	mu         sync.Mutex
+	cond       sync.Cond
+	buf        []byte // lines queued for the next write
+	end        int64  // the file's size once everything queued is written: the next line's offset
+	durableEnd int64  // bytes written and fsync'd: what scan may show
+	writing    bool
+	err        error // sticky: after a failed write or fsync nothing is known to be on disk
+	closed     bool
+}
+
+// openLedger opens (or creates) the ledger at path, replays it into a book and cuts off a torn
+// tail, so that the next line starts on a line of its own instead of being glued to the garbage.
+func openLedger(path string) (*book, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("payments: ledger directory: %w", err)
+		return nil, fmt.Errorf("payments: ledger directory: %w", err)
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, os.ErrNotExist)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("payments: open ledger: %w", err)
+		return nil, fmt.Errorf("payments: open ledger: %w", err)
 	}
-	fail := func(err error) (*ledger, *book, error) {
+	fail := func(err error) (*book, error) {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	fi, err := f.Stat()
 	if err != nil {
-		return fail(fmt.Errorf("payments: read ledger: %w", err))
+		return fail(fmt.Errorf("payments: stat ledger: %w", err))
 	}
-	b, good, err := replay(data)
+	l := &fileLedger{path: path, f: f}
+	l.cond.L = &l.mu
+	b, good, err := replay(l, io.NewSectionReader(f, 0, fi.Size()))
 	if err != nil {
 		return fail(fmt.Errorf("payments: ledger %s: %w", path, err))
 	}
-	if good < len(data) {
-		if err := f.Truncate(int64(good)); err != nil {
+	if good < fi.Size() {
+		if err := f.Truncate(good); err != nil {
 			return fail(fmt.Errorf("payments: cut torn ledger tail: %w", err))
 		}
 		if err := f.Sync(); err != nil {
@@ -259,9 +266,49 @@ func openLedger(path string) (*ledger, *book, error) {
 			return fail(err)
 		}
 	}
-	l := &ledger{f: f}
+	l.end, l.durableEnd = good, good
+	return b, nil
+}
+
+// replay rebuilds a book from the ledger lines in r, which store holds at the same offsets (the
+// book reads lines back to tell keys whose hashes collide apart). It returns how many bytes hold
+// complete lines.
+func replay(store lineStore, r io.Reader) (*book, int64, error) {
+	b := newBook(store)
+	good, err := scanLines(r, b.replayLine)
+	if err != nil {
+		return nil, 0, err
+	}
+	return b, good, nil
+}
+
+// LoadLedger reads the charges a simulator recorded at path without starting one, so that an audit
+// can run beside (or after) the server. A torn last line is ignored; pending charges are reported
+// as the file has them, even when their settle time has passed.
+func LoadLedger(path string) ([]ChargeRecord, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("payments: read ledger: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("payments: read ledger: %w", err)
+	}
+	// A read-only view: it is never appended to, and what the replay found complete is all that
+	// the listing may show, even while a server appends to the file meanwhile.
+	l := &fileLedger{path: path, f: f, closed: true}
 	l.cond.L = &l.mu
-	return l, b, nil
+	b, good, err := replay(l, io.NewSectionReader(f, 0, fi.Size()))
+	if err != nil {
+		return nil, fmt.Errorf("payments: ledger %s: %w", path, err)
+	}
+	l.end, l.durableEnd = good, good
+	recs, err := b.records()
+	if err != nil {
+		return nil, fmt.Errorf("payments: ledger %s: %w", path, err)
+	}
+	return recs, nil
 }
 
 func syncDir(dir string) error {
@@ -276,37 +323,38 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// append writes ln and returns once it is fsync'd.
-func (l *ledger) append(ln *ledgerLine) error {
-	data, err := json.Marshal(ln)
+// append writes ln and returns its offset once it is fsync'd.
+func (l *fileLedger) append(ln *ledgerLine) (int64, error) {
+	data, err := encodeLine(ln)
 	if err != nil {
-		return fmt.Errorf("payments: encode ledger line: %w", err)
+		return 0, err
 	}
-	data = append(data, '\n')
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return errClosed
+		return 0, errClosed
 	}
 	if l.err != nil {
-		return l.err
+		return 0, l.err
 	}
+	// The file is only ever appended to, by this ledger, in queue order: the line lands at end.
+	off := l.end
 	l.buf = append(l.buf, data...)
-	l.queued++
-	mine := l.queued
-	for l.durable < mine {
+	l.end += int64(len(data))
+	mine := l.end
+	for l.durableEnd < mine {
 		switch {
 		case l.err != nil:
-			return l.err
+			return 0, l.err
 		case l.closed:
-			return errClosed
+			return 0, errClosed
 		case l.writing:
 			l.cond.Wait()
 			continue
 		}
 		l.writing = true
-		buf, upto := l.buf, l.queued
+		buf, upto := l.buf, l.end
 		l.buf = nil
 		l.mu.Unlock()
 		_, err := l.f.Write(buf)
@@ -318,15 +366,44 @@ func (l *ledger) append(ln *ledgerLine) error {
 		if err != nil {
 			l.err = fmt.Errorf("payments: write ledger: %w", err)
 		} else {
-			l.durable = upto
+			l.durableEnd = upto
 		}
 		l.cond.Broadcast()
 	}
-	return nil
+	return off, nil
+}
+
+// read reads the line at off with pread: offsets come from append or the replay, so the line is
+// on disk in full.
+func (l *fileLedger) read(off int64) (*ledgerLine, error) {
+	ln, err := readLineAt(l.f, off)
+	if errors.Is(err, os.ErrClosed) {
+		return nil, errClosed
+	}
+	return ln, err
+}
+
+// scan streams the durable part of the file through a handle of its own, so that it works beside
+// appends and after close (an audit of a stopped simulator), and shows no line that a failed
+// fsync could still take back.
+func (l *fileLedger) scan(fn func(off int64, ln *ledgerLine) error) error {
+	l.mu.Lock()
+	end := l.durableEnd
+	l.mu.Unlock()
+	f, err := os.Open(l.path)
+	if err != nil {
+		return fmt.Errorf("payments: read ledger: %w", err)
+	}
+	defer f.Close()
+	good, err := scanLines(io.NewSectionReader(f, 0, end), fn)
+	if err == nil && good < end {
+		err = fmt.Errorf("payments: ledger %s: the line at offset %d is cut short", l.path, good)
+	}
+	return err
 }
 
 // close waits for a write in progress and closes the file; appends after it fail.
-func (l *ledger) close() error {
+func (l *fileLedger) close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for l.writing {

@@ -3,6 +3,7 @@ package payments
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -46,16 +47,18 @@ type SimOptions struct {
 // Sim is the built-in payment simulator: a boxoffice.Payments that never charges an idempotency
 // key twice, also across a kill -9 when it has a ledger. It is safe for concurrent use; calls with
 // the same key are serialized, calls with different keys are not.
+//
+// Its memory does not grow with the charges' contents: a final charge costs an index entry of a
+// few dozen bytes, and the rest is read back from the ledger when a retry asks (see book).
 type Sim struct {
 	slowDelay     time.Duration
 	flakyFailures int
 	now           func() time.Time
-	ledger        *ledger // nil when memory-only
+	book          *book
 	locks         keyLocks
 
-	mu     sync.Mutex // guards the fields below and every charge's fields
-	book   *book
-	flaky  map[string]*flakyAttempts // by key, until the charge succeeds
+	mu     sync.Mutex                // guards the fields below
+	flaky  map[string]*flakyAttempts // by key, until the charge is made
 	closed bool
 	done   chan struct{} // closed by Close, to wake waiters on slow charges
 }
@@ -90,28 +93,23 @@ func NewSim(opts SimOptions) (*Sim, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.book = newBook()
+	s.book = newBook(&memLedger{})
 	if opts.LedgerPath != "" {
-		l, b, err := openLedger(opts.LedgerPath)
+		b, err := openLedger(opts.LedgerPath)
 		if err != nil {
 			return nil, err
 		}
-		s.ledger, s.book = l, b
+		s.book = b
 	}
 
 	var overdue []*charge
-	s.mu.Lock()
-	for _, c := range s.book.order {
-		if c.Status != ChargePending {
-			continue
-		}
+	for _, c := range s.book.pending() {
 		if !c.settleAt.After(s.now()) {
 			overdue = append(overdue, c)
 		} else {
-			s.scheduleLocked(c)
+			s.schedule(c)
 		}
 	}
-	s.mu.Unlock()
 	for _, c := range overdue {
 		if err := s.settle(context.Background(), c); err != nil {
 			s.Close()
@@ -131,80 +129,91 @@ func (s *Sim) Close() error {
 	}
 	s.closed = true
 	close(s.done)
-	for _, c := range s.book.order {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-	}
 	s.mu.Unlock()
-	if s.ledger != nil {
-		return s.ledger.close()
-	}
-	return nil
+	s.book.stop()
+	return s.book.lines.close()
 }
 
 // Charge takes req.Amount once per req.Key. A retry with the same key returns the first answer:
 // the same charge or the same decline. A tok_slow charge answers when it settles or, when ctx ends
 // first, with ctx.Err() while it keeps settling; a retry then waits only for what is left.
 func (s *Sim) Charge(ctx context.Context, req boxoffice.ChargeRequest) (*boxoffice.Charge, error) {
-	if req.Key == "" {
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
-	}
-	if req.Amount.Amount < 0 {
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	for {
-		c, err := s.charge(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		rec := c.ChargeRecord
-		s.mu.Unlock()
-		switch rec.Status {
-		case ChargeSucceeded:
-			return &boxoffice.Charge{ID: rec.ID, Amount: rec.Amount}, nil
-		case ChargeDeclined:
-			return nil, boxoffice.Errorf(boxoffice.EPAYMENTDECLINED, "%s", rec.Message)
-		}
-		if err := s.waitSettled(ctx, c); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// charge returns the charge for req.Key, creating it on the first attempt. It holds the key's
-// lock until the new charge is in the ledger, so that no concurrent attempt sees (and answers
-// with) a charge a crash could still lose.
-func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (*charge, error) {
-	unlock, err := s.locks.lock(ctx, "charge:"+req.Key)
+	rec, err := s.chargeRecord(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	return &boxoffice.Charge{ID: rec.ID, Amount: rec.Amount}, nil
+}
+
+// chargeRecord is Charge answering with the whole record, which the HTTP server renders; a
+// decline comes with its record too. The record of a charge made now is built from its ledger
+// line, so a new key costs no read of the ledger.
+func (s *Sim) chargeRecord(ctx context.Context, req boxoffice.ChargeRequest) (ChargeRecord, error) {
+	if req.Key == "" {
+		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
+	}
+	if req.Amount.Amount < 0 {
+		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
+	}
+	if err := ctx.Err(); err != nil {
+		return ChargeRecord{}, err
+	}
+	rec, c, err := s.charge(ctx, req)
+	for err == nil {
+		switch rec.Status {
+		case ChargeSucceeded:
+			return rec, nil
+		case ChargeDeclined:
+			return rec, boxoffice.Errorf(boxoffice.EPAYMENTDECLINED, "%s", rec.Message)
+		}
+		if err = s.waitSettled(ctx, c); err == nil {
+			rec = s.book.snapshot(c)
+		}
+	}
+	return ChargeRecord{}, err
+}
+
+// chargeLock names the lock a charge is made and settled under. It is the key's hash rather than
+// the key, so that charges whose keys collide are made one at a time and newChargeID can make
+// sure their ids differ.
+func chargeLock(keyHash uint64) string {
+	return "charge:" + strconv.FormatUint(keyHash, 16)
+}
+
+// charge returns the charge for req.Key, creating it on the first attempt; c is the live charge
+// when it is pending. It holds the key's lock until the new charge is in the ledger, so that no
+// concurrent attempt sees (and answers with) a charge a crash could still lose.
+func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec ChargeRecord, c *charge, err error) {
+	h := s.book.hash(req.Key)
+	unlock, err := s.locks.lock(ctx, chargeLock(h))
+	if err != nil {
+		return ChargeRecord{}, nil, err
 	}
 	defer unlock()
 
 	s.mu.Lock()
-	closed, c, f := s.closed, s.book.charges[req.Key], s.flaky[req.Key]
+	closed, f := s.closed, s.flaky[req.Key]
 	s.mu.Unlock()
 	if closed {
-		return nil, errClosed
+		return ChargeRecord{}, nil, errClosed
 	}
-	if c != nil {
-		if c.Amount != req.Amount || c.Token != req.Token {
-			return nil, reusedKey(req.Key)
+	rec, c, found, err := s.book.chargeByKey(req.Key)
+	if err != nil {
+		return ChargeRecord{}, nil, err
+	}
+	if found {
+		if rec.Amount != req.Amount || rec.Token != req.Token {
+			return ChargeRecord{}, nil, reusedKey(req.Key)
 		}
-		return c, nil
+		return rec, c, nil
 	}
 	if f != nil && (req.Token != TokenFlaky || f.amount != req.Amount) {
-		return nil, reusedKey(req.Key)
+		return ChargeRecord{}, nil, reusedKey(req.Key)
 	}
 
 	now := s.stamp()
 	ln := &ledgerLine{
-		Op: opCharge, Key: req.Key, ID: boxoffice.NewID(PrefixCharge, now), Token: req.Token,
+		Op: opCharge, Key: req.Key, Token: req.Token,
 		Amount: req.Amount, Description: req.Description, Status: ChargeSucceeded, At: now,
 	}
 	switch req.Token {
@@ -223,26 +232,29 @@ func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (*charge,
 		// f is only touched under the key's lock, which this call holds.
 		if f.failures < s.flakyFailures {
 			f.failures++
-			return nil, boxoffice.Errorf(boxoffice.EPAYMENTUNAVAILABLE,
+			return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EPAYMENTUNAVAILABLE,
 				"simulated provider failure %d of %d; retry with the same key", f.failures, s.flakyFailures)
 		}
 	default:
 		ln.Status, ln.Message = ChargeDeclined, fmt.Sprintf("unknown payment token %q", req.Token)
 	}
-	if err := s.log(ln); err != nil {
-		return nil, err
+	if ln.ID, err = s.book.newChargeID(now, h); err != nil {
+		return ChargeRecord{}, nil, err
+	}
+	off, err := s.book.lines.append(ln)
+	if err != nil {
+		return ChargeRecord{}, nil, err
+	}
+	if c, err = s.book.insert(ln, off); err != nil {
+		return ChargeRecord{}, nil, fmt.Errorf("payments: %w", err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.book.apply(ln); err != nil {
-		return nil, fmt.Errorf("payments: %w", err)
-	}
 	delete(s.flaky, req.Key)
-	c = s.book.charges[req.Key]
-	if c.Status == ChargePending && !s.closed {
-		s.scheduleLocked(c)
+	s.mu.Unlock()
+	if c != nil {
+		s.schedule(c)
 	}
-	return c, nil
+	return recordOf(ln), c, nil
 }
 
 func reusedKey(key string) error {
@@ -250,11 +262,10 @@ func reusedKey(key string) error {
 		"idempotency key %q was used before with a different request", key)
 }
 
-// scheduleLocked arms the timer that settles a pending charge on time even when no caller is
-// waiting for it any more. s.mu is held.
-func (s *Sim) scheduleLocked(c *charge) {
-	d := c.settleAt.Sub(s.now())
-	c.timer = time.AfterFunc(max(d, 0), func() {
+// schedule arms the timer that settles a pending charge on time even when no caller is waiting
+// for it any more.
+func (s *Sim) schedule(c *charge) {
+	s.book.arm(c, c.settleAt.Sub(s.now()), func() {
 		// A failure here leaves the charge pending; the next caller to wait for it settles it.
 		_ = s.settle(context.Background(), c)
 	})
@@ -263,9 +274,7 @@ func (s *Sim) scheduleLocked(c *charge) {
 // waitSettled waits until a pending charge is due and settles it, or until it was settled by the
 // timer, ctx ends, or the simulator closes.
 func (s *Sim) waitSettled(ctx context.Context, c *charge) error {
-	s.mu.Lock()
-	pending, settled, at := c.Status == ChargePending, c.settled, c.settleAt
-	s.mu.Unlock()
+	pending, settled, at := s.book.pendingState(c)
 	if !pending {
 		return nil
 	}
@@ -287,27 +296,21 @@ func (s *Sim) waitSettled(ctx context.Context, c *charge) error {
 
 // settle makes a pending charge succeeded, once, whoever gets there first.
 func (s *Sim) settle(ctx context.Context, c *charge) error {
-	unlock, err := s.locks.lock(ctx, "charge:"+c.Key)
+	// Key and ID never change after the charge is made, so they are read without the book's lock.
+	unlock, err := s.locks.lock(ctx, chargeLock(s.book.hash(c.Key)))
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s.mu.Lock()
-	pending := c.Status == ChargePending
-	s.mu.Unlock()
-	if !pending {
+	if pending, _, _ := s.book.pendingState(c); !pending {
 		return nil
 	}
 	ln := &ledgerLine{Op: opSettle, Key: c.Key, ID: c.ID, At: s.stamp()}
-	if err := s.log(ln); err != nil {
+	off, err := s.book.lines.append(ln)
+	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	if err := s.book.apply(ln); err != nil {
+	if _, err := s.book.insert(ln, off); err != nil {
 		return fmt.Errorf("payments: %w", err)
 	}
 	return nil
@@ -317,77 +320,98 @@ func (s *Sim) settle(ctx context.Context, c *charge) error {
 // most once per charge. A retry with the same key returns the same refund. A pending charge is
 // waited for, as for Charge, since it will succeed.
 func (s *Sim) Refund(ctx context.Context, req boxoffice.RefundRequest) (*boxoffice.Refund, error) {
-	switch {
-	case req.Key == "":
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
-	case req.ChargeID == "":
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "charge_id", Message: "is required"})
-	case req.Amount.Amount < 0:
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
-	}
-	if err := ctx.Err(); err != nil {
+	rec, err := s.refundRecord(ctx, req)
+	if err != nil {
 		return nil, err
 	}
+	return &boxoffice.Refund{ID: rec.RefundID, ChargeID: rec.ID}, nil
+}
+
+// refundRecord is Refund answering with the refunded charge's record, which holds the refund and
+// which the HTTP server renders.
+func (s *Sim) refundRecord(ctx context.Context, req boxoffice.RefundRequest) (ChargeRecord, error) {
+	switch {
+	case req.Key == "":
+		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
+	case req.ChargeID == "":
+		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "charge_id", Message: "is required"})
+	case req.Amount.Amount < 0:
+		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
+	}
+	if err := ctx.Err(); err != nil {
+		return ChargeRecord{}, err
+	}
 	for {
-		r, pending, err := s.refund(ctx, req)
+		rec, pending, err := s.refund(ctx, req)
 		if err != nil {
-			return nil, err
+			return ChargeRecord{}, err
 		}
-		if r != nil {
-			return &boxoffice.Refund{ID: r.id, ChargeID: r.chargeID}, nil
+		if pending == nil {
+			return rec, nil
 		}
 		if err := s.waitSettled(ctx, pending); err != nil {
-			return nil, err
+			return ChargeRecord{}, err
 		}
 	}
 }
 
-// refund returns the refund for req.Key, making it when the charge allows, or the charge to wait
-// for when it is still pending. The refund key's lock makes retries of one key answer alike; the
-// charge's lock makes two keys race for one charge and only one win.
-func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (*refund, *charge, error) {
+// refund returns the refunded charge's record for req.Key, making the refund when the charge
+// allows, or the charge to wait for when it is still pending. The refund key's lock makes retries
+// of one key answer alike; the charge's lock makes two keys race for one charge and only one win.
+func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (ChargeRecord, *charge, error) {
 	unlock, err := s.locks.lock(ctx, "refund:"+req.Key)
 	if err != nil {
-		return nil, nil, err
+		return ChargeRecord{}, nil, err
 	}
 	defer unlock()
 
 	s.mu.Lock()
-	closed, r, c := s.closed, s.book.refunds[req.Key], s.book.byID[req.ChargeID]
+	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, nil, errClosed
+		return ChargeRecord{}, nil, errClosed
+	}
+	r, err := s.book.refundByKey(req.Key)
+	if err != nil {
+		return ChargeRecord{}, nil, err
 	}
 	if r != nil {
-		if r.chargeID != req.ChargeID || r.requested != req.Amount {
-			return nil, nil, reusedKey(req.Key)
+		if r.ChargeID != req.ChargeID || r.RequestAmount != req.Amount {
+			return ChargeRecord{}, nil, reusedKey(req.Key)
 		}
-		return r, nil, nil
-	}
-	if c == nil {
-		return nil, nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "no charge %q", req.ChargeID)
+		rec, _, found, err := s.book.chargeByID(r.ChargeID)
+		switch {
+		case err != nil:
+			return ChargeRecord{}, nil, err
+		case !found || rec.RefundID != r.ID:
+			return ChargeRecord{}, nil, fmt.Errorf("payments: refund %s is not on charge %s", r.ID, r.ChargeID)
+		}
+		return rec, nil, nil
 	}
 
-	unlockCharge, err := s.locks.lock(ctx, "refund-of:"+c.ID)
+	// The charge is looked at only under its refund lock: another key may be refunding it now.
+	unlockCharge, err := s.locks.lock(ctx, "refund-of:"+req.ChargeID)
 	if err != nil {
-		return nil, nil, err
+		return ChargeRecord{}, nil, err
 	}
 	defer unlockCharge()
-	s.mu.Lock()
-	rec := c.ChargeRecord
-	s.mu.Unlock()
+	rec, c, found, err := s.book.chargeByID(req.ChargeID)
 	switch {
+	case err != nil:
+		return ChargeRecord{}, nil, err
+	case !found:
+		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "no charge %q", req.ChargeID)
 	case rec.Status == ChargePending:
-		return nil, c, nil
+		return ChargeRecord{}, c, nil
 	case rec.Status == ChargeDeclined:
-		return nil, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was declined; there is nothing to refund", rec.ID)
+		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was declined; there is nothing to refund", rec.ID)
 	case rec.Refunded:
-		return nil, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was refunded already (%s)", rec.ID, rec.RefundID)
+		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was refunded already (%s)", rec.ID, rec.RefundID)
 	case req.Amount.Currency != "" && req.Amount.Currency != rec.Amount.Currency:
-		return nil, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund currency %q differs from the charge's %q",
+		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund currency %q differs from the charge's %q",
 			req.Amount.Currency, rec.Amount.Currency)
 	case req.Amount.Amount > rec.Amount.Amount:
-		return nil, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund of %d exceeds charge %s of %d",
+		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund of %d exceeds charge %s of %d",
 			req.Amount.Amount, rec.ID, rec.Amount.Amount)
 	}
 	amount := rec.Amount
@@ -399,38 +423,30 @@ func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (*refund,
 		Op: opRefund, Key: req.Key, ID: boxoffice.NewID(PrefixRefund, now), ChargeID: rec.ID,
 		Amount: amount, RequestAmount: req.Amount, At: now,
 	}
-	if err := s.log(ln); err != nil {
-		return nil, nil, err
+	off, err := s.book.lines.append(ln)
+	if err != nil {
+		return ChargeRecord{}, nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.book.apply(ln); err != nil {
-		return nil, nil, fmt.Errorf("payments: %w", err)
+	if _, err := s.book.insert(ln, off); err != nil {
+		return ChargeRecord{}, nil, fmt.Errorf("payments: %w", err)
 	}
-	return s.book.refunds[req.Key], nil, nil
+	setRefund(&rec, ln)
+	return rec, nil, nil
 }
 
 // stamp is the time recorded in the ledger: UTC and without a monotonic reading, so that the
 // live state equals what a replay of the file reads back.
 func (s *Sim) stamp() time.Time { return s.now().UTC() }
 
-// log makes ln durable before the state change it describes becomes visible to anyone.
-func (s *Sim) log(ln *ledgerLine) error {
-	if s.ledger == nil {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.closed {
-			return errClosed
-		}
-		return nil
-	}
-	return s.ledger.append(ln)
-}
-
 // Charges returns every charge the simulator made or declined, in the order it made them, with
-// their refunds: what an audit compares with the orders that claim to be paid.
+// their refunds: what an audit compares with the orders that claim to be paid. It reads them back
+// from the ledger, so the list is as long as the ledger while nothing else keeps them. It panics
+// when the ledger file cannot be read back (a failing disk, or the file removed under the
+// simulator): an audit must not pass on a partial list.
 func (s *Sim) Charges() []ChargeRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.book.records()
+	recs, err := s.book.records()
+	if err != nil {
+		panic(fmt.Sprintf("payments: list charges: %v", err))
+	}
+	return recs
 }
