@@ -27,11 +27,12 @@ const (
 // publishing it again, which happens when the relay stops (crash, kill, restart) after the ack but
 // before its checkpoint is committed, or when it republishes events past a PostgreSQL position
 // gap after a restart. That is a relay round (well under a second) plus a restart plus
-// Relay.GapWait (a minute by default). Five minutes covers that with room for a slow restart, and
-// no longer: JetStream keeps every id of the window in memory, two per purchase, so a two-hour
-// window held millions of ids (hundreds of MB) during a big on-sale. A republish after a longer
-// outage reaches the stream twice and is absorbed by the consumers' inboxes, so no effect repeats.
-const DuplicateWindow = 5 * time.Minute
+// Relay.GapWait (a minute by default, PostgreSQL only). Two minutes (JetStream's own default)
+// covers that, and no longer: JetStream keeps every id of the window in memory (about 70 bytes
+// each, two per purchase), so the two-hour window this once had held millions of ids, hundreds of
+// MB, during a big on-sale. A republish after a longer outage reaches the stream twice and is
+// absorbed by the consumers' inboxes, so no effect repeats.
+const DuplicateWindow = 2 * time.Minute
 
 // EmbeddedOptions configures StartEmbedded.
 type EmbeddedOptions struct {
