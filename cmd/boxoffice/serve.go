@@ -76,6 +76,7 @@ type serveFlags struct {
 	maxInFlight    int
 	logLevel       string
 	debugAddr      string
+	memoryLimit    byteSize
 	// webhooksAllowPrivate lets webhook endpoints point at private and loopback addresses.
 	webhooksAllowPrivate bool
 	// webhookRetries and emailRetries are the consumers' retry schedules.
@@ -106,9 +107,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email, as --webhook-retries")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); unset: off")
+	f.memoryLimit = defaultMemoryLimit
+	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap (e.g. 128MiB, 1GiB; 0: none): the collector runs more often near it instead of letting the heap double; the GOMEMLIMIT environment variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	applyMemoryLimit(int64(f.memoryLimit))
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "--log-level: %v\n", err)
