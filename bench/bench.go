@@ -108,7 +108,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Throughput = float64(res.Requests) / elapsed.Seconds()
 	if cfg.Mode != ModeNoop {
-		sold, err := soldTickets(ctx, hc, cfg, clientKey)
+		// An interrupt (Ctrl-C) ends the load early, not the report: what ran is still read
+		// back, under a bound of its own.
+		readCtx, cancelRead := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancelRead()
+		sold, err := soldTickets(readCtx, hc, cfg, clientKey)
 		if err != nil {
 			return res, fmt.Errorf("read what was sold: %w", err)
 		}

@@ -100,8 +100,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	res.Name = name
 	if srv != nil {
+		// After an interrupt the partial run is still audited: a stop mid-sale is exactly when
+		// an oversell would show. A second interrupt kills the process as usual.
+		stop()
 		res.PeakRSS = srv.peakRSS()
-		res.Verify = srv.finish(ctx)
+		res.Verify = srv.finish(context.WithoutCancel(ctx))
 	}
 	printResult(stdout, res)
 	if res.Verify != "" && res.Verify != "ok" {
