@@ -16,6 +16,9 @@ import (
 	"boxoffice/inventory"
 )
 
+// modeText says what each --mode does, for the report's setup line.
+var modeText = map[string]string{bench.ModePurchase: "one-shot", bench.ModeHoldConfirm: "hold, then confirm"}
+
 // redisArgs passes --redis to a server that runs the redis-lock strategy.
 func redisArgs(strategy, redisURL string) []string {
 	if strategy == "redis-lock" && redisURL != "" {
@@ -34,8 +37,8 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		Capacity: f.capacity, Mode: f.mode, RetryRate: f.retryRate, Timeout: f.timeout, Progress: stderr}
 	rep := &bench.Report{
 		Title: "boxoffice bench --compare",
-		Setup: fmt.Sprintf("%d %s purchases by %d keep-alive buyers on %d show(s), %.0f%% retried with the same key after a %v client timeout; durable commits; %d CPUs, %s.",
-			f.requests, f.mode, f.buyers, f.shows, f.retryRate*100, f.timeout, runtime.NumCPU(), runtime.Version()),
+		Setup: fmt.Sprintf("%d purchases (%s) by %d keep-alive buyers on %d show(s), %.0f%% retried with the same key after a %v client timeout; durable commits; %d CPUs, %s.",
+			f.requests, modeText[f.mode], f.buyers, f.shows, f.retryRate*100, f.timeout, runtime.NumCPU(), runtime.Version()),
 		Default: inventory.Default + " on sqlite",
 		Actor:   "actor on postgres",
 	}
