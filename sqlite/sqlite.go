@@ -73,13 +73,18 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// connection writes), so a cache saves reads on the hot path. 8 MiB holds the pages a sale
 	// touches (the tier rows, the right edges of the growing indexes); more only kept cold pages
 	// of a big sale in memory, which the OS's page cache holds for a re-read anyway.
+	// temp_store=memory keeps the statement and savepoint sub-journals in memory: group commit
+	// runs every transaction of a batch under a savepoint, and with the default (a temp file) each
+	// page a savepoint first touched was copied out with a pwrite, 17% of the writer's CPU in the
+	// profile. The sub-journal only serves rollbacks inside the open transaction, which a crash
+	// discards anyway, so it needs no file.
 	db.w, err = sql.Open("sqlite", dsn(abs, url.Values{
 		"_txlock":       {"immediate"},
 		"_busy_timeout": {strconv.Itoa(busyTimeoutMS)},
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_foreign_keys": {"on"},
-		"_pragma":       {"cache_size(-8192)"},
+		"_pragma":       {"cache_size(-8192)", "temp_store(memory)"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
