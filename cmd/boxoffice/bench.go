@@ -20,6 +20,7 @@ import (
 	"boxoffice"
 	"boxoffice/bench"
 	"boxoffice/inventory"
+	"boxoffice/sale"
 )
 
 type benchFlags struct {
@@ -36,6 +37,8 @@ type benchFlags struct {
 	out               string
 	pg, redis         string
 	strategies        string
+	// verify names the store (and payment ledger) of a --url server, to audit after the load.
+	verify storeFlags
 }
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
@@ -61,8 +64,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.pg, "pg", "", "a PostgreSQL server (postgres:// URL of a database bench may create databases from) for the postgres rows and the FOR UPDATE baseline of --compare")
 	fs.StringVar(&f.redis, "redis", "", "a Redis URL for the redis-lock rows of --compare (and --inventory redis-lock)")
 	fs.StringVar(&f.strategies, "strategies", strings.Join(inventory.Names(), ","), "strategies --compare runs")
+	fs.StringVar(&f.verify.dataDir, "verify-data-dir", "", "with --url: the server's --data-dir, to run verify on its store and payment ledger after the load")
+	fs.StringVar(&f.verify.db, "verify-db", "sqlite", "with --url and --verify-data-dir: the server's --db")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if f.verify.dataDir != "" && (f.url == "" || f.compare) {
+		fmt.Fprintln(stderr, "--verify-data-dir audits a --url server; a server bench starts is verified anyway")
+		return errUsage
 	}
 	if f.url != "" {
 		if err := bench.CheckLoopback(f.url, f.allowRemote); err != nil {
@@ -105,6 +114,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		stop()
 		res.PeakRSS = srv.peakRSS()
 		res.Verify = srv.finish(context.WithoutCancel(ctx))
+	} else if f.verify.dataDir != "" {
+		// The load is over and every purchase has its final answer, so the store is at rest:
+		// an audit from this process sees what the server committed.
+		stop()
+		res.Verify = verdict(audit(context.WithoutCancel(ctx), f.verify))
 	}
 	printResult(stdout, res)
 	if res.Verify != "" && res.Verify != "ok" {
@@ -226,7 +240,11 @@ func (s *ownServer) peakRSS() int64 {
 // finish stops the server cleanly and audits its store: "ok" or the violations.
 func (s *ownServer) finish(ctx context.Context) string {
 	s.stop()
-	bad, _, _, err := audit(ctx, s.store)
+	return verdict(audit(ctx, s.store))
+}
+
+// verdict is an audit's outcome in a word: "ok", the violations, or why it could not run.
+func verdict(bad []string, _ string, _ []sale.LedgerCharge, err error) string {
 	switch {
 	case err != nil:
 		return "could not run: " + err.Error()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -557,5 +558,35 @@ func TestFlagsReadEnvironment(t *testing.T) {
 	fs3.Duration("payment-sync-budget", time.Second, "")
 	if err := parseFlags(fs3, nil); err == nil {
 		t.Fatal("a bad env value was accepted")
+	}
+}
+
+// TestBenchVerifiesARunningServer loads a running server with bench and has it audit the server's
+// store afterwards: a sound sale passes with every purchase accounted for, and a store corrupted
+// beforehand (a sold count no order accounts for) fails the run with the violation named.
+func TestBenchVerifiesARunningServer(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	bench := func() (int, string) {
+		return runCLI(t, "bench", "--url", s.URL, "--admin-key", adminKey, "--requests", "150", "--buyers", "8",
+			"--duration", "2m", "--verify-data-dir", dir)
+	}
+	code, out := bench()
+	if code != 0 || !strings.Contains(out, "201: 150") || !regexp.MustCompile(`verify +ok`).MatchString(out) {
+		t.Fatalf("bench of a sound sale: exit %d\n%s", code, out)
+	}
+
+	s.client(adminKey).must(201, "PUT", "/v1/shows/v", showBody(3, 600))
+	db, err := sql.Open("sqlite", filepath.Join(dir, "boxoffice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`PRAGMA busy_timeout = 10000; UPDATE tiers SET sold = sold + 1 WHERE show_id = 'v'`); err != nil {
+		t.Fatal(err)
+	}
+	code, out = bench()
+	if code != 1 || !strings.Contains(out, "violation") || !strings.Contains(out, "sold=1 but its confirmed orders have 0") {
+		t.Fatalf("bench over a corrupt store: exit %d\n%s", code, out)
 	}
 }
