@@ -60,6 +60,15 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// SoldOut is the ESOLDOUT error of a reservation of want tickets of tier tierID when available
+// are left (a negative count, from counts that disagree, reads as none).
+func SoldOut(tierID string, available, want int) *Error {
+	available = max(available, 0)
+	e := Errorf(ESOLDOUT, "only %d tickets of tier %s are left, %d asked", available, tierID, want)
+	e.Available = &available
+	return e
+}
+
 // ErrorCode returns the code of the first *Error in err's chain, or EINTERNAL.
 func ErrorCode(err error) string {
 	if err == nil {

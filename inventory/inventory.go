@@ -57,10 +57,7 @@ func New(name string, store boxoffice.Store, opts Options) (boxoffice.Inventory,
 
 // soldOut is the error of a reservation that does not fit, carrying what is left.
 func soldOut(c boxoffice.TierCounts, want int) error {
-	avail := max(c.Available(), 0)
-	e := boxoffice.Errorf(boxoffice.ESOLDOUT, "only %d tickets of tier %s are left, %d asked", avail, c.TierID, want)
-	e.Available = &avail
-	return e
+	return boxoffice.SoldOut(c.TierID, c.Available(), want)
 }
 
 // fits reports whether c applied to cur keeps 0 <= held, 0 <= sold and held+sold <= capacity: the

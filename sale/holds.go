@@ -19,7 +19,7 @@ func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*box
 	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
 		return s.answerLookup(res, rec, err)
 	}
-	show, err := s.showWithTier(ctx, in.ShowID, in.TierID)
+	show, err := s.showWithTier(ctx, in.ShowID, in.TierID, in.Quantity)
 	if err != nil {
 		return s.finish(ctx, idem, nil, err)
 	}
@@ -33,14 +33,25 @@ func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*box
 	return s.finish(ctx, idem, res, err)
 }
 
-// showWithTier reads a show and checks that it has the tier.
-func (s *Service) showWithTier(ctx context.Context, showID, tierID string) (*boxoffice.Show, error) {
+// showWithTier reads a show and checks that it has the tier and, read in the same snapshot, that
+// the tier has quantity tickets left.
+//
+// That last check fails fast when sold out: once a show sells out nearly every request of a
+// stampede is refused, and without it each refusal took the writer twice (a reservation that
+// fails, then its stored answer). Answering sold_out from a committed snapshot is linearizable:
+// at that point, inside the request, the tickets were not there. A snapshot that shows enough
+// tickets decides nothing; the strategy's reservation does.
+func (s *Service) showWithTier(ctx context.Context, showID, tierID string, quantity int) (*boxoffice.Show, error) {
 	show, err := s.GetShow(ctx, showID)
 	if err != nil {
 		return nil, err
 	}
-	if show.Tier(tierID) == nil {
+	tier := show.Tier(tierID)
+	if tier == nil {
 		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no tier %q", showID, tierID)
+	}
+	if tier.Available < quantity {
+		return nil, boxoffice.SoldOut(tierID, tier.Available, quantity)
 	}
 	return show, nil
 }

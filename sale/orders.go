@@ -99,7 +99,7 @@ func (s *Service) Purchase(ctx context.Context, idem Idem, in PurchaseInput) (*b
 	if rec != nil {
 		return s.resume(ctx, idem)
 	}
-	show, err := s.showWithTier(ctx, in.ShowID, in.TierID)
+	show, err := s.showWithTier(ctx, in.ShowID, in.TierID, in.Quantity)
 	if err != nil {
 		return s.finish(ctx, idem, nil, err)
 	}

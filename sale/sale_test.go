@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,21 @@ type env struct {
 	svc   *sale.Service
 	clock *inventorytest.Clock
 	cfg   sale.Config
+	// reservations counts the changes that took tickets which reached the strategy.
+	reservations atomic.Int64
+}
+
+// countingInventory counts the reservations (changes that take tickets) that reach a strategy.
+type countingInventory struct {
+	boxoffice.Inventory
+	n *atomic.Int64
+}
+
+func (c *countingInventory) Apply(ctx context.Context, ch boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+	if ch.Held > 0 {
+		c.n.Add(1)
+	}
+	return c.Inventory.Apply(ctx, ch, write)
 }
 
 func newEnv(t testing.TB, mod func(*sale.Config)) *env {
@@ -52,7 +68,7 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.store, e.inv = st, inventory.NewAtomic(st)
+	e.store, e.inv = st, &countingInventory{Inventory: inventory.NewAtomic(st), n: &e.reservations}
 	cfg := e.cfg
 	cfg.Store, cfg.Inventory = e.store, e.inv
 	e.svc = sale.New(cfg)
@@ -203,6 +219,46 @@ func TestReplayIsByteIdentical(t *testing.T) {
 	want(t, res2, err, 409, boxoffice.ESOLDOUT)
 	if !replayed || string(res2.Body) != string(res.Body) {
 		t.Fatal("sold_out was not replayed")
+	}
+	e.verify()
+}
+
+// TestSoldOutFailsFast checks that a request for more tickets than a committed snapshot shows left
+// is refused without a reservation (the writer is spared in a stampede after the sell-out), with
+// the same stored, replayable answer a refused reservation gives, while a request that fits still
+// goes to the strategy.
+func TestSoldOutFailsFast(t *testing.T) {
+	e := newEnv(t, nil)
+	e.show("s", 3, nil)
+	res, _, err := e.purchase("p1", "s", 2, "tok_ok")
+	want(t, res, err, 201, "")
+	before := e.reservations.Load()
+	for i := range 20 {
+		res, _, err = e.purchase(fmt.Sprintf("late-%d", i), "s", 2, "tok_ok")
+		want(t, res, err, 409, boxoffice.ESOLDOUT)
+		var p struct{ Available *int }
+		if json.Unmarshal(res.Body, &p) != nil || p.Available == nil || *p.Available != 1 {
+			t.Fatalf("sold_out answer without available=1: %s", res.Body)
+		}
+	}
+	res, _, err = e.hold("h-late", "s", 2, "b@example.com")
+	want(t, res, err, 409, boxoffice.ESOLDOUT)
+	if n := e.reservations.Load() - before; n != 0 {
+		t.Errorf("%d refused requests reached the strategy, want 0", n)
+	}
+	// The answer is stored: a retry replays it byte for byte.
+	again, replayed, err := e.purchase("late-0", "s", 2, "tok_ok")
+	if err != nil || !replayed || again.Status != 409 {
+		t.Fatalf("retry of a sold_out purchase: %+v replayed=%v %v", again, replayed, err)
+	}
+	// What fits still sells, through the strategy.
+	res, _, err = e.purchase("p2", "s", 1, "tok_ok")
+	want(t, res, err, 201, "")
+	if n := e.reservations.Load() - before; n != 1 {
+		t.Errorf("the fitting purchase made %d reservations, want 1", n)
+	}
+	if c := e.tier("s"); c.Sold != 3 || c.Held != 0 {
+		t.Errorf("tier after the sale: %+v, want 3 sold", c)
 	}
 	e.verify()
 }
