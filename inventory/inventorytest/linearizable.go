@@ -2,6 +2,7 @@ package inventorytest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -102,6 +103,27 @@ func (r *recorder) Apply(ctx context.Context, c boxoffice.CountChange, write fun
 	return err
 }
 
+// service runs a request that reserves q tickets of tier of the show "lin" and records a sold_out
+// answer as an operation of its own, timed by the request: the service may refuse from a read
+// before any strategy is asked, and that answer must fit the history too. (A refusal the strategy
+// gave is then in the history twice, which the model allows: a refusal changes nothing.)
+func (r *recorder) service(tier string, q int, do func() (*boxoffice.Response, error)) (*boxoffice.Response, error) {
+	call := r.now()
+	res, err := do()
+	ret := r.now()
+	if err == nil && res.Status == 409 {
+		var p struct {
+			Code      string `json:"code"`
+			Available *int   `json:"available"`
+		}
+		if json.Unmarshal(res.Body, &p) == nil && p.Code == boxoffice.ESOLDOUT && p.Available != nil {
+			r.add(porcupine.Operation{Input: linInput{Tier: "lin/" + tier, Take: q, Reserve: true}, Call: call,
+				Output: linOutput{SoldOut: true, Available: *p.Available}, Return: ret})
+		}
+	}
+	return res, err
+}
+
 // read records a read of a tier's availability from the store.
 func (r *recorder) read(w *World, show, tier string) {
 	call := r.now()
@@ -137,14 +159,19 @@ func linearizable(t *testing.T, h Harness) {
 				tier := string(rune('a' + r.IntN(2)))
 				switch op := r.IntN(10); {
 				case op < 3:
-					res, err := hold(w, key, "lin", tier, 1+r.IntN(2), fmt.Sprintf("l%d@example.com", worker))
+					q := 1 + r.IntN(2)
+					res, err := rec.service(tier, q, func() (*boxoffice.Response, error) {
+						return hold(w, key, "lin", tier, q, fmt.Sprintf("l%d@example.com", worker))
+					})
 					if err == nil && res.Status == 201 {
 						holds = append(holds, Decode[boxoffice.Hold](t, res).ID)
 					}
 				case op < 4 && len(holds) > 0:
 					_ = w.Svc.ReleaseHold(ctx, holds[r.IntN(len(holds))])
 				case op < 6:
-					res, err := purchase(w, key, "lin", tier, 1, "tok_ok")
+					res, err := rec.service(tier, 1, func() (*boxoffice.Response, error) {
+						return purchase(w, key, "lin", tier, 1, "tok_ok")
+					})
 					if err == nil && res.Status == 201 {
 						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
 					}
