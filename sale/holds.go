@@ -16,15 +16,20 @@ func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*box
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
-	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+	var show *boxoffice.Show
+	var refused error
+	res, rec, err := s.lookupThen(ctx, idem, func(tx boxoffice.Tx) (err error) {
+		show, refused, err = showWithTier(ctx, tx, in.ShowID, in.TierID, in.Quantity)
+		return err
+	})
+	if res != nil || rec != nil || err != nil {
 		return s.answerLookup(res, rec, err)
 	}
-	show, err := s.showWithTier(ctx, in.ShowID, in.TierID, in.Quantity)
-	if err != nil {
-		return s.finish(ctx, idem, nil, err)
+	if refused != nil {
+		return s.finish(ctx, idem, nil, refused)
 	}
 	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
-	res := s.render.Resource(201, h, "")
+	res = s.render.Resource(201, h, "")
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
 		rec := s.newRecord(idem, res)
 		rec.HoldID = h.ID
@@ -33,27 +38,30 @@ func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*box
 	return s.finish(ctx, idem, res, err)
 }
 
-// showWithTier reads a show and checks that it has the tier and, read in the same snapshot, that
-// the tier has quantity tickets left.
+// showWithTier reads a show in tx and checks that it has the tier and, read in the same snapshot,
+// that the tier has quantity tickets left. A domain refusal (no such show or tier, sold out) is
+// refused, an answer to store; err is a failure of the store.
 //
 // That last check fails fast when sold out: once a show sells out nearly every request of a
 // stampede is refused, and without it each refusal took the writer twice (a reservation that
 // fails, then its stored answer). Answering sold_out from a committed snapshot is linearizable:
 // at that point, inside the request, the tickets were not there. A snapshot that shows enough
 // tickets decides nothing; the strategy's reservation does.
-func (s *Service) showWithTier(ctx context.Context, showID, tierID string, quantity int) (*boxoffice.Show, error) {
-	show, err := s.GetShow(ctx, showID)
-	if err != nil {
-		return nil, err
+func showWithTier(ctx context.Context, tx boxoffice.Tx, showID, tierID string, quantity int) (show *boxoffice.Show, refused, err error) {
+	show, err = tx.GetShow(ctx, showID)
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, err, nil
+	} else if err != nil {
+		return nil, nil, err
 	}
 	tier := show.Tier(tierID)
 	if tier == nil {
-		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no tier %q", showID, tierID)
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no tier %q", showID, tierID), nil
 	}
 	if tier.Available < quantity {
-		return nil, boxoffice.SoldOut(tierID, tier.Available, quantity)
+		return nil, boxoffice.SoldOut(tierID, tier.Available, quantity), nil
 	}
-	return show, nil
+	return show, nil, nil
 }
 
 func (s *Service) newHold(show *boxoffice.Show, tierID string, quantity int, email string) *boxoffice.Hold {

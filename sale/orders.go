@@ -92,16 +92,20 @@ func (s *Service) Purchase(ctx context.Context, idem Idem, in PurchaseInput) (*b
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
-	res, rec, err := s.lookup(ctx, idem)
+	var show *boxoffice.Show
+	var refused error
+	res, rec, err := s.lookupThen(ctx, idem, func(tx boxoffice.Tx) (err error) {
+		show, refused, err = showWithTier(ctx, tx, in.ShowID, in.TierID, in.Quantity)
+		return err
+	})
 	if res != nil || err != nil {
 		return res, res != nil, err
 	}
 	if rec != nil {
 		return s.resume(ctx, idem)
 	}
-	show, err := s.showWithTier(ctx, in.ShowID, in.TierID, in.Quantity)
-	if err != nil {
-		return s.finish(ctx, idem, nil, err)
+	if refused != nil {
+		return s.finish(ctx, idem, nil, refused)
 	}
 	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
 	order := s.newOrder(h, show.Tier(in.TierID), in.Payment.Token, true)
