@@ -119,11 +119,12 @@ const (
 	sGetIdemForUpdate = sGetIdem + ` FOR UPDATE`
 	// Only one request makes an order, so there is one record. Should a caller have copied the
 	// id to another, the first one created is taken.
-	sIdemForOrder          = `SELECT ` + idemCols + ` FROM idempotency_records WHERE order_id = $1 ORDER BY created_at, id LIMIT 1`
-	sIdemForOrderForUpdate = sIdemForOrder + ` FOR UPDATE`
-	sUpdateIdem            = `UPDATE idempotency_records SET hold_id = $1, order_id = $2, locked_until = $3,
+	sUpdateIdem = `UPDATE idempotency_records SET hold_id = $1, order_id = $2, locked_until = $3,
 			response_status = $4, response_body = $5, response_location = $6
 		WHERE id = $7`
+	sAnswerIdemForOrder = `UPDATE idempotency_records SET locked_until = $1,
+			response_status = $2, response_body = $3, response_location = $4
+		WHERE order_id = $5 AND response_status IS NULL`
 	// SKIP LOCKED: a record a request has locked (it is working on it) is not worth waiting for;
 	// the next sweep takes it if it is still expired.
 	sSweepIdem = `DELETE FROM idempotency_records WHERE id IN (

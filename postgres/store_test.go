@@ -263,14 +263,6 @@ func TestLocksInUpdate(t *testing.T) {
 			r.HoldID = "hld_a"
 			return tx.UpdateIdemRecord(ctx, &r)
 		}, "hld_a"},
-		{"IdemRecordForOrder", func(tx boxoffice.Tx) (string, error) {
-			r, err := tx.IdemRecordForOrder(ctx, "ord_1")
-			return r.HoldID, err
-		}, func(tx boxoffice.Tx) error {
-			r := *rec
-			r.HoldID = "hld_b"
-			return tx.UpdateIdemRecord(ctx, &r)
-		}, "hld_b"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			locked := make(chan struct{})

@@ -472,20 +472,7 @@ func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) (*boxof
 // answerRecord stores res on the record of the request that made the order, unless that request
 // answered already (202) or the record was swept. It reports whether it stored res.
 func (s *Service) answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response) (bool, error) {
-	rec, err := tx.IdemRecordForOrder(ctx, orderID)
-	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-		return false, nil
-	} else if err != nil {
-		return false, err
-	}
-	if rec.Response != nil {
-		return false, nil
-	}
-	rec.Response, rec.LockedUntil = res, time.Time{}
-	if err := tx.UpdateIdemRecord(ctx, rec); err != nil {
-		return false, err
-	}
-	return true, nil
+	return tx.AnswerIdemRecordForOrder(ctx, orderID, res)
 }
 
 // CompletePending starts a payment driver for every pending order that has none in this process:

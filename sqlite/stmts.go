@@ -43,8 +43,8 @@ const (
 
 	sInsertIdem
 	sGetIdem
-	sIdemForOrder
 	sUpdateIdem
+	sAnswerIdemForOrder
 	sSweepIdem
 	sClearIdemLeases
 	sForEachIdem
@@ -143,10 +143,12 @@ var stmtSQL = [numStmts]string{
 	sGetIdem: `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = ? AND key = ?`,
 	// Only one request makes an order, so there is one record. Should a caller have copied the
 	// id to another, LIMIT 1 takes the first in index order, which is insertion order.
-	sIdemForOrder: `SELECT ` + idemCols + ` FROM idempotency_records WHERE order_id = ? LIMIT 1`,
 	sUpdateIdem: `UPDATE idempotency_records SET hold_id = ?, order_id = ?, locked_until = ?,
 			response_status = ?, response_body = ?, response_location = ?
 		WHERE id = ?`,
+	sAnswerIdemForOrder: `UPDATE idempotency_records SET locked_until = 0,
+			response_status = ?, response_body = ?, response_location = ?
+		WHERE order_id = ? AND response_status IS NULL`,
 	sSweepIdem: `DELETE FROM idempotency_records WHERE id IN (
 		SELECT id FROM idempotency_records WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
 	sClearIdemLeases: `UPDATE idempotency_records SET locked_until = 0 WHERE locked_until <> 0`,

@@ -195,13 +195,13 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 	db, _ := openTest(t)
 	ctx := context.Background()
 	for id, wantIndex := range map[stmtID]string{
-		sDueHolds:         "orders_live_hold",
-		sNextHoldExpiry:   "holds_status_expires_at",
-		sBuyerTickets:     "holds_show_buyer",
-		sLiveOrderForHold: "orders_live_hold",
-		sPendingOrders:    "orders_status_id",
-		sListShowOrders:   "orders_show_id",
-		sIdemForOrder:     "idempotency_records_order_id",
+		sDueHolds:           "orders_live_hold",
+		sNextHoldExpiry:     "holds_status_expires_at",
+		sBuyerTickets:       "holds_show_buyer",
+		sLiveOrderForHold:   "orders_live_hold",
+		sPendingOrders:      "orders_status_id",
+		sListShowOrders:     "orders_show_id",
+		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {
 		args := make([]any, 0, 4)
 		for i := 0; i < countParams(stmtSQL[id]); i++ {

@@ -618,19 +618,6 @@ func (t *tx) GetIdemRecord(ctx context.Context, scope, key string) (*boxoffice.I
 	return r, nil
 }
 
-// IdemRecordForOrder implements boxoffice.Tx.
-func (t *tx) IdemRecordForOrder(ctx context.Context, orderID string) (*boxoffice.IdemRecord, error) {
-	if orderID == "" {
-		// Records of requests that made no order have an empty order id; none of them made "".
-		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "idempotency record of order %q not found", orderID)
-	}
-	r, err := scanIdem(t.queryRow(ctx, sIdemForOrder, orderID))
-	if err != nil {
-		return nil, notFound(err, "idempotency record of order %q", orderID)
-	}
-	return r, nil
-}
-
 // UpdateIdemRecord implements boxoffice.Tx. The record is found by r.ID; ENOTFOUND when it is
 // gone (swept).
 func (t *tx) UpdateIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) error {
@@ -647,6 +634,23 @@ func (t *tx) UpdateIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) erro
 		return boxoffice.Errorf(boxoffice.ENOTFOUND, "idempotency record %q not found", r.ID)
 	}
 	return nil
+}
+
+// AnswerIdemRecordForOrder implements boxoffice.Tx.
+func (t *tx) AnswerIdemRecordForOrder(ctx context.Context, orderID string, res *boxoffice.Response) (bool, error) {
+	if orderID == "" {
+		return false, nil // records of requests that made no order have an empty order id
+	}
+	status, body, location := responseArgs(&boxoffice.IdemRecord{Response: res})
+	r, err := t.exec(ctx, sAnswerIdemForOrder, status, body, location, orderID)
+	if err != nil {
+		return false, fmt.Errorf("answer the idempotency record of order %q: %w", orderID, err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("answer the idempotency record of order %q: %w", orderID, err)
+	}
+	return n > 0, nil
 }
 
 // SweepIdemRecords implements boxoffice.Tx.

@@ -677,10 +677,6 @@ func testIdemRecords(t *testing.T, db boxoffice.Store) {
 		}
 		_, err = tx.GetIdemRecord(ctx, "other scope", "k1")
 		wantCode(t, err, boxoffice.ENOTFOUND)
-		_, err = tx.IdemRecordForOrder(ctx, "ord_1")
-		wantCode(t, err, boxoffice.ENOTFOUND)
-		_, err = tx.IdemRecordForOrder(ctx, "")
-		wantCode(t, err, boxoffice.ENOTFOUND)
 
 		// The same scope and key is a conflict; the same key in another scope is not.
 		wantCode(t, tx.InsertIdemRecord(ctx, testRecord("idr_2", "k1")), boxoffice.ECONFLICT)
@@ -696,7 +692,7 @@ func testIdemRecords(t *testing.T, db boxoffice.Store) {
 		if err := tx.UpdateIdemRecord(ctx, r); err != nil {
 			return err
 		}
-		got, err = tx.IdemRecordForOrder(ctx, "ord_1")
+		got, err = tx.GetIdemRecord(ctx, r.Scope, "k1")
 		if err != nil {
 			return err
 		}
@@ -729,6 +725,36 @@ func testIdemRecords(t *testing.T, db boxoffice.Store) {
 		}
 
 		wantCode(t, tx.UpdateIdemRecord(ctx, testRecord("idr_nope", "k9")), boxoffice.ENOTFOUND)
+		return nil
+	})
+
+	// AnswerIdemRecordForOrder: answers the leased record of an order once, and nothing else.
+	leased := testRecord("idr_3", "k3")
+	leased.HoldID, leased.OrderID, leased.LockedUntil = "hld_3", "ord_3", base.Add(time.Minute)
+	update(t, db, func(tx boxoffice.Tx) error { return tx.InsertIdemRecord(ctx, leased) })
+	answer := &boxoffice.Response{Status: 201, Body: []byte(`{"id":"ord_3"}`), Location: ""}
+	update(t, db, func(tx boxoffice.Tx) error {
+		for _, id := range []string{"", "ord_nope"} {
+			if ok, err := tx.AnswerIdemRecordForOrder(ctx, id, answer); err != nil || ok {
+				t.Errorf("AnswerIdemRecordForOrder(%q) = %v, %v; want false", id, ok, err)
+			}
+		}
+		if ok, err := tx.AnswerIdemRecordForOrder(ctx, "ord_3", answer); err != nil || !ok {
+			t.Errorf("AnswerIdemRecordForOrder(ord_3) = %v, %v; want true", ok, err)
+		}
+		// Answered already (say, 202 to a request that stopped waiting): kept as it is.
+		later := &boxoffice.Response{Status: 402, Body: []byte(`{"code":"payment_declined"}`)}
+		if ok, err := tx.AnswerIdemRecordForOrder(ctx, "ord_3", later); err != nil || ok {
+			t.Errorf("second AnswerIdemRecordForOrder(ord_3) = %v, %v; want false", ok, err)
+		}
+		got, err := tx.GetIdemRecord(ctx, leased.Scope, "k3")
+		if err != nil {
+			return err
+		}
+		if got.Response == nil || got.Response.Status != 201 || !bytes.Equal(got.Response.Body, answer.Body) ||
+			!got.LockedUntil.IsZero() || got.HoldID != "hld_3" || got.OrderID != "ord_3" {
+			t.Errorf("answered record = %+v response %+v", got, got.Response)
+		}
 		return nil
 	})
 }
@@ -1335,8 +1361,6 @@ func testConflictsKeepTheTxUsable(t *testing.T, db boxoffice.Store) {
 		_, err = tx.GetHold(ctx, "hld_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
 		_, err = tx.GetIdemRecord(ctx, "nope", "nope")
-		wantCode(t, err, boxoffice.ENOTFOUND)
-		_, err = tx.IdemRecordForOrder(ctx, "ord_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
 		_, err = tx.LiveOrderForHold(ctx, "hld_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
