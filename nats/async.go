@@ -109,7 +109,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas})
+	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas, GapWait: cfg.GapWait})
 	cancel()
 	if err != nil {
 		a.close()

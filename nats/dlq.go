@@ -36,7 +36,7 @@ func ensureDLQStream(ctx context.Context, js jetstream.JetStream, replicas int) 
 		Subjects:    []string{DLQSubjectPrefix + ">"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  DuplicateWindow,
+		Duplicates:  dlqDuplicateWindow,
 		Replicas:    max(replicas, 1),
 	})
 	if err != nil {

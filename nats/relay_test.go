@@ -172,3 +172,31 @@ func TestNextWave(t *testing.T) {
 		t.Fatalf("waves = %v; want %v", waves, want)
 	}
 }
+
+// TestDuplicateWindowOutlastsTheRelay checks that the events stream remembers message ids for a
+// minute more than the relay's gap wait (so a republish after a restart is dropped) and follows a
+// change of it, while the dead-letter stream keeps its own wide window.
+func TestDuplicateWindowOutlastsTheRelay(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, gap := range []time.Duration{0, DefaultGapWait, 0} {
+		st, err := EnsureStream(ctx, e.js, StreamOptions{GapWait: gap})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := info.Config.Duplicates, gap+time.Minute; got != want {
+			t.Errorf("GapWait %v: duplicate window %v, want %v", gap, got, want)
+		}
+	}
+	dlq, err := e.js.Stream(ctx, DLQStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.Config.Duplicates != dlqDuplicateWindow {
+		t.Errorf("dead-letter stream: %+v, %v; want a %v window", info, err, dlqDuplicateWindow)
+	}
+}

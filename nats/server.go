@@ -22,17 +22,22 @@ const (
 	SubjectPrefix = "boxoffice.events."
 )
 
-// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. It must be longer than the
-// relay's retry horizon: the longest time between a first publish of an event and the relay
-// publishing it again, which happens when the relay stops (crash, kill, restart) after the ack but
-// before its checkpoint is committed, or when it republishes events past a PostgreSQL position
-// gap after a restart. That is a relay round (well under a second) plus a restart plus
-// Relay.GapWait (a minute by default, PostgreSQL only). Two minutes (JetStream's own default)
-// covers that, and no longer: JetStream keeps every id of the window in memory (about 70 bytes
-// each, two per purchase), so the two-hour window this once had held millions of ids, hundreds of
-// MB, during a big on-sale. A republish after a longer outage reaches the stream twice and is
-// absorbed by the consumers' inboxes, so no effect repeats.
-const DuplicateWindow = 2 * time.Minute
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the events stream of a relay
+// whose GapWait is gapWait. It must be longer than the relay's retry horizon: the longest time
+// between a first publish of an event and the relay publishing it again, which happens when the
+// relay stops (crash, kill, restart) after the ack but before its checkpoint is committed, or when
+// it republishes events past a PostgreSQL position gap after a restart. That is a relay round
+// (well under a second) plus a restart plus GapWait (0 on SQLite, a minute by default on
+// PostgreSQL), so a minute more than GapWait covers it, and no longer: JetStream keeps every id of
+// the window in memory (about 150 bytes each, two per purchase), so the two-hour window this once
+// had held millions of ids, hundreds of MB, during a big on-sale. A republish after a longer
+// outage reaches the stream twice and is absorbed by the consumers' inboxes, so no effect repeats.
+func DuplicateWindow(gapWait time.Duration) time.Duration { return max(gapWait, 0) + time.Minute }
+
+// dlqDuplicateWindow is the dead-letter stream's: a message redelivered after its consumer failed
+// to terminate it (AckWait later) is dead-lettered again, and the window drops that copy. Dead
+// letters are few, so the window can be wide.
+const dlqDuplicateWindow = 2 * time.Hour
 
 // EmbeddedOptions configures StartEmbedded.
 type EmbeddedOptions struct {
@@ -124,6 +129,8 @@ type StreamOptions struct {
 	// Replicas is the stream's replication factor; 0 means 1 (the embedded server). A 3-node
 	// cluster wants 3.
 	Replicas int
+	// GapWait is the relay's (see Relay.GapWait), which the duplicate window must outlast.
+	GapWait time.Duration
 }
 
 // EnsureStream creates the events stream and the dead-letter stream (DLQStreamName), or updates
@@ -138,7 +145,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOption
 		Subjects:   []string{SubjectPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Retention:  jetstream.LimitsPolicy,
-		Duplicates: DuplicateWindow,
+		Duplicates: DuplicateWindow(opts.GapWait),
 		Replicas:   replicas,
 	})
 	if err != nil {
