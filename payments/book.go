@@ -184,21 +184,22 @@ func (b *book) findByID(id string) (*charge, *ledgerLine, error) {
 
 // refundByKey returns the refund line made under an idempotency key, or nil.
 func (b *book) refundByKey(key string) (*ledgerLine, error) {
-	var buf [4]int64
-	b.mu.Lock()
-	offs := b.refundKeys.appendTo(buf[:0], b.hash(key))
-	b.mu.Unlock()
-	_, ln, err := b.firstLine(offs, func(ln *ledgerLine) bool { return ln.Op == opRefund && ln.Key == key })
-	return ln, err
+	return b.refundLine(&b.refundKeys, key, func(ln *ledgerLine) bool { return ln.Key == key })
 }
 
 // refundOf returns the refund line of a charge, or nil.
 func (b *book) refundOf(chargeID string) (*ledgerLine, error) {
+	return b.refundLine(&b.refundsOf, chargeID, func(ln *ledgerLine) bool { return ln.ChargeID == chargeID })
+}
+
+// refundLine returns the first refund line filed in idx under the hash of s that match accepts,
+// or nil: the hash only says where to look, the line read back decides.
+func (b *book) refundLine(idx *offsets, s string, match func(*ledgerLine) bool) (*ledgerLine, error) {
 	var buf [4]int64
 	b.mu.Lock()
-	offs := b.refundsOf.appendTo(buf[:0], b.hash(chargeID))
+	offs := idx.appendTo(buf[:0], b.hash(s))
 	b.mu.Unlock()
-	_, ln, err := b.firstLine(offs, func(ln *ledgerLine) bool { return ln.Op == opRefund && ln.ChargeID == chargeID })
+	_, ln, err := b.firstLine(offs, func(ln *ledgerLine) bool { return ln.Op == opRefund && match(ln) })
 	return ln, err
 }
 

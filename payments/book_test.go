@@ -26,6 +26,19 @@ func collideAll(t *testing.T) {
 	t.Cleanup(func() { hashKey = prev })
 }
 
+// withAndWithoutCollisions runs test twice, as subtests: with the real key hash, and with every
+// key hashing alike (collideAll), so that every lookup must tell keys apart by their lines.
+func withAndWithoutCollisions(t *testing.T, test func(t *testing.T, collide bool)) {
+	for _, collide := range []bool{false, true} {
+		t.Run(fmt.Sprintf("collide=%t", collide), func(t *testing.T) {
+			if collide {
+				collideAll(t)
+			}
+			test(t, collide)
+		})
+	}
+}
+
 // countReads counts the lines the book reads back from its store.
 type countReads struct {
 	lineStore
@@ -54,62 +67,57 @@ func reopen(t *testing.T, s *Sim, opts SimOptions) *Sim {
 }
 
 func TestRetryAfterRestartAnswersTheSameCharge(t *testing.T) {
-	for _, collide := range []bool{false, true} {
-		t.Run(fmt.Sprintf("collide=%t", collide), func(t *testing.T) {
-			if collide {
-				collideAll(t)
+	withAndWithoutCollisions(t, func(t *testing.T, collide bool) {
+		ctx := context.Background()
+		opts := SimOptions{LedgerPath: ledgerPath(t), FlakyFailures: -1}
+		s := newSim(t, opts)
+		const n = 40
+		first := make([]ChargeRecord, n)
+		for i := range n {
+			key := fmt.Sprintf("ord_%d/charge", i)
+			token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
+			rec, err := s.chargeRecord(ctx, chargeReq(key, token, int64(100+i)))
+			if (err != nil) != (token == TokenDeclined || token == "tok_unknown") {
+				t.Fatalf("charge %s with %s: %v", key, token, err)
 			}
-			ctx := context.Background()
-			opts := SimOptions{LedgerPath: ledgerPath(t), FlakyFailures: -1}
-			s := newSim(t, opts)
-			const n = 40
-			first := make([]ChargeRecord, n)
-			for i := range n {
-				key := fmt.Sprintf("ord_%d/charge", i)
-				token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
-				rec, err := s.chargeRecord(ctx, chargeReq(key, token, int64(100+i)))
-				if (err != nil) != (token == TokenDeclined || token == "tok_unknown") {
-					t.Fatalf("charge %s with %s: %v", key, token, err)
-				}
-				first[i] = rec
+			first[i] = rec
+		}
+		before := s.Charges()
+		s = reopen(t, s, opts)
+		reads := countSimReads(s)
+		for i := range n {
+			token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
+			rec, err := s.chargeRecord(ctx, chargeReq(first[i].Key, token, int64(100+i)))
+			if rec != first[i] {
+				t.Fatalf("retry of %s after restart = %+v, %v; want %+v", first[i].Key, rec, err, first[i])
 			}
-			before := s.Charges()
-			s = reopen(t, s, opts)
-			reads := countSimReads(s)
-			for i := range n {
-				token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
-				rec, err := s.chargeRecord(ctx, chargeReq(first[i].Key, token, int64(100+i)))
-				if rec != first[i] {
-					t.Fatalf("retry of %s after restart = %+v, %v; want %+v", first[i].Key, rec, err, first[i])
-				}
-				if first[i].Status == ChargeDeclined {
-					wantCode(t, err, boxoffice.EPAYMENTDECLINED)
-				}
-				// The same key with another amount is refused, not charged again.
-				_, err = s.Charge(ctx, chargeReq(first[i].Key, token, 1))
-				wantCode(t, err, boxoffice.EVALIDATION)
+			if first[i].Status == ChargeDeclined {
+				wantCode(t, err, boxoffice.EPAYMENTDECLINED)
 			}
-			if !collide && reads.n.Load() > 2*n {
-				t.Errorf("%d reads for %d retries and %d refused reuses", reads.n.Load(), n, n)
+			// The same key with another amount is refused, not charged again.
+			_, err = s.Charge(ctx, chargeReq(first[i].Key, token, 1))
+			wantCode(t, err, boxoffice.EVALIDATION)
+		}
+		if !collide && reads.n.Load() > 2*n {
+			t.Errorf("%d reads for %d retries and %d refused reuses", reads.n.Load(), n, n)
+		}
+		if after := s.Charges(); !reflect.DeepEqual(after, before) {
+			t.Fatalf("charges after the retries:\n%+v\nbefore:\n%+v", after, before)
+		}
+		// A new key still makes a new charge, with an id of its own.
+		ch, err := s.Charge(ctx, chargeReq("ord_new/charge", TokenOK, 5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range before {
+			if rec.ID == ch.ID {
+				t.Fatalf("new charge reuses id %s", ch.ID)
 			}
-			if after := s.Charges(); !reflect.DeepEqual(after, before) {
-				t.Fatalf("charges after the retries:\n%+v\nbefore:\n%+v", after, before)
-			}
-			// A new key still makes a new charge, with an id of its own.
-			ch, err := s.Charge(ctx, chargeReq("ord_new/charge", TokenOK, 5))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, rec := range before {
-				if rec.ID == ch.ID {
-					t.Fatalf("new charge reuses id %s", ch.ID)
-				}
-			}
-			if got := len(s.Charges()); got != n+1 {
-				t.Fatalf("%d charges, want %d", got, n+1)
-			}
-		})
-	}
+		}
+		if got := len(s.Charges()); got != n+1 {
+			t.Fatalf("%d charges, want %d", got, n+1)
+		}
+	})
 }
 
 // Concurrent first attempts of keys that all collide still charge each key once, and retries find
@@ -157,47 +165,42 @@ func TestCollidingKeysConcurrently(t *testing.T) {
 }
 
 func TestLookupByIDAfterRestart(t *testing.T) {
-	for _, collide := range []bool{false, true} {
-		t.Run(fmt.Sprintf("collide=%t", collide), func(t *testing.T) {
-			if collide {
-				collideAll(t)
-			}
-			ctx := context.Background()
-			opts := SimOptions{LedgerPath: ledgerPath(t)}
-			s := newSim(t, opts)
-			var recs []ChargeRecord
-			for i := range 10 {
-				rec, err := s.chargeRecord(ctx, chargeReq(fmt.Sprintf("k%d", i), TokenOK, 100))
-				if err != nil {
-					t.Fatal(err)
-				}
-				recs = append(recs, rec)
-			}
-			if _, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r3", ChargeID: recs[3].ID}); err != nil {
+	withAndWithoutCollisions(t, func(t *testing.T, collide bool) {
+		ctx := context.Background()
+		opts := SimOptions{LedgerPath: ledgerPath(t)}
+		s := newSim(t, opts)
+		var recs []ChargeRecord
+		for i := range 10 {
+			rec, err := s.chargeRecord(ctx, chargeReq(fmt.Sprintf("k%d", i), TokenOK, 100))
+			if err != nil {
 				t.Fatal(err)
 			}
-			recs[3] = s.Charges()[3]
-			s = reopen(t, s, opts)
-			for _, want := range recs {
-				got, ok := s.recordByID(want.ID)
-				if !ok || got != want {
-					t.Fatalf("recordByID(%s) = %+v, %t; want %+v", want.ID, got, ok, want)
-				}
-				if got, ok := s.recordByKey(want.Key); !ok || got != want {
-					t.Fatalf("recordByKey(%s) = %+v, %t; want %+v", want.Key, got, ok, want)
-				}
+			recs = append(recs, rec)
+		}
+		if _, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r3", ChargeID: recs[3].ID}); err != nil {
+			t.Fatal(err)
+		}
+		recs[3] = s.Charges()[3]
+		s = reopen(t, s, opts)
+		for _, want := range recs {
+			got, ok := s.recordByID(want.ID)
+			if !ok || got != want {
+				t.Fatalf("recordByID(%s) = %+v, %t; want %+v", want.ID, got, ok, want)
 			}
-			for _, id := range unknownIDs(recs[0].ID, recs[3].RefundID) {
-				if got, ok := s.recordByID(id); ok {
-					t.Fatalf("recordByID(%q) found %+v", id, got)
-				}
-				if id != "" { // an empty id is a validation error before any lookup
-					_, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r-" + id, ChargeID: id})
-					wantCode(t, err, boxoffice.ENOTFOUND)
-				}
+			if got, ok := s.recordByKey(want.Key); !ok || got != want {
+				t.Fatalf("recordByKey(%s) = %+v, %t; want %+v", want.Key, got, ok, want)
 			}
-		})
-	}
+		}
+		for _, id := range unknownIDs(recs[0].ID, recs[3].RefundID) {
+			if got, ok := s.recordByID(id); ok {
+				t.Fatalf("recordByID(%q) found %+v", id, got)
+			}
+			if id != "" { // an empty id is a validation error before any lookup
+				_, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r-" + id, ChargeID: id})
+				wantCode(t, err, boxoffice.ENOTFOUND)
+			}
+		}
+	})
 }
 
 // unknownIDs are ids no charge has, some of them shaped to hit the index: the id of a real charge
@@ -255,127 +258,117 @@ func oldLedger(t *testing.T, path string, now time.Time) (ids map[string]string)
 }
 
 func TestOldStyleIDsStillWork(t *testing.T) {
-	for _, collide := range []bool{false, true} {
-		t.Run(fmt.Sprintf("collide=%t", collide), func(t *testing.T) {
-			if collide {
-				collideAll(t)
+	withAndWithoutCollisions(t, func(t *testing.T, collide bool) {
+		ctx := context.Background()
+		clock := newFakeClock()
+		path := ledgerPath(t)
+		ids := oldLedger(t, path, clock.Now())
+		clock.Advance(time.Hour) // old-pending is overdue: the replay settles it
+		opts := SimOptions{LedgerPath: path, Now: clock.Now}
+		s := newSim(t, opts)
+		for i := range 2 {
+			for key, id := range ids {
+				rec, ok := s.recordByID(id)
+				if !ok || rec.Key != key || rec.ID != id {
+					t.Fatalf("pass %d: recordByID(%s) = %+v, %t; want key %s", i, id, rec, ok, key)
+				}
+				if want := key != "old-declined"; (rec.Status == ChargeSucceeded) != want {
+					t.Fatalf("pass %d: %s is %s", i, key, rec.Status)
+				}
+				// old-ok is refunded by the first pass.
+				if rec.Refunded != (key == "old-refunded" || key == "old-ok" && i > 0) {
+					t.Fatalf("pass %d: %s refunded=%t", i, key, rec.Refunded)
+				}
 			}
-			ctx := context.Background()
-			clock := newFakeClock()
-			path := ledgerPath(t)
-			ids := oldLedger(t, path, clock.Now())
-			clock.Advance(time.Hour) // old-pending is overdue: the replay settles it
-			opts := SimOptions{LedgerPath: path, Now: clock.Now}
-			s := newSim(t, opts)
-			for i := range 2 {
-				for key, id := range ids {
-					rec, ok := s.recordByID(id)
-					if !ok || rec.Key != key || rec.ID != id {
-						t.Fatalf("pass %d: recordByID(%s) = %+v, %t; want key %s", i, id, rec, ok, key)
-					}
-					if want := key != "old-declined"; (rec.Status == ChargeSucceeded) != want {
-						t.Fatalf("pass %d: %s is %s", i, key, rec.Status)
-					}
-					// old-ok is refunded by the first pass.
-					if rec.Refunded != (key == "old-refunded" || key == "old-ok" && i > 0) {
-						t.Fatalf("pass %d: %s refunded=%t", i, key, rec.Refunded)
-					}
+			for _, id := range unknownIDs(ids["old-ok"], "re_x") {
+				if got, ok := s.recordByID(id); ok {
+					t.Fatalf("recordByID(%q) found %+v", id, got)
 				}
-				for _, id := range unknownIDs(ids["old-ok"], "re_x") {
-					if got, ok := s.recordByID(id); ok {
-						t.Fatalf("recordByID(%q) found %+v", id, got)
-					}
-				}
-				ch, err := s.Charge(ctx, chargeReq("old-ok", TokenOK, 700))
-				if err != nil || ch.ID != ids["old-ok"] {
-					t.Fatalf("retry of old-ok = %+v, %v", ch, err)
-				}
-				// An old-style id can be refunded, once.
-				re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "new-r", ChargeID: ids["old-ok"], Amount: eur(1)})
-				if err != nil || re.ChargeID != ids["old-ok"] {
-					t.Fatalf("refund of old-ok = %+v, %v", re, err)
-				}
-				_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: "new-r2", ChargeID: ids["old-refunded"]})
-				wantCode(t, err, boxoffice.EVALIDATION)
-				if _, err := s.Charge(ctx, chargeReq(fmt.Sprintf("new-%d", i), TokenOK, 1)); err != nil {
-					t.Fatal(err)
-				}
-				s = reopen(t, s, opts)
 			}
-			if n := len(s.Charges()); n != 7 {
-				t.Fatalf("%d charges, want 7", n)
+			ch, err := s.Charge(ctx, chargeReq("old-ok", TokenOK, 700))
+			if err != nil || ch.ID != ids["old-ok"] {
+				t.Fatalf("retry of old-ok = %+v, %v", ch, err)
 			}
-		})
-	}
+			// An old-style id can be refunded, once.
+			re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "new-r", ChargeID: ids["old-ok"], Amount: eur(1)})
+			if err != nil || re.ChargeID != ids["old-ok"] {
+				t.Fatalf("refund of old-ok = %+v, %v", re, err)
+			}
+			_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: "new-r2", ChargeID: ids["old-refunded"]})
+			wantCode(t, err, boxoffice.EVALIDATION)
+			if _, err := s.Charge(ctx, chargeReq(fmt.Sprintf("new-%d", i), TokenOK, 1)); err != nil {
+				t.Fatal(err)
+			}
+			s = reopen(t, s, opts)
+		}
+		if n := len(s.Charges()); n != 7 {
+			t.Fatalf("%d charges, want 7", n)
+		}
+	})
 }
 
 func TestRefundIdempotentAfterRestart(t *testing.T) {
-	for _, collide := range []bool{false, true} {
-		t.Run(fmt.Sprintf("collide=%t", collide), func(t *testing.T) {
-			if collide {
-				collideAll(t)
+	withAndWithoutCollisions(t, func(t *testing.T, collide bool) {
+		ctx := context.Background()
+		opts := SimOptions{LedgerPath: ledgerPath(t)}
+		s := newSim(t, opts)
+		var chs []*boxoffice.Charge
+		for i := range 6 {
+			ch, err := s.Charge(ctx, chargeReq(fmt.Sprintf("c%d", i), TokenOK, 1000))
+			if err != nil {
+				t.Fatal(err)
 			}
-			ctx := context.Background()
-			opts := SimOptions{LedgerPath: ledgerPath(t)}
-			s := newSim(t, opts)
-			var chs []*boxoffice.Charge
-			for i := range 6 {
-				ch, err := s.Charge(ctx, chargeReq(fmt.Sprintf("c%d", i), TokenOK, 1000))
-				if err != nil {
-					t.Fatal(err)
-				}
-				chs = append(chs, ch)
+			chs = append(chs, ch)
+		}
+		refunds := map[string]*boxoffice.Refund{}
+		for i, ch := range chs[:4] {
+			key := fmt.Sprintf("r%d", i)
+			re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: ch.ID, Amount: eur(int64(100 * (i + 1)))})
+			if err != nil {
+				t.Fatal(err)
 			}
-			refunds := map[string]*boxoffice.Refund{}
-			for i, ch := range chs[:4] {
-				key := fmt.Sprintf("r%d", i)
-				re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: ch.ID, Amount: eur(int64(100 * (i + 1)))})
-				if err != nil {
-					t.Fatal(err)
-				}
-				refunds[key] = re
+			refunds[key] = re
+		}
+		before := s.Charges()
+		s = reopen(t, s, opts)
+		for i, ch := range chs[:4] {
+			key := fmt.Sprintf("r%d", i)
+			req := boxoffice.RefundRequest{Key: key, ChargeID: ch.ID, Amount: eur(int64(100 * (i + 1)))}
+			re, err := s.Refund(ctx, req)
+			if err != nil || *re != *refunds[key] {
+				t.Fatalf("retry of %s = %+v, %v; want %+v", key, re, err, refunds[key])
 			}
-			before := s.Charges()
-			s = reopen(t, s, opts)
-			for i, ch := range chs[:4] {
-				key := fmt.Sprintf("r%d", i)
-				req := boxoffice.RefundRequest{Key: key, ChargeID: ch.ID, Amount: eur(int64(100 * (i + 1)))}
-				re, err := s.Refund(ctx, req)
-				if err != nil || *re != *refunds[key] {
-					t.Fatalf("retry of %s = %+v, %v; want %+v", key, re, err, refunds[key])
-				}
-				rec, err := s.refundRecord(ctx, req)
-				if err != nil || rec != before[i] {
-					t.Fatalf("refundRecord(%s) = %+v, %v; want %+v", key, rec, err, before[i])
-				}
-				// The key is bound to its request, and the charge to its one refund.
-				_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: ch.ID})
-				wantCode(t, err, boxoffice.EVALIDATION)
-				_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: chs[5].ID, Amount: req.Amount})
-				wantCode(t, err, boxoffice.EVALIDATION)
-				_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key + "-other", ChargeID: ch.ID})
-				wantCode(t, err, boxoffice.EVALIDATION)
+			rec, err := s.refundRecord(ctx, req)
+			if err != nil || rec != before[i] {
+				t.Fatalf("refundRecord(%s) = %+v, %v; want %+v", key, rec, err, before[i])
 			}
-			// An unrefunded charge still can be, once.
-			re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r4", ChargeID: chs[4].ID})
-			if err != nil || re.ChargeID != chs[4].ID {
-				t.Fatalf("refund of c4 = %+v, %v", re, err)
+			// The key is bound to its request, and the charge to its one refund.
+			_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: ch.ID})
+			wantCode(t, err, boxoffice.EVALIDATION)
+			_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key, ChargeID: chs[5].ID, Amount: req.Amount})
+			wantCode(t, err, boxoffice.EVALIDATION)
+			_, err = s.Refund(ctx, boxoffice.RefundRequest{Key: key + "-other", ChargeID: ch.ID})
+			wantCode(t, err, boxoffice.EVALIDATION)
+		}
+		// An unrefunded charge still can be, once.
+		re, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r4", ChargeID: chs[4].ID})
+		if err != nil || re.ChargeID != chs[4].ID {
+			t.Fatalf("refund of c4 = %+v, %v", re, err)
+		}
+		s = reopen(t, s, opts)
+		if again, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r4", ChargeID: chs[4].ID}); err != nil || *again != *re {
+			t.Fatalf("retry of r4 = %+v, %v; want %+v", again, err, re)
+		}
+		recs := s.Charges()
+		for i, rec := range recs {
+			if rec.Refunded != (i <= 4) {
+				t.Fatalf("charge %d refunded=%t", i, rec.Refunded)
 			}
-			s = reopen(t, s, opts)
-			if again, err := s.Refund(ctx, boxoffice.RefundRequest{Key: "r4", ChargeID: chs[4].ID}); err != nil || *again != *re {
-				t.Fatalf("retry of r4 = %+v, %v; want %+v", again, err, re)
-			}
-			recs := s.Charges()
-			for i, rec := range recs {
-				if rec.Refunded != (i <= 4) {
-					t.Fatalf("charge %d refunded=%t", i, rec.Refunded)
-				}
-			}
-			if !reflect.DeepEqual(recs[:4], before[:4]) {
-				t.Fatalf("after restarts:\n%+v\nbefore:\n%+v", recs[:4], before[:4])
-			}
-		})
-	}
+		}
+		if !reflect.DeepEqual(recs[:4], before[:4]) {
+			t.Fatalf("after restarts:\n%+v\nbefore:\n%+v", recs[:4], before[:4])
+		}
+	})
 }
 
 // A new key is decided without reading the ledger back: a miss in the index is definite.
