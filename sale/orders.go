@@ -346,12 +346,7 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderConfirmed, o.ID, &o); err != nil {
 			return err
 		}
-		res := s.render.Resource(201, &o, "")
-		stored, err := s.answerRecord(ctx, tx, o.ID, res)
-		if stored {
-			answered = res
-		}
-		return err
+		return answerRecord(ctx, tx, o.ID, s.render.Resource(201, &o, ""), &answered)
 	})
 	switch {
 	case err == errSkip:
@@ -421,12 +416,7 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) (*boxoffice.Res
 			if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
 				return err
 			}
-			res := s.render.Problem(cause)
-			stored, err := s.answerRecord(ctx, tx, o.ID, res)
-			if stored {
-				answered = res
-			}
-			return err
+			return answerRecord(ctx, tx, o.ID, s.render.Problem(cause), &answered)
 		})
 		switch err {
 		case errRetry:
@@ -459,20 +449,20 @@ func (s *Service) failOrderKeepHold(order *boxoffice.Order, cause error) (*boxof
 		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderPaymentFailed, o.ID, o); err != nil {
 			return err
 		}
-		res := s.render.Problem(cause)
-		stored, err := s.answerRecord(ctx, tx, o.ID, res)
-		if stored {
-			answered = res
-		}
-		return err
+		return answerRecord(ctx, tx, o.ID, s.render.Problem(cause), &answered)
 	})
 	return answered, err
 }
 
 // answerRecord stores res on the record of the request that made the order, unless that request
-// answered already (202) or the record was swept. It reports whether it stored res.
-func (s *Service) answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response) (bool, error) {
-	return tx.AnswerIdemRecordForOrder(ctx, orderID, res)
+// answered already (202) or the record was swept, and when it did sets *answered to res: the
+// driver hands that answer to the request waiting for it.
+func answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *boxoffice.Response, answered **boxoffice.Response) error {
+	stored, err := tx.AnswerIdemRecordForOrder(ctx, orderID, res)
+	if stored {
+		*answered = res
+	}
+	return err
 }
 
 // CompletePending starts a payment driver for every pending order that has none in this process:
