@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	bonats "boxoffice/nats"
@@ -35,7 +34,7 @@ func TestClusterReceiptsExactlyOnce(t *testing.T) {
 	s.client(adminKey).must(201, "PUT", "/v1/shows/cluster", showBody(100000, 60))
 	cl := s.client(s.newClientKey(t))
 
-	nc, err := natsgo.Connect(strings.Join(cluster.URLs(), ","), natsgo.MaxReconnects(-1))
+	nc, err := bonats.Connect(cluster.URLs())
 	if err != nil {
 		t.Fatal(err)
 	}
