@@ -87,7 +87,11 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		a.Mail = "smtp " + smtp.String()
 	}
 	var err error
+	// An external cluster's ack is as durable as its replicas make it, and the relay takes it as
+	// is; the embedded server syncs on a timer, which the relay's checkpoint trails (SyncLag).
+	var syncLag time.Duration
 	if cfg.NATS == "" || cfg.NATS == "embedded" {
+		syncLag = EmbeddedSyncLag
 		dir := filepath.Join(cfg.DataDir, "nats")
 		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{}); err != nil {
 			return nil, err
@@ -109,7 +113,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas, GapWait: cfg.GapWait})
+	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas, GapWait: cfg.GapWait, SyncLag: syncLag})
 	cancel()
 	if err != nil {
 		a.close()
@@ -117,7 +121,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	a.cancel = cancelRun
-	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, Logger: log}
+	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, SyncLag: syncLag, Logger: log}
 	email := &Email{Store: cfg.Store, JS: js, Dir: mailDir, SMTP: smtp, Logger: log}
 	webhooks := &Webhooks{Store: cfg.Store, JS: js, AllowPrivate: cfg.AllowPrivateWebhooks, Logger: log}
 	if t := cfg.Tuning; t != nil {

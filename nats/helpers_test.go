@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -91,6 +92,9 @@ func (e *env) streamMessages(t *testing.T) []Message {
 	var out []Message
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		raw, err := e.st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
 		if err != nil {
 			t.Fatalf("get message %d: %v", seq, err)
 		}
@@ -104,6 +108,22 @@ func (e *env) streamMessages(t *testing.T) []Message {
 		out = append(out, m)
 	}
 	return out
+}
+
+// checkpointOfLast is the position of the newest event in the outbox.
+func (e *env) checkpointOfLast(t *testing.T) int64 {
+	t.Helper()
+	var last int64
+	if err := e.store.View(context.Background(), func(tx boxoffice.Tx) error {
+		evs, err := tx.ListEvents(context.Background(), 0, 100_000)
+		if len(evs) > 0 {
+			last = evs[len(evs)-1].Position
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return last
 }
 
 func (e *env) checkpoint(t *testing.T) int64 {

@@ -59,6 +59,13 @@ type Relay struct {
 	// takes every gap as final at once, which is right only for stores that number in commit
 	// order (SQLite).
 	GapWait time.Duration
+	// SyncLag is how long after JetStream's ack a message may still be lost in a crash of the
+	// machine: the server's fsync interval (EmbeddedSyncLag for the embedded server, 0 where acks
+	// are durable at once). The checkpoint in the store moves only to events acked at least that
+	// long ago, so after any crash the relay publishes again everything the stream may have lost;
+	// the duplicate window drops the copies the stream did keep, and the consumers' inboxes any
+	// copy past it.
+	SyncLag time.Duration
 	// Batch is the most events read and published in one round; 0 means 256.
 	Batch int
 	// Poll is the pause after a round that found nothing new; 0 means 50 ms.
@@ -78,6 +85,33 @@ type Relay struct {
 // duplicates (published again after a restart and dropped by the duplicate window).
 func (r *Relay) Stats() (published, duplicates int64) {
 	return r.published.Load(), r.duplicates.Load()
+}
+
+// ackedUpTo is a position up to which every event was acked, and when that became so.
+type ackedUpTo struct {
+	pos int64
+	at  time.Time
+}
+
+// trail records that every event up to next is acked as of now and returns the highest such
+// position acked at least lag ago (0 if none is yet), with the entries still younger than lag.
+// With no lag it is next itself: the ack is durable.
+func trail(acked []ackedUpTo, next int64, now time.Time, lag time.Duration) (int64, []ackedUpTo) {
+	if lag <= 0 {
+		return next, nil
+	}
+	if n := len(acked); n == 0 || acked[n-1].pos < next {
+		acked = append(acked, ackedUpTo{pos: next, at: now})
+	}
+	if now.Sub(acked[0].at) < lag {
+		return 0, acked
+	}
+	// Keep the newest entry that is old enough at the head: it is the answer until a later one is.
+	i := 0
+	for i+1 < len(acked) && now.Sub(acked[i+1].at) >= lag {
+		i++
+	}
+	return acked[i].pos, acked[i:]
 }
 
 // gap is one missing position and when the relay first noticed it.
@@ -128,6 +162,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	// else just below the lowest.
 	head := checkpoint
 	var gaps []gap
+	// acked holds the positions the checkpoint may move to, each with when it became so, oldest
+	// first; with a SyncLag, one is written once it is that old.
+	var acked []ackedUpTo
 	backoff := poll
 	for ctx.Err() == nil {
 		n, newHead, newGaps, err := r.round(ctx, head, gaps, batch)
@@ -137,7 +174,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			log.Warn("relay: round failed; retrying from the last checkpoint", "err", err, "checkpoint", checkpoint)
 			// Publish again from the durable checkpoint: what was acked is deduplicated.
-			head, gaps = checkpoint, nil
+			head, gaps, acked = checkpoint, nil, nil
 			backoff = min(2*backoff, 5*time.Second)
 			if !sleep(ctx, backoff) {
 				return nil
@@ -159,7 +196,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		if len(gaps) > 0 {
 			next = gaps[0].pos - 1
 		}
-		if next != checkpoint {
+		next, acked = trail(acked, next, now, r.SyncLag)
+		if next > checkpoint {
 			if r.beforeCheckpoint != nil {
 				if err := r.beforeCheckpoint(next); err != nil {
 					return err

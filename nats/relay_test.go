@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"boxoffice"
+	"boxoffice/sqlite"
 )
 
 // TestRelayPublishesEachEventOnceAcrossCrashes kills the relay between the acks of a round and
@@ -174,13 +178,14 @@ func TestNextWave(t *testing.T) {
 }
 
 // TestDuplicateWindowOutlastsTheRelay checks that the events stream remembers message ids for a
-// minute more than the relay's gap wait (so a republish after a restart is dropped) and follows a
+// minute more than the relay's gap wait and sync lag (so a republish after a restart is dropped) and follows a
 // change of it, while the dead-letter stream keeps its own wide window.
 func TestDuplicateWindowOutlastsTheRelay(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	for _, gap := range []time.Duration{0, DefaultGapWait, 0} {
-		st, err := EnsureStream(ctx, e.js, StreamOptions{GapWait: gap})
+	for _, c := range []struct{ gap, lag time.Duration }{{0, 0}, {DefaultGapWait, 0}, {0, EmbeddedSyncLag}, {0, 0}} {
+		gap := c.gap
+		st, err := EnsureStream(ctx, e.js, StreamOptions{GapWait: gap, SyncLag: c.lag})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,8 +193,8 @@ func TestDuplicateWindowOutlastsTheRelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := info.Config.Duplicates, gap+time.Minute; got != want {
-			t.Errorf("GapWait %v: duplicate window %v, want %v", gap, got, want)
+		if got, want := info.Config.Duplicates, gap+c.lag+time.Minute; got != want {
+			t.Errorf("GapWait %v, SyncLag %v: duplicate window %v, want %v", gap, c.lag, got, want)
 		}
 	}
 	dlq, err := e.js.Stream(ctx, DLQStreamName)
@@ -198,5 +203,121 @@ func TestDuplicateWindowOutlastsTheRelay(t *testing.T) {
 	}
 	if info, err := dlq.Info(ctx); err != nil || info.Config.Duplicates != dlqDuplicateWindow {
 		t.Errorf("dead-letter stream: %+v, %v; want a %v window", info, err, dlqDuplicateWindow)
+	}
+}
+
+// TestRelayRepublishesWhatAnUnsyncedStreamLost is the power cut the embedded server's sync
+// interval allows: JetStream acked events it had not yet fsync'd and comes back without them. The
+// relay's checkpoint trails the acks by SyncLag, so it publishes those events again; the stream
+// ends with every event once (the ones it kept are dropped as duplicates).
+func TestRelayRepublishesWhatAnUnsyncedStreamLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	e := &env{store: db, dir: dir}
+	start := func() (stop func()) {
+		srv, err := StartEmbedded(filepath.Join(dir, "nats"), EmbeddedOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.js, err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
+		if e.st, err = EnsureStream(ctx, e.js, StreamOptions{SyncLag: EmbeddedSyncLag}); err != nil {
+			t.Fatal(err)
+		}
+		return func() { nc.Close(); srv.Shutdown() }
+	}
+	stopServer := start()
+	var want []string
+	for i := range 20 {
+		want = append(want, e.appendEvent(t, boxoffice.EventHoldCreated, fmt.Sprintf("hld_%d", i), map[string]int{"i": i}).ID)
+	}
+
+	// A lag longer than the test: every event is acked, none is durable by the relay's account.
+	r := &Relay{Store: db, JS: e.js, SyncLag: time.Hour}
+	stop := run(r.Run)
+	eventually(t, "all 20 events are in the stream", func() bool { return len(e.streamMessages(t)) == len(want) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.checkpoint(t); got != 0 {
+		t.Fatalf("checkpoint = %d while every ack is younger than the sync lag; want 0", got)
+	}
+
+	// The cut: the stream loses its last 8 messages, and the server comes back from its files.
+	info, err := e.st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.LastSeq - 7; seq <= info.State.LastSeq; seq++ {
+		if err := e.st.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopServer()
+	stopServer = start()
+	defer stopServer()
+	if got := len(e.streamMessages(t)); got != 12 {
+		t.Fatalf("after the cut the stream has %d messages, want 12", got)
+	}
+
+	r = &Relay{Store: db, JS: e.js, SyncLag: 50 * time.Millisecond}
+	stop = run(r.Run)
+	last := e.checkpointOfLast(t)
+	eventually(t, "the checkpoint reaches the last event once its ack is old enough", func() bool { return e.checkpoint(t) == last })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, m := range e.streamMessages(t) {
+		count[m.ID]++
+	}
+	for _, id := range want {
+		if count[id] != 1 {
+			t.Errorf("event %s is in the stream %d times, want once", id, count[id])
+		}
+	}
+	if len(count) != len(want) {
+		t.Errorf("stream holds %d distinct events, want %d", len(count), len(want))
+	}
+	if _, dup := r.Stats(); dup != 12 {
+		t.Errorf("duplicates dropped = %d, want the 12 events the stream kept", dup)
+	}
+}
+
+// TestTrailKeepsTheCheckpointBehindTheLag checks the checkpoint arithmetic of SyncLag on its own.
+func TestTrailKeepsTheCheckpointBehindTheLag(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var acked []ackedUpTo
+	var got int64
+	steps := []struct {
+		next int64
+		at   time.Duration
+		want int64
+	}{
+		{5, 0, 0},                        // just acked: not durable yet
+		{9, 500 * time.Millisecond, 0},   // still younger than the lag
+		{9, time.Second, 5},              // 5 is a second old
+		{12, 1400 * time.Millisecond, 5}, // 9 is 0.9 s old
+		{12, 1600 * time.Millisecond, 9},
+		{12, 5 * time.Second, 12},
+	}
+	for _, s := range steps {
+		got, acked = trail(acked, s.next, t0.Add(s.at), time.Second)
+		if got != s.want {
+			t.Fatalf("at %v with %d acked: durable %d, want %d", s.at, s.next, got, s.want)
+		}
+	}
+	if got, _ := trail(nil, 7, t0, 0); got != 7 {
+		t.Errorf("no lag: durable %d, want 7", got)
 	}
 }

@@ -23,16 +23,30 @@ const (
 )
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the events stream of a relay
-// whose GapWait is gapWait. It must be longer than the relay's retry horizon: the longest time
-// between a first publish of an event and the relay publishing it again, which happens when the
-// relay stops (crash, kill, restart) after the ack but before its checkpoint is committed, or when
-// it republishes events past a PostgreSQL position gap after a restart. That is a relay round
-// (well under a second) plus a restart plus GapWait (0 on SQLite, a minute by default on
-// PostgreSQL), so a minute more than GapWait covers it, and no longer: JetStream keeps every id of
+// whose GapWait is gapWait and whose SyncLag is syncLag. It must be longer than the relay's retry
+// horizon: the longest time between a first publish of an event and the relay publishing it
+// again, which happens when the relay stops (crash, kill, restart) after the ack but before its
+// checkpoint is committed, when its checkpoint trails the acks by the stream's unsynced window
+// (SyncLag), or when it republishes events past a PostgreSQL position gap after a restart. That
+// is a relay round (well under a second) plus a restart plus GapWait (0 on SQLite, a minute by
+// default on PostgreSQL) plus SyncLag, so a minute more than both covers it, and no longer: JetStream keeps every id of
 // the window in memory (about 150 bytes each, two per purchase), so the two-hour window this once
 // had held millions of ids, hundreds of MB, during a big on-sale. A republish after a longer
 // outage reaches the stream twice and is absorbed by the consumers' inboxes, so no effect repeats.
-func DuplicateWindow(gapWait time.Duration) time.Duration { return max(gapWait, 0) + time.Minute }
+func DuplicateWindow(gapWait, syncLag time.Duration) time.Duration {
+	return max(gapWait, 0) + max(syncLag, 0) + time.Minute
+}
+
+// EmbeddedSyncInterval is how often the embedded JetStream server fsyncs its stream files. An ack
+// then means the message is in the server's files (it survives a kill -9 of the process) but not
+// yet on the disk (a power cut may lose up to this much); the relay covers that window with
+// EmbeddedSyncLag, so the stream no longer pays an fsync per event.
+const EmbeddedSyncInterval = time.Second
+
+// EmbeddedSyncLag is the relay's SyncLag over the embedded server: two sync intervals (an ack just
+// after a sync waits a whole interval, and the sync itself takes time) plus a second for a
+// machine too busy to run the sync timer on time.
+const EmbeddedSyncLag = 2*EmbeddedSyncInterval + time.Second
 
 // dlqDuplicateWindow is the dead-letter stream's: a message redelivered after its consumer failed
 // to terminate it (AckWait later) is dead-lettered again, and the window drops that copy. Dead
@@ -48,6 +62,9 @@ type EmbeddedOptions struct {
 	Logger server.Logger
 	// ReadyTimeout bounds the wait for the server to start; 0 means 10 s.
 	ReadyTimeout time.Duration
+	// SyncInterval is how often the server fsyncs its stream files; 0 means EmbeddedSyncInterval.
+	// A relay publishing to it must trail its checkpoint by more (Relay.SyncLag).
+	SyncInterval time.Duration
 }
 
 // Server is an embedded JetStream server.
@@ -57,6 +74,10 @@ type Server struct {
 
 // StartEmbedded starts an in-process JetStream server whose file storage is under dir.
 func StartEmbedded(dir string, opts EmbeddedOptions) (*Server, error) {
+	syncInterval := opts.SyncInterval
+	if syncInterval <= 0 {
+		syncInterval = EmbeddedSyncInterval
+	}
 	so := &server.Options{
 		ServerName: "boxoffice-embedded",
 		JetStream:  true,
@@ -67,9 +88,13 @@ func StartEmbedded(dir string, opts EmbeddedOptions) (*Server, error) {
 		// The process owns signal handling (boxoffice serve drains HTTP first on SIGTERM).
 		NoSigs: true,
 		NoLog:  opts.Logger == nil,
-		// An acked publish must survive a kill -9 of the process and a power cut alike: the
-		// relay's checkpoint moves past an event on that ack, and nothing would publish it again.
-		SyncAlways: true,
+		// An acked publish is written to the stream's files before the ack (so it survives a
+		// kill -9 of the process) and fsync'd every SyncInterval, not once per message: an fsync
+		// per event cost a fifth of the server's CPU in a stampede. What a power cut can take
+		// (the last interval) the relay publishes again, because its checkpoint trails the acks
+		// by more than the interval (Relay.SyncLag) and the outbox rows are durable in the store.
+		SyncAlways:   false,
+		SyncInterval: syncInterval,
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -131,6 +156,8 @@ type StreamOptions struct {
 	Replicas int
 	// GapWait is the relay's (see Relay.GapWait), which the duplicate window must outlast.
 	GapWait time.Duration
+	// SyncLag is the relay's (see Relay.SyncLag), which the duplicate window must outlast too.
+	SyncLag time.Duration
 }
 
 // EnsureStream creates the events stream and the dead-letter stream (DLQStreamName), or updates
@@ -145,7 +172,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOption
 		Subjects:   []string{SubjectPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Retention:  jetstream.LimitsPolicy,
-		Duplicates: DuplicateWindow(opts.GapWait),
+		Duplicates: DuplicateWindow(opts.GapWait, opts.SyncLag),
 		Replicas:   replicas,
 	})
 	if err != nil {
