@@ -39,8 +39,10 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		Title: "boxoffice bench --compare",
 		Setup: fmt.Sprintf("%d purchases (%s) by %d keep-alive buyers on %d show(s), %.0f%% retried with the same key after a %v client timeout; durable commits; %d CPUs, %s.",
 			f.requests, modeText[f.mode], f.buyers, f.shows, f.retryRate*100, f.timeout, runtime.NumCPU(), runtime.Version()),
-		Default: inventory.Default + " on sqlite",
-		Actor:   "actor on postgres",
+		Default:     inventory.Default + " on sqlite",
+		DefaultPG:   inventory.Default + " on postgres",
+		ManyShowsPG: fmt.Sprintf("%s on postgres, %d shows", inventory.Default, bench.ManyShows),
+		SoldOut:     fmt.Sprintf("%s on sqlite, sold out (%d tickets)", inventory.Default, soldOutCapacity(f.requests)),
 	}
 
 	fmt.Fprintln(stderr, "bench: no-op net/http handler (the transport limit)")
@@ -71,29 +73,55 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 	} else {
 		rep.Failures = append(rep.Failures, "the postgres rows and the FOR UPDATE baseline: no --pg server given")
 	}
-	for i, store := range stores {
+	// measure runs one row: strategy on store, with cfg changed by tweak.
+	measure := func(store, strategy, row string, tweak func(*bench.Config)) error {
+		if strategy == "redis-lock" && f.redis == "" {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: no --redis server given", row))
+			return nil
+		}
+		db := "sqlite"
+		if store == "postgres" {
+			name := "bench_" + strings.NewReplacer("-", "_", " ", "_", ",", "", "(", "", ")", "").Replace(row)
+			var err error
+			if db, err = createDatabase(ctx, f.pg, name); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintln(stderr, "bench:", row)
+		c := cfg
+		if tweak != nil {
+			tweak(&c)
+		}
+		res, err := runRow(ctx, c, strategy, db, f, stderr)
+		if err != nil {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", row, err))
+			return nil
+		}
+		res.Name = row
+		rep.Rows = append(rep.Rows, res)
+		return nil
+	}
+	for _, store := range stores {
 		for _, name := range strings.Split(f.strategies, ",") {
 			name = strings.TrimSpace(name)
-			if name == "redis-lock" && f.redis == "" {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("redis-lock on %s: no --redis server given", store))
-				continue
+			if err := measure(store, name, name+" on "+store, nil); err != nil {
+				return err
 			}
-			db := "sqlite"
-			if store == "postgres" {
-				if db, err = createDatabase(ctx, f.pg, fmt.Sprintf("bench_%d_%s", i, strings.ReplaceAll(name, "-", "_"))); err != nil {
-					return err
-				}
-			}
-			row := name + " on " + store
-			fmt.Fprintln(stderr, "bench:", row)
-			res, err := runRow(ctx, cfg, name, db, f, stderr)
-			if err != nil {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", row, err))
-				continue
-			}
-			res.Name = row
-			rep.Rows = append(rep.Rows, res)
 		}
+	}
+	// The default over many shows (is anything but the hot row serialising?) and in a sold-out
+	// stampede, where nearly every answer is a refusal.
+	manyShows := func(c *bench.Config) { c.Shows = bench.ManyShows }
+	for _, store := range stores {
+		row := fmt.Sprintf("%s on %s, %d shows", inventory.Default, store, bench.ManyShows)
+		if err := measure(store, inventory.Default, row, manyShows); err != nil {
+			return err
+		}
+	}
+	if err := measure("sqlite", inventory.Default, rep.SoldOut, func(c *bench.Config) {
+		c.Shows, c.Capacity = 1, soldOutCapacity(c.Requests)
+	}); err != nil {
+		return err
 	}
 
 	var md strings.Builder
@@ -118,6 +146,10 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 	}
 	return nil
 }
+
+// soldOutCapacity is the sold-out row's capacity: a twentieth of the requests, so that 95% of
+// the answers are refusals.
+func soldOutCapacity(requests int) int { return max(1, requests/20) }
 
 // runRow measures one strategy on one store with a server of its own.
 func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchFlags, stderr io.Writer) (*bench.Result, error) {
