@@ -1,6 +1,7 @@
 package payments
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -460,4 +461,67 @@ func TestBytesPerFinalCharge(t *testing.T) {
 		t.Fatalf("%.1f bytes of heap per final charge, want at most 80", perCharge)
 	}
 	runtime.KeepAlive(s)
+}
+
+// TestLedgerGroupCommits checks that concurrent charges share fsyncs: while one batch is being
+// fsync'd every other charge queues, and the next write takes them all, so 64 concurrent charges
+// cost two fsyncs; and each charge is in the ledger after a restart.
+func TestLedgerGroupCommits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	b, err := openLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := b.lines.(*fileLedger)
+	const n = 64
+	first := true
+	l.beforeSync = func() {
+		if !first {
+			return
+		}
+		first = false
+		// Hold the first fsync until every other append has queued its line behind it.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			l.mu.Lock()
+			queued := bytes.Count(l.buf, []byte("\n"))
+			l.mu.Unlock()
+			if queued == n-1 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("only %d of %d appends queued behind the first fsync", queued, n-1)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := l.append(&ledgerLine{Op: "charge", Key: fmt.Sprintf("ord_%d/charge", i), ID: fmt.Sprintf("ch_%d", i), Status: ChargeSucceeded,
+				Amount: boxoffice.Money{Amount: 100, Currency: "EUR"}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	l.mu.Lock()
+	syncs := l.syncs
+	l.mu.Unlock()
+	if syncs != 2 {
+		t.Errorf("%d concurrent appends took %d fsyncs, want 2 (the first alone, then the rest together)", n, syncs)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := LoadLedger(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != n {
+		t.Errorf("the ledger holds %d charges after a restart, want %d", len(lines), n)
+	}
 }

@@ -224,6 +224,10 @@ type fileLedger struct {
 	writing    bool
 	err        error // sticky: after a failed write or fsync nothing is known to be on disk
 	closed     bool
+	syncs      int64 // fsyncs of appends so far: how many batches the appends took
+
+	// beforeSync, in tests, runs before each append's fsync, without the lock.
+	beforeSync func()
 }
 
 // openLedger opens (or creates) the ledger at path, replays it into a book and cuts off a torn
@@ -359,9 +363,13 @@ func (l *fileLedger) append(ln *ledgerLine) (int64, error) {
 		l.mu.Unlock()
 		_, err := l.f.Write(buf)
 		if err == nil {
+			if l.beforeSync != nil {
+				l.beforeSync()
+			}
 			err = l.f.Sync()
 		}
 		l.mu.Lock()
+		l.syncs++
 		l.writing = false
 		if err != nil {
 			l.err = fmt.Errorf("payments: write ledger: %w", err)
