@@ -87,6 +87,12 @@ func (r *Relay) Stats() (published, duplicates int64) {
 	return r.published.Load(), r.duplicates.Load()
 }
 
+// durableEvents is a store whose readers may see a commit before it is on disk (the SQLite
+// store, which fsyncs after COMMIT); it says up to which position the events are durable.
+type durableEvents interface {
+	DurableEventPosition() int64
+}
+
 // ackedUpTo is a position up to which every event was acked, and when that became so.
 type ackedUpTo struct {
 	pos int64
@@ -242,6 +248,17 @@ func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (i
 	})
 	if err != nil {
 		return 0, head, gaps, err
+	}
+	if d, ok := r.Store.(durableEvents); ok {
+		// Events a reader sees before their commit is on disk wait for the next round: one that
+		// left and then vanished in a power cut would be a receipt for an order that never was.
+		limit := d.DurableEventPosition()
+		for i, e := range fresh {
+			if e.Position > limit {
+				fresh = fresh[:i]
+				break
+			}
+		}
 	}
 	var toPublish []*boxoffice.Event
 	open := make(map[int64]gap, len(gaps))

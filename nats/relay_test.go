@@ -321,3 +321,39 @@ func TestTrailKeepsTheCheckpointBehindTheLag(t *testing.T) {
 		t.Errorf("no lag: durable %d, want 7", got)
 	}
 }
+
+// notDurable is a store whose events past limit are committed but not yet on disk.
+type notDurable struct {
+	boxoffice.Store
+	limit atomic.Int64
+}
+
+func (s *notDurable) DurableEventPosition() int64 { return s.limit.Load() }
+
+// TestRelayPublishesOnlyDurableEvents: an event a reader sees before its commit is on disk is not
+// published until it is.
+func TestRelayPublishesOnlyDurableEvents(t *testing.T) {
+	e := newEnv(t)
+	store := &notDurable{Store: e.store}
+	var evs []*boxoffice.Event
+	for i := range 6 {
+		evs = append(evs, e.appendEvent(t, boxoffice.EventHoldCreated, fmt.Sprintf("hld_%d", i), map[string]int{"i": i}))
+	}
+	store.limit.Store(evs[2].Position)
+	r := &Relay{Store: store, JS: e.js}
+	stop := run(r.Run)
+	defer stop()
+	eventually(t, "the durable events are published", func() bool { return len(e.streamMessages(t)) == 3 })
+	// Several rounds later still only those.
+	for range 5 {
+		time.Sleep(60 * time.Millisecond)
+		if n := len(e.streamMessages(t)); n != 3 {
+			t.Fatalf("the stream has %d messages while 3 events are durable", n)
+		}
+	}
+	store.limit.Store(evs[5].Position)
+	eventually(t, "the rest once durable", func() bool { return len(e.streamMessages(t)) == 6 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

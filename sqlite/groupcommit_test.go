@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"boxoffice"
 )
@@ -97,5 +98,100 @@ func TestUpdateAfterClose(t *testing.T) {
 	db.Close()
 	if err := db.Update(context.Background(), func(boxoffice.Tx) error { return nil }); !errors.Is(err, errClosed) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestUpdateAnswersAfterTheWALSync: the writer commits without waiting for the disk, and the
+// syncer answers the caller only once the WAL is fsync'd; meanwhile the writer already runs the
+// next batch, which the next fsync covers. The durable event position follows the fsyncs.
+func TestUpdateAnswersAfterTheWALSync(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, testShow("gig", tier("ga", 10)))
+	start := db.DurableEventPosition()
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	db.beforeSync = func() error {
+		once.Do(func() { close(held); <-release })
+		return nil
+	}
+	appendOne := func(subject string) error {
+		return db.Update(ctx, func(tx boxoffice.Tx) error {
+			return tx.AppendEvent(ctx, &boxoffice.Event{ID: "evt_" + subject, Type: boxoffice.EventHoldCreated, Subject: subject, CreatedAt: base, Data: []byte(`{}`)})
+		})
+	}
+	first := make(chan error, 1)
+	go func() { first <- appendOne("hld_1") }()
+	<-held // the first batch is committed and its fsync is held
+
+	// Committed: a reader sees it; not on disk by the syncer's account: no answer, position unmoved.
+	view(t, db, func(tx boxoffice.Tx) error {
+		evs, err := tx.ListEvents(ctx, start, 10)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("a reader sees %d events (%v) of the committed batch, want 1", len(evs), err)
+		}
+		return nil
+	})
+	select {
+	case err := <-first:
+		t.Fatalf("Update answered (%v) before its commit was fsync'd", err)
+	default:
+	}
+	if got := db.DurableEventPosition(); got != start {
+		t.Fatalf("durable position %d before the fsync, want %d", got, start)
+	}
+
+	// The writer is not held up by the fsync: a second Update commits meanwhile.
+	second := make(chan error, 1)
+	go func() { second <- appendOne("hld_2") }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		view(t, db, func(tx boxoffice.Tx) error {
+			evs, err := tx.ListEvents(ctx, start, 10)
+			n = len(evs)
+			return err
+		})
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second Update did not commit while the first one's fsync was held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := db.DurableEventPosition(); got != start+2 {
+		t.Fatalf("durable position %d after both fsyncs, want %d", got, start+2)
+	}
+}
+
+// TestFailedWALSyncStopsWrites: after a failed fsync nothing is known to be on disk, so the
+// callers of that batch get an error, and so does every later Update.
+func TestFailedWALSyncStopsWrites(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	putShow(t, db, testShow("gig", tier("ga", 10)))
+	errDisk := errors.New("simulated EIO")
+	db.beforeSync = func() error { return errDisk }
+	add := func() error {
+		return db.Update(ctx, func(tx boxoffice.Tx) error {
+			_, _, err := tx.AddTierCounts(ctx, "gig", "ga", 1, 0)
+			return err
+		})
+	}
+	if err := add(); !errors.Is(err, errDisk) {
+		t.Fatalf("Update whose fsync failed = %v, want the fsync's error", err)
+	}
+	db.beforeSync = nil
+	if err := add(); !errors.Is(err, errDisk) {
+		t.Fatalf("Update after a failed fsync = %v, want the sticky fsync error", err)
 	}
 }

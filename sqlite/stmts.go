@@ -51,6 +51,7 @@ const (
 
 	sAppendEvent
 	sListEvents
+	sEventsSeq
 
 	sInsertAPIKey
 	sAPIKeyByHash
@@ -160,6 +161,8 @@ var stmtSQL = [numStmts]string{
 		VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE subject = ?3), ?4, ?5)
 		RETURNING position, seq`,
 	sListEvents: `SELECT ` + eventCols + ` FROM events WHERE position > ? ORDER BY position LIMIT ?`,
+	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.
+	sEventsSeq: `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`,
 
 	sInsertAPIKey: `INSERT INTO api_keys (id, role, hash, created_at) VALUES (?, ?, ?, ?)`,
 	sAPIKeyByHash: `SELECT id, role, hash, created_at FROM api_keys WHERE hash = ?`,

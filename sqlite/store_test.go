@@ -86,7 +86,7 @@ func TestOpenConfiguresAndMigrates(t *testing.T) {
 	for _, c := range []struct {
 		pragma string
 		want   string
-	}{{"journal_mode", "wal"}, {"synchronous", "2"}, {"foreign_keys", "1"}, {"busy_timeout", "10000"},
+	}{{"journal_mode", "wal"}, {"synchronous", "1"}, {"foreign_keys", "1"}, {"busy_timeout", "10000"},
 		{"temp_store", "2"}, {"cache_size", "-8192"}} {
 		var got string
 		if err := db.w.QueryRowContext(ctx, "PRAGMA "+c.pragma).Scan(&got); err != nil {

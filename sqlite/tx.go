@@ -26,6 +26,8 @@ type tx struct {
 	// group commit one caller's cancelled request must not interrupt a transaction that carries
 	// other callers' work too.
 	ctx context.Context
+	// appended is set once an event was appended: the commit then moves the durable position.
+	appended bool
 }
 
 // stmtCtx is the context a statement runs under.
@@ -706,6 +708,7 @@ func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
 		return wrapWrite(err, fmt.Sprintf("append event %q", e.ID))
 	}
 	e.Position, e.Seq = position, seq
+	t.appended = true
 	return nil
 }
 
