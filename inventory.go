@@ -20,7 +20,8 @@ type CountChange struct {
 type Inventory interface {
 	// Apply changes a tier's counts and runs write in the same transaction, so the tickets and the
 	// rows that account for them (hold, order, events, idempotency record) commit together or not
-	// at all. An error from write aborts both and is returned as is.
+	// at all. An error from write aborts both and is returned as is. write may run more than once,
+	// as Store.Update's fn may; only the last run counts.
 	Apply(ctx context.Context, c CountChange, write func(tx Tx) error) error
 	// Reconfigure runs write (a change of the show's tiers or capacities) in a transaction that no
 	// count change of the show interleaves with, and lets strategies that cache counts reload them.

@@ -38,6 +38,7 @@ func Exercise(t *testing.T, h Harness) {
 	t.Run("Interleaved", func(t *testing.T) { interleaved(t, h) })
 	t.Run("Restart", func(t *testing.T) { restart(t, h) })
 	t.Run("Linearizable", func(t *testing.T) { linearizable(t, h) })
+	t.Run("FnRunsTwice", func(t *testing.T) { fnRunsTwice(t, h) })
 }
 
 // Clock is a test clock that moves only when told.
@@ -65,18 +66,20 @@ type World struct {
 	Svc   *sale.Service
 	Clock *Clock
 
-	wrap func(boxoffice.Inventory) boxoffice.Inventory
+	wrap      func(boxoffice.Inventory) boxoffice.Inventory
+	wrapStore func(boxoffice.Store) boxoffice.Store
 }
 
 // NewWorld starts a service over a new store in a temp dir, with the simulator as payments and a
 // test clock; background loops are not started, so tests drive expiry and completion themselves.
 func NewWorld(t *testing.T, h Harness) *World {
-	return newWorld(t, h, nil)
+	return newWorld(t, h, nil, nil)
 }
 
-// newWorld is NewWorld with the strategy wrapped, e.g. to record its history.
-func newWorld(t *testing.T, h Harness, wrap func(boxoffice.Inventory) boxoffice.Inventory) *World {
-	w := &World{T: t, Dir: t.TempDir(), Clock: NewClock(), wrap: wrap}
+// newWorld is NewWorld with the strategy wrapped, e.g. to record its history, and the store
+// wrapped (under the strategy too), e.g. to run every transaction's fn twice.
+func newWorld(t *testing.T, h Harness, wrap func(boxoffice.Inventory) boxoffice.Inventory, wrapStore func(boxoffice.Store) boxoffice.Store) *World {
+	w := &World{T: t, Dir: t.TempDir(), Clock: NewClock(), wrap: wrap, wrapStore: wrapStore}
 	pay, err := payments.NewSim(payments.SimOptions{SlowDelay: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +93,9 @@ func newWorld(t *testing.T, h Harness, wrap func(boxoffice.Inventory) boxoffice.
 
 func (w *World) open(h Harness) {
 	w.Store = h.OpenStore(w.T, w.Dir)
+	if w.wrapStore != nil {
+		w.Store = w.wrapStore(w.Store)
+	}
 	w.Inv = h.NewInventory(w.T, w.Store)
 	if w.wrap != nil {
 		w.Inv = w.wrap(w.Inv)

@@ -145,7 +145,7 @@ func (r *recorder) read(w *World, show, tier string) {
 // whatever the strategy does inside, from outside it must behave like one counter per tier.
 func linearizable(t *testing.T, h Harness) {
 	rec := &recorder{start: time.Now()}
-	w := newWorld(t, h, func(inv boxoffice.Inventory) boxoffice.Inventory { rec.Inventory = inv; return rec })
+	w := newWorld(t, h, func(inv boxoffice.Inventory) boxoffice.Inventory { rec.Inventory = inv; return rec }, nil)
 	const capacity = 6
 	w.Show("lin", 30, capacity, capacity)
 	ctx := context.Background()
