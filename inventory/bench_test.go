@@ -14,12 +14,9 @@ import (
 
 // BenchmarkReserve is one strategy's reservation with a minimal write (one hold row), on SQLite
 // with durable commits, from many goroutines at once: the hot path of an on-sale, per strategy.
-// redis-lock needs a Redis and is measured by `boxoffice bench --compare` instead.
+// redis-lock (boxoffice/redis) needs a Redis and is measured by `boxoffice bench --compare` instead.
 func BenchmarkReserve(b *testing.B) {
-	for _, name := range inventory.Names() {
-		if name == "redis-lock" {
-			continue
-		}
+	for _, name := range inventory.Names(nil) {
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			st, err := sqlite.Open(ctx, b.TempDir()+"/bench.db")

@@ -10,6 +10,7 @@ import (
 	"boxoffice/inventory/inventorytest"
 	"boxoffice/postgres"
 	"boxoffice/postgres/pgtest"
+	boredis "boxoffice/redis"
 	"boxoffice/redis/redistest"
 	"boxoffice/sqlite"
 )
@@ -49,15 +50,20 @@ func pgDatabase(t *testing.T, dir string) string {
 	return url
 }
 
+// redisLock is the redis-lock strategy over urls, wired as cmd/boxoffice wires it.
+func redisLock(urls []string) map[string]inventory.Constructor {
+	return map[string]inventory.Constructor{"redis-lock": boredis.Strategy(urls)}
+}
+
 // TestConformance runs the whole suite for every strategy on every store.
 func TestConformance(t *testing.T) {
 	for _, store := range []string{"sqlite", "postgres"} {
-		for _, name := range inventory.Names() {
+		for _, name := range inventory.Names(redisLock(nil)) {
 			t.Run(name+"/"+store, func(t *testing.T) {
 				var opts inventory.Options
 				if name == "redis-lock" {
 					// One server for the whole suite, so its fencing counters outlive the suite's restarts.
-					opts.Redis = []string{redistest.Start(t)}
+					opts.More = redisLock([]string{redistest.Start(t)})
 				}
 				inventorytest.Exercise(t, inventorytest.Harness{
 					OpenStore: stores[store],

@@ -16,38 +16,49 @@ const Default = "atomic"
 
 // Options configure the strategies that need more than a store.
 type Options struct {
-	// Redis lists the Redis servers of the redis-lock strategy (redis:// URLs); with three or more
-	// independent servers the lock follows Redlock.
-	Redis []string
 	// Logger receives the strategies' own events (shed load, retries, projector lag).
 	Logger *slog.Logger
+	// More are strategies that live in packages of their own because they need a driver
+	// (redis-lock in boxoffice/redis), by name. The caller wires them, as cmd/boxoffice does, so
+	// that this package imports no driver.
+	More map[string]Constructor
 }
 
-// constructors maps each strategy's name to how it is made over a store.
-var constructors = map[string]func(boxoffice.Store, Options) (boxoffice.Inventory, error){
+// Constructor makes a strategy over a store.
+type Constructor func(store boxoffice.Store, opts Options) (boxoffice.Inventory, error)
+
+// constructors maps each strategy of this package to how it is made over a store.
+var constructors = map[string]Constructor{
 	"atomic":      func(s boxoffice.Store, _ Options) (boxoffice.Inventory, error) { return NewAtomic(s), nil },
 	"pessimistic": NewPessimistic,
 	"optimistic":  NewOptimistic,
 	"actor":       NewActor,
 	"eventlog":    NewEventLog,
-	"redis-lock":  newRedisLock,
 }
 
-// Names lists the strategies this build knows, sorted.
-func Names() []string {
-	names := make([]string, 0, len(constructors))
+// Names lists this package's strategies and those of more, sorted.
+func Names(more map[string]Constructor) []string {
+	names := make([]string, 0, len(constructors)+len(more))
 	for n := range constructors {
 		names = append(names, n)
+	}
+	for n := range more {
+		if _, ok := constructors[n]; !ok {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names
 }
 
-// New returns the strategy called name over store.
+// New returns the strategy called name over store: one of this package's, or of opts.More.
 func New(name string, store boxoffice.Store, opts Options) (boxoffice.Inventory, error) {
 	c, ok := constructors[name]
 	if !ok {
-		return nil, fmt.Errorf("unknown inventory strategy %q (known: %v)", name, Names())
+		c, ok = opts.More[name]
+	}
+	if !ok {
+		return nil, fmt.Errorf("unknown inventory strategy %q (known: %v)", name, Names(opts.More))
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -89,7 +89,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	f.storeFlags.register(fs)
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
-	fs.StringVar(&f.inventory, "inventory", inventory.Default, "race-condition strategy: "+strings.Join(inventory.Names(), ", "))
+	fs.StringVar(&f.inventory, "inventory", inventory.Default, "race-condition strategy: "+strings.Join(inventory.Names(moreStrategies(nil)), ", "))
 	fs.StringVar(&f.nats, "nats", "embedded", `event bus: "embedded" or a nats:// URL list`)
 	fs.IntVar(&f.natsReplicas, "nats-replicas", 0, "replicas of the events stream, 1 to 5; 0 (auto): 1 on the embedded server, min(3, number of --nats URLs) on a cluster")
 	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), comma-separated, for the redis-lock strategy (3 or more: Redlock)")
@@ -143,7 +143,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer store.Close()
-	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log, Redis: splitList(f.redis)})
+	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log, More: moreStrategies(splitList(f.redis))})
 	if err != nil {
 		return err
 	}
