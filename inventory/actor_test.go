@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/checkfor"
 	"boxoffice/inventory/inventorytest"
 	"boxoffice/sale"
 )
@@ -29,13 +30,7 @@ func newTestActor(t *testing.T, st boxoffice.Store) *Actor {
 // waitFor polls cond until it holds (bounded, so a bug fails instead of hanging).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 3000 {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	checkfor.Until(t, 15*time.Second, 5*time.Millisecond, what, cond)
 }
 
 // queued is how many commands wait in the mailbox of a show's writer.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
+	"boxoffice/internal/checkfor"
 	"boxoffice/sqlite"
 )
 
@@ -142,13 +143,7 @@ func (e *env) checkpoint(t *testing.T) int64 {
 // eventually polls cond until it holds, failing the test after a bound.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	checkfor.Until(t, 20*time.Second, 10*time.Millisecond, what, cond)
 }
 
 // run starts fn in a goroutine and returns a stop that cancels it and waits for its result.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/checkfor"
 )
 
 // fakeClock is a clock tests move by hand, so that "the slow charge is due now" needs no sleep.
@@ -63,13 +64,7 @@ func wantCode(t *testing.T, err error, code string) {
 // eventually polls cond, because the tests check outcomes, not timings.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	checkfor.Until(t, 5*time.Second, 5*time.Millisecond, what, cond)
 }
 
 func TestChargeOK(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 
 	"boxoffice"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/checkfor"
 	"boxoffice/inventory"
 	"boxoffice/inventory/inventorytest"
 	"boxoffice/payments"
@@ -178,13 +179,7 @@ func want(t *testing.T, res *boxoffice.Response, err error, status int, code str
 // eventually polls cond (bounded in count and time) instead of sleeping a guessed while.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	checkfor.Until(t, 10*time.Second, 20*time.Millisecond, what, cond)
 }
 
 func TestReplayIsByteIdentical(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"boxoffice/internal/checkfor"
 	"boxoffice/postgres/pgtest"
 )
 
@@ -276,11 +277,5 @@ func runCLI(t *testing.T, args ...string) (int, string) {
 // eventually polls cond, bounded, instead of sleeping a guessed while.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for range 600 {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	checkfor.Until(t, 30*time.Second, 50*time.Millisecond, what, cond)
 }
