@@ -72,17 +72,32 @@ func TestSalesChannels(t *testing.T) {
 	partnerOrder := decode[boxoffice.Order](t, res)
 	charges := len(e.sim.Charges())
 
-	// The partner channel: every read and every action on the shop's objects is not found.
-	if _, err := e.svc.GetHold(ctx, partner, shopHold.ID); boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
-		t.Errorf("partner gets the shop's hold: %v", err)
+	// The partner channel: every read and every action on the shop's objects is not found, in
+	// the very words used for an id that names nothing.
+	_, err = e.svc.GetHold(ctx, partner, shopHold.ID)
+	_, missing := e.svc.GetHold(ctx, partner, "hld_nothing")
+	if boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND ||
+		strings.ReplaceAll(err.Error(), shopHold.ID, "<id>") != strings.ReplaceAll(missing.Error(), "hld_nothing", "<id>") {
+		t.Errorf("partner gets the shop's hold: %v; a missing one: %v", err, missing)
 	}
+	_, err = e.svc.GetOrder(ctx, partner, shopOrder.ID)
+	_, missing = e.svc.GetOrder(ctx, partner, "ord_nothing")
+	if boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND ||
+		strings.ReplaceAll(err.Error(), shopOrder.ID, "<id>") != strings.ReplaceAll(missing.Error(), "ord_nothing", "<id>") {
+		t.Errorf("partner gets the shop's order: %v; a missing one: %v", err, missing)
+	}
+	res, _, err = e.svc.ConfirmHold(ctx, partner, as(partner, "confirm", "c0", nil), "hld_nothing", sale.ConfirmInput{Payment: sale.PaymentInput{Token: "tok_ok"}})
+	if err != nil || res.Status != 404 {
+		t.Fatalf("confirm a missing hold: %v %v", res, err)
+	}
+	missingConfirm := strings.ReplaceAll(string(res.Body), "hld_nothing", "<id>")
 	if err := e.svc.ReleaseHold(ctx, partner, shopHold.ID); boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
 		t.Errorf("partner releases the shop's hold: %v", err)
 	}
 	confIn := sale.ConfirmInput{Payment: sale.PaymentInput{Token: "tok_ok"}}
 	res, _, err = e.svc.ConfirmHold(ctx, partner, as(partner, "confirm", "c1", confIn), shopHold.ID, confIn)
-	if err != nil || res.Status != 404 {
-		t.Errorf("partner confirms the shop's hold: %v %v; want 404", res, err)
+	if err != nil || res.Status != 404 || strings.ReplaceAll(string(res.Body), shopHold.ID, "<id>") != missingConfirm {
+		t.Errorf("partner confirms the shop's hold: %v %v; want the 404 of a missing hold, %s", res, err, missingConfirm)
 	}
 	if _, err := e.svc.GetOrder(ctx, partner, shopOrder.ID); boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
 		t.Errorf("partner gets the shop's order: %v", err)

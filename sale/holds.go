@@ -109,13 +109,14 @@ func (s *Service) GetHold(ctx context.Context, p *boxoffice.Principal, id string
 		h, err = tx.GetHold(ctx, id)
 		return err
 	})
-	if err == nil && !p.Sees(h.APIKeyID) {
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
 		return nil, holdNotFound(id)
 	}
 	return h, err
 }
 
-// holdNotFound is the answer for a hold that does not exist or is another channel's.
+// holdNotFound is the answer for a hold that does not exist or is another channel's: one answer,
+// word for word, so that the detail does not tell the two apart either.
 func holdNotFound(id string) error {
 	return boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", id)
 }

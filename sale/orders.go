@@ -43,11 +43,10 @@ func (s *Service) ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem 
 	var order *boxoffice.Order
 	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
 		h, err := tx.GetHold(ctx, holdID)
-		if err != nil {
-			return err
-		}
-		if !p.Sees(h.APIKeyID) {
+		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
 			return holdNotFound(holdID)
+		} else if err != nil {
+			return err
 		}
 		switch {
 		case h.Status == boxoffice.HoldConfirmed:
@@ -515,10 +514,14 @@ func (s *Service) getOrder(ctx context.Context, id string) (*boxoffice.Order, er
 		o, err = tx.GetOrder(ctx, id)
 		return err
 	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, orderNotFound(id)
+	}
 	return o, err
 }
 
-// orderNotFound is the answer for an order that does not exist or is another channel's.
+// orderNotFound is the answer for an order that does not exist or is another channel's: one
+// answer, word for word, as holdNotFound.
 func orderNotFound(id string) error {
 	return boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
 }
