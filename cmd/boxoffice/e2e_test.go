@@ -54,7 +54,8 @@ func TestAPIWalkthrough(t *testing.T) {
 		t.Fatal("first answer marked replayed")
 	}
 	// The same key and body from another client is another request: scopes never mix.
-	other := s.client(s.newClientKey(t)).post(201, "/v1/shows/gala/holds", "h1", holdBody)
+	otherCl := s.client(s.newClientKey(t)) // another sales channel
+	other := otherCl.post(201, "/v1/shows/gala/holds", "h1", holdBody)
 	if other.json(t)["id"] == hold["id"] {
 		t.Fatal("two clients saw one result")
 	}
@@ -73,14 +74,21 @@ func TestAPIWalkthrough(t *testing.T) {
 	if r := cl.must(409, "DELETE", "/v1/holds/"+holdID, nil); r.code() != "hold_confirmed" {
 		t.Fatal(string(r.Body))
 	}
-	// Release the other client's hold twice: 204 both times, tickets back once.
+	// The other client's hold is another channel's: not found here, and left as it is.
 	otherID := other.json(t)["id"].(string)
-	cl.must(204, "DELETE", "/v1/holds/"+otherID, nil)
-	cl.must(204, "DELETE", "/v1/holds/"+otherID, nil)
-	if got := cl.must(200, "GET", "/v1/holds/"+otherID, nil).json(t); got["status"] != "released" {
+	if r := cl.must(404, "DELETE", "/v1/holds/"+otherID, nil); r.code() != "not_found" {
+		t.Fatal(string(r.Body))
+	}
+	if got := otherCl.must(200, "GET", "/v1/holds/"+otherID, nil).json(t); got["status"] != "active" {
+		t.Fatalf("another channel's release changed the hold: %v", got)
+	}
+	// Its own channel releases it twice: 204 both times, tickets back once.
+	otherCl.must(204, "DELETE", "/v1/holds/"+otherID, nil)
+	otherCl.must(204, "DELETE", "/v1/holds/"+otherID, nil)
+	if got := otherCl.must(200, "GET", "/v1/holds/"+otherID, nil).json(t); got["status"] != "released" {
 		t.Fatalf("released hold %v", got)
 	}
-	if r := cl.post(409, "/v1/holds/"+otherID+"/confirm", "c2", map[string]any{"payment": map[string]string{"token": "tok_ok"}}); r.code() != "hold_released" {
+	if r := otherCl.post(409, "/v1/holds/"+otherID+"/confirm", "c2", map[string]any{"payment": map[string]string{"token": "tok_ok"}}); r.code() != "hold_released" {
 		t.Fatal(string(r.Body))
 	}
 	buy := func(key, token string, q int) map[string]any {
