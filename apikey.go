@@ -15,12 +15,25 @@ const (
 	RoleClient Role = "client"
 )
 
+// AdminKeyID is the key id of the configured admin key(s): they are not stored, and every one of
+// them (the current and the previous ones during a rotation) is the same caller, so that an
+// Idempotency-Key sent before a rotation is still the same key after it.
+const AdminKeyID = "admin"
+
 // APIKey is a stored key. Only its hash is kept; the plain key is shown once, at creation.
 type APIKey struct {
-	ID        string    `json:"id"`
-	Role      Role      `json:"role"`
-	Hash      string    `json:"-"`
+	ID    string `json:"id"`
+	Role  Role   `json:"role"`
+	Label string `json:"label,omitempty"`
+	Hash  string `json:"-"`
+	// CreatedAt is when the key was made.
 	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when the key last authenticated a request, written lazily (at most about once
+	// a minute per key), so it may be that much behind; nil when never used.
+	LastUsedAt *time.Time `json:"last_used_at"`
+	// RevokedAt is when the key was revoked; nil while it is live. A revoked key authenticates
+	// nothing, and its row stays so that its holds and orders keep a known owner.
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 }
 
 // HashKey returns the stored form of a plain API key. Keys are long random strings, so a fast hash
@@ -32,6 +45,28 @@ func HashKey(plain string) string {
 
 // Principal is the authenticated caller of a request.
 type Principal struct {
-	KeyID string // "admin" for the configured admin key
+	KeyID string // AdminKeyID for the configured admin key
 	Role  Role
 }
+
+// Sees says whether the caller may see and act on an object made by the key owner: the admin
+// sees everything, a client key (a sales channel) only its own objects. Objects without an owner
+// (made before channels existed) belong to no channel, so only the admin sees them.
+func (p *Principal) Sees(owner string) bool {
+	if p == nil {
+		return false
+	}
+	return p.Role == RoleAdmin || (owner != "" && owner == p.KeyID)
+}
+
+// Channel is the owner to filter lists by: "" (everything) for the admin, else the key id.
+func (p *Principal) Channel() string {
+	if p.Role == RoleAdmin {
+		return ""
+	}
+	return p.KeyID
+}
+
+// AdminPrincipal is the configured admin key's caller, also the caller of work the server does on
+// its own behalf.
+var AdminPrincipal = &Principal{KeyID: AdminKeyID, Role: RoleAdmin}

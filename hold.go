@@ -30,4 +30,9 @@ type Hold struct {
 	ExpiresAt time.Time  `json:"expires_at"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
+
+	// APIKeyID is the key (the sales channel) that made the hold: "admin" for the configured admin
+	// key, "" for holds made before channels existed, which only the admin sees. It is not part of
+	// the answer: a channel knows who it is, and another channel must not learn of the hold.
+	APIKeyID string `json:"-"`
 }

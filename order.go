@@ -32,6 +32,9 @@ type Order struct {
 	CreatedAt time.Time   `json:"created_at"`
 	UpdatedAt time.Time   `json:"updated_at"`
 
+	// APIKeyID is the key (the sales channel) whose hold the order confirms, as Hold.APIKeyID.
+	APIKeyID string `json:"-"`
+
 	// PaymentToken is kept so that a crashed purchase can be charged again with the same derived
 	// key; it never leaves the server.
 	PaymentToken string `json:"-"`

@@ -97,9 +97,8 @@ type Tx interface {
 	// UpdateOrder writes o's status, tickets, charge and refund ids and updated_at if the stored
 	// status is still from; ok is false otherwise.
 	UpdateOrder(ctx context.Context, o *Order, from OrderStatus) (ok bool, err error)
-	// ListOrders returns up to limit orders, of one show when showID is set, with ids after after,
-	// by id.
-	ListOrders(ctx context.Context, showID, after string, limit int) ([]*Order, error)
+	// ListOrders returns up to limit orders that match f, with ids after after, by id.
+	ListOrders(ctx context.Context, f OrderFilter, after string, limit int) ([]*Order, error)
 	// PendingOrders returns up to limit pending_payment orders, oldest first.
 	PendingOrders(ctx context.Context, limit int) ([]*Order, error)
 	// ForEachOrder calls fn for every order.
@@ -160,6 +159,22 @@ type Tx interface {
 
 	// InsertAPIKey stores a key (its hash only).
 	InsertAPIKey(ctx context.Context, k *APIKey) error
-	// APIKeyByHash returns the key with that hash.
+	// APIKeyByHash returns the key with that hash, revoked or not.
 	APIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+	// ListAPIKeys returns up to limit keys with ids after after, by id, revoked ones too.
+	ListAPIKeys(ctx context.Context, after string, limit int) ([]*APIKey, error)
+	// RevokeAPIKey marks a key revoked at at, unless it is revoked already (the first time stays);
+	// a key that does not exist is ENOTFOUND.
+	RevokeAPIKey(ctx context.Context, id string, at time.Time) error
+	// TouchAPIKey sets a key's last_used_at to at if it is before at: callers write it lazily, so
+	// two servers touching one key never move it back.
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+}
+
+// OrderFilter narrows ListOrders. Empty fields match every order.
+type OrderFilter struct {
+	// ShowID keeps the orders of one show.
+	ShowID string
+	// APIKeyID keeps the orders of one sales channel (the key whose hold an order confirms).
+	APIKeyID string
 }

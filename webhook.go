@@ -24,13 +24,21 @@ var EventTypes = []string{
 
 // WebhookEndpoint is a partner's URL that receives the domain events of EventTypes, signed per the
 // Standard Webhooks spec with Secret ("whsec_" + base64 of the key bytes). The secret stays the
-// same when the endpoint is replaced, so a partner's verifier keeps working across a PUT.
+// same when the endpoint is replaced, so a partner's verifier keeps working across a PUT; it
+// changes by a rotation, after which the previous one also signs until PreviousSecretExpiresAt,
+// so the partner can switch without losing a delivery.
 type WebhookEndpoint struct {
-	ID         string        `json:"id"`
-	URL        string        `json:"url"`
-	EventTypes []string      `json:"event_types"`
-	Secret     string        `json:"secret"`
-	Status     WebhookStatus `json:"status"`
+	ID         string   `json:"id"`
+	URL        string   `json:"url"`
+	EventTypes []string `json:"event_types"`
+	// Secret is shown when it is new (the PUT that creates the endpoint, a rotation) and left
+	// out of every other answer.
+	Secret string        `json:"secret,omitempty"`
+	Status WebhookStatus `json:"status"`
+	// PreviousSecret is the secret before the last rotation; it never leaves the server.
+	PreviousSecret string `json:"-"`
+	// PreviousSecretExpiresAt is when PreviousSecret stops signing; nil when there is none.
+	PreviousSecretExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 	// DisabledReason says why a disabled endpoint is; empty when enabled.
 	DisabledReason string    `json:"disabled_reason,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
@@ -45,6 +53,16 @@ func (w *WebhookEndpoint) Wants(typ string) bool {
 		}
 	}
 	return false
+}
+
+// Secrets returns the secrets that sign a delivery at now: the current one, and the previous one
+// while its overlap lasts.
+func (w *WebhookEndpoint) Secrets(now time.Time) []string {
+	s := []string{w.Secret}
+	if w.PreviousSecret != "" && w.PreviousSecretExpiresAt != nil && now.Before(*w.PreviousSecretExpiresAt) {
+		s = append(s, w.PreviousSecret)
+	}
+	return s
 }
 
 // WebhookSecretPrefix starts every webhook signing secret, as the Standard Webhooks spec has it.

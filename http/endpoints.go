@@ -142,6 +142,31 @@ func (h *handler) createAPIKey(r *http.Request, p *boxoffice.Principal) (*boxoff
 	return h.svc.CreateAPIKey(r.Context(), idem, in)
 }
 
+// listAPIKeys is GET /v1/api-keys: the stored keys without their secrets.
+func (h *handler) listAPIKeys(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	after, limit, err := pageParams(r)
+	if err != nil {
+		return nil, false, err
+	}
+	keys, next, err := h.svc.ListAPIKeys(r.Context(), after, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	return h.ok(newPage(keys, next))
+}
+
+// revokeAPIKey is DELETE /v1/api-keys/{key_id}: 204, also for a key revoked already.
+func (h *handler) revokeAPIKey(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	id, err := serverID(r, "key_id", boxoffice.PrefixAPIKey)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := h.svc.RevokeAPIKey(r.Context(), id); err != nil {
+		return nil, false, err
+	}
+	return &boxoffice.Response{Status: http.StatusNoContent}, false, nil
+}
+
 // putShow is PUT /v1/shows/{show_id}: naturally idempotent, so no Idempotency-Key. The id is being
 // chosen here, so a malformed one is a validation error rather than a 404.
 func (h *handler) putShow(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
@@ -204,16 +229,16 @@ func (h *handler) createHold(r *http.Request, p *boxoffice.Principal) (*boxoffic
 	if in.ShowID, err = showID(r); err != nil {
 		return nil, false, err
 	}
-	return h.svc.CreateHold(r.Context(), idem, in)
+	return h.svc.CreateHold(r.Context(), p, idem, in)
 }
 
 // getHold is GET /v1/holds/{hold_id}.
-func (h *handler) getHold(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+func (h *handler) getHold(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
 	id, err := serverID(r, "hold_id", boxoffice.PrefixHold)
 	if err != nil {
 		return nil, false, err
 	}
-	hold, err := h.svc.GetHold(r.Context(), id)
+	hold, err := h.svc.GetHold(r.Context(), p, id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -221,12 +246,12 @@ func (h *handler) getHold(r *http.Request, _ *boxoffice.Principal) (*boxoffice.R
 }
 
 // releaseHold is DELETE /v1/holds/{hold_id}: 204 however often, so no Idempotency-Key.
-func (h *handler) releaseHold(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+func (h *handler) releaseHold(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
 	id, err := serverID(r, "hold_id", boxoffice.PrefixHold)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := h.svc.ReleaseHold(r.Context(), id); err != nil {
+	if err := h.svc.ReleaseHold(r.Context(), p, id); err != nil {
 		return nil, false, err
 	}
 	return &boxoffice.Response{Status: http.StatusNoContent}, false, nil
@@ -243,7 +268,7 @@ func (h *handler) confirmHold(r *http.Request, p *boxoffice.Principal) (*boxoffi
 	if err != nil {
 		return nil, false, err
 	}
-	return h.svc.ConfirmHold(r.Context(), idem, id, in)
+	return h.svc.ConfirmHold(r.Context(), p, idem, id, in)
 }
 
 // purchase is POST /v1/purchases.
@@ -253,16 +278,16 @@ func (h *handler) purchase(r *http.Request, p *boxoffice.Principal) (*boxoffice.
 	if err != nil {
 		return nil, false, err
 	}
-	return h.svc.Purchase(r.Context(), idem, in)
+	return h.svc.Purchase(r.Context(), p, idem, in)
 }
 
 // getOrder is GET /v1/orders/{order_id}.
-func (h *handler) getOrder(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+func (h *handler) getOrder(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
 	id, err := serverID(r, "order_id", boxoffice.PrefixOrder)
 	if err != nil {
 		return nil, false, err
 	}
-	order, err := h.svc.GetOrder(r.Context(), id)
+	order, err := h.svc.GetOrder(r.Context(), p, id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -271,7 +296,7 @@ func (h *handler) getOrder(r *http.Request, _ *boxoffice.Principal) (*boxoffice.
 
 // listOrders is GET /v1/orders. A show_id filter that no show can have is a validation error:
 // an empty page would hide a client's typo.
-func (h *handler) listOrders(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+func (h *handler) listOrders(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
 	after, limit, err := pageParams(r)
 	if err != nil {
 		return nil, false, err
@@ -281,7 +306,7 @@ func (h *handler) listOrders(r *http.Request, _ *boxoffice.Principal) (*boxoffic
 		return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "show_id",
 			Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"})
 	}
-	orders, next, err := h.svc.ListOrders(r.Context(), show, after, limit)
+	orders, next, err := h.svc.ListOrders(r.Context(), p, show, after, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -300,7 +325,7 @@ func (h *handler) cancelOrder(r *http.Request, p *boxoffice.Principal) (*boxoffi
 	if err != nil {
 		return nil, false, err
 	}
-	return h.svc.CancelOrder(r.Context(), idem, id)
+	return h.svc.CancelOrder(r.Context(), p, idem, id)
 }
 
 // feed is GET /v1/feed: the domain events in commit order.

@@ -30,6 +30,8 @@ type fakeService struct {
 	lastIdem sale.Idem
 	lastIn   any
 	lastArgs []any
+	// lastCaller is the principal the transport passed with the last call that takes one.
+	lastCaller *boxoffice.Principal
 
 	authErr    error
 	idemResult func(name string) (*boxoffice.Response, bool, error)
@@ -46,6 +48,13 @@ func (f *fakeService) record(name string, idem sale.Idem, in any, args ...any) {
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, name)
 	f.lastIdem, f.lastIn, f.lastArgs = idem, in, args
+}
+
+// caller records the principal of a call.
+func (f *fakeService) caller(p *boxoffice.Principal) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCaller = p
 }
 
 func (f *fakeService) called() []string {
@@ -86,6 +95,23 @@ func (f *fakeService) CreateAPIKey(_ context.Context, idem sale.Idem, in sale.AP
 	return f.post("CreateAPIKey", idem, in)
 }
 
+func (f *fakeService) ListAPIKeys(_ context.Context, after string, limit int) ([]*boxoffice.APIKey, string, error) {
+	f.record("ListAPIKeys", sale.Idem{}, nil, after, limit)
+	if err := f.readErr("ListAPIKeys"); err != nil {
+		return nil, "", err
+	}
+	return []*boxoffice.APIKey{{ID: "key_1", Role: boxoffice.RoleClient, Hash: "secret-hash"}}, "", nil
+}
+
+func (f *fakeService) RevokeAPIKey(_ context.Context, id string) error {
+	f.record("RevokeAPIKey", sale.Idem{}, nil, id)
+	return f.readErr("RevokeAPIKey")
+}
+
+func (f *fakeService) RotateWebhookSecret(_ context.Context, idem sale.Idem, id string, in sale.RotateSecretInput) (*boxoffice.Response, bool, error) {
+	return f.post("RotateWebhookSecret", idem, in, id)
+}
+
 func (f *fakeService) PutShow(_ context.Context, id string, in sale.ShowInput) (*boxoffice.Show, bool, error) {
 	f.record("PutShow", sale.Idem{}, in, id)
 	if err := f.readErr("PutShow"); err != nil {
@@ -110,11 +136,13 @@ func (f *fakeService) ListShows(_ context.Context, after string, limit int) ([]*
 	return nil, f.showsNext, nil
 }
 
-func (f *fakeService) CreateHold(_ context.Context, idem sale.Idem, in sale.HoldInput) (*boxoffice.Response, bool, error) {
+func (f *fakeService) CreateHold(_ context.Context, p *boxoffice.Principal, idem sale.Idem, in sale.HoldInput) (*boxoffice.Response, bool, error) {
+	f.caller(p)
 	return f.post("CreateHold", idem, in)
 }
 
-func (f *fakeService) GetHold(_ context.Context, id string) (*boxoffice.Hold, error) {
+func (f *fakeService) GetHold(_ context.Context, p *boxoffice.Principal, id string) (*boxoffice.Hold, error) {
+	f.caller(p)
 	f.record("GetHold", sale.Idem{}, nil, id)
 	if err := f.readErr("GetHold"); err != nil {
 		return nil, err
@@ -122,20 +150,24 @@ func (f *fakeService) GetHold(_ context.Context, id string) (*boxoffice.Hold, er
 	return &boxoffice.Hold{ID: id}, nil
 }
 
-func (f *fakeService) ReleaseHold(_ context.Context, id string) error {
+func (f *fakeService) ReleaseHold(_ context.Context, p *boxoffice.Principal, id string) error {
+	f.caller(p)
 	f.record("ReleaseHold", sale.Idem{}, nil, id)
 	return f.readErr("ReleaseHold")
 }
 
-func (f *fakeService) ConfirmHold(_ context.Context, idem sale.Idem, holdID string, in sale.ConfirmInput) (*boxoffice.Response, bool, error) {
+func (f *fakeService) ConfirmHold(_ context.Context, p *boxoffice.Principal, idem sale.Idem, holdID string, in sale.ConfirmInput) (*boxoffice.Response, bool, error) {
+	f.caller(p)
 	return f.post("ConfirmHold", idem, in, holdID)
 }
 
-func (f *fakeService) Purchase(_ context.Context, idem sale.Idem, in sale.PurchaseInput) (*boxoffice.Response, bool, error) {
+func (f *fakeService) Purchase(_ context.Context, p *boxoffice.Principal, idem sale.Idem, in sale.PurchaseInput) (*boxoffice.Response, bool, error) {
+	f.caller(p)
 	return f.post("Purchase", idem, in)
 }
 
-func (f *fakeService) GetOrder(_ context.Context, id string) (*boxoffice.Order, error) {
+func (f *fakeService) GetOrder(_ context.Context, p *boxoffice.Principal, id string) (*boxoffice.Order, error) {
+	f.caller(p)
 	f.record("GetOrder", sale.Idem{}, nil, id)
 	if err := f.readErr("GetOrder"); err != nil {
 		return nil, err
@@ -143,7 +175,8 @@ func (f *fakeService) GetOrder(_ context.Context, id string) (*boxoffice.Order, 
 	return &boxoffice.Order{ID: id}, nil
 }
 
-func (f *fakeService) ListOrders(_ context.Context, showID, after string, limit int) ([]*boxoffice.Order, string, error) {
+func (f *fakeService) ListOrders(_ context.Context, p *boxoffice.Principal, showID, after string, limit int) ([]*boxoffice.Order, string, error) {
+	f.caller(p)
 	f.record("ListOrders", sale.Idem{}, nil, showID, after, limit)
 	if err := f.readErr("ListOrders"); err != nil {
 		return nil, "", err
@@ -151,7 +184,8 @@ func (f *fakeService) ListOrders(_ context.Context, showID, after string, limit 
 	return []*boxoffice.Order{{ID: "ord_1"}}, "", nil
 }
 
-func (f *fakeService) CancelOrder(_ context.Context, idem sale.Idem, id string) (*boxoffice.Response, bool, error) {
+func (f *fakeService) CancelOrder(_ context.Context, p *boxoffice.Principal, idem sale.Idem, id string) (*boxoffice.Response, bool, error) {
+	f.caller(p)
 	return f.post("CancelOrder", idem, nil, id)
 }
 

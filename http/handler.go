@@ -29,22 +29,25 @@ import (
 type Service interface {
 	Authenticate(ctx context.Context, key string) (*boxoffice.Principal, error)
 	CreateAPIKey(ctx context.Context, idem sale.Idem, in sale.APIKeyInput) (*boxoffice.Response, bool, error)
+	ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, string, error)
+	RevokeAPIKey(ctx context.Context, id string) error
 	PutShow(ctx context.Context, id string, in sale.ShowInput) (*boxoffice.Show, bool, error)
 	GetShow(ctx context.Context, id string) (*boxoffice.Show, error)
 	ListShows(ctx context.Context, after string, limit int) ([]*boxoffice.Show, string, error)
-	CreateHold(ctx context.Context, idem sale.Idem, in sale.HoldInput) (*boxoffice.Response, bool, error)
-	GetHold(ctx context.Context, id string) (*boxoffice.Hold, error)
-	ReleaseHold(ctx context.Context, id string) error
-	ConfirmHold(ctx context.Context, idem sale.Idem, holdID string, in sale.ConfirmInput) (*boxoffice.Response, bool, error)
-	Purchase(ctx context.Context, idem sale.Idem, in sale.PurchaseInput) (*boxoffice.Response, bool, error)
-	GetOrder(ctx context.Context, id string) (*boxoffice.Order, error)
-	ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, string, error)
-	CancelOrder(ctx context.Context, idem sale.Idem, id string) (*boxoffice.Response, bool, error)
+	CreateHold(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, in sale.HoldInput) (*boxoffice.Response, bool, error)
+	GetHold(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Hold, error)
+	ReleaseHold(ctx context.Context, p *boxoffice.Principal, id string) error
+	ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, holdID string, in sale.ConfirmInput) (*boxoffice.Response, bool, error)
+	Purchase(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, in sale.PurchaseInput) (*boxoffice.Response, bool, error)
+	GetOrder(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Order, error)
+	ListOrders(ctx context.Context, p *boxoffice.Principal, showID, after string, limit int) ([]*boxoffice.Order, string, error)
+	CancelOrder(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, id string) (*boxoffice.Response, bool, error)
 	ListEvents(ctx context.Context, after string, limit int) ([]*boxoffice.Event, string, error)
 	PutWebhookEndpoint(ctx context.Context, id string, in sale.WebhookInput) (*boxoffice.WebhookEndpoint, bool, error)
 	GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice.WebhookEndpoint, error)
 	ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error)
 	DeleteWebhookEndpoint(ctx context.Context, id string) error
+	RotateWebhookSecret(ctx context.Context, idem sale.Idem, id string, in sale.RotateSecretInput) (*boxoffice.Response, bool, error)
 	RunOnce(ctx context.Context, idem sale.Idem, status int, op func(ctx context.Context) (any, error)) (*boxoffice.Response, bool, error)
 	Ready(ctx context.Context) error
 }
@@ -134,6 +137,8 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("GET /readyz", public, h.readyz)
 
 	h.handle("POST /v1/api-keys", adminRole, h.createAPIKey)
+	h.handle("GET /v1/api-keys", adminRole, h.listAPIKeys)
+	h.handle("DELETE /v1/api-keys/{key_id}", adminRole, h.revokeAPIKey)
 	h.handle("PUT /v1/shows/{show_id}", adminRole, h.putShow)
 	h.handle("GET /v1/shows/{show_id}", clientRole, h.getShow)
 	h.handle("GET /v1/shows", clientRole, h.listShows)
@@ -145,11 +150,13 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("GET /v1/orders/{order_id}", clientRole, h.getOrder)
 	h.handle("GET /v1/orders", clientRole, h.listOrders)
 	h.handle("POST /v1/orders/{order_id}/cancel", clientRole, h.cancelOrder)
-	h.handle("GET /v1/feed", clientRole, h.feed)
+	// The feed carries every channel's holds and orders, so it is the admin's.
+	h.handle("GET /v1/feed", adminRole, h.feed)
 	h.handle("PUT /v1/webhook-endpoints/{endpoint_id}", adminRole, h.putWebhook)
 	h.handle("GET /v1/webhook-endpoints/{endpoint_id}", adminRole, h.getWebhook)
 	h.handle("DELETE /v1/webhook-endpoints/{endpoint_id}", adminRole, h.deleteWebhook)
 	h.handle("GET /v1/webhook-endpoints", adminRole, h.listWebhooks)
+	h.handle("POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret", adminRole, h.rotateWebhookSecret)
 	h.handle("GET /v1/dead-letters", adminRole, h.listDeadLetters)
 	h.handle("POST /v1/dead-letters/{dead_letter_id}/replay", adminRole, h.replayDeadLetter)
 	h.handle("POST /v1/dead-letters/replay", adminRole, h.replayAllDeadLetters)

@@ -183,6 +183,18 @@ func TestAuth(t *testing.T) {
 		{"admin buys", req{method: "POST", path: "/v1/purchases", key: adminKey, idem: []string{"k"}, body: `{}`}, "", 201, ""},
 		{"401 before missing idempotency key", req{method: "POST", path: "/v1/purchases", body: `{}`}, "", 401, boxoffice.EUNAUTHORIZED},
 		{"403 before missing idempotency key", req{method: "POST", path: "/v1/api-keys", key: clientKey, body: `{}`}, "", 403, boxoffice.EFORBIDDEN},
+		// The feed and the dead letters carry every channel's objects; keys are the admin's.
+		{"client may not read the feed", req{method: "GET", path: "/v1/feed", key: clientKey}, "", 403, boxoffice.EFORBIDDEN},
+		{"admin reads the feed", req{method: "GET", path: "/v1/feed", key: adminKey}, "", 200, ""},
+		{"client may not list dead letters", req{method: "GET", path: "/v1/dead-letters", key: clientKey}, "", 403, boxoffice.EFORBIDDEN},
+		{"client may not replay dead letters", req{method: "POST", path: "/v1/dead-letters/replay", key: clientKey, idem: []string{"k"}}, "", 403, boxoffice.EFORBIDDEN},
+		{"client may not replay a dead letter", req{method: "POST", path: "/v1/dead-letters/1/replay", key: clientKey, idem: []string{"k"}}, "", 403, boxoffice.EFORBIDDEN},
+		{"client may not list keys", req{method: "GET", path: "/v1/api-keys", key: clientKey}, "", 403, boxoffice.EFORBIDDEN},
+		{"client may not revoke keys", req{method: "DELETE", path: "/v1/api-keys/key_c", key: clientKey}, "", 403, boxoffice.EFORBIDDEN},
+		{"client may not rotate webhook secrets", req{method: "POST", path: "/v1/webhook-endpoints/p/rotate-secret", key: clientKey, idem: []string{"k"}}, "", 403, boxoffice.EFORBIDDEN},
+		{"admin lists keys", req{method: "GET", path: "/v1/api-keys", key: adminKey}, "", 200, ""},
+		{"admin revokes keys", req{method: "DELETE", path: "/v1/api-keys/key_c", key: adminKey}, "", 204, ""},
+		{"admin rotates webhook secrets", req{method: "POST", path: "/v1/webhook-endpoints/p/rotate-secret", key: adminKey, idem: []string{"k"}}, "", 201, ""},
 		{"healthz is public", req{method: "GET", path: "/healthz"}, "", 200, ""},
 		{"readyz is public", req{method: "GET", path: "/readyz"}, "", 200, ""},
 		{"metrics is public", req{method: "GET", path: "/metrics"}, "", 200, ""},
@@ -652,7 +664,11 @@ func TestPages(t *testing.T) {
 		t.Run(c.path, func(t *testing.T) {
 			f := &fakeService{}
 			h, _ := newTestHandler(f, 0)
-			w := serve(t, h, req{method: "GET", path: c.path, key: clientKey})
+			key := clientKey
+			if strings.HasPrefix(c.path, "/v1/feed") {
+				key = adminKey // the feed is the admin's
+			}
+			w := serve(t, h, req{method: "GET", path: c.path, key: key})
 			if c.status == 400 {
 				p := decodeProblem(t, w, 400, boxoffice.EVALIDATION)
 				if len(p.Errors) != 1 || p.Errors[0].Field != "limit" {
@@ -685,7 +701,7 @@ func TestPages(t *testing.T) {
 	if w := serve(t, h, req{method: "GET", path: "/v1/shows", key: clientKey}); w.Body.String() != "{\"data\":[],\"next\":\"gala\"}\n" {
 		t.Errorf("page with next = %s", w.Body)
 	}
-	w := serve(t, h, req{method: "GET", path: "/v1/feed", key: clientKey})
+	w := serve(t, h, req{method: "GET", path: "/v1/feed", key: adminKey})
 	var feed struct {
 		Data []map[string]any `json:"data"`
 		Next *string          `json:"next"`
@@ -874,5 +890,54 @@ func TestOverRealHTTP(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" || resp.Header.Get("Content-Type") != contentProblem {
 		t.Errorf("GET confirm: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestCallerReachesTheService: every hold and order operation hands the service the caller, which
+// is what lets the service keep one sales channel from another's objects.
+func TestCallerReachesTheService(t *testing.T) {
+	for _, r := range []req{
+		{method: "GET", path: "/v1/holds/hld_1"},
+		{method: "DELETE", path: "/v1/holds/hld_1"},
+		{method: "POST", path: "/v1/holds/hld_1/confirm", idem: []string{"k"}, body: `{"payment":{"token":"tok_ok"}}`},
+		{method: "POST", path: "/v1/shows/gala/holds", idem: []string{"k"}, body: `{}`},
+		{method: "POST", path: "/v1/purchases", idem: []string{"k"}, body: `{}`},
+		{method: "GET", path: "/v1/orders/ord_1"},
+		{method: "GET", path: "/v1/orders"},
+		{method: "POST", path: "/v1/orders/ord_1/cancel", idem: []string{"k"}},
+	} {
+		t.Run(r.method+" "+r.path, func(t *testing.T) {
+			f := &fakeService{}
+			h, _ := newTestHandler(f, 0)
+			r.key = clientKey
+			if w := serve(t, h, r); w.Code >= 300 {
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+			if f.lastCaller == nil || f.lastCaller.KeyID != "key_c" || f.lastCaller.Role != boxoffice.RoleClient {
+				t.Errorf("caller = %+v; want the client key's", f.lastCaller)
+			}
+		})
+	}
+}
+
+// TestAPIKeyList: the list is a page like the others and never shows a key's hash.
+func TestAPIKeyList(t *testing.T) {
+	f := &fakeService{}
+	h, _ := newTestHandler(f, 0)
+	w := serve(t, h, req{method: "GET", path: "/v1/api-keys?limit=5&after=key_0", key: adminKey})
+	if w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if strings.Contains(w.Body.String(), "secret-hash") || strings.Contains(w.Body.String(), "hash") {
+		t.Errorf("the list shows a hash: %s", w.Body)
+	}
+	if want := `{"data":[{"id":"key_1","role":"client","created_at":"0001-01-01T00:00:00Z","last_used_at":null}],"next":null}` + "\n"; w.Body.String() != want {
+		t.Errorf("body = %s; want %s", w.Body, want)
+	}
+	if got := f.lastArgs; len(got) != 2 || got[0] != "key_0" || got[1] != 5 {
+		t.Errorf("after, limit = %v; want key_0 5", got)
+	}
+	if w := serve(t, h, req{method: "DELETE", path: "/v1/api-keys/admin", key: adminKey}); w.Code != 404 {
+		t.Errorf("revoke of a non-key id = %d; want 404", w.Code)
 	}
 }

@@ -89,6 +89,21 @@ func (h *handler) deleteWebhook(r *http.Request, _ *boxoffice.Principal) (*boxof
 	return &boxoffice.Response{Status: http.StatusNoContent}, false, nil
 }
 
+// rotateWebhookSecret is POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret, body optional
+// ({"expires_in": seconds}): the endpoint with its new secret.
+func (h *handler) rotateWebhookSecret(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	var in sale.RotateSecretInput
+	idem, err := h.beginPost(r, p, &in, true)
+	if err != nil {
+		return nil, false, err
+	}
+	id, err := webhookID(r)
+	if err != nil {
+		return nil, false, err
+	}
+	return h.svc.RotateWebhookSecret(r.Context(), idem, id, in)
+}
+
 // deadLetters returns the queue, or an error when this server runs without the async side.
 func (h *handler) deadLetters() (DeadLetters, error) {
 	if h.dlq == nil {

@@ -394,7 +394,7 @@ func TestActorCrashAfterCommit(t *testing.T) {
 	ctx := context.Background()
 	holdReplay := func(key string) (*boxoffice.Response, bool, error) {
 		in := sale.HoldInput{ShowID: "crash", TierID: "a", Quantity: 1, Buyer: sale.BuyerInput{Email: key + "@example.com"}}
-		return w.Svc.CreateHold(ctx, inventorytest.Idem("hold crash", key, in), in)
+		return w.Svc.CreateHold(ctx, boxoffice.AdminPrincipal, inventorytest.Idem("hold crash", key, in), in)
 	}
 	hold := func(key string) (*boxoffice.Response, error) {
 		res, _, err := holdReplay(key)
@@ -467,7 +467,7 @@ func TestActorCrashAfterCommit(t *testing.T) {
 		t.Fatalf("after restart: %+v", c)
 	}
 	acked.Range(func(key, id any) bool {
-		got, err := w.Svc.GetHold(ctx, id.(string))
+		got, err := w.Svc.GetHold(ctx, boxoffice.AdminPrincipal, id.(string))
 		if err != nil || got.Status != boxoffice.HoldActive {
 			t.Errorf("acknowledged hold %s (%s) after restart: %v %v", id, key, got, err)
 		}

@@ -65,13 +65,13 @@ func elInv(t *testing.T, w *inventorytest.World) *EventLog {
 
 func elHold(w *inventorytest.World, key, show, tier string, q int) (*boxoffice.Response, error) {
 	in := sale.HoldInput{ShowID: show, TierID: tier, Quantity: q, Buyer: sale.BuyerInput{Email: key + "@example.com"}}
-	res, _, err := w.Svc.CreateHold(context.Background(), inventorytest.Idem("hold "+show, key, in), in)
+	res, _, err := w.Svc.CreateHold(context.Background(), boxoffice.AdminPrincipal, inventorytest.Idem("hold "+show, key, in), in)
 	return res, err
 }
 
 func elPurchase(w *inventorytest.World, key, show, tier string, q int, token string) (*boxoffice.Response, error) {
 	in := sale.PurchaseInput{ShowID: show, TierID: tier, Quantity: q, Buyer: sale.BuyerInput{Email: "p@example.com"}, Payment: sale.PaymentInput{Token: token}}
-	res, _, err := w.Svc.Purchase(context.Background(), inventorytest.Idem("purchase", key, in), in)
+	res, _, err := w.Svc.Purchase(context.Background(), boxoffice.AdminPrincipal, inventorytest.Idem("purchase", key, in), in)
 	return res, err
 }
 
@@ -263,12 +263,12 @@ func elWorkloadReplayRestart(t *testing.T, h inventorytest.Harness) {
 				case op < 5 && len(holds) > 0:
 					id := holds[r.IntN(len(holds))]
 					in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]}}
-					res, _, err := w.Svc.ConfirmHold(ctx, inventorytest.Idem("confirm "+id, key, in), id, in)
+					res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, inventorytest.Idem("confirm "+id, key, in), id, in)
 					if err == nil && res.Status == 201 {
 						orders = append(orders, inventorytest.Decode[boxoffice.Order](t, res).ID)
 					}
 				case op < 6 && len(holds) > 0:
-					_ = w.Svc.ReleaseHold(ctx, holds[r.IntN(len(holds))])
+					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, holds[r.IntN(len(holds))])
 				case op < 8:
 					res, err := elPurchase(w, key, show, tier, 1+r.IntN(2), "tok_ok")
 					if err == nil && res.Status == 201 {
@@ -276,7 +276,7 @@ func elWorkloadReplayRestart(t *testing.T, h inventorytest.Harness) {
 					}
 				case op < 9 && len(orders) > 0:
 					id := orders[r.IntN(len(orders))]
-					if _, _, err := w.Svc.CancelOrder(ctx, inventorytest.Idem("cancel "+id, key, id), id); err != nil {
+					if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, inventorytest.Idem("cancel "+id, key, id), id); err != nil {
 						t.Errorf("cancel %s: %v", id, err)
 					}
 				default:
@@ -459,7 +459,7 @@ func TestEventLogConflictRetried(t *testing.T) {
 	// undone with them, and the change lands once.
 	stale.setStale(2)
 	conflicts0 = inv.Conflicts()
-	if err := w.Svc.ReleaseHold(ctx, h1.ID); err != nil {
+	if err := w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, h1.ID); err != nil {
 		t.Fatalf("release after conflicts: %v", err)
 	}
 	if got := inv.Conflicts() - conflicts0; got != 2 {

@@ -206,7 +206,7 @@ func TestOptimisticRetryStorm(t *testing.T) {
 		wg.Go(func() {
 			for round := range 10 {
 				in := sale.HoldInput{ShowID: "storm", TierID: "a", Quantity: 1, Buyer: sale.BuyerInput{Email: fmt.Sprintf("b%d@example.com", b)}}
-				res, _, err := w.Svc.CreateHold(ctx, inventorytest.Idem("hold storm", fmt.Sprintf("k%d-%d", b, round), in), in)
+				res, _, err := w.Svc.CreateHold(ctx, boxoffice.AdminPrincipal, inventorytest.Idem("hold storm", fmt.Sprintf("k%d-%d", b, round), in), in)
 				switch {
 				case overloaded(err):
 					continue
@@ -227,7 +227,7 @@ func TestOptimisticRetryStorm(t *testing.T) {
 				id := inventorytest.Decode[boxoffice.Hold](t, res).ID
 				holding.Add(-1) // before the release commits, so the count above never overstates
 				for {
-					err := w.Svc.ReleaseHold(ctx, id)
+					err := w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, id)
 					if overloaded(err) {
 						continue // a release is retried until it lands: tickets are never lost
 					}

@@ -126,6 +126,22 @@ func Sign(secret, id string, ts time.Time, body []byte) (string, error) {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
+// SignAll returns the webhook-signature header value of a delivery signed by each of secrets,
+// space-separated as the Standard Webhooks spec allows: during a secret rotation's overlap a
+// delivery carries a signature by the new and by the previous secret, so a receiver verifying with
+// either accepts it.
+func SignAll(secrets []string, id string, ts time.Time, body []byte) (string, error) {
+	sigs := make([]string, 0, len(secrets))
+	for _, secret := range secrets {
+		sig, err := Sign(secret, id, ts, body)
+		if err != nil {
+			return "", err
+		}
+		sigs = append(sigs, sig)
+	}
+	return strings.Join(sigs, " "), nil
+}
+
 // webhookPayload is the JSON body of a delivery.
 type webhookPayload struct {
 	ID        string          `json:"id"`
@@ -247,7 +263,16 @@ func (w *Webhooks) reconcile(ctx context.Context, eps []*boxoffice.WebhookEndpoi
 // updated_at moves) restarts the worker, so the new URL, secret or event types apply at once.
 func sameDelivery(a, b *boxoffice.WebhookEndpoint) bool {
 	return a.UpdatedAt.Equal(b.UpdatedAt) && a.URL == b.URL && a.Secret == b.Secret &&
+		a.PreviousSecret == b.PreviousSecret && sameTime(a.PreviousSecretExpiresAt, b.PreviousSecretExpiresAt) &&
 		slices.Equal(a.EventTypes, b.EventTypes)
+}
+
+// sameTime says whether two optional times are both unset or equal.
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
 }
 
 // collect deletes the webhook consumers whose endpoint is not in byKey.
@@ -421,7 +446,7 @@ func (w *Webhooks) deliver(ctx context.Context, ep *boxoffice.WebhookEndpoint, m
 		return Permanent(fmt.Errorf("encode event: %w", err))
 	}
 	now := time.Now()
-	sig, err := Sign(ep.Secret, m.ID, now, body)
+	sig, err := SignAll(ep.Secrets(now), m.ID, now, body)
 	if err != nil {
 		return Permanent(err)
 	}

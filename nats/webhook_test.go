@@ -760,3 +760,60 @@ func TestDeliverFollowsNoRedirect(t *testing.T) {
 		t.Error("the redirect was followed")
 	}
 }
+
+// TestDeliverySignsWithBothSecretsDuringRotation: while a rotated-out secret's overlap lasts, a
+// delivery carries one signature by the new secret and one by the previous, space-separated, so a
+// receiver that verifies with either accepts it; once the overlap ends, only the new one signs.
+func TestDeliverySignsWithBothSecretsDuringRotation(t *testing.T) {
+	var mu sync.Mutex
+	var got []http.Header
+	var bodies [][]byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, bodies = append(got, r.Header.Clone()), append(bodies, b)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	w := &Webhooks{AllowPrivate: true, Timeout: 5 * time.Second, Logger: testLogger(t)}
+	oldSecret, newSecret := NewSecret(), NewSecret()
+	later := time.Now().Add(time.Hour)
+	ep := &boxoffice.WebhookEndpoint{ID: "partner", URL: srv.URL, EventTypes: []string{"*"}, Secret: newSecret,
+		PreviousSecret: oldSecret, PreviousSecretExpiresAt: &later, Status: boxoffice.WebhookEnabled}
+	m := &Message{ID: "evt_1", Type: boxoffice.EventOrderConfirmed, CreatedAt: time.Now(), Data: json.RawMessage(`{"id":"ord_1"}`)}
+	if err := w.deliver(context.Background(), ep, m); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now().Add(-time.Second)
+	ep.PreviousSecretExpiresAt = &ended
+	if err := w.deliver(context.Background(), ep, m); err != nil {
+		t.Fatal(err)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("%d deliveries; want 2", len(got))
+	}
+	during, after := got[0], got[1]
+	sigs := strings.Fields(during.Get("webhook-signature"))
+	if len(sigs) != 2 {
+		t.Fatalf("signature during the overlap %q; want two", during.Get("webhook-signature"))
+	}
+	for i, secret := range []string{newSecret, oldSecret} {
+		// Each signature alone verifies under its own secret only.
+		if !verifySignature(secret, "evt_1", during.Get("webhook-timestamp"), sigs[i], bodies[0]) {
+			t.Errorf("signature %d does not verify under its secret", i)
+		}
+		if verifySignature(secret, "evt_1", during.Get("webhook-timestamp"), sigs[1-i], bodies[0]) {
+			t.Errorf("signature %d verifies under the other secret", 1-i)
+		}
+	}
+	if sigs := strings.Fields(after.Get("webhook-signature")); len(sigs) != 1 ||
+		!verifySignature(newSecret, "evt_1", after.Get("webhook-timestamp"), sigs[0], bodies[1]) {
+		t.Errorf("signature after the overlap %q; want the new secret's alone", after.Get("webhook-signature"))
+	}
+	if verifySignature(oldSecret, "evt_1", after.Get("webhook-timestamp"), after.Get("webhook-signature"), bodies[1]) {
+		t.Error("the previous secret still verifies after its overlap")
+	}
+}

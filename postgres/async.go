@@ -69,12 +69,15 @@ func (t *tx) InboxHas(ctx context.Context, consumer, eventID string) (bool, erro
 const (
 	sSweepInbox = `DELETE FROM inbox WHERE (consumer, event_id) IN
 		(SELECT consumer, event_id FROM inbox WHERE applied_at < $1 LIMIT $2)`
-	webhookColumns      = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at`
+	webhookColumns = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at,
+		previous_secret, previous_secret_expires_at`
 	sPutWebhookEndpoint = `INSERT INTO webhook_endpoints (` + webhookColumns + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT (id) DO UPDATE SET url = excluded.url, event_types = excluded.event_types,
 			secret = excluded.secret, status = excluded.status, disabled_reason = excluded.disabled_reason,
-			created_at = excluded.created_at, updated_at = excluded.updated_at
+			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			previous_secret = excluded.previous_secret,
+			previous_secret_expires_at = excluded.previous_secret_expires_at
 		RETURNING (xmax = 0)`
 	sGetWebhookEndpoint    = `SELECT ` + webhookColumns + ` FROM webhook_endpoints WHERE id = $1`
 	sDeleteWebhookEndpoint = `DELETE FROM webhook_endpoints WHERE id = $1`
@@ -95,7 +98,7 @@ func (t *tx) SweepInbox(ctx context.Context, before time.Time, limit int) (int, 
 func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoint) (bool, error) {
 	var created bool
 	err := t.queryRow(ctx, sPutWebhookEndpoint, w.ID, w.URL, w.EventTypes, w.Secret, string(w.Status),
-		w.DisabledReason, w.CreatedAt, w.UpdatedAt).Scan(&created)
+		w.DisabledReason, w.CreatedAt, w.UpdatedAt, w.PreviousSecret, w.PreviousSecretExpiresAt).Scan(&created)
 	if err != nil {
 		return false, fmt.Errorf("put webhook endpoint %q: %w", w.ID, err)
 	}
@@ -108,10 +111,12 @@ func scanWebhook(scan func(dest ...any) error) (*boxoffice.WebhookEndpoint, erro
 		w      boxoffice.WebhookEndpoint
 		status string
 	)
-	if err := scan(&w.ID, &w.URL, &w.EventTypes, &w.Secret, &status, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt); err != nil {
+	if err := scan(&w.ID, &w.URL, &w.EventTypes, &w.Secret, &status, &w.DisabledReason, &w.CreatedAt, &w.UpdatedAt,
+		&w.PreviousSecret, &w.PreviousSecretExpiresAt); err != nil {
 		return nil, err
 	}
 	w.Status, w.CreatedAt, w.UpdatedAt = boxoffice.WebhookStatus(status), utc(w.CreatedAt), utc(w.UpdatedAt)
+	w.PreviousSecretExpiresAt = optUTC(w.PreviousSecretExpiresAt)
 	return &w, nil
 }
 

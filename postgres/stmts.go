@@ -7,10 +7,11 @@ package postgres
 const (
 	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
 	countCols = `show_id, id, capacity, held, sold, version, fence`
-	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at`
+	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at, api_key_id`
 	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
-		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at`
-	idemCols = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
+		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at, api_key_id`
+	apiKeyCols = `id, role, label, hash, created_at, last_used_at, revoked_at`
+	idemCols   = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
 		response_body, response_location, created_at, expires_at`
 	eventCols    = `position, id, type, subject, seq, data, created_at`
 	invEventCols = `show_id, version, tier_id, held, sold, held_after, sold_after, capacity, created_at`
@@ -71,7 +72,7 @@ const (
 const (
 	// ON CONFLICT DO NOTHING turns a duplicate into "no row inserted" instead of an error that
 	// would abort the transaction.
-	sInsertHold = `INSERT INTO holds (` + holdCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+	sInsertHold = `INSERT INTO holds (` + holdCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT DO NOTHING`
 	sGetHold          = `SELECT ` + holdCols + ` FROM holds WHERE id = $1`
 	sGetHoldForUpdate = sGetHold + ` FOR UPDATE`
@@ -95,7 +96,7 @@ const (
 	// Without a conflict target, DO NOTHING covers the primary key and the partial unique index
 	// orders_live_hold alike.
 	sInsertOrder = `INSERT INTO orders (` + orderCols + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT DO NOTHING`
 	sGetOrder         = `SELECT ` + orderCols + ` FROM orders WHERE id = $1`
 	sLiveOrderForHold = `SELECT ` + orderCols + ` FROM orders
@@ -105,7 +106,11 @@ const (
 		WHERE id = $7 AND status = $8`
 	sListOrders     = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`
 	sListShowOrders = `SELECT ` + orderCols + ` FROM orders WHERE show_id = $1 AND id > $2 ORDER BY id LIMIT $3`
-	sPendingOrders  = `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
+	// A channel's orders: one statement per filter, so each is served by its index.
+	sListKeyOrders     = `SELECT ` + orderCols + ` FROM orders WHERE api_key_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+	sListKeyShowOrders = `SELECT ` + orderCols + ` FROM orders
+		WHERE api_key_id = $1 AND show_id = $2 AND id > $3 ORDER BY id LIMIT $4`
+	sPendingOrders = `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
 		ORDER BY id LIMIT $1`
 	sForEachOrder = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`
 )
@@ -157,9 +162,14 @@ const (
 
 // API keys.
 const (
-	sInsertAPIKey = `INSERT INTO api_keys (id, role, hash, created_at) VALUES ($1, $2, $3, $4)
+	sInsertAPIKey = `INSERT INTO api_keys (` + apiKeyCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT DO NOTHING`
-	sAPIKeyByHash = `SELECT id, role, hash, created_at FROM api_keys WHERE hash = $1`
+	sAPIKeyByHash = `SELECT ` + apiKeyCols + ` FROM api_keys WHERE hash = $1`
+	sListAPIKeys  = `SELECT ` + apiKeyCols + ` FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2`
+	// The first revocation's time stays; RETURNING tells a missing key from a revoked one.
+	sRevokeAPIKey = `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING id`
+	sTouchAPIKey  = `UPDATE api_keys SET last_used_at = $1
+		WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)`
 )
 
 // Inventory streams.

@@ -447,7 +447,7 @@ func TestForEachPages(t *testing.T) {
 		b := &pgx.Batch{}
 		for i := range n {
 			h := testHold(fmt.Sprintf("hld_%05d", i))
-			b.Queue(sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status), h.ExpiresAt, h.CreatedAt, h.UpdatedAt)
+			b.Queue(sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status), h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID)
 		}
 		return tx.(*postgresTx).batch(ctx, b)
 	})

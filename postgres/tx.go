@@ -431,7 +431,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 		status string
 	)
 	if err := sc.Scan(&h.ID, &h.ShowID, &h.TierID, &h.Quantity, &h.Buyer.Email, &status, &h.ExpiresAt,
-		&h.CreatedAt, &h.UpdatedAt); err != nil {
+		&h.CreatedAt, &h.UpdatedAt, &h.APIKeyID); err != nil {
 		return nil, err
 	}
 	h.Status = boxoffice.HoldStatus(status)
@@ -442,7 +442,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 // InsertHold implements boxoffice.Tx.
 func (t *tx) InsertHold(ctx context.Context, h *boxoffice.Hold) error {
 	tag, err := t.exec(ctx, sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
-		h.ExpiresAt, h.CreatedAt, h.UpdatedAt)
+		h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID)
 	if err != nil {
 		return fmt.Errorf("insert hold %q: %w", h.ID, err)
 	}
@@ -551,7 +551,7 @@ func scanOrder(sc scanner) (*boxoffice.Order, error) {
 	)
 	if err := sc.Scan(&o.ID, &status, &o.ShowID, &o.TierID, &o.HoldID, &o.Quantity, &o.Amount.Amount,
 		&o.Amount.Currency, &o.Buyer.Email, &tickets, &o.PaymentToken, &o.ChargeID, &o.RefundID,
-		&o.ReleaseOnFailure, &o.CreatedAt, &o.UpdatedAt); err != nil {
+		&o.ReleaseOnFailure, &o.CreatedAt, &o.UpdatedAt, &o.APIKeyID); err != nil {
 		return nil, err
 	}
 	o.Status = boxoffice.OrderStatus(status)
@@ -584,7 +584,7 @@ func (t *tx) InsertOrder(ctx context.Context, o *boxoffice.Order) error {
 	}
 	tag, err := t.exec(ctx, sInsertOrder, o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
 		o.Amount.Amount, o.Amount.Currency, o.Buyer.Email, tickets, o.PaymentToken, o.ChargeID, o.RefundID,
-		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt)
+		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt, o.APIKeyID)
 	if err != nil {
 		return fmt.Errorf("insert order %q: %w", o.ID, err)
 	}
@@ -675,16 +675,21 @@ func (t *tx) readOrders(ctx context.Context, sql string, args ...any) ([]*boxoff
 }
 
 // ListOrders implements boxoffice.Tx.
-func (t *tx) ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, error) {
+func (t *tx) ListOrders(ctx context.Context, f boxoffice.OrderFilter, after string, limit int) ([]*boxoffice.Order, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	var orders []*boxoffice.Order
 	var err error
-	if showID == "" {
+	switch {
+	case f.APIKeyID == "" && f.ShowID == "":
 		orders, err = t.readOrders(ctx, sListOrders, after, limit)
-	} else {
-		orders, err = t.readOrders(ctx, sListShowOrders, showID, after, limit)
+	case f.APIKeyID == "":
+		orders, err = t.readOrders(ctx, sListShowOrders, f.ShowID, after, limit)
+	case f.ShowID == "":
+		orders, err = t.readOrders(ctx, sListKeyOrders, f.APIKeyID, after, limit)
+	default:
+		orders, err = t.readOrders(ctx, sListKeyShowOrders, f.APIKeyID, f.ShowID, after, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
@@ -929,7 +934,7 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 
 // InsertAPIKey implements boxoffice.Tx.
 func (t *tx) InsertAPIKey(ctx context.Context, k *boxoffice.APIKey) error {
-	tag, err := t.exec(ctx, sInsertAPIKey, k.ID, string(k.Role), k.Hash, k.CreatedAt)
+	tag, err := t.exec(ctx, sInsertAPIKey, k.ID, string(k.Role), k.Label, k.Hash, k.CreatedAt, k.LastUsedAt, k.RevokedAt)
 	if err != nil {
 		return fmt.Errorf("insert api key %q: %w", k.ID, err)
 	}
@@ -939,15 +944,68 @@ func (t *tx) InsertAPIKey(ctx context.Context, k *boxoffice.APIKey) error {
 	return nil
 }
 
-// APIKeyByHash implements boxoffice.Tx.
-func (t *tx) APIKeyByHash(ctx context.Context, hash string) (*boxoffice.APIKey, error) {
+// scanAPIKey reads one row of apiKeyCols.
+func scanAPIKey(sc scanner) (*boxoffice.APIKey, error) {
 	var (
 		k    boxoffice.APIKey
 		role string
 	)
-	if err := t.queryRow(ctx, sAPIKeyByHash, hash).Scan(&k.ID, &role, &k.Hash, &k.CreatedAt); err != nil {
-		return nil, notFound(err, "api key")
+	if err := sc.Scan(&k.ID, &role, &k.Label, &k.Hash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
+		return nil, err
 	}
 	k.Role, k.CreatedAt = boxoffice.Role(role), utc(k.CreatedAt)
+	k.LastUsedAt, k.RevokedAt = optUTC(k.LastUsedAt), optUTC(k.RevokedAt)
 	return &k, nil
+}
+
+// optUTC is utc for an optional time.
+func optUTC(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// APIKeyByHash implements boxoffice.Tx.
+func (t *tx) APIKeyByHash(ctx context.Context, hash string) (*boxoffice.APIKey, error) {
+	k, err := scanAPIKey(t.queryRow(ctx, sAPIKeyByHash, hash))
+	if err != nil {
+		return nil, notFound(err, "api key")
+	}
+	return k, nil
+}
+
+// ListAPIKeys implements boxoffice.Tx.
+func (t *tx) ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var keys []*boxoffice.APIKey
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		k, err := scanAPIKey(rows)
+		keys = append(keys, k)
+		return err
+	}, sListAPIKeys, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey implements boxoffice.Tx.
+func (t *tx) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
+	var got string
+	if err := t.queryRow(ctx, sRevokeAPIKey, at, id).Scan(&got); err != nil {
+		return notFound(err, "api key %q", id)
+	}
+	return nil
+}
+
+// TouchAPIKey implements boxoffice.Tx.
+func (t *tx) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	if _, err := t.exec(ctx, sTouchAPIKey, at, id); err != nil {
+		return fmt.Errorf("touch api key %q: %w", id, err)
+	}
+	return nil
 }

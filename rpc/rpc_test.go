@@ -209,7 +209,10 @@ func TestConnectProtocols(t *testing.T) {
 			}
 			_, err = c.ListShows(ctx, call(&pb.ListShowsRequest{Limit: 1000}, client, ""))
 			wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed")
-			events, err := c.ListEvents(ctx, call(&pb.ListEventsRequest{Limit: 100}, client, ""))
+			// The feed carries every channel's objects: the admin's only.
+			_, err = c.ListEvents(ctx, call(&pb.ListEventsRequest{Limit: 100}, client, ""))
+			wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+			events, err := c.ListEvents(ctx, call(&pb.ListEventsRequest{Limit: 100}, admin, ""))
 			if err != nil || len(events.Msg.Data) == 0 || events.Msg.Data[0].Data.GetFields()["id"] == nil {
 				t.Fatalf("events: %v %v", events, err)
 			}
@@ -383,15 +386,15 @@ func TestWebhookEndpoints(t *testing.T) {
 		!strings.HasPrefix(w.Secret, boxoffice.WebhookSecretPrefix) || w.CreatedAt == nil || len(w.EventTypes) != 1 {
 		t.Fatalf("put answered %v", w)
 	}
-	// A replacement is not created, keeps the secret (a partner's verifier keeps working) and
-	// takes the new URL; "*" alone stands for every event type.
+	// A replacement is not created, keeps the secret (a partner's verifier keeps working) without
+	// showing it again and takes the new URL; "*" alone stands for every event type.
 	again, err := c.PutWebhookEndpoint(ctx, call(hook("partner", "https://hooks.example.com/b", "*"), admin, ""))
-	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != w.Secret ||
+	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != "" ||
 		again.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || len(again.Msg.WebhookEndpoint.EventTypes) != len(boxoffice.EventTypes) {
 		t.Fatalf("replace: %v %v", again, err)
 	}
 	got, err := c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, admin, ""))
-	if err != nil || got.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || got.Msg.WebhookEndpoint.Secret != w.Secret {
+	if err != nil || got.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || got.Msg.WebhookEndpoint.Secret != "" {
 		t.Fatalf("get: %v %v", got, err)
 	}
 	if _, err := c.PutWebhookEndpoint(ctx, call(hook("other", "https://hooks.example.com/c", "hold.created"), admin, "")); err != nil {
@@ -521,4 +524,61 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(string(b), "boxoffice_http_requests_total{") {
 		t.Errorf("RPCs were counted as HTTP requests:\n%s", b)
 	}
+}
+
+// TestAPIKeyLifeCycle: over gRPC as over REST, a key's secret is in the first answer only, keys
+// list without secrets (a never-used key without last_used_at), a revoked key is unauthenticated
+// from then on, and another client key is refused a channel's hold.
+func TestAPIKeyLifeCycle(t *testing.T) {
+	srv := newServer(t)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	first, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client", Label: "shop"}, admin, "k1"))
+	if err != nil || !strings.HasPrefix(first.Msg.Key, "bo_") || first.Msg.Label != "shop" {
+		t.Fatalf("create: %v %v", first, err)
+	}
+	again, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client", Label: "shop"}, admin, "k1"))
+	if err != nil || again.Msg.Id != first.Msg.Id || again.Msg.Key != "" || again.Header().Get(rpc.HeaderReplayed) != "true" {
+		t.Fatalf("replay: %v %v; want id %s without the key", again, err, first.Msg.Id)
+	}
+	other, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.ListApiKeys(ctx, call(&pb.ListApiKeysRequest{Limit: 1}, admin, ""))
+	if err != nil || len(list.Msg.Data) != 1 || list.Msg.Next == "" {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	if k := list.Msg.Data[0]; k.LastUsedAt != nil || k.RevokedAt != nil || k.CreatedAt == nil {
+		t.Errorf("a new key listed as %v; want no last use, not revoked", k)
+	}
+	_, err = c.ListApiKeys(ctx, call(&pb.ListApiKeysRequest{}, first.Msg.Key, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+
+	if _, err := c.PutShow(ctx, call(showRequest("keys", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "keys", TierId: "ga", Quantity: 1,
+		Buyer: &pb.Buyer{Email: "a@example.com"}}, first.Msg.Key, "h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: hold.Msg.Hold.Id}, other.Msg.Key, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.ReleaseHold(ctx, call(&pb.ReleaseHoldRequest{HoldId: hold.Msg.Hold.Id}, other.Msg.Key, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	if got, err := c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: hold.Msg.Hold.Id}, admin, "")); err != nil || got.Msg.Hold.Status != "active" {
+		t.Fatalf("the admin's view of the hold: %v %v", got, err)
+	}
+
+	if _, err := c.RevokeApiKey(ctx, call(&pb.RevokeApiKeyRequest{KeyId: first.Msg.Id}, admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: hold.Msg.Hold.Id}, first.Msg.Key, ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+	if _, err := c.RevokeApiKey(ctx, call(&pb.RevokeApiKeyRequest{KeyId: first.Msg.Id}, admin, "")); err != nil {
+		t.Errorf("revoke again: %v", err)
+	}
+	_, err = c.RevokeApiKey(ctx, call(&pb.RevokeApiKeyRequest{KeyId: "key_nothing"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
 }

@@ -180,12 +180,43 @@ func (s *server) CreateApiKey(ctx context.Context, req *connect.Request[pb.Creat
 	if err != nil {
 		return nil, err
 	}
-	resp, replayed, err := s.svc.CreateAPIKey(ctx, id, sale.APIKeyInput{Role: boxoffice.Role(req.Msg.GetRole())})
+	resp, replayed, err := s.svc.CreateAPIKey(ctx, id, sale.APIKeyInput{Role: boxoffice.Role(req.Msg.GetRole()), Label: req.Msg.GetLabel()})
 	var out pb.CreateApiKeyResponse
 	if err := decode(resp, replayed, err, &out); err != nil {
 		return nil, err
 	}
 	return reply(&out, replayed), nil
+}
+
+// ListApiKeys is GET /v1/api-keys.
+func (s *server) ListApiKeys(ctx context.Context, req *connect.Request[pb.ListApiKeysRequest]) (*connect.Response[pb.ListApiKeysResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	limit, err := pageLimit(req.Msg.GetLimit())
+	if err != nil {
+		return nil, err
+	}
+	keys, next, err := s.svc.ListAPIKeys(ctx, req.Msg.GetAfter(), limit)
+	var out pb.ListApiKeysResponse
+	if err := read(page[*boxoffice.APIKey]{keys, next}, err, &out); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&out), nil
+}
+
+// RevokeApiKey is DELETE /v1/api-keys/{key_id}.
+func (s *server) RevokeApiKey(ctx context.Context, req *connect.Request[pb.RevokeApiKeyRequest]) (*connect.Response[pb.RevokeApiKeyResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	if err := serverID(req.Msg.GetKeyId(), boxoffice.PrefixAPIKey); err != nil {
+		return nil, err
+	}
+	if err := s.svc.RevokeAPIKey(ctx, req.Msg.GetKeyId()); err != nil {
+		return nil, fail(err)
+	}
+	return connect.NewResponse(&pb.RevokeApiKeyResponse{}), nil
 }
 
 // PutShow is PUT /v1/shows/{show_id}.
@@ -276,7 +307,7 @@ func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateH
 	if !boxoffice.ValidName(m.GetShowId()) {
 		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
 	}
-	resp, replayed, err := s.svc.CreateHold(ctx, id, sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+	resp, replayed, err := s.svc.CreateHold(ctx, p, id, sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
 		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}})
 	out := &pb.CreateHoldResponse{Hold: &pb.Hold{}}
 	if err := decode(resp, replayed, err, out.Hold); err != nil {
@@ -287,13 +318,14 @@ func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateH
 
 // GetHold is GET /v1/holds/{hold_id}.
 func (s *server) GetHold(ctx context.Context, req *connect.Request[pb.GetHoldRequest]) (*connect.Response[pb.GetHoldResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
 		return nil, err
 	}
 	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
 		return nil, err
 	}
-	hold, err := s.svc.GetHold(ctx, req.Msg.GetHoldId())
+	hold, err := s.svc.GetHold(ctx, p, req.Msg.GetHoldId())
 	out := &pb.GetHoldResponse{Hold: &pb.Hold{}}
 	if err := read(hold, err, out.Hold); err != nil {
 		return nil, err
@@ -303,13 +335,14 @@ func (s *server) GetHold(ctx context.Context, req *connect.Request[pb.GetHoldReq
 
 // ReleaseHold is DELETE /v1/holds/{hold_id}.
 func (s *server) ReleaseHold(ctx context.Context, req *connect.Request[pb.ReleaseHoldRequest]) (*connect.Response[pb.ReleaseHoldResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
 		return nil, err
 	}
 	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
 		return nil, err
 	}
-	if err := s.svc.ReleaseHold(ctx, req.Msg.GetHoldId()); err != nil {
+	if err := s.svc.ReleaseHold(ctx, p, req.Msg.GetHoldId()); err != nil {
 		return nil, fail(err)
 	}
 	return connect.NewResponse(&pb.ReleaseHoldResponse{}), nil
@@ -328,7 +361,7 @@ func (s *server) ConfirmHold(ctx context.Context, req *connect.Request[pb.Confir
 	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
 		return nil, err
 	}
-	resp, replayed, err := s.svc.ConfirmHold(ctx, id, req.Msg.GetHoldId(),
+	resp, replayed, err := s.svc.ConfirmHold(ctx, p, id, req.Msg.GetHoldId(),
 		sale.ConfirmInput{Payment: sale.PaymentInput{Token: req.Msg.GetPayment().GetToken()}})
 	out := &pb.ConfirmHoldResponse{Order: &pb.Order{}}
 	if err := decode(resp, replayed, err, out.Order); err != nil {
@@ -348,7 +381,7 @@ func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseR
 		return nil, err
 	}
 	m := req.Msg
-	resp, replayed, err := s.svc.Purchase(ctx, id, sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+	resp, replayed, err := s.svc.Purchase(ctx, p, id, sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
 		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
 		Payment: sale.PaymentInput{Token: m.GetPayment().GetToken()}})
 	out := &pb.PurchaseResponse{Order: &pb.Order{}}
@@ -360,13 +393,14 @@ func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseR
 
 // GetOrder is GET /v1/orders/{order_id}.
 func (s *server) GetOrder(ctx context.Context, req *connect.Request[pb.GetOrderRequest]) (*connect.Response[pb.GetOrderResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
 		return nil, err
 	}
 	if err := serverID(req.Msg.GetOrderId(), boxoffice.PrefixOrder); err != nil {
 		return nil, err
 	}
-	order, err := s.svc.GetOrder(ctx, req.Msg.GetOrderId())
+	order, err := s.svc.GetOrder(ctx, p, req.Msg.GetOrderId())
 	out := &pb.GetOrderResponse{Order: &pb.Order{}}
 	if err := read(order, err, out.Order); err != nil {
 		return nil, err
@@ -376,7 +410,8 @@ func (s *server) GetOrder(ctx context.Context, req *connect.Request[pb.GetOrderR
 
 // ListOrders is GET /v1/orders.
 func (s *server) ListOrders(ctx context.Context, req *connect.Request[pb.ListOrdersRequest]) (*connect.Response[pb.ListOrdersResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+	p, err := s.authenticate(ctx, req.Header(), false)
+	if err != nil {
 		return nil, err
 	}
 	limit, err := pageLimit(req.Msg.GetLimit())
@@ -387,7 +422,7 @@ func (s *server) ListOrders(ctx context.Context, req *connect.Request[pb.ListOrd
 	if show != "" && !boxoffice.ValidName(show) {
 		return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"}))
 	}
-	orders, next, err := s.svc.ListOrders(ctx, show, req.Msg.GetAfter(), limit)
+	orders, next, err := s.svc.ListOrders(ctx, p, show, req.Msg.GetAfter(), limit)
 	var out pb.ListOrdersResponse
 	if err := read(page[*boxoffice.Order]{orders, next}, err, &out); err != nil {
 		return nil, err
@@ -408,7 +443,7 @@ func (s *server) CancelOrder(ctx context.Context, req *connect.Request[pb.Cancel
 	if err := serverID(req.Msg.GetOrderId(), boxoffice.PrefixOrder); err != nil {
 		return nil, err
 	}
-	resp, replayed, err := s.svc.CancelOrder(ctx, id, req.Msg.GetOrderId())
+	resp, replayed, err := s.svc.CancelOrder(ctx, p, id, req.Msg.GetOrderId())
 	out := &pb.CancelOrderResponse{Order: &pb.Order{}}
 	if err := decode(resp, replayed, err, out.Order); err != nil {
 		return nil, err
@@ -416,9 +451,9 @@ func (s *server) CancelOrder(ctx context.Context, req *connect.Request[pb.Cancel
 	return reply(out, replayed), nil
 }
 
-// ListEvents is GET /v1/feed.
+// ListEvents is GET /v1/feed: the admin's, as it carries every channel's holds and orders.
 func (s *server) ListEvents(ctx context.Context, req *connect.Request[pb.ListEventsRequest]) (*connect.Response[pb.ListEventsResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
 		return nil, err
 	}
 	limit, err := pageLimit(req.Msg.GetLimit())
@@ -494,4 +529,25 @@ func (s *server) DeleteWebhookEndpoint(ctx context.Context, req *connect.Request
 		return nil, fail(err)
 	}
 	return connect.NewResponse(&pb.DeleteWebhookEndpointResponse{}), nil
+}
+
+// RotateWebhookSecret is POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret.
+func (s *server) RotateWebhookSecret(ctx context.Context, req *connect.Request[pb.RotateWebhookSecretRequest]) (*connect.Response[pb.RotateWebhookSecretResponse], error) {
+	p, err := s.authenticate(ctx, req.Header(), true)
+	if err != nil {
+		return nil, err
+	}
+	id, err := idem(p, req)
+	if err != nil {
+		return nil, err
+	}
+	if !boxoffice.ValidName(req.Msg.GetEndpointId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	resp, replayed, err := s.svc.RotateWebhookSecret(ctx, id, req.Msg.GetEndpointId(), sale.RotateSecretInput{ExpiresIn: req.Msg.ExpiresIn})
+	out := &pb.RotateWebhookSecretResponse{WebhookEndpoint: &pb.WebhookEndpoint{}}
+	if err := decode(resp, replayed, err, out.WebhookEndpoint); err != nil {
+		return nil, err
+	}
+	return reply(out, replayed), nil
 }

@@ -7,8 +7,9 @@ import (
 	"boxoffice"
 )
 
-// CreateHold reserves tickets until the show's hold TTL runs out.
-func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*boxoffice.Response, bool, error) {
+// CreateHold reserves tickets until the show's hold TTL runs out. The hold belongs to p's key: its
+// sales channel.
+func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem Idem, in HoldInput) (*boxoffice.Response, bool, error) {
 	var v validator
 	v.name(in.TierID, "tier_id")
 	v.quantity(in.Quantity, s.cfg.MaxQuantity, "quantity")
@@ -28,7 +29,7 @@ func (s *Service) CreateHold(ctx context.Context, idem Idem, in HoldInput) (*box
 	if refused != nil {
 		return s.finish(ctx, idem, nil, refused)
 	}
-	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
+	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
 	res = s.render.Resource(201, h, "")
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
 		rec := s.newRecord(idem, res)
@@ -64,12 +65,12 @@ func showWithTier(ctx context.Context, tx boxoffice.Tx, showID, tierID string, q
 	return show, nil, nil
 }
 
-func (s *Service) newHold(show *boxoffice.Show, tierID string, quantity int, email string) *boxoffice.Hold {
+func (s *Service) newHold(p *boxoffice.Principal, show *boxoffice.Show, tierID string, quantity int, email string) *boxoffice.Hold {
 	now := s.now()
 	return &boxoffice.Hold{
 		ID: boxoffice.NewID(boxoffice.PrefixHold, now), ShowID: show.ID, TierID: tierID, Quantity: quantity,
 		Buyer: boxoffice.Buyer{Email: email}, Status: boxoffice.HoldActive,
-		ExpiresAt: now.Add(ttlOf(show)), CreatedAt: now, UpdatedAt: now,
+		ExpiresAt: now.Add(ttlOf(show)), CreatedAt: now, UpdatedAt: now, APIKeyID: p.KeyID,
 	}
 }
 
@@ -97,23 +98,34 @@ func (s *Service) reserve(ctx context.Context, show *boxoffice.Show, h *boxoffic
 	})
 }
 
-// GetHold returns a hold.
-func (s *Service) GetHold(ctx context.Context, id string) (*boxoffice.Hold, error) {
+// GetHold returns a hold that p may see: another channel's hold is ENOTFOUND, the same answer as
+// for a hold that does not exist, so that a channel cannot even learn that it exists.
+func (s *Service) GetHold(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Hold, error) {
 	if !strings.HasPrefix(id, boxoffice.PrefixHold) {
-		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", id)
+		return nil, holdNotFound(id)
 	}
 	var h *boxoffice.Hold
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
 		h, err = tx.GetHold(ctx, id)
 		return err
 	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
+		return nil, holdNotFound(id)
+	}
 	return h, err
+}
+
+// holdNotFound is the answer for a hold that does not exist or is another channel's: one answer,
+// word for word, so that the detail does not tell the two apart either.
+func holdNotFound(id string) error {
+	return boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", id)
 }
 
 // ReleaseHold gives an active hold's tickets back. Releasing a released or expired hold is fine (the
 // tickets are back already); a confirmed hold, or one whose payment is under way, is EHOLDCONFIRMED.
-func (s *Service) ReleaseHold(ctx context.Context, id string) error {
-	h, err := s.GetHold(ctx, id)
+// Another channel's hold is ENOTFOUND and stays as it is.
+func (s *Service) ReleaseHold(ctx context.Context, p *boxoffice.Principal, id string) error {
+	h, err := s.GetHold(ctx, p, id)
 	if err != nil {
 		return err
 	}
@@ -125,7 +137,7 @@ func (s *Service) ReleaseHold(ctx context.Context, id string) error {
 	}
 	err = s.endHold(ctx, h, boxoffice.HoldReleased, boxoffice.EventHoldReleased)
 	if err == errSkip {
-		return s.ReleaseHold(ctx, id) // it changed meanwhile; answer for its new status
+		return s.ReleaseHold(ctx, p, id) // it changed meanwhile; answer for its new status
 	}
 	return err
 }

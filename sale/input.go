@@ -58,14 +58,25 @@ type PurchaseInput struct {
 // APIKeyInput is the body of POST /v1/api-keys.
 type APIKeyInput struct {
 	Role boxoffice.Role `json:"role"`
+	// Label names the key for people, e.g. the sales channel it is for; optional.
+	Label string `json:"label,omitempty"`
 }
 
-// CreatedAPIKey is the answer to POST /v1/api-keys: the only time the plain key is shown.
+// CreatedAPIKey is the answer to POST /v1/api-keys: the only time the plain key is shown. Key is
+// empty, and left out, in the answer stored for replays.
 type CreatedAPIKey struct {
 	ID        string         `json:"id"`
-	Key       string         `json:"key"`
+	Key       string         `json:"key,omitempty"`
 	Role      boxoffice.Role `json:"role"`
+	Label     string         `json:"label,omitempty"`
 	CreatedAt time.Time      `json:"created_at"`
+}
+
+// RotateSecretInput is the body of POST /v1/webhook-endpoints/{id}/rotate-secret.
+type RotateSecretInput struct {
+	// ExpiresIn is how many seconds the previous secret keeps signing beside the new one; nil
+	// means DefaultSecretOverlap, 0 ends it at once.
+	ExpiresIn *int64 `json:"expires_in,omitempty"`
 }
 
 // Idem is the idempotency context of a POST: the scope (API key id, method and route template),

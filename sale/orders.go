@@ -21,14 +21,16 @@ func (s *Service) lease() time.Duration { return s.cfg.SyncBudget + 10*time.Seco
 
 // ConfirmHold pays for a hold and turns it into an order: 201 when the payment settles within the
 // sync budget, else 202 with the order pending; a decline is 402 and leaves the hold active.
-func (s *Service) ConfirmHold(ctx context.Context, idem Idem, holdID string, in ConfirmInput) (*boxoffice.Response, bool, error) {
+// Another channel's hold is ENOTFOUND. The order belongs to the hold's channel, also when the
+// admin confirms it.
+func (s *Service) ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem Idem, holdID string, in ConfirmInput) (*boxoffice.Response, bool, error) {
 	var v validator
 	v.token(in.Payment.Token, "payment.token")
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
 	if !strings.HasPrefix(holdID, boxoffice.PrefixHold) {
-		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", holdID)
+		return nil, false, holdNotFound(holdID)
 	}
 	res, rec, err := s.lookup(ctx, idem)
 	if res != nil || err != nil {
@@ -41,7 +43,9 @@ func (s *Service) ConfirmHold(ctx context.Context, idem Idem, holdID string, in 
 	var order *boxoffice.Order
 	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
 		h, err := tx.GetHold(ctx, holdID)
-		if err != nil {
+		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
+			return holdNotFound(holdID)
+		} else if err != nil {
 			return err
 		}
 		switch {
@@ -81,8 +85,9 @@ func (s *Service) ConfirmHold(ctx context.Context, idem Idem, holdID string, in 
 	return s.await(ctx, idem, order)
 }
 
-// Purchase holds, pays and confirms in one call; a decline releases the hold at once.
-func (s *Service) Purchase(ctx context.Context, idem Idem, in PurchaseInput) (*boxoffice.Response, bool, error) {
+// Purchase holds, pays and confirms in one call; a decline releases the hold at once. The hold and
+// the order belong to p's channel.
+func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Idem, in PurchaseInput) (*boxoffice.Response, bool, error) {
 	var v validator
 	v.name(in.ShowID, "show_id")
 	v.name(in.TierID, "tier_id")
@@ -107,7 +112,7 @@ func (s *Service) Purchase(ctx context.Context, idem Idem, in PurchaseInput) (*b
 	if refused != nil {
 		return s.finish(ctx, idem, nil, refused)
 	}
-	h := s.newHold(show, in.TierID, in.Quantity, in.Buyer.Email)
+	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
 	order := s.newOrder(h, show.Tier(in.TierID), in.Payment.Token, true)
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
 		if err := tx.InsertOrder(ctx, order); err != nil {
@@ -135,7 +140,7 @@ func (s *Service) newOrder(h *boxoffice.Hold, tier *boxoffice.Tier, token string
 		Amount:  boxoffice.Money{Amount: tier.Price.Amount * int64(h.Quantity), Currency: tier.Price.Currency},
 		Buyer:   h.Buyer,
 		Tickets: []boxoffice.Ticket{}, CreatedAt: now, UpdatedAt: now,
-		PaymentToken: token, ReleaseOnFailure: releaseOnFailure,
+		PaymentToken: token, ReleaseOnFailure: releaseOnFailure, APIKeyID: h.APIKeyID,
 	}
 }
 
@@ -164,7 +169,7 @@ func (s *Service) resume(ctx context.Context, idem Idem) (*boxoffice.Response, b
 	if err != nil || res != nil {
 		return res, res != nil, err
 	}
-	order, err := s.GetOrder(ctx, orderID)
+	order, err := s.getOrder(ctx, orderID)
 	if err != nil {
 		return nil, false, err
 	}
@@ -489,27 +494,48 @@ func (s *Service) CompletePending(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// GetOrder returns an order.
-func (s *Service) GetOrder(ctx context.Context, id string) (*boxoffice.Order, error) {
+// GetOrder returns an order that p may see: another channel's order is ENOTFOUND, as one that
+// does not exist.
+func (s *Service) GetOrder(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Order, error) {
+	o, err := s.getOrder(ctx, id)
+	if err == nil && !p.Sees(o.APIKeyID) {
+		return nil, orderNotFound(id)
+	}
+	return o, err
+}
+
+// getOrder returns an order whoever made it, for the service's own work.
+func (s *Service) getOrder(ctx context.Context, id string) (*boxoffice.Order, error) {
 	if !strings.HasPrefix(id, boxoffice.PrefixOrder) {
-		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
+		return nil, orderNotFound(id)
 	}
 	var o *boxoffice.Order
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
 		o, err = tx.GetOrder(ctx, id)
 		return err
 	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, orderNotFound(id)
+	}
 	return o, err
 }
 
-// ListOrders returns a page of orders, of one show when showID is set.
-func (s *Service) ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, string, error) {
+// orderNotFound is the answer for an order that does not exist or is another channel's: one
+// answer, word for word, as holdNotFound.
+func orderNotFound(id string) error {
+	return boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
+}
+
+// ListOrders returns a page of the orders p may see, of one show when showID is set: a channel's
+// own, or every order for the admin.
+func (s *Service) ListOrders(ctx context.Context, p *boxoffice.Principal, showID, after string, limit int) ([]*boxoffice.Order, string, error) {
 	if showID != "" && !boxoffice.ValidName(showID) {
 		return nil, "", boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"})
 	}
+	f := boxoffice.OrderFilter{ShowID: showID, APIKeyID: p.Channel()}
 	var orders []*boxoffice.Order
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
-		orders, err = tx.ListOrders(ctx, showID, after, limit+1)
+		orders, err = tx.ListOrders(ctx, f, after, limit+1)
 		return err
 	})
 	if err != nil {
@@ -521,14 +547,15 @@ func (s *Service) ListOrders(ctx context.Context, showID, after string, limit in
 
 // CancelOrder cancels a confirmed order: refunds it through the provider (with a derived key, so
 // once) and returns its tickets. Cancelling a cancelled order answers the same order again.
-func (s *Service) CancelOrder(ctx context.Context, idem Idem, id string) (*boxoffice.Response, bool, error) {
+// Another channel's order is ENOTFOUND and is neither refunded nor changed.
+func (s *Service) CancelOrder(ctx context.Context, p *boxoffice.Principal, idem Idem, id string) (*boxoffice.Response, bool, error) {
 	if !strings.HasPrefix(id, boxoffice.PrefixOrder) {
-		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "order %q does not exist", id)
+		return nil, false, orderNotFound(id)
 	}
 	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
 		return s.answerLookup(res, rec, err)
 	}
-	o, err := s.GetOrder(ctx, id)
+	o, err := s.GetOrder(ctx, p, id)
 	if err != nil {
 		return s.finish(ctx, idem, nil, err)
 	}
@@ -562,7 +589,7 @@ func (s *Service) CancelOrder(ctx context.Context, idem Idem, id string) (*boxof
 	})
 	if err == errSkip {
 		// Cancelled meanwhile by another request: answer as for a cancelled order.
-		if o, err = s.GetOrder(ctx, id); err != nil {
+		if o, err = s.getOrder(ctx, id); err != nil {
 			return nil, false, err
 		}
 		return s.storeResource(ctx, idem, s.render.Resource(200, o, ""))

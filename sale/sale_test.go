@@ -143,17 +143,17 @@ var idem = inventorytest.Idem
 
 func (e *env) hold(key, show string, q int, email string) (*boxoffice.Response, bool, error) {
 	in := sale.HoldInput{ShowID: show, TierID: "ga", Quantity: q, Buyer: sale.BuyerInput{Email: email}}
-	return e.svc.CreateHold(context.Background(), idem("hold "+show, key, in), in)
+	return e.svc.CreateHold(context.Background(), boxoffice.AdminPrincipal, idem("hold "+show, key, in), in)
 }
 
 func (e *env) confirm(key, holdID, token string) (*boxoffice.Response, bool, error) {
 	in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
-	return e.svc.ConfirmHold(context.Background(), idem("confirm "+holdID, key, in), holdID, in)
+	return e.svc.ConfirmHold(context.Background(), boxoffice.AdminPrincipal, idem("confirm "+holdID, key, in), holdID, in)
 }
 
 func (e *env) purchase(key, show string, q int, token string) (*boxoffice.Response, bool, error) {
 	in := sale.PurchaseInput{ShowID: show, TierID: "ga", Quantity: q, Buyer: sale.BuyerInput{Email: "buyer@example.com"}, Payment: sale.PaymentInput{Token: token}}
-	return e.svc.Purchase(context.Background(), idem("purchase", key, in), in)
+	return e.svc.Purchase(context.Background(), boxoffice.AdminPrincipal, idem("purchase", key, in), in)
 }
 
 func decode[T any](t *testing.T, res *boxoffice.Response) T {
@@ -207,7 +207,7 @@ func TestReplayIsByteIdentical(t *testing.T) {
 	res, _, err := e.hold("k2", "s", 4, "b@example.com")
 	want(t, res, err, 409, boxoffice.ESOLDOUT)
 	h := decode[boxoffice.Hold](t, first)
-	if err := e.svc.ReleaseHold(context.Background(), h.ID); err != nil {
+	if err := e.svc.ReleaseHold(context.Background(), boxoffice.AdminPrincipal, h.ID); err != nil {
 		t.Fatal(err)
 	}
 	res2, replayed, err := e.hold("k2", "s", 4, "b@example.com")
@@ -346,7 +346,7 @@ func TestSlowPaymentAnswers202ThenSettles(t *testing.T) {
 		t.Fatalf("202 body %s location %q", res.Body, res.Location)
 	}
 	eventually(t, "the order to settle", func() bool {
-		got, err := e.svc.GetOrder(context.Background(), o.ID)
+		got, err := e.svc.GetOrder(context.Background(), boxoffice.AdminPrincipal, o.ID)
 		return err == nil && got.Status == boxoffice.OrderConfirmed && len(got.Tickets) == 2
 	})
 	if c := e.tier("s"); c.Sold != 2 || c.Held != 0 {
@@ -388,7 +388,7 @@ func TestLateDeclineReturnsTickets(t *testing.T) {
 	o := decode[boxoffice.Order](t, res)
 	close(d.open)
 	eventually(t, "the order to fail", func() bool {
-		got, err := e.svc.GetOrder(context.Background(), o.ID)
+		got, err := e.svc.GetOrder(context.Background(), boxoffice.AdminPrincipal, o.ID)
 		return err == nil && got.Status == boxoffice.OrderPaymentFailed
 	})
 	// The buyer was told "pending" and left, so the failure gives the tickets back.
@@ -406,7 +406,7 @@ func TestDeclineKeepsHoldPurchaseDeclineReleases(t *testing.T) {
 	h := decode[boxoffice.Hold](t, res)
 	res, _, err = e.confirm("c1", h.ID, "tok_declined")
 	want(t, res, err, 402, boxoffice.EPAYMENTDECLINED)
-	if got, _ := e.svc.GetHold(context.Background(), h.ID); got.Status != boxoffice.HoldActive {
+	if got, _ := e.svc.GetHold(context.Background(), boxoffice.AdminPrincipal, h.ID); got.Status != boxoffice.HoldActive {
 		t.Fatalf("hold after decline: %+v", got)
 	}
 	res, _, err = e.confirm("c2", h.ID, "tok_ok")
@@ -417,7 +417,7 @@ func TestDeclineKeepsHoldPurchaseDeclineReleases(t *testing.T) {
 	}
 	res, _, err = e.confirm("c3", h.ID, "tok_ok")
 	want(t, res, err, 409, boxoffice.EHOLDCONFIRMED)
-	if err := e.svc.ReleaseHold(context.Background(), h.ID); boxoffice.ErrorCode(err) != boxoffice.EHOLDCONFIRMED {
+	if err := e.svc.ReleaseHold(context.Background(), boxoffice.AdminPrincipal, h.ID); boxoffice.ErrorCode(err) != boxoffice.EHOLDCONFIRMED {
 		t.Fatalf("release of a confirmed hold: %v", err)
 	}
 
@@ -468,11 +468,11 @@ func TestHoldExpiresAtExpiresAtExactlyOnce(t *testing.T) {
 	if c := e.tier("s"); c.Available != 3 || c.Held != 0 {
 		t.Fatalf("after expiry: %+v", c)
 	}
-	got, _ := e.svc.GetHold(context.Background(), h.ID)
+	got, _ := e.svc.GetHold(context.Background(), boxoffice.AdminPrincipal, h.ID)
 	if got.Status != boxoffice.HoldExpired {
 		t.Fatalf("status %s", got.Status)
 	}
-	if err := e.svc.ReleaseHold(context.Background(), h.ID); err != nil {
+	if err := e.svc.ReleaseHold(context.Background(), boxoffice.AdminPrincipal, h.ID); err != nil {
 		t.Fatalf("release of an expired hold: %v", err)
 	}
 	evs, _, err := e.svc.ListEvents(context.Background(), "", 100)
@@ -538,7 +538,7 @@ func TestCancelRefundsOnceAndReturnsTickets(t *testing.T) {
 	want(t, res, err, 201, "")
 	o := decode[boxoffice.Order](t, res)
 	cancel := func(key string) (*boxoffice.Response, bool, error) {
-		return e.svc.CancelOrder(context.Background(), idem("cancel "+o.ID, key, nil), o.ID)
+		return e.svc.CancelOrder(context.Background(), boxoffice.AdminPrincipal, idem("cancel "+o.ID, key, nil), o.ID)
 	}
 	c1, _, err := cancel("c1")
 	want(t, c1, err, 200, "")
@@ -591,7 +591,7 @@ func TestPutShowGuardsCounts(t *testing.T) {
 		t.Fatalf("create: %v %v", created, err)
 	}
 	hin := sale.HoldInput{ShowID: "s", TierID: "a", Quantity: 5, Buyer: sale.BuyerInput{Email: "a@example.com"}}
-	if res, _, err := e.svc.CreateHold(ctx, idem("h", "k", hin), hin); err != nil || res.Status != 201 {
+	if res, _, err := e.svc.CreateHold(ctx, boxoffice.AdminPrincipal, idem("h", "k", hin), hin); err != nil || res.Status != 201 {
 		t.Fatalf("hold: %v %v", res, err)
 	}
 	in.Tiers[0].Capacity = ptr(4)

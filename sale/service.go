@@ -6,7 +6,6 @@ package sale
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -34,6 +33,9 @@ type Config struct {
 	MaxQuantity int
 	// AdminKey is the plain admin key; it authenticates as the admin role with key id "admin".
 	AdminKey string
+	// PreviousAdminKeys are admin keys still accepted during a rotation, so that clients can move
+	// to AdminKey without a moment in which neither works. They are the same caller as AdminKey.
+	PreviousAdminKeys []string
 	// ExclusiveStore says no other server uses the store, so leases left by a killed process can be
 	// ended at start instead of waiting for them to run out.
 	ExclusiveStore bool
@@ -75,8 +77,11 @@ type Service struct {
 
 	mu      sync.Mutex
 	driving map[string]*driver // by order id, while the driver runs
-	keys    sync.Map           // key hash → *boxoffice.Principal
+	keys    sync.Map           // key hash → *cachedKey
 	wake    chan struct{}
+
+	touchMu sync.Mutex
+	touched map[string]time.Time // key id → when this process last wrote its last_used_at
 }
 
 // New returns a Service; Start runs its background work.
@@ -105,6 +110,7 @@ func New(cfg Config) *Service {
 		now: func() time.Time { return cfg.Now().UTC().Truncate(time.Millisecond) }, log: cfg.Logger,
 		base: base, cancel: cancel,
 		driving: make(map[string]*driver),
+		touched: make(map[string]time.Time),
 		wake:    make(chan struct{}, 1),
 	}
 }
@@ -193,55 +199,6 @@ func (s *Service) poke() {
 func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
-}
-
-// Authenticate returns the principal of a plain API key, or EUNAUTHORIZED.
-func (s *Service) Authenticate(ctx context.Context, key string) (*boxoffice.Principal, error) {
-	if key == "" {
-		return nil, boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "an API key is required")
-	}
-	if s.cfg.AdminKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.AdminKey)) == 1 {
-		return &boxoffice.Principal{KeyID: "admin", Role: boxoffice.RoleAdmin}, nil
-	}
-	hash := boxoffice.HashKey(key)
-	if p, ok := s.keys.Load(hash); ok {
-		return p.(*boxoffice.Principal), nil
-	}
-	var k *boxoffice.APIKey
-	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
-		k, err = tx.APIKeyByHash(ctx, hash)
-		return err
-	})
-	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-		return nil, boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "the API key is not known")
-	} else if err != nil {
-		return nil, err
-	}
-	// Keys are never deleted, so a cached principal cannot go stale.
-	p := &boxoffice.Principal{KeyID: k.ID, Role: k.Role}
-	s.keys.Store(hash, p)
-	return p, nil
-}
-
-// CreateAPIKey makes a key of a role; the plain key is in the response only.
-func (s *Service) CreateAPIKey(ctx context.Context, idem Idem, in APIKeyInput) (*boxoffice.Response, bool, error) {
-	if in.Role != boxoffice.RoleAdmin && in.Role != boxoffice.RoleClient {
-		return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "role", Message: `must be "admin" or "client"`})
-	}
-	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
-		return s.answerLookup(res, rec, err)
-	}
-	now := s.now()
-	plain := "bo_" + boxoffice.RandomString(40)
-	k := &boxoffice.APIKey{ID: boxoffice.NewID(boxoffice.PrefixAPIKey, now), Role: in.Role, Hash: boxoffice.HashKey(plain), CreatedAt: now}
-	res := s.render.Resource(201, CreatedAPIKey{ID: k.ID, Key: plain, Role: k.Role, CreatedAt: now}, "")
-	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
-		if err := tx.InsertAPIKey(ctx, k); err != nil {
-			return err
-		}
-		return tx.InsertIdemRecord(ctx, s.newRecord(idem, res))
-	})
-	return s.finish(ctx, idem, res, err)
 }
 
 // Ready reports whether the store answers.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"boxoffice"
 	"boxoffice/internal/netguard"
@@ -13,8 +14,10 @@ import (
 const maxURLLen = 2048
 
 // PutWebhookEndpoint creates (created=true) or replaces a webhook endpoint. A replaced endpoint
-// keeps its secret and creation time, so a partner's verifier keeps working, and is enabled again:
-// a PUT is how an operator revives an endpoint that answered 410 Gone.
+// keeps its secrets (and a rotation's overlap) and creation time, so a partner's verifier keeps
+// working, and is enabled again: a PUT is how an operator revives an endpoint that answered 410
+// Gone. The signing secret is in the answer of the PUT that creates the endpoint only; after
+// that, a rotation is how to get a new one.
 func (s *Service) PutWebhookEndpoint(ctx context.Context, id string, in WebhookInput) (*boxoffice.WebhookEndpoint, bool, error) {
 	w, err := s.validWebhook(id, in)
 	if err != nil {
@@ -30,6 +33,7 @@ func (s *Service) PutWebhookEndpoint(ctx context.Context, id string, in WebhookI
 			return err
 		default:
 			w.Secret, w.CreatedAt = old.Secret, old.CreatedAt
+			w.PreviousSecret, w.PreviousSecretExpiresAt = old.PreviousSecret, old.PreviousSecretExpiresAt
 		}
 		created, err = tx.PutWebhookEndpoint(ctx, w)
 		return err
@@ -37,7 +41,76 @@ func (s *Service) PutWebhookEndpoint(ctx context.Context, id string, in WebhookI
 	if err != nil {
 		return nil, false, err
 	}
-	return w, created, nil
+	if !created {
+		return withoutSecret(w), false, nil
+	}
+	return shown(w), true, nil
+}
+
+// DefaultSecretOverlap is how long a rotated-out webhook secret keeps signing beside the new one
+// when the rotation does not say: a day gives a partner time to deploy the new secret.
+const DefaultSecretOverlap = 24 * time.Hour
+
+// maxSecretOverlap bounds a rotation's overlap: an old secret that signs for longer is not
+// rotated out in any useful sense.
+const maxSecretOverlap = 30 * 24 * time.Hour
+
+// RotateWebhookSecret gives an endpoint a new signing secret and keeps the current one signing
+// beside it for in.ExpiresIn (DefaultSecretOverlap when unset): during the overlap every delivery
+// carries a signature by each, so the partner can switch verifiers at any moment in it. A
+// rotation during an overlap drops the oldest secret. The answer, the endpoint with the new
+// secret, is the only place the new secret is shown: the answer stored for a replay of the
+// Idempotency-Key leaves it out.
+func (s *Service) RotateWebhookSecret(ctx context.Context, idem Idem, id string, in RotateSecretInput) (*boxoffice.Response, bool, error) {
+	overlap := DefaultSecretOverlap
+	if in.ExpiresIn != nil {
+		n := *in.ExpiresIn
+		if n < 0 || n > int64(maxSecretOverlap/time.Second) {
+			return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "expires_in",
+				Message: fmt.Sprintf("must be from 0 to %d seconds", int64(maxSecretOverlap/time.Second))})
+		}
+		overlap = time.Duration(n) * time.Second
+	}
+	if !boxoffice.ValidName(id) {
+		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "webhook endpoint %q not found", id)
+	}
+	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
+		return s.answerLookup(res, rec, err)
+	}
+	var res *boxoffice.Response
+	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		w, err := tx.GetWebhookEndpoint(ctx, id)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		end := now.Add(overlap)
+		w.PreviousSecret, w.PreviousSecretExpiresAt = w.Secret, &end
+		w.Secret, w.UpdatedAt = boxoffice.NewWebhookSecret(), now
+		if _, err := tx.PutWebhookEndpoint(ctx, w); err != nil {
+			return err
+		}
+		res = s.render.Resource(200, shown(w), "")
+		return insertRecord(ctx, tx, s.newRecord(idem, s.render.Resource(200, withoutSecret(w), "")))
+	})
+	return s.finish(ctx, idem, res, err)
+}
+
+// shown is w as its answer shows it when the secret is new: the previous secret's end only while
+// there is one.
+func shown(w *boxoffice.WebhookEndpoint) *boxoffice.WebhookEndpoint {
+	c := *w
+	if c.PreviousSecret == "" {
+		c.PreviousSecretExpiresAt = nil
+	}
+	return &c
+}
+
+// withoutSecret is w as every other answer shows it: without the signing secret.
+func withoutSecret(w *boxoffice.WebhookEndpoint) *boxoffice.WebhookEndpoint {
+	c := shown(w)
+	c.Secret = ""
+	return c
 }
 
 func (s *Service) validWebhook(id string, in WebhookInput) (*boxoffice.WebhookEndpoint, error) {
@@ -83,16 +156,22 @@ func (s *Service) GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice
 		w, err = tx.GetWebhookEndpoint(ctx, id)
 		return err
 	})
-	return w, err
+	if err != nil {
+		return nil, err
+	}
+	return withoutSecret(w), nil
 }
 
-// ListWebhookEndpoints returns every webhook endpoint, by id.
+// ListWebhookEndpoints returns every webhook endpoint, by id, without their secrets.
 func (s *Service) ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error) {
 	var list []*boxoffice.WebhookEndpoint
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
 		list, err = tx.ListWebhookEndpoints(ctx)
 		return err
 	})
+	for i, w := range list {
+		list[i] = withoutSecret(w)
+	}
 	return list, err
 }
 

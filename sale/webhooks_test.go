@@ -2,7 +2,9 @@ package sale_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,13 +40,21 @@ func TestWebhookEndpoints(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("replace: %v %v", created, err)
 	}
-	if w2.Secret != w.Secret || !w2.CreatedAt.Equal(w.CreatedAt) || !w2.UpdatedAt.After(w.UpdatedAt) ||
+	// The secret is shown once, on the PUT that creates the endpoint: a replacement keeps it
+	// (the store still signs with it) but does not show it, nor does a GET.
+	if w2.Secret != "" || !w2.CreatedAt.Equal(w.CreatedAt) || !w2.UpdatedAt.After(w.UpdatedAt) ||
 		w2.Status != boxoffice.WebhookEnabled || w2.DisabledReason != "" || len(w2.EventTypes) != len(boxoffice.EventTypes) {
 		t.Fatalf("replaced endpoint %+v; was %+v", w2, w)
 	}
+	if stored := storedEndpoint(t, e, "partner"); stored.Secret != w.Secret {
+		t.Fatalf("the replacement changed the stored secret: %q, was %q", stored.Secret, w.Secret)
+	}
 	got, err := e.svc.GetWebhookEndpoint(ctx, "partner")
-	if err != nil || got.Secret != w.Secret || got.Status != boxoffice.WebhookEnabled {
+	if err != nil || got.Secret != "" || got.Status != boxoffice.WebhookEnabled {
 		t.Fatalf("get: %+v %v", got, err)
+	}
+	if list, err := e.svc.ListWebhookEndpoints(ctx); err != nil || len(list) != 1 || list[0].Secret != "" {
+		t.Fatalf("list: %+v %v", list, err)
 	}
 
 	for _, c := range []struct {
@@ -156,6 +166,111 @@ func TestInboxIsSweptAfterItsTTL(t *testing.T) {
 			t.Errorf("after sweep: old %v young %v (%v %v)", old, young, err1, err2)
 		}
 		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedEndpoint reads an endpoint as the delivery side does: from the store, secrets and all.
+func storedEndpoint(t *testing.T, e *env, id string) *boxoffice.WebhookEndpoint {
+	t.Helper()
+	var w *boxoffice.WebhookEndpoint
+	if err := e.store.View(context.Background(), func(tx boxoffice.Tx) (err error) {
+		w, err = tx.GetWebhookEndpoint(context.Background(), id)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// TestRotateWebhookSecret: a rotation shows the new secret once, keeps the old one signing for
+// the overlap asked for (a day by default), keeps both across a replacing PUT, and answers a
+// replay of its Idempotency-Key with the same endpoint but no secret, storing none.
+func TestRotateWebhookSecret(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	in := sale.WebhookInput{URL: "https://partner.example/hooks", EventTypes: []string{"*"}}
+	w, _, err := e.svc.PutWebhookEndpoint(ctx, "partner", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := w.Secret
+
+	rot := idem("rotate partner", "rot-1", nil)
+	res, replayed, err := e.svc.RotateWebhookSecret(ctx, rot, "partner", sale.RotateSecretInput{})
+	if err != nil || replayed || res.Status != 200 {
+		t.Fatalf("rotate: %+v %v %v", res, replayed, err)
+	}
+	var shown boxoffice.WebhookEndpoint
+	if err := json.Unmarshal(res.Body, &shown); err != nil {
+		t.Fatal(err)
+	}
+	wantEnd := e.clock.Now().Add(sale.DefaultSecretOverlap)
+	if !strings.HasPrefix(shown.Secret, boxoffice.WebhookSecretPrefix) || shown.Secret == old ||
+		shown.PreviousSecretExpiresAt == nil || !shown.PreviousSecretExpiresAt.Equal(wantEnd) {
+		t.Fatalf("rotate answered %s; want a new secret and the old one's end at %v", res.Body, wantEnd)
+	}
+	stored := storedEndpoint(t, e, "partner")
+	if stored.Secret != shown.Secret || stored.PreviousSecret != old {
+		t.Fatalf("stored secrets %q, %q; want %q, %q", stored.Secret, stored.PreviousSecret, shown.Secret, old)
+	}
+	if got := stored.Secrets(e.clock.Now()); len(got) != 2 || got[0] != shown.Secret || got[1] != old {
+		t.Errorf("secrets during the overlap = %v", got)
+	}
+	if got := stored.Secrets(wantEnd); len(got) != 1 || got[0] != shown.Secret {
+		t.Errorf("secrets after the overlap = %v", got)
+	}
+
+	// The replay: same status and endpoint, no secret, and the record holds none either.
+	again, replayed, err := e.svc.RotateWebhookSecret(ctx, rot, "partner", sale.RotateSecretInput{})
+	if err != nil || !replayed || again.Status != 200 || strings.Contains(string(again.Body), shown.Secret) ||
+		strings.Contains(string(again.Body), `"secret"`) || !strings.Contains(string(again.Body), `"id":"partner"`) {
+		t.Fatalf("replay: %s %v %v", again.Body, replayed, err)
+	}
+	assertNoRecordHolds(t, e, shown.Secret)
+	if s := storedEndpoint(t, e, "partner"); s.Secret != shown.Secret {
+		t.Fatal("the replay rotated again")
+	}
+
+	// A replacing PUT keeps both secrets and the overlap.
+	if _, _, err := e.svc.PutWebhookEndpoint(ctx, "partner", in); err != nil {
+		t.Fatal(err)
+	}
+	if s := storedEndpoint(t, e, "partner"); s.Secret != shown.Secret || s.PreviousSecret != old ||
+		s.PreviousSecretExpiresAt == nil || !s.PreviousSecretExpiresAt.Equal(wantEnd) {
+		t.Fatalf("after a PUT: %+v", s)
+	}
+
+	// expires_in: 0 ends the overlap at once; out of range is refused; unknown endpoints are 404.
+	zero := int64(0)
+	res, _, err = e.svc.RotateWebhookSecret(ctx, idem("rotate partner", "rot-2", zero), "partner", sale.RotateSecretInput{ExpiresIn: &zero})
+	if err != nil || res.Status != 200 {
+		t.Fatalf("rotate with expires_in 0: %v %v", res, err)
+	}
+	if got := storedEndpoint(t, e, "partner").Secrets(e.clock.Now()); len(got) != 1 {
+		t.Errorf("secrets after an overlap of 0 = %v; want the new one only", got)
+	}
+	neg := int64(-1)
+	if _, _, err := e.svc.RotateWebhookSecret(ctx, idem("rotate partner", "rot-3", neg), "partner", sale.RotateSecretInput{ExpiresIn: &neg}); boxoffice.ErrorCode(err) != boxoffice.EVALIDATION {
+		t.Errorf("expires_in -1: %v; want validation_failed", err)
+	}
+	res, _, err = e.svc.RotateWebhookSecret(ctx, idem("rotate nobody", "rot-4", nil), "nobody", sale.RotateSecretInput{})
+	if err != nil || res.Status != 404 {
+		t.Errorf("rotate an unknown endpoint: %v %v; want a stored 404", res, err)
+	}
+}
+
+// assertNoRecordHolds fails when any idempotency record's stored answer contains secret.
+func assertNoRecordHolds(t *testing.T, e *env, secret string) {
+	t.Helper()
+	if err := e.store.View(context.Background(), func(tx boxoffice.Tx) error {
+		return tx.ForEachIdemRecord(context.Background(), func(r *boxoffice.IdemRecord) error {
+			if r.Response != nil && strings.Contains(string(r.Response.Body), secret) {
+				t.Errorf("idempotency record %s holds the secret: %s", r.ID, r.Response.Body)
+			}
+			return nil
+		})
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,8 @@ func (t *tx) SweepInbox(ctx context.Context, before time.Time, limit int) (int, 
 
 // Webhook endpoints.
 
-const webhookColumns = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at`
+const webhookColumns = `id, url, event_types, secret, status, disabled_reason, created_at, updated_at,
+	previous_secret, previous_secret_expires_at`
 
 // PutWebhookEndpoint implements boxoffice.Tx.
 func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoint) (bool, error) {
@@ -109,11 +110,14 @@ func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoin
 	if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM webhook_endpoints WHERE id = ?`, []any{w.ID}, &n); err != nil {
 		return false, fmt.Errorf("read webhook endpoint %q: %w", w.ID, err)
 	}
-	_, err = t.execRaw(ctx, `INSERT INTO webhook_endpoints (`+webhookColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	_, err = t.execRaw(ctx, `INSERT INTO webhook_endpoints (`+webhookColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET url = excluded.url, event_types = excluded.event_types,
 			secret = excluded.secret, status = excluded.status, disabled_reason = excluded.disabled_reason,
-			created_at = excluded.created_at, updated_at = excluded.updated_at`,
-		w.ID, w.URL, string(types), w.Secret, string(w.Status), w.DisabledReason, micros(w.CreatedAt), micros(w.UpdatedAt))
+			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			previous_secret = excluded.previous_secret,
+			previous_secret_expires_at = excluded.previous_secret_expires_at`,
+		w.ID, w.URL, string(types), w.Secret, string(w.Status), w.DisabledReason, micros(w.CreatedAt), micros(w.UpdatedAt),
+		w.PreviousSecret, optMicros(w.PreviousSecretExpiresAt))
 	if err != nil {
 		return false, wrapWrite(err, fmt.Sprintf("put webhook endpoint %q", w.ID))
 	}
@@ -123,17 +127,19 @@ func (t *tx) PutWebhookEndpoint(ctx context.Context, w *boxoffice.WebhookEndpoin
 // scanWebhook reads one row of webhookColumns.
 func scanWebhook(scan func(dest ...any) error) (*boxoffice.WebhookEndpoint, error) {
 	var (
-		w                    boxoffice.WebhookEndpoint
-		types, status        string
-		createdAt, updatedAt int64
+		w                             boxoffice.WebhookEndpoint
+		types, status                 string
+		createdAt, updatedAt, prevExp int64
 	)
-	if err := scan(&w.ID, &w.URL, &types, &w.Secret, &status, &w.DisabledReason, &createdAt, &updatedAt); err != nil {
+	if err := scan(&w.ID, &w.URL, &types, &w.Secret, &status, &w.DisabledReason, &createdAt, &updatedAt,
+		&w.PreviousSecret, &prevExp); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(types), &w.EventTypes); err != nil {
 		return nil, fmt.Errorf("webhook endpoint %q: event types: %w", w.ID, err)
 	}
 	w.Status, w.CreatedAt, w.UpdatedAt = boxoffice.WebhookStatus(status), fromMicros(createdAt), fromMicros(updatedAt)
+	w.PreviousSecretExpiresAt = optTime(prevExp)
 	return &w, nil
 }
 

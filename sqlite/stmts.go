@@ -38,6 +38,8 @@ const (
 	sUpdateOrder
 	sListOrders
 	sListShowOrders
+	sListKeyOrders
+	sListKeyShowOrders
 	sPendingOrders
 	sForEachOrder
 
@@ -55,6 +57,9 @@ const (
 
 	sInsertAPIKey
 	sAPIKeyByHash
+	sListAPIKeys
+	sRevokeAPIKey
+	sTouchAPIKey
 
 	sSetTierCounts
 	sFence
@@ -69,10 +74,11 @@ const (
 	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
 	tierCols  = `show_id, id, name, capacity, price_amount, price_currency, held, sold`
 	countCols = `show_id, id, capacity, held, sold, version, fence`
-	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at`
+	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at, api_key_id`
 	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
-		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at`
-	idemCols = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
+		payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at, api_key_id`
+	apiKeyCols = `id, role, label, hash, created_at, last_used_at, revoked_at`
+	idemCols   = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
 		response_body, response_location, created_at, expires_at`
 	eventCols = `position, id, type, subject, seq, data, created_at`
 )
@@ -107,7 +113,7 @@ var stmtSQL = [numStmts]string{
 		RETURNING ` + countCols,
 	sForEachTier: `SELECT ` + countCols + ` FROM tiers ORDER BY show_id, id`,
 
-	sInsertHold: `INSERT INTO holds (` + holdCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sInsertHold: `INSERT INTO holds (` + holdCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	sGetHold:    `SELECT ` + holdCols + ` FROM holds WHERE id = ?`,
 	sEndHold:    `UPDATE holds SET status = ?, updated_at = ? WHERE id = ? AND status = 'active'`,
 	// The status IN term repeats the WHERE of orders_live_hold so that SQLite may use that partial
@@ -126,7 +132,7 @@ var stmtSQL = [numStmts]string{
 	sForEachHold: `SELECT ` + holdCols + ` FROM holds`,
 
 	sInsertOrder: `INSERT INTO orders (` + orderCols + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 	sGetOrder: `SELECT ` + orderCols + ` FROM orders WHERE id = ?`,
 	sLiveOrderForHold: `SELECT ` + orderCols + ` FROM orders
 		WHERE hold_id = ? AND status IN ('pending_payment', 'confirmed')`,
@@ -135,6 +141,10 @@ var stmtSQL = [numStmts]string{
 		WHERE id = ? AND status = ?`,
 	sListOrders:     `SELECT ` + orderCols + ` FROM orders WHERE id > ? ORDER BY id LIMIT ?`,
 	sListShowOrders: `SELECT ` + orderCols + ` FROM orders WHERE show_id = ? AND id > ? ORDER BY id LIMIT ?`,
+	// A channel's orders: one statement per filter, so each is served by its index.
+	sListKeyOrders: `SELECT ` + orderCols + ` FROM orders WHERE api_key_id = ? AND id > ? ORDER BY id LIMIT ?`,
+	sListKeyShowOrders: `SELECT ` + orderCols + ` FROM orders
+		WHERE api_key_id = ? AND show_id = ? AND id > ? ORDER BY id LIMIT ?`,
 	sPendingOrders: `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
 		ORDER BY id LIMIT ?`,
 	sForEachOrder: `SELECT ` + orderCols + ` FROM orders`,
@@ -164,8 +174,13 @@ var stmtSQL = [numStmts]string{
 	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.
 	sEventsSeq: `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`,
 
-	sInsertAPIKey: `INSERT INTO api_keys (id, role, hash, created_at) VALUES (?, ?, ?, ?)`,
-	sAPIKeyByHash: `SELECT id, role, hash, created_at FROM api_keys WHERE hash = ?`,
+	sInsertAPIKey: `INSERT INTO api_keys (` + apiKeyCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	sAPIKeyByHash: `SELECT ` + apiKeyCols + ` FROM api_keys WHERE hash = ?`,
+	sListAPIKeys:  `SELECT ` + apiKeyCols + ` FROM api_keys WHERE id > ? ORDER BY id LIMIT ?`,
+	// The first revocation's time stays; the SELECT tells a missing key from a revoked one.
+	sRevokeAPIKey: `UPDATE api_keys SET revoked_at = CASE WHEN revoked_at = 0 THEN ?1 ELSE revoked_at END
+		WHERE id = ?2 RETURNING id`,
+	sTouchAPIKey: `UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND last_used_at < ?1`,
 
 	sSetTierCounts: `UPDATE tiers SET held = ?1, sold = ?2, version = version + 1
 		WHERE show_id = ?3 AND id = ?4 AND version = ?5`,

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -256,4 +258,68 @@ func countParams(q string) int {
 		}
 	}
 	return max(n, highest)
+}
+
+// TestChannelsMigrationKeepsOldRows: a store written before sales channels (schema 0004) opens
+// with its holds, orders and keys intact; the old holds and orders belong to no channel (a
+// channel's list does not show them, the unfiltered one does) and the old keys are live, unlabeled
+// and never used.
+func TestChannelsMigrationKeepsOldRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations.Load(migrationFS, "migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL,
+		applied_at INTEGER NOT NULL) STRICT`}
+	for _, m := range ms {
+		if m.Version <= 4 {
+			stmts = append(stmts, m.SQL, fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, '%s', 0)`, m.Version, m.Name))
+		}
+	}
+	stmts = append(stmts,
+		`INSERT INTO holds (id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at)
+			VALUES ('hld_old', 'gig', 'ga', 1, 'a@x', 'confirmed', 1, 1, 1)`,
+		`INSERT INTO orders (id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
+			payment_token, charge_id, refund_id, release_on_failure, created_at, updated_at)
+			VALUES ('ord_old', 'confirmed', 'gig', 'ga', 'hld_old', 1, 100, 'EUR', 'a@x', '[]', 'tok_ok', 'ch_1', '', 0, 1, 1)`,
+		`INSERT INTO api_keys (id, role, hash, created_at) VALUES ('key_old', 'client', 'h', 1)`)
+	for _, s := range stmts {
+		if _, err := raw.ExecContext(ctx, s); err != nil {
+			t.Fatalf("%.60s: %v", s, err)
+		}
+	}
+	if err := raw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	view(t, db, func(tx boxoffice.Tx) error {
+		h, err := tx.GetHold(ctx, "hld_old")
+		if err != nil || h.APIKeyID != "" {
+			t.Errorf("old hold: %+v %v; want no owner", h, err)
+		}
+		all, err := tx.ListOrders(ctx, boxoffice.OrderFilter{}, "", 10)
+		if err != nil || len(all) != 1 || all[0].APIKeyID != "" {
+			t.Errorf("every order: %v %v; want the old one without owner", all, err)
+		}
+		mine, err := tx.ListOrders(ctx, boxoffice.OrderFilter{APIKeyID: "key_old"}, "", 10)
+		if err != nil || len(mine) != 0 {
+			t.Errorf("a channel's orders: %v %v; want none", mine, err)
+		}
+		k, err := tx.APIKeyByHash(ctx, "h")
+		if err != nil || k.Label != "" || k.LastUsedAt != nil || k.RevokedAt != nil {
+			t.Errorf("old key: %+v %v; want live, unlabeled, never used", k, err)
+		}
+		return nil
+	})
 }

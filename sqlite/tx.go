@@ -321,7 +321,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 		expiresAt, createdAt, updatedAt int64
 	)
 	if err := sc.Scan(&h.ID, &h.ShowID, &h.TierID, &h.Quantity, &h.Buyer.Email, &status, &expiresAt,
-		&createdAt, &updatedAt); err != nil {
+		&createdAt, &updatedAt, &h.APIKeyID); err != nil {
 		return nil, err
 	}
 	h.Status = boxoffice.HoldStatus(status)
@@ -332,7 +332,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 // InsertHold implements boxoffice.Tx.
 func (t *tx) InsertHold(ctx context.Context, h *boxoffice.Hold) error {
 	if _, err := t.exec(ctx, sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
-		micros(h.ExpiresAt), micros(h.CreatedAt), micros(h.UpdatedAt)); err != nil {
+		micros(h.ExpiresAt), micros(h.CreatedAt), micros(h.UpdatedAt), h.APIKeyID); err != nil {
 		return wrapWrite(err, fmt.Sprintf("insert hold %q", h.ID))
 	}
 	return nil
@@ -428,7 +428,7 @@ func scanOrder(sc scanner) (*boxoffice.Order, error) {
 	)
 	if err := sc.Scan(&o.ID, &status, &o.ShowID, &o.TierID, &o.HoldID, &o.Quantity, &o.Amount.Amount,
 		&o.Amount.Currency, &o.Buyer.Email, &tickets, &o.PaymentToken, &o.ChargeID, &o.RefundID, &release,
-		&createdAt, &updatedAt); err != nil {
+		&createdAt, &updatedAt, &o.APIKeyID); err != nil {
 		return nil, err
 	}
 	o.Status = boxoffice.OrderStatus(status)
@@ -460,7 +460,7 @@ func (t *tx) InsertOrder(ctx context.Context, o *boxoffice.Order) error {
 	}
 	if _, err := t.exec(ctx, sInsertOrder, o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
 		o.Amount.Amount, o.Amount.Currency, o.Buyer.Email, tickets, o.PaymentToken, o.ChargeID, o.RefundID,
-		o.ReleaseOnFailure, micros(o.CreatedAt), micros(o.UpdatedAt)); err != nil {
+		o.ReleaseOnFailure, micros(o.CreatedAt), micros(o.UpdatedAt), o.APIKeyID); err != nil {
 		return wrapWrite(err, fmt.Sprintf("insert order %q", o.ID))
 	}
 	return nil
@@ -519,16 +519,21 @@ func (t *tx) readOrders(rows *sql.Rows, err error) ([]*boxoffice.Order, error) {
 }
 
 // ListOrders implements boxoffice.Tx.
-func (t *tx) ListOrders(ctx context.Context, showID, after string, limit int) ([]*boxoffice.Order, error) {
+func (t *tx) ListOrders(ctx context.Context, f boxoffice.OrderFilter, after string, limit int) ([]*boxoffice.Order, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	var orders []*boxoffice.Order
 	var err error
-	if showID == "" {
+	switch {
+	case f.APIKeyID == "" && f.ShowID == "":
 		orders, err = t.readOrders(t.query(ctx, sListOrders, after, limit))
-	} else {
-		orders, err = t.readOrders(t.query(ctx, sListShowOrders, showID, after, limit))
+	case f.APIKeyID == "":
+		orders, err = t.readOrders(t.query(ctx, sListShowOrders, f.ShowID, after, limit))
+	case f.ShowID == "":
+		orders, err = t.readOrders(t.query(ctx, sListKeyOrders, f.APIKeyID, after, limit))
+	default:
+		orders, err = t.readOrders(t.query(ctx, sListKeyShowOrders, f.APIKeyID, f.ShowID, after, limit))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
@@ -743,22 +748,85 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 
 // InsertAPIKey implements boxoffice.Tx.
 func (t *tx) InsertAPIKey(ctx context.Context, k *boxoffice.APIKey) error {
-	if _, err := t.exec(ctx, sInsertAPIKey, k.ID, string(k.Role), k.Hash, micros(k.CreatedAt)); err != nil {
+	if _, err := t.exec(ctx, sInsertAPIKey, k.ID, string(k.Role), k.Label, k.Hash, micros(k.CreatedAt),
+		optMicros(k.LastUsedAt), optMicros(k.RevokedAt)); err != nil {
 		return wrapWrite(err, fmt.Sprintf("insert api key %q", k.ID))
 	}
 	return nil
 }
 
-// APIKeyByHash implements boxoffice.Tx.
-func (t *tx) APIKeyByHash(ctx context.Context, hash string) (*boxoffice.APIKey, error) {
+// optMicros stores an optional time, nil as 0.
+func optMicros(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return micros(*t)
+}
+
+// optTime reads an optional time, 0 as nil.
+func optTime(v int64) *time.Time {
+	if v == 0 {
+		return nil
+	}
+	t := fromMicros(v)
+	return &t
+}
+
+// scanAPIKey reads one row of apiKeyCols.
+func scanAPIKey(sc scanner) (*boxoffice.APIKey, error) {
 	var (
-		k         boxoffice.APIKey
-		role      string
-		createdAt int64
+		k                            boxoffice.APIKey
+		role                         string
+		createdAt, lastUsed, revoked int64
 	)
-	if err := t.queryRow(ctx, sAPIKeyByHash, hash).Scan(&k.ID, &role, &k.Hash, &createdAt); err != nil {
-		return nil, notFound(err, "api key")
+	if err := sc.Scan(&k.ID, &role, &k.Label, &k.Hash, &createdAt, &lastUsed, &revoked); err != nil {
+		return nil, err
 	}
 	k.Role, k.CreatedAt = boxoffice.Role(role), fromMicros(createdAt)
+	k.LastUsedAt, k.RevokedAt = optTime(lastUsed), optTime(revoked)
 	return &k, nil
+}
+
+// APIKeyByHash implements boxoffice.Tx.
+func (t *tx) APIKeyByHash(ctx context.Context, hash string) (*boxoffice.APIKey, error) {
+	k, err := scanAPIKey(t.queryRow(ctx, sAPIKeyByHash, hash))
+	if err != nil {
+		return nil, notFound(err, "api key")
+	}
+	return k, nil
+}
+
+// ListAPIKeys implements boxoffice.Tx.
+func (t *tx) ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var keys []*boxoffice.APIKey
+	rows, err := t.query(ctx, sListAPIKeys, after, limit)
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		k, err := scanAPIKey(rows)
+		keys = append(keys, k)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey implements boxoffice.Tx.
+func (t *tx) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
+	var got string
+	if err := t.queryRow(ctx, sRevokeAPIKey, micros(at), id).Scan(&got); err != nil {
+		return notFound(err, "api key %q", id)
+	}
+	return nil
+}
+
+// TouchAPIKey implements boxoffice.Tx.
+func (t *tx) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	if _, err := t.exec(ctx, sTouchAPIKey, micros(at), id); err != nil {
+		return fmt.Errorf("touch api key %q: %w", id, err)
+	}
+	return nil
 }

@@ -132,6 +132,9 @@ func testWebhookEndpoints(t *testing.T, db boxoffice.Store) {
 	w2 := *w
 	w2.URL, w2.EventTypes = "https://example.com/v2", []string{boxoffice.EventOrderCancelled, boxoffice.EventHoldCreated}
 	w2.Status, w2.DisabledReason, w2.UpdatedAt = boxoffice.WebhookDisabled, "410 Gone", at(time.Minute)
+	// A rotation's previous secret and its end round-trip too.
+	prevEnd := at(24 * time.Hour)
+	w2.Secret, w2.PreviousSecret, w2.PreviousSecretExpiresAt = "whsec_bmV3", w.Secret, &prevEnd
 	if put(&w2) {
 		t.Error("second put: created = true")
 	}

@@ -374,6 +374,7 @@ func testHold(id, email string, expiresAt time.Time) *boxoffice.Hold {
 func testHolds(t *testing.T, db boxoffice.Store) {
 	ctx := context.Background()
 	h := testHold("hld_1", "ann@example.com", base.Add(10*time.Minute))
+	h.APIKeyID = "key_shop" // the channel that made it reads back with it
 	update(t, db, func(tx boxoffice.Tx) error { return tx.InsertHold(ctx, h) })
 
 	update(t, db, func(tx boxoffice.Tx) error {
@@ -512,7 +513,7 @@ func testOrder(id, holdID string, status boxoffice.OrderStatus) *boxoffice.Order
 func testOrders(t *testing.T, db boxoffice.Store) {
 	ctx := context.Background()
 	o := testOrder("ord_1", "hld_1", boxoffice.OrderPendingPayment)
-	o.ReleaseOnFailure = true
+	o.ReleaseOnFailure, o.APIKeyID = true, "key_shop"
 	update(t, db, func(tx boxoffice.Tx) error { return tx.InsertOrder(ctx, o) })
 
 	update(t, db, func(tx boxoffice.Tx) error {
@@ -604,6 +605,9 @@ func testListAndPendingOrders(t *testing.T, db boxoffice.Store) {
 			if i%3 == 0 {
 				o.Status = boxoffice.OrderPendingPayment
 			}
+			if i >= 2 && i <= 5 {
+				o.APIKeyID = "key_shop" // a sales channel's orders: ord_2..ord_5
+			}
 			if err := tx.InsertOrder(ctx, o); err != nil {
 				return err
 			}
@@ -626,17 +630,25 @@ func testListAndPendingOrders(t *testing.T, db boxoffice.Store) {
 			show, after string
 			limit       int
 			want        []string
+			key         string
 		}{
-			{"", "", 3, []string{"ord_0", "ord_1", "ord_2"}},
-			{"", "ord_2", 3, []string{"ord_3", "ord_4", "ord_5"}},
-			{"", "ord_5", 3, []string{"ord_6"}},
-			{"", "ord_6", 3, nil},
-			{"gig", "", 10, []string{"ord_0", "ord_2", "ord_4", "ord_6"}},
-			{"gig", "ord_2", 1, []string{"ord_4"}},
-			{"other", "", 10, []string{"ord_1", "ord_3", "ord_5"}},
+			{"", "", 3, []string{"ord_0", "ord_1", "ord_2"}, ""},
+			{"", "ord_2", 3, []string{"ord_3", "ord_4", "ord_5"}, ""},
+			{"", "ord_5", 3, []string{"ord_6"}, ""},
+			{"", "ord_6", 3, nil, ""},
+			{"gig", "", 10, []string{"ord_0", "ord_2", "ord_4", "ord_6"}, ""},
+			{"gig", "ord_2", 1, []string{"ord_4"}, ""},
+			{"other", "", 10, []string{"ord_1", "ord_3", "ord_5"}, ""},
+			// A channel sees its own orders only, of every show or of one.
+			{"", "", 10, []string{"ord_2", "ord_3", "ord_4", "ord_5"}, "key_shop"},
+			{"", "ord_3", 1, []string{"ord_4"}, "key_shop"},
+			{"other", "", 10, []string{"ord_3", "ord_5"}, "key_shop"},
+			{"gig", "ord_2", 10, []string{"ord_4"}, "key_shop"},
+			{"", "", 10, nil, "key_other"},
 		} {
-			if got := ids(tx.ListOrders(ctx, c.show, c.after, c.limit)); !reflect.DeepEqual(got, c.want) {
-				t.Errorf("ListOrders(%q, %q, %d) = %v, want %v", c.show, c.after, c.limit, got, c.want)
+			f := boxoffice.OrderFilter{ShowID: c.show, APIKeyID: c.key}
+			if got := ids(tx.ListOrders(ctx, f, c.after, c.limit)); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("ListOrders(%+v, %q, %d) = %v, want %v", f, c.after, c.limit, got, c.want)
 			}
 		}
 		if got := ids(tx.PendingOrders(ctx, 10)); !reflect.DeepEqual(got, []string{"ord_0", "ord_3", "ord_6"}) {
@@ -878,6 +890,75 @@ func testAPIKeys(t *testing.T, db boxoffice.Store) {
 		}
 		_, err = tx.APIKeyByHash(ctx, boxoffice.HashKey("wrong"))
 		wantCode(t, err, boxoffice.ENOTFOUND)
+		if got.Label != "" || got.LastUsedAt != nil || got.RevokedAt != nil {
+			t.Errorf("a new key: label %q, last used %v, revoked %v; want none", got.Label, got.LastUsedAt, got.RevokedAt)
+		}
+		return nil
+	})
+	testAPIKeyLifeCycle(t, db)
+}
+
+// testAPIKeyLifeCycle: keys list by id in pages, revocation keeps its first time and tells an
+// unknown key, and last_used_at only ever moves forward.
+func testAPIKeyLifeCycle(t *testing.T, db boxoffice.Store) {
+	ctx := context.Background()
+	update(t, db, func(tx boxoffice.Tx) error {
+		for _, id := range []string{"key_3", "key_2"} {
+			k := &boxoffice.APIKey{ID: id, Role: boxoffice.RoleAdmin, Label: "ops " + id, Hash: boxoffice.HashKey(id), CreatedAt: at(time.Minute)}
+			if err := tx.InsertAPIKey(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	keyIDs := func(keys []*boxoffice.APIKey, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, k := range keys {
+			ids = append(ids, k.ID)
+		}
+		return ids
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		if got := keyIDs(tx.ListAPIKeys(ctx, "", 2)); !reflect.DeepEqual(got, []string{"key_1", "key_2"}) {
+			t.Errorf("ListAPIKeys first page = %v", got)
+		}
+		if got := keyIDs(tx.ListAPIKeys(ctx, "key_2", 2)); !reflect.DeepEqual(got, []string{"key_3"}) {
+			t.Errorf("ListAPIKeys after key_2 = %v", got)
+		}
+		return nil
+	})
+	update(t, db, func(tx boxoffice.Tx) error {
+		if err := tx.RevokeAPIKey(ctx, "key_2", at(2*time.Minute)); err != nil {
+			return err
+		}
+		if err := tx.RevokeAPIKey(ctx, "key_2", at(3*time.Minute)); err != nil {
+			t.Errorf("revoke again = %v; want nil", err)
+		}
+		wantCode(t, tx.RevokeAPIKey(ctx, "key_nope", at(0)), boxoffice.ENOTFOUND)
+		if err := tx.TouchAPIKey(ctx, "key_3", at(5*time.Minute)); err != nil {
+			return err
+		}
+		return tx.TouchAPIKey(ctx, "key_3", at(4*time.Minute)) // older: ignored
+	})
+	view(t, db, func(tx boxoffice.Tx) error {
+		k2, err := tx.APIKeyByHash(ctx, boxoffice.HashKey("key_2"))
+		if err != nil {
+			return err
+		}
+		if k2.RevokedAt == nil || !k2.RevokedAt.Equal(at(2*time.Minute)) || k2.Label != "ops key_2" {
+			t.Errorf("revoked key = %+v; want revoked at %v, label kept", k2, at(2*time.Minute))
+		}
+		k3, err := tx.APIKeyByHash(ctx, boxoffice.HashKey("key_3"))
+		if err != nil {
+			return err
+		}
+		if k3.RevokedAt != nil || k3.LastUsedAt == nil || !k3.LastUsedAt.Equal(at(5*time.Minute)) {
+			t.Errorf("touched key = %+v; want live, last used at %v", k3, at(5*time.Minute))
+		}
 		return nil
 	})
 }

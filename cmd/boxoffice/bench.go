@@ -169,7 +169,7 @@ func startOwnServer(ctx context.Context, inv, db string, keep bool, stderr io.Wr
 	if err != nil {
 		return nil, err
 	}
-	s := &ownServer{adminKey: "bench-" + boxoffice.RandomString(24), store: storeFlags{dataDir: dir, db: db}, keep: keep, done: make(chan error, 1)}
+	s := &ownServer{adminKey: "bench-" + boxoffice.RandomString(40), store: storeFlags{dataDir: dir, db: db}, keep: keep, done: make(chan error, 1)}
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--db", db, "--inventory", inv,
 		"--admin-key", s.adminKey, "--max-in-flight", "4096"}, extra...)
 	s.cmd = exec.Command(exe, args...)

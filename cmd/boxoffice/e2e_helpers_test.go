@@ -48,7 +48,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const adminKey = "test-admin-key"
+// adminKey is the servers' admin key: --admin-key refuses one shorter than 32 characters.
+const adminKey = "test-admin-key-0123456789abcdefghij"
 
 // server is a running `boxoffice serve` process.
 type server struct {

@@ -35,9 +35,11 @@ type parityStep struct {
 	// REST body goes ("" when the REST body is the whole message).
 	rpc, req, wrap string
 	newResp        func() proto.Message
-	// save names the variable that the answer's id is kept in.
-	save string
-	// as is the key both forms use: "admin", "client", or "" for the admin key on PutShow (admin
+	// save names the variable that the answer's id is kept in; saveKey the one its plain API key
+	// ("key") is kept in.
+	save, saveKey string
+	// as is the key both forms use: "admin", "client", "other" (a second client key: another
+	// sales channel), "$var" (a key saved by saveKey), or "" for the admin key on PutShow (admin
 	// only) and the client key elsewhere.
 	as string
 	// want, when set, is the REST status the step must get, and wantGRPC the gRPC code of a
@@ -48,6 +50,19 @@ type parityStep struct {
 
 // admin says whether the step runs with the admin key.
 func (st parityStep) admin() bool { return st.as == "admin" || st.as == "" && st.rpc == "PutShow" }
+
+// key is the API key the step runs with, given the client keys and the transport's variables.
+func (st parityStep) key(clientKey, otherKey string, vars map[string]string) string {
+	switch {
+	case st.admin():
+		return adminKey
+	case st.as == "other":
+		return otherKey
+	case strings.HasPrefix(st.as, "$"):
+		return vars[st.as[1:]]
+	}
+	return clientKey
+}
 
 // outcome is what a transport answered, normalized so that both transports can be compared:
 // server-made ids, times, ticket codes and show names are replaced by placeholders.
@@ -65,6 +80,7 @@ var (
 	ticketRE = regexp.MustCompile(`"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"`)
 	showRE   = regexp.MustCompile(`parity-(rest|grpc)`)
 	secretRE = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
+	apiKeyRE = regexp.MustCompile(`"bo_[A-Za-z0-9]+"`)
 )
 
 func normalize(s string) string {
@@ -72,6 +88,7 @@ func normalize(s string) string {
 	s = timeRE.ReplaceAllString(s, `"<time>"`)
 	s = ticketRE.ReplaceAllString(s, `"<ticket>"`)
 	s = secretRE.ReplaceAllString(s, "whsec_<secret>")
+	s = apiKeyRE.ReplaceAllString(s, `"bo_<key>"`)
 	return showRE.ReplaceAllString(s, "<show>")
 }
 
@@ -98,12 +115,25 @@ func expand(s string, vars map[string]string) string {
 }
 
 // savedID is the id of the answer: at its top or inside its wrapper field.
-func savedID(v map[string]any, wrap string) string {
+func savedID(v map[string]any, wrap string) string { return savedField(v, wrap, "id") }
+
+// savedField is a field of the answer: at its top or inside its wrapper field.
+func savedField(v map[string]any, wrap, field string) string {
 	if wrap != "" {
 		v, _ = v[wrap].(map[string]any)
 	}
-	id, _ := v["id"].(string)
-	return id
+	s, _ := v[field].(string)
+	return s
+}
+
+// save keeps what st saves of an answer v in vars.
+func (st parityStep) keep(v map[string]any, vars map[string]string) {
+	if st.save != "" {
+		vars[st.save] = savedID(v, st.wrap)
+	}
+	if st.saveKey != "" {
+		vars[st.saveKey] = savedField(v, st.wrap, "key")
+	}
 }
 
 func parityScenario() []parityStep {
@@ -120,6 +150,11 @@ func parityScenario() []parityStep {
 	getWebhook := func() proto.Message { return &pb.GetWebhookEndpointResponse{} }
 	webhooks := func() proto.Message { return &pb.ListWebhookEndpointsResponse{} }
 	deleted := func() proto.Message { return &pb.DeleteWebhookEndpointResponse{} }
+	events := func() proto.Message { return &pb.ListEventsResponse{} }
+	createdKey := func() proto.Message { return &pb.CreateApiKeyResponse{} }
+	keys := func() proto.Message { return &pb.ListApiKeysResponse{} }
+	revoked := func() proto.Message { return &pb.RevokeApiKeyResponse{} }
+	rotated := func() proto.Message { return &pb.RotateWebhookSecretResponse{} }
 	// The endpoints subscribe to hold.expired only, which no step makes (holds last 600s), so
 	// that the scenario never has the server deliver to hooks.example.com.
 	hookBody := `{"url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
@@ -174,7 +209,51 @@ func parityScenario() []parityStep {
 		{name: "get order", method: "GET", path: "/v1/orders/$order", rpc: "GetOrder", req: `{"order_id":"$order"}`, wrap: "order", newResp: order},
 		{name: "list orders", method: "GET", path: "/v1/orders?show_id=$show&limit=1", rpc: "ListOrders", req: `{"show_id":"$show","limit":1}`, newResp: orders},
 		{name: "bad limit", method: "GET", path: "/v1/orders?show_id=$show&limit=101", rpc: "ListOrders", req: `{"show_id":"$show","limit":101}`, newResp: orders},
+
+		// Sales channels: another client key gets not_found for every hold and order of the
+		// first, changes nothing, and lists none of them; the admin sees them.
+		{name: "other gets hold", method: "GET", path: "/v1/holds/$hold", rpc: "GetHold", req: `{"hold_id":"$hold"}`, wrap: "hold", newResp: getHold,
+			as: "other", want: 404, wantGRPC: codes.NotFound},
+		{name: "other releases hold", method: "DELETE", path: "/v1/holds/$hold", rpc: "ReleaseHold", req: `{"hold_id":"$hold"}`, newResp: empty,
+			as: "other", want: 404, wantGRPC: codes.NotFound},
+		{name: "other confirms hold", method: "POST", path: "/v1/holds/$hold/confirm", idem: "oc1", body: `{"payment":{"token":"tok_ok"}}`,
+			rpc: "ConfirmHold", req: `{"hold_id":"$hold","payment":{"token":"tok_ok"}}`, wrap: "order", newResp: confirm,
+			as: "other", want: 404, wantGRPC: codes.NotFound},
+		{name: "other gets order", method: "GET", path: "/v1/orders/$order", rpc: "GetOrder", req: `{"order_id":"$order"}`, wrap: "order", newResp: order,
+			as: "other", want: 404, wantGRPC: codes.NotFound},
+		{name: "other cancels order", method: "POST", path: "/v1/orders/$order/cancel", idem: "ox1", rpc: "CancelOrder", req: `{"order_id":"$order"}`,
+			wrap: "order", newResp: cancel, as: "other", want: 404, wantGRPC: codes.NotFound},
+		{name: "other lists orders", method: "GET", path: "/v1/orders?show_id=$show", rpc: "ListOrders", req: `{"show_id":"$show"}`, newResp: orders,
+			as: "other", want: 200},
+		{name: "order unchanged", method: "GET", path: "/v1/orders/$order", rpc: "GetOrder", req: `{"order_id":"$order"}`, wrap: "order", newResp: order, want: 200},
+		{name: "admin gets the channel's order", method: "GET", path: "/v1/orders/$order", rpc: "GetOrder", req: `{"order_id":"$order"}`, wrap: "order", newResp: order,
+			as: "admin", want: 200},
+		{name: "admin lists the channel's orders", method: "GET", path: "/v1/orders?show_id=$show", rpc: "ListOrders", req: `{"show_id":"$show"}`, newResp: orders,
+			as: "admin", want: 200},
+		{name: "feed as client", method: "GET", path: "/v1/feed?limit=1", rpc: "ListEvents", req: `{"limit":1}`, newResp: events,
+			want: 403, wantGRPC: codes.PermissionDenied},
 		{name: "get show at the end", method: "GET", path: "/v1/shows/$show", rpc: "GetShow", req: `{"show_id":"$show"}`, wrap: "show", newResp: func() proto.Message { return &pb.GetShowResponse{} }},
+
+		// API keys: the secret is shown once, keys list without secrets, a revoked key is 401.
+		{name: "create key", method: "POST", path: "/v1/api-keys", idem: "k1", body: `{"role":"client","label":"parity"}`,
+			rpc: "CreateApiKey", req: `{"role":"client","label":"parity"}`, newResp: createdKey, as: "admin", want: 201, save: "newkey", saveKey: "secret"},
+		{name: "create key replayed", method: "POST", path: "/v1/api-keys", idem: "k1", body: `{"role":"client","label":"parity"}`,
+			rpc: "CreateApiKey", req: `{"role":"client","label":"parity"}`, newResp: createdKey, as: "admin", want: 201},
+		{name: "new key works", method: "GET", path: "/v1/orders?show_id=$show", rpc: "ListOrders", req: `{"show_id":"$show"}`, newResp: orders,
+			as: "$secret", want: 200},
+		{name: "list keys as client", method: "GET", path: "/v1/api-keys", rpc: "ListApiKeys", req: `{}`, newResp: keys,
+			want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "revoke key", method: "DELETE", path: "/v1/api-keys/$newkey", rpc: "RevokeApiKey", req: `{"key_id":"$newkey"}`, newResp: revoked,
+			as: "admin", want: 204},
+		{name: "revoke key again", method: "DELETE", path: "/v1/api-keys/$newkey", rpc: "RevokeApiKey", req: `{"key_id":"$newkey"}`, newResp: revoked,
+			as: "admin", want: 204},
+		{name: "revoke unknown key", method: "DELETE", path: "/v1/api-keys/key_nothing", rpc: "RevokeApiKey", req: `{"key_id":"key_nothing"}`, newResp: revoked,
+			as: "admin", want: 404, wantGRPC: codes.NotFound},
+		{name: "revoked key", method: "GET", path: "/v1/orders?show_id=$show", rpc: "ListOrders", req: `{"show_id":"$show"}`, newResp: orders,
+			as: "$secret", want: 401, wantGRPC: codes.Unauthenticated},
+		// Every key by then, both transports' revoked ones among them: ids, roles, labels and
+		// times, never a secret or a hash.
+		{name: "list keys", method: "GET", path: "/v1/api-keys", rpc: "ListApiKeys", req: `{}`, newResp: keys, as: "admin", want: 200},
 
 		// Webhook endpoints, admin only; each transport has its own endpoint, named as its show.
 		{name: "put webhook", method: "PUT", path: "/v1/webhook-endpoints/$show", body: hookBody, rpc: "PutWebhookEndpoint", req: hookReq,
@@ -183,6 +262,14 @@ func parityScenario() []parityStep {
 			wrap: "webhook_endpoint", newResp: webhook, as: "admin", want: 200},
 		{name: "get webhook", method: "GET", path: "/v1/webhook-endpoints/$show", rpc: "GetWebhookEndpoint", req: `{"endpoint_id":"$show"}`,
 			wrap: "webhook_endpoint", newResp: getWebhook, as: "admin", want: 200},
+		{name: "rotate webhook secret", method: "POST", path: "/v1/webhook-endpoints/$show/rotate-secret", idem: "r1", body: `{"expires_in":3600}`,
+			rpc: "RotateWebhookSecret", req: `{"endpoint_id":"$show","expires_in":3600}`, wrap: "webhook_endpoint", newResp: rotated, as: "admin", want: 200},
+		{name: "rotate webhook secret replayed", method: "POST", path: "/v1/webhook-endpoints/$show/rotate-secret", idem: "r1", body: `{"expires_in":3600}`,
+			rpc: "RotateWebhookSecret", req: `{"endpoint_id":"$show","expires_in":3600}`, wrap: "webhook_endpoint", newResp: rotated, as: "admin", want: 200},
+		{name: "rotate unknown webhook", method: "POST", path: "/v1/webhook-endpoints/nothing/rotate-secret", idem: "r2",
+			rpc: "RotateWebhookSecret", req: `{"endpoint_id":"nothing"}`, wrap: "webhook_endpoint", newResp: rotated, as: "admin", want: 404, wantGRPC: codes.NotFound},
+		{name: "rotate webhook secret as client", method: "POST", path: "/v1/webhook-endpoints/$show/rotate-secret", idem: "r3",
+			rpc: "RotateWebhookSecret", req: `{"endpoint_id":"$show"}`, wrap: "webhook_endpoint", newResp: rotated, want: 403, wantGRPC: codes.PermissionDenied},
 		// Both transports' endpoints by then, the same once normalized.
 		{name: "list webhooks", method: "GET", path: "/v1/webhook-endpoints", rpc: "ListWebhookEndpoints", req: `{}`,
 			newResp: webhooks, as: "admin", want: 200},
@@ -219,12 +306,13 @@ func parityScenario() []parityStep {
 // TestGRPCRESTParity runs one scripted scenario over REST and over gRPC (a grpc-go client on the
 // same port, HTTP/2 cleartext) against the same server, each on its own show, and checks that
 // every step gives the same answer: the same data, the same SPEC error code and REST status, the
-// same replay marking.
+// same replay marking. The script includes the sales channels (a second client key is refused
+// every hold and order of the first, which stay as they were), the admin-only feed, the API key
+// life cycle and a webhook secret rotation.
 func TestGRPCRESTParity(t *testing.T) {
 	srv := startServer(t, t.TempDir())
 	clientKey := srv.newClientKey(t)
-	admin := srv.client(adminKey)
-	rest := srv.client(clientKey)
+	otherKey := srv.newClientKey(t) // another sales channel
 
 	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -237,10 +325,7 @@ func TestGRPCRESTParity(t *testing.T) {
 	grpcVars := map[string]string{"show": "parity-grpc"}
 	for _, st := range parityScenario() {
 		// REST.
-		c := rest
-		if st.admin() {
-			c = admin
-		}
+		c := srv.client(st.key(clientKey, otherKey, restVars))
 		var headers []string
 		if st.idem != "" {
 			headers = []string{"Idempotency-Key", st.idem}
@@ -272,9 +357,7 @@ func TestGRPCRESTParity(t *testing.T) {
 			}
 			var v map[string]any
 			restOut.Body, v = canonical(t, msg)
-			if st.save != "" {
-				restVars[st.save] = savedID(v, st.wrap)
-			}
+			st.keep(v, restVars)
 		} else {
 			restOut.Status, restOut.Code = r.Status, r.code()
 			var p pb.Problem
@@ -285,11 +368,7 @@ func TestGRPCRESTParity(t *testing.T) {
 		}
 
 		// gRPC.
-		key := clientKey
-		if st.admin() {
-			key = adminKey
-		}
-		pairs := []string{"authorization", "Bearer " + key}
+		pairs := []string{"authorization", "Bearer " + st.key(clientKey, otherKey, grpcVars)}
 		if st.idem != "" {
 			pairs = append(pairs, "idempotency-key", st.idem)
 		}
@@ -308,9 +387,7 @@ func TestGRPCRESTParity(t *testing.T) {
 		if err == nil {
 			var v map[string]any
 			grpcOut.Body, v = canonical(t, resp)
-			if st.save != "" {
-				grpcVars[st.save] = savedID(v, st.wrap)
-			}
+			st.keep(v, grpcVars)
 		} else {
 			s := status.Convert(err)
 			for _, d := range s.Details() {
@@ -421,6 +498,16 @@ func requestFor(t *testing.T, method string) proto.Message {
 		return &pb.ListWebhookEndpointsRequest{}
 	case "DeleteWebhookEndpoint":
 		return &pb.DeleteWebhookEndpointRequest{}
+	case "ListEvents":
+		return &pb.ListEventsRequest{}
+	case "CreateApiKey":
+		return &pb.CreateApiKeyRequest{}
+	case "ListApiKeys":
+		return &pb.ListApiKeysRequest{}
+	case "RevokeApiKey":
+		return &pb.RevokeApiKeyRequest{}
+	case "RotateWebhookSecret":
+		return &pb.RotateWebhookSecretRequest{}
 	}
 	t.Fatalf("no request type for %s", method)
 	return nil

@@ -95,7 +95,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), comma-separated, for the redis-lock strategy (3 or more: Redlock)")
 	fs.StringVar(&f.smtp, "smtp", "", "send email over SMTP: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://… (TLS); ?from=ADDR sets the sender, ?insecure=1 allows AUTH without TLS to a non-loopback host; unset writes .eml files under <data-dir>/mail/")
 	fs.StringVar(&f.payments, "payments", "sim", `payment provider: "sim" (built-in simulator) or a Stripe-compatible base URL`)
-	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key; unset: generated on first start into <data-dir>/admin.key")
+	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key(s), each at least 32 characters; a comma-separated list rotates: the first is current, the others are still accepted; unset: generated on first start into <data-dir>/admin.key")
 	fs.DurationVar(&f.syncBudget, "payment-sync-budget", sale.DefaultSyncBudget, "how long confirm/purchase wait for a payment before answering 202")
 	fs.DurationVar(&f.idempotencyTTL, "idempotency-ttl", sale.DefaultIdempotencyTTL, "how long idempotency keys are remembered (must exceed any client's retry window)")
 	fs.IntVar(&f.maxQuantity, "max-quantity", sale.DefaultMaxQuantity, "most tickets in one hold")
@@ -134,7 +134,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer unlock()
-	adminKey, err := f.loadAdminKey(log)
+	adminKey, previousAdminKeys, err := f.loadAdminKey(log)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	svc := sale.New(sale.Config{
 		Store: store, Inventory: inv, Payments: pay, Renderer: bohttp.Renderer{},
 		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
-		AdminKey: adminKey, ExclusiveStore: f.db == "sqlite", AllowPrivateWebhooks: f.webhooksAllowPrivate,
+		AdminKey: adminKey, PreviousAdminKeys: previousAdminKeys, ExclusiveStore: f.db == "sqlite", AllowPrivateWebhooks: f.webhooksAllowPrivate,
 		Logger: log,
 	})
 	if err := svc.Start(ctx); err != nil {
@@ -245,7 +245,33 @@ func (f *serveFlags) unsupported() error {
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	}
-	return nil
+	_, _, err := parseAdminKeys(f.adminKey)
+	return err
+}
+
+// minAdminKeyLen is the shortest admin key accepted: a key anyone could guess or brute-force
+// guards nothing, and the generated ones are longer.
+const minAdminKeyLen = 32
+
+// parseAdminKeys splits --admin-key: the current key first, then the previous ones still accepted
+// while clients move to the current one. Every key must be at least minAdminKeyLen characters;
+// the error names the position of a short one, never the key, so it can be logged.
+func parseAdminKeys(v string) (current string, previous []string, err error) {
+	if v == "" {
+		return "", nil, nil
+	}
+	for i, k := range strings.Split(v, ",") {
+		k = strings.TrimSpace(k)
+		if len(k) < minAdminKeyLen {
+			return "", nil, fmt.Errorf("--admin-key: key %d of the list is %d characters; an admin key must be at least %d (too short to be secret)", i+1, len(k), minAdminKeyLen)
+		}
+		if i == 0 {
+			current = k
+		} else {
+			previous = append(previous, k)
+		}
+	}
+	return current, previous, nil
 }
 
 // streamReplicas is the events stream's replication factor: --nats-replicas, or when it is 0, 1 on
@@ -274,26 +300,26 @@ func isNATSURLList(v string) bool {
 	return len(urls) > 0
 }
 
-// loadAdminKey returns the admin key: the flag's, else the one in <data-dir>/admin.key, else a new
-// one written there (mode 0600) and logged this once.
-func (f *serveFlags) loadAdminKey(log *slog.Logger) (string, error) {
+// loadAdminKey returns the admin key and the previous ones still accepted: the flag's, else the
+// one in <data-dir>/admin.key, else a new one written there (mode 0600) and logged this once.
+func (f *serveFlags) loadAdminKey(log *slog.Logger) (string, []string, error) {
 	if f.adminKey != "" {
-		return f.adminKey, nil
+		return parseAdminKeys(f.adminKey)
 	}
 	path := filepath.Join(f.dataDir, "admin.key")
 	b, err := os.ReadFile(path)
 	if err == nil && strings.TrimSpace(string(b)) != "" {
-		return strings.TrimSpace(string(b)), nil
+		return strings.TrimSpace(string(b)), nil, nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
+		return "", nil, err
 	}
 	key := "bo_admin_" + boxoffice.RandomString(40)
 	if err := writeFileSync(path, []byte(key+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin key: %w", err)
+		return "", nil, fmt.Errorf("write admin key: %w", err)
 	}
 	log.Info("generated the admin key; it is shown only this once and kept in "+path, "admin_key", key)
-	return key, nil
+	return key, nil, nil
 }
 
 // writeFileSync writes a file and syncs it, so a key that was logged is also on disk.

@@ -186,7 +186,7 @@ func TestWebhooksDeliverEveryEventSigned(t *testing.T) {
 	wantTypes := map[string]string{}
 	after := ""
 	for range 100 {
-		pg := cl.must(200, "GET", "/v1/feed?limit=100&after="+after, nil).json(t)
+		pg := s2.client(adminKey).must(200, "GET", "/v1/feed?limit=100&after="+after, nil).json(t)
 		for _, e := range pg["data"].([]any) {
 			m := e.(map[string]any)
 			if typ := m["type"].(string); typ == "order.confirmed" || typ == "order.cancelled" {

@@ -202,13 +202,13 @@ func ptr[T any](v T) *T { return &v }
 
 func hold(w *World, key, show, tier string, q int, email string) (*boxoffice.Response, error) {
 	in := sale.HoldInput{ShowID: show, TierID: tier, Quantity: q, Buyer: sale.BuyerInput{Email: email}}
-	res, _, err := w.Svc.CreateHold(context.Background(), Idem("hold "+show, key, in), in)
+	res, _, err := w.Svc.CreateHold(context.Background(), boxoffice.AdminPrincipal, Idem("hold "+show, key, in), in)
 	return res, err
 }
 
 func purchase(w *World, key, show, tier string, q int, token string) (*boxoffice.Response, error) {
 	in := sale.PurchaseInput{ShowID: show, TierID: tier, Quantity: q, Buyer: sale.BuyerInput{Email: "p@example.com"}, Payment: sale.PaymentInput{Token: token}}
-	res, _, err := w.Svc.Purchase(context.Background(), Idem("purchase", key, in), in)
+	res, _, err := w.Svc.Purchase(context.Background(), boxoffice.AdminPrincipal, Idem("purchase", key, in), in)
 	return res, err
 }
 
@@ -409,12 +409,12 @@ func interleaved(t *testing.T, h Harness) {
 					id := mine[r.IntN(len(mine))]
 					token := []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]
 					in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
-					res, _, err := w.Svc.ConfirmHold(ctx, Idem("confirm "+id, key, in), id, in)
+					res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, Idem("confirm "+id, key, in), id, in)
 					if err == nil && res.Status == 201 {
 						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
 					}
 				case op < 6 && len(mine) > 0:
-					_ = w.Svc.ReleaseHold(ctx, mine[r.IntN(len(mine))])
+					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, mine[r.IntN(len(mine))])
 				case op < 8:
 					res, err := purchase(w, key, "mix", tier, 1+r.IntN(2), "tok_ok")
 					if err == nil && res.Status == 201 {
@@ -422,7 +422,7 @@ func interleaved(t *testing.T, h Harness) {
 					}
 				case op < 9 && len(orders) > 0:
 					id := orders[r.IntN(len(orders))]
-					if _, _, err := w.Svc.CancelOrder(ctx, Idem("cancel "+id, key, id), id); err != nil {
+					if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id); err != nil {
 						t.Errorf("cancel %s: %v", id, err)
 					}
 				default:

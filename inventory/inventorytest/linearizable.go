@@ -167,7 +167,7 @@ func linearizable(t *testing.T, h Harness) {
 						holds = append(holds, Decode[boxoffice.Hold](t, res).ID)
 					}
 				case op < 4 && len(holds) > 0:
-					_ = w.Svc.ReleaseHold(ctx, holds[r.IntN(len(holds))])
+					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, holds[r.IntN(len(holds))])
 				case op < 6:
 					res, err := rec.service(tier, 1, func() (*boxoffice.Response, error) {
 						return purchase(w, key, "lin", tier, 1, "tok_ok")
@@ -177,7 +177,7 @@ func linearizable(t *testing.T, h Harness) {
 					}
 				case op < 7 && len(orders) > 0:
 					id := orders[r.IntN(len(orders))]
-					_, _, _ = w.Svc.CancelOrder(ctx, Idem("cancel "+id, key, id), id)
+					_, _, _ = w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id)
 				case op < 8:
 					w.Clock.Advance(time.Duration(r.IntN(10)) * time.Second)
 					_, _ = w.Svc.ExpireDue(ctx)

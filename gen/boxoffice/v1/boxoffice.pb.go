@@ -11,9 +11,11 @@
 // Metadata:
 //   authorization: Bearer <key>     on every RPC.
 //   idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
-//                                   ConfirmHold, Purchase, CancelOrder); same rules as the header.
+//                                   ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret); same
+//                                   rules as the header.
 //   idempotent-replayed: true       response header of a stored answer given again.
-// Admin-only RPCs, as in REST: CreateApiKey, PutShow and the webhook endpoint RPCs.
+// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents and the webhook endpoint RPCs.
+// A client key is a sales channel: it sees and acts on only the holds and orders it made.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 
 package boxofficev1
@@ -774,7 +776,8 @@ type WebhookEndpoint struct {
 	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	// event_types are the event types delivered, e.g. order.confirmed.
 	EventTypes []string `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
-	// secret signs deliveries: whsec_ and the base64 of the key. It stays the same across a put.
+	// secret signs deliveries: whsec_ and the base64 of the key. It stays the same across a put and
+	// is shown only when new: by the put that creates the endpoint and by a rotation.
 	Secret string `protobuf:"bytes,4,opt,name=secret,proto3" json:"secret,omitempty"`
 	// status is enabled or disabled (the receiver answered 410 Gone).
 	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
@@ -783,9 +786,12 @@ type WebhookEndpoint struct {
 	// created_at is when the endpoint was first put.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the endpoint was last put.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// previous_secret_expires_at is when the secret before the last rotation stops signing; unset
+	// when there is none.
+	PreviousSecretExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=previous_secret_expires_at,json=previousSecretExpiresAt,proto3" json:"previous_secret_expires_at,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *WebhookEndpoint) Reset() {
@@ -870,6 +876,13 @@ func (x *WebhookEndpoint) GetCreatedAt() *timestamppb.Timestamp {
 func (x *WebhookEndpoint) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *WebhookEndpoint) GetPreviousSecretExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousSecretExpiresAt
 	}
 	return nil
 }
@@ -1025,7 +1038,9 @@ func (x *Problem) GetAvailable() int32 {
 type CreateApiKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// role is admin or client.
-	Role          string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// label names the key for people (e.g. its sales channel); optional, at most 100 characters.
+	Label         string `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1067,17 +1082,26 @@ func (x *CreateApiKeyRequest) GetRole() string {
 	return ""
 }
 
+func (x *CreateApiKeyRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
 // CreateApiKeyResponse carries the new key, shown this once.
 type CreateApiKeyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id starts with key_.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// key is the plain key.
+	// key is the plain key; empty in a replayed answer.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// role is admin or client.
 	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	// created_at is when the key was made.
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// label is the key's label, if it has one.
+	Label         string `protobuf:"bytes,5,opt,name=label,proto3" json:"label,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1140,6 +1164,298 @@ func (x *CreateApiKeyResponse) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *CreateApiKeyResponse) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+// ApiKey is a stored API key, without its secret.
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id starts with key_.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// role is admin or client.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// label names the key for people; empty when it has none.
+	Label string `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
+	// created_at is when the key was made.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// last_used_at is roughly when the key was last used (written at most about once a minute);
+	// unset when never.
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// revoked_at is when the key was revoked; unset while it is live.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ApiKey) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *ApiKey) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApiKey) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *ApiKey) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+// ListApiKeysRequest asks for a page of API keys.
+type ListApiKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// limit is 1 to 100; 0 means 20.
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// after is the next cursor of the previous page.
+	After         string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysRequest) Reset() {
+	*x = ListApiKeysRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysRequest) ProtoMessage() {}
+
+func (x *ListApiKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListApiKeysRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListApiKeysRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListApiKeysRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+// ListApiKeysResponse is a page of API keys.
+type ListApiKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// data are the keys, by id.
+	Data []*ApiKey `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
+	// next is the cursor of the next page, empty on the last.
+	Next          string `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApiKeysResponse) Reset() {
+	*x = ListApiKeysResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApiKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApiKeysResponse) ProtoMessage() {}
+
+func (x *ListApiKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApiKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListApiKeysResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListApiKeysResponse) GetData() []*ApiKey {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ListApiKeysResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+// RevokeApiKeyRequest names an API key.
+type RevokeApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key_id names the key.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeApiKeyRequest) Reset() {
+	*x = RevokeApiKeyRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeApiKeyRequest) ProtoMessage() {}
+
+func (x *RevokeApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RevokeApiKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+// RevokeApiKeyResponse is empty: the key authenticates nothing from now on.
+type RevokeApiKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeApiKeyResponse) Reset() {
+	*x = RevokeApiKeyResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeApiKeyResponse) ProtoMessage() {}
+
+func (x *RevokeApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{18}
+}
+
 // TierInput is one tier of a PutShowRequest.
 type TierInput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1157,7 +1473,7 @@ type TierInput struct {
 
 func (x *TierInput) Reset() {
 	*x = TierInput{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1485,7 @@ func (x *TierInput) String() string {
 func (*TierInput) ProtoMessage() {}
 
 func (x *TierInput) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[14]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1498,7 @@ func (x *TierInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierInput.ProtoReflect.Descriptor instead.
 func (*TierInput) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{14}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TierInput) GetId() string {
@@ -1234,7 +1550,7 @@ type PutShowRequest struct {
 
 func (x *PutShowRequest) Reset() {
 	*x = PutShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1562,7 @@ func (x *PutShowRequest) String() string {
 func (*PutShowRequest) ProtoMessage() {}
 
 func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[15]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1575,7 @@ func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowRequest.ProtoReflect.Descriptor instead.
 func (*PutShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{15}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutShowRequest) GetShowId() string {
@@ -1317,7 +1633,7 @@ type PutShowResponse struct {
 
 func (x *PutShowResponse) Reset() {
 	*x = PutShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1645,7 @@ func (x *PutShowResponse) String() string {
 func (*PutShowResponse) ProtoMessage() {}
 
 func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[16]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1658,7 @@ func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowResponse.ProtoReflect.Descriptor instead.
 func (*PutShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{16}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PutShowResponse) GetShow() *Show {
@@ -1370,7 +1686,7 @@ type GetShowRequest struct {
 
 func (x *GetShowRequest) Reset() {
 	*x = GetShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1698,7 @@ func (x *GetShowRequest) String() string {
 func (*GetShowRequest) ProtoMessage() {}
 
 func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[17]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1711,7 @@ func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowRequest.ProtoReflect.Descriptor instead.
 func (*GetShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{17}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetShowRequest) GetShowId() string {
@@ -1416,7 +1732,7 @@ type GetShowResponse struct {
 
 func (x *GetShowResponse) Reset() {
 	*x = GetShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1744,7 @@ func (x *GetShowResponse) String() string {
 func (*GetShowResponse) ProtoMessage() {}
 
 func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[18]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1757,7 @@ func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowResponse.ProtoReflect.Descriptor instead.
 func (*GetShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{18}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetShowResponse) GetShow() *Show {
@@ -1464,7 +1780,7 @@ type ListShowsRequest struct {
 
 func (x *ListShowsRequest) Reset() {
 	*x = ListShowsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1792,7 @@ func (x *ListShowsRequest) String() string {
 func (*ListShowsRequest) ProtoMessage() {}
 
 func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[19]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1805,7 @@ func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsRequest.ProtoReflect.Descriptor instead.
 func (*ListShowsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{19}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListShowsRequest) GetLimit() int32 {
@@ -1519,7 +1835,7 @@ type ListShowsResponse struct {
 
 func (x *ListShowsResponse) Reset() {
 	*x = ListShowsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1847,7 @@ func (x *ListShowsResponse) String() string {
 func (*ListShowsResponse) ProtoMessage() {}
 
 func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1860,7 @@ func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsResponse.ProtoReflect.Descriptor instead.
 func (*ListShowsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListShowsResponse) GetData() []*Show {
@@ -1578,7 +1894,7 @@ type CreateHoldRequest struct {
 
 func (x *CreateHoldRequest) Reset() {
 	*x = CreateHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1906,7 @@ func (x *CreateHoldRequest) String() string {
 func (*CreateHoldRequest) ProtoMessage() {}
 
 func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1919,7 @@ func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldRequest.ProtoReflect.Descriptor instead.
 func (*CreateHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateHoldRequest) GetShowId() string {
@@ -1645,7 +1961,7 @@ type CreateHoldResponse struct {
 
 func (x *CreateHoldResponse) Reset() {
 	*x = CreateHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1973,7 @@ func (x *CreateHoldResponse) String() string {
 func (*CreateHoldResponse) ProtoMessage() {}
 
 func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1986,7 @@ func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldResponse.ProtoReflect.Descriptor instead.
 func (*CreateHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateHoldResponse) GetHold() *Hold {
@@ -1691,7 +2007,7 @@ type GetHoldRequest struct {
 
 func (x *GetHoldRequest) Reset() {
 	*x = GetHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +2019,7 @@ func (x *GetHoldRequest) String() string {
 func (*GetHoldRequest) ProtoMessage() {}
 
 func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +2032,7 @@ func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldRequest.ProtoReflect.Descriptor instead.
 func (*GetHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetHoldRequest) GetHoldId() string {
@@ -1737,7 +2053,7 @@ type GetHoldResponse struct {
 
 func (x *GetHoldResponse) Reset() {
 	*x = GetHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +2065,7 @@ func (x *GetHoldResponse) String() string {
 func (*GetHoldResponse) ProtoMessage() {}
 
 func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +2078,7 @@ func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldResponse.ProtoReflect.Descriptor instead.
 func (*GetHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetHoldResponse) GetHold() *Hold {
@@ -1783,7 +2099,7 @@ type ReleaseHoldRequest struct {
 
 func (x *ReleaseHoldRequest) Reset() {
 	*x = ReleaseHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +2111,7 @@ func (x *ReleaseHoldRequest) String() string {
 func (*ReleaseHoldRequest) ProtoMessage() {}
 
 func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +2124,7 @@ func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReleaseHoldRequest) GetHoldId() string {
@@ -1827,7 +2143,7 @@ type ReleaseHoldResponse struct {
 
 func (x *ReleaseHoldResponse) Reset() {
 	*x = ReleaseHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2155,7 @@ func (x *ReleaseHoldResponse) String() string {
 func (*ReleaseHoldResponse) ProtoMessage() {}
 
 func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2168,7 @@ func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
 }
 
 // ConfirmHoldRequest pays for a hold.
@@ -1868,7 +2184,7 @@ type ConfirmHoldRequest struct {
 
 func (x *ConfirmHoldRequest) Reset() {
 	*x = ConfirmHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2196,7 @@ func (x *ConfirmHoldRequest) String() string {
 func (*ConfirmHoldRequest) ProtoMessage() {}
 
 func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2209,7 @@ func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ConfirmHoldRequest) GetHoldId() string {
@@ -1922,7 +2238,7 @@ type ConfirmHoldResponse struct {
 
 func (x *ConfirmHoldResponse) Reset() {
 	*x = ConfirmHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2250,7 @@ func (x *ConfirmHoldResponse) String() string {
 func (*ConfirmHoldResponse) ProtoMessage() {}
 
 func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2263,7 @@ func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ConfirmHoldResponse) GetOrder() *Order {
@@ -1976,7 +2292,7 @@ type PurchaseRequest struct {
 
 func (x *PurchaseRequest) Reset() {
 	*x = PurchaseRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2304,7 @@ func (x *PurchaseRequest) String() string {
 func (*PurchaseRequest) ProtoMessage() {}
 
 func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2317,7 @@ func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseRequest.ProtoReflect.Descriptor instead.
 func (*PurchaseRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PurchaseRequest) GetShowId() string {
@@ -2050,7 +2366,7 @@ type PurchaseResponse struct {
 
 func (x *PurchaseResponse) Reset() {
 	*x = PurchaseResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2378,7 @@ func (x *PurchaseResponse) String() string {
 func (*PurchaseResponse) ProtoMessage() {}
 
 func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2391,7 @@ func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseResponse.ProtoReflect.Descriptor instead.
 func (*PurchaseResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PurchaseResponse) GetOrder() *Order {
@@ -2096,7 +2412,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2424,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2437,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -2142,7 +2458,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2470,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2483,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -2192,7 +2508,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2520,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2533,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListOrdersRequest) GetShowId() string {
@@ -2254,7 +2570,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2582,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2595,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListOrdersResponse) GetData() []*Order {
@@ -2307,7 +2623,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2635,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2648,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -2353,7 +2669,7 @@ type CancelOrderResponse struct {
 
 func (x *CancelOrderResponse) Reset() {
 	*x = CancelOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2681,7 @@ func (x *CancelOrderResponse) String() string {
 func (*CancelOrderResponse) ProtoMessage() {}
 
 func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2694,7 @@ func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
 func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CancelOrderResponse) GetOrder() *Order {
@@ -2401,7 +2717,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2729,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2742,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListEventsRequest) GetAfter() string {
@@ -2456,7 +2772,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2784,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2797,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{38}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListEventsResponse) GetData() []*Event {
@@ -2514,7 +2830,7 @@ type PutWebhookEndpointRequest struct {
 
 func (x *PutWebhookEndpointRequest) Reset() {
 	*x = PutWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2842,7 @@ func (x *PutWebhookEndpointRequest) String() string {
 func (*PutWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *PutWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2855,7 @@ func (x *PutWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*PutWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{39}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PutWebhookEndpointRequest) GetEndpointId() string {
@@ -2576,7 +2892,7 @@ type PutWebhookEndpointResponse struct {
 
 func (x *PutWebhookEndpointResponse) Reset() {
 	*x = PutWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2904,7 @@ func (x *PutWebhookEndpointResponse) String() string {
 func (*PutWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *PutWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2917,7 @@ func (x *PutWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*PutWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{40}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PutWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
@@ -2629,7 +2945,7 @@ type GetWebhookEndpointRequest struct {
 
 func (x *GetWebhookEndpointRequest) Reset() {
 	*x = GetWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2957,7 @@ func (x *GetWebhookEndpointRequest) String() string {
 func (*GetWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2970,7 @@ func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*GetWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{41}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetWebhookEndpointRequest) GetEndpointId() string {
@@ -2675,7 +2991,7 @@ type GetWebhookEndpointResponse struct {
 
 func (x *GetWebhookEndpointResponse) Reset() {
 	*x = GetWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +3003,7 @@ func (x *GetWebhookEndpointResponse) String() string {
 func (*GetWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *GetWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +3016,7 @@ func (x *GetWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*GetWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{42}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
@@ -2719,7 +3035,7 @@ type ListWebhookEndpointsRequest struct {
 
 func (x *ListWebhookEndpointsRequest) Reset() {
 	*x = ListWebhookEndpointsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +3047,7 @@ func (x *ListWebhookEndpointsRequest) String() string {
 func (*ListWebhookEndpointsRequest) ProtoMessage() {}
 
 func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +3060,7 @@ func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWebhookEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListWebhookEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{43}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{48}
 }
 
 // ListWebhookEndpointsResponse is every webhook endpoint, by id.
@@ -2758,7 +3074,7 @@ type ListWebhookEndpointsResponse struct {
 
 func (x *ListWebhookEndpointsResponse) Reset() {
 	*x = ListWebhookEndpointsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +3086,7 @@ func (x *ListWebhookEndpointsResponse) String() string {
 func (*ListWebhookEndpointsResponse) ProtoMessage() {}
 
 func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +3099,7 @@ func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWebhookEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListWebhookEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{44}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListWebhookEndpointsResponse) GetData() []*WebhookEndpoint {
@@ -2804,7 +3120,7 @@ type DeleteWebhookEndpointRequest struct {
 
 func (x *DeleteWebhookEndpointRequest) Reset() {
 	*x = DeleteWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +3132,7 @@ func (x *DeleteWebhookEndpointRequest) String() string {
 func (*DeleteWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +3145,7 @@ func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{45}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DeleteWebhookEndpointRequest) GetEndpointId() string {
@@ -2848,7 +3164,7 @@ type DeleteWebhookEndpointResponse struct {
 
 func (x *DeleteWebhookEndpointResponse) Reset() {
 	*x = DeleteWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3176,7 @@ func (x *DeleteWebhookEndpointResponse) String() string {
 func (*DeleteWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3189,109 @@ func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{46}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{51}
+}
+
+// RotateWebhookSecretRequest names a webhook endpoint and how long its current secret keeps signing.
+type RotateWebhookSecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// endpoint_id names the endpoint.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// expires_in is how many seconds the previous secret keeps signing; unset means a day, 0 ends
+	// it at once.
+	ExpiresIn     *int64 `protobuf:"varint,2,opt,name=expires_in,json=expiresIn,proto3,oneof" json:"expires_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretRequest) Reset() {
+	*x = RotateWebhookSecretRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretRequest) ProtoMessage() {}
+
+func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *RotateWebhookSecretRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *RotateWebhookSecretRequest) GetExpiresIn() int64 {
+	if x != nil && x.ExpiresIn != nil {
+		return *x.ExpiresIn
+	}
+	return 0
+}
+
+// RotateWebhookSecretResponse is the endpoint with its new secret.
+type RotateWebhookSecretResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// webhook_endpoint is the endpoint; its secret is the new one (empty in a replayed answer).
+	WebhookEndpoint *WebhookEndpoint `protobuf:"bytes,1,opt,name=webhook_endpoint,json=webhookEndpoint,proto3" json:"webhook_endpoint,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RotateWebhookSecretResponse) Reset() {
+	*x = RotateWebhookSecretResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateWebhookSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateWebhookSecretResponse) ProtoMessage() {}
+
+func (x *RotateWebhookSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateWebhookSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateWebhookSecretResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RotateWebhookSecretResponse) GetWebhookEndpoint() *WebhookEndpoint {
+	if x != nil {
+		return x.WebhookEndpoint
+	}
+	return nil
 }
 
 var File_boxoffice_v1_boxoffice_proto protoreflect.FileDescriptor
@@ -2943,7 +3361,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x129\n" +
 	"\n" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
-	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\"\xa3\x02\n" +
+	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\"\xfc\x02\n" +
 	"\x0fWebhookEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
@@ -2955,7 +3373,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"<\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12W\n" +
+	"\x1aprevious_secret_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x17previousSecretExpiresAt\"<\n" +
 	"\n" +
 	"FieldError\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
@@ -2968,15 +3387,36 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x06errors\x18\x05 \x03(\v2\x18.boxoffice.v1.FieldErrorR\x06errors\x12!\n" +
 	"\tavailable\x18\x06 \x01(\x05H\x00R\tavailable\x88\x01\x01B\f\n" +
 	"\n" +
-	"_available\")\n" +
+	"_available\"?\n" +
 	"\x13CreateApiKeyRequest\x12\x12\n" +
-	"\x04role\x18\x01 \x01(\tR\x04role\"\x87\x01\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\"\x9d\x01\n" +
 	"\x14CreateApiKeyResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x129\n" +
 	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x88\x01\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x14\n" +
+	"\x05label\x18\x05 \x01(\tR\x05label\"\xf6\x01\n" +
+	"\x06ApiKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05label\x18\x03 \x01(\tR\x05label\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
+	"\flast_used_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"@\n" +
+	"\x12ListApiKeysRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\"S\n" +
+	"\x13ListApiKeysResponse\x12(\n" +
+	"\x04data\x18\x01 \x03(\v2\x14.boxoffice.v1.ApiKeyR\x04data\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\",\n" +
+	"\x13RevokeApiKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x16\n" +
+	"\x14RevokeApiKeyResponse\"\x88\x01\n" +
 	"\tTierInput\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -3073,9 +3513,19 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x1cDeleteWebhookEndpointRequest\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\"\x1f\n" +
-	"\x1dDeleteWebhookEndpointResponse2\xc7\v\n" +
+	"\x1dDeleteWebhookEndpointResponse\"p\n" +
+	"\x1aRotateWebhookSecretRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\"\n" +
+	"\n" +
+	"expires_in\x18\x02 \x01(\x03H\x00R\texpiresIn\x88\x01\x01B\r\n" +
+	"\v_expires_in\"g\n" +
+	"\x1bRotateWebhookSecretResponse\x12H\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint2\xde\r\n" +
 	"\x10BoxOfficeService\x12U\n" +
-	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12F\n" +
+	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12R\n" +
+	"\vListApiKeys\x12 .boxoffice.v1.ListApiKeysRequest\x1a!.boxoffice.v1.ListApiKeysResponse\x12U\n" +
+	"\fRevokeApiKey\x12!.boxoffice.v1.RevokeApiKeyRequest\x1a\".boxoffice.v1.RevokeApiKeyResponse\x12F\n" +
 	"\aPutShow\x12\x1c.boxoffice.v1.PutShowRequest\x1a\x1d.boxoffice.v1.PutShowResponse\x12F\n" +
 	"\aGetShow\x12\x1c.boxoffice.v1.GetShowRequest\x1a\x1d.boxoffice.v1.GetShowResponse\x12L\n" +
 	"\tListShows\x12\x1e.boxoffice.v1.ListShowsRequest\x1a\x1f.boxoffice.v1.ListShowsResponse\x12O\n" +
@@ -3094,7 +3544,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x12PutWebhookEndpoint\x12'.boxoffice.v1.PutWebhookEndpointRequest\x1a(.boxoffice.v1.PutWebhookEndpointResponse\x12g\n" +
 	"\x12GetWebhookEndpoint\x12'.boxoffice.v1.GetWebhookEndpointRequest\x1a(.boxoffice.v1.GetWebhookEndpointResponse\x12m\n" +
 	"\x14ListWebhookEndpoints\x12).boxoffice.v1.ListWebhookEndpointsRequest\x1a*.boxoffice.v1.ListWebhookEndpointsResponse\x12p\n" +
-	"\x15DeleteWebhookEndpoint\x12*.boxoffice.v1.DeleteWebhookEndpointRequest\x1a+.boxoffice.v1.DeleteWebhookEndpointResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
+	"\x15DeleteWebhookEndpoint\x12*.boxoffice.v1.DeleteWebhookEndpointRequest\x1a+.boxoffice.v1.DeleteWebhookEndpointResponse\x12j\n" +
+	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
 
 var (
 	file_boxoffice_v1_boxoffice_proto_rawDescOnce sync.Once
@@ -3108,7 +3559,7 @@ func file_boxoffice_v1_boxoffice_proto_rawDescGZIP() []byte {
 	return file_boxoffice_v1_boxoffice_proto_rawDescData
 }
 
-var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*Money)(nil),                         // 0: boxoffice.v1.Money
 	(*Buyer)(nil),                         // 1: boxoffice.v1.Buyer
@@ -3124,123 +3575,142 @@ var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*Problem)(nil),                       // 11: boxoffice.v1.Problem
 	(*CreateApiKeyRequest)(nil),           // 12: boxoffice.v1.CreateApiKeyRequest
 	(*CreateApiKeyResponse)(nil),          // 13: boxoffice.v1.CreateApiKeyResponse
-	(*TierInput)(nil),                     // 14: boxoffice.v1.TierInput
-	(*PutShowRequest)(nil),                // 15: boxoffice.v1.PutShowRequest
-	(*PutShowResponse)(nil),               // 16: boxoffice.v1.PutShowResponse
-	(*GetShowRequest)(nil),                // 17: boxoffice.v1.GetShowRequest
-	(*GetShowResponse)(nil),               // 18: boxoffice.v1.GetShowResponse
-	(*ListShowsRequest)(nil),              // 19: boxoffice.v1.ListShowsRequest
-	(*ListShowsResponse)(nil),             // 20: boxoffice.v1.ListShowsResponse
-	(*CreateHoldRequest)(nil),             // 21: boxoffice.v1.CreateHoldRequest
-	(*CreateHoldResponse)(nil),            // 22: boxoffice.v1.CreateHoldResponse
-	(*GetHoldRequest)(nil),                // 23: boxoffice.v1.GetHoldRequest
-	(*GetHoldResponse)(nil),               // 24: boxoffice.v1.GetHoldResponse
-	(*ReleaseHoldRequest)(nil),            // 25: boxoffice.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),           // 26: boxoffice.v1.ReleaseHoldResponse
-	(*ConfirmHoldRequest)(nil),            // 27: boxoffice.v1.ConfirmHoldRequest
-	(*ConfirmHoldResponse)(nil),           // 28: boxoffice.v1.ConfirmHoldResponse
-	(*PurchaseRequest)(nil),               // 29: boxoffice.v1.PurchaseRequest
-	(*PurchaseResponse)(nil),              // 30: boxoffice.v1.PurchaseResponse
-	(*GetOrderRequest)(nil),               // 31: boxoffice.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),              // 32: boxoffice.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),             // 33: boxoffice.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),            // 34: boxoffice.v1.ListOrdersResponse
-	(*CancelOrderRequest)(nil),            // 35: boxoffice.v1.CancelOrderRequest
-	(*CancelOrderResponse)(nil),           // 36: boxoffice.v1.CancelOrderResponse
-	(*ListEventsRequest)(nil),             // 37: boxoffice.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),            // 38: boxoffice.v1.ListEventsResponse
-	(*PutWebhookEndpointRequest)(nil),     // 39: boxoffice.v1.PutWebhookEndpointRequest
-	(*PutWebhookEndpointResponse)(nil),    // 40: boxoffice.v1.PutWebhookEndpointResponse
-	(*GetWebhookEndpointRequest)(nil),     // 41: boxoffice.v1.GetWebhookEndpointRequest
-	(*GetWebhookEndpointResponse)(nil),    // 42: boxoffice.v1.GetWebhookEndpointResponse
-	(*ListWebhookEndpointsRequest)(nil),   // 43: boxoffice.v1.ListWebhookEndpointsRequest
-	(*ListWebhookEndpointsResponse)(nil),  // 44: boxoffice.v1.ListWebhookEndpointsResponse
-	(*DeleteWebhookEndpointRequest)(nil),  // 45: boxoffice.v1.DeleteWebhookEndpointRequest
-	(*DeleteWebhookEndpointResponse)(nil), // 46: boxoffice.v1.DeleteWebhookEndpointResponse
-	(*timestamppb.Timestamp)(nil),         // 47: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),               // 48: google.protobuf.Struct
+	(*ApiKey)(nil),                        // 14: boxoffice.v1.ApiKey
+	(*ListApiKeysRequest)(nil),            // 15: boxoffice.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),           // 16: boxoffice.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),           // 17: boxoffice.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),          // 18: boxoffice.v1.RevokeApiKeyResponse
+	(*TierInput)(nil),                     // 19: boxoffice.v1.TierInput
+	(*PutShowRequest)(nil),                // 20: boxoffice.v1.PutShowRequest
+	(*PutShowResponse)(nil),               // 21: boxoffice.v1.PutShowResponse
+	(*GetShowRequest)(nil),                // 22: boxoffice.v1.GetShowRequest
+	(*GetShowResponse)(nil),               // 23: boxoffice.v1.GetShowResponse
+	(*ListShowsRequest)(nil),              // 24: boxoffice.v1.ListShowsRequest
+	(*ListShowsResponse)(nil),             // 25: boxoffice.v1.ListShowsResponse
+	(*CreateHoldRequest)(nil),             // 26: boxoffice.v1.CreateHoldRequest
+	(*CreateHoldResponse)(nil),            // 27: boxoffice.v1.CreateHoldResponse
+	(*GetHoldRequest)(nil),                // 28: boxoffice.v1.GetHoldRequest
+	(*GetHoldResponse)(nil),               // 29: boxoffice.v1.GetHoldResponse
+	(*ReleaseHoldRequest)(nil),            // 30: boxoffice.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),           // 31: boxoffice.v1.ReleaseHoldResponse
+	(*ConfirmHoldRequest)(nil),            // 32: boxoffice.v1.ConfirmHoldRequest
+	(*ConfirmHoldResponse)(nil),           // 33: boxoffice.v1.ConfirmHoldResponse
+	(*PurchaseRequest)(nil),               // 34: boxoffice.v1.PurchaseRequest
+	(*PurchaseResponse)(nil),              // 35: boxoffice.v1.PurchaseResponse
+	(*GetOrderRequest)(nil),               // 36: boxoffice.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),              // 37: boxoffice.v1.GetOrderResponse
+	(*ListOrdersRequest)(nil),             // 38: boxoffice.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),            // 39: boxoffice.v1.ListOrdersResponse
+	(*CancelOrderRequest)(nil),            // 40: boxoffice.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),           // 41: boxoffice.v1.CancelOrderResponse
+	(*ListEventsRequest)(nil),             // 42: boxoffice.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),            // 43: boxoffice.v1.ListEventsResponse
+	(*PutWebhookEndpointRequest)(nil),     // 44: boxoffice.v1.PutWebhookEndpointRequest
+	(*PutWebhookEndpointResponse)(nil),    // 45: boxoffice.v1.PutWebhookEndpointResponse
+	(*GetWebhookEndpointRequest)(nil),     // 46: boxoffice.v1.GetWebhookEndpointRequest
+	(*GetWebhookEndpointResponse)(nil),    // 47: boxoffice.v1.GetWebhookEndpointResponse
+	(*ListWebhookEndpointsRequest)(nil),   // 48: boxoffice.v1.ListWebhookEndpointsRequest
+	(*ListWebhookEndpointsResponse)(nil),  // 49: boxoffice.v1.ListWebhookEndpointsResponse
+	(*DeleteWebhookEndpointRequest)(nil),  // 50: boxoffice.v1.DeleteWebhookEndpointRequest
+	(*DeleteWebhookEndpointResponse)(nil), // 51: boxoffice.v1.DeleteWebhookEndpointResponse
+	(*RotateWebhookSecretRequest)(nil),    // 52: boxoffice.v1.RotateWebhookSecretRequest
+	(*RotateWebhookSecretResponse)(nil),   // 53: boxoffice.v1.RotateWebhookSecretResponse
+	(*timestamppb.Timestamp)(nil),         // 54: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),               // 55: google.protobuf.Struct
 }
 var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	0,  // 0: boxoffice.v1.Tier.price:type_name -> boxoffice.v1.Money
-	47, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
+	54, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: boxoffice.v1.Show.tiers:type_name -> boxoffice.v1.Tier
-	47, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
-	47, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
+	54, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
+	54, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: boxoffice.v1.Hold.buyer:type_name -> boxoffice.v1.Buyer
-	47, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
-	47, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
+	54, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
+	54, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
+	54, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: boxoffice.v1.Order.amount:type_name -> boxoffice.v1.Money
 	1,  // 10: boxoffice.v1.Order.buyer:type_name -> boxoffice.v1.Buyer
 	6,  // 11: boxoffice.v1.Order.tickets:type_name -> boxoffice.v1.Ticket
-	47, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	47, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	48, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
-	47, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
-	47, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 18: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
-	47, // 19: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 20: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
-	47, // 21: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
-	14, // 22: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
-	4,  // 23: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 24: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 25: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
-	1,  // 26: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
-	5,  // 27: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	5,  // 28: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	2,  // 29: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 30: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
-	1,  // 31: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
-	2,  // 32: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 33: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 34: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 35: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
-	7,  // 36: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
-	8,  // 37: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
-	9,  // 38: boxoffice.v1.PutWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	9,  // 39: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	9,  // 40: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
-	12, // 41: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
-	15, // 42: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
-	17, // 43: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
-	19, // 44: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
-	21, // 45: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
-	23, // 46: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
-	25, // 47: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
-	27, // 48: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
-	29, // 49: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
-	31, // 50: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
-	33, // 51: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
-	35, // 52: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
-	37, // 53: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
-	39, // 54: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
-	41, // 55: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
-	43, // 56: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
-	45, // 57: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
-	13, // 58: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
-	16, // 59: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
-	18, // 60: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
-	20, // 61: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
-	22, // 62: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
-	24, // 63: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
-	26, // 64: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
-	28, // 65: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
-	30, // 66: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
-	32, // 67: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
-	34, // 68: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
-	36, // 69: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
-	38, // 70: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
-	40, // 71: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
-	42, // 72: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
-	44, // 73: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
-	46, // 74: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
-	58, // [58:75] is the sub-list for method output_type
-	41, // [41:58] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	54, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	54, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	54, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	55, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
+	54, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	54, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	54, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	10, // 19: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
+	54, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
+	54, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	54, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	54, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	14, // 24: boxoffice.v1.ListApiKeysResponse.data:type_name -> boxoffice.v1.ApiKey
+	0,  // 25: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
+	54, // 26: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
+	19, // 27: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
+	4,  // 28: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
+	4,  // 29: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
+	4,  // 30: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
+	1,  // 31: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
+	5,  // 32: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	5,  // 33: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	2,  // 34: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 35: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
+	1,  // 36: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
+	2,  // 37: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 38: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 39: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 40: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
+	7,  // 41: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
+	8,  // 42: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
+	9,  // 43: boxoffice.v1.PutWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 44: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 45: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 46: boxoffice.v1.RotateWebhookSecretResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	12, // 47: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
+	15, // 48: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
+	17, // 49: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
+	20, // 50: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
+	22, // 51: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
+	24, // 52: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
+	26, // 53: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
+	28, // 54: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
+	30, // 55: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
+	32, // 56: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
+	34, // 57: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
+	36, // 58: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
+	38, // 59: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
+	40, // 60: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
+	42, // 61: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
+	44, // 62: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
+	46, // 63: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
+	48, // 64: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
+	50, // 65: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
+	52, // 66: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
+	13, // 67: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
+	16, // 68: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
+	18, // 69: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
+	21, // 70: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
+	23, // 71: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
+	25, // 72: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
+	27, // 73: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
+	29, // 74: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
+	31, // 75: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
+	33, // 76: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
+	35, // 77: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
+	37, // 78: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
+	39, // 79: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
+	41, // 80: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
+	43, // 81: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
+	45, // 82: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
+	47, // 83: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
+	49, // 84: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
+	51, // 85: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
+	53, // 86: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
+	67, // [67:87] is the sub-list for method output_type
+	47, // [47:67] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_boxoffice_v1_boxoffice_proto_init() }
@@ -3250,15 +3720,16 @@ func file_boxoffice_v1_boxoffice_proto_init() {
 	}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[4].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[11].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[14].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[15].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[19].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[20].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[52].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_boxoffice_v1_boxoffice_proto_rawDesc), len(file_boxoffice_v1_boxoffice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

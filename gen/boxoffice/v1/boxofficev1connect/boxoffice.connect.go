@@ -10,10 +10,12 @@
 //
 //	authorization: Bearer <key>     on every RPC.
 //	idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
-//	                                ConfirmHold, Purchase, CancelOrder); same rules as the header.
+//	                                ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret); same
+//	                                rules as the header.
 //	idempotent-replayed: true       response header of a stored answer given again.
 //
-// Admin-only RPCs, as in REST: CreateApiKey, PutShow and the webhook endpoint RPCs.
+// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents and the webhook endpoint RPCs.
+// A client key is a sales channel: it sees and acts on only the holds and orders it made.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 package boxofficev1connect
 
@@ -49,6 +51,12 @@ const (
 	// BoxOfficeServiceCreateApiKeyProcedure is the fully-qualified name of the BoxOfficeService's
 	// CreateApiKey RPC.
 	BoxOfficeServiceCreateApiKeyProcedure = "/boxoffice.v1.BoxOfficeService/CreateApiKey"
+	// BoxOfficeServiceListApiKeysProcedure is the fully-qualified name of the BoxOfficeService's
+	// ListApiKeys RPC.
+	BoxOfficeServiceListApiKeysProcedure = "/boxoffice.v1.BoxOfficeService/ListApiKeys"
+	// BoxOfficeServiceRevokeApiKeyProcedure is the fully-qualified name of the BoxOfficeService's
+	// RevokeApiKey RPC.
+	BoxOfficeServiceRevokeApiKeyProcedure = "/boxoffice.v1.BoxOfficeService/RevokeApiKey"
 	// BoxOfficeServicePutShowProcedure is the fully-qualified name of the BoxOfficeService's PutShow
 	// RPC.
 	BoxOfficeServicePutShowProcedure = "/boxoffice.v1.BoxOfficeService/PutShow"
@@ -97,12 +105,21 @@ const (
 	// BoxOfficeServiceDeleteWebhookEndpointProcedure is the fully-qualified name of the
 	// BoxOfficeService's DeleteWebhookEndpoint RPC.
 	BoxOfficeServiceDeleteWebhookEndpointProcedure = "/boxoffice.v1.BoxOfficeService/DeleteWebhookEndpoint"
+	// BoxOfficeServiceRotateWebhookSecretProcedure is the fully-qualified name of the
+	// BoxOfficeService's RotateWebhookSecret RPC.
+	BoxOfficeServiceRotateWebhookSecretProcedure = "/boxoffice.v1.BoxOfficeService/RotateWebhookSecret"
 )
 
 // BoxOfficeServiceClient is a client for the boxoffice.v1.BoxOfficeService service.
 type BoxOfficeServiceClient interface {
-	// CreateApiKey makes an API key (admin); the plain key is shown once. Needs idempotency-key.
+	// CreateApiKey makes an API key (admin); the plain key is shown once: a replay answers the same
+	// id without it. Needs idempotency-key.
 	CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error)
+	// ListApiKeys returns a page of the stored API keys, without secrets (admin).
+	ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error)
+	// RevokeApiKey revokes an API key (admin): it is unauthenticated from then on. Revoking a
+	// revoked key succeeds; an unknown one is NOT_FOUND.
+	RevokeApiKey(context.Context, *connect.Request[v1.RevokeApiKeyRequest]) (*connect.Response[v1.RevokeApiKeyResponse], error)
 	// PutShow creates or replaces a show (admin). Naturally idempotent.
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
@@ -125,7 +142,7 @@ type BoxOfficeServiceClient interface {
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
 	// CancelOrder cancels an order and refunds it. Needs idempotency-key.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
-	// ListEvents returns a page of the domain event feed in commit order.
+	// ListEvents returns a page of the domain event feed in commit order (admin).
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 	// PutWebhookEndpoint creates or replaces a webhook endpoint (admin). Naturally idempotent; a
 	// replaced endpoint keeps its secret and is enabled again.
@@ -136,6 +153,10 @@ type BoxOfficeServiceClient interface {
 	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
 	// DeleteWebhookEndpoint deletes a webhook endpoint (admin); deleting one that is gone succeeds.
 	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
+	// RotateWebhookSecret gives a webhook endpoint a new signing secret (admin); the previous one
+	// keeps signing beside it for expires_in seconds (default a day). Needs idempotency-key; a
+	// replay answers without the secret.
+	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
 }
 
 // NewBoxOfficeServiceClient constructs a client for the boxoffice.v1.BoxOfficeService service. By
@@ -153,6 +174,18 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+BoxOfficeServiceCreateApiKeyProcedure,
 			connect.WithSchema(boxOfficeServiceMethods.ByName("CreateApiKey")),
+			connect.WithClientOptions(opts...),
+		),
+		listApiKeys: connect.NewClient[v1.ListApiKeysRequest, v1.ListApiKeysResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceListApiKeysProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("ListApiKeys")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeApiKey: connect.NewClient[v1.RevokeApiKeyRequest, v1.RevokeApiKeyResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceRevokeApiKeyProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("RevokeApiKey")),
 			connect.WithClientOptions(opts...),
 		),
 		putShow: connect.NewClient[v1.PutShowRequest, v1.PutShowResponse](
@@ -251,12 +284,20 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWebhookEndpoint")),
 			connect.WithClientOptions(opts...),
 		),
+		rotateWebhookSecret: connect.NewClient[v1.RotateWebhookSecretRequest, v1.RotateWebhookSecretResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceRotateWebhookSecretProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("RotateWebhookSecret")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // boxOfficeServiceClient implements BoxOfficeServiceClient.
 type boxOfficeServiceClient struct {
 	createApiKey          *connect.Client[v1.CreateApiKeyRequest, v1.CreateApiKeyResponse]
+	listApiKeys           *connect.Client[v1.ListApiKeysRequest, v1.ListApiKeysResponse]
+	revokeApiKey          *connect.Client[v1.RevokeApiKeyRequest, v1.RevokeApiKeyResponse]
 	putShow               *connect.Client[v1.PutShowRequest, v1.PutShowResponse]
 	getShow               *connect.Client[v1.GetShowRequest, v1.GetShowResponse]
 	listShows             *connect.Client[v1.ListShowsRequest, v1.ListShowsResponse]
@@ -273,11 +314,22 @@ type boxOfficeServiceClient struct {
 	getWebhookEndpoint    *connect.Client[v1.GetWebhookEndpointRequest, v1.GetWebhookEndpointResponse]
 	listWebhookEndpoints  *connect.Client[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse]
 	deleteWebhookEndpoint *connect.Client[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse]
+	rotateWebhookSecret   *connect.Client[v1.RotateWebhookSecretRequest, v1.RotateWebhookSecretResponse]
 }
 
 // CreateApiKey calls boxoffice.v1.BoxOfficeService.CreateApiKey.
 func (c *boxOfficeServiceClient) CreateApiKey(ctx context.Context, req *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error) {
 	return c.createApiKey.CallUnary(ctx, req)
+}
+
+// ListApiKeys calls boxoffice.v1.BoxOfficeService.ListApiKeys.
+func (c *boxOfficeServiceClient) ListApiKeys(ctx context.Context, req *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error) {
+	return c.listApiKeys.CallUnary(ctx, req)
+}
+
+// RevokeApiKey calls boxoffice.v1.BoxOfficeService.RevokeApiKey.
+func (c *boxOfficeServiceClient) RevokeApiKey(ctx context.Context, req *connect.Request[v1.RevokeApiKeyRequest]) (*connect.Response[v1.RevokeApiKeyResponse], error) {
+	return c.revokeApiKey.CallUnary(ctx, req)
 }
 
 // PutShow calls boxoffice.v1.BoxOfficeService.PutShow.
@@ -360,10 +412,21 @@ func (c *boxOfficeServiceClient) DeleteWebhookEndpoint(ctx context.Context, req 
 	return c.deleteWebhookEndpoint.CallUnary(ctx, req)
 }
 
+// RotateWebhookSecret calls boxoffice.v1.BoxOfficeService.RotateWebhookSecret.
+func (c *boxOfficeServiceClient) RotateWebhookSecret(ctx context.Context, req *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error) {
+	return c.rotateWebhookSecret.CallUnary(ctx, req)
+}
+
 // BoxOfficeServiceHandler is an implementation of the boxoffice.v1.BoxOfficeService service.
 type BoxOfficeServiceHandler interface {
-	// CreateApiKey makes an API key (admin); the plain key is shown once. Needs idempotency-key.
+	// CreateApiKey makes an API key (admin); the plain key is shown once: a replay answers the same
+	// id without it. Needs idempotency-key.
 	CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error)
+	// ListApiKeys returns a page of the stored API keys, without secrets (admin).
+	ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error)
+	// RevokeApiKey revokes an API key (admin): it is unauthenticated from then on. Revoking a
+	// revoked key succeeds; an unknown one is NOT_FOUND.
+	RevokeApiKey(context.Context, *connect.Request[v1.RevokeApiKeyRequest]) (*connect.Response[v1.RevokeApiKeyResponse], error)
 	// PutShow creates or replaces a show (admin). Naturally idempotent.
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
@@ -386,7 +449,7 @@ type BoxOfficeServiceHandler interface {
 	ListOrders(context.Context, *connect.Request[v1.ListOrdersRequest]) (*connect.Response[v1.ListOrdersResponse], error)
 	// CancelOrder cancels an order and refunds it. Needs idempotency-key.
 	CancelOrder(context.Context, *connect.Request[v1.CancelOrderRequest]) (*connect.Response[v1.CancelOrderResponse], error)
-	// ListEvents returns a page of the domain event feed in commit order.
+	// ListEvents returns a page of the domain event feed in commit order (admin).
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
 	// PutWebhookEndpoint creates or replaces a webhook endpoint (admin). Naturally idempotent; a
 	// replaced endpoint keeps its secret and is enabled again.
@@ -397,6 +460,10 @@ type BoxOfficeServiceHandler interface {
 	ListWebhookEndpoints(context.Context, *connect.Request[v1.ListWebhookEndpointsRequest]) (*connect.Response[v1.ListWebhookEndpointsResponse], error)
 	// DeleteWebhookEndpoint deletes a webhook endpoint (admin); deleting one that is gone succeeds.
 	DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error)
+	// RotateWebhookSecret gives a webhook endpoint a new signing secret (admin); the previous one
+	// keeps signing beside it for expires_in seconds (default a day). Needs idempotency-key; a
+	// replay answers without the secret.
+	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
 }
 
 // NewBoxOfficeServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -410,6 +477,18 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		BoxOfficeServiceCreateApiKeyProcedure,
 		svc.CreateApiKey,
 		connect.WithSchema(boxOfficeServiceMethods.ByName("CreateApiKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceListApiKeysHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceListApiKeysProcedure,
+		svc.ListApiKeys,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("ListApiKeys")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceRevokeApiKeyHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceRevokeApiKeyProcedure,
+		svc.RevokeApiKey,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("RevokeApiKey")),
 		connect.WithHandlerOptions(opts...),
 	)
 	boxOfficeServicePutShowHandler := connect.NewUnaryHandler(
@@ -508,10 +587,20 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWebhookEndpoint")),
 		connect.WithHandlerOptions(opts...),
 	)
+	boxOfficeServiceRotateWebhookSecretHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceRotateWebhookSecretProcedure,
+		svc.RotateWebhookSecret,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("RotateWebhookSecret")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/boxoffice.v1.BoxOfficeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BoxOfficeServiceCreateApiKeyProcedure:
 			boxOfficeServiceCreateApiKeyHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceListApiKeysProcedure:
+			boxOfficeServiceListApiKeysHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceRevokeApiKeyProcedure:
+			boxOfficeServiceRevokeApiKeyHandler.ServeHTTP(w, r)
 		case BoxOfficeServicePutShowProcedure:
 			boxOfficeServicePutShowHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceGetShowProcedure:
@@ -544,6 +633,8 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServiceListWebhookEndpointsHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceDeleteWebhookEndpointProcedure:
 			boxOfficeServiceDeleteWebhookEndpointHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceRotateWebhookSecretProcedure:
+			boxOfficeServiceRotateWebhookSecretHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -555,6 +646,14 @@ type UnimplementedBoxOfficeServiceHandler struct{}
 
 func (UnimplementedBoxOfficeServiceHandler) CreateApiKey(context.Context, *connect.Request[v1.CreateApiKeyRequest]) (*connect.Response[v1.CreateApiKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.CreateApiKey is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) ListApiKeys(context.Context, *connect.Request[v1.ListApiKeysRequest]) (*connect.Response[v1.ListApiKeysResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.ListApiKeys is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) RevokeApiKey(context.Context, *connect.Request[v1.RevokeApiKeyRequest]) (*connect.Response[v1.RevokeApiKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.RevokeApiKey is not implemented"))
 }
 
 func (UnimplementedBoxOfficeServiceHandler) PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error) {
@@ -619,4 +718,8 @@ func (UnimplementedBoxOfficeServiceHandler) ListWebhookEndpoints(context.Context
 
 func (UnimplementedBoxOfficeServiceHandler) DeleteWebhookEndpoint(context.Context, *connect.Request[v1.DeleteWebhookEndpointRequest]) (*connect.Response[v1.DeleteWebhookEndpointResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.RotateWebhookSecret is not implemented"))
 }
