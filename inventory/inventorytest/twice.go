@@ -83,10 +83,10 @@ func fnRunsTwice(t *testing.T, h Harness) {
 		h := Decode[boxoffice.Hold](t, res)
 		if confirm {
 			in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: "tok_ok"}}
-			if _, _, err := w.Svc.ConfirmHold(context.Background(), Idem("confirm", "c"+h.ID, in), h.ID, in); err != nil {
+			if _, _, err := w.Svc.ConfirmHold(context.Background(), boxoffice.AdminPrincipal, Idem("confirm", "c"+h.ID, in), h.ID, in); err != nil {
 				t.Fatalf("confirm: %v", err)
 			}
-		} else if err := w.Svc.ReleaseHold(context.Background(), h.ID); err != nil {
+		} else if err := w.Svc.ReleaseHold(context.Background(), boxoffice.AdminPrincipal, h.ID); err != nil {
 			t.Fatalf("release: %v", err)
 		}
 	}
