@@ -386,15 +386,15 @@ func TestWebhookEndpoints(t *testing.T) {
 		!strings.HasPrefix(w.Secret, boxoffice.WebhookSecretPrefix) || w.CreatedAt == nil || len(w.EventTypes) != 1 {
 		t.Fatalf("put answered %v", w)
 	}
-	// A replacement is not created, keeps the secret (a partner's verifier keeps working) without
-	// showing it again and takes the new URL; "*" alone stands for every event type.
+	// A replacement is not created, keeps the secret (a partner's verifier keeps working) and
+	// takes the new URL; "*" alone stands for every event type.
 	again, err := c.PutWebhookEndpoint(ctx, call(hook("partner", "https://hooks.example.com/b", "*"), admin, ""))
-	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != "" ||
+	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != w.Secret ||
 		again.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || len(again.Msg.WebhookEndpoint.EventTypes) != len(boxoffice.EventTypes) {
 		t.Fatalf("replace: %v %v", again, err)
 	}
 	got, err := c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, admin, ""))
-	if err != nil || got.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || got.Msg.WebhookEndpoint.Secret != "" {
+	if err != nil || got.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || got.Msg.WebhookEndpoint.Secret != w.Secret {
 		t.Fatalf("get: %v %v", got, err)
 	}
 	if _, err := c.PutWebhookEndpoint(ctx, call(hook("other", "https://hooks.example.com/c", "hold.created"), admin, "")); err != nil {

@@ -16,8 +16,9 @@ const maxURLLen = 2048
 // PutWebhookEndpoint creates (created=true) or replaces a webhook endpoint. A replaced endpoint
 // keeps its secrets (and a rotation's overlap) and creation time, so a partner's verifier keeps
 // working, and is enabled again: a PUT is how an operator revives an endpoint that answered 410
-// Gone. The signing secret is in the answer of the PUT that creates the endpoint only; after
-// that, a rotation is how to get a new one.
+// Gone. The answer carries the signing secret, as SPEC §3 has it for the PUT and the GET of an
+// endpoint (both admin-only); lists and stored idempotent answers never do, and a rotation is how
+// to get a new one.
 func (s *Service) PutWebhookEndpoint(ctx context.Context, id string, in WebhookInput) (*boxoffice.WebhookEndpoint, bool, error) {
 	w, err := s.validWebhook(id, in)
 	if err != nil {
@@ -41,10 +42,7 @@ func (s *Service) PutWebhookEndpoint(ctx context.Context, id string, in WebhookI
 	if err != nil {
 		return nil, false, err
 	}
-	if !created {
-		return withoutSecret(w), false, nil
-	}
-	return shown(w), true, nil
+	return shown(w), created, nil
 }
 
 // DefaultSecretOverlap is how long a rotated-out webhook secret keeps signing beside the new one
@@ -146,7 +144,8 @@ func (s *Service) validWebhook(id string, in WebhookInput) (*boxoffice.WebhookEn
 		CreatedAt: now, UpdatedAt: now}, nil
 }
 
-// GetWebhookEndpoint returns a webhook endpoint, or ENOTFOUND.
+// GetWebhookEndpoint returns a webhook endpoint with its signing secret (an admin's read, which
+// SPEC §3 gives the secret), or ENOTFOUND.
 func (s *Service) GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice.WebhookEndpoint, error) {
 	if !boxoffice.ValidName(id) {
 		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "webhook endpoint %q not found", id)
@@ -159,7 +158,7 @@ func (s *Service) GetWebhookEndpoint(ctx context.Context, id string) (*boxoffice
 	if err != nil {
 		return nil, err
 	}
-	return withoutSecret(w), nil
+	return shown(w), nil
 }
 
 // ListWebhookEndpoints returns every webhook endpoint, by id, without their secrets.

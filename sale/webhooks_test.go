@@ -40,9 +40,9 @@ func TestWebhookEndpoints(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("replace: %v %v", created, err)
 	}
-	// The secret is shown once, on the PUT that creates the endpoint: a replacement keeps it
-	// (the store still signs with it) but does not show it, nor does a GET.
-	if w2.Secret != "" || !w2.CreatedAt.Equal(w.CreatedAt) || !w2.UpdatedAt.After(w.UpdatedAt) ||
+	// A replacement keeps the secret (a partner's verifier keeps working); the PUT and the GET
+	// show it to the admin, as SPEC §3 has it, a list does not.
+	if w2.Secret != w.Secret || !w2.CreatedAt.Equal(w.CreatedAt) || !w2.UpdatedAt.After(w.UpdatedAt) ||
 		w2.Status != boxoffice.WebhookEnabled || w2.DisabledReason != "" || len(w2.EventTypes) != len(boxoffice.EventTypes) {
 		t.Fatalf("replaced endpoint %+v; was %+v", w2, w)
 	}
@@ -50,7 +50,7 @@ func TestWebhookEndpoints(t *testing.T) {
 		t.Fatalf("the replacement changed the stored secret: %q, was %q", stored.Secret, w.Secret)
 	}
 	got, err := e.svc.GetWebhookEndpoint(ctx, "partner")
-	if err != nil || got.Secret != "" || got.Status != boxoffice.WebhookEnabled {
+	if err != nil || got.Secret != w.Secret || got.Status != boxoffice.WebhookEnabled {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	if list, err := e.svc.ListWebhookEndpoints(ctx); err != nil || len(list) != 1 || list[0].Secret != "" {
