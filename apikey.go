@@ -1,6 +1,7 @@
 package boxoffice
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"time"
@@ -70,3 +71,19 @@ func (p *Principal) Channel() string {
 // AdminPrincipal is the configured admin key's caller, also the caller of work the server does on
 // its own behalf.
 var AdminPrincipal = &Principal{KeyID: AdminKeyID, Role: RoleAdmin}
+
+// APIKeyTx is what a transaction does with API keys.
+type APIKeyTx interface {
+	// InsertAPIKey stores a key (its hash only).
+	InsertAPIKey(ctx context.Context, k *APIKey) error
+	// APIKeyByHash returns the key with that hash, revoked or not.
+	APIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+	// ListAPIKeys returns up to limit keys with ids after after, by id, revoked ones too.
+	ListAPIKeys(ctx context.Context, after string, limit int) ([]*APIKey, error)
+	// RevokeAPIKey marks a key revoked at at, unless it is revoked already (the first time stays);
+	// a key that does not exist is ENOTFOUND.
+	RevokeAPIKey(ctx context.Context, id string, at time.Time) error
+	// TouchAPIKey sets a key's last_used_at to at if it is before at: callers write it lazily, so
+	// two servers touching one key never move it back.
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+}

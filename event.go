@@ -1,6 +1,7 @@
 package boxoffice
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 )
@@ -26,4 +27,30 @@ type Event struct {
 	Subject   string          `json:"-"`
 	Seq       int             `json:"-"`
 	Position  int64           `json:"-"`
+}
+
+// EventTx is what a transaction does with the outbox, the relay's checkpoint and the consumers'
+// inboxes.
+type EventTx interface {
+	// AppendEvent writes e to the outbox, giving it the next Seq of its subject and the next
+	// Position.
+	AppendEvent(ctx context.Context, e *Event) error
+	// ListEvents returns up to limit events with Position after after, in commit order.
+	ListEvents(ctx context.Context, after int64, limit int) ([]*Event, error)
+	// RelayCheckpoint returns the position up to which the relay called name has published the
+	// outbox, 0 when it has not started.
+	RelayCheckpoint(ctx context.Context, name string) (int64, error)
+	// SetRelayCheckpoint records that the relay called name has published the outbox up to
+	// position. It is kept in the store, beside the outbox, so that it survives what the outbox
+	// survives.
+	SetRelayCheckpoint(ctx context.Context, name string, position int64) error
+	// InsertInboxEvent records that consumer applied the event eventID; one already recorded is an
+	// ECONFLICT. A consumer calls it in the transaction of the effect's record, so the effect and
+	// "done" commit together and a redelivered event is recognised.
+	InsertInboxEvent(ctx context.Context, consumer, eventID string, at time.Time) error
+	// InboxHas says whether consumer has applied the event eventID.
+	InboxHas(ctx context.Context, consumer, eventID string) (bool, error)
+	// SweepInbox deletes up to limit inbox rows applied before before and returns how many: the
+	// inbox must outlive any redelivery of an event, not the events themselves.
+	SweepInbox(ctx context.Context, before time.Time, limit int) (int, error)
 }

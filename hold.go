@@ -1,6 +1,9 @@
 package boxoffice
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // HoldStatus is where a hold is in its life.
 type HoldStatus string
@@ -35,4 +38,24 @@ type Hold struct {
 	// key, "" for holds made before channels existed, which only the admin sees. It is not part of
 	// the answer: a channel knows who it is, and another channel must not learn of the hold.
 	APIKeyID string `json:"-"`
+}
+
+// HoldTx is what a transaction does with holds.
+type HoldTx interface {
+	// InsertHold stores a new hold.
+	InsertHold(ctx context.Context, h *Hold) error
+	// GetHold returns a hold.
+	GetHold(ctx context.Context, id string) (*Hold, error)
+	// EndHold moves an active hold to status to; ok is false when the hold was not active.
+	EndHold(ctx context.Context, id string, to HoldStatus, at time.Time) (ok bool, err error)
+	// DueHolds returns up to limit active holds whose expires_at is at or before now and that have
+	// no order waiting for its payment, earliest first.
+	DueHolds(ctx context.Context, now time.Time, limit int) ([]*Hold, error)
+	// NextHoldExpiry returns the earliest expires_at of an active hold; ok is false when none is.
+	NextHoldExpiry(ctx context.Context) (t time.Time, ok bool, err error)
+	// BuyerTickets returns how many tickets of a show a buyer holds or bought: the quantities of
+	// their active and confirmed holds.
+	BuyerTickets(ctx context.Context, showID, email string) (int, error)
+	// ForEachHold calls fn for every hold.
+	ForEachHold(ctx context.Context, fn func(*Hold) error) error
 }

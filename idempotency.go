@@ -1,6 +1,9 @@
 package boxoffice
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Response is a finished request's answer as stored for replay: status, body and Location, byte
 // for byte.
@@ -27,4 +30,26 @@ type IdemRecord struct {
 	Response    *Response // nil until the request finished
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
+}
+
+// IdemTx is what a transaction does with idempotency records.
+type IdemTx interface {
+	// InsertIdemRecord stores a new record; one that exists for (scope, key) is an ECONFLICT.
+	InsertIdemRecord(ctx context.Context, r *IdemRecord) error
+	// GetIdemRecord returns the record of (scope, key). Inside Update it locks the record until the
+	// transaction ends (PostgreSQL: FOR UPDATE), so that read-then-write of its response is atomic.
+	GetIdemRecord(ctx context.Context, scope, key string) (*IdemRecord, error)
+	// UpdateIdemRecord writes r's hold and order ids, lease and response.
+	UpdateIdemRecord(ctx context.Context, r *IdemRecord) error
+	// AnswerIdemRecordForOrder stores res as the response of the record whose request made the
+	// order and ends its lease, unless that record has a response already (the request answered
+	// 202) or is gone (swept); it reports whether it stored res. It is one conditional write
+	// because settling a paid order, the hot path of every sale, answers the record this way.
+	AnswerIdemRecordForOrder(ctx context.Context, orderID string, res *Response) (bool, error)
+	// SweepIdemRecords deletes up to limit records that expired before now and returns how many.
+	SweepIdemRecords(ctx context.Context, now time.Time, limit int) (int, error)
+	// ClearIdemLeases ends every lease, for a server that starts and so knows none is working.
+	ClearIdemLeases(ctx context.Context) error
+	// ForEachIdemRecord calls fn for every record.
+	ForEachIdemRecord(ctx context.Context, fn func(*IdemRecord) error) error
 }

@@ -47,3 +47,44 @@ type InventoryEvent struct {
 	Capacity  int // the tier's capacity when the event was appended
 	CreatedAt time.Time
 }
+
+// InventoryTx is what a transaction does with a tier's counts, for the race-condition strategies:
+// the conditional write, the compare-and-set, fencing, savepoints for batching, and the inventory
+// event stream.
+type InventoryTx interface {
+	// TierCounts returns a tier's counts; forUpdate locks the row until the transaction ends where
+	// the store can lock rows (PostgreSQL's FOR UPDATE; SQLite's writer is already exclusive).
+	TierCounts(ctx context.Context, showID, tierID string, forUpdate bool) (TierCounts, error)
+	// AddTierCounts adds dHeld and dSold to a tier's counts if the result keeps
+	// 0 <= held, 0 <= sold and held+sold <= capacity, in one conditional write, and bumps the
+	// version. ok is false when it would not fit; c is the counts after the write, or the current
+	// ones when it did not fit.
+	AddTierCounts(ctx context.Context, showID, tierID string, dHeld, dSold int) (c TierCounts, ok bool, err error)
+	// SetTierCounts writes a tier's held and sold if its version is still version, and bumps the
+	// version: the compare-and-set of optimistic locking. ok is false when another writer changed
+	// the tier since it was read. Counts outside 0 <= held, 0 <= sold, held+sold <= capacity are
+	// an error, never written.
+	SetTierCounts(ctx context.Context, showID, tierID string, version int64, held, sold int) (ok bool, err error)
+	// Fence raises a tier's fencing token to token unless a higher one was seen; ok is false when a
+	// writer with a newer token came first, so a lock holder whose lock ran out cannot write after
+	// its successor.
+	Fence(ctx context.Context, showID, tierID string, token int64) (ok bool, err error)
+	// ForEachTier calls fn for every tier's counts.
+	ForEachTier(ctx context.Context, fn func(TierCounts) error) error
+	// Savepoint starts a nested unit of the transaction; RollbackTo undoes what ran since and
+	// ReleaseSavepoint keeps it. Strategies that batch many requests into one transaction use it
+	// to undo one request without the others. name is [a-z0-9_]+; anything else is an error.
+	Savepoint(ctx context.Context, name string) error
+	// RollbackTo undoes everything since Savepoint(name); the savepoint stays and must be released.
+	RollbackTo(ctx context.Context, name string) error
+	// ReleaseSavepoint ends the savepoint, keeping its work in the transaction.
+	ReleaseSavepoint(ctx context.Context, name string) error
+	// AppendInventoryEvent appends e to its show's stream at e.Version, which must be one past the
+	// stream's last; an event already at that version is an ECONFLICT: another writer appended
+	// first (the expected-version append of event sourcing).
+	AppendInventoryEvent(ctx context.Context, e *InventoryEvent) error
+	// InventoryEvents returns up to limit events of a show's stream after version after, in order.
+	InventoryEvents(ctx context.Context, showID string, after int64, limit int) ([]*InventoryEvent, error)
+	// InventoryHead returns the last version of a show's stream, 0 when it has none.
+	InventoryHead(ctx context.Context, showID string) (int64, error)
+}

@@ -1,6 +1,9 @@
 package boxoffice
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // OrderStatus is where an order is in its life.
 type OrderStatus string
@@ -53,3 +56,23 @@ func (o *Order) ChargeKey() string { return o.ID + "/charge" }
 
 // RefundKey is the idempotency key for the provider's refund of this order.
 func (o *Order) RefundKey() string { return o.ID + "/refund" }
+
+// OrderTx is what a transaction does with orders.
+type OrderTx interface {
+	// InsertOrder stores a new order. At most one order per hold may be pending_payment or
+	// confirmed; a second one is an ECONFLICT.
+	InsertOrder(ctx context.Context, o *Order) error
+	// GetOrder returns an order.
+	GetOrder(ctx context.Context, id string) (*Order, error)
+	// LiveOrderForHold returns the hold's pending_payment or confirmed order, or ENOTFOUND.
+	LiveOrderForHold(ctx context.Context, holdID string) (*Order, error)
+	// UpdateOrder writes o's status, tickets, charge and refund ids and updated_at if the stored
+	// status is still from; ok is false otherwise.
+	UpdateOrder(ctx context.Context, o *Order, from OrderStatus) (ok bool, err error)
+	// ListOrders returns up to limit orders that match f, with ids after after, by id.
+	ListOrders(ctx context.Context, f OrderFilter, after string, limit int) ([]*Order, error)
+	// PendingOrders returns up to limit pending_payment orders, oldest first.
+	PendingOrders(ctx context.Context, limit int) ([]*Order, error)
+	// ForEachOrder calls fn for every order.
+	ForEachOrder(ctx context.Context, fn func(*Order) error) error
+}

@@ -1,6 +1,9 @@
 package boxoffice
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Money is an amount in minor units of a currency.
 type Money struct {
@@ -57,3 +60,14 @@ type TierCounts struct {
 
 // Available is how many tickets can still be held.
 func (c TierCounts) Available() int { return c.Capacity - c.Held - c.Sold }
+
+// ShowTx is what a transaction does with shows.
+type ShowTx interface {
+	// GetShow returns the show with its tiers and their counts.
+	GetShow(ctx context.Context, id string) (*Show, error)
+	// ListShows returns up to limit shows with ids after after, by id.
+	ListShows(ctx context.Context, after string, limit int) ([]*Show, error)
+	// PutShow creates or replaces a show and its tiers. Counts of tiers that stay are kept; the
+	// caller has checked that capacities fit them. Tiers not in s are deleted.
+	PutShow(ctx context.Context, s *Show) error
+}

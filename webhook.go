@@ -1,6 +1,7 @@
 package boxoffice
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"time"
@@ -74,4 +75,18 @@ func NewWebhookSecret() string {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	return WebhookSecretPrefix + base64.StdEncoding.EncodeToString(b[:])
+}
+
+// WebhookTx is what a transaction does with webhook endpoints.
+type WebhookTx interface {
+	// PutWebhookEndpoint creates (created=true) or replaces the endpoint with w.ID, writing every
+	// field of w as given.
+	PutWebhookEndpoint(ctx context.Context, w *WebhookEndpoint) (created bool, err error)
+	// GetWebhookEndpoint returns an endpoint.
+	GetWebhookEndpoint(ctx context.Context, id string) (*WebhookEndpoint, error)
+	// DeleteWebhookEndpoint deletes an endpoint; ok is false when there was none.
+	DeleteWebhookEndpoint(ctx context.Context, id string) (ok bool, err error)
+	// ListWebhookEndpoints returns every endpoint, by id. Endpoints are few (one per partner), so
+	// there is no paging.
+	ListWebhookEndpoints(ctx context.Context) ([]*WebhookEndpoint, error)
 }
