@@ -1,0 +1,80 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"boxoffice"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// InsertAPIKey implements boxoffice.Tx.
+func (t *tx) InsertAPIKey(ctx context.Context, k *boxoffice.APIKey) error {
+	tag, err := t.exec(ctx, sInsertAPIKey, k.ID, string(k.Role), k.Label, k.Hash, k.CreatedAt, k.LastUsedAt, k.RevokedAt)
+	if err != nil {
+		return fmt.Errorf("insert api key %q: %w", k.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return conflict("insert api key %q", k.ID)
+	}
+	return nil
+}
+
+// scanAPIKey reads one row of apiKeyCols.
+func scanAPIKey(sc scanner) (*boxoffice.APIKey, error) {
+	var (
+		k    boxoffice.APIKey
+		role string
+	)
+	if err := sc.Scan(&k.ID, &role, &k.Label, &k.Hash, &k.CreatedAt, &k.LastUsedAt, &k.RevokedAt); err != nil {
+		return nil, err
+	}
+	k.Role, k.CreatedAt = boxoffice.Role(role), utc(k.CreatedAt)
+	k.LastUsedAt, k.RevokedAt = optUTC(k.LastUsedAt), optUTC(k.RevokedAt)
+	return &k, nil
+}
+
+// APIKeyByHash implements boxoffice.Tx.
+func (t *tx) APIKeyByHash(ctx context.Context, hash string) (*boxoffice.APIKey, error) {
+	k, err := scanAPIKey(t.queryRow(ctx, sAPIKeyByHash, hash))
+	if err != nil {
+		return nil, notFound(err, "api key")
+	}
+	return k, nil
+}
+
+// ListAPIKeys implements boxoffice.Tx.
+func (t *tx) ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var keys []*boxoffice.APIKey
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		k, err := scanAPIKey(rows)
+		keys = append(keys, k)
+		return err
+	}, sListAPIKeys, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeAPIKey implements boxoffice.Tx.
+func (t *tx) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
+	var got string
+	if err := t.queryRow(ctx, sRevokeAPIKey, at, id).Scan(&got); err != nil {
+		return notFound(err, "api key %q", id)
+	}
+	return nil
+}
+
+// TouchAPIKey implements boxoffice.Tx.
+func (t *tx) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	if _, err := t.exec(ctx, sTouchAPIKey, at, id); err != nil {
+		return fmt.Errorf("touch api key %q: %w", id, err)
+	}
+	return nil
+}

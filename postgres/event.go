@@ -1,0 +1,72 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"boxoffice"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// AppendEvent implements boxoffice.Tx. It sets e.Seq and e.Position. The subject's advisory
+// lock and the insert go in one round trip (see sLockSubject); the lock is held until the
+// transaction ends, so appends to one subject take turns and number its events without gaps.
+//
+// Position comes from a sequence when the row is inserted, not when its transaction commits:
+// a transaction that started later may commit a higher position first. A reader of the feed
+// (ListEvents) that moves its cursor past a gap may therefore skip an event that a transaction
+// still in flight is about to commit; it must not treat gaps as final.
+func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
+	var (
+		position int64
+		seq      int
+	)
+	inserted := true
+	b := &pgx.Batch{}
+	b.Queue(sLockSubject, e.Subject)
+	b.Queue(sAppendEvent, e.ID, e.Type, e.Subject, []byte(e.Data), e.CreatedAt).QueryRow(func(r pgx.Row) error {
+		err := r.Scan(&position, &seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			inserted = false
+			return nil
+		}
+		return err
+	})
+	if err := t.batch(ctx, b); err != nil {
+		return fmt.Errorf("append event %q: %w", e.ID, err)
+	}
+	if !inserted {
+		// ON CONFLICT DO NOTHING: the id exists (the subject's seq cannot clash, under the lock).
+		return conflict("append event %q", e.ID)
+	}
+	e.Position, e.Seq = position, seq
+	return nil
+}
+
+// ListEvents implements boxoffice.Tx. Events come by position. PostgreSQL hands out positions
+// at insert, so, unlike on SQLite, position order is commit order only among committed events;
+// see AppendEvent for what that asks of a reader.
+func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffice.Event, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var events []*boxoffice.Event
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		var (
+			e    boxoffice.Event
+			data []byte
+		)
+		if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &e.CreatedAt); err != nil {
+			return err
+		}
+		e.Data, e.CreatedAt = data, utc(e.CreatedAt)
+		events = append(events, &e)
+		return nil
+	}, sListEvents, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return events, nil
+}

@@ -1,0 +1,52 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"boxoffice"
+)
+
+// AppendEvent implements boxoffice.Tx. It sets e.Seq and e.Position.
+func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
+	var (
+		position int64
+		seq      int
+	)
+	err := t.queryRow(ctx, sAppendEvent, e.ID, e.Type, e.Subject, []byte(e.Data), micros(e.CreatedAt)).
+		Scan(&position, &seq)
+	if err != nil {
+		return wrapWrite(err, fmt.Sprintf("append event %q", e.ID))
+	}
+	e.Position, e.Seq = position, seq
+	t.appended = true
+	return nil
+}
+
+// ListEvents implements boxoffice.Tx. Positions grow in commit order because only one
+// transaction writes at a time.
+func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffice.Event, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var events []*boxoffice.Event
+	rows, err := t.query(ctx, sListEvents, after, limit)
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		var (
+			e         boxoffice.Event
+			data      []byte
+			createdAt int64
+		)
+		if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &createdAt); err != nil {
+			return err
+		}
+		e.Data, e.CreatedAt = data, fromMicros(createdAt)
+		events = append(events, &e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return events, nil
+}

@@ -1,0 +1,128 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"boxoffice"
+)
+
+func scanShow(sc scanner) (*boxoffice.Show, error) {
+	var (
+		s                             boxoffice.Show
+		startsAt, createdAt, updateAt int64
+		maxPerBuyer                   sql.NullInt64
+	)
+	if err := sc.Scan(&s.ID, &s.Name, &startsAt, &s.HoldTTLSeconds, &maxPerBuyer, &createdAt, &updateAt); err != nil {
+		return nil, err
+	}
+	s.StartsAt, s.CreatedAt, s.UpdatedAt = fromMicros(startsAt), fromMicros(createdAt), fromMicros(updateAt)
+	if maxPerBuyer.Valid {
+		v := int(maxPerBuyer.Int64)
+		s.MaxPerBuyer = &v
+	}
+	return &s, nil
+}
+
+// scanTier scans tierCols into a tier and returns its show id.
+func scanTier(sc scanner) (string, boxoffice.Tier, error) {
+	var (
+		showID string
+		tr     boxoffice.Tier
+	)
+	if err := sc.Scan(&showID, &tr.ID, &tr.Name, &tr.Capacity, &tr.Price.Amount, &tr.Price.Currency, &tr.Held, &tr.Sold); err != nil {
+		return "", tr, err
+	}
+	tr.Available = tr.Capacity - tr.Held - tr.Sold
+	return showID, tr, nil
+}
+
+// GetShow implements boxoffice.Tx.
+func (t *tx) GetShow(ctx context.Context, id string) (*boxoffice.Show, error) {
+	s, err := scanShow(t.queryRow(ctx, sGetShow, id))
+	if err != nil {
+		return nil, notFound(err, "show %q", id)
+	}
+	rows, err := t.query(ctx, sGetTiers, id)
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		_, tr, err := scanTier(rows)
+		s.Tiers = append(s.Tiers, tr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read tiers of show %q: %w", id, err)
+	}
+	return s, nil
+}
+
+// ListShows implements boxoffice.Tx.
+func (t *tx) ListShows(ctx context.Context, after string, limit int) ([]*boxoffice.Show, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var shows []*boxoffice.Show
+	byID := map[string]*boxoffice.Show{}
+	rows, err := t.query(ctx, sListShows, after, limit)
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		s, err := scanShow(rows)
+		if err != nil {
+			return err
+		}
+		shows = append(shows, s)
+		byID[s.ID] = s
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list shows: %w", err)
+	}
+	if len(shows) == 0 {
+		return nil, nil
+	}
+	rows, err = t.query(ctx, sListShowTiers, after, limit)
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		showID, tr, err := scanTier(rows)
+		if err != nil {
+			return err
+		}
+		// Both queries read the same snapshot, so every tier's show is on the page.
+		if s := byID[showID]; s != nil {
+			s.Tiers = append(s.Tiers, tr)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tiers of shows: %w", err)
+	}
+	return shows, nil
+}
+
+// PutShow implements boxoffice.Tx. It writes s but does not change it: the stored created_at of
+// a replaced show and the counts of its tiers are read back with GetShow.
+func (t *tx) PutShow(ctx context.Context, s *boxoffice.Show) error {
+	var maxPerBuyer sql.NullInt64
+	if s.MaxPerBuyer != nil {
+		maxPerBuyer = sql.NullInt64{Int64: int64(*s.MaxPerBuyer), Valid: true}
+	}
+	if _, err := t.exec(ctx, sUpsertShow, s.ID, s.Name, micros(s.StartsAt), s.HoldTTLSeconds, maxPerBuyer,
+		micros(s.CreatedAt), micros(s.UpdatedAt)); err != nil {
+		return wrapWrite(err, fmt.Sprintf("write show %q", s.ID))
+	}
+	ids := make([]string, len(s.Tiers))
+	for i, tr := range s.Tiers {
+		ids[i] = tr.ID
+		if _, err := t.exec(ctx, sUpsertTier, s.ID, tr.ID, i, tr.Name, tr.Capacity, tr.Price.Amount,
+			tr.Price.Currency); err != nil {
+			return wrapWrite(err, fmt.Sprintf("write tier %q of show %q", tr.ID, s.ID))
+		}
+	}
+	idsJSON, err := json.Marshal(ids)
+	if err != nil {
+		return fmt.Errorf("encode tier ids: %w", err)
+	}
+	if _, err := t.exec(ctx, sDeleteOtherTiers, s.ID, string(idsJSON)); err != nil {
+		return fmt.Errorf("delete removed tiers of show %q: %w", s.ID, err)
+	}
+	return nil
+}
