@@ -132,9 +132,15 @@ const (
 		WHERE order_id = $5 AND response_status IS NULL`
 	// SKIP LOCKED: a record a request has locked (it is working on it) is not worth waiting for;
 	// the next sweep takes it if it is still expired.
+	// A record whose request is still working (a live lease) or whose order still waits for its
+	// payment is kept past its expiry: sweeping it would let a retry start a second order and a
+	// second charge.
 	sSweepIdem = `DELETE FROM idempotency_records WHERE id IN (
-		SELECT id FROM idempotency_records WHERE expires_at < $1 ORDER BY expires_at LIMIT $2
-		FOR UPDATE SKIP LOCKED)`
+		SELECT r.id FROM idempotency_records r
+		WHERE r.expires_at < $1 AND r.locked_until < $1
+			AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = r.order_id AND o.status = 'pending_payment')
+		ORDER BY r.expires_at LIMIT $2
+		FOR UPDATE OF r SKIP LOCKED)`
 	// $1 is the zero time, which is what "no lease" is stored as.
 	sClearIdemLeases = `UPDATE idempotency_records SET locked_until = $1 WHERE locked_until <> $1`
 	sForEachIdem     = `SELECT ` + idemCols + ` FROM idempotency_records WHERE id > $1 ORDER BY id LIMIT $2`

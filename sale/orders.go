@@ -17,7 +17,17 @@ var (
 
 // lease is how long a request owns its idempotency record: it answers within the sync budget, so a
 // lease that outlives it by a margin only runs out when the request's process died.
-func (s *Service) lease() time.Duration { return s.cfg.SyncBudget + 10*time.Second }
+func (s *Service) lease() time.Duration { return leaseFor(s.cfg.SyncBudget) }
+
+func leaseFor(syncBudget time.Duration) time.Duration { return syncBudget + 10*time.Second }
+
+// MinIdempotencyTTL is the shortest --idempotency-ttl a server with this sync budget accepts: a
+// minute more than a request's lease, so that no key expires while its request or a quick retry
+// of it is under way. (The sweep also keeps a record whose lease is live or whose order still
+// waits for its payment, whatever its age.)
+func MinIdempotencyTTL(syncBudget time.Duration) time.Duration {
+	return leaseFor(syncBudget) + time.Minute
+}
 
 // ConfirmHold pays for a hold and turns it into an order: 201 when the payment settles within the
 // sync budget, else 202 with the order pending; a decline is 402 and leaves the hold active.

@@ -160,8 +160,14 @@ var stmtSQL = [numStmts]string{
 	sAnswerIdemForOrder: `UPDATE idempotency_records SET locked_until = 0,
 			response_status = ?, response_body = ?, response_location = ?
 		WHERE order_id = ? AND response_status IS NULL`,
+	// A record whose request is still working (a live lease) or whose order still waits for its
+	// payment is kept past its expiry: sweeping it would let a retry start a second order and a
+	// second charge.
 	sSweepIdem: `DELETE FROM idempotency_records WHERE id IN (
-		SELECT id FROM idempotency_records WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`,
+		SELECT r.id FROM idempotency_records r
+		WHERE r.expires_at < ?1 AND r.locked_until < ?1
+			AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = r.order_id AND o.status = 'pending_payment')
+		ORDER BY r.expires_at LIMIT ?2)`,
 	sClearIdemLeases: `UPDATE idempotency_records SET locked_until = 0 WHERE locked_until <> 0`,
 	sForEachIdem:     `SELECT ` + idemCols + ` FROM idempotency_records`,
 

@@ -39,6 +39,7 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"ListAndPendingOrders", testListAndPendingOrders},
 		{"IdemRecords", testIdemRecords},
 		{"IdemLeasesAndSweep", testIdemLeasesAndSweep},
+		{"IdemSweepKeepsWorkingRequests", testIdemSweepKeepsWorkingRequests},
 		{"Events", testEvents},
 		{"APIKeys", testAPIKeys},
 		{"RelayCheckpointAndInbox", testRelayCheckpointAndInbox},
@@ -811,6 +812,55 @@ func testIdemLeasesAndSweep(t *testing.T, db boxoffice.Store) {
 		}
 		if !reflect.DeepEqual(left, []string{"idr_3", "idr_4"}) {
 			t.Errorf("records left %v, want [idr_3 idr_4]", left)
+		}
+		return nil
+	})
+}
+
+// testIdemSweepKeepsWorkingRequests: a record past its expiry is kept while its request is still
+// working (its lease is live) or its order still waits for the payment; sweeping it would let a
+// retry start a second order and a second charge. Finished and abandoned ones go.
+func testIdemSweepKeepsWorkingRequests(t *testing.T, db boxoffice.Store) {
+	ctx := context.Background()
+	now := base.Add(48 * time.Hour) // every record below expired at base+24h
+	update(t, db, func(tx boxoffice.Tx) error {
+		for _, o := range []*boxoffice.Order{
+			testOrder("ord_pending", "hld_p", boxoffice.OrderPendingPayment),
+			testOrder("ord_done", "hld_d", boxoffice.OrderConfirmed),
+		} {
+			if err := tx.InsertOrder(ctx, o); err != nil {
+				return err
+			}
+		}
+		leased := testRecord("idr_leased", "leased")
+		leased.LockedUntil = now.Add(time.Minute)
+		pending := testRecord("idr_pending", "pending")
+		pending.OrderID = "ord_pending"
+		done := testRecord("idr_done", "done")
+		done.OrderID, done.Response = "ord_done", &boxoffice.Response{Status: 201, Body: []byte(`{}`)}
+		abandoned := testRecord("idr_abandoned", "abandoned")
+		abandoned.LockedUntil = now.Add(-time.Minute) // its process died; the lease ran out
+		for _, r := range []*boxoffice.IdemRecord{leased, pending, done, abandoned} {
+			if err := tx.InsertIdemRecord(ctx, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(t, db, func(tx boxoffice.Tx) error {
+		if n, err := tx.SweepIdemRecords(ctx, now, 10); err != nil || n != 2 {
+			t.Fatalf("SweepIdemRecords = %d, %v; want the finished and the abandoned record", n, err)
+		}
+		var left []string
+		if err := tx.ForEachIdemRecord(ctx, func(r *boxoffice.IdemRecord) error {
+			left = append(left, r.ID)
+			return nil
+		}); err != nil {
+			return err
+		}
+		sort.Strings(left)
+		if !reflect.DeepEqual(left, []string{"idr_leased", "idr_pending"}) {
+			t.Errorf("records left %v, want [idr_leased idr_pending]", left)
 		}
 		return nil
 	})

@@ -76,7 +76,9 @@ type serveFlags struct {
 	maxInFlight    int
 	logLevel       string
 	debugAddr      string
-	memoryLimit    byteSize
+	// debugAllowRemote lets --debug-addr listen beyond loopback.
+	debugAllowRemote bool
+	memoryLimit      byteSize
 	// webhooksAllowPrivate lets webhook endpoints point at private and loopback addresses.
 	webhooksAllowPrivate bool
 	// webhookRetries and emailRetries are the consumers' retry schedules.
@@ -106,7 +108,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations, jitter added); one more failure after the last makes it a dead letter")
 	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email, as --webhook-retries")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
-	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); unset: off")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this loopback address (e.g. 127.0.0.1:6060); unset: off")
+	fs.BoolVar(&f.debugAllowRemote, "debug-allow-remote", false, "let --debug-addr listen on an address other than loopback (profiles show the server's memory, secrets included)")
 	f.memoryLimit = defaultMemoryLimit
 	fs.Var(&f.memoryLimit, "memory-limit", "soft limit of the Go heap (e.g. 128MiB, 1GiB; 0: none): the collector runs more often near it instead of letting the heap double; the GOMEMLIMIT environment variable, when set, wins")
 	if err := parseFlags(fs, args); err != nil {
@@ -244,9 +247,31 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf(`--payments %q: want "sim" (the built-in simulator) or a Stripe-compatible http(s) base URL`, f.payments)
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
+	case f.debugAddr != "" && !f.debugAllowRemote && !loopbackAddr(f.debugAddr):
+		// A heap profile holds whatever is in memory: keys, buyers' addresses.
+		return fmt.Errorf("--debug-addr %s: not a loopback address; profiles show the server's memory, so they are served on loopback only unless --debug-allow-remote", f.debugAddr)
+	case f.idempotencyTTL < sale.MinIdempotencyTTL(f.syncBudget):
+		// A key must outlive the request it guards and the client's retries of it; one that
+		// expires while they are under way lets a retry make a second order and a second charge.
+		return fmt.Errorf("--idempotency-ttl %v: want at least %v (a minute more than a request's lease, --payment-sync-budget + 10s); it must exceed any client's retry window",
+			f.idempotencyTTL, sale.MinIdempotencyTTL(f.syncBudget))
 	}
 	_, _, err := parseAdminKeys(f.adminKey)
 	return err
+}
+
+// loopbackAddr reports whether a host:port listens on loopback only ("localhost" included; an
+// empty host is every interface).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // minAdminKeyLen is the shortest admin key accepted: a key anyone could guess or brute-force
