@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"boxoffice"
 	"boxoffice/sale"
@@ -82,6 +83,13 @@ func decodeJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return boxoffice.Validation(boxoffice.FieldError{Field: "body", Message: "a JSON body is required"})
 	}
+	if !utf8.Valid(body) {
+		// encoding/json would replace the bad bytes with U+FFFD, storing what was not sent.
+		return boxoffice.Validation(boxoffice.FieldError{Field: "body", Message: "the body is not valid UTF-8"})
+	}
+	if err := checkKeys(body); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -91,6 +99,69 @@ func decodeJSON(body []byte, v any) error {
 		return boxoffice.Validation(boxoffice.FieldError{Field: "body", Message: "unexpected data after the JSON value"})
 	}
 	return nil
+}
+
+// checkKeys refuses what encoding/json would silently accept about object keys: a key given twice
+// (the last one wins, so two requests that read differently decode alike) and a key that is not
+// the field's exact lower-case ASCII name (encoding/json matches names case-insensitively, with
+// Unicode folding: "QUANTITY" and "quantity" would both set Quantity, and so would a Kelvin sign
+// for a k). Syntax errors are left to the decoder, which names where they are.
+func checkKeys(body []byte) error {
+	type frame struct {
+		object  bool
+		wantKey bool
+		seen    map[string]bool
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or a syntax error the decoder reports
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if top != nil && top.object {
+					top.wantKey = true // after this value, the next key
+				}
+				stack = append(stack, &frame{object: d == '{', wantKey: d == '{', seen: map[string]bool{}})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if top == nil || !top.object {
+			continue
+		}
+		if !top.wantKey {
+			top.wantKey = true // a scalar value; a key comes next
+			continue
+		}
+		key, _ := tok.(string)
+		top.wantKey = false
+		switch {
+		case !lowerASCII(key):
+			return boxoffice.Validation(boxoffice.FieldError{Field: key, Message: "unknown field (field names are lower-case ASCII)"})
+		case top.seen[key]:
+			return boxoffice.Validation(boxoffice.FieldError{Field: key, Message: "is given more than once"})
+		}
+		top.seen[key] = true
+	}
+}
+
+// lowerASCII reports whether s has no upper-case letter and no byte beyond ASCII.
+func lowerASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeError turns an encoding/json error into a validation error with the field it is about.

@@ -2,6 +2,7 @@ package http
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -345,6 +346,15 @@ func TestRequestBodies(t *testing.T) {
 		{"overflow", hold(`{"tier_id":"ga","quantity":1e100}`), false, 400, boxoffice.EVALIDATION, "quantity"},
 		{"array body", hold(`[]`), false, 400, boxoffice.EVALIDATION, "body"},
 		{"syntax error", hold(`{"tier_id":`), false, 400, boxoffice.EVALIDATION, "body"},
+		// encoding/json takes the last of two equal keys and matches names case-insensitively:
+		// each of these would decode like another request.
+		{"duplicate key", hold(`{"tier_id":"ga","quantity":1,"quantity":2,"buyer":{"email":"a@b.c"}}`), false, 400, boxoffice.EVALIDATION, "quantity"},
+		{"key in another case", hold(`{"tier_id":"ga","quantity":1,"QUANTITY":2,"buyer":{"email":"a@b.c"}}`), false, 400, boxoffice.EVALIDATION, "QUANTITY"},
+		{"upper-case key alone", hold(`{"Tier_ID":"ga","quantity":1,"buyer":{"email":"a@b.c"}}`), false, 400, boxoffice.EVALIDATION, "Tier_ID"},
+		{"kelvin sign", hold("{\"tier_id\":\"ga\",\"quantity\":1,\"buyer\":{\"email\":\"a@b.c\"},\"\u212a\":1}"), false, 400, boxoffice.EVALIDATION, "\u212a"},
+		{"duplicate nested key", hold(`{"tier_id":"ga","quantity":1,"buyer":{"email":"a@b.c","email":"z@b.c"}}`), false, 400, boxoffice.EVALIDATION, "email"},
+		{"invalid UTF-8", hold("{\"tier_id\":\"ga\",\"quantity\":1,\"buyer\":{\"email\":\"a\xff@b.c\"}}"), false, 400, boxoffice.EVALIDATION, "body"},
+		{"equal keys in sibling objects", req{method: "PUT", path: "/v1/shows/gala", key: adminKey, body: `{"name":"G","starts_at":"2027-01-01T20:00:00Z","tiers":[{"id":"a","name":"A","capacity":1,"price":{"amount":1,"currency":"EUR"}},{"id":"b","name":"B","capacity":1,"price":{"amount":1,"currency":"EUR"}}]}`}, false, 200, "", ""},
 		{"bad syntax", hold(`{tier_id:1}`), false, 400, boxoffice.EVALIDATION, "body"},
 		{"show tier capacity type", req{method: "PUT", path: "/v1/shows/gala", key: adminKey, body: `{"name":"G","tiers":[{"id":"ga","capacity":"many"}]}`}, false, 400, boxoffice.EVALIDATION, "tiers.capacity"},
 		{"show starts_at", req{method: "PUT", path: "/v1/shows/gala", key: adminKey, body: `{"name":"G","starts_at":"tomorrow"}`}, false, 400, boxoffice.EVALIDATION, "starts_at"},
@@ -939,5 +949,37 @@ func TestAPIKeyList(t *testing.T) {
 	}
 	if w := serve(t, h, req{method: "DELETE", path: "/v1/api-keys/admin", key: adminKey}); w.Code != 404 {
 		t.Errorf("revoke of a non-key id = %d; want 404", w.Code)
+	}
+}
+
+// failingBody is a request body whose read fails midway, as a reset or a read timeout does.
+type failingBody struct{ sent bool }
+
+func (b *failingBody) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		return copy(p, `{"tier_id":`), nil
+	}
+	return 0, errors.New("read tcp: i/o timeout")
+}
+
+// TestFailedBodyReadIsAProblem: when reading the body fails (and the server has cancelled the
+// request's context, as net/http does on a broken connection), the answer is still a 400 problem,
+// never an empty 200.
+func TestFailedBodyReadIsAProblem(t *testing.T) {
+	f := &fakeService{}
+	h, _ := newTestHandler(f, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	hr := httptest.NewRequest("POST", "/v1/shows/gala/holds", &failingBody{}).WithContext(ctx)
+	hr.ContentLength = 200
+	hr.Header.Set("Content-Type", "application/json")
+	hr.Header.Set("Authorization", "Bearer "+clientKey)
+	hr.Header.Set("Idempotency-Key", "k1")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, hr)
+	decodeProblem(t, w, 400, boxoffice.EVALIDATION)
+	if got := f.called(); len(got) != 0 {
+		t.Errorf("the service was called: %v", got)
 	}
 }

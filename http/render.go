@@ -195,14 +195,15 @@ func writeResponse(w http.ResponseWriter, resp *boxoffice.Response, replayed boo
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	resp := h.render.Problem(err)
 	code := boxoffice.ErrorCode(err)
-	if r.Context().Err() != nil {
-		// The client hung up (or timed out) first: nothing failed on our side and nobody reads
-		// the answer. The work it started finishes and is stored for the client's retry.
+	switch _, known := problemKinds[code]; {
+	case r.Context().Err() != nil:
+		// The client hung up (or its body timed out) first: nothing failed on our side. The work
+		// it started finishes and is stored for the client's retry. The problem is still written:
+		// a handler that ends without a status answers an empty 200 to a client that can still
+		// read, as one whose body read timed out can.
 		h.log.LogAttrs(context.Background(), slog.LevelDebug, "client went away",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
-		return
-	}
-	if _, known := problemKinds[code]; !known || code == boxoffice.EINTERNAL {
+	case !known || code == boxoffice.EINTERNAL:
 		h.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"boxoffice"
@@ -107,7 +106,7 @@ func (s *Service) touch(ctx context.Context, c *cachedKey, now time.Time) {
 func (s *Service) CreateAPIKey(ctx context.Context, idem Idem, in APIKeyInput) (*boxoffice.Response, bool, error) {
 	var v validator
 	v.check(in.Role == boxoffice.RoleAdmin || in.Role == boxoffice.RoleClient, "role", `must be "admin" or "client"`)
-	v.check(validLabel(in.Label), "label", "must be at most 100 characters, none of them control characters")
+	v.check(validLabel(in.Label), "label", "must be at most 100 characters, none of them control or bidirectional-override characters")
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
@@ -133,10 +132,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, idem Idem, in APIKeyInput) (
 
 // validLabel accepts "" or up to maxLabelLen characters of UTF-8 without control characters.
 func validLabel(l string) bool {
-	if !utf8.ValidString(l) || utf8.RuneCountInString(l) > maxLabelLen {
-		return false
-	}
-	return strings.IndexFunc(l, unicode.IsControl) < 0
+	return plainText(l) && utf8.RuneCountInString(l) <= maxLabelLen
 }
 
 // ListAPIKeys returns a page of the stored keys, revoked ones too, without their secrets (only

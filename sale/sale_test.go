@@ -264,7 +264,9 @@ func TestValidationChangesNothing(t *testing.T) {
 	for _, c := range []struct {
 		q     int
 		email string
-	}{{0, "a@example.com"}, {-1, "a@example.com"}, {11, "a@example.com"}, {1, "not-an-email"}, {1, "A <a@example.com>"}, {1, ""}} {
+	}{{0, "a@example.com"}, {-1, "a@example.com"}, {11, "a@example.com"}, {1, "not-an-email"}, {1, "A <a@example.com>"}, {1, ""},
+		// Control and bidirectional-override characters hide or reorder what a person reads.
+		{1, "moc.elpmaxe\u202e@example.com"}, {1, "a\u2066b@example.com"}, {1, "a@exa\u202emple.com"}} {
 		_, _, err := e.hold("k", "s", c.q, c.email)
 		if boxoffice.ErrorCode(err) != boxoffice.EVALIDATION {
 			t.Errorf("q=%d email=%q: got %v, want validation_failed", c.q, c.email, err)
@@ -613,6 +615,37 @@ func TestPutShowGuardsCounts(t *testing.T) {
 	_, _, err = e.svc.PutShow(ctx, "s", sale.ShowInput{Name: "", Tiers: nil})
 	if be := boxoffice.AsError(err); be == nil || be.Code != boxoffice.EVALIDATION || len(be.Fields) < 3 {
 		t.Fatalf("invalid show: %v", err)
+	}
+}
+
+// TestNamesRefuseControlAndBidiCharacters: show and tier names are shown to people, so control
+// and bidirectional-override characters are refused, and nothing is stored.
+func TestNamesRefuseControlAndBidiCharacters(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	tier := func(name string) []sale.TierInput {
+		return []sale.TierInput{{ID: "a", Name: name, Capacity: ptr(5), Price: &boxoffice.Money{Amount: 2, Currency: "EUR"}}}
+	}
+	starts := ptr(time.Date(2027, 1, 1, 20, 0, 0, 0, time.UTC))
+	for _, c := range []struct {
+		in    sale.ShowInput
+		field string
+	}{
+		{sale.ShowInput{Name: "Gala\u202eadmin", StartsAt: starts, Tiers: tier("A")}, "name"},
+		{sale.ShowInput{Name: "Gala\nFree tickets", StartsAt: starts, Tiers: tier("A")}, "name"},
+		{sale.ShowInput{Name: "Gala", StartsAt: starts, Tiers: tier("Stalls\u2067")}, "tiers[0].name"},
+	} {
+		_, _, err := e.svc.PutShow(ctx, "bidi", c.in)
+		be := boxoffice.AsError(err)
+		if be == nil || be.Code != boxoffice.EVALIDATION || len(be.Fields) != 1 || be.Fields[0].Field != c.field {
+			t.Errorf("PutShow %+v: %v; want validation_failed on %s", c.in, err, c.field)
+		}
+	}
+	if _, err := e.svc.GetShow(ctx, "bidi"); boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+		t.Errorf("a refused show was stored: %v", err)
+	}
+	if _, _, err := e.svc.PutShow(ctx, "bidi", sale.ShowInput{Name: "Gala — «première» ✓", StartsAt: starts, Tiers: tier("Parterre")}); err != nil {
+		t.Errorf("a name in plain Unicode was refused: %v", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package sale
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"boxoffice"
@@ -56,7 +55,7 @@ func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoff
 func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 	var v validator
 	v.name(id, "show_id")
-	v.check(strings.TrimSpace(in.Name) != "" && len(in.Name) <= maxNameLen, "name", fmt.Sprintf("must be 1 to %d characters", maxNameLen))
+	v.text(in.Name, maxNameLen, "name")
 	v.check(in.StartsAt != nil, "starts_at", "is required (RFC 3339)")
 	ttl := DefaultHoldTTL
 	if in.HoldTTLSeconds != nil {
@@ -78,7 +77,7 @@ func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 		v.name(t.ID, f+"id")
 		v.check(!seen[t.ID], f+"id", "is used by another tier")
 		seen[t.ID] = true
-		v.check(strings.TrimSpace(t.Name) != "" && len(t.Name) <= maxNameLen, f+"name", fmt.Sprintf("must be 1 to %d characters", maxNameLen))
+		v.text(t.Name, maxNameLen, f+"name")
 		v.check(t.Capacity != nil && *t.Capacity >= 0 && *t.Capacity <= maxCapacity, f+"capacity", fmt.Sprintf("is required, 0 to %d", maxCapacity))
 		v.check(t.Price != nil && t.Price.Amount >= 0 && t.Price.Amount <= 1e12, f+"price.amount", "is required, 0 or more minor units")
 		v.check(t.Price != nil && currencyRE.MatchString(t.Price.Currency), f+"price.currency", "must be an ISO 4217 code such as EUR")

@@ -4,6 +4,8 @@ import (
 	"net/mail"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"boxoffice"
 )
@@ -40,9 +42,36 @@ func (v *validator) token(s, field string) {
 	v.check(s != "" && len(s) <= 255 && visible(s), field, "must be 1 to 255 visible ASCII characters")
 }
 
-// validEmail accepts a bare address (no display name), as net/mail parses it, of at most 254 bytes.
+// text checks free text shown to people (show and tier names, labels): 1 to max bytes, not
+// blank, and no control or bidirectional-override characters, which can hide or reorder what a
+// person reads (a refund notice that reads backwards, a name that deletes a line in a log).
+func (v *validator) text(s string, max int, field string) {
+	switch {
+	case strings.TrimSpace(s) == "" || len(s) > max:
+		v.check(false, field, "must be 1 to "+itoa(max)+" characters")
+	case !plainText(s):
+		v.check(false, field, "must not contain control or bidirectional-override characters")
+	}
+}
+
+// plainText reports whether s is valid UTF-8 without control characters (tab included) or the
+// bidirectional embedding, override and isolate characters (U+202A–U+202E, U+2066–U+2069).
+func plainText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) {
+			return false
+		}
+	}
+	return true
+}
+
+// validEmail accepts a bare address (no display name), as net/mail parses it, of at most 254 bytes,
+// without control or bidirectional-override characters (net/mail allows some in quoted parts).
 func validEmail(s string) bool {
-	if s == "" || len(s) > 254 || strings.ContainsAny(s, " <>\"") {
+	if s == "" || len(s) > 254 || strings.ContainsAny(s, " <>\"") || !plainText(s) {
 		return false
 	}
 	a, err := mail.ParseAddress(s)

@@ -180,6 +180,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown route", "GET", "/v1/nothing", "", nil, 404, "not_found"},
 		{"wrong method", "PATCH", "/v1/shows/s1", "{}", nil, 405, "method_not_allowed"},
 		{"feed is the admin's", "GET", "/v1/feed?after=x", "", nil, 403, "forbidden"},
+		{"duplicate key", "POST", holds, `{"tier_id":"ga","quantity":1,"quantity":2,"buyer":{"email":"a@example.com"}}`, nil, 400, "validation_failed"},
+		{"key in another case", "POST", holds, `{"tier_id":"ga","quantity":1,"QUANTITY":2,"buyer":{"email":"a@example.com"}}`, nil, 400, "validation_failed"},
+		{"invalid UTF-8", "POST", holds, "{\"tier_id\":\"ga\",\"quantity\":1,\"buyer\":{\"email\":\"a\xff@example.com\"}}", nil, 400, "validation_failed"},
+		{"bidi override in email", "POST", holds, "{\"tier_id\":\"ga\",\"quantity\":1,\"buyer\":{\"email\":\"a\u202eb@example.com\"}}", nil, 400, "validation_failed"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -215,6 +219,21 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if after := admin.must(200, "GET", "/v1/feed?limit=100", nil).Body; string(after) != string(feedBefore) {
 		t.Fatal("bad input wrote events")
 	}
+}
+
+// TestOversizedHeadersAreRefused: a header block past 32 KiB is refused (431) before any handler
+// runs, instead of the megabyte net/http allows by default; a normal one is served.
+func TestOversizedHeadersAreRefused(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	cl := s.client(adminKey)
+	r, err := cl.do("GET", "/v1/shows", nil, "X-Padding", strings.Repeat("p", 40<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != 431 {
+		t.Fatalf("a 40 KiB header: %d %s, want 431", r.Status, r.Body)
+	}
+	cl.must(200, "GET", "/v1/shows", nil)
 }
 
 // TestStampedeOverHTTP: 64 clients buy the last 100 tickets; a share of requests is sent twice at

@@ -207,7 +207,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// The API's headers are a key, an Idempotency-Key and a content type: 32 KiB is ample,
+		// and net/http's default (1 MiB) lets every connection hold a megabyte for nothing.
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if f.debugAddr != "" {
 		if err := serveDebug(f.debugAddr, log); err != nil {
@@ -259,6 +262,9 @@ func (f *serveFlags) unsupported() error {
 	_, _, err := parseAdminKeys(f.adminKey)
 	return err
 }
+
+// maxHeaderBytes bounds a request's header block (net/http answers 431 past it).
+const maxHeaderBytes = 32 << 10
 
 // loopbackAddr reports whether a host:port listens on loopback only ("localhost" included; an
 // empty host is every interface).
