@@ -201,6 +201,9 @@ func (h *handler) handle(pattern string, acc access, ep endpoint) {
 			}
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		// Every answer is one caller's data, and some carry secrets (a new API key, a webhook
+		// signing secret): no cache on the way may keep a copy.
+		w.Header().Set("Cache-Control", "no-store")
 		var p *boxoffice.Principal
 		if acc != public {
 			var err error

@@ -983,3 +983,20 @@ func TestFailedBodyReadIsAProblem(t *testing.T) {
 		t.Errorf("the service was called: %v", got)
 	}
 }
+
+// TestAnswersAreNotCached: API answers, some of which carry secrets (a new API key, a webhook
+// signing secret), tell every cache on the way not to keep them; errors too.
+func TestAnswersAreNotCached(t *testing.T) {
+	f := &fakeService{}
+	h, _ := newTestHandler(f, 0)
+	for _, r := range []req{
+		{method: "POST", path: "/v1/api-keys", key: adminKey, idem: []string{"k1"}, body: `{"role":"client"}`},
+		{method: "GET", path: "/v1/webhook-endpoints/partner", key: adminKey},
+		{method: "GET", path: "/v1/shows/gala", key: clientKey},
+		{method: "GET", path: "/v1/shows/gala"}, // 401
+	} {
+		if w := serve(t, h, r); w.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("%s %s: %d with Cache-Control %q, want no-store", r.method, r.path, w.Code, w.Header().Get("Cache-Control"))
+		}
+	}
+}

@@ -620,3 +620,58 @@ func TestBenchVerifiesARunningServer(t *testing.T) {
 		t.Fatalf("bench over a corrupt store: exit %d\n%s", code, out)
 	}
 }
+
+// TestDataDirIsPrivate: on start the data dir and everything in it, including files an earlier
+// run left readable by others, belong to the owner alone (0700 directories, 0600 files), and so
+// does what the server writes from then on (the store, the ledger, a receipt).
+func TestDataDirIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin.key"), []byte(adminKey+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mail", "old.eml"), []byte("x"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	s := startProcess(t, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir) // the admin key from the file
+	admin := s.client(adminKey)
+	admin.must(201, "PUT", "/v1/shows/s1", showBody(10, 600))
+	cl := s.client(s.newClientKey(t))
+	cl.must(201, "POST", "/v1/purchases", `{"show_id":"s1","tier_id":"ga","quantity":1,"buyer":{"email":"a@example.com"},"payment":{"token":"tok_ok"}}`, "Idempotency-Key", "p1")
+	eventually(t, "the receipt is written", func() bool {
+		es, _ := os.ReadDir(filepath.Join(dir, "mail"))
+		return len(es) >= 2
+	})
+	var seen int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		} else if !info.Mode().IsRegular() {
+			return nil
+		}
+		if got := info.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %v, want %v", path, got, want)
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen < 8 {
+		t.Fatalf("only %d entries under the data dir", seen)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -129,6 +130,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	keepFilesPrivate()
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return err
 	}
@@ -137,6 +139,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer unlock()
+	if err := privateTree(f.dataDir); err != nil {
+		return fmt.Errorf("make the data dir private: %w", err)
+	}
 	adminKey, previousAdminKeys, err := f.loadAdminKey(log)
 	if err != nil {
 		return err
@@ -353,10 +358,15 @@ func (f *serveFlags) loadAdminKey(log *slog.Logger) (string, []string, error) {
 	return key, nil, nil
 }
 
-// writeFileSync writes a file and syncs it, so a key that was logged is also on disk.
+// writeFileSync writes a file with mode perm (also when it existed with a wider one) and syncs
+// it, so a key that was logged is also on disk.
 func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
+		return err
+	}
+	if err := fh.Chmod(perm); err != nil {
+		fh.Close()
 		return err
 	}
 	if _, err := fh.Write(data); err != nil {
@@ -368,6 +378,24 @@ func writeFileSync(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return fh.Close()
+}
+
+// privateTree narrows what is under dir, dir included, to its owner: directories 0700, files 0600.
+// Files an earlier version or another umask left readable by others (SQLite's were 0644) are
+// private from this start on; symbolic links are left alone.
+func privateTree(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.Chmod(path, 0o700)
+		case d.Type().IsRegular():
+			return os.Chmod(path, 0o600)
+		}
+		return nil
+	})
 }
 
 // lockDataDir takes an exclusive lock on the data dir, so two servers never share one SQLite store
