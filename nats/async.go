@@ -169,10 +169,15 @@ func redactURLs(urls []string) string {
 	return strings.Join(out, ",")
 }
 
+// redact is raw fit for a log line: no password and no query string, where partners put the
+// tokens that authenticate a webhook ("?token=…"); a query shows as "?REDACTED".
 func redact(raw string) string {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
 		return "(unparsable URL)"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = "REDACTED", false
 	}
 	return u.Redacted()
 }

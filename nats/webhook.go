@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -461,6 +462,12 @@ func (w *Webhooks) deliver(ctx context.Context, ep *boxoffice.WebhookEndpoint, m
 	req.Header.Set("Webhook-Signature", sig)
 	resp, err := w.httpClient().Do(req)
 	if err != nil {
+		// net/http's error quotes the whole URL, query string and all; it is logged and kept
+		// with a dead letter.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redact(ue.URL)
+		}
 		if errors.Is(err, netguard.ErrPrivate) {
 			return Permanent(err)
 		}

@@ -817,3 +817,26 @@ func TestDeliverySignsWithBothSecretsDuringRotation(t *testing.T) {
 		t.Error("the previous secret still verifies after its overlap")
 	}
 }
+
+// TestDeliveryErrorsKeepTheQueryOut: a partner's token in the endpoint's query string stays out
+// of the errors that are logged and kept with a dead letter, for a failed connection and a failed
+// answer alike.
+func TestDeliveryErrorsKeepTheQueryOut(t *testing.T) {
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	defer failing.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close() // nothing listens there now
+	w := &Webhooks{AllowPrivate: true, Timeout: 5 * time.Second}
+	m := &Message{ID: "evt_1", Type: boxoffice.EventOrderConfirmed, CreatedAt: time.Now(), Data: json.RawMessage(`{"id":"ord_1"}`)}
+	for _, base := range []string{failing.URL, closedURL} {
+		ep := &boxoffice.WebhookEndpoint{ID: "p", URL: base + "/hook?token=s3cret-token", EventTypes: boxoffice.EventTypes, Secret: NewSecret()}
+		err := w.deliver(context.Background(), ep, m)
+		if err == nil || strings.Contains(err.Error(), "s3cret-token") || !strings.Contains(err.Error(), "REDACTED") {
+			t.Errorf("deliver to %s: %v; want a failure without the token", base, err)
+		}
+	}
+	if got := redact("https://u:pw@partner.example/h?token=x#f"); strings.Contains(got, "token") || strings.Contains(got, "pw") {
+		t.Errorf("redact = %q", got)
+	}
+}

@@ -35,18 +35,35 @@ var privateNets = []netip.Prefix{
 // last 32 bits and reach that address through a NAT64 gateway.
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
+// IPv6 forms that carry an IPv4 address and reach it through the IPv4 network, judged by that
+// address: IPv4-compatible (::/96, deprecated, last 32 bits), 6to4 (2002::/16, bits 16–47) and
+// Teredo (2001::/32: the relay server in bits 32–63, the client, inverted, in the last 32).
+var (
+	v4compat  = netip.MustParsePrefix("::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	teredo    = netip.MustParsePrefix("2001::/32")
+)
+
 // Private reports whether ip is not a public unicast address: loopback, RFC 1918 and fc00::/7
 // private, link-local, unspecified, multicast, carrier-grade NAT, 0.0.0.0/8, 192.0.0.0/24,
-// 198.18.0.0/15, 240.0.0.0/4 (reserved, with the broadcast address), and the IPv4-mapped and NAT64 IPv6
-// forms of all of these. An invalid address counts as private, so that a caller fails closed.
+// 198.18.0.0/15, 240.0.0.0/4 (reserved, with the broadcast address), and the IPv4-mapped, NAT64,
+// IPv4-compatible, 6to4 and Teredo IPv6 forms of all of these. An invalid address counts as private, so that a caller fails closed.
 func Private(ip netip.Addr) bool {
 	if !ip.IsValid() {
 		return true
 	}
 	ip = ip.WithZone("").Unmap()
-	if ip.Is6() && nat64.Contains(ip) {
+	if ip.Is6() {
 		b := ip.As16()
-		return Private(netip.AddrFrom4([4]byte(b[12:])))
+		switch {
+		case nat64.Contains(ip) || v4compat.Contains(ip):
+			return Private(netip.AddrFrom4([4]byte(b[12:])))
+		case sixToFour.Contains(ip):
+			return Private(netip.AddrFrom4([4]byte(b[2:6])))
+		case teredo.Contains(ip):
+			client := [4]byte{b[12] ^ 0xff, b[13] ^ 0xff, b[14] ^ 0xff, b[15] ^ 0xff}
+			return Private(netip.AddrFrom4([4]byte(b[4:8]))) || Private(netip.AddrFrom4(client))
+		}
 	}
 	if ip.IsLoopback() || ip.IsPrivate() || ip.IsUnspecified() || ip.IsMulticast() ||
 		ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() {

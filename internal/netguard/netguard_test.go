@@ -64,6 +64,18 @@ func TestPrivate(t *testing.T) {
 		{"64:ff9b::a00:1", true},
 		{"64:ff9b::808:808", false},
 		{"64:ff9b:1::1", true},
+		// IPv4-compatible, 6to4 and Teredo carry an IPv4 address that the network reaches.
+		{"::7f00:1", true},                      // ::127.0.0.1
+		{"::a00:1", true},                       // ::10.0.0.1
+		{"::a9fe:a9fe", true},                   // ::169.254.169.254, the metadata service
+		{"::808:808", false},                    // ::8.8.8.8
+		{"2002:7f00:1::1", true},                // 6to4 of 127.0.0.1
+		{"2002:c0a8:101::1", true},              // 6to4 of 192.168.1.1
+		{"2002:a9fe:a9fe::1", true},             // 6to4 of 169.254.169.254
+		{"2002:808:808::1", false},              // 6to4 of 8.8.8.8
+		{"2001:0:808:808::80ff:fffe", true},     // Teredo, client 127.0.0.1 (inverted)
+		{"2001:0:7f00:1::f7f7:f7f7", true},      // Teredo, server 127.0.0.1
+		{"2001:0:808:808:0:0:f7f7:f7f7", false}, // Teredo, server and client 8.8.8.8
 	} {
 		ip := netip.MustParseAddr(tc.ip)
 		if got := Private(ip); got != tc.want {
