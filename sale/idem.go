@@ -60,7 +60,9 @@ func (s *Service) judge(idem Idem, rec *boxoffice.IdemRecord) (*boxoffice.Respon
 	}
 	if now := s.now(); rec.LockedUntil.After(now) {
 		e := boxoffice.Errorf(boxoffice.EIDEMINPROGRESS, "a request with this Idempotency-Key is still in progress")
-		e.RetryAfter = max(rec.LockedUntil.Sub(now), time.Second)
+		// The request in progress answers within the sync budget (the lease's margin beyond it
+		// only covers a process that died), so that is when a retry finds its answer.
+		e.RetryAfter = max(rec.LockedUntil.Add(-leaseMargin).Sub(now), time.Second)
 		return nil, nil, e
 	}
 	return nil, rec, nil

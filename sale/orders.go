@@ -19,7 +19,11 @@ var (
 // lease that outlives it by a margin only runs out when the request's process died.
 func (s *Service) lease() time.Duration { return leaseFor(s.cfg.SyncBudget) }
 
-func leaseFor(syncBudget time.Duration) time.Duration { return syncBudget + 10*time.Second }
+func leaseFor(syncBudget time.Duration) time.Duration { return syncBudget + leaseMargin }
+
+// leaseMargin is how long a lease outlives the sync budget: a request answers within the budget,
+// so only a request whose process died holds its record that long.
+const leaseMargin = 10 * time.Second
 
 // MinIdempotencyTTL is the shortest --idempotency-ttl a server with this sync budget accepts: a
 // minute more than a request's lease, so that no key expires while its request or a quick retry
