@@ -21,11 +21,15 @@ func BenchmarkDecodePurchase(b *testing.B) {
 	}
 }
 
-// BenchmarkFingerprint is the canonical-JSON hash every POST pays for its idempotency check.
+// BenchmarkFingerprint is the hash of the decoded input every POST pays for its idempotency check.
 func BenchmarkFingerprint(b *testing.B) {
+	var in sale.PurchaseInput
+	if err := decodeJSON(purchaseBody, &in); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Fingerprint("POST", "/v1/purchases", purchaseBody); err != nil {
+		if _, err := sale.NewIdem("key_c", "POST /v1/purchases", "/v1/purchases", "k", in); err != nil {
 			b.Fatal(err)
 		}
 	}

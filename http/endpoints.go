@@ -81,9 +81,10 @@ func (h *handler) ok(v any) (*boxoffice.Response, bool, error) {
 
 // beginPost does what every POST does before the service sees it, in the order SPEC §3 and the
 // brief fix: the Idempotency-Key (auth has run), then the body (type, size, strict decoding into
-// in), then the fingerprint. bodyOptional allows an empty body; a non-empty one is still decoded
-// strictly. The scope is the key id and the route template with its method, e.g.
-// "key_x POST /v1/holds/{hold_id}/confirm", so that keys of two callers or two routes never meet.
+// in), then the idempotency context (sale.NewIdem): the scope is the key id and the route template
+// with its method, e.g. "key_x POST /v1/holds/{hold_id}/confirm", so that keys of two callers or
+// two routes never meet, and the fingerprint is of the decoded input, as for every transport.
+// bodyOptional allows an empty body; a non-empty one is still decoded strictly.
 func (h *handler) beginPost(r *http.Request, p *boxoffice.Principal, in any, bodyOptional bool) (sale.Idem, error) {
 	key, err := ParseIdempotencyKey(r.Header.Values(headerIdempotencyKey))
 	if err != nil {
@@ -98,22 +99,7 @@ func (h *handler) beginPost(r *http.Request, p *boxoffice.Principal, in any, bod
 			return sale.Idem{}, err
 		}
 	}
-	fp, err := Fingerprint(r.Method, r.URL.Path, body)
-	if err != nil {
-		// decodeJSON accepted the body, so it is valid JSON; this cannot happen, and if it does
-		// it is the client's body that is wrong.
-		return sale.Idem{}, boxoffice.Validation(boxoffice.FieldError{Field: "body", Message: "invalid JSON"})
-	}
-	return sale.Idem{Scope: idemScope(p, r), Key: key, Fingerprint: fp}, nil
-}
-
-// idemScope is the principal's key id, the method and the route template.
-func idemScope(p *boxoffice.Principal, r *http.Request) string {
-	route := r.Pattern
-	if _, path, ok := strings.Cut(route, " "); ok {
-		route = path
-	}
-	return p.KeyID + " " + r.Method + " " + route
+	return sale.NewIdem(p.KeyID, r.Pattern, r.URL.Path, key, in)
 }
 
 // healthz says the process serves HTTP; it checks nothing else, so a slow store never gets the

@@ -115,7 +115,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		for _, in := range inputs() {
 			err := decodeJSON(data, in)
 			if err == nil {
-				if _, ferr := Fingerprint("POST", "/p", data); ferr != nil {
+				if _, ferr := sale.NewIdem("key_c", "POST /p", "/p", "k", in); ferr != nil {
 					t.Fatalf("decoded %q into %T but cannot fingerprint it: %v", data, in, ferr)
 				}
 				continue

@@ -416,9 +416,9 @@ func TestDecodedInputReachesService(t *testing.T) {
 	if f.lastIdem.Scope != "key_c POST /v1/shows/{show_id}/holds" {
 		t.Errorf("scope = %q", f.lastIdem.Scope)
 	}
-	fp, _ := Fingerprint("POST", "/v1/shows/gala/holds", []byte(holdBody))
-	if f.lastIdem.Fingerprint != fp {
-		t.Errorf("fingerprint = %q, want %q", f.lastIdem.Fingerprint, fp)
+	want, _ := sale.NewIdem("key_c", "POST /v1/shows/{show_id}/holds", "/v1/shows/gala/holds", "k1", in)
+	if f.lastIdem != want {
+		t.Errorf("idempotency context = %+v, want %+v", f.lastIdem, want)
 	}
 
 	serve(t, h, req{method: "POST", path: "/v1/holds/hld_abc/confirm", key: adminKey, idem: []string{"k1"}, body: `{"payment":{"token":"tok_ok"}}`})
@@ -468,57 +468,38 @@ func TestReplayedResponsesPassThrough(t *testing.T) {
 	}
 }
 
+// TestFingerprint: the fingerprint is of what a request asks for — the operation, the path and
+// the decoded input — not of its bytes.
 func TestFingerprint(t *testing.T) {
-	fp := func(method, path, body string) string {
+	fp := func(op, path string, in any) string {
 		t.Helper()
-		s, err := Fingerprint(method, path, []byte(body))
+		id, err := sale.NewIdem("key_c", op, path, "k", in)
 		if err != nil {
-			t.Fatalf("Fingerprint(%q): %v", body, err)
+			t.Fatal(err)
 		}
-		if len(s) != 64 {
-			t.Fatalf("not hex sha-256: %q", s)
+		if len(id.Fingerprint) != 64 || id.Scope != "key_c "+op {
+			t.Fatalf("idem = %+v", id)
 		}
-		return s
+		return id.Fingerprint
 	}
-	base := fp("POST", "/v1/purchases", `{"show_id":"gala","quantity":2,"buyer":{"email":"a@b.c","x":[1,2]}}`)
-	same := []string{
-		`{"quantity":2,"show_id":"gala","buyer":{"x":[1,2],"email":"a@b.c"}}`,
-		" {\n  \"buyer\" : { \"email\" : \"a@b.c\" , \"x\" : [ 1 , 2 ] } ,\n \"quantity\":2, \"show_id\":\"gala\" }\n",
-		`{"show_id":"\u0067ala","quantity":2,"buyer":{"email":"a@b.c","x":[1,2]}}`,
-	}
-	for _, b := range same {
-		if got := fp("POST", "/v1/purchases", b); got != base {
-			t.Errorf("%s: fingerprint differs", b)
-		}
-	}
-	different := map[string]string{
-		"value":      fp("POST", "/v1/purchases", `{"show_id":"gala","quantity":3,"buyer":{"email":"a@b.c","x":[1,2]}}`),
-		"nested":     fp("POST", "/v1/purchases", `{"show_id":"gala","quantity":2,"buyer":{"email":"b@b.c","x":[1,2]}}`),
-		"array":      fp("POST", "/v1/purchases", `{"show_id":"gala","quantity":2,"buyer":{"email":"a@b.c","x":[2,1]}}`),
-		"number txt": fp("POST", "/v1/purchases", `{"show_id":"gala","quantity":2.0,"buyer":{"email":"a@b.c","x":[1,2]}}`),
-		"path":       fp("POST", "/v1/shows/gala/holds", `{"show_id":"gala","quantity":2,"buyer":{"email":"a@b.c","x":[1,2]}}`),
-		"method":     fp("PUT", "/v1/purchases", `{"show_id":"gala","quantity":2,"buyer":{"email":"a@b.c","x":[1,2]}}`),
-	}
-	for name, got := range different {
+	in := sale.PurchaseInput{ShowID: "gala", TierID: "ga", Quantity: 2, Buyer: sale.BuyerInput{Email: "a@b.c"}}
+	base := fp("POST /v1/purchases", "/v1/purchases", in)
+	other := in
+	other.Quantity = 3
+	nested := in
+	nested.Buyer.Email = "b@b.c"
+	for name, got := range map[string]string{
+		"value":     fp("POST /v1/purchases", "/v1/purchases", other),
+		"nested":    fp("POST /v1/purchases", "/v1/purchases", nested),
+		"path":      fp("POST /v1/purchases", "/v1/purchases/x", in),
+		"operation": fp("POST /v1/shows/{show_id}/holds", "/v1/purchases", in),
+	} {
 		if got == base {
 			t.Errorf("%s: fingerprint equal", name)
 		}
 	}
-	if fp("POST", "/a", "") != fp("POST", "/a", " \n") {
-		t.Errorf("whitespace body differs from empty")
-	}
-	if fp("POST", "/a", "") == fp("POST", "/a", "{}") {
-		t.Errorf("empty body equals {}")
-	}
-	// The path and body are separated, so moving bytes between them changes the fingerprint.
-	if fp("POST", "/a", `"b"`) == fp("POST", "/a\n", `"b"`) {
-		t.Errorf("separator ambiguity")
-	}
-	if _, err := Fingerprint("POST", "/a", []byte(`{"a":1}{}`)); err == nil {
-		t.Errorf("trailing data accepted")
-	}
-	if c, _ := canonicalJSON([]byte(`{"b":"<&>","a":1.50}`)); string(c) != `{"a":1.50,"b":"<&>"}` {
-		t.Errorf("canonical = %s", c)
+	if fp("POST /v1/purchases", "/v1/purchases", in) != base {
+		t.Error("the same request fingerprints differently")
 	}
 }
 
@@ -533,8 +514,14 @@ func TestFingerprintThroughHandler(t *testing.T) {
 		return f.lastIdem.Fingerprint
 	}
 	a := send("/v1/shows/gala/holds", `{"tier_id":"ga","quantity":2}`)
-	if b := send("/v1/shows/gala/holds", "{ \"quantity\": 2,\n \"tier_id\": \"ga\" }"); a != b {
-		t.Errorf("reordered body changed the fingerprint")
+	for _, same := range []string{
+		"{ \"quantity\": 2,\n \"tier_id\": \"ga\" }",
+		`{"tier_id":"\u0067a","quantity":2}`,
+		`{"tier_id":"ga","quantity":2,"buyer":{}}`, // decodes alike: the same request
+	} {
+		if b := send("/v1/shows/gala/holds", same); a != b {
+			t.Errorf("%s: fingerprint differs from the same request's", same)
+		}
 	}
 	if b := send("/v1/shows/gala/holds", `{"tier_id":"ga","quantity":3}`); a == b {
 		t.Errorf("different value, same fingerprint")

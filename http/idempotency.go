@@ -1,11 +1,6 @@
 package http
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"io"
 	"strings"
 
 	"boxoffice"
@@ -88,49 +83,4 @@ func parseSFString(s string) (string, bool) {
 		}
 	}
 	return "", false // no closing quote
-}
-
-// Fingerprint identifies what a request asks for: the hex SHA-256 of the method, the path and the
-// canonical JSON body, separated by newlines. Two requests that differ only in key order or
-// whitespace of the body are the same request; any other difference makes reusing a key an
-// EIDEMREUSED. An empty body fingerprints as "".
-func Fingerprint(method, path string, body []byte) (string, error) {
-	canon, err := canonicalJSON(body)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	h.Write([]byte(method))
-	h.Write([]byte{'\n'})
-	h.Write([]byte(path))
-	h.Write([]byte{'\n'})
-	h.Write(canon)
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// canonicalJSON re-encodes a JSON document with sorted object keys and no insignificant
-// whitespace. Numbers are decoded as json.Number so that they keep their text: 1 and 1.0 stay
-// different, as they are different requests to a strict decoder. Whitespace only is empty.
-func canonicalJSON(body []byte) ([]byte, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, boxoffice.Validation(boxoffice.FieldError{Field: "body", Message: "unexpected data after the JSON value"})
-	}
-	// encoding/json writes map keys sorted and json.Number as its text, which is the canonical
-	// form we want; HTML escaping is off so that the form does not depend on an encoder setting.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
 }

@@ -118,31 +118,19 @@ func (s *server) authenticate(ctx context.Context, h http.Header, admin bool) (*
 	return p, nil
 }
 
-// fingerprintJSON marshals requests for fingerprints: proto field names, as the REST bodies.
-var fingerprintJSON = protojson.MarshalOptions{UseProtoNames: true}
-
-// idem is the idempotency context of an RPC that is a POST in REST: the key from metadata, a
-// scope of the caller's key id, "grpc" and the procedure (never equal to a REST scope, which has
-// the HTTP method there), and the fingerprint of the procedure and the request message.
-func idem[T any](p *boxoffice.Principal, req *connect.Request[T]) (sale.Idem, error) {
+// idem is the idempotency context of an RPC that is a POST in REST: the key from metadata, and
+// the scope and fingerprint sale.NewIdem makes of the REST operation the RPC is, its path and the
+// decoded input, so that a key has one effect whichever transport carries it.
+func idem[T any](p *boxoffice.Principal, req *connect.Request[T], operation, path string, in any) (sale.Idem, error) {
 	key, err := bohttp.ParseIdempotencyKey(req.Header().Values(HeaderIdempotencyKey))
 	if err != nil {
 		return sale.Idem{}, fail(err)
 	}
-	procedure := req.Spec().Procedure
-	msg, ok := any(req.Msg).(proto.Message)
-	if !ok {
-		return sale.Idem{}, fail(boxoffice.Errorf(boxoffice.EINTERNAL, "request is not a message"))
-	}
-	body, err := fingerprintJSON.Marshal(msg)
+	id, err := sale.NewIdem(p.KeyID, operation, path, key, in)
 	if err != nil {
 		return sale.Idem{}, fail(err)
 	}
-	fp, err := bohttp.Fingerprint(http.MethodPost, procedure, body)
-	if err != nil {
-		return sale.Idem{}, fail(err)
-	}
-	return sale.Idem{Scope: p.KeyID + " grpc " + procedure, Key: key, Fingerprint: fp}, nil
+	return id, nil
 }
 
 // serverID checks an id the server made: its prefix and length, else not found, as REST does.
@@ -176,11 +164,12 @@ func (s *server) CreateApiKey(ctx context.Context, req *connect.Request[pb.Creat
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	in := sale.APIKeyInput{Role: boxoffice.Role(req.Msg.GetRole()), Label: req.Msg.GetLabel()}
+	id, err := idem(p, req, "POST /v1/api-keys", "/v1/api-keys", in)
 	if err != nil {
 		return nil, err
 	}
-	resp, replayed, err := s.svc.CreateAPIKey(ctx, id, sale.APIKeyInput{Role: boxoffice.Role(req.Msg.GetRole()), Label: req.Msg.GetLabel()})
+	resp, replayed, err := s.svc.CreateAPIKey(ctx, id, in)
 	var out pb.CreateApiKeyResponse
 	if err := decode(resp, replayed, err, &out); err != nil {
 		return nil, err
@@ -299,16 +288,17 @@ func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateH
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	m := req.Msg
+	in := sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}}
+	id, err := idem(p, req, "POST /v1/shows/{show_id}/holds", "/v1/shows/"+m.GetShowId()+"/holds", in)
 	if err != nil {
 		return nil, err
 	}
-	m := req.Msg
 	if !boxoffice.ValidName(m.GetShowId()) {
 		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
 	}
-	resp, replayed, err := s.svc.CreateHold(ctx, p, id, sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
-		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}})
+	resp, replayed, err := s.svc.CreateHold(ctx, p, id, in)
 	out := &pb.CreateHoldResponse{Hold: &pb.Hold{}}
 	if err := decode(resp, replayed, err, out.Hold); err != nil {
 		return nil, err
@@ -354,15 +344,15 @@ func (s *server) ConfirmHold(ctx context.Context, req *connect.Request[pb.Confir
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: req.Msg.GetPayment().GetToken()}}
+	id, err := idem(p, req, "POST /v1/holds/{hold_id}/confirm", "/v1/holds/"+req.Msg.GetHoldId()+"/confirm", in)
 	if err != nil {
 		return nil, err
 	}
 	if err := serverID(req.Msg.GetHoldId(), boxoffice.PrefixHold); err != nil {
 		return nil, err
 	}
-	resp, replayed, err := s.svc.ConfirmHold(ctx, p, id, req.Msg.GetHoldId(),
-		sale.ConfirmInput{Payment: sale.PaymentInput{Token: req.Msg.GetPayment().GetToken()}})
+	resp, replayed, err := s.svc.ConfirmHold(ctx, p, id, req.Msg.GetHoldId(), in)
 	out := &pb.ConfirmHoldResponse{Order: &pb.Order{}}
 	if err := decode(resp, replayed, err, out.Order); err != nil {
 		return nil, err
@@ -376,14 +366,15 @@ func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseR
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	m := req.Msg
+	in := sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
+		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
+		Payment: sale.PaymentInput{Token: m.GetPayment().GetToken()}}
+	id, err := idem(p, req, "POST /v1/purchases", "/v1/purchases", in)
 	if err != nil {
 		return nil, err
 	}
-	m := req.Msg
-	resp, replayed, err := s.svc.Purchase(ctx, p, id, sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
-		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
-		Payment: sale.PaymentInput{Token: m.GetPayment().GetToken()}})
+	resp, replayed, err := s.svc.Purchase(ctx, p, id, in)
 	out := &pb.PurchaseResponse{Order: &pb.Order{}}
 	if err := decode(resp, replayed, err, out.Order); err != nil {
 		return nil, err
@@ -436,7 +427,8 @@ func (s *server) CancelOrder(ctx context.Context, req *connect.Request[pb.Cancel
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	// REST's cancel takes no input: its decoded body is an empty object.
+	id, err := idem(p, req, "POST /v1/orders/{order_id}/cancel", "/v1/orders/"+req.Msg.GetOrderId()+"/cancel", struct{}{})
 	if err != nil {
 		return nil, err
 	}
@@ -537,14 +529,15 @@ func (s *server) RotateWebhookSecret(ctx context.Context, req *connect.Request[p
 	if err != nil {
 		return nil, err
 	}
-	id, err := idem(p, req)
+	in := sale.RotateSecretInput{ExpiresIn: req.Msg.ExpiresIn}
+	id, err := idem(p, req, "POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret", "/v1/webhook-endpoints/"+req.Msg.GetEndpointId()+"/rotate-secret", in)
 	if err != nil {
 		return nil, err
 	}
 	if !boxoffice.ValidName(req.Msg.GetEndpointId()) {
 		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
 	}
-	resp, replayed, err := s.svc.RotateWebhookSecret(ctx, id, req.Msg.GetEndpointId(), sale.RotateSecretInput{ExpiresIn: req.Msg.ExpiresIn})
+	resp, replayed, err := s.svc.RotateWebhookSecret(ctx, id, req.Msg.GetEndpointId(), in)
 	out := &pb.RotateWebhookSecretResponse{WebhookEndpoint: &pb.WebhookEndpoint{}}
 	if err := decode(resp, replayed, err, out.WebhookEndpoint); err != nil {
 		return nil, err

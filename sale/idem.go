@@ -2,11 +2,34 @@ package sale
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"boxoffice"
 )
+
+// NewIdem is the idempotency context of a request, the same whichever transport carries it (REST,
+// gRPC, gRPC-Web, Connect). The scope is the caller's key id and the operation: the REST method
+// and route template ("POST /v1/shows/{show_id}/holds"), to which each RPC maps. The fingerprint
+// is the SHA-256 of the operation, the request's path (which holds its ids) and the decoded input
+// as JSON: what the request asks for, not how its bytes looked, so a key sent over Connect and
+// then over REST has one effect, and two bodies that decode alike are the same request.
+func NewIdem(keyID, operation, path, key string, in any) (Idem, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return Idem{}, boxoffice.Errorf(boxoffice.EINTERNAL, "fingerprint the request: %v", err)
+	}
+	h := sha256.New()
+	h.Write([]byte(operation))
+	h.Write([]byte{'\n'})
+	h.Write([]byte(path))
+	h.Write([]byte{'\n'})
+	h.Write(body)
+	return Idem{Scope: keyID + " " + operation, Key: key, Fingerprint: hex.EncodeToString(h.Sum(nil))}, nil
+}
 
 // errKeyTaken says a record for the key appeared between the lookup and the effect's transaction
 // (a concurrent request with the same key won); the effect was rolled back and the record decides.

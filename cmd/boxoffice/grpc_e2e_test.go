@@ -327,8 +327,10 @@ func TestGRPCRESTParity(t *testing.T) {
 		// REST.
 		c := srv.client(st.key(clientKey, otherKey, restVars))
 		var headers []string
+		// Each transport has keys of its own: one key is one effect whichever transport carries
+		// it (TestOneKeyAcrossTransports), and the two runs are different requests.
 		if st.idem != "" {
-			headers = []string{"Idempotency-Key", st.idem}
+			headers = []string{"Idempotency-Key", st.idem + "-rest"}
 		}
 		var body any
 		if st.body != "" {
@@ -370,7 +372,7 @@ func TestGRPCRESTParity(t *testing.T) {
 		// gRPC.
 		pairs := []string{"authorization", "Bearer " + st.key(clientKey, otherKey, grpcVars)}
 		if st.idem != "" {
-			pairs = append(pairs, "idempotency-key", st.idem)
+			pairs = append(pairs, "idempotency-key", st.idem+"-grpc")
 		}
 		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), metadata.Pairs(pairs...)), 30*time.Second)
 		resp := st.newResp()
@@ -511,4 +513,46 @@ func requestFor(t *testing.T, method string) proto.Message {
 	}
 	t.Fatalf("no request type for %s", method)
 	return nil
+}
+
+// TestOneKeyAcrossTransports: a purchase sent over gRPC and then, with the same Idempotency-Key
+// and the same request, over REST has one effect: REST answers the stored order (replayed), one
+// order exists and one charge was made; the same key with another request is 422 on either.
+func TestOneKeyAcrossTransports(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	clientKey := srv.newClientKey(t)
+	srv.client(adminKey).must(201, "PUT", "/v1/shows/x", showBody(10, 600))
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(),
+		"authorization", "Bearer "+clientKey, "idempotency-key", "one-key"), 30*time.Second)
+	defer cancel()
+	var out pb.PurchaseResponse
+	req := &pb.PurchaseRequest{ShowId: "x", TierId: "ga", Quantity: 2, Buyer: &pb.Buyer{Email: "a@example.com"}, Payment: &pb.Payment{Token: "tok_ok"}}
+	if err := conn.Invoke(ctx, "/"+boxofficev1connect.BoxOfficeServiceName+"/Purchase", req, &out); err != nil {
+		t.Fatal(err)
+	}
+	cl := srv.client(clientKey)
+	body := `{"show_id":"x","tier_id":"ga","quantity":2,"buyer":{"email":"a@example.com"},"payment":{"token":"tok_ok"}}`
+	r := cl.must(201, "POST", "/v1/purchases", body, "Idempotency-Key", "one-key")
+	if r.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(string(r.Body), out.GetOrder().GetId()) {
+		t.Fatalf("REST with the gRPC request's key: %s (replayed %q); want the order %s replayed",
+			r.Body, r.Header.Get("Idempotent-Replayed"), out.GetOrder().GetId())
+	}
+	if orders := string(cl.must(200, "GET", "/v1/orders?show_id=x", nil).Body); strings.Count(orders, `"id":"ord_`) != 1 {
+		t.Fatalf("orders after one purchase sent twice: %s", orders)
+	}
+	if show := string(cl.must(200, "GET", "/v1/shows/x", nil).Body); !strings.Contains(show, `"sold":2`) {
+		t.Fatalf("show after one purchase of 2 sent twice: %s", show)
+	}
+	other := strings.Replace(body, `"quantity":2`, `"quantity":3`, 1)
+	cl.must(422, "POST", "/v1/purchases", other, "Idempotency-Key", "one-key")
+	req.Quantity = 3
+	if err := conn.Invoke(ctx, "/"+boxofficev1connect.BoxOfficeServiceName+"/Purchase", req, &out); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("gRPC with the key and another request: %v, want INVALID_ARGUMENT (idempotency_key_reused)", err)
+	}
 }
