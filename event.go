@@ -37,6 +37,9 @@ type EventTx interface {
 	AppendEvent(ctx context.Context, e *Event) error
 	// ListEvents returns up to limit events with Position after after, in commit order.
 	ListEvents(ctx context.Context, after int64, limit int) ([]*Event, error)
+	// EventByID returns the event with that id from the outbox, or ENOTFOUND. Consumers check a
+	// message from the bus against it, so that a message nobody committed causes nothing.
+	EventByID(ctx context.Context, id string) (*Event, error)
 	// RelayCheckpoint returns the position up to which the relay called name has published the
 	// outbox, 0 when it has not started.
 	RelayCheckpoint(ctx context.Context, name string) (int64, error)

@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -248,16 +249,32 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-// apply applies m unless the inbox says it was applied; skipped reports that it was.
+// apply applies m unless the inbox says it was applied; skipped reports that it was. The message
+// must be an event of the store's outbox, as the store has it: anyone who can publish to the bus
+// (an external cluster's other clients) could otherwise have a receipt mailed or a signed webhook
+// sent for an order that does not exist. One that is not is refused for good (dead-lettered), and
+// what is applied is the store's event, not the message's copy.
 func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error) {
 	var done bool
+	var stored *boxoffice.Event
 	err = r.store.View(ctx, func(tx boxoffice.Tx) error {
 		var err error
-		done, err = tx.InboxHas(ctx, r.name, m.ID)
+		if done, err = tx.InboxHas(ctx, r.name, m.ID); err != nil || done {
+			return err
+		}
+		stored, err = tx.EventByID(ctx, m.ID)
 		return err
 	})
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return false, Permanent(fmt.Errorf("event %s is not in the store's outbox: a message no server committed", m.ID))
+	}
 	if err != nil {
 		return false, fmt.Errorf("read inbox: %w", err)
+	}
+	if !done {
+		if err := confirm(m, stored); err != nil {
+			return false, Permanent(err)
+		}
 	}
 	if done {
 		if r.onSkip != nil {
@@ -266,6 +283,27 @@ func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error
 		return true, nil
 	}
 	return false, r.handle(ctx, m)
+}
+
+// confirm checks m against the store's event of its id and, when they agree, makes m the store's:
+// type and subject as stored, and the data as stored.
+func confirm(m *Message, stored *boxoffice.Event) error {
+	same := stored.Type == m.Type && stored.Subject == m.Subject && sameJSON(stored.Data, m.Data)
+	if !same {
+		return fmt.Errorf("event %s on the bus differs from the store's: refused", m.ID)
+	}
+	m.Type, m.Subject, m.Seq, m.Position, m.Data, m.CreatedAt = stored.Type, stored.Subject, stored.Seq, stored.Position, stored.Data, stored.CreatedAt
+	return nil
+}
+
+// sameJSON compares two JSON documents byte for byte after compaction: encoding a Message compacts
+// its RawMessage data, which the store may hold with spaces.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // delay is the pause before the retry after attempt: the schedule's entry with ±20 % jitter, so

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
 	"boxoffice/sqlite"
@@ -157,5 +159,56 @@ func TestConsumerDeadLettersUndecodableAtOnce(t *testing.T) {
 	if dl.Consumer != EmailConsumer || dl.Attempts != 1 || !strings.Contains(dl.Error, "undecodable") ||
 		json.Unmarshal(dl.Payload, &payload) != nil || payload != "not json" {
 		t.Errorf("dead letter = %+v; want the email consumer's, at the first attempt, with the bytes", dl)
+	}
+}
+
+// TestConsumersActOnlyOnTheStoresEvents: anyone who can publish to an external bus could forge an
+// order.confirmed; the consumers check each message against the store's outbox, so a message with
+// an id the store never committed, or a real id with other data (another buyer), sends no email
+// and is dead-lettered at once, while the real event behind them is applied as the store has it.
+func TestConsumersActOnlyOnTheStoresEvents(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ev := e.appendEvent(t, boxoffice.EventOrderConfirmed, "ord_a", boxoffice.Order{ID: "ord_a", Buyer: boxoffice.Buyer{Email: "b@example.com"},
+		Tickets: []boxoffice.Ticket{{Code: "REAL-CODE"}}})
+	forge := func(id string, o boxoffice.Order) {
+		data, _ := json.Marshal(o)
+		body, _ := json.Marshal(Message{ID: id, Type: boxoffice.EventOrderConfirmed, Subject: o.ID, Seq: 1, Position: ev.Position, CreatedAt: time.Now(), Data: data})
+		msg := natsgo.NewMsg(SubjectPrefix + boxoffice.EventOrderConfirmed)
+		msg.Data = body
+		if _, err := e.js.PublishMsg(ctx, msg, jetstream.WithMsgID("forged-"+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forge("evt_06h1nsm8xwqzxmzfrvec4xgtpw", boxoffice.Order{ID: "ord_x", Buyer: boxoffice.Buyer{Email: "victim@example.com"}})
+	forge(ev.ID, boxoffice.Order{ID: "ord_a", Buyer: boxoffice.Buyer{Email: "attacker@example.com"}})
+
+	mail := filepath.Join(e.dir, "mail")
+	em := &Email{Store: e.store, JS: e.js, Dir: mail, Backoff: testBackoff, Logger: testLogger(t)}
+	stop := run(em.Run)
+	defer stop()
+	eventually(t, "both forged messages are dead-lettered", func() bool {
+		dls, err := ListDeadLetters(ctx, e.js, 0)
+		return err == nil && len(dls) == 2
+	})
+	stopRelay := run((&Relay{Store: e.store, JS: e.js}).Run)
+	defer stopRelay()
+	eventually(t, "the real event is applied", func() bool { return inboxHas(t, e.store, EmailConsumer, ev.ID) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	files, err := os.ReadDir(mail)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("mail dir: %v %v; want the real receipt only", files, err)
+	}
+	b, err := os.ReadFile(filepath.Join(mail, files[0].Name()))
+	if err != nil || !strings.Contains(string(b), "b@example.com") || strings.Contains(string(b), "attacker") || !strings.Contains(string(b), "REAL-CODE") {
+		t.Fatalf("receipt %s (%v): want the store's buyer and codes", b, err)
+	}
+	dls, _ := ListDeadLetters(ctx, e.js, 0)
+	for _, dl := range dls {
+		if dl.Consumer != EmailConsumer || dl.Attempts != 1 || !strings.Contains(dl.Error, "store") {
+			t.Errorf("dead letter %+v: want the email consumer's, at once, saying why", dl)
+		}
 	}
 }

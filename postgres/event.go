@@ -54,19 +54,36 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 	}
 	var events []*boxoffice.Event
 	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
-		var (
-			e    boxoffice.Event
-			data []byte
-		)
-		if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &e.CreatedAt); err != nil {
+		e, err := scanEvent(rows)
+		if err != nil {
 			return err
 		}
-		e.Data, e.CreatedAt = data, utc(e.CreatedAt)
-		events = append(events, &e)
+		events = append(events, e)
 		return nil
 	}, sListEvents, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return events, nil
+}
+
+func scanEvent(sc scanner) (*boxoffice.Event, error) {
+	var (
+		e    boxoffice.Event
+		data []byte
+	)
+	if err := sc.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &e.CreatedAt); err != nil {
+		return nil, err
+	}
+	e.Data, e.CreatedAt = data, utc(e.CreatedAt)
+	return &e, nil
+}
+
+// EventByID implements boxoffice.Tx.
+func (t *tx) EventByID(ctx context.Context, id string) (*boxoffice.Event, error) {
+	e, err := scanEvent(t.queryRow(ctx, sEventByID, id))
+	if err != nil {
+		return nil, notFound(err, "event %q", id)
+	}
+	return e, nil
 }

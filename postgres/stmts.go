@@ -164,6 +164,7 @@ const (
 		ON CONFLICT DO NOTHING
 		RETURNING position, seq`
 	sListEvents = `SELECT ` + eventCols + ` FROM events WHERE position > $1 ORDER BY position LIMIT $2`
+	sEventByID  = `SELECT ` + eventCols + ` FROM events WHERE id = $1`
 )
 
 // API keys.

@@ -33,20 +33,37 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 	var events []*boxoffice.Event
 	rows, err := t.query(ctx, sListEvents, after, limit)
 	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
-		var (
-			e         boxoffice.Event
-			data      []byte
-			createdAt int64
-		)
-		if err := rows.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &createdAt); err != nil {
+		e, err := scanEvent(rows)
+		if err != nil {
 			return err
 		}
-		e.Data, e.CreatedAt = data, fromMicros(createdAt)
-		events = append(events, &e)
+		events = append(events, e)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return events, nil
+}
+
+func scanEvent(sc scanner) (*boxoffice.Event, error) {
+	var (
+		e         boxoffice.Event
+		data      []byte
+		createdAt int64
+	)
+	if err := sc.Scan(&e.Position, &e.ID, &e.Type, &e.Subject, &e.Seq, &data, &createdAt); err != nil {
+		return nil, err
+	}
+	e.Data, e.CreatedAt = data, fromMicros(createdAt)
+	return &e, nil
+}
+
+// EventByID implements boxoffice.Tx.
+func (t *tx) EventByID(ctx context.Context, id string) (*boxoffice.Event, error) {
+	e, err := scanEvent(t.queryRow(ctx, sEventByID, id))
+	if err != nil {
+		return nil, notFound(err, "event %q", id)
+	}
+	return e, nil
 }

@@ -920,6 +920,13 @@ func testEvents(t *testing.T, db boxoffice.Store) {
 		if rest, err := tx.ListEvents(ctx, appended[5].Position, 10); err != nil || len(rest) != 0 {
 			t.Errorf("ListEvents after the last = %v, %v", rest, err)
 		}
+		got, err := tx.EventByID(ctx, "evt_3")
+		if err != nil || got.Position != appended[3].Position || got.Subject != "hld_c" || got.Seq != 1 ||
+			!bytes.Equal(got.Data, appended[3].Data) || !got.CreatedAt.Equal(at(3*time.Second)) {
+			t.Errorf("EventByID(evt_3) = %+v, %v; want %+v", got, err, appended[3])
+		}
+		_, err = tx.EventByID(ctx, "evt_nope")
+		wantCode(t, err, boxoffice.ENOTFOUND)
 		return nil
 	})
 }
