@@ -65,7 +65,7 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 	if opts.Registry != nil {
 		measure = append(measure, newMetrics(opts.Registry).interceptor())
 	}
-	handlerOpts := []connect.HandlerOption{
+	handlerOpts := append(codecs(),
 		connect.WithReadMaxBytes(maxMessageBytes),
 		connect.WithInterceptors(append(measure, shedding(shed), logInternal(opts.Logger))...),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {
@@ -73,7 +73,7 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 				slog.String("procedure", spec.Procedure), slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
 			return toError(errors.New("panic"))
 		}),
-	}
+	)
 	h := &Handler{mux: http.NewServeMux()}
 	mount := func(path string, hd http.Handler) {
 		h.mux.Handle(path, hd)

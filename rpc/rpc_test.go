@@ -582,3 +582,43 @@ func TestAPIKeyLifeCycle(t *testing.T) {
 	_, err = c.RevokeApiKey(ctx, call(&pb.RevokeApiKeyRequest{KeyId: "key_nothing"}, admin, ""))
 	wantProblem(t, err, connect.CodeNotFound, "not_found")
 }
+
+// TestStrictMessages: a JSON request with an unknown field is refused, as REST refuses one, and
+// no error names a Go type of the server (connect's own codecs say "unmarshal into
+// *boxofficev1.…").
+func TestStrictMessages(t *testing.T) {
+	srv := newServer(t)
+	post := func(ctype, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", srv.URL+"/boxoffice.v1.BoxOfficeService/GetShow", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ctype)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct{ ctype, body, want string }{
+		{"application/json", `{"show_id":"gala","bogus":1}`, "bogus"},
+		{"application/json; charset=utf-8", `{"show_id":"gala","bogus":1}`, "bogus"},
+		{"application/json", `{"show_id":`, ""},
+		{"application/proto", "\xff\xff\xff", ""},
+	} {
+		status, body := post(c.ctype, c.body)
+		if status != http.StatusBadRequest || !strings.Contains(body, `"invalid_argument"`) || !strings.Contains(body, c.want) {
+			t.Errorf("%s %q: %d %s; want 400 invalid_argument naming %q", c.ctype, c.body, status, body, c.want)
+		}
+		if strings.Contains(body, "boxofficev1") || strings.Contains(body, "*") {
+			t.Errorf("%s %q: the error names a Go type: %s", c.ctype, c.body, body)
+		}
+	}
+	if status, body := post("application/json", `{"show_id":"gala"}`); status != http.StatusNotFound {
+		t.Errorf("a well-formed request: %d %s; want the service's 404", status, body)
+	}
+}
