@@ -54,8 +54,22 @@ type HoldTx interface {
 	// NextHoldExpiry returns the earliest expires_at of an active hold; ok is false when none is.
 	NextHoldExpiry(ctx context.Context) (t time.Time, ok bool, err error)
 	// BuyerTickets returns how many tickets of a show a buyer holds or bought: the quantities of
-	// their active and confirmed holds.
+	// their active and confirmed holds. Addresses are compared by BuyerKey, so buyer@x and
+	// BUYER@X are one buyer.
 	BuyerTickets(ctx context.Context, showID, email string) (int, error)
 	// ForEachHold calls fn for every hold.
 	ForEachHold(ctx context.Context, fn func(*Hold) error) error
+}
+
+// BuyerKey is the form of a buyer's address that max_per_buyer counts by: ASCII letters in lower
+// case. Mail systems treat addresses case-insensitively in practice, so buyer@x and BUYER@X are
+// one buyer, and one limit; other letters are left as they are, as the stores' lower() leaves them.
+func BuyerKey(email string) string {
+	b := []byte(email)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }

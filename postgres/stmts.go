@@ -87,7 +87,7 @@ const (
 		ORDER BY h.expires_at LIMIT $2`
 	sNextHoldExpiry = `SELECT expires_at FROM holds WHERE status = 'active' ORDER BY expires_at LIMIT 1`
 	sBuyerTickets   = `SELECT COALESCE(SUM(quantity), 0) FROM holds
-		WHERE show_id = $1 AND buyer_email = $2 AND status IN ('active', 'confirmed')`
+		WHERE show_id = $1 AND lower(buyer_email COLLATE "C") = $2 AND status IN ('active', 'confirmed')`
 	sForEachHold = `SELECT ` + holdCols + ` FROM holds WHERE id > $1 ORDER BY id LIMIT $2`
 )
 

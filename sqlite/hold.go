@@ -92,7 +92,7 @@ func (t *tx) NextHoldExpiry(ctx context.Context) (time.Time, bool, error) {
 // BuyerTickets implements boxoffice.Tx.
 func (t *tx) BuyerTickets(ctx context.Context, showID, email string) (int, error) {
 	var n int
-	if err := t.queryRow(ctx, sBuyerTickets, showID, email).Scan(&n); err != nil {
+	if err := t.queryRow(ctx, sBuyerTickets, showID, boxoffice.BuyerKey(email)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count tickets of buyer: %w", err)
 	}
 	return n, nil

@@ -127,7 +127,7 @@ var stmtSQL = [numStmts]string{
 		ORDER BY h.expires_at LIMIT ?`,
 	sNextHoldExpiry: `SELECT expires_at FROM holds WHERE status = 'active' ORDER BY expires_at LIMIT 1`,
 	sBuyerTickets: `SELECT COALESCE(SUM(quantity), 0) FROM holds
-		WHERE show_id = ? AND buyer_email = ? AND status IN ('active', 'confirmed')`,
+		WHERE show_id = ? AND lower(buyer_email) = ? AND status IN ('active', 'confirmed')`,
 	// No ORDER BY: the audit needs every row, not an order, and a scan in rowid order is the
 	// cheapest way to stream them.
 	sForEachHold: `SELECT ` + holdCols + ` FROM holds`,

@@ -490,10 +490,22 @@ func testBuyerTickets(t *testing.T, db boxoffice.Store) {
 		if err := tx.InsertHold(ctx, other); err != nil {
 			return err
 		}
-		return tx.InsertHold(ctx, testHold("hld_bob", "bob@x", base))
+		if err := tx.InsertHold(ctx, testHold("hld_bob", "bob@x", base)); err != nil {
+			return err
+		}
+		// The same buyer in capitals: one buyer, one limit (BuyerKey).
+		upper := testHold("hld_ann_upper", "ANN@X", base)
+		upper.Quantity = 16
+		if err := tx.InsertHold(ctx, upper); err != nil {
+			return err
+		}
+		// Only ASCII letters fold: Ä is not ä.
+		umlaut := testHold("hld_umlaut", "Äda@x", base)
+		umlaut.Quantity = 32
+		return tx.InsertHold(ctx, umlaut)
 	})
 	view(t, db, func(tx boxoffice.Tx) error {
-		for email, want := range map[string]int{"ann@x": 3, "bob@x": 2, "nobody@x": 0} {
+		for email, want := range map[string]int{"ann@x": 19, "Ann@X": 19, "bob@x": 2, "BOB@x": 2, "nobody@x": 0, "Äda@x": 32, "äda@x": 0} {
 			n, err := tx.BuyerTickets(ctx, "gig", email)
 			if err != nil || n != want {
 				t.Errorf("BuyerTickets(%s) = %d, %v, want %d", email, n, err, want)
