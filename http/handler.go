@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"boxoffice"
+	"boxoffice/internal/keylimit"
 	"boxoffice/internal/prom"
 	"boxoffice/sale"
 )
@@ -68,6 +69,9 @@ type Options struct {
 	// DeadLetters is the async side's dead-letter queue, served under /v1/dead-letters; nil
 	// answers those routes with 404.
 	DeadLetters DeadLetters
+	// RateLimit bounds each API key's requests (429 rate_limited past it); nil: no limit. The
+	// RPC handler is given the same one, so a key has one budget over both transports.
+	RateLimit *keylimit.Limiter
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -95,6 +99,7 @@ type handler struct {
 	slots   chan struct{}
 	metrics *metrics
 	dlq     DeadLetters
+	limit   *keylimit.Limiter
 	mux     *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
 	allowed map[string][]string
@@ -121,6 +126,7 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		slots:   make(chan struct{}, opts.MaxInFlight),
 		metrics: newMetrics(opts.Registry),
 		dlq:     opts.DeadLetters,
+		limit:   opts.RateLimit,
 		mux:     http.NewServeMux(),
 		allowed: map[string][]string{},
 	}
@@ -208,6 +214,10 @@ func (h *handler) handle(pattern string, acc access, ep endpoint) {
 		if acc != public {
 			var err error
 			if p, err = h.authenticate(r, acc); err != nil {
+				h.writeError(w, r, err)
+				return
+			}
+			if err := h.limit.Allow(p.KeyID); err != nil {
 				h.writeError(w, r, err)
 				return
 			}

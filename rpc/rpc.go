@@ -26,6 +26,7 @@ import (
 	"boxoffice"
 	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/keylimit"
 )
 
 // Options configures NewHandler. The zero value is usable.
@@ -39,6 +40,9 @@ type Options struct {
 	// boxoffice_rpc_duration_seconds by procedure). Pass the registry the HTTP handler serves on
 	// /metrics, since this handler serves none; nil records no RPC metrics.
 	Registry *prometheus.Registry
+	// RateLimit bounds each API key's requests (RESOURCE_EXHAUSTED, rate_limited, past it); give
+	// it the REST handler's, so a key has one budget over both transports. nil: no limit.
+	RateLimit *keylimit.Limiter
 }
 
 // maxMessageBytes bounds a request message, as REST bounds a body (payload_too_large).
@@ -58,7 +62,7 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 1024
 	}
-	s := &server{svc: svc}
+	s := &server{svc: svc, limit: opts.RateLimit}
 	shed := make(chan struct{}, opts.MaxInFlight)
 	// Metrics come first, outermost, so that they count what the client gets, shed RPCs included.
 	var measure []connect.Interceptor

@@ -13,6 +13,7 @@ import (
 	pb "boxoffice/gen/boxoffice/v1"
 	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/keylimit"
 	"boxoffice/sale"
 )
 
@@ -33,7 +34,8 @@ const (
 
 // server implements boxofficev1connect.BoxOfficeServiceHandler over the service layer.
 type server struct {
-	svc bohttp.Service
+	svc   bohttp.Service
+	limit *keylimit.Limiter
 }
 
 var _ boxofficev1connect.BoxOfficeServiceHandler = (*server)(nil)
@@ -111,6 +113,9 @@ func (s *server) authenticate(ctx context.Context, h http.Header, admin bool) (*
 	}
 	if p == nil {
 		return nil, fail(boxoffice.Errorf(boxoffice.EUNAUTHORIZED, "unknown API key"))
+	}
+	if err := s.limit.Allow(p.KeyID); err != nil {
+		return nil, fail(err)
 	}
 	if p.Role != boxoffice.RoleAdmin && (admin || p.Role != boxoffice.RoleClient) {
 		return nil, fail(boxoffice.Errorf(boxoffice.EFORBIDDEN, "this API key may not do that"))

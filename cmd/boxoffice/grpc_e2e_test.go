@@ -556,3 +556,35 @@ func TestOneKeyAcrossTransports(t *testing.T) {
 		t.Fatalf("gRPC with the key and another request: %v, want INVALID_ARGUMENT (idempotency_key_reused)", err)
 	}
 }
+
+// TestRateLimitPerKey: with --rate-limit, a key past its budget gets 429 rate_limited with a
+// Retry-After over REST and RESOURCE_EXHAUSTED over gRPC (one budget for both), and another key
+// is unaffected.
+func TestRateLimitPerKey(t *testing.T) {
+	srv := startServer(t, t.TempDir(), "--rate-limit", "0.1", "--rate-burst", "3") // a token per 10 s
+	keyA, keyB := srv.newClientKey(t), srv.newClientKey(t)
+	a := srv.client(keyA)
+	for range 3 {
+		a.must(404, "GET", "/v1/shows/none", nil)
+	}
+	r, err := a.do("GET", "/v1/shows/none", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != 429 || r.code() != "rate_limited" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("past the burst: %d %s (Retry-After %q); want 429 rate_limited with Retry-After", r.Status, r.Body, r.Header.Get("Retry-After"))
+	}
+	srv.client(keyB).must(404, "GET", "/v1/shows/none", nil)
+
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keyA), 30*time.Second)
+	defer cancel()
+	err = conn.Invoke(ctx, "/"+boxofficev1connect.BoxOfficeServiceName+"/GetShow", &pb.GetShowRequest{ShowId: "none"}, &pb.GetShowResponse{})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("gRPC with the spent key: %v; want RESOURCE_EXHAUSTED", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -24,6 +25,7 @@ import (
 
 	"boxoffice"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/keylimit"
 	"boxoffice/inventory"
 	bonats "boxoffice/nats"
 	"boxoffice/postgres"
@@ -75,8 +77,11 @@ type serveFlags struct {
 	idempotencyTTL time.Duration
 	maxQuantity    int
 	maxInFlight    int
-	logLevel       string
-	debugAddr      string
+	// rateLimit and rateBurst bound each API key's requests (--rate-limit, --rate-burst).
+	rateLimit float64
+	rateBurst int
+	logLevel  string
+	debugAddr string
 	// debugAllowRemote lets --debug-addr listen beyond loopback.
 	debugAllowRemote bool
 	memoryLimit      byteSize
@@ -103,6 +108,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.idempotencyTTL, "idempotency-ttl", sale.DefaultIdempotencyTTL, "how long idempotency keys are remembered (must exceed any client's retry window)")
 	fs.IntVar(&f.maxQuantity, "max-quantity", sale.DefaultMaxQuantity, "most tickets in one hold")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once before shedding load with 503")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 0, "requests a second each API key may send, over REST and gRPC together, before 429 rate_limited (0: no limit; a sales channel's key carries all its buyers)")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "requests a key may send at once above --rate-limit (0: twice the rate)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.webhookRetries = bonats.DefaultWebhookBackoff
 	f.emailRetries = bonats.DefaultEmailBackoff
@@ -199,8 +206,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	// the RPC metrics; the Go runtime and process collectors are what bohttp adds to its own.
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry}),
-		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry,
+	burst := f.rateBurst
+	if burst <= 0 {
+		burst = int(math.Ceil(2 * f.rateLimit))
+	}
+	limit := keylimit.New(f.rateLimit, burst) // one budget per key over both transports
+	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
+		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 			DeadLetters: async}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -253,6 +265,8 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--redis is used by the redis-lock strategy only; add --inventory redis-lock")
 	case f.payments != "sim" && !isPaymentsURL(f.payments):
 		return fmt.Errorf(`--payments %q: want "sim" (the built-in simulator) or a Stripe-compatible http(s) base URL`, f.payments)
+	case f.rateLimit < 0 || f.rateBurst < 0 || math.IsNaN(f.rateLimit) || math.IsInf(f.rateLimit, 0):
+		return fmt.Errorf("--rate-limit and --rate-burst must be 0 (no limit, twice the rate) or positive")
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	case f.debugAddr != "" && !f.debugAllowRemote && !loopbackAddr(f.debugAddr):
