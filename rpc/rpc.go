@@ -83,7 +83,8 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 		h.mux.Handle(path, hd)
 		h.prefixes = append(h.prefixes, path)
 	}
-	mount(boxofficev1connect.NewBoxOfficeServiceHandler(s, handlerOpts...))
+	path, service := boxofficev1connect.NewBoxOfficeServiceHandler(s, handlerOpts...)
+	mount(path, refuseOversize(service, connect.NewErrorWriter(handlerOpts...)))
 	// Health checks are counted too: a failing probe shows in the same metrics as the service.
 	mount(grpchealth.NewHandler(&checker{svc: svc}, connect.WithReadMaxBytes(maxMessageBytes), connect.WithInterceptors(measure...)))
 
@@ -93,6 +94,21 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 	grpcreflect.Register(refl, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string { return services })))
 	connecthttp.Mount(prefixMux{h}, refl)
 	return h
+}
+
+// refuseOversize answers a request whose announced length is past maxMessageBytes (plus the
+// 5-byte envelope of gRPC framing) with the payload_too_large problem in the caller's protocol,
+// as REST answers a body past 64 KiB. One whose length is not announced (a gRPC stream) meets
+// connect's own bound, RESOURCE_EXHAUSTED without the problem detail.
+func refuseOversize(next http.Handler, ew *connect.ErrorWriter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxMessageBytes+5 && ew.IsSupported(r) {
+			_ = ew.Write(w, r, toError(boxoffice.Errorf(boxoffice.EPAYLOADTOOLARGE,
+				"the request message is larger than %d bytes", maxMessageBytes)))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // prefixMux records the paths connecthttp mounts, so that Handles knows them.

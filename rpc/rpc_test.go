@@ -622,3 +622,15 @@ func TestStrictMessages(t *testing.T) {
 		t.Errorf("a well-formed request: %d %s; want the service's 404", status, body)
 	}
 }
+
+// TestOversizeMessageIsPayloadTooLarge: a message past 64 KiB is refused with the same problem as
+// a REST body past it, in the caller's protocol.
+func TestOversizeMessageIsPayloadTooLarge(t *testing.T) {
+	srv := newServer(t)
+	c := boxofficev1connect.NewBoxOfficeServiceClient(srv.Client(), srv.URL)
+	_, err := c.GetShow(context.Background(), call(&pb.GetShowRequest{ShowId: strings.Repeat("x", 70_000)}, admin, ""))
+	p := wantProblem(t, err, connect.CodeResourceExhausted, boxoffice.EPAYLOADTOOLARGE)
+	if p.GetStatus() != 413 {
+		t.Errorf("problem %v; want status 413", p)
+	}
+}
