@@ -16,6 +16,7 @@ const (
 	EHOLDRELEASED       = "hold_released"
 	EPAYMENTDECLINED    = "payment_declined"
 	ENOTCANCELLABLE     = "order_not_cancellable"
+	ECANCELWINDOW       = "cancel_window_closed"
 	EIDEMMISSING        = "idempotency_key_missing"
 	EIDEMINVALID        = "idempotency_key_invalid"
 	EIDEMREUSED         = "idempotency_key_reused"

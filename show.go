@@ -30,9 +30,21 @@ type Show struct {
 	StartsAt       time.Time `json:"starts_at"`
 	HoldTTLSeconds int       `json:"hold_ttl_seconds"`
 	MaxPerBuyer    *int      `json:"max_per_buyer"`
-	Tiers          []Tier    `json:"tiers"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	// CancelCutoffSeconds closes the cancel (and refund) window of the show's orders this long
+	// before StartsAt; nil leaves it open until any time.
+	CancelCutoffSeconds *int      `json:"cancel_cutoff_seconds,omitempty"`
+	Tiers               []Tier    `json:"tiers"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
+}
+
+// CancelClosesAt is when the cancel window of the show's orders closes; ok is false when it never
+// does.
+func (s *Show) CancelClosesAt() (at time.Time, ok bool) {
+	if s.CancelCutoffSeconds == nil {
+		return time.Time{}, false
+	}
+	return s.StartsAt.Add(-time.Duration(*s.CancelCutoffSeconds) * time.Second), true
 }
 
 // Tier returns the tier with id, or nil.

@@ -40,6 +40,7 @@ var problemKinds = map[string]problemKind{
 	boxoffice.EHOLDRELEASED:       {http.StatusConflict, "Hold released"},
 	boxoffice.ECAPACITYCONFLICT:   {http.StatusConflict, "Capacity conflict"},
 	boxoffice.EIDEMINPROGRESS:     {http.StatusConflict, "Request in progress"},
+	boxoffice.ECANCELWINDOW:       {http.StatusConflict, "Cancel window closed"},
 	boxoffice.ECONFLICT:           {http.StatusConflict, "Conflict"},
 	boxoffice.EHOLDEXPIRED:        {http.StatusGone, "Hold expired"},
 	boxoffice.EPAYMENTDECLINED:    {http.StatusPaymentRequired, "Payment declined"},

@@ -7,7 +7,6 @@ import (
 	"boxoffice"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // GetShow implements boxoffice.Tx.
@@ -68,12 +67,9 @@ func (t *tx) ListShows(ctx context.Context, after string, limit int) ([]*boxoffi
 // a replaced show and the counts of its tiers are read back with GetShow. Its statements go in
 // one round trip.
 func (t *tx) PutShow(ctx context.Context, s *boxoffice.Show) error {
-	var maxPerBuyer pgtype.Int4
-	if s.MaxPerBuyer != nil {
-		maxPerBuyer = pgtype.Int4{Int32: int32(*s.MaxPerBuyer), Valid: true}
-	}
 	b := &pgx.Batch{}
-	b.Queue(sUpsertShow, s.ID, s.Name, s.StartsAt, s.HoldTTLSeconds, maxPerBuyer, s.CreatedAt, s.UpdatedAt)
+	b.Queue(sUpsertShow, s.ID, s.Name, s.StartsAt, s.HoldTTLSeconds, nullInt(s.MaxPerBuyer), s.CreatedAt, s.UpdatedAt,
+		nullInt(s.CancelCutoffSeconds))
 	ids := make([]string, len(s.Tiers))
 	for i, tr := range s.Tiers {
 		ids[i] = tr.ID

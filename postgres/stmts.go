@@ -5,7 +5,7 @@ package postgres
 // Column lists are shared with the scan functions in tx.go; keep them in step.
 
 const (
-	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
+	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at, cancel_cutoff_seconds`
 	countCols = `show_id, id, capacity, held, sold, version, fence`
 	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at, api_key_id`
 	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
@@ -21,21 +21,21 @@ const (
 // comes too): one round trip, and under READ COMMITTED one snapshot for the show and its tiers.
 const (
 	sGetShow = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
-			t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
 		FROM shows AS s LEFT JOIN tiers AS t ON t.show_id = s.id
 		WHERE s.id = $1
 		ORDER BY t.position`
 	// The page of shows and all their tiers in one statement, rather than one query per show.
 	sListShows = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
-			t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
 		FROM (SELECT ` + showCols + ` FROM shows WHERE id > $1 ORDER BY id LIMIT $2) AS s
 			LEFT JOIN tiers AS t ON t.show_id = s.id
 		ORDER BY s.id, t.position`
 	// created_at is not in the update: a replaced show keeps the time it was first created.
-	sUpsertShow = `INSERT INTO shows (` + showCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	sUpsertShow = `INSERT INTO shows (` + showCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, starts_at = excluded.starts_at,
 			hold_ttl_seconds = excluded.hold_ttl_seconds, max_per_buyer = excluded.max_per_buyer,
-			updated_at = excluded.updated_at`
+			updated_at = excluded.updated_at, cancel_cutoff_seconds = excluded.cancel_cutoff_seconds`
 	// held, sold, version and fence are not in the update: a tier that stays keeps its counts.
 	sUpsertTier = `INSERT INTO tiers (show_id, id, position, name, capacity, price_amount, price_currency)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)

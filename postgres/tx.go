@@ -222,24 +222,38 @@ func conflict(format string, args ...any) error {
 type showRow struct {
 	s                    boxoffice.Show
 	maxPerBuyer          pgtype.Int4
+	cancelCutoff         pgtype.Int4
 	tierID, name, cur    pgtype.Text
 	capacity, held, sold pgtype.Int4
 	amount               pgtype.Int8
 }
 
 func (r *showRow) scan(sc scanner) error {
-	r.maxPerBuyer, r.tierID = pgtype.Int4{}, pgtype.Text{}
+	r.maxPerBuyer, r.cancelCutoff, r.tierID = pgtype.Int4{}, pgtype.Int4{}, pgtype.Text{}
 	if err := sc.Scan(&r.s.ID, &r.s.Name, &r.s.StartsAt, &r.s.HoldTTLSeconds, &r.maxPerBuyer, &r.s.CreatedAt,
-		&r.s.UpdatedAt, &r.tierID, &r.name, &r.capacity, &r.amount, &r.cur, &r.held, &r.sold); err != nil {
+		&r.s.UpdatedAt, &r.cancelCutoff, &r.tierID, &r.name, &r.capacity, &r.amount, &r.cur, &r.held, &r.sold); err != nil {
 		return err
 	}
 	r.s.StartsAt, r.s.CreatedAt, r.s.UpdatedAt = utc(r.s.StartsAt), utc(r.s.CreatedAt), utc(r.s.UpdatedAt)
-	r.s.MaxPerBuyer = nil
-	if r.maxPerBuyer.Valid {
-		v := int(r.maxPerBuyer.Int32)
-		r.s.MaxPerBuyer = &v
-	}
+	r.s.MaxPerBuyer, r.s.CancelCutoffSeconds = optInt(r.maxPerBuyer), optInt(r.cancelCutoff)
 	return nil
+}
+
+// optInt reads an optional integer, NULL as nil.
+func optInt(v pgtype.Int4) *int {
+	if !v.Valid {
+		return nil
+	}
+	n := int(v.Int32)
+	return &n
+}
+
+// nullInt stores an optional integer, nil as NULL.
+func nullInt(v *int) pgtype.Int4 {
+	if v == nil {
+		return pgtype.Int4{}
+	}
+	return pgtype.Int4{Int32: int32(*v), Valid: true}
 }
 
 // tier returns the row's tier; ok is false for a show without tiers.

@@ -26,6 +26,7 @@ var grpcCodes = map[string]connect.Code{
 	boxoffice.ECAPACITYCONFLICT:   connect.CodeFailedPrecondition,
 	boxoffice.EPAYMENTDECLINED:    connect.CodeFailedPrecondition,
 	boxoffice.ENOTCANCELLABLE:     connect.CodeFailedPrecondition,
+	boxoffice.ECANCELWINDOW:       connect.CodeFailedPrecondition,
 	boxoffice.EIDEMINPROGRESS:     connect.CodeAborted,
 	boxoffice.ECONFLICT:           connect.CodeAborted,
 	boxoffice.EIDEMMISSING:        connect.CodeInvalidArgument,

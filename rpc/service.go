@@ -222,7 +222,8 @@ func (s *server) PutShow(ctx context.Context, req *connect.Request[pb.PutShowReq
 	if !boxoffice.ValidName(m.GetShowId()) {
 		return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "show_id", Message: "must match ^[a-z0-9][a-z0-9_-]{0,63}$"}))
 	}
-	in := sale.ShowInput{Name: m.GetName(), HoldTTLSeconds: intPtr(m.HoldTtlSeconds), MaxPerBuyer: intPtr(m.MaxPerBuyer)}
+	in := sale.ShowInput{Name: m.GetName(), HoldTTLSeconds: intPtr(m.HoldTtlSeconds), MaxPerBuyer: intPtr(m.MaxPerBuyer),
+		CancelCutoffSeconds: intPtr(m.CancelCutoffSeconds)}
 	if m.StartsAt != nil {
 		if err := m.StartsAt.CheckValid(); err != nil {
 			return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "starts_at", Message: "is not a valid time"}))

@@ -8,11 +8,14 @@ import (
 
 // ShowInput is the body of PUT /v1/shows/{id}. Pointers tell a missing field from a zero one.
 type ShowInput struct {
-	Name           string      `json:"name"`
-	StartsAt       *time.Time  `json:"starts_at"`
-	HoldTTLSeconds *int        `json:"hold_ttl_seconds"`
-	MaxPerBuyer    *int        `json:"max_per_buyer"`
-	Tiers          []TierInput `json:"tiers"`
+	Name           string     `json:"name"`
+	StartsAt       *time.Time `json:"starts_at"`
+	HoldTTLSeconds *int       `json:"hold_ttl_seconds"`
+	MaxPerBuyer    *int       `json:"max_per_buyer"`
+	// CancelCutoffSeconds closes the cancel (and refund) window of the show's orders this many
+	// seconds before it starts (0: when it starts); unset leaves it open.
+	CancelCutoffSeconds *int        `json:"cancel_cutoff_seconds"`
+	Tiers               []TierInput `json:"tiers"`
 }
 
 // TierInput is one tier of a ShowInput.

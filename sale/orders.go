@@ -581,6 +581,14 @@ func (s *Service) CancelOrder(ctx context.Context, p *boxoffice.Principal, idem 
 	case boxoffice.OrderPaymentFailed:
 		return s.finish(ctx, idem, nil, boxoffice.Errorf(boxoffice.ENOTCANCELLABLE, "order %s was never paid", id))
 	}
+	show, err := s.GetShow(ctx, o.ShowID)
+	if err != nil {
+		return nil, false, err
+	}
+	if closes, ok := show.CancelClosesAt(); ok && !s.now().Before(closes) {
+		return s.finish(ctx, idem, nil, boxoffice.Errorf(boxoffice.ECANCELWINDOW,
+			"orders of show %s could be cancelled until %s", show.ID, closes.Format(time.RFC3339)))
+	}
 	ref, err := s.pay.Refund(ctx, boxoffice.RefundRequest{Key: o.RefundKey(), ChargeID: o.ChargeID, Amount: o.Amount})
 	if err != nil {
 		if boxoffice.AsError(err) == nil {

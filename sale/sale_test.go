@@ -569,6 +569,54 @@ func TestCancelRefundsOnceAndReturnsTickets(t *testing.T) {
 	e.verify()
 }
 
+// TestCancelWindow: a show that closes its cancel window an hour before it starts refunds a cancel
+// until then, and refuses one after with 409 cancel_window_closed, refunding nothing and keeping
+// the tickets sold; the refusal replays under its key.
+func TestCancelWindow(t *testing.T) {
+	e := newEnv(t, nil)
+	e.show("s", 4, func(in *sale.ShowInput) {
+		in.StartsAt = ptr(e.clock.Now().Add(2 * time.Hour))
+		in.CancelCutoffSeconds = ptr(3600)
+	})
+	if s, err := e.svc.GetShow(context.Background(), "s"); err != nil || s.CancelCutoffSeconds == nil || *s.CancelCutoffSeconds != 3600 {
+		t.Fatalf("show %+v, %v; want the cutoff stored", s, err)
+	}
+	var orders []boxoffice.Order
+	for _, key := range []string{"p1", "p2"} {
+		res, _, err := e.purchase(key, "s", 1, "tok_ok")
+		want(t, res, err, 201, "")
+		orders = append(orders, decode[boxoffice.Order](t, res))
+	}
+	cancel := func(o boxoffice.Order, key string) (*boxoffice.Response, bool, error) {
+		return e.svc.CancelOrder(context.Background(), boxoffice.AdminPrincipal, idem("cancel "+o.ID, key, nil), o.ID)
+	}
+	res, _, err := cancel(orders[0], "c1")
+	want(t, res, err, 200, "")
+	e.clock.Advance(time.Hour) // the window closes now
+	res, _, err = cancel(orders[1], "c2")
+	want(t, res, err, 409, boxoffice.ECANCELWINDOW)
+	again, replayed, err := cancel(orders[1], "c2")
+	want(t, again, err, 409, boxoffice.ECANCELWINDOW)
+	if !replayed || string(again.Body) != string(res.Body) {
+		t.Errorf("the refusal did not replay byte for byte")
+	}
+	refunds := 0
+	for _, c := range e.sim.Charges() {
+		if c.Refunded {
+			refunds++
+		}
+	}
+	if c := e.tier("s"); refunds != 1 || c.Sold != 1 {
+		t.Fatalf("%d refunds, tier %+v; want the one cancel in the window refunded", refunds, c)
+	}
+	_, _, err = e.svc.PutShow(context.Background(), "bad", sale.ShowInput{Name: "B", StartsAt: ptr(e.clock.Now()),
+		CancelCutoffSeconds: ptr(-1), Tiers: []sale.TierInput{{ID: "a", Name: "A", Capacity: ptr(1), Price: &boxoffice.Money{Amount: 1, Currency: "EUR"}}}})
+	if be := boxoffice.AsError(err); be == nil || be.Code != boxoffice.EVALIDATION || be.Fields[0].Field != "cancel_cutoff_seconds" {
+		t.Errorf("a negative cutoff: %v; want validation_failed on cancel_cutoff_seconds", err)
+	}
+	e.verify()
+}
+
 func TestBuyerLimit(t *testing.T) {
 	e := newEnv(t, nil)
 	e.show("s", 10, func(in *sale.ShowInput) { in.MaxPerBuyer = ptr(3) })

@@ -52,6 +52,9 @@ func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoff
 	return show, created, err
 }
 
+// maxCancelCutoff bounds a show's cancel cutoff: a year before the show.
+const maxCancelCutoff = 365 * 24 * 60 * 60
+
 func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 	var v validator
 	v.name(id, "show_id")
@@ -65,10 +68,15 @@ func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 	if in.MaxPerBuyer != nil {
 		v.check(*in.MaxPerBuyer >= 1, "max_per_buyer", "must be at least 1")
 	}
+	if in.CancelCutoffSeconds != nil {
+		v.check(*in.CancelCutoffSeconds >= 0 && *in.CancelCutoffSeconds <= maxCancelCutoff, "cancel_cutoff_seconds",
+			fmt.Sprintf("must be between 0 (until the show starts) and %d", maxCancelCutoff))
+	}
 	v.check(len(in.Tiers) >= 1 && len(in.Tiers) <= maxTiers, "tiers", fmt.Sprintf("must have 1 to %d tiers", maxTiers))
 	seen := map[string]bool{}
 	now := s.now()
-	show := &boxoffice.Show{ID: id, Name: in.Name, HoldTTLSeconds: ttl, MaxPerBuyer: in.MaxPerBuyer, CreatedAt: now, UpdatedAt: now}
+	show := &boxoffice.Show{ID: id, Name: in.Name, HoldTTLSeconds: ttl, MaxPerBuyer: in.MaxPerBuyer,
+		CancelCutoffSeconds: in.CancelCutoffSeconds, CreatedAt: now, UpdatedAt: now}
 	if in.StartsAt != nil {
 		show.StartsAt = in.StartsAt.UTC()
 	}

@@ -13,17 +13,32 @@ func scanShow(sc scanner) (*boxoffice.Show, error) {
 	var (
 		s                             boxoffice.Show
 		startsAt, createdAt, updateAt int64
-		maxPerBuyer                   sql.NullInt64
+		maxPerBuyer, cancelCutoff     sql.NullInt64
 	)
-	if err := sc.Scan(&s.ID, &s.Name, &startsAt, &s.HoldTTLSeconds, &maxPerBuyer, &createdAt, &updateAt); err != nil {
+	if err := sc.Scan(&s.ID, &s.Name, &startsAt, &s.HoldTTLSeconds, &maxPerBuyer, &createdAt, &updateAt, &cancelCutoff); err != nil {
 		return nil, err
 	}
+	s.CancelCutoffSeconds = optInt(cancelCutoff)
 	s.StartsAt, s.CreatedAt, s.UpdatedAt = fromMicros(startsAt), fromMicros(createdAt), fromMicros(updateAt)
-	if maxPerBuyer.Valid {
-		v := int(maxPerBuyer.Int64)
-		s.MaxPerBuyer = &v
-	}
+	s.MaxPerBuyer = optInt(maxPerBuyer)
 	return &s, nil
+}
+
+// optInt reads an optional integer, NULL as nil.
+func optInt(v sql.NullInt64) *int {
+	if !v.Valid {
+		return nil
+	}
+	n := int(v.Int64)
+	return &n
+}
+
+// nullInt stores an optional integer, nil as NULL.
+func nullInt(v *int) sql.NullInt64 {
+	if v == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(*v), Valid: true}
 }
 
 // scanTier scans tierCols into a tier and returns its show id.
@@ -101,12 +116,8 @@ func (t *tx) ListShows(ctx context.Context, after string, limit int) ([]*boxoffi
 // PutShow implements boxoffice.Tx. It writes s but does not change it: the stored created_at of
 // a replaced show and the counts of its tiers are read back with GetShow.
 func (t *tx) PutShow(ctx context.Context, s *boxoffice.Show) error {
-	var maxPerBuyer sql.NullInt64
-	if s.MaxPerBuyer != nil {
-		maxPerBuyer = sql.NullInt64{Int64: int64(*s.MaxPerBuyer), Valid: true}
-	}
-	if _, err := t.exec(ctx, sUpsertShow, s.ID, s.Name, micros(s.StartsAt), s.HoldTTLSeconds, maxPerBuyer,
-		micros(s.CreatedAt), micros(s.UpdatedAt)); err != nil {
+	if _, err := t.exec(ctx, sUpsertShow, s.ID, s.Name, micros(s.StartsAt), s.HoldTTLSeconds, nullInt(s.MaxPerBuyer),
+		micros(s.CreatedAt), micros(s.UpdatedAt), nullInt(s.CancelCutoffSeconds)); err != nil {
 		return wrapWrite(err, fmt.Sprintf("write show %q", s.ID))
 	}
 	ids := make([]string, len(s.Tiers))

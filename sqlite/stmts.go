@@ -72,7 +72,7 @@ const (
 )
 
 const (
-	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at`
+	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at, cancel_cutoff_seconds`
 	tierCols  = `show_id, id, name, capacity, price_amount, price_currency, held, sold`
 	countCols = `show_id, id, capacity, held, sold, version, fence`
 	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at, api_key_id`
@@ -93,10 +93,10 @@ var stmtSQL = [numStmts]string{
 		WHERE show_id IN (SELECT id FROM shows WHERE id > ? ORDER BY id LIMIT ?)
 		ORDER BY show_id, position`,
 	// created_at is not in the update: a replaced show keeps the time it was first created.
-	sUpsertShow: `INSERT INTO shows (` + showCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)
+	sUpsertShow: `INSERT INTO shows (` + showCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, starts_at = excluded.starts_at,
 			hold_ttl_seconds = excluded.hold_ttl_seconds, max_per_buyer = excluded.max_per_buyer,
-			updated_at = excluded.updated_at`,
+			updated_at = excluded.updated_at, cancel_cutoff_seconds = excluded.cancel_cutoff_seconds`,
 	// held, sold, version and fence are not in the update: a tier that stays keeps its counts.
 	sUpsertTier: `INSERT INTO tiers (show_id, id, position, name, capacity, price_amount, price_currency)
 		VALUES (?, ?, ?, ?, ?, ?, ?)

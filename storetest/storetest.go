@@ -183,13 +183,13 @@ func getShow(t *testing.T, db boxoffice.Store, id string) *boxoffice.Show {
 func testShowRoundTrip(t *testing.T, db boxoffice.Store) {
 	ctx := context.Background()
 	s := testShow("gig", tier("vip", 10), tier("floor", 100))
-	s.MaxPerBuyer = intp(4)
+	s.MaxPerBuyer, s.CancelCutoffSeconds = intp(4), intp(86400)
 	putShow(t, db, s)
 
 	got := getShow(t, db, "gig")
 	want := &boxoffice.Show{
 		ID: "gig", Name: "Show gig", StartsAt: at(30 * 24 * time.Hour), HoldTTLSeconds: 600, MaxPerBuyer: intp(4),
-		CreatedAt: at(0), UpdatedAt: at(0),
+		CancelCutoffSeconds: intp(86400), CreatedAt: at(0), UpdatedAt: at(0),
 		Tiers: []boxoffice.Tier{
 			{ID: "vip", Name: "Tier vip", Capacity: 10, Price: boxoffice.Money{Amount: 5000, Currency: "EUR"}, Available: 10},
 			{ID: "floor", Name: "Tier floor", Capacity: 100, Price: boxoffice.Money{Amount: 5000, Currency: "EUR"}, Available: 100},

@@ -161,9 +161,9 @@ func parityScenario() []parityStep {
 	hookReq := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
 	hook2Body := `{"url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
 	hook2Req := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
-	showBody := `{"name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
+	showBody := `{"name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,"cancel_cutoff_seconds":3600,` +
 		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
-	showReq := `{"show_id":"$show","name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,` +
+	showReq := `{"show_id":"$show","name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,"cancel_cutoff_seconds":3600,` +
 		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
 	return []parityStep{
 		{name: "put show", method: "PUT", path: "/v1/shows/$show", body: showBody, rpc: "PutShow", req: showReq, wrap: "show", newResp: show},

@@ -302,9 +302,12 @@ type Show struct {
 	// created_at is when the show was first put.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the show was last put.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// cancel_cutoff_seconds closes the cancel (and refund) window of the show's orders this long
+	// before starts_at; unset leaves it open.
+	CancelCutoffSeconds *int32 `protobuf:"varint,9,opt,name=cancel_cutoff_seconds,json=cancelCutoffSeconds,proto3,oneof" json:"cancel_cutoff_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Show) Reset() {
@@ -391,6 +394,13 @@ func (x *Show) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *Show) GetCancelCutoffSeconds() int32 {
+	if x != nil && x.CancelCutoffSeconds != nil {
+		return *x.CancelCutoffSeconds
+	}
+	return 0
 }
 
 // Hold is a two-phase reservation.
@@ -1543,9 +1553,12 @@ type PutShowRequest struct {
 	// max_per_buyer is optional.
 	MaxPerBuyer *int32 `protobuf:"varint,5,opt,name=max_per_buyer,json=maxPerBuyer,proto3,oneof" json:"max_per_buyer,omitempty"`
 	// tiers are 1 to 100 tiers.
-	Tiers         []*TierInput `protobuf:"bytes,6,rep,name=tiers,proto3" json:"tiers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tiers []*TierInput `protobuf:"bytes,6,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	// cancel_cutoff_seconds is optional: cancels are refused this many seconds before the show
+	// starts (0: from when it starts).
+	CancelCutoffSeconds *int32 `protobuf:"varint,7,opt,name=cancel_cutoff_seconds,json=cancelCutoffSeconds,proto3,oneof" json:"cancel_cutoff_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *PutShowRequest) Reset() {
@@ -1618,6 +1631,13 @@ func (x *PutShowRequest) GetTiers() []*TierInput {
 		return x.Tiers
 	}
 	return nil
+}
+
+func (x *PutShowRequest) GetCancelCutoffSeconds() int32 {
+	if x != nil && x.CancelCutoffSeconds != nil {
+		return *x.CancelCutoffSeconds
+	}
+	return 0
 }
 
 // PutShowResponse is the show as stored.
@@ -3313,7 +3333,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x05price\x18\x04 \x01(\v2\x13.boxoffice.v1.MoneyR\x05price\x12\x12\n" +
 	"\x04held\x18\x05 \x01(\x05R\x04held\x12\x12\n" +
 	"\x04sold\x18\x06 \x01(\x05R\x04sold\x12\x1c\n" +
-	"\tavailable\x18\a \x01(\x05R\tavailable\"\xe8\x02\n" +
+	"\tavailable\x18\a \x01(\x05R\tavailable\"\xbb\x03\n" +
 	"\x04Show\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -3324,8 +3344,10 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x10\n" +
-	"\x0e_max_per_buyer\"\xd8\x02\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x127\n" +
+	"\x15cancel_cutoff_seconds\x18\t \x01(\x05H\x01R\x13cancelCutoffSeconds\x88\x01\x01B\x10\n" +
+	"\x0e_max_per_buyerB\x18\n" +
+	"\x16_cancel_cutoff_seconds\"\xd8\x02\n" +
 	"\x04Hold\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x17\n" +
@@ -3422,16 +3444,18 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\bcapacity\x18\x03 \x01(\x05H\x00R\bcapacity\x88\x01\x01\x12)\n" +
 	"\x05price\x18\x04 \x01(\v2\x13.boxoffice.v1.MoneyR\x05priceB\v\n" +
-	"\t_capacity\"\xa4\x02\n" +
+	"\t_capacity\"\xf7\x02\n" +
 	"\x0ePutShowRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
 	"\tstarts_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bstartsAt\x12-\n" +
 	"\x10hold_ttl_seconds\x18\x04 \x01(\x05H\x00R\x0eholdTtlSeconds\x88\x01\x01\x12'\n" +
 	"\rmax_per_buyer\x18\x05 \x01(\x05H\x01R\vmaxPerBuyer\x88\x01\x01\x12-\n" +
-	"\x05tiers\x18\x06 \x03(\v2\x17.boxoffice.v1.TierInputR\x05tiersB\x13\n" +
+	"\x05tiers\x18\x06 \x03(\v2\x17.boxoffice.v1.TierInputR\x05tiers\x127\n" +
+	"\x15cancel_cutoff_seconds\x18\a \x01(\x05H\x02R\x13cancelCutoffSeconds\x88\x01\x01B\x13\n" +
 	"\x11_hold_ttl_secondsB\x10\n" +
-	"\x0e_max_per_buyer\"S\n" +
+	"\x0e_max_per_buyerB\x18\n" +
+	"\x16_cancel_cutoff_seconds\"S\n" +
 	"\x0fPutShowResponse\x12&\n" +
 	"\x04show\x18\x01 \x01(\v2\x12.boxoffice.v1.ShowR\x04show\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\")\n" +
