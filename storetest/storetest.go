@@ -365,6 +365,19 @@ func testForEachTier(t *testing.T, db boxoffice.Store) {
 	}
 }
 
+// idsOf is the ids of a listing, in order; a listing that failed fails the test.
+func idsOf[T any](t *testing.T, items []T, err error, id func(T) string) []string {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, it := range items {
+		ids = append(ids, id(it))
+	}
+	return ids
+}
+
 func testHold(id, email string, expiresAt time.Time) *boxoffice.Hold {
 	return &boxoffice.Hold{
 		ID: id, ShowID: "gig", TierID: "ga", Quantity: 2, Buyer: boxoffice.Buyer{Email: email},
@@ -629,14 +642,7 @@ func testListAndPendingOrders(t *testing.T, db boxoffice.Store) {
 	})
 	ids := func(orders []*boxoffice.Order, err error) []string {
 		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, o := range orders {
-			ids = append(ids, o.ID)
-		}
-		return ids
+		return idsOf(t, orders, err, func(o *boxoffice.Order) string { return o.ID })
 	}
 	view(t, db, func(tx boxoffice.Tx) error {
 		for _, c := range []struct {
@@ -982,14 +988,7 @@ func testAPIKeyLifeCycle(t *testing.T, db boxoffice.Store) {
 	})
 	keyIDs := func(keys []*boxoffice.APIKey, err error) []string {
 		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, k := range keys {
-			ids = append(ids, k.ID)
-		}
-		return ids
+		return idsOf(t, keys, err, func(k *boxoffice.APIKey) string { return k.ID })
 	}
 	view(t, db, func(tx boxoffice.Tx) error {
 		if got := keyIDs(tx.ListAPIKeys(ctx, "", 2)); !reflect.DeepEqual(got, []string{"key_1", "key_2"}) {

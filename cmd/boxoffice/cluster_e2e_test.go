@@ -145,6 +145,29 @@ func TestClusterReceiptsExactlyOnce(t *testing.T) {
 	}
 }
 
+// serveRefusal runs serve with args (and env, NAME=value, when set) on a new data dir, expecting it
+// to refuse them and exit; it returns the exit code and the output, and fails the test if serve
+// is still running after 30 s.
+func serveRefusal(t *testing.T, args []string, env string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)...)
+	cmd.Env = os.Environ()
+	if env != "" {
+		cmd.Env = append(cmd.Env, env)
+	}
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("serve %v %s did not refuse its settings: it ran\n%s", args, env, out)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
 // TestNATSReplicasFlag: --nats-replicas (and BOXOFFICE_NATS_REPLICAS) outside 0..5, or above 1
 // on the single-node embedded server, is refused before anything starts; 0 picks the replicas
 // from the URL list.
@@ -159,25 +182,9 @@ func TestNATSReplicasFlag(t *testing.T) {
 		{args: []string{"--nats-replicas", "3"}, want: "embedded server is one node"},
 		{env: "BOXOFFICE_NATS_REPLICAS=9", args: []string{"--nats", "nats://127.0.0.1:1"}, want: "--nats-replicas 9"},
 	} {
-		dir := t.TempDir()
-		cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir}, tc.args...)...)
-		cmd.Env = os.Environ()
-		if tc.env != "" {
-			cmd.Env = append(cmd.Env, tc.env)
-		}
-		done := make(chan struct{})
-		var out []byte
-		go func() { out, _ = cmd.CombinedOutput(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Fatalf("serve %v %s did not refuse its flags: it ran\n%s", tc.args, tc.env, out)
-		}
-		if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(out), tc.want) {
-			t.Errorf("serve %v %s: exit %d, output %q; want a failure naming %q",
-				tc.args, tc.env, cmd.ProcessState.ExitCode(), out, tc.want)
+		code, out := serveRefusal(t, tc.args, tc.env)
+		if code == 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("serve %v %s: exit %d, output %q; want a failure naming %q", tc.args, tc.env, code, out, tc.want)
 		}
 	}
 

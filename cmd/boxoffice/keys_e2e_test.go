@@ -1,11 +1,8 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAdminKeyFlag: an --admin-key (or BOXOFFICE_ADMIN_KEY) shorter than 32 characters, alone or
@@ -22,25 +19,9 @@ func TestAdminKeyFlag(t *testing.T) {
 		{args: []string{"--admin-key", long + ","}},
 		{env: "BOXOFFICE_ADMIN_KEY=short-admin-key"},
 	} {
-		cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, tc.args...)...)
-		cmd.Env = os.Environ()
-		if tc.env != "" {
-			cmd.Env = append(cmd.Env, tc.env)
-		}
-		done := make(chan struct{})
-		var out []byte
-		go func() { out, _ = cmd.CombinedOutput(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Fatalf("serve %v %s did not refuse a short admin key: it ran\n%s", tc.args, tc.env, out)
-		}
-		if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(out), "--admin-key") ||
-			!strings.Contains(string(out), "at least 32") || strings.Contains(string(out), "short-") {
-			t.Errorf("serve %v %s: exit %d, output %q; want a failure naming --admin-key, not the key",
-				tc.args, tc.env, cmd.ProcessState.ExitCode(), out)
+		code, out := serveRefusal(t, tc.args, tc.env)
+		if code == 0 || !strings.Contains(out, "--admin-key") || !strings.Contains(out, "at least 32") || strings.Contains(out, "short-") {
+			t.Errorf("serve %v %s: exit %d, output %q; want a failure naming --admin-key, not the key", tc.args, tc.env, code, out)
 		}
 	}
 }
