@@ -167,15 +167,19 @@ func CheckLoopback(raw string, allowRemote bool) error {
 	if allowRemote {
 		return nil
 	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return nil
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() {
+	if host := u.Hostname(); !LoopbackHost(host) {
 		return fmt.Errorf("target %s is not a loopback address; pass --allow-remote to load another machine", host)
 	}
 	return nil
+}
+
+// LoopbackHost reports whether host is "localhost" or a loopback IP address.
+func LoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 type runner struct {

@@ -22,8 +22,14 @@ func codecs() []connect.HandlerOption {
 	}
 }
 
-// errNotMessage is the error of a value that is not a protobuf message: a programming error.
-var errNotMessage = errors.New("not a protobuf message")
+// message is v as a protobuf message; anything else is a programming error.
+func message(v any) (proto.Message, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, errors.New("not a protobuf message")
+	}
+	return m, nil
+}
 
 // strictJSON is protojson that refuses unknown fields.
 type strictJSON struct{ name string }
@@ -33,18 +39,18 @@ func (c strictJSON) Name() string { return c.name }
 
 // Marshal encodes a message as protojson.
 func (strictJSON) Marshal(v any) ([]byte, error) {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, errNotMessage
+	m, err := message(v)
+	if err != nil {
+		return nil, err
 	}
 	return protojson.Marshal(m)
 }
 
 // Unmarshal decodes protojson, refusing unknown fields.
 func (strictJSON) Unmarshal(data []byte, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return errNotMessage
+	m, err := message(v)
+	if err != nil {
+		return err
 	}
 	if len(data) == 0 {
 		return errors.New("the request message is empty; a JSON object is required")
@@ -63,18 +69,18 @@ func (binaryProto) Name() string { return "proto" }
 
 // Marshal encodes a message in the wire format.
 func (binaryProto) Marshal(v any) ([]byte, error) {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, errNotMessage
+	m, err := message(v)
+	if err != nil {
+		return nil, err
 	}
 	return proto.Marshal(m)
 }
 
 // Unmarshal decodes the wire format.
 func (binaryProto) Unmarshal(data []byte, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return errNotMessage
+	m, err := message(v)
+	if err != nil {
+		return err
 	}
 	if err := proto.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("invalid request message: %w", err)

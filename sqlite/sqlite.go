@@ -117,7 +117,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, err
 	}
 	var last int64
-	if err := db.w.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`).Scan(&last); err != nil {
+	if err := db.w.QueryRowContext(ctx, stmtSQL[sEventsSeq]).Scan(&last); err != nil {
 		return nil, fmt.Errorf("read the last event position: %w", err)
 	}
 	db.gc.durablePos.Store(last)

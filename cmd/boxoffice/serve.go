@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"boxoffice"
+	"boxoffice/bench"
 	bohttp "boxoffice/http"
 	"boxoffice/internal/keylimit"
 	"boxoffice/inventory"
@@ -289,14 +290,7 @@ const maxHeaderBytes = 32 << 10
 // empty host is every interface).
 func loopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && bench.LoopbackHost(host)
 }
 
 // minAdminKeyLen is the shortest admin key accepted: a key anyone could guess or brute-force
