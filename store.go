@@ -18,6 +18,28 @@ type Store interface {
 	Close() error
 }
 
+// SpeculativeStore is a Store that can also run fn speculatively: writes whose only answer is
+// whether they changed a row (inserts, conditional updates, event appends) are not sent when fn
+// calls them but answered as the hot path expects — inserted, changed — and sent together with
+// the next read or with COMMIT, so a transaction of writes costs one round trip, not one per
+// statement. The store checks each guess where it runs the statement; should one be wrong, that
+// run is rolled back and fn runs again with every answer real, like Update. Savepoints still
+// undo only their part. fn must therefore let a later run correct any decision an answer led to,
+// as Update's fn already must; what commits is exactly what Update would commit.
+type SpeculativeStore interface {
+	Store
+	// UpdateSpeculative is Update with fn's blind writes deferred and their answers guessed.
+	UpdateSpeculative(ctx context.Context, fn func(tx Tx) error) error
+}
+
+// UpdateSpeculative runs fn with UpdateSpeculative where s offers it, else with Update.
+func UpdateSpeculative(ctx context.Context, s Store, fn func(tx Tx) error) error {
+	if sp, ok := s.(SpeculativeStore); ok {
+		return sp.UpdateSpeculative(ctx, fn)
+	}
+	return s.Update(ctx, fn)
+}
+
 // Tx is one transaction of a Store: what it does with each noun, declared beside the noun.
 // Lookups of a missing row return an *Error with ENOTFOUND; inserts that clash with a unique key
 // return an *Error with ECONFLICT.

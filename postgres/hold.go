@@ -27,8 +27,12 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 
 // InsertHold implements boxoffice.Tx.
 func (t *tx) InsertHold(ctx context.Context, h *boxoffice.Hold) error {
-	tag, err := t.exec(ctx, sInsertHold, h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
-		h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID)
+	args := []any{h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
+		h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID}
+	if t.later(dInsertHold, args...) {
+		return nil
+	}
+	tag, err := t.exec(ctx, sInsertHold, args...)
 	if err != nil {
 		return fmt.Errorf("insert hold %q: %w", h.ID, err)
 	}
@@ -54,6 +58,9 @@ func (t *tx) GetHold(ctx context.Context, id string) (*boxoffice.Hold, error) {
 
 // EndHold implements boxoffice.Tx. A missing hold is not an error, only not active: ok is false.
 func (t *tx) EndHold(ctx context.Context, id string, to boxoffice.HoldStatus, at time.Time) (bool, error) {
+	if t.later(dEndHold, string(to), at, id) {
+		return true, nil
+	}
 	tag, err := t.exec(ctx, sEndHold, string(to), at, id)
 	if err != nil {
 		return false, fmt.Errorf("end hold %q: %w", id, err)

@@ -48,8 +48,12 @@ func responseArgs(r *boxoffice.IdemRecord) (status pgtype.Int4, body []byte, loc
 // InsertIdemRecord implements boxoffice.Tx.
 func (t *tx) InsertIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) error {
 	status, body, location := responseArgs(r)
-	tag, err := t.exec(ctx, sInsertIdem, r.ID, r.Scope, r.Key, r.Fingerprint, r.HoldID, r.OrderID,
-		r.LockedUntil, status, body, location, r.CreatedAt, r.ExpiresAt)
+	args := []any{r.ID, r.Scope, r.Key, r.Fingerprint, r.HoldID, r.OrderID,
+		r.LockedUntil, status, body, location, r.CreatedAt, r.ExpiresAt}
+	if t.later(dInsertIdem, args...) {
+		return nil
+	}
+	tag, err := t.exec(ctx, sInsertIdem, args...)
 	if err != nil {
 		return fmt.Errorf("insert idempotency record: %w", err)
 	}
@@ -77,7 +81,11 @@ func (t *tx) GetIdemRecord(ctx context.Context, scope, key string) (*boxoffice.I
 // gone (swept).
 func (t *tx) UpdateIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) error {
 	status, body, location := responseArgs(r)
-	tag, err := t.exec(ctx, sUpdateIdem, r.HoldID, r.OrderID, r.LockedUntil, status, body, location, r.ID)
+	args := []any{r.HoldID, r.OrderID, r.LockedUntil, status, body, location, r.ID}
+	if t.later(dUpdateIdem, args...) {
+		return nil
+	}
+	tag, err := t.exec(ctx, sUpdateIdem, args...)
 	if err != nil {
 		return fmt.Errorf("update idempotency record %q: %w", r.ID, err)
 	}
@@ -94,6 +102,9 @@ func (t *tx) AnswerIdemRecordForOrder(ctx context.Context, orderID string, res *
 		return false, nil // records of requests that made no order have an empty order id
 	}
 	status, body, location := responseArgs(&boxoffice.IdemRecord{Response: res})
+	if t.later(dAnswerIdemForOrder, time.Time{}, status, body, location, orderID) {
+		return true, nil
+	}
 	tag, err := t.exec(ctx, sAnswerIdemForOrder, time.Time{}, status, body, location, orderID)
 	if err != nil {
 		return false, fmt.Errorf("answer the idempotency record of order %q: %w", orderID, err)

@@ -76,19 +76,50 @@ func (t *tx) savepoint(ctx context.Context, verb, name string) error {
 	return nil
 }
 
-// Savepoint implements boxoffice.Tx.
+// Savepoint implements boxoffice.Tx. While the transaction defers its writes a savepoint costs
+// nothing: it is a mark in the queue of deferred writes (see RollbackTo). A savepoint per command
+// would also make PostgreSQL assign a subtransaction to each, and past 64 of them in one
+// transaction every other session's snapshots slow down.
 func (t *tx) Savepoint(ctx context.Context, name string) error {
+	if t.deferring && t.usable() == nil {
+		if !savepointRE.MatchString(name) {
+			return fmt.Errorf("savepoint name %q is not [a-z0-9_]+", name)
+		}
+		if t.marks == nil {
+			t.marks = make(map[string]int)
+		}
+		t.marks[name] = t.queued
+		return nil
+	}
 	return t.savepoint(ctx, "SAVEPOINT", name)
 }
 
 // RollbackTo implements boxoffice.Tx. On PostgreSQL it also ends the aborted state a failed
-// statement since the savepoint left the transaction in, as SQLite never needed.
+// statement since the savepoint left the transaction in, as SQLite never needed. While the
+// transaction defers its writes, the writes queued since the mark are dropped — unless one of
+// them was sent already, which only a real savepoint could undo: then the run is void (missed)
+// and Update runs fn again without deferring.
 func (t *tx) RollbackTo(ctx context.Context, name string) error {
+	if mark, ok := t.marks[name]; ok && t.deferring {
+		if t.sent > mark {
+			t.missed = true
+			return fmt.Errorf("rollback to %s: deferred writes since it were sent; the transaction runs again", name)
+		}
+		if t.pending != nil {
+			t.pending.QueuedQueries = t.pending.QueuedQueries[:len(t.pending.QueuedQueries)-(t.queued-mark)]
+		}
+		t.queued = mark
+		return nil
+	}
 	return t.savepoint(ctx, "ROLLBACK TO SAVEPOINT", name)
 }
 
 // ReleaseSavepoint implements boxoffice.Tx.
 func (t *tx) ReleaseSavepoint(ctx context.Context, name string) error {
+	if _, ok := t.marks[name]; ok && t.deferring {
+		delete(t.marks, name)
+		return nil
+	}
 	return t.savepoint(ctx, "RELEASE SAVEPOINT", name)
 }
 

@@ -51,9 +51,13 @@ func (t *tx) InsertOrder(ctx context.Context, o *boxoffice.Order) error {
 	if err != nil {
 		return err
 	}
-	tag, err := t.exec(ctx, sInsertOrder, o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
+	args := []any{o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
 		o.Amount.Amount, o.Amount.Currency, o.Buyer.Email, tickets, o.PaymentToken, o.ChargeID, o.RefundID,
-		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt, o.APIKeyID)
+		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt, o.APIKeyID}
+	if t.later(dInsertOrder, args...) {
+		return nil
+	}
+	tag, err := t.exec(ctx, sInsertOrder, args...)
 	if err != nil {
 		return fmt.Errorf("insert order %q: %w", o.ID, err)
 	}
@@ -99,6 +103,9 @@ func (t *tx) UpdateOrder(ctx context.Context, o *boxoffice.Order, from boxoffice
 	}
 	args := []any{string(o.Status), tickets, o.ChargeID, o.RefundID, o.ReleaseOnFailure, o.UpdatedAt, o.ID, string(from)}
 	if !liveStatus(o.Status) || liveStatus(from) {
+		if t.later(dUpdateOrder, args...) {
+			return true, nil
+		}
 		tag, err := t.exec(ctx, sUpdateOrder, args...)
 		if err != nil {
 			return false, fmt.Errorf("update order %q: %w", o.ID, err)

@@ -51,9 +51,11 @@ type DB struct {
 	// retries counts Update attempts run again after a serialization failure or a deadlock, for
 	// tests that show a workload never deadlocks.
 	retries atomic.Int64
+	// missed counts Update runs voided because a deferred write did not do as assumed.
+	missed atomic.Int64
 }
 
-var _ boxoffice.Store = (*DB)(nil)
+var _ boxoffice.SpeculativeStore = (*DB)(nil)
 
 // Open connects to the database at url (a postgres:// URL or a key=value connection string, with
 // pgxpool's pool_* parameters) and brings its schema up to date. Several processes may open the
@@ -111,8 +113,27 @@ const beginRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 // with a serialization failure or a deadlock, fn runs again as a whole in a new transaction, up
 // to maxAttempts times. fn must not call Update.
 func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
+	return db.update(ctx, false, fn)
+}
+
+// UpdateSpeculative implements boxoffice.SpeculativeStore: Update, with fn's blind writes
+// deferred (see tx.deferring) until the next read or COMMIT, all in one round trip. If a
+// deferred write did not do what fn was told it did, that run is rolled back and fn runs again
+// without deferring, where each answer is real.
+func (db *DB) UpdateSpeculative(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
+	return db.update(ctx, true, fn)
+}
+
+func (db *DB) update(ctx context.Context, deferring bool, fn func(tx boxoffice.Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		retry, err := db.run(ctx, beginWrite, true, fn)
+		retry, missed, err := db.run(ctx, beginWrite, deferring, fn)
+		if missed && ctx.Err() == nil {
+			// Not an attempt that failed: only one whose answers were guesses.
+			deferring = false
+			attempt--
+			db.missed.Add(1)
+			continue
+		}
 		if err == nil || !retry || attempt == maxAttempts || ctx.Err() != nil {
 			return err
 		}
@@ -132,20 +153,22 @@ func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) error 
 // View runs fn in a REPEATABLE READ READ ONLY transaction: every statement sees the snapshot
 // of the first, and a write fails.
 func (db *DB) View(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
-	_, err := db.run(ctx, beginRead, false, fn)
+	_, _, err := db.run(ctx, beginRead, false, fn)
 	return err
 }
 
 // run runs fn in one transaction on a connection of the pool. The transaction's BEGIN is not a
 // round trip of its own: it goes with fn's first statement (see tx.begun). retry says whether
 // the transaction failed because PostgreSQL aborted it with a serialization failure or a deadlock,
-// so that running fn again may succeed.
-func (db *DB) run(ctx context.Context, begin string, write bool, fn func(tx boxoffice.Tx) error) (retry bool, err error) {
+// so that running fn again may succeed; missed, that a deferred write did not do as fn was told
+// (the run is void and rolled back, whatever err says). Only an Update defers (deferring).
+func (db *DB) run(ctx context.Context, begin string, deferring bool, fn func(tx boxoffice.Tx) error) (retry, missed bool, err error) {
+	write := begin == beginWrite
 	conn, err := db.pool.Acquire(ctx)
 	if err != nil {
-		return false, fmt.Errorf("begin transaction: %w", err)
+		return false, false, fmt.Errorf("begin transaction: %w", err)
 	}
-	t := &tx{conn: conn, begin: begin, write: write}
+	t := &tx{conn: conn, begin: begin, write: write, deferring: deferring && write}
 	ended := false
 	defer func() {
 		if t.begun && !ended {
@@ -161,32 +184,49 @@ func (db *DB) run(ctx context.Context, begin string, write bool, fn func(tx boxo
 		conn.Release()
 	}()
 	if err := fn(t); err != nil {
-		return t.retry, err
+		// fn's answer stands only if every guess it was given held: send what is deferred
+		// (then roll back) to learn that.
+		if !t.missed && t.pending != nil && t.usable() == nil {
+			_ = t.flush(context.WithoutCancel(ctx))
+		}
+		return t.retry, t.missed, err
 	}
-	if !t.begun {
-		return false, nil // fn ran no statement: there is nothing to commit
+	if t.missed {
+		return false, true, errors.New("transaction not committed: a deferred write did not do as assumed")
+	}
+	if !t.begun && t.pending == nil {
+		return false, false, nil // fn ran no statement: there is nothing to commit
 	}
 	if !write {
-		return false, nil // the deferred ROLLBACK ends a read transaction as well as COMMIT would
+		return false, false, nil // the deferred ROLLBACK ends a read transaction as well as COMMIT would
 	}
 	if t.err != nil {
 		// fn carried on after a statement failed on the client side; what the server has of
 		// the transaction is not what fn meant to commit.
-		return false, fmt.Errorf("transaction not committed after a failed statement: %w", t.err)
+		return false, false, fmt.Errorf("transaction not committed after a failed statement: %w", t.err)
 	}
-	ended = true
 	// fn's work is complete: the commit is not abandoned because the caller's context ended in
-	// the meantime, which would only make its outcome unknown.
-	tag, err := conn.Exec(context.WithoutCancel(ctx), "COMMIT")
-	if err != nil {
-		return isRetryable(err), fmt.Errorf("commit: %w", err)
+	// the meantime, which would only make its outcome unknown. COMMIT goes in the round trip of
+	// the deferred writes; should one of them fail, the server skips the rest of the batch and
+	// the transaction is rolled back like any other.
+	var tag pgconn.CommandTag
+	b := &pgx.Batch{}
+	b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error { tag = ct; return nil })
+	err = t.send(context.WithoutCancel(ctx), b)
+	if err == nil && !t.missed {
+		ended = true
 	}
-	if tag.String() != "COMMIT" {
+	switch {
+	case t.missed:
+		return false, true, errors.New("transaction not committed: a deferred write did not do as assumed")
+	case err != nil:
+		return isRetryable(err), false, fmt.Errorf("commit: %w", err)
+	case tag.String() != "COMMIT":
 		// A statement failed on the server and fn ignored it: PostgreSQL answers COMMIT of an
 		// aborted transaction with ROLLBACK.
-		return t.retry, errors.New("transaction not committed: a statement in it failed and was not rolled back to a savepoint")
+		return t.retry, false, errors.New("transaction not committed: a statement in it failed and was not rolled back to a savepoint")
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // isRetryable reports whether err is PostgreSQL aborting a transaction that may succeed when

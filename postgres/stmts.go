@@ -188,3 +188,18 @@ const (
 		WHERE show_id = $1 AND version > $2 ORDER BY version LIMIT $3`
 	sInventoryHead = `SELECT COALESCE(MAX(version), 0) FROM inventory_events WHERE show_id = $1`
 )
+
+// The deferred forms of the hot path's blind writes (see tx.later): each fails on the server
+// unless it did what the caller was told it did.
+var (
+	dInsertHold         = expect(sInsertHold, "=")
+	dEndHold            = expect(sEndHold, "=")
+	dInsertOrder        = expect(sInsertOrder, "=")
+	dUpdateOrder        = expect(sUpdateOrder, "=")
+	dInsertIdem         = expect(sInsertIdem, "=")
+	dUpdateIdem         = expect(sUpdateIdem, "=")
+	dAnswerIdemForOrder = expect(sAnswerIdemForOrder, ">=")
+	// dAppendEvent answers one row whether or not the event was inserted, so that the check runs.
+	dAppendEvent = `WITH w AS (` + sAppendEvent + `)
+		SELECT (SELECT position FROM w), (SELECT seq FROM w), 1 / ((SELECT count(*) FROM w) = 1)::int`
+)

@@ -39,6 +39,20 @@ type tx struct {
 	// retry is set when a statement failed with a serialization failure or a deadlock, which
 	// abort the transaction but may well succeed when run again.
 	retry bool
+
+	// deferring is set on an Update's first run: writes whose only answer is whether they
+	// changed a row (see later) are not sent when called but queued in pending, assumed to do
+	// what the hot path expects, and sent with the next statement whose answer fn needs, or
+	// with COMMIT — so a transaction of writes costs one round trip, not one per statement, and
+	// holds its row locks for that long only. Should one not do as assumed (missed), the run is
+	// void: Update rolls it back and runs fn again without deferring, where each answer is real.
+	deferring bool
+	pending   *pgx.Batch
+	missed    bool
+	// queued and sent count deferred statements: a savepoint taken at queued == n can be rolled
+	// back by dropping the pending statements past n, as long as none of them was sent.
+	queued, sent int
+	marks        map[string]int // savepoint name → queued when it was taken, while deferring
 }
 
 var _ boxoffice.Tx = (*tx)(nil)
@@ -76,19 +90,68 @@ func (t *tx) note(err error) error {
 	return err
 }
 
-// send sends b's statements in one round trip, after BEGIN if the transaction has not begun,
-// and runs their callbacks; the first error, of a statement or a callback, is returned as is.
+// later queues a deferred write when the transaction defers them, and reports whether it did.
+// The statement must be one of expect's, which the server fails, aborting the transaction, when
+// the write did not do what its caller was told it did: the failure voids the run (see send), and
+// COMMIT, sent after it in the same round trip, is skipped with everything else that follows.
+func (t *tx) later(sql string, args ...any) bool {
+	if !t.deferring || t.usable() != nil {
+		return false
+	}
+	if t.pending == nil {
+		t.pending = &pgx.Batch{}
+	}
+	t.pending.Queue(sql, args...)
+	t.queued++
+	return true
+}
+
+// expect wraps a write without a RETURNING clause so that it fails with a division by zero
+// unless the number of rows it changed compares to 1 as cmp says ("=" or ">="). Data-modifying
+// WITH queries run to completion whether or not the outer query reads them; the count is a
+// subquery, so the planner cannot fold the division into a constant error.
+func expect(sql, cmp string) string {
+	return "WITH w AS (" + sql + " RETURNING 1) SELECT 1 / ((SELECT count(*) FROM w) " + cmp + " 1)::int"
+}
+
+// direct reports whether a statement can go on its own: the transaction has begun and no
+// deferred write waits to go first.
+func (t *tx) direct() bool { return t.begun && t.pending == nil }
+
+// flush sends the deferred writes, if any, in one round trip.
+func (t *tx) flush(ctx context.Context) error {
+	if t.pending == nil {
+		return nil
+	}
+	return t.batch(ctx, &pgx.Batch{})
+}
+
+// send sends b's statements in one round trip, after BEGIN if the transaction has not begun and
+// after the deferred writes waiting, and runs their callbacks; the first error, of a statement or
+// a callback, is returned as is. A failure of a batch that carried deferred writes voids the run
+// (missed), since which of its statements failed is not known.
 // A callback should not return pgx.ErrNoRows: pgx takes any error of a batch as a reason to
 // prepare all its statements again.
 func (t *tx) send(ctx context.Context, b *pgx.Batch) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
+	carried := false
+	if t.pending != nil {
+		carried = true
+		b.QueuedQueries = append(t.pending.QueuedQueries, b.QueuedQueries...)
+		t.pending = nil
+		t.sent = t.queued
+	}
 	if !t.begun {
 		t.begun = true
 		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: t.begin}}, b.QueuedQueries...)
 	}
-	return t.conn.SendBatch(ctx, b).Close()
+	err := t.conn.SendBatch(ctx, b).Close()
+	if err != nil && carried {
+		t.missed = true
+	}
+	return err
 }
 
 // batch is send with its error noted.
@@ -104,10 +167,10 @@ func (t *tx) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 		return pgconn.CommandTag{}, err
 	}
 	switch {
-	case t.begun:
+	case t.direct():
 		tag, err := t.conn.Exec(ctx, sql, args...)
 		return tag, t.note(err)
-	case len(args) == 0:
+	case len(args) == 0 && t.pending == nil:
 		// pgx sends a statement without arguments as a simple query, which may hold two.
 		t.begun = true
 		tag, err := t.conn.Exec(ctx, t.begin+"; "+sql)
@@ -138,7 +201,7 @@ func (r row) Scan(dest ...any) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
-	if t.begun {
+	if t.direct() {
 		return t.note(t.conn.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...))
 	}
 	noRows := false
@@ -182,7 +245,7 @@ func (t *tx) eachRow(ctx context.Context, scan func(pgx.Rows) error, sql string,
 		return rows.Err()
 	}
 	var err error
-	if t.begun {
+	if t.direct() {
 		var rows pgx.Rows
 		rows, err = t.conn.Query(ctx, sql, args...)
 		if err == nil {

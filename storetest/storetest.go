@@ -60,6 +60,7 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"ConcurrentLiveOrders", testConcurrentLiveOrders},
 		{"ConcurrentAppendEvent", testConcurrentAppendEvent},
 		{"ConfirmVsExpire", testConfirmVsExpire},
+		{"Speculative", testSpeculative},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, guarded{open(t)}) })
 	}
