@@ -37,6 +37,10 @@ type EventTx interface {
 	AppendEvent(ctx context.Context, e *Event) error
 	// ListEvents returns up to limit events with Position after after, in commit order.
 	ListEvents(ctx context.Context, after int64, limit int) ([]*Event, error)
+	// EventsAt returns the events at those positions that exist, by position: how the relay
+	// looks into the gaps a feed read left, one index lookup each, rather than reading again
+	// every event since the oldest gap.
+	EventsAt(ctx context.Context, positions []int64) ([]*Event, error)
 	// EventByID returns the event with that id from the outbox, or ENOTFOUND. Consumers check a
 	// message from the bus against it, so that a message nobody committed causes nothing.
 	EventByID(ctx context.Context, id string) (*Event, error)

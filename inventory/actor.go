@@ -2,10 +2,13 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -387,11 +390,22 @@ drain:
 	clear(batch) // let the commands go; not deferred, for recovery from a panic answers them
 }
 
-// runBatch runs a batch and answers its commands once it has committed or failed.
+// runBatch runs a batch and answers its commands once it has committed or failed. It runs it
+// netted first (see commit); should the store's counts not be what memory says, it reads them
+// again and runs the batch carefully, one conditional write per command.
 func (w *showWriter) runBatch(batch []*command) {
+	careful := false
 	for len(batch) > 0 {
 		w.inflight = batch
-		results, counts, culprit, err := w.commit(batch)
+		t0 := time.Now()
+		results, counts, culprit, err := w.commit(batch, careful)
+		dbgN.Add(1); dbgCmds.Add(int64(len(batch))); dbgDur.Add(int64(time.Since(t0)))
+		if dbgN.Load()%200 == 0 { fmt.Fprintf(os.Stderr, "DBG batches %d avg cmds %.1f avg dur %v\n", dbgN.Load(), float64(dbgCmds.Load())/float64(dbgN.Load()), time.Duration(dbgDur.Load()/dbgN.Load())) }
+		if errors.Is(err, errStale) && !careful {
+			w.a.log.Warn("actor: the store's counts differ from memory; running the batch again command by command", "show", w.id, "commands", len(batch))
+			w.counts, careful = nil, true
+			continue
+		}
 		if err != nil && culprit >= 0 && batch[culprit].ctx.Err() != nil && len(batch) > 1 {
 			// The transaction broke in the write of a caller that has given up (on PostgreSQL a
 			// statement under an ended context spoils the transaction): nothing committed, so
@@ -419,13 +433,33 @@ func (w *showWriter) runBatch(batch []*command) {
 	}
 }
 
+// errStale says the store's counts are not what the writer's memory says: another writer
+// changed them. The batch then runs again, carefully, on counts read afresh.
+var dbgN, dbgCmds, dbgDur atomic.Int64
+
+var errStale = errors.New("the store's tier counts differ from the writer's memory")
+
 // commit runs a batch in one transaction and returns each command's outcome and the counts after
 // the commit. err is a failure of the transaction as a whole; culprit is the index of the command
 // whose step broke it, or -1.
-func (w *showWriter) commit(batch []*command) (results []error, counts map[string]boxoffice.TierCounts, culprit int, err error) {
+//
+// Unless careful, the batch is netted: each command is decided on the counts in memory and the
+// store's counts change once per tier at the end, by the batch's sum, with the store's conditional
+// write still checking the result (one statement per tier per batch rather than per command);
+// and the store may defer the commands' blind writes to that statement (UpdateSpeculative), so on
+// PostgreSQL a batch costs a round trip or two however many commands it has. Should the store's
+// counts differ from memory, commit fails with errStale and nothing commits. careful runs one
+// conditional write per command, as the way to find which command the store refuses.
+func (w *showWriter) commit(batch []*command, careful bool) (results []error, counts map[string]boxoffice.TierCounts, culprit int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.a.batchTimeout)
 	defer cancel()
-	err = w.a.store.Update(ctx, func(tx boxoffice.Tx) error {
+	update := w.a.store.Update
+	if !careful {
+		update = func(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
+			return boxoffice.UpdateSpeculative(ctx, w.a.store, fn)
+		}
+	}
+	err = update(ctx, func(tx boxoffice.Tx) error {
 		// A store may run fn more than once (a retried transaction), so each run starts afresh
 		// from the committed counts.
 		results, culprit = make([]error, len(batch)), -1
@@ -434,24 +468,56 @@ func (w *showWriter) commit(batch []*command) (results []error, counts map[strin
 			counts = make(map[string]boxoffice.TierCounts)
 		}
 		confirmed := make(map[string]bool)
+		var net map[string]boxoffice.CountChange
+		if !careful {
+			net = make(map[string]boxoffice.CountChange)
+		}
 		for i, cmd := range batch {
-			err := w.step(ctx, tx, counts, confirmed, i, cmd.change, cmd.write)
+			err := w.step(ctx, tx, counts, confirmed, net, i, cmd.change, cmd.write)
 			if f, ok := err.(txFailed); ok {
 				culprit = i
 				return f.err
 			}
 			results[i] = err
 		}
-		return nil
+		return w.settleNet(ctx, tx, counts, net)
 	})
 	return results, counts, culprit, err
+}
+
+// settleNet writes a netted batch's count changes, one conditional write per tier in tier order
+// (the lock order of Reconfigure), and takes the store's counts after them into counts. A write
+// the store refuses is errStale: memory allowed what the store does not.
+func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange) error {
+	for _, tierID := range slices.Sorted(maps.Keys(net)) {
+		c := net[tierID]
+		if c.Held == 0 && c.Sold == 0 {
+			continue
+		}
+		after, ok, err := tx.AddTierCounts(ctx, w.id, tierID, c.Held, c.Sold)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errStale
+		}
+		if want := counts[tierID]; after.Held != want.Held || after.Sold != want.Sold || after.Capacity != want.Capacity {
+			// The change fitted, but the store had other counts than memory: another writer
+			// changed them. What this batch decided still holds (the store checked the sum,
+			// and every sold-out answer was confirmed against the store); memory takes the
+			// store's counts.
+			w.a.log.Warn("actor: counts in memory differed from the store; taking the store's", "show", w.id, "tier", tierID)
+		}
+		counts[tierID] = after
+	}
+	return nil
 }
 
 // step runs one command of a batch under its own savepoint and returns its outcome; a txFailed
 // means the transaction itself is spoilt. counts are the batch's counts so far, changed only by
 // a command that succeeded; confirmed lists the tiers whose counts this batch has read from the
-// store.
-func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, confirmed map[string]bool, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+// store. With net (a netted batch) the command's change is added to net instead of written.
+func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, confirmed map[string]bool, net map[string]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	cur, ok := counts[c.TierID]
 	if !ok {
 		var err error
@@ -470,7 +536,13 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[strin
 			return readFailed(err)
 		}
 		confirmed[c.TierID] = true
-		if fresh != cur {
+		if net != nil {
+			// The store has the counts as of the batch's start: memory less the batch's net.
+			n := net[c.TierID]
+			if fresh.Held != cur.Held-n.Held || fresh.Sold != cur.Sold-n.Sold || fresh.Capacity != cur.Capacity {
+				return txFailed{errStale}
+			}
+		} else if fresh != cur {
 			w.a.log.Warn("actor: counts in memory differ from the store; taking the store's", "show", w.id, "tier", c.TierID)
 			cur = fresh
 			counts[c.TierID] = fresh
@@ -478,6 +550,9 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[strin
 	}
 	if c.Held > 0 && !fits(cur, c) {
 		return soldOut(cur, c.Held)
+	}
+	if net != nil {
+		return w.stepNet(ctx, tx, counts, net, i, cur, c, write)
 	}
 	sp := "c" + strconv.Itoa(i)
 	if err := tx.Savepoint(ctx, sp); err != nil {
@@ -504,6 +579,37 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[strin
 		return txFailed{err}
 	}
 	counts[c.TierID] = after
+	return nil
+}
+
+// stepNet runs a command of a netted batch: its change, decided on memory, goes into net.
+func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange, i int, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+	if !fits(cur, c) {
+		// Only a reservation may not fit (sold out, answered above); a release or a sale that
+		// does not fit means memory is wrong.
+		return txFailed{errStale}
+	}
+	sp := "c" + strconv.Itoa(i)
+	if err := tx.Savepoint(ctx, sp); err != nil {
+		return txFailed{err}
+	}
+	if err := callWrite(write, tx); err != nil {
+		if rerr := tx.RollbackTo(ctx, sp); rerr != nil {
+			return txFailed{rerr}
+		}
+		if rerr := tx.ReleaseSavepoint(ctx, sp); rerr != nil {
+			return txFailed{rerr}
+		}
+		return err
+	}
+	if err := tx.ReleaseSavepoint(ctx, sp); err != nil {
+		return txFailed{err}
+	}
+	cur.Held, cur.Sold = cur.Held+c.Held, cur.Sold+c.Sold
+	counts[c.TierID] = cur
+	n := net[c.TierID]
+	n.Held, n.Sold = n.Held+c.Held, n.Sold+c.Sold
+	net[c.TierID] = n
 	return nil
 }
 

@@ -21,8 +21,12 @@ func (a *Atomic) Name() string { return "atomic" }
 // reservation takes its tickets first, so a sold-out tier fails before any other work; every other
 // change runs write first, because write is what checks that the change is still due (the hold
 // still active, the order still pending) and a change that is no longer due must not touch counts.
+//
+// The transaction is speculative (boxoffice.UpdateSpeculative): on PostgreSQL write's blind
+// writes go with COMMIT in one round trip, so the tier's row lock, taken by the first statement,
+// is held for two round trips however much write does.
 func (a *Atomic) Apply(ctx context.Context, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
-	return a.store.Update(ctx, func(tx boxoffice.Tx) error {
+	return boxoffice.UpdateSpeculative(ctx, a.store, func(tx boxoffice.Tx) error {
 		if c.Held > 0 {
 			if err := addCounts(ctx, tx, c); err != nil {
 				return err

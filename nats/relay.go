@@ -234,9 +234,14 @@ func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (i
 	err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
 		filled, fresh = nil, nil
 		if len(gaps) > 0 {
-			// One read covers every open gap: they all lie between the lowest one and head.
-			span := head - gaps[0].pos + 1
-			evs, err := tx.ListEvents(ctx, gaps[0].pos-1, int(min(span, 10_000)))
+			// A lookup per open gap: reading every event since the oldest gap instead cost
+			// PostgreSQL a fifth of its time, where rolled-back inserts leave gaps that stay
+			// open for GapWait.
+			at := make([]int64, len(gaps))
+			for i, g := range gaps {
+				at[i] = g.pos
+			}
+			evs, err := tx.EventsAt(ctx, at)
 			if err != nil {
 				return err
 			}

@@ -106,17 +106,27 @@ type hidingTx struct {
 	h *hidingStore
 }
 
+func (t hidingTx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Event, error) {
+	evs, err := t.Tx.EventsAt(ctx, positions)
+	return t.h.hide(evs), err
+}
+
 func (t hidingTx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffice.Event, error) {
 	evs, err := t.Tx.ListEvents(ctx, after, limit)
-	t.h.mu.Lock()
-	defer t.h.mu.Unlock()
+	return t.h.hide(evs), err
+}
+
+// hide drops the hidden events from evs.
+func (h *hidingStore) hide(evs []*boxoffice.Event) []*boxoffice.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	out := evs[:0]
 	for _, e := range evs {
-		if !t.h.hidden[e.Position] {
+		if !h.hidden[e.Position] {
 			out = append(out, e)
 		}
 	}
-	return out, err
+	return out
 }
 
 // TestRelayWaitsOnPositionGaps: an event that appears late below positions already published (an

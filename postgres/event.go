@@ -61,6 +61,26 @@ func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
 	return nil
 }
 
+// EventsAt implements boxoffice.Tx.
+func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Event, error) {
+	if len(positions) == 0 {
+		return nil, nil
+	}
+	var events []*boxoffice.Event
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return err
+		}
+		events = append(events, e)
+		return nil
+	}, sEventsAt, positions)
+	if err != nil {
+		return nil, fmt.Errorf("events at positions: %w", err)
+	}
+	return events, nil
+}
+
 // ListEvents implements boxoffice.Tx. Events come by position. PostgreSQL hands out positions
 // at insert, so, unlike on SQLite, position order is commit order only among committed events;
 // see AppendEvent for what that asks of a reader.

@@ -165,6 +165,7 @@ const (
 		RETURNING position, seq`
 	sListEvents = `SELECT ` + eventCols + ` FROM events WHERE position > $1 ORDER BY position LIMIT $2`
 	sEventByID  = `SELECT ` + eventCols + ` FROM events WHERE id = $1`
+	sEventsAt   = `SELECT ` + eventCols + ` FROM events WHERE position = ANY($1) ORDER BY position`
 )
 
 // API keys.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"boxoffice"
@@ -42,6 +43,32 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return events, nil
+}
+
+// EventsAt implements boxoffice.Tx. The positions go as one JSON array, so that one prepared
+// statement serves any number of them.
+func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Event, error) {
+	if len(positions) == 0 {
+		return nil, nil
+	}
+	list, err := json.Marshal(positions)
+	if err != nil {
+		return nil, err
+	}
+	var events []*boxoffice.Event
+	rows, err := t.query(ctx, sEventsAt, string(list))
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return err
+		}
+		events = append(events, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events at positions: %w", err)
 	}
 	return events, nil
 }

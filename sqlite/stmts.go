@@ -53,6 +53,7 @@ const (
 
 	sAppendEvent
 	sListEvents
+	sEventsAt
 	sEventByID
 	sEventsSeq
 
@@ -178,6 +179,8 @@ var stmtSQL = [numStmts]string{
 		VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE subject = ?3), ?4, ?5)
 		RETURNING position, seq`,
 	sListEvents: `SELECT ` + eventCols + ` FROM events WHERE position > ? ORDER BY position LIMIT ?`,
+	sEventsAt: `SELECT ` + eventCols + ` FROM events
+		WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position`,
 	sEventByID:  `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
 	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.
 	sEventsSeq: `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`,

@@ -946,6 +946,16 @@ func testEvents(t *testing.T, db boxoffice.Store) {
 		}
 		_, err = tx.EventByID(ctx, "evt_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
+
+		// EventsAt: the ones that exist, by position, whatever order they were asked in.
+		missing := appended[5].Position + 1000
+		found, err := tx.EventsAt(ctx, []int64{appended[4].Position, missing, appended[1].Position})
+		if err != nil || len(found) != 2 || found[0].ID != "evt_1" || found[1].ID != "evt_4" || !bytes.Equal(found[1].Data, appended[4].Data) {
+			t.Errorf("EventsAt = %+v, %v; want evt_1, evt_4", found, err)
+		}
+		if none, err := tx.EventsAt(ctx, nil); err != nil || len(none) != 0 {
+			t.Errorf("EventsAt(nil) = %v, %v", none, err)
+		}
 		return nil
 	})
 }
