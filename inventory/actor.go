@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -397,10 +396,7 @@ func (w *showWriter) runBatch(batch []*command) {
 	careful := false
 	for len(batch) > 0 {
 		w.inflight = batch
-		t0 := time.Now()
 		results, counts, culprit, err := w.commit(batch, careful)
-		dbgN.Add(1); dbgCmds.Add(int64(len(batch))); dbgDur.Add(int64(time.Since(t0)))
-		if dbgN.Load()%200 == 0 { fmt.Fprintf(os.Stderr, "DBG batches %d avg cmds %.1f avg dur %v\n", dbgN.Load(), float64(dbgCmds.Load())/float64(dbgN.Load()), time.Duration(dbgDur.Load()/dbgN.Load())) }
 		if errors.Is(err, errStale) && !careful {
 			w.a.log.Warn("actor: the store's counts differ from memory; running the batch again command by command", "show", w.id, "commands", len(batch))
 			w.counts, careful = nil, true
@@ -435,8 +431,6 @@ func (w *showWriter) runBatch(batch []*command) {
 
 // errStale says the store's counts are not what the writer's memory says: another writer
 // changed them. The batch then runs again, carefully, on counts read afresh.
-var dbgN, dbgCmds, dbgDur atomic.Int64
-
 var errStale = errors.New("the store's tier counts differ from the writer's memory")
 
 // commit runs a batch in one transaction and returns each command's outcome and the counts after
