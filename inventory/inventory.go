@@ -12,7 +12,7 @@ import (
 )
 
 // Default is the strategy a server uses when none is named.
-const Default = "atomic"
+const Default = "actor"
 
 // Options configure the strategies that need more than a store.
 type Options struct {

@@ -181,7 +181,7 @@ var stmtSQL = [numStmts]string{
 	sListEvents: `SELECT ` + eventCols + ` FROM events WHERE position > ? ORDER BY position LIMIT ?`,
 	sEventsAt: `SELECT ` + eventCols + ` FROM events
 		WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position`,
-	sEventByID:  `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
+	sEventByID: `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
 	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.
 	sEventsSeq: `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`,
 
