@@ -111,6 +111,16 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
+	first, reserved, release := s.claims.take(ctx, idem)
+	defer release()
+	if first {
+		if res, replayed, done, err := s.purchaseNew(ctx, p, idem, in, reserved); done {
+			return res, replayed, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
 	var show *boxoffice.Show
 	var refused error
 	res, rec, err := s.lookupThen(ctx, idem, func(tx boxoffice.Tx) (err error) {

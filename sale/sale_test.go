@@ -218,16 +218,17 @@ func TestReplayIsByteIdentical(t *testing.T) {
 	e.verify()
 }
 
-// TestSoldOutFailsFast checks that a request for more tickets than a committed snapshot shows left
-// is refused without a reservation (the writer is spared in a stampede after the sell-out), with
-// the same stored, replayable answer a refused reservation gives, while a request that fits still
-// goes to the strategy.
+// TestSoldOutFailsFast checks that once a tier is sold out, a request for more tickets than a
+// committed snapshot shows left is refused without a reservation (the writer is spared in a
+// stampede after the sell-out), with the same stored, replayable answer a refused reservation
+// gives, while a request that fits still goes to the strategy. The first refusal comes from the
+// strategy: a purchase's first try goes straight to it, without a read.
 func TestSoldOutFailsFast(t *testing.T) {
 	e := newEnv(t, nil)
 	e.show("s", 3, nil)
 	res, _, err := e.purchase("p1", "s", 2, "tok_ok")
 	want(t, res, err, 201, "")
-	before := e.reservations.Load()
+	before := e.reservations.Load() + 1 // the first refusal's
 	for i := range 20 {
 		res, _, err = e.purchase(fmt.Sprintf("late-%d", i), "s", 2, "tok_ok")
 		want(t, res, err, 409, boxoffice.ESOLDOUT)
@@ -767,4 +768,33 @@ func TestIdempotencyRecordsAreSweptAfterTTL(t *testing.T) {
 	if replayed || string(again.Body) == string(first.Body) {
 		t.Fatal("a swept key still replayed")
 	}
+}
+
+// TestPurchaseSeesShowChangesAtOnce: the purchase path keeps recently read shows, and a change
+// made through the service reaches it before the change's answer does — a new price is charged,
+// a removed tier is not found, a tier added is sold.
+func TestPurchaseSeesShowChangesAtOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	e.show("s", 10, nil)
+	res, _, err := e.purchase("a", "s", 2, "tok_ok")
+	want(t, res, err, 201, "")
+	if o := decode[boxoffice.Order](t, res); o.Amount.Amount != 5000 {
+		t.Fatalf("first order amount %d, want 5000", o.Amount.Amount)
+	}
+	e.show("s", 10, func(in *sale.ShowInput) { in.Tiers[0].Price = &boxoffice.Money{Amount: 3000, Currency: "EUR"} })
+	res, _, err = e.purchase("b", "s", 2, "tok_ok")
+	want(t, res, err, 201, "")
+	if o := decode[boxoffice.Order](t, res); o.Amount.Amount != 6000 {
+		t.Errorf("order after the price change: amount %d, want 6000", o.Amount.Amount)
+	}
+	e.show("s", 10, func(in *sale.ShowInput) {
+		in.Tiers[0].Capacity = ptr(4) // the 4 sold stay
+		in.Tiers = append(in.Tiers, sale.TierInput{ID: "vip", Name: "VIP", Capacity: ptr(2), Price: &boxoffice.Money{Amount: 9000, Currency: "EUR"}})
+	})
+	res, _, err = e.purchase("c", "s", 1, "tok_ok")
+	want(t, res, err, 409, boxoffice.ESOLDOUT)
+	in := sale.PurchaseInput{ShowID: "s", TierID: "vip", Quantity: 1, Buyer: sale.BuyerInput{Email: "v@example.com"}, Payment: sale.PaymentInput{Token: "tok_ok"}}
+	res, _, err = e.svc.Purchase(context.Background(), boxoffice.AdminPrincipal, idem("purchase", "d", in), in)
+	want(t, res, err, 201, "")
+	e.verify()
 }

@@ -80,6 +80,9 @@ type Service struct {
 	keys    sync.Map           // key hash → *cachedKey
 	wake    chan struct{}
 
+	showCache showCache // the purchase path's shows (fastpath.go)
+	claims    claims    // idempotency keys of purchases in flight here (fastpath.go)
+
 	touchMu sync.Mutex
 	touched map[string]time.Time // key id → when this process last wrote its last_used_at
 }

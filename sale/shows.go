@@ -45,6 +45,7 @@ func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoff
 		}
 		return tx.PutShow(ctx, show)
 	})
+	s.showCache.forget(id)
 	if err != nil {
 		return nil, false, err
 	}

@@ -1,0 +1,179 @@
+package sale
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"boxoffice"
+)
+
+// showCacheTTL bounds how long a purchase may use a show read before: its name, tiers and
+// prices. Changes made through this process reach the cache at once (PutShow forgets the show);
+// changes made by another server on the same store, within this long.
+const showCacheTTL = time.Second
+
+// showCache keeps recently read shows for the purchase path, which would otherwise read the
+// show in a transaction of its own on every request. Counts in a cached show are stale and
+// never used: the inventory strategy decides what is left.
+type showCache struct {
+	mu    sync.Mutex
+	shows map[string]cachedShow
+	gen   uint64 // moves on with every forget, so that a read that raced with one is not kept
+	// soldOut marks tiers whose reservation was refused sold_out here within showCacheTTL: their
+	// purchases take the reading path, which refuses from a committed snapshot without taking
+	// the writer, so a stampede after the sell-out spares it.
+	soldOut map[string]time.Time // show id + "/" + tier id → when
+}
+
+// markSoldOut notes that a reservation of the tier was refused sold_out.
+func (c *showCache) markSoldOut(showID, tierID string) {
+	c.mu.Lock()
+	if c.soldOut == nil || len(c.soldOut) >= maxCachedShows {
+		c.soldOut = make(map[string]time.Time)
+	}
+	c.soldOut[showID+"/"+tierID] = time.Now()
+	c.mu.Unlock()
+}
+
+// isSoldOut reports whether the tier was refused sold_out here within showCacheTTL.
+func (c *showCache) isSoldOut(showID, tierID string) bool {
+	c.mu.Lock()
+	at, ok := c.soldOut[showID+"/"+tierID]
+	c.mu.Unlock()
+	return ok && time.Since(at) < showCacheTTL
+}
+
+type cachedShow struct {
+	show *boxoffice.Show
+	at   time.Time
+}
+
+// get returns the show from the cache or, when it is missing or older than showCacheTTL, from
+// the store.
+func (c *showCache) get(ctx context.Context, store boxoffice.Store, id string) (*boxoffice.Show, error) {
+	c.mu.Lock()
+	e, ok := c.shows[id]
+	gen := c.gen
+	c.mu.Unlock()
+	if ok && time.Since(e.at) < showCacheTTL {
+		return e.show, nil
+	}
+	var show *boxoffice.Show
+	err := store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		show, err = tx.GetShow(ctx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		if c.shows == nil {
+			c.shows = make(map[string]cachedShow)
+		}
+		if len(c.shows) >= maxCachedShows {
+			clear(c.shows) // simplest bound; a busy sale refills it from one read a show
+		}
+		c.shows[id] = cachedShow{show: show, at: time.Now()}
+	}
+	c.mu.Unlock()
+	return show, nil
+}
+
+// maxCachedShows bounds the show cache.
+const maxCachedShows = 10_000
+
+// forget drops a show that was changed through this process.
+func (c *showCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.shows, id)
+	c.gen++
+	c.mu.Unlock()
+}
+
+// claims are the idempotency keys of purchases in flight in this process. A purchase whose key is
+// not in flight here skips the read of its record and goes straight to its reservation, whose
+// insert of the record is the check (a key already used elsewhere clashes there, and the purchase
+// then takes the reading path). A second request with a key in flight waits until the first has
+// reserved, so that its read finds the first's record, as if it had come a moment later, instead
+// of clashing with it in the writer's batch.
+type claims struct {
+	mu sync.Mutex
+	m  map[string]*claim
+}
+
+type claim struct {
+	reserved chan struct{} // closed once the first request's reservation has committed or failed
+	once     sync.Once
+}
+
+func (c *claim) done() { c.once.Do(func() { close(c.reserved) }) }
+
+// take claims idem's key. first says the key was not in flight in this process; release ends
+// the claim and must be called; reserved marks the reservation done (release does too).
+func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, release func()) {
+	k := idem.Scope + "\x00" + idem.Key
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]*claim)
+	}
+	if other, ok := c.m[k]; ok {
+		c.mu.Unlock()
+		select {
+		case <-other.reserved:
+		case <-ctx.Done():
+		}
+		return false, func() {}, func() {}
+	}
+	cl := &claim{reserved: make(chan struct{})}
+	c.m[k] = cl
+	c.mu.Unlock()
+	return true, cl.done, func() {
+		cl.done()
+		c.mu.Lock()
+		delete(c.m, k)
+		c.mu.Unlock()
+	}
+}
+
+// purchaseNew is the purchase of a key not in flight in this process: no read of the record, the
+// show from the cache. done false means the key turned out to be known (its record exists), the
+// show or tier to be missing or the tier sold out lately, and the purchase must take the reading
+// path, which answers those.
+func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem Idem, in PurchaseInput, reserved func()) (res *boxoffice.Response, replayed, done bool, err error) {
+	defer reserved()
+	show, err := s.showCache.get(ctx, s.store, in.ShowID)
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		return nil, false, false, nil
+	} else if err != nil {
+		return nil, false, true, err
+	}
+	tier := show.Tier(in.TierID)
+	if tier == nil || s.showCache.isSoldOut(in.ShowID, in.TierID) {
+		return nil, false, false, nil
+	}
+	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
+	order := s.newOrder(h, tier, in.Payment.Token, true)
+	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
+		if err := tx.InsertOrder(ctx, order); err != nil {
+			return err
+		}
+		return insertRecord(ctx, tx, s.leasedRecord(idem, h.ID, order.ID))
+	})
+	reserved()
+	switch {
+	case err == errKeyTaken:
+		return nil, false, false, nil
+	case boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND:
+		return nil, false, false, nil // the tier went away since the show was cached
+	case err != nil:
+		if boxoffice.ErrorCode(err) == boxoffice.ESOLDOUT {
+			s.showCache.markSoldOut(in.ShowID, in.TierID)
+		}
+		res, replayed, err = s.finish(ctx, idem, nil, err)
+		return res, replayed, true, err
+	}
+	res, replayed, err = s.await(ctx, idem, order)
+	return res, replayed, true, err
+}
