@@ -32,6 +32,15 @@ type Inventory interface {
 	Close() error
 }
 
+// CountsKeeper is an Inventory that holds the committed counts of the shows it writes in memory,
+// as the one writer of each does (the actor).
+type CountsKeeper interface {
+	// Committed returns the tier's counts as of its writer's last commit; ok is false when the
+	// strategy holds none (no writer for the show now, or its counts are being read again).
+	// They are the store's counts only while no other process writes the store.
+	Committed(showID, tierID string) (c TierCounts, ok bool)
+}
+
 // InventoryEvent is one change in a show's append-only inventory stream (the eventlog strategy):
 // deltas to one tier's counts and the tier's counts after them, so the stream's last event of a
 // tier is its state without a fold over the whole stream. Version numbers a show's events from 1

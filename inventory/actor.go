@@ -247,10 +247,39 @@ type showWriter struct {
 
 	// counts are the show's tier counts as of the last commit; a tier missing is read from the
 	// store inside the next batch's transaction, and nil forgets them all.
-	counts   map[string]boxoffice.TierCounts
-	pending  *command   // a Reconfigure met while draining a batch, to run next
-	inflight []*command // the commands being run, for recovery to answer
-	buf      []*command
+	counts map[string]boxoffice.TierCounts
+	// committed publishes counts to other goroutines (Committed); a published map is never
+	// changed, since every batch works on a copy.
+	committed atomic.Pointer[map[string]boxoffice.TierCounts]
+	pending   *command   // a Reconfigure met while draining a batch, to run next
+	inflight  []*command // the commands being run, for recovery to answer
+	buf       []*command
+}
+
+// setCounts sets the counts as of the last commit, and publishes them.
+func (w *showWriter) setCounts(counts map[string]boxoffice.TierCounts) {
+	w.counts = counts
+	if counts == nil {
+		w.committed.Store(nil)
+		return
+	}
+	w.committed.Store(&counts)
+}
+
+// Committed implements boxoffice.CountsKeeper: the counts of the show's writer's last commit.
+func (a *Actor) Committed(showID, tierID string) (boxoffice.TierCounts, bool) {
+	a.mu.RLock()
+	w := a.shows[showID]
+	a.mu.RUnlock()
+	if w == nil {
+		return boxoffice.TierCounts{}, false
+	}
+	m := w.committed.Load()
+	if m == nil {
+		return boxoffice.TierCounts{}, false
+	}
+	c, ok := (*m)[tierID]
+	return c, ok
 }
 
 // run is the writer goroutine: it runs the loop, and runs it again with the counts forgotten
@@ -273,7 +302,8 @@ func (w *showWriter) loop() (stop bool) {
 			for _, cmd := range w.inflight {
 				w.answer(cmd, err)
 			}
-			w.inflight, w.counts = nil, nil
+			w.inflight = nil
+			w.setCounts(nil)
 			stop = false
 		}
 	}()
@@ -356,7 +386,7 @@ func (w *showWriter) reconfigure(cmd *command) {
 	}
 	w.inflight = []*command{cmd}
 	err := w.a.store.Update(cmd.ctx, func(tx boxoffice.Tx) error { return callWrite(cmd.write, tx) })
-	w.counts = nil
+	w.setCounts(nil)
 	w.answer(cmd, err)
 	w.inflight = nil
 }
@@ -399,7 +429,8 @@ func (w *showWriter) runBatch(batch []*command) {
 		results, counts, culprit, err := w.commit(batch, careful)
 		if errors.Is(err, errStale) && !careful {
 			w.a.log.Warn("actor: the store's counts differ from memory; running the batch again command by command", "show", w.id, "commands", len(batch))
-			w.counts, careful = nil, true
+			w.setCounts(nil)
+			careful = true
 			continue
 		}
 		if err != nil && culprit >= 0 && batch[culprit].ctx.Err() != nil && len(batch) > 1 {
@@ -412,7 +443,7 @@ func (w *showWriter) runBatch(batch []*command) {
 		}
 		if err != nil {
 			w.a.log.Warn("actor: batch failed; reading the counts again", "show", w.id, "commands", len(batch), "err", err)
-			w.counts = nil // what the store has is unknown until read again
+			w.setCounts(nil) // what the store has is unknown until read again
 			for _, cmd := range batch {
 				w.answer(cmd, err)
 			}
@@ -421,7 +452,7 @@ func (w *showWriter) runBatch(batch []*command) {
 		if w.a.afterCommit != nil {
 			w.a.afterCommit(w.id, len(batch))
 		}
-		w.counts = counts
+		w.setCounts(counts)
 		for i, cmd := range batch {
 			w.answer(cmd, results[i])
 		}

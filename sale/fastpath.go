@@ -150,7 +150,13 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 		return nil, false, true, err
 	}
 	tier := show.Tier(in.TierID)
-	if tier == nil || s.showCache.isSoldOut(in.ShowID, in.TierID) {
+	if tier == nil {
+		return nil, false, false, nil
+	}
+	if refused := s.soldOutInMemory(in.ShowID, in.TierID, in.Quantity); refused != nil {
+		return s.refuse(ctx, idem, refused)
+	}
+	if s.showCache.isSoldOut(in.ShowID, in.TierID) {
 		return nil, false, false, nil
 	}
 	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
@@ -176,4 +182,40 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 	}
 	res, replayed, err = s.await(ctx, idem, order)
 	return res, replayed, true, err
+}
+
+// soldOutInMemory is the sold_out refusal of quantity tickets of the tier when the strategy holds
+// the tier's committed counts and they leave fewer, else nil. Only where this process is the
+// store's one writer (ExclusiveStore) are those counts the store's: the refusal is then as true
+// as one read from the store at this instant, without the read.
+func (s *Service) soldOutInMemory(showID, tierID string, quantity int) error {
+	if !s.cfg.ExclusiveStore {
+		return nil
+	}
+	k, ok := s.inv.(boxoffice.CountsKeeper)
+	if !ok {
+		return nil
+	}
+	c, ok := k.Committed(showID, tierID)
+	if !ok || c.Available() >= quantity {
+		return nil
+	}
+	return boxoffice.SoldOut(tierID, c.Available(), quantity)
+}
+
+// refuse stores a final refusal under idem's key, in a transaction of its own (group-committed
+// with others), and answers it. A key that turns out to be known is done false: the reading path
+// answers it.
+func (s *Service) refuse(ctx context.Context, idem Idem, cause error) (res *boxoffice.Response, replayed, done bool, err error) {
+	res = s.render.Problem(cause)
+	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		return insertRecord(ctx, tx, s.newRecord(idem, res))
+	})
+	switch {
+	case err == errKeyTaken:
+		return nil, false, false, nil
+	case err != nil:
+		return nil, false, true, err
+	}
+	return res, false, true, nil
 }

@@ -31,6 +31,14 @@ type env struct {
 	cfg   sale.Config
 	// reservations counts the changes that took tickets which reached the strategy.
 	reservations atomic.Int64
+	// actor makes open use the actor strategy instead of atomic.
+	actor bool
+}
+
+// countingKeeper is a countingInventory over a strategy that keeps counts in memory.
+type countingKeeper struct {
+	*countingInventory
+	boxoffice.CountsKeeper
 }
 
 // countingInventory counts the reservations (changes that take tickets) that reach a strategy.
@@ -48,7 +56,13 @@ func (c *countingInventory) Apply(ctx context.Context, ch boxoffice.CountChange,
 
 func newEnv(t testing.TB, mod func(*sale.Config)) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clock: inventorytest.NewClock()}
+	return newEnvOf(t, false, mod)
+}
+
+// newEnvOf is newEnv with the actor strategy when actor is set.
+func newEnvOf(t testing.TB, actor bool, mod func(*sale.Config)) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), clock: inventorytest.NewClock(), actor: actor}
 	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: 400 * time.Millisecond, LedgerPath: e.dir + "/ledger.jsonl"})
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +84,14 @@ func (e *env) open() {
 		e.t.Fatal(err)
 	}
 	e.store, e.inv = st, &countingInventory{Inventory: inventory.NewAtomic(st), n: &e.reservations}
+	if e.actor {
+		a, err := inventory.NewActor(st, inventory.Options{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		counting := &countingInventory{Inventory: a, n: &e.reservations}
+		e.inv = countingKeeper{countingInventory: counting, CountsKeeper: a.(boxoffice.CountsKeeper)}
+	}
 	cfg := e.cfg
 	cfg.Store, cfg.Inventory = e.store, e.inv
 	e.svc = sale.New(cfg)
@@ -797,4 +819,45 @@ func TestPurchaseSeesShowChangesAtOnce(t *testing.T) {
 	res, _, err = e.svc.Purchase(context.Background(), boxoffice.AdminPrincipal, idem("purchase", "d", in), in)
 	want(t, res, err, 201, "")
 	e.verify()
+}
+
+// TestSoldOutFromMemory: with the actor on a store this process alone writes, a purchase for more
+// than the tier's committed counts leave is refused from memory, without reaching the strategy,
+// with the stored, replayable answer; with other writers possible (ExclusiveStore unset) the
+// refusal comes from the strategy.
+func TestSoldOutFromMemory(t *testing.T) {
+	for _, exclusive := range []bool{true, false} {
+		t.Run(fmt.Sprintf("exclusive=%v", exclusive), func(t *testing.T) {
+			e := newEnvOf(t, true, func(c *sale.Config) { c.ExclusiveStore = exclusive })
+			e.show("s", 3, nil)
+			res, _, err := e.purchase("p1", "s", 2, "tok_ok")
+			want(t, res, err, 201, "")
+			before := e.reservations.Load()
+			for i := range 10 {
+				res, _, err = e.purchase(fmt.Sprintf("late-%d", i), "s", 2, "tok_ok")
+				want(t, res, err, 409, boxoffice.ESOLDOUT)
+				var p struct{ Available *int }
+				if json.Unmarshal(res.Body, &p) != nil || p.Available == nil || *p.Available != 1 {
+					t.Fatalf("sold_out answer without available=1: %s", res.Body)
+				}
+			}
+			reached := e.reservations.Load() - before
+			if exclusive && reached != 0 {
+				t.Errorf("%d refusals reached the strategy; want 0 on a store this process alone writes", reached)
+			}
+			if !exclusive && reached == 0 {
+				t.Error("no refusal reached the strategy although other processes may write the store")
+			}
+			again, replayed, err := e.purchase("late-0", "s", 2, "tok_ok")
+			if err != nil || !replayed || again.Status != 409 {
+				t.Fatalf("retry of a sold_out purchase: %+v replayed=%v %v", again, replayed, err)
+			}
+			res, _, err = e.purchase("p2", "s", 1, "tok_ok")
+			want(t, res, err, 201, "")
+			if c := e.tier("s"); c.Sold != 3 || c.Held != 0 {
+				t.Errorf("tier after the sale: %+v, want 3 sold", c)
+			}
+			e.verify()
+		})
+	}
 }
