@@ -494,45 +494,43 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 		}
 		confirmed := make(map[string]bool)
 		var net map[string]boxoffice.CountChange
+		start := make(map[string]boxoffice.TierCounts) // each tier's counts before this batch
 		if !careful {
 			net = make(map[string]boxoffice.CountChange)
 		}
 		for i, cmd := range batch {
-			err := w.step(ctx, tx, counts, confirmed, net, i, cmd.change, cmd.write)
+			err := w.step(ctx, tx, counts, start, confirmed, net, i, cmd.change, cmd.write)
 			if f, ok := err.(txFailed); ok {
 				culprit = i
 				return f.err
 			}
 			results[i] = err
 		}
-		return w.settleNet(ctx, tx, counts, net)
+		return w.settleNet(ctx, tx, counts, start, net)
 	})
 	return results, counts, culprit, err
 }
 
-// settleNet writes a netted batch's count changes, one conditional write per tier in tier order
-// (the lock order of Reconfigure), and takes the store's counts after them into counts. A write
-// the store refuses is errStale: memory allowed what the store does not.
-func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange) error {
+// settleNet writes a netted batch's count changes, one compare-and-set per tier in tier order
+// (the lock order of Reconfigure): the counts memory reached, where the tier's version is still
+// the one memory started the batch from. A write whose answer is only "changed one row" needs no
+// round trip of its own on a store that defers such writes, so on PostgreSQL the whole batch
+// goes with its COMMIT. A version that moved on is errStale: another writer changed the tier.
+func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, start map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange) error {
 	for _, tierID := range slices.Sorted(maps.Keys(net)) {
 		c := net[tierID]
 		if c.Held == 0 && c.Sold == 0 {
 			continue
 		}
-		after, ok, err := tx.AddTierCounts(ctx, w.id, tierID, c.Held, c.Sold)
+		from, after := start[tierID], counts[tierID]
+		ok, err := tx.SetTierCounts(ctx, w.id, tierID, from.Version, after.Held, after.Sold)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return errStale
 		}
-		if want := counts[tierID]; after.Held != want.Held || after.Sold != want.Sold || after.Capacity != want.Capacity {
-			// The change fitted, but the store had other counts than memory: another writer
-			// changed them. What this batch decided still holds (the store checked the sum,
-			// and every sold-out answer was confirmed against the store); memory takes the
-			// store's counts.
-			w.a.log.Warn("actor: counts in memory differed from the store; taking the store's", "show", w.id, "tier", tierID)
-		}
+		after.Version = from.Version + 1
 		counts[tierID] = after
 	}
 	return nil
@@ -541,8 +539,9 @@ func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts map[
 // step runs one command of a batch under its own savepoint and returns its outcome; a txFailed
 // means the transaction itself is spoilt. counts are the batch's counts so far, changed only by
 // a command that succeeded; confirmed lists the tiers whose counts this batch has read from the
-// store. With net (a netted batch) the command's change is added to net instead of written.
-func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, confirmed map[string]bool, net map[string]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+// store; start gets each tier's counts before the batch changed them. With net (a netted batch)
+// the command's change is added to net instead of written.
+func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start map[string]boxoffice.TierCounts, confirmed map[string]bool, net map[string]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	cur, ok := counts[c.TierID]
 	if !ok {
 		var err error
@@ -577,6 +576,9 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts map[strin
 		return soldOut(cur, c.Held)
 	}
 	if net != nil {
+		if _, ok := start[c.TierID]; !ok {
+			start[c.TierID] = cur
+		}
 		return w.stepNet(ctx, tx, counts, net, i, cur, c, write)
 	}
 	sp := "c" + strconv.Itoa(i)

@@ -8,7 +8,6 @@ import (
 	"boxoffice"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // AppendEvent implements boxoffice.Tx. It sets e.Seq and e.Position. The subject's advisory
@@ -24,19 +23,10 @@ func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
 		position int64
 		seq      int
 	)
-	if t.later(sLockSubject, e.Subject) {
+	if t.laterAs(deferredWrite{kind: kindLock, sql: sLockSubject, args: []any{e.Subject}}) {
 		// Deferred: the position and seq are known once the write is sent, before Update returns.
-		t.pending.Queue(dAppendEvent, e.ID, e.Type, e.Subject, []byte(e.Data), e.CreatedAt).QueryRow(func(r pgx.Row) error {
-			var pos pgtype.Int8
-			var seq pgtype.Int4
-			var one int
-			if err := r.Scan(&pos, &seq, &one); err != nil {
-				return err
-			}
-			e.Position, e.Seq = pos.Int64, int(seq.Int32)
-			return nil
-		})
-		t.queued++
+		t.laterAs(deferredWrite{kind: kindEvent, sql: dAppendEvent,
+			args: []any{e.ID, e.Type, e.Subject, []byte(e.Data), e.CreatedAt}, event: e})
 		return nil
 	}
 	inserted := true

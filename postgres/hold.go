@@ -29,7 +29,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 func (t *tx) InsertHold(ctx context.Context, h *boxoffice.Hold) error {
 	args := []any{h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
 		h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID}
-	if t.later(dInsertHold, args...) {
+	if t.laterAs(deferredWrite{kind: kindHold, sql: dInsertHold, args: args}) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sInsertHold, args...)

@@ -50,7 +50,7 @@ func (t *tx) InsertIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) erro
 	status, body, location := responseArgs(r)
 	args := []any{r.ID, r.Scope, r.Key, r.Fingerprint, r.HoldID, r.OrderID,
 		r.LockedUntil, status, body, location, r.CreatedAt, r.ExpiresAt}
-	if t.later(dInsertIdem, args...) {
+	if t.laterAs(deferredWrite{kind: kindIdem, sql: dInsertIdem, args: args}) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sInsertIdem, args...)

@@ -18,6 +18,9 @@ func (t *tx) SetTierCounts(ctx context.Context, showID, tierID string, version i
 	if held < 0 || sold < 0 {
 		return false, fmt.Errorf("set counts of tier %q of show %q: held %d and sold %d must not be negative", tierID, showID, held, sold)
 	}
+	if t.later(dSetTierCounts, held, sold, showID, tierID, version) {
+		return true, nil
+	}
 	tag, err := t.exec(ctx, sSetTierCounts, held, sold, showID, tierID, version)
 	if err != nil {
 		return false, fmt.Errorf("set counts of tier %q of show %q: %w", tierID, showID, err)
@@ -105,9 +108,7 @@ func (t *tx) RollbackTo(ctx context.Context, name string) error {
 			t.missed = true
 			return fmt.Errorf("rollback to %s: deferred writes since it were sent; the transaction runs again", name)
 		}
-		if t.pending != nil {
-			t.pending.QueuedQueries = t.pending.QueuedQueries[:len(t.pending.QueuedQueries)-(t.queued-mark)]
-		}
+		t.pending = t.pending[:len(t.pending)-(t.queued-mark)]
 		t.queued = mark
 		return nil
 	}

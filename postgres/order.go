@@ -54,7 +54,7 @@ func (t *tx) InsertOrder(ctx context.Context, o *boxoffice.Order) error {
 	args := []any{o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
 		o.Amount.Amount, o.Amount.Currency, o.Buyer.Email, tickets, o.PaymentToken, o.ChargeID, o.RefundID,
 		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt, o.APIKeyID}
-	if t.later(dInsertOrder, args...) {
+	if t.laterAs(deferredWrite{kind: kindOrder, sql: dInsertOrder, args: args}) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sInsertOrder, args...)

@@ -53,6 +53,7 @@ type DB struct {
 	retries atomic.Int64
 	// missed counts Update runs voided because a deferred write did not do as assumed.
 	missed atomic.Int64
+	merge  merger
 }
 
 var _ boxoffice.SpeculativeStore = (*DB)(nil)
@@ -114,14 +115,6 @@ const beginRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 // to maxAttempts times. fn must not call Update.
 func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
 	return db.update(ctx, false, fn)
-}
-
-// UpdateSpeculative implements boxoffice.SpeculativeStore: Update, with fn's blind writes
-// deferred (see tx.deferring) until the next read or COMMIT, all in one round trip. If a
-// deferred write did not do what fn was told it did, that run is rolled back and fn runs again
-// without deferring, where each answer is real.
-func (db *DB) UpdateSpeculative(ctx context.Context, fn func(tx boxoffice.Tx) error) error {
-	return db.update(ctx, true, fn)
 }
 
 func (db *DB) update(ctx context.Context, deferring bool, fn func(tx boxoffice.Tx) error) error {
@@ -186,7 +179,7 @@ func (db *DB) run(ctx context.Context, begin string, deferring bool, fn func(tx 
 	if err := fn(t); err != nil {
 		// fn's answer stands only if every guess it was given held: send what is deferred
 		// (then roll back) to learn that.
-		if !t.missed && t.pending != nil && t.usable() == nil {
+		if !t.missed && len(t.pending) > 0 && t.usable() == nil {
 			_ = t.flush(context.WithoutCancel(ctx))
 		}
 		return t.retry, t.missed, err
@@ -194,7 +187,7 @@ func (db *DB) run(ctx context.Context, begin string, deferring bool, fn func(tx 
 	if t.missed {
 		return false, true, errors.New("transaction not committed: a deferred write did not do as assumed")
 	}
-	if !t.begun && t.pending == nil {
+	if !t.begun && len(t.pending) == 0 {
 		return false, false, nil // fn ran no statement: there is nothing to commit
 	}
 	if !write {

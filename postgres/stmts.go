@@ -200,6 +200,7 @@ var (
 	dInsertIdem         = expect(sInsertIdem, "=")
 	dUpdateIdem         = expect(sUpdateIdem, "=")
 	dAnswerIdemForOrder = expect(sAnswerIdemForOrder, ">=")
+	dSetTierCounts      = expect(sSetTierCounts, "=")
 	// dAppendEvent answers one row whether or not the event was inserted, so that the check runs.
 	dAppendEvent = `WITH w AS (` + sAppendEvent + `)
 		SELECT (SELECT position FROM w), (SELECT seq FROM w), 1 / ((SELECT count(*) FROM w) = 1)::int`

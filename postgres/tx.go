@@ -47,7 +47,7 @@ type tx struct {
 	// holds its row locks for that long only. Should one not do as assumed (missed), the run is
 	// void: Update rolls it back and runs fn again without deferring, where each answer is real.
 	deferring bool
-	pending   *pgx.Batch
+	pending   []deferredWrite
 	missed    bool
 	// queued and sent count deferred statements: a savepoint taken at queued == n can be rolled
 	// back by dropping the pending statements past n, as long as none of them was sent.
@@ -95,13 +95,15 @@ func (t *tx) note(err error) error {
 // the write did not do what its caller was told it did: the failure voids the run (see send), and
 // COMMIT, sent after it in the same round trip, is skipped with everything else that follows.
 func (t *tx) later(sql string, args ...any) bool {
+	return t.laterAs(deferredWrite{sql: sql, args: args})
+}
+
+// laterAs is later for a write that may coalesce with others of its kind (see coalesced).
+func (t *tx) laterAs(w deferredWrite) bool {
 	if !t.deferring || t.usable() != nil {
 		return false
 	}
-	if t.pending == nil {
-		t.pending = &pgx.Batch{}
-	}
-	t.pending.Queue(sql, args...)
+	t.pending = append(t.pending, w)
 	t.queued++
 	return true
 }
@@ -116,11 +118,11 @@ func expect(sql, cmp string) string {
 
 // direct reports whether a statement can go on its own: the transaction has begun and no
 // deferred write waits to go first.
-func (t *tx) direct() bool { return t.begun && t.pending == nil }
+func (t *tx) direct() bool { return t.begun && len(t.pending) == 0 }
 
 // flush sends the deferred writes, if any, in one round trip.
 func (t *tx) flush(ctx context.Context) error {
-	if t.pending == nil {
+	if len(t.pending) == 0 {
 		return nil
 	}
 	return t.batch(ctx, &pgx.Batch{})
@@ -137,9 +139,9 @@ func (t *tx) send(ctx context.Context, b *pgx.Batch) error {
 		return err
 	}
 	carried := false
-	if t.pending != nil {
+	if len(t.pending) > 0 {
 		carried = true
-		b.QueuedQueries = append(t.pending.QueuedQueries, b.QueuedQueries...)
+		b.QueuedQueries = append(coalesced(t.pending), b.QueuedQueries...)
 		t.pending = nil
 		t.sent = t.queued
 	}
@@ -170,7 +172,7 @@ func (t *tx) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 	case t.direct():
 		tag, err := t.conn.Exec(ctx, sql, args...)
 		return tag, t.note(err)
-	case len(args) == 0 && t.pending == nil:
+	case len(args) == 0 && len(t.pending) == 0:
 		// pgx sends a statement without arguments as a simple query, which may hold two.
 		t.begun = true
 		tag, err := t.conn.Exec(ctx, t.begin+"; "+sql)

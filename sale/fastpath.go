@@ -98,10 +98,23 @@ func (c *showCache) forget(id string) {
 // then takes the reading path). A second request with a key in flight waits until the first has
 // reserved, so that its read finds the first's record, as if it had come a moment later, instead
 // of clashing with it in the writer's batch.
+//
+// A key this process finished lately (recent) takes the reading path too: a request can arrive
+// after its own retry has finished — a client that gave up on it and retried at once — and would
+// otherwise clash in the writer's batch, which on PostgreSQL voids and reruns the whole batch.
 type claims struct {
-	mu sync.Mutex
-	m  map[string]*claim
+	mu     sync.Mutex
+	m      map[string]*claim
+	recent map[string]time.Time // key → when its request ended here
+	ring   []string             // recent's keys in the order they came, to bound it
+	next   int
 }
+
+// recentKeys bounds how many finished keys claims remembers, recentFor how long.
+const (
+	recentKeys = 4096
+	recentFor  = 10 * time.Second
+)
 
 type claim struct {
 	reserved chan struct{} // closed once the first request's reservation has committed or failed
@@ -128,13 +141,30 @@ func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, rel
 	}
 	cl := &claim{reserved: make(chan struct{})}
 	c.m[k] = cl
+	at, known := c.recent[k]
 	c.mu.Unlock()
-	return true, cl.done, func() {
+	first = !known || time.Since(at) > recentFor
+	return first, cl.done, func() {
 		cl.done()
 		c.mu.Lock()
 		delete(c.m, k)
+		c.remember(k)
 		c.mu.Unlock()
 	}
+}
+
+// remember notes that k's request ended now, forgetting the oldest key past recentKeys.
+func (c *claims) remember(k string) {
+	if c.recent == nil {
+		c.recent = make(map[string]time.Time, recentKeys)
+		c.ring = make([]string, recentKeys)
+	}
+	if old := c.ring[c.next]; old != "" {
+		delete(c.recent, old)
+	}
+	c.ring[c.next] = k
+	c.next = (c.next + 1) % recentKeys
+	c.recent[k] = time.Now()
 }
 
 // purchaseNew is the purchase of a key not in flight in this process: no read of the record, the

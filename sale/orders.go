@@ -111,6 +111,9 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, err // the client is gone (a retry may be here already): nothing to do for it
+	}
 	first, reserved, release := s.claims.take(ctx, idem)
 	defer release()
 	if first {

@@ -2,6 +2,9 @@ package storetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,6 +102,108 @@ func testSpeculative(t *testing.T, db boxoffice.Store) {
 		t.Error("the decision taken on a wrong guess committed")
 	}
 
+	// Many writes of a kind in one run (which a store may send as one statement each kind):
+	// all commit, and the events are numbered in the order they were appended, each after the
+	// last of its subject.
+	var evs []*boxoffice.Event
+	runs, err = speculate(func(tx boxoffice.Tx) error {
+		evs = evs[:0]
+		for i := range 5 {
+			id := fmt.Sprintf("hld_many_%d", i)
+			if err := tx.InsertHold(ctx, testHold(id, "many@x", base.Add(time.Hour))); err != nil {
+				return err
+			}
+			o := testOrder(fmt.Sprintf("ord_many_%d", i), id, boxoffice.OrderPendingPayment)
+			o.Tickets = []boxoffice.Ticket{{Code: fmt.Sprintf("T-%d", i)}}
+			if err := tx.InsertOrder(ctx, o); err != nil {
+				return err
+			}
+			rec := testRecord(fmt.Sprintf("idem_many_%d", i), fmt.Sprintf("many-%d", i))
+			if i%2 == 0 {
+				rec.Response = &boxoffice.Response{Status: 201, Body: []byte(`{"n":1}`), Location: "/v1/orders/x"}
+			}
+			if err := tx.InsertIdemRecord(ctx, rec); err != nil {
+				return err
+			}
+			subject := id
+			if i == 4 {
+				subject = "hld_1" // has an event already
+			}
+			e := &boxoffice.Event{ID: fmt.Sprintf("evt_many_%d", i), Type: boxoffice.EventHoldCreated, Subject: subject, Data: []byte(`{}`), CreatedAt: base}
+			if err := tx.AppendEvent(ctx, e); err != nil {
+				return err
+			}
+			evs = append(evs, e)
+		}
+		return nil
+	})
+	if err != nil || runs != 1 {
+		t.Fatalf("many writes of a kind: %d runs, %v; want 1 run, nil", runs, err)
+	}
+	for i, e := range evs {
+		wantSeq := 1
+		if i == 4 {
+			wantSeq = 2
+		}
+		if e.Seq != wantSeq || (i > 0 && e.Position <= evs[i-1].Position) {
+			t.Errorf("event %d: position %d seq %d; want after %d, seq %d", i, e.Position, e.Seq, evs[max(i-1, 0)].Position, wantSeq)
+		}
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		for i := range 5 {
+			o, err := tx.GetOrder(ctx, fmt.Sprintf("ord_many_%d", i))
+			if err != nil {
+				return err
+			}
+			if len(o.Tickets) != 1 || o.Tickets[0].Code != fmt.Sprintf("T-%d", i) {
+				t.Errorf("order %d tickets %+v", i, o.Tickets)
+			}
+			r, err := tx.GetIdemRecord(ctx, "key_1 POST /v1/purchases", fmt.Sprintf("many-%d", i))
+			if err != nil {
+				return err
+			}
+			if (i%2 == 0) != (r.Response != nil) || (r.Response != nil && (r.Response.Status != 201 || r.Response.Location != "/v1/orders/x")) {
+				t.Errorf("record %d response %+v", i, r.Response)
+			}
+		}
+		got, err := tx.ListEvents(ctx, evs[0].Position-1, 10)
+		if err != nil {
+			return err
+		}
+		if len(got) != 5 || got[4].ID != "evt_many_4" || got[4].Seq != 2 {
+			t.Errorf("events after a run of many: %+v", got)
+		}
+		return nil
+	})
+
+	// One clash among many voids the run; the next answers ECONFLICT and nothing commits.
+	// Two events of one subject in a run are appended in turn.
+	runs, err = speculate(func(tx boxoffice.Tx) error {
+		for i := range 3 {
+			if err := tx.InsertHold(ctx, testHold(fmt.Sprintf("hld_clash_%d", i), "c@x", base.Add(time.Hour))); err != nil {
+				return err
+			}
+		}
+		return tx.InsertHold(ctx, testHold("hld_many_2", "c@x", base.Add(time.Hour)))
+	})
+	wantCode(t, err, boxoffice.ECONFLICT)
+	if runs != 2 || exists("hld_clash_0") {
+		t.Errorf("a clash among many: %d runs, first hold committed %v; want 2 runs, false", runs, exists("hld_clash_0"))
+	}
+	var pair [2]*boxoffice.Event
+	_, err = speculate(func(tx boxoffice.Tx) error {
+		for i := range pair {
+			pair[i] = &boxoffice.Event{ID: fmt.Sprintf("evt_pair_%d", i), Type: boxoffice.EventHoldCreated, Subject: "hld_pair", Data: []byte(`{}`), CreatedAt: base}
+			if err := tx.AppendEvent(ctx, pair[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || pair[0].Seq != 1 || pair[1].Seq != 2 {
+		t.Errorf("two events of one subject: seqs %d, %d, %v; want 1, 2", pair[0].Seq, pair[1].Seq, err)
+	}
+
 	// Savepoints: a rolled-back part is dropped, the rest commits, in one run when the part was
 	// never sent and in two when a read had sent it.
 	for _, readInside := range []bool{false, true} {
@@ -136,5 +241,90 @@ func testSpeculative(t *testing.T, db boxoffice.Store) {
 			t.Errorf("savepoint (read inside %v): rolled-back %s exists %v, kept %s exists %v; want false, true",
 				readInside, a, exists(a), b, exists(b))
 		}
+	}
+}
+
+// testSpeculativeConcurrent runs many UpdateSpeculative calls at once, which a store may merge
+// into one transaction: each call still gets its own outcome and only its own writes — a clash
+// is ECONFLICT for that call alone, a refusal made before any write changes nothing, a refusal
+// after writes undoes them — and every other call commits.
+func testSpeculativeConcurrent(t *testing.T, db boxoffice.Store) {
+	sp, ok := db.(guarded).Store.(boxoffice.SpeculativeStore)
+	if !ok {
+		t.Skip("the store does not offer UpdateSpeculative")
+	}
+	ctx := context.Background()
+	putShow(t, db, testShow("gig", tier("ga", 1000)))
+	update(t, db, func(tx boxoffice.Tx) error {
+		return tx.InsertHold(ctx, testHold("hld_taken", "x@x", base.Add(time.Hour)))
+	})
+	errRefused := errors.New("refused by fn")
+	const n = 40
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	// Rounds 0 and 1 have no clash, so a merged transaction commits; round 2 has clashes, which
+	// void a merged transaction and have every call run alone.
+	for round := range 3 {
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("hld_c%d_%d", round, i)
+				errs[i] = sp.UpdateSpeculative(ctx, guard(func(tx boxoffice.Tx) error {
+					switch i % 10 {
+					case 3: // refused before writing
+						return errRefused
+					case 7: // clashes in round 2
+						if round < 2 {
+							break
+						}
+						if err := tx.InsertHold(ctx, testHold(id, "c@x", base.Add(time.Hour))); err != nil {
+							return err
+						}
+						return tx.InsertHold(ctx, testHold("hld_taken", "c@x", base.Add(time.Hour)))
+					case 9: // refused after writing
+						if err := tx.InsertHold(ctx, testHold(id, "c@x", base.Add(time.Hour))); err != nil {
+							return err
+						}
+						return errRefused
+					}
+					if err := tx.InsertHold(ctx, testHold(id, "c@x", base.Add(time.Hour))); err != nil {
+						return err
+					}
+					return tx.AppendEvent(ctx, &boxoffice.Event{ID: "evt_" + id, Type: boxoffice.EventHoldCreated, Subject: id, Data: []byte(`{}`), CreatedAt: base})
+				}))
+			}()
+		}
+		wg.Wait()
+		view(t, db, func(tx boxoffice.Tx) error {
+			for i := range n {
+				id := fmt.Sprintf("hld_c%d_%d", round, i)
+				_, err := tx.GetHold(ctx, id)
+				committed := err == nil
+				switch i % 10 {
+				case 3, 9:
+					if !errors.Is(errs[i], errRefused) || committed {
+						t.Errorf("round %d call %d: %v, hold committed %v; want the refusal and no hold", round, i, errs[i], committed)
+					}
+				case 7:
+					if round < 2 {
+						if errs[i] != nil || !committed {
+							t.Errorf("round %d call %d: %v, hold committed %v; want nil and the hold", round, i, errs[i], committed)
+						}
+						break
+					}
+					if boxoffice.ErrorCode(errs[i]) != boxoffice.ECONFLICT || committed {
+						t.Errorf("round %d call %d: %v, hold committed %v; want ECONFLICT and no hold", round, i, errs[i], committed)
+					}
+				default:
+					if errs[i] != nil || !committed {
+						t.Errorf("round %d call %d: %v, hold committed %v; want nil and the hold", round, i, errs[i], committed)
+					} else if e, err := tx.EventByID(ctx, "evt_"+id); err != nil || e.Seq != 1 {
+						t.Errorf("round %d call %d: event %+v, %v", round, i, e, err)
+					}
+				}
+			}
+			return nil
+		})
 	}
 }

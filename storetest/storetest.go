@@ -61,6 +61,7 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"ConcurrentAppendEvent", testConcurrentAppendEvent},
 		{"ConfirmVsExpire", testConfirmVsExpire},
 		{"Speculative", testSpeculative},
+		{"SpeculativeConcurrent", testSpeculativeConcurrent},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, guarded{open(t)}) })
 	}

@@ -1,0 +1,214 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"boxoffice"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// writeKind names the deferred writes that coalesce: many of one kind in a batch go to the server
+// as one multi-row statement, so a batch of a hundred purchases costs a handful of statements, not
+// a few hundred. Every other deferred write goes as it came.
+type writeKind int
+
+const (
+	single writeKind = iota
+	kindHold
+	kindOrder
+	kindIdem
+	kindLock  // the advisory lock of an event's subject
+	kindEvent // an event append; the lock of its subject is queued before it
+)
+
+// deferredWrite is one write queued by later.
+type deferredWrite struct {
+	kind  writeKind
+	sql   string // the one-row statement (one of expect's, or sLockSubject)
+	args  []any
+	event *boxoffice.Event // kindEvent: gets its position and seq when the write is sent
+}
+
+// multiInsert is how the rows of one kind become one statement: the column types of unnest's
+// arrays, the expressions that turn unnest's columns (c1, c2, …) into the table's, and the insert
+// (whose SELECT those expressions complete).
+type multiInsert struct {
+	types  []string
+	exprs  string
+	insert string
+}
+
+var (
+	multiHold = multiInsert{
+		types:  []string{"text", "text", "text", "int4", "text", "text", "timestamptz", "timestamptz", "timestamptz", "text"},
+		insert: `INSERT INTO holds (` + holdCols + `)`,
+	}
+	multiOrder = multiInsert{
+		types: []string{"text", "text", "text", "text", "text", "int4", "int8", "text", "text", "text",
+			"text", "text", "text", "bool", "timestamptz", "timestamptz", "text"},
+		// tickets (c10) go as text and are cast, so that each is sent as the JSON it is.
+		exprs:  "c1, c2, c3, c4, c5, c6, c7, c8, c9, c10::jsonb, c11, c12, c13, c14, c15, c16, c17",
+		insert: `INSERT INTO orders (` + orderCols + `)`,
+	}
+	multiIdem = multiInsert{
+		types: []string{"text", "text", "text", "text", "text", "text", "timestamptz", "int4", "bytea", "text",
+			"timestamptz", "timestamptz"},
+		insert: `INSERT INTO idempotency_records (` + idemCols + `)`,
+	}
+)
+
+// statement returns the multi-row statement for n rows: it fails (aborting the transaction, as
+// expect's one-row forms do) unless every row was inserted.
+func (m multiInsert) statement() string {
+	var b strings.Builder
+	exprs := m.exprs
+	cols := make([]string, len(m.types))
+	for i := range m.types {
+		cols[i] = fmt.Sprintf("c%d", i+1)
+	}
+	if exprs == "" {
+		exprs = strings.Join(cols, ", ")
+	}
+	b.WriteString("WITH w AS (" + m.insert + " SELECT " + exprs + " FROM unnest(")
+	for i, t := range m.types {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d::%s[]", i+1, t)
+	}
+	fmt.Fprintf(&b, ") AS v(%s) ON CONFLICT DO NOTHING RETURNING 1) SELECT 1 / ((SELECT count(*) FROM w) = $%d)::int",
+		strings.Join(cols, ", "), len(m.types)+1)
+	return b.String()
+}
+
+// Statements of the coalesced forms, built once.
+var (
+	sMultiHold  = multiHold.statement()
+	sMultiOrder = multiOrder.statement()
+	sMultiIdem  = multiIdem.statement()
+	sMultiLock  = `SELECT count(pg_advisory_xact_lock(1, hashtext(s))) FROM unnest($1::text[]) AS s`
+	// Events are numbered in the order they were appended (WITH ORDINALITY … ORDER BY), each
+	// after the last of its subject; two of one subject in one statement would get the same seq
+	// and fail on the unique (subject, seq), voiding the run, which then appends one at a time.
+	sMultiEvent = `WITH w AS (INSERT INTO events (id, type, subject, seq, data, created_at)
+		SELECT v.id, v.type, v.subject,
+			COALESCE((SELECT MAX(e.seq) FROM events AS e WHERE e.subject = v.subject), 0) + 1,
+			v.data, v.created_at
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+			WITH ORDINALITY AS v(id, type, subject, data, created_at, n)
+		ORDER BY v.n
+		ON CONFLICT DO NOTHING
+		RETURNING id, position, seq)
+		SELECT array_agg(id), array_agg(position), array_agg(seq), 1 / (count(*) = $6)::int FROM w`
+)
+
+// columns turns rows of arguments into one slice per column, for unnest.
+func columns(rows [][]any) []any {
+	cols := make([]any, len(rows[0]))
+	for c := range cols {
+		col := make([]any, len(rows))
+		for r, row := range rows {
+			col[r] = row[c]
+		}
+		cols[c] = col
+	}
+	return cols
+}
+
+// coalesced turns the deferred writes into the batch's statements: the writes of a coalescing
+// kind become one statement, sent where the first of them was queued; the rest go in place.
+// Moving an insert earlier than it was queued only matters to a write of the same transaction
+// that expected the row to be missing, and no caller changes a row before inserting it: an
+// insert that clashes fails the run either way.
+func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
+	groups := make(map[writeKind][]deferredWrite)
+	for _, w := range pending {
+		if w.kind != single {
+			groups[w.kind] = append(groups[w.kind], w)
+		}
+	}
+	var out []*pgx.QueuedQuery
+	for _, w := range pending {
+		g := groups[w.kind]
+		switch {
+		case w.kind == single || len(g) == 1:
+			out = append(out, w.one())
+		case g == nil:
+			// Sent with the first of its kind.
+		default:
+			out = append(out, many(w.kind, g))
+			groups[w.kind] = nil
+		}
+	}
+	return out
+}
+
+// one is the write as a statement of its own.
+func (w deferredWrite) one() *pgx.QueuedQuery {
+	q := &pgx.QueuedQuery{SQL: w.sql, Arguments: w.args}
+	if w.kind == kindEvent {
+		e := w.event
+		q.QueryRow(func(r pgx.Row) error {
+			var pos pgtype.Int8
+			var seq pgtype.Int4
+			var one int
+			if err := r.Scan(&pos, &seq, &one); err != nil {
+				return err
+			}
+			e.Position, e.Seq = pos.Int64, int(seq.Int32)
+			return nil
+		})
+	}
+	return q
+}
+
+// many is the writes of a kind (two or more) as one statement.
+func many(kind writeKind, g []deferredWrite) *pgx.QueuedQuery {
+	rows := make([][]any, len(g))
+	for i, w := range g {
+		rows[i] = w.args
+	}
+	switch kind {
+	case kindHold:
+		return &pgx.QueuedQuery{SQL: sMultiHold, Arguments: append(columns(rows), len(g))}
+	case kindOrder:
+		return &pgx.QueuedQuery{SQL: sMultiOrder, Arguments: append(columns(rows), len(g))}
+	case kindIdem:
+		return &pgx.QueuedQuery{SQL: sMultiIdem, Arguments: append(columns(rows), len(g))}
+	case kindLock:
+		subjects := make([]string, len(g))
+		for i, w := range g {
+			subjects[i] = w.args[0].(string)
+		}
+		return &pgx.QueuedQuery{SQL: sMultiLock, Arguments: []any{subjects}}
+	}
+	ids, types, subjects := make([]string, len(g)), make([]string, len(g)), make([]string, len(g))
+	data, at := make([][]byte, len(g)), make([]time.Time, len(g))
+	byID := make(map[string]*boxoffice.Event, len(g))
+	for i, w := range g {
+		e := w.event
+		ids[i], types[i], subjects[i], data[i], at[i] = e.ID, e.Type, e.Subject, []byte(e.Data), e.CreatedAt
+		byID[e.ID] = e
+	}
+	q := &pgx.QueuedQuery{SQL: sMultiEvent, Arguments: []any{ids, types, subjects, data, at, len(g)}}
+	q.QueryRow(func(r pgx.Row) error {
+		var gotIDs []string
+		var positions []int64
+		var seqs []int32
+		var one int
+		if err := r.Scan(&gotIDs, &positions, &seqs, &one); err != nil {
+			return err
+		}
+		for i, id := range gotIDs {
+			if e := byID[id]; e != nil {
+				e.Position, e.Seq = positions[i], int(seqs[i])
+			}
+		}
+		return nil
+	})
+	return q
+}
