@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,14 +41,17 @@ const (
 )
 
 // Actor is the one-writer-per-show strategy (TigerBeetle's shape): every count change of a show
-// goes through that show's own goroutine, which keeps the show's tier counts in memory, takes the
-// commands waiting in its bounded mailbox as one batch, runs them in one transaction — each under
-// its own savepoint, so one command's failure undoes that command only — commits once and only
-// then answers each caller.
+// goes through that show's one writer goroutine (a writer per core, each writing the shows whose
+// ids hash to it), which keeps the tier counts in memory, takes the commands waiting in its
+// bounded mailbox as one batch, decides each on memory, runs them in one transaction — each
+// under its own savepoint, so one command's failure undoes that command only — with one
+// compare-and-set of each tier's counts for the whole batch, commits once and only then answers
+// each caller.
 //
 // Use it for hot on-sales: a show's changes never contend on a lock or lose a race, a sold-out
 // tier answers from memory without a write, and one commit (one fsync) is shared by up to 256
-// buyers, so throughput on one hot show grows with the crowd instead of collapsing.
+// buyers, so throughput on one hot show grows with the crowd instead of collapsing; it is the
+// default strategy.
 //
 // It guarantees held+sold <= capacity because one goroutine decides every change of a show in
 // order, and the store's own conditional write still checks each change (a second line of
@@ -77,8 +83,14 @@ type Actor struct {
 
 	mu     sync.RWMutex // read-held to send to a writer; write-held to start, retire or close one
 	closed bool
-	shows  map[string]*showWriter
+	shows  map[string]*showWriter // by writerOf
 	quit   chan struct{}
+	// shards is how many writers share the shows (each show hashed to one), or 0 for a writer
+	// per show. A writer per show commits a batch per show: when a crowd spreads over many shows
+	// those batches are a command or two each, and 16 shows sold at two thirds of one show's
+	// rate. A writer per core gathers the commands of its shows into one batch instead; every
+	// show still has exactly one writer, which decides each of its changes in order.
+	shards int
 	wg     sync.WaitGroup
 }
 
@@ -94,8 +106,8 @@ func NewActor(store boxoffice.Store, opts Options) (boxoffice.Inventory, error) 
 		store: store, log: log,
 		mailbox: actorMailbox, batch: actorBatch, retryAfter: actorRetryAfter,
 		idle: actorIdle, batchTimeout: actorBatchTimeout,
-		shows: make(map[string]*showWriter),
-		quit:  make(chan struct{}),
+		shows: make(map[string]*showWriter), shards: runtime.GOMAXPROCS(0),
+		quit: make(chan struct{}),
 	}, nil
 }
 
@@ -183,8 +195,9 @@ func (a *Actor) do(ctx context.Context, showID string, cmd *command) error {
 
 // send puts cmd in the mailbox of showID's writer, starting the writer if the show has none.
 func (a *Actor) send(showID string, cmd *command) error {
+	key := a.writerOf(showID)
 	a.mu.RLock()
-	w := a.shows[showID]
+	w := a.shows[key]
 	if w != nil && !a.closed {
 		err := a.offer(w, cmd)
 		a.mu.RUnlock()
@@ -197,10 +210,10 @@ func (a *Actor) send(showID string, cmd *command) error {
 	if a.closed {
 		return a.overloaded("the actor strategy is shutting down")
 	}
-	w = a.shows[showID]
+	w = a.shows[key]
 	if w == nil {
-		w = &showWriter{a: a, id: showID, inbox: make(chan *command, a.mailbox)}
-		a.shows[showID] = w
+		w = &showWriter{a: a, id: key, inbox: make(chan *command, a.mailbox)}
+		a.shows[key] = w
 		a.wg.Add(1)
 		go w.run()
 	}
@@ -214,8 +227,8 @@ func (a *Actor) offer(w *showWriter, cmd *command) error {
 	case w.inbox <- cmd:
 		return nil
 	default:
-		a.log.Warn("actor: mailbox full; shedding", "show", w.id, "mailbox", cap(w.inbox))
-		return a.overloaded(fmt.Sprintf("show %s has %d requests waiting; retry shortly", w.id, cap(w.inbox)))
+		a.log.Warn("actor: mailbox full; shedding", "writer", w.id, "mailbox", cap(w.inbox))
+		return a.overloaded(fmt.Sprintf("the writer of this show has %d requests waiting; retry shortly", cap(w.inbox)))
 	}
 }
 
@@ -247,17 +260,41 @@ type showWriter struct {
 
 	// counts are the show's tier counts as of the last commit; a tier missing is read from the
 	// store inside the next batch's transaction, and nil forgets them all.
-	counts map[string]boxoffice.TierCounts
+	counts map[tierRef]boxoffice.TierCounts
 	// committed publishes counts to other goroutines (Committed); a published map is never
 	// changed, since every batch works on a copy.
-	committed atomic.Pointer[map[string]boxoffice.TierCounts]
+	committed atomic.Pointer[map[tierRef]boxoffice.TierCounts]
 	pending   *command   // a Reconfigure met while draining a batch, to run next
 	inflight  []*command // the commands being run, for recovery to answer
 	buf       []*command
 }
 
+// tierRef names a tier of a show: a writer keeps the counts of every show it writes.
+type tierRef struct{ show, tier string }
+
+func refOf(c boxoffice.CountChange) tierRef { return tierRef{show: c.ShowID, tier: c.TierID} }
+
+// compareRefs orders tiers by show, then tier: the order a batch writes their counts in.
+func compareRefs(a, b tierRef) int {
+	if c := strings.Compare(a.show, b.show); c != 0 {
+		return c
+	}
+	return strings.Compare(a.tier, b.tier)
+}
+
+// writerOf returns the key of the writer of showID: the show itself, or with shards set, the
+// shard the show's id hashes to.
+func (a *Actor) writerOf(showID string) string {
+	if a.shards <= 0 {
+		return showID
+	}
+	h := fnv.New32a()
+	h.Write([]byte(showID))
+	return "shard-" + strconv.Itoa(int(h.Sum32()%uint32(a.shards)))
+}
+
 // setCounts sets the counts as of the last commit, and publishes them.
-func (w *showWriter) setCounts(counts map[string]boxoffice.TierCounts) {
+func (w *showWriter) setCounts(counts map[tierRef]boxoffice.TierCounts) {
 	w.counts = counts
 	if counts == nil {
 		w.committed.Store(nil)
@@ -269,7 +306,7 @@ func (w *showWriter) setCounts(counts map[string]boxoffice.TierCounts) {
 // Committed implements boxoffice.CountsKeeper: the counts of the show's writer's last commit.
 func (a *Actor) Committed(showID, tierID string) (boxoffice.TierCounts, bool) {
 	a.mu.RLock()
-	w := a.shows[showID]
+	w := a.shows[a.writerOf(showID)]
 	a.mu.RUnlock()
 	if w == nil {
 		return boxoffice.TierCounts{}, false
@@ -278,7 +315,7 @@ func (a *Actor) Committed(showID, tierID string) (boxoffice.TierCounts, bool) {
 	if m == nil {
 		return boxoffice.TierCounts{}, false
 	}
-	c, ok := (*m)[tierID]
+	c, ok := (*m)[tierRef{show: showID, tier: tierID}]
 	return c, ok
 }
 
@@ -297,8 +334,8 @@ func (w *showWriter) run() {
 func (w *showWriter) loop() (stop bool) {
 	defer func() {
 		if v := recover(); v != nil {
-			w.a.log.Error("actor: writer crashed; restarting it from the store", "show", w.id, "panic", v, "stack", string(debug.Stack()))
-			err := boxoffice.Errorf(boxoffice.EINTERNAL, "the writer of show %s crashed; retry with the same idempotency key", w.id)
+			w.a.log.Error("actor: writer crashed; restarting it from the store", "writer", w.id, "panic", v, "stack", string(debug.Stack()))
+			err := boxoffice.Errorf(boxoffice.EINTERNAL, "a show's writer (%s) crashed; retry with the same idempotency key", w.id)
 			for _, cmd := range w.inflight {
 				w.answer(cmd, err)
 			}
@@ -428,7 +465,7 @@ func (w *showWriter) runBatch(batch []*command) {
 		w.inflight = batch
 		results, counts, culprit, err := w.commit(batch, careful)
 		if errors.Is(err, errStale) && !careful {
-			w.a.log.Warn("actor: the store's counts differ from memory; running the batch again command by command", "show", w.id, "commands", len(batch))
+			w.a.log.Warn("actor: the store's counts differ from memory; running the batch again command by command", "writer", w.id, "commands", len(batch))
 			w.setCounts(nil)
 			careful = true
 			continue
@@ -442,7 +479,7 @@ func (w *showWriter) runBatch(batch []*command) {
 			continue
 		}
 		if err != nil {
-			w.a.log.Warn("actor: batch failed; reading the counts again", "show", w.id, "commands", len(batch), "err", err)
+			w.a.log.Warn("actor: batch failed; reading the counts again", "writer", w.id, "commands", len(batch), "err", err)
 			w.setCounts(nil) // what the store has is unknown until read again
 			for _, cmd := range batch {
 				w.answer(cmd, err)
@@ -475,7 +512,7 @@ var errStale = errors.New("the store's tier counts differ from the writer's memo
 // PostgreSQL a batch costs a round trip or two however many commands it has. Should the store's
 // counts differ from memory, commit fails with errStale and nothing commits. careful runs one
 // conditional write per command, as the way to find which command the store refuses.
-func (w *showWriter) commit(batch []*command, careful bool) (results []error, counts map[string]boxoffice.TierCounts, culprit int, err error) {
+func (w *showWriter) commit(batch []*command, careful bool) (results []error, counts map[tierRef]boxoffice.TierCounts, culprit int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), w.a.batchTimeout)
 	defer cancel()
 	update := w.a.store.Update
@@ -490,13 +527,13 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 		results, culprit = make([]error, len(batch)), -1
 		counts = maps.Clone(w.counts)
 		if counts == nil {
-			counts = make(map[string]boxoffice.TierCounts)
+			counts = make(map[tierRef]boxoffice.TierCounts)
 		}
-		confirmed := make(map[string]bool)
-		var net map[string]boxoffice.CountChange
-		start := make(map[string]boxoffice.TierCounts) // each tier's counts before this batch
+		confirmed := make(map[tierRef]bool)
+		var net map[tierRef]boxoffice.CountChange
+		start := make(map[tierRef]boxoffice.TierCounts) // each tier's counts before this batch
 		if !careful {
-			net = make(map[string]boxoffice.CountChange)
+			net = make(map[tierRef]boxoffice.CountChange)
 		}
 		for i, cmd := range batch {
 			err := w.step(ctx, tx, counts, start, confirmed, net, i, cmd.change, cmd.write)
@@ -516,14 +553,14 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 // the one memory started the batch from. A write whose answer is only "changed one row" needs no
 // round trip of its own on a store that defers such writes, so on PostgreSQL the whole batch
 // goes with its COMMIT. A version that moved on is errStale: another writer changed the tier.
-func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, start map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange) error {
-	for _, tierID := range slices.Sorted(maps.Keys(net)) {
-		c := net[tierID]
+func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, start map[tierRef]boxoffice.TierCounts, net map[tierRef]boxoffice.CountChange) error {
+	for _, ref := range slices.SortedFunc(maps.Keys(net), compareRefs) {
+		c := net[ref]
 		if c.Held == 0 && c.Sold == 0 {
 			continue
 		}
-		from, after := start[tierID], counts[tierID]
-		ok, err := tx.SetTierCounts(ctx, w.id, tierID, from.Version, after.Held, after.Sold)
+		from, after := start[ref], counts[ref]
+		ok, err := tx.SetTierCounts(ctx, ref.show, ref.tier, from.Version, after.Held, after.Sold)
 		if err != nil {
 			return err
 		}
@@ -531,7 +568,7 @@ func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, sta
 			return errStale
 		}
 		after.Version = from.Version + 1
-		counts[tierID] = after
+		counts[ref] = after
 	}
 	return nil
 }
@@ -541,43 +578,43 @@ func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, sta
 // a command that succeeded; confirmed lists the tiers whose counts this batch has read from the
 // store; start gets each tier's counts before the batch changed them. With net (a netted batch)
 // the command's change is added to net instead of written.
-func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start map[string]boxoffice.TierCounts, confirmed map[string]bool, net map[string]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
-	cur, ok := counts[c.TierID]
+func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start map[tierRef]boxoffice.TierCounts, confirmed map[tierRef]bool, net map[tierRef]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+	cur, ok := counts[refOf(c)]
 	if !ok {
 		var err error
-		if cur, err = tx.TierCounts(ctx, w.id, c.TierID, false); err != nil {
+		if cur, err = tx.TierCounts(ctx, c.ShowID, c.TierID, false); err != nil {
 			return readFailed(err)
 		}
-		counts[c.TierID] = cur
-		confirmed[c.TierID] = true // read in this transaction: nothing to confirm
+		counts[refOf(c)] = cur
+		confirmed[refOf(c)] = true // read in this transaction: nothing to confirm
 	}
-	if c.Held > 0 && !fits(cur, c) && !confirmed[c.TierID] {
+	if c.Held > 0 && !fits(cur, c) && !confirmed[refOf(c)] {
 		// Sold out by memory: confirm with the store before saying so, since an answer of
 		// sold_out is final for the buyer, and memory is wrong should a writer outside this
 		// actor have given tickets back.
-		fresh, err := tx.TierCounts(ctx, w.id, c.TierID, true)
+		fresh, err := tx.TierCounts(ctx, c.ShowID, c.TierID, true)
 		if err != nil {
 			return readFailed(err)
 		}
-		confirmed[c.TierID] = true
+		confirmed[refOf(c)] = true
 		if net != nil {
 			// The store has the counts as of the batch's start: memory less the batch's net.
-			n := net[c.TierID]
+			n := net[refOf(c)]
 			if fresh.Held != cur.Held-n.Held || fresh.Sold != cur.Sold-n.Sold || fresh.Capacity != cur.Capacity {
 				return txFailed{errStale}
 			}
 		} else if fresh != cur {
-			w.a.log.Warn("actor: counts in memory differ from the store; taking the store's", "show", w.id, "tier", c.TierID)
+			w.a.log.Warn("actor: counts in memory differ from the store; taking the store's", "show", c.ShowID, "tier", c.TierID)
 			cur = fresh
-			counts[c.TierID] = fresh
+			counts[refOf(c)] = fresh
 		}
 	}
 	if c.Held > 0 && !fits(cur, c) {
 		return soldOut(cur, c.Held)
 	}
 	if net != nil {
-		if _, ok := start[c.TierID]; !ok {
-			start[c.TierID] = cur
+		if _, ok := start[refOf(c)]; !ok {
+			start[refOf(c)] = cur
 		}
 		return w.stepNet(ctx, tx, counts, net, i, cur, c, write)
 	}
@@ -588,7 +625,7 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 	err := callWrite(write, tx)
 	var after boxoffice.TierCounts
 	if err == nil {
-		after, ok, err = tx.AddTierCounts(ctx, w.id, c.TierID, c.Held, c.Sold)
+		after, ok, err = tx.AddTierCounts(ctx, c.ShowID, c.TierID, c.Held, c.Sold)
 		if err == nil && !ok {
 			after, err = w.refused(ctx, tx, counts, confirmed, c)
 		}
@@ -605,12 +642,12 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 	if err := tx.ReleaseSavepoint(ctx, sp); err != nil {
 		return txFailed{err}
 	}
-	counts[c.TierID] = after
+	counts[refOf(c)] = after
 	return nil
 }
 
 // stepNet runs a command of a netted batch: its change, decided on memory, goes into net.
-func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, net map[string]boxoffice.CountChange, i int, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[tierRef]boxoffice.TierCounts, net map[tierRef]boxoffice.CountChange, i int, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	if !fits(cur, c) {
 		// Only a reservation may not fit (sold out, answered above); a release or a sale that
 		// does not fit means memory is wrong.
@@ -633,10 +670,10 @@ func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[st
 		return txFailed{err}
 	}
 	cur.Held, cur.Sold = cur.Held+c.Held, cur.Sold+c.Sold
-	counts[c.TierID] = cur
-	n := net[c.TierID]
+	counts[refOf(c)] = cur
+	n := net[refOf(c)]
 	n.Held, n.Sold = n.Held+c.Held, n.Sold+c.Sold
-	net[c.TierID] = n
+	net[refOf(c)] = n
 	return nil
 }
 
@@ -644,20 +681,20 @@ func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[st
 // another writer changed the tier. It takes the store's counts, read under a lock so that they
 // cannot move before the answer (the counts a refused write returns are read afterwards, and may
 // be newer than what refused it), and tries the change once more on them.
-func (w *showWriter) refused(ctx context.Context, tx boxoffice.Tx, counts map[string]boxoffice.TierCounts, confirmed map[string]bool, c boxoffice.CountChange) (boxoffice.TierCounts, error) {
-	w.a.log.Warn("actor: the store refused a change memory allowed; taking the store's counts", "show", w.id, "tier", c.TierID)
-	fresh, err := tx.TierCounts(ctx, w.id, c.TierID, true)
+func (w *showWriter) refused(ctx context.Context, tx boxoffice.Tx, counts map[tierRef]boxoffice.TierCounts, confirmed map[tierRef]bool, c boxoffice.CountChange) (boxoffice.TierCounts, error) {
+	w.a.log.Warn("actor: the store refused a change memory allowed; taking the store's counts", "show", c.ShowID, "tier", c.TierID)
+	fresh, err := tx.TierCounts(ctx, c.ShowID, c.TierID, true)
 	if err != nil {
 		return fresh, err
 	}
-	counts[c.TierID] = fresh
-	confirmed[c.TierID] = true
+	counts[refOf(c)] = fresh
+	confirmed[refOf(c)] = true
 	if !fits(fresh, c) {
 		return fresh, misfit(fresh, c)
 	}
-	after, ok, err := tx.AddTierCounts(ctx, w.id, c.TierID, c.Held, c.Sold)
+	after, ok, err := tx.AddTierCounts(ctx, c.ShowID, c.TierID, c.Held, c.Sold)
 	if err == nil && !ok {
-		err = fmt.Errorf("tier %s/%s: the store refused change %+v on counts it has locked", w.id, c.TierID, c)
+		err = fmt.Errorf("tier %s/%s: the store refused change %+v on counts it has locked", c.ShowID, c.TierID, c)
 	}
 	return after, err
 }

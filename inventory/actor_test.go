@@ -37,7 +37,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func (a *Actor) queued(show string) int {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if w := a.shows[show]; w != nil {
+	if w := a.shows[a.writerOf(show)]; w != nil {
 		return len(w.inbox)
 	}
 	return 0
