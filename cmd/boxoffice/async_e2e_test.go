@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"boxoffice/postgres/pgtest"
 )
 
 var receiptSubjectRE = regexp.MustCompile(`(?m)^Subject: Your tickets, order (\S+)\r?$`)
@@ -59,10 +61,17 @@ func listOrders(t *testing.T, cl *client, show string) map[string]string {
 
 // TestAsyncReceiptsExactlyOnce buys tickets over HTTP, SIGKILLs the server mid-sale, restarts it
 // and buys more, cancels one order: every confirmed order ends with exactly one receipt .eml under
-// <data-dir>/mail/, the cancelled one with one receipt and one notice, and nothing else is mailed.
+// <data-dir>/mail/, the cancelled one with one receipt and one notice, and nothing else is mailed —
+// on both stores, with the default strategy.
 func TestAsyncReceiptsExactlyOnce(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { asyncReceiptsExactlyOnce(t) })
+	t.Run("postgres", func(t *testing.T) { asyncReceiptsExactlyOnce(t, "--db", pgtest.Start(t)) })
+}
+
+// asyncReceiptsExactlyOnce is TestAsyncReceiptsExactlyOnce on the store that args name.
+func asyncReceiptsExactlyOnce(t *testing.T, args ...string) {
 	dir := t.TempDir()
-	s := startServer(t, dir)
+	s := startServer(t, dir, args...)
 	s.client(adminKey).must(201, "PUT", "/v1/shows/mail", showBody(100000, 60))
 	key := s.newClientKey(t)
 	buy := func(cl *client, stop <-chan struct{}, n *atomic.Int64, prefix string) {
@@ -99,7 +108,7 @@ func TestAsyncReceiptsExactlyOnce(t *testing.T) {
 	close(stop)
 	<-done
 
-	s2 := startServer(t, dir)
+	s2 := startServer(t, dir, args...)
 	cl := s2.client(key)
 	n.Store(0)
 	stop2 := make(chan struct{})
