@@ -623,19 +623,34 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 		}
 		return w.stepNet(ctx, tx, counts, net, i, cur, c, write)
 	}
-	sp := "c" + strconv.Itoa(i)
-	if err := tx.Savepoint(ctx, sp); err != nil {
-		return txFailed{err}
-	}
-	err := callWrite(write, tx)
 	var after boxoffice.TierCounts
-	if err == nil {
+	err := underSavepoint(ctx, tx, i, func() error {
+		if err := callWrite(write, tx); err != nil {
+			return err
+		}
+		var err error
 		after, ok, err = tx.AddTierCounts(ctx, c.ShowID, c.TierID, c.Held, c.Sold)
 		if err == nil && !ok {
 			after, err = w.refused(ctx, tx, counts, confirmed, c)
 		}
-	}
+		return err
+	})
 	if err != nil {
+		return err
+	}
+	counts[refOf(c)] = after
+	return nil
+}
+
+// underSavepoint runs the i-th command's part of a batch under a savepoint of its own: an error
+// from part undoes its writes only and is returned as is; a savepoint statement that fails
+// spoils the whole transaction (txFailed).
+func underSavepoint(ctx context.Context, tx boxoffice.Tx, i int, part func() error) error {
+	sp := "c" + strconv.Itoa(i)
+	if err := tx.Savepoint(ctx, sp); err != nil {
+		return txFailed{err}
+	}
+	if err := part(); err != nil {
 		if rerr := tx.RollbackTo(ctx, sp); rerr != nil {
 			return txFailed{rerr}
 		}
@@ -647,7 +662,6 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 	if err := tx.ReleaseSavepoint(ctx, sp); err != nil {
 		return txFailed{err}
 	}
-	counts[refOf(c)] = after
 	return nil
 }
 
@@ -658,21 +672,8 @@ func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[ti
 		// does not fit means memory is wrong.
 		return txFailed{errStale}
 	}
-	sp := "c" + strconv.Itoa(i)
-	if err := tx.Savepoint(ctx, sp); err != nil {
-		return txFailed{err}
-	}
-	if err := callWrite(write, tx); err != nil {
-		if rerr := tx.RollbackTo(ctx, sp); rerr != nil {
-			return txFailed{rerr}
-		}
-		if rerr := tx.ReleaseSavepoint(ctx, sp); rerr != nil {
-			return txFailed{rerr}
-		}
+	if err := underSavepoint(ctx, tx, i, func() error { return callWrite(write, tx) }); err != nil {
 		return err
-	}
-	if err := tx.ReleaseSavepoint(ctx, sp); err != nil {
-		return txFailed{err}
 	}
 	cur.Held, cur.Sold = cur.Held+c.Held, cur.Sold+c.Sold
 	counts[refOf(c)] = cur

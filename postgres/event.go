@@ -56,19 +56,7 @@ func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Even
 	if len(positions) == 0 {
 		return nil, nil
 	}
-	var events []*boxoffice.Event
-	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return err
-		}
-		events = append(events, e)
-		return nil
-	}, sEventsAt, positions)
-	if err != nil {
-		return nil, fmt.Errorf("events at positions: %w", err)
-	}
-	return events, nil
+	return t.events(ctx, "events at positions", sEventsAt, positions)
 }
 
 // ListEvents implements boxoffice.Tx. Events come by position. PostgreSQL hands out positions
@@ -78,6 +66,11 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 	if limit <= 0 {
 		return nil, nil
 	}
+	return t.events(ctx, "list events", sListEvents, after, limit)
+}
+
+// events collects the events a query returns; what names the query in an error.
+func (t *tx) events(ctx context.Context, what, sql string, args ...any) ([]*boxoffice.Event, error) {
 	var events []*boxoffice.Event
 	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
 		e, err := scanEvent(rows)
@@ -86,9 +79,9 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 		}
 		events = append(events, e)
 		return nil
-	}, sListEvents, after, limit)
+	}, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return events, nil
 }

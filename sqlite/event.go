@@ -31,8 +31,13 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 	if limit <= 0 {
 		return nil, nil
 	}
+	return t.events(ctx, "list events", sListEvents, after, limit)
+}
+
+// events collects the events a query returns; what names the query in an error.
+func (t *tx) events(ctx context.Context, what string, id stmtID, args ...any) ([]*boxoffice.Event, error) {
 	var events []*boxoffice.Event
-	rows, err := t.query(ctx, sListEvents, after, limit)
+	rows, err := t.query(ctx, id, args...)
 	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
 		e, err := scanEvent(rows)
 		if err != nil {
@@ -42,7 +47,7 @@ func (t *tx) ListEvents(ctx context.Context, after int64, limit int) ([]*boxoffi
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return events, nil
 }
@@ -57,20 +62,7 @@ func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Even
 	if err != nil {
 		return nil, err
 	}
-	var events []*boxoffice.Event
-	rows, err := t.query(ctx, sEventsAt, string(list))
-	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return err
-		}
-		events = append(events, e)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("events at positions: %w", err)
-	}
-	return events, nil
+	return t.events(ctx, "events at positions", sEventsAt, string(list))
 }
 
 func scanEvent(sc scanner) (*boxoffice.Event, error) {
