@@ -511,10 +511,10 @@ var errStale = errors.New("the store's tier counts differ from the writer's memo
 // whose step broke it, or -1.
 //
 // Unless careful, the batch is netted: each command is decided on the counts in memory and the
-// store's counts change once per tier at the end, by the batch's sum, with the store's conditional
-// write still checking the result (one statement per tier per batch rather than per command);
-// and the store may defer the commands' blind writes to that statement (UpdateSpeculative), so on
-// PostgreSQL a batch costs a round trip or two however many commands it has. Should the store's
+// store's counts change once per tier at the end, by a compare-and-set from the version memory
+// started from (one statement per tier per batch rather than per command); and the store may
+// defer the commands' writes and that compare-and-set to COMMIT (UpdateSpeculative), so on
+// PostgreSQL a batch costs one round trip however many commands it has. Should the store's
 // counts differ from memory, commit fails with errStale and nothing commits. careful runs one
 // conditional write per command, as the way to find which command the store refuses.
 func (w *showWriter) commit(batch []*command, careful bool) (results []error, counts map[tierRef]boxoffice.TierCounts, culprit int, err error) {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"boxoffice"
 )
 
 // maxMerge bounds how many UpdateSpeculative calls share one transaction.
 const maxMerge = 64
+
+// mergedTimeout bounds a merged transaction's wait for a connection.
+const mergedTimeout = 30 * time.Second
 
 // merger group-commits UpdateSpeculative calls: calls that arrive while a merged transaction is
 // in flight wait, and the first of them then runs all that waited as one transaction — one
@@ -91,7 +95,10 @@ func (db *DB) leadMerged() {
 // deferred write that did not do as assumed, or a failed commit unmerges.
 func (db *DB) runMerged(calls []*mergeCall) (answered bool) {
 	results := make([]error, len(calls))
-	retry, missed, err := db.run(context.Background(), beginWrite, true, func(btx boxoffice.Tx) (err error) {
+	// The transaction is no one caller's: it gets a bound of its own for taking a connection.
+	ctx, cancel := context.WithTimeout(context.Background(), mergedTimeout)
+	defer cancel()
+	retry, missed, err := db.run(ctx, beginWrite, true, func(btx boxoffice.Tx) (err error) {
 		t := btx.(*tx)
 		defer func() {
 			if v := recover(); v != nil {

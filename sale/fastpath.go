@@ -106,8 +106,14 @@ type claims struct {
 	mu     sync.Mutex
 	m      map[string]*claim
 	recent map[string]time.Time // key → when its request ended here
-	ring   []string             // recent's keys in the order they came, to bound it
+	ring   []ended              // the same, in the order they came, to bound recent
 	next   int
+}
+
+// ended is a key and when its request ended here.
+type ended struct {
+	key string
+	at  time.Time
 }
 
 // recentKeys bounds how many finished keys claims remembers, recentFor how long.
@@ -123,8 +129,9 @@ type claim struct {
 
 func (c *claim) done() { c.once.Do(func() { close(c.reserved) }) }
 
-// take claims idem's key. first says the key was not in flight in this process; release ends
-// the claim and must be called; reserved marks the reservation done (release does too).
+// take claims idem's key. first says the key was neither in flight in this process nor finished
+// here lately; release ends the claim and must be called; reserved marks the reservation done
+// (release does too).
 func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, release func()) {
 	k := idem.Scope + "\x00" + idem.Key
 	c.mu.Lock()
@@ -157,14 +164,16 @@ func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, rel
 func (c *claims) remember(k string) {
 	if c.recent == nil {
 		c.recent = make(map[string]time.Time, recentKeys)
-		c.ring = make([]string, recentKeys)
+		c.ring = make([]ended, recentKeys)
 	}
-	if old := c.ring[c.next]; old != "" {
-		delete(c.recent, old)
+	// The oldest goes, unless its key ended again since (a later slot holds that).
+	if old := c.ring[c.next]; old.key != "" && c.recent[old.key].Equal(old.at) {
+		delete(c.recent, old.key)
 	}
-	c.ring[c.next] = k
+	now := time.Now()
+	c.ring[c.next] = ended{key: k, at: now}
 	c.next = (c.next + 1) % recentKeys
-	c.recent[k] = time.Now()
+	c.recent[k] = now
 }
 
 // purchaseNew is the purchase of a key not in flight in this process: no read of the record, the
