@@ -282,6 +282,7 @@ func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error
 		}
 		return true, nil
 	}
+	m.inboxChecked = true
 	return false, r.handle(ctx, m)
 }
 

@@ -123,13 +123,20 @@ func (e *Email) runner() *runner {
 // sends the email again on the redelivery: no SMTP client can close that window, as the server
 // and the inbox share no transaction. The copy carries the same Message-ID, <event id@boxoffice>,
 // which lets mail systems recognise it as the same message.
+//
+// The inbox is read here unless the runner has just read it (m.inboxChecked): one read
+// transaction a receipt fewer on the consumer's path, while apply called on its own still
+// applies a message once.
 func (e *Email) apply(ctx context.Context, m *Message) error {
 	var done bool
-	err := e.Store.View(ctx, func(tx boxoffice.Tx) error {
-		var err error
-		done, err = tx.InboxHas(ctx, EmailConsumer, m.ID)
-		return err
-	})
+	var err error
+	if !m.inboxChecked {
+		err = e.Store.View(ctx, func(tx boxoffice.Tx) error {
+			var err error
+			done, err = tx.InboxHas(ctx, EmailConsumer, m.ID)
+			return err
+		})
+	}
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,10 @@ type Message struct {
 	Position  int64           `json:"position"`
 	CreatedAt time.Time       `json:"created_at"`
 	Data      json.RawMessage `json:"data"`
+
+	// inboxChecked is set by the runner when it has just found the consumer's inbox without
+	// this event, so that a handler need not read it again.
+	inboxChecked bool
 }
 
 // Relay defaults.
