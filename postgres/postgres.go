@@ -51,9 +51,7 @@ type DB struct {
 	// retries counts Update attempts run again after a serialization failure or a deadlock, for
 	// tests that show a workload never deadlocks.
 	retries atomic.Int64
-	// missed counts Update runs voided because a deferred write did not do as assumed.
-	missed atomic.Int64
-	merge  merger
+	merge   merger
 }
 
 var _ boxoffice.SpeculativeStore = (*DB)(nil)
@@ -124,7 +122,6 @@ func (db *DB) update(ctx context.Context, deferring bool, fn func(tx boxoffice.T
 			// Not an attempt that failed: only one whose answers were guesses.
 			deferring = false
 			attempt--
-			db.missed.Add(1)
 			continue
 		}
 		if err == nil || !retry || attempt == maxAttempts || ctx.Err() != nil {
