@@ -70,6 +70,7 @@ const (
 type Actor struct {
 	store boxoffice.Store
 	log   *slog.Logger
+	fence func(ctx context.Context, tx boxoffice.Tx, showID string) error
 
 	// Limits; unexported so tests can tighten them before first use.
 	mailbox      int
@@ -108,7 +109,7 @@ func NewActor(store boxoffice.Store, opts Options) (boxoffice.Inventory, error) 
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Actor{
-		store: store, log: log,
+		store: store, log: log, fence: opts.Fence,
 		mailbox: actorMailbox, batch: actorBatch, retryAfter: actorRetryAfter,
 		idle: actorIdle, batchTimeout: actorBatchTimeout,
 		shows: make(map[string]*showWriter), shards: max(1, runtime.GOMAXPROCS(0)/4),
@@ -540,6 +541,9 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 		if !careful {
 			net = make(map[tierRef]boxoffice.CountChange)
 		}
+		if err := w.fenced(ctx, tx, batch); err != nil {
+			return err
+		}
 		for i, cmd := range batch {
 			err := w.step(ctx, tx, counts, start, confirmed, net, i, cmd.change, cmd.write)
 			if f, ok := err.(txFailed); ok {
@@ -551,6 +555,25 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 		return w.settleNet(ctx, tx, counts, start, net)
 	})
 	return results, counts, culprit, err
+}
+
+// fenced checks, in tx, that this server still owns each show of the batch (Options.Fence), in
+// show order so that two batches' checks never wait on each other in a cycle.
+func (w *showWriter) fenced(ctx context.Context, tx boxoffice.Tx, batch []*command) error {
+	if w.a.fence == nil {
+		return nil
+	}
+	shows := make([]string, 0, 1)
+	for _, cmd := range batch {
+		shows = append(shows, cmd.change.ShowID)
+	}
+	slices.Sort(shows)
+	for _, show := range slices.Compact(shows) {
+		if err := w.a.fence(ctx, tx, show); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // settleNet writes a netted batch's count changes, one compare-and-set per tier in tier order

@@ -4,6 +4,7 @@
 package inventory
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -22,6 +23,12 @@ type Options struct {
 	// (redis-lock in boxoffice/redis), by name. The caller wires them, as cmd/boxoffice does, so
 	// that this package imports no driver.
 	More map[string]Constructor
+	// Fence, when set, is called by the actor's writer in every batch's transaction, once for
+	// each show in the batch, before any of its writes: several servers sharing a store own each
+	// show by a lease, and the fence (a check of the lease's epoch in the same transaction) keeps
+	// a server that lost a show from committing after the show's new owner. Its error fails the
+	// whole batch. The other strategies serialise in the store and need none.
+	Fence func(ctx context.Context, tx boxoffice.Tx, showID string) error
 }
 
 // Constructor makes a strategy over a store.

@@ -17,6 +17,9 @@ func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem I
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
+	if res, replayed, done, err := s.forward(ctx, in.ShowID, &Call{Op: OpCreateHold, Principal: p, Idem: idem, ShowID: in.ShowID, Hold: &in}); done {
+		return res, replayed, err
+	}
 	var show *boxoffice.Show
 	var refused error
 	res, rec, err := s.lookupThen(ctx, idem, func(tx boxoffice.Tx) (err error) {
@@ -129,6 +132,9 @@ func (s *Service) ReleaseHold(ctx context.Context, p *boxoffice.Principal, id st
 	if err != nil {
 		return err
 	}
+	if _, _, done, err := s.forward(ctx, h.ShowID, &Call{Op: OpReleaseHold, Principal: p, ID: id}); done {
+		return err
+	}
 	switch h.Status {
 	case boxoffice.HoldReleased, boxoffice.HoldExpired:
 		return nil
@@ -185,6 +191,9 @@ func (s *Service) ExpireDue(ctx context.Context) (int, error) {
 		}
 		n := 0
 		for _, h := range due {
+			if !s.mine(ctx, h.ShowID) {
+				continue // the owner of the show expires it
+			}
 			err := s.endHold(ctx, h, boxoffice.HoldExpired, boxoffice.EventHoldExpired)
 			switch {
 			case err == nil:

@@ -46,6 +46,11 @@ func (s *Service) ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem 
 	if !strings.HasPrefix(holdID, boxoffice.PrefixHold) {
 		return nil, false, holdNotFound(holdID)
 	}
+	if show := s.showOfHold(ctx, holdID); show != "" {
+		if res, replayed, done, err := s.forward(ctx, show, &Call{Op: OpConfirmHold, Principal: p, Idem: idem, ID: holdID, Confirm: &in}); done {
+			return res, replayed, err
+		}
+	}
 	res, rec, err := s.lookup(ctx, idem)
 	if res != nil || err != nil {
 		return res, res != nil, err
@@ -113,6 +118,9 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, false, err // the client is gone (a retry may be here already): nothing to do for it
+	}
+	if res, replayed, done, err := s.forward(ctx, in.ShowID, &Call{Op: OpPurchase, Principal: p, Idem: idem, Purchase: &in}); done {
+		return res, replayed, err
 	}
 	first, reserved, release := s.claims.take(ctx, idem)
 	defer release()
@@ -513,7 +521,7 @@ func (s *Service) CompletePending(ctx context.Context) (int, error) {
 		s.mu.Lock()
 		_, running := s.driving[o.ID]
 		s.mu.Unlock()
-		if !running {
+		if !running && s.mine(ctx, o.ShowID) {
 			s.drive(o)
 			n++
 		}
@@ -578,6 +586,11 @@ func (s *Service) ListOrders(ctx context.Context, p *boxoffice.Principal, showID
 func (s *Service) CancelOrder(ctx context.Context, p *boxoffice.Principal, idem Idem, id string) (*boxoffice.Response, bool, error) {
 	if !strings.HasPrefix(id, boxoffice.PrefixOrder) {
 		return nil, false, orderNotFound(id)
+	}
+	if show := s.showOfOrder(ctx, id); show != "" {
+		if res, replayed, done, err := s.forward(ctx, show, &Call{Op: OpCancelOrder, Principal: p, Idem: idem, ID: id}); done {
+			return res, replayed, err
+		}
 	}
 	if res, rec, err := s.lookup(ctx, idem); res != nil || rec != nil || err != nil {
 		return s.answerLookup(res, rec, err)

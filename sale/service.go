@@ -45,7 +45,13 @@ type Config struct {
 	// InboxTTL is how long a consumer's record of an applied event is kept; it must exceed any
 	// redelivery of an event. Zero means DefaultInboxTTL.
 	InboxTTL time.Duration
-	Logger   *slog.Logger
+	// Router, when several servers share the store, places each show's writes on the server that
+	// owns the show and its background work there too; nil: this server owns every show.
+	Router Router
+	// Background, when set, says whether this server does the work one server does for all
+	// (the idempotency and inbox sweeps) right now; nil: always.
+	Background func() bool
+	Logger     *slog.Logger
 }
 
 // Defaults of Config.
@@ -140,6 +146,9 @@ func (s *Service) Start(ctx context.Context) error {
 		return time.Second
 	})
 	s.loop(func() time.Duration {
+		if s.cfg.Background != nil && !s.cfg.Background() {
+			return time.Minute
+		}
 		if _, err := s.SweepIdempotency(s.base); err != nil && s.base.Err() == nil {
 			s.log.Error("sweep idempotency records", "err", err)
 		}
