@@ -7,8 +7,12 @@ import (
 
 // ServerInfo is one `boxoffice serve` process registered in a store that several servers share.
 type ServerInfo struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+	ID string `json:"id"`
+	// Instance is the host and data dir. One process at a time holds a data dir, so a
+	// registration of the same instance under another id is a previous run, dead: registering
+	// ends its leases at once.
+	Instance string `json:"instance"`
+	Addr     string `json:"addr"`
 	// NATS, Payments and Mail say how the server was started, so that a server joining a peer
 	// can refuse what cannot be shared: "embedded" or "cluster"; "sim" or "http"; "local",
 	// "shared" or "smtp".

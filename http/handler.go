@@ -72,6 +72,9 @@ type Options struct {
 	// RateLimit bounds each API key's requests (429 rate_limited past it); nil: no limit. The
 	// RPC handler is given the same one, so a key has one budget over both transports.
 	RateLimit *keylimit.Limiter
+	// Cluster answers GET /v1/cluster (admin): the servers sharing the store, their heartbeats
+	// and the leases each holds; nil answers 404.
+	Cluster func(ctx context.Context) (any, error)
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -99,6 +102,7 @@ type handler struct {
 	slots   chan struct{}
 	metrics *metrics
 	dlq     DeadLetters
+	cluster func(ctx context.Context) (any, error)
 	limit   *keylimit.Limiter
 	mux     *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
@@ -126,6 +130,7 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		slots:   make(chan struct{}, opts.MaxInFlight),
 		metrics: newMetrics(opts.Registry),
 		dlq:     opts.DeadLetters,
+		cluster: opts.Cluster,
 		limit:   opts.RateLimit,
 		mux:     http.NewServeMux(),
 		allowed: map[string][]string{},
@@ -166,6 +171,7 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("GET /v1/dead-letters", adminRole, h.listDeadLetters)
 	h.handle("POST /v1/dead-letters/{dead_letter_id}/replay", adminRole, h.replayDeadLetter)
 	h.handle("POST /v1/dead-letters/replay", adminRole, h.replayAllDeadLetters)
+	h.handle("GET /v1/cluster", adminRole, h.getCluster)
 
 	for path, methods := range h.allowed {
 		if slices.Contains(methods, http.MethodGet) {
@@ -368,4 +374,16 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "HTTP requests being served.",
 		})),
 	}
+}
+
+// getCluster is GET /v1/cluster: the servers that share the store and the leases they hold.
+func (h *handler) getCluster(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	if h.cluster == nil {
+		return nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "this server keeps no cluster status")
+	}
+	status, err := h.cluster(r.Context())
+	if err != nil {
+		return nil, false, err
+	}
+	return h.ok(status)
 }

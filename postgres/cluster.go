@@ -24,10 +24,15 @@ import (
 //     never holds its renewal back, and the heartbeat, which locks many rows, never waits for
 //     a batch that may itself wait for one of those rows.
 const (
-	sRegisterServer = `INSERT INTO servers (id, addr, nats, payments, mail, started_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, $5, now(), now())
-		ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, nats = EXCLUDED.nats,
+	sRegisterServer = `INSERT INTO servers (id, instance, addr, nats, payments, mail, started_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+		ON CONFLICT (id) DO UPDATE SET instance = EXCLUDED.instance, addr = EXCLUDED.addr, nats = EXCLUDED.nats,
 			payments = EXCLUDED.payments, mail = EXCLUDED.mail, heartbeat_at = now()`
+	// A previous run of the same instance is dead (see the migration): its leases end now, so a
+	// restarted server takes its shows back at once, and its row goes.
+	sEndPrevious = `UPDATE leases SET expires_at = now() - interval '1 microsecond'
+		WHERE server_id IN (SELECT id FROM servers WHERE instance = $1 AND id <> $2)`
+	sDropPrevious = `DELETE FROM servers WHERE instance = $1 AND id <> $2`
 	// Servers gone for an hour are forgotten, so restarts (each a new id) do not pile up.
 	sForgetServers = `DELETE FROM servers WHERE heartbeat_at < now() - interval '1 hour'`
 	sBeat          = `UPDATE servers SET heartbeat_at = now() WHERE id = $1`
@@ -46,7 +51,7 @@ const (
 			expires_at = now() + $3 * interval '1 microsecond'
 		WHERE name = $1
 		RETURNING name, server_id, epoch, expires_at, true`
-	sServers = `SELECT id, addr, nats, payments, mail, started_at, heartbeat_at,
+	sServers = `SELECT id, instance, addr, nats, payments, mail, started_at, heartbeat_at,
 		heartbeat_at > now() - $1 * interval '1 microsecond' FROM servers ORDER BY started_at, id`
 	sLeases     = `SELECT name, server_id, epoch, expires_at, expires_at > now() FROM leases ORDER BY name`
 	sEndLeases  = `UPDATE leases SET expires_at = now() - interval '1 microsecond' WHERE server_id = $1`
@@ -62,7 +67,14 @@ func (db *DB) RegisterServer(ctx context.Context, s boxoffice.ServerInfo) error 
 	if _, err := db.pool.Exec(ctx, sForgetServers); err != nil {
 		return fmt.Errorf("register server: %w", err)
 	}
-	if _, err := db.pool.Exec(ctx, sRegisterServer, s.ID, s.Addr, s.NATS, s.Payments, s.Mail); err != nil {
+	if s.Instance != "" {
+		for _, sql := range []string{sEndPrevious, sDropPrevious} {
+			if _, err := db.pool.Exec(ctx, sql, s.Instance, s.ID); err != nil {
+				return fmt.Errorf("register server: %w", err)
+			}
+		}
+	}
+	if _, err := db.pool.Exec(ctx, sRegisterServer, s.ID, s.Instance, s.Addr, s.NATS, s.Payments, s.Mail); err != nil {
 		return fmt.Errorf("register server: %w", err)
 	}
 	return nil
@@ -135,7 +147,7 @@ func (db *DB) Servers(ctx context.Context, stale time.Duration) ([]boxoffice.Ser
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (boxoffice.ServerInfo, error) {
 		var s boxoffice.ServerInfo
-		err := r.Scan(&s.ID, &s.Addr, &s.NATS, &s.Payments, &s.Mail, &s.StartedAt, &s.HeartbeatAt, &s.Live)
+		err := r.Scan(&s.ID, &s.Instance, &s.Addr, &s.NATS, &s.Payments, &s.Mail, &s.StartedAt, &s.HeartbeatAt, &s.Live)
 		s.StartedAt, s.HeartbeatAt = utc(s.StartedAt), utc(s.HeartbeatAt)
 		return s, err
 	})

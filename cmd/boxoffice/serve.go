@@ -25,6 +25,7 @@ import (
 
 	"boxoffice"
 	"boxoffice/bench"
+	"boxoffice/cluster"
 	bohttp "boxoffice/http"
 	"boxoffice/internal/keylimit"
 	"boxoffice/inventory"
@@ -72,6 +73,8 @@ type serveFlags struct {
 	natsReplicas   int
 	redis          string
 	smtp           string
+	mailDir        string
+	leaseTTL       time.Duration
 	payments       string
 	adminKey       string
 	syncBudget     time.Duration
@@ -103,6 +106,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.natsReplicas, "nats-replicas", 0, "replicas of the events stream, 1 to 5; 0 (auto): 1 on the embedded server, min(3, number of --nats URLs) on a cluster")
 	fs.StringVar(&f.redis, "redis", "", "Redis URL(s), comma-separated, for the redis-lock strategy (3 or more: Redlock)")
 	fs.StringVar(&f.smtp, "smtp", "", "send email over SMTP: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://… (TLS); ?from=ADDR sets the sender, ?insecure=1 allows AUTH without TLS to a non-loopback host; unset writes .eml files under <data-dir>/mail/")
+	fs.StringVar(&f.mailDir, "mail-dir", "", "write receipts as .eml files into this folder when --smtp is unset; several servers on one database point it at one shared folder (each receipt is a file named by its event id, written by rename, so a redelivery on any server rewrites the same file); unset: <data-dir>/mail")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultTTL, "with several servers on one PostgreSQL: how long a server owns a show (and the background work) without renewing; a killed owner's shows answer 503 for about this long")
 	fs.StringVar(&f.payments, "payments", "sim", `payment provider: "sim" (built-in simulator) or a Stripe-compatible base URL`)
 	fs.StringVar(&f.adminKey, "admin-key", "", "admin API key(s), each at least 32 characters; a comma-separated list rotates: the first is current, the others are still accepted; unset: generated on first start into <data-dir>/admin.key")
 	fs.DurationVar(&f.syncBudget, "payment-sync-budget", sale.DefaultSyncBudget, "how long confirm/purchase wait for a payment before answering 202")
@@ -154,12 +159,38 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Listening before the store opens: the port is taken or not before anything starts, and a
+	// server among several registers the address it really listens on (port 0 included).
+	// Connections wait in the backlog until serving starts.
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	store, where, err := f.open(ctx)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer store.Close()
-	inv, err := inventory.New(f.inventory, store, inventory.Options{Logger: log, More: moreStrategies(splitList(f.redis))})
+	// Several servers may share a PostgreSQL database: this one registers, refuses to run beside
+	// peers in a mode that cannot be shared, and owns shows by leases. Deferred before the
+	// strategy, so that its leases end after the writers have stopped.
+	var node *cluster.Node
+	var router *cluster.Router
+	if cs, ok := store.(boxoffice.ClusterStore); ok {
+		node, err = cluster.Start(ctx, cluster.Config{Store: cs, Addr: ln.Addr().String(), Instance: f.instance(),
+			NATS: f.natsMode(), Payments: f.paymentsMode(), Mail: f.mailMode(), TTL: f.leaseTTL, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		router = cluster.NewRouter(node, f.syncBudget, f.maxInFlight)
+	}
+	invOpts := inventory.Options{Logger: log, More: moreStrategies(splitList(f.redis))}
+	if node != nil {
+		invOpts.Fence = node.Fence
+	}
+	inv, err := inventory.New(f.inventory, store, invOpts)
 	if err != nil {
 		return err
 	}
@@ -170,12 +201,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer pay.Close()
 
-	svc := sale.New(sale.Config{
+	saleCfg := sale.Config{
 		Store: store, Inventory: inv, Payments: pay, Renderer: bohttp.Renderer{},
 		SyncBudget: f.syncBudget, IdempotencyTTL: f.idempotencyTTL, MaxQuantity: f.maxQuantity,
 		AdminKey: adminKey, PreviousAdminKeys: previousAdminKeys, ExclusiveStore: f.db == "sqlite", AllowPrivateWebhooks: f.webhooksAllowPrivate,
 		Logger: log,
-	})
+	}
+	if node != nil {
+		saleCfg.Router, saleCfg.Background = router, node.Leads
+	}
+	svc := sale.New(saleCfg)
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover state: %w", err)
 	}
@@ -194,13 +229,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("async side: %w", err)
 	}
 	defer async.Stop()
+	if router != nil {
+		if err := router.Attach(async.Conn(), svc); err != nil {
+			return err
+		}
+		defer router.Detach()
+	}
 	log.Info("async side started", "nats", async.Where, "stream", bonats.StreamName, "email", async.Mail,
 		"webhooks_allow_private", f.webhooksAllowPrivate)
 
-	ln, err := net.Listen("tcp", f.addr)
-	if err != nil {
-		return err
-	}
 	// REST and the protobuf API (gRPC, gRPC-Web, Connect) share the port; HTTP/2 without TLS
 	// (prior knowledge, as gRPC clients speak it) is on next to HTTP/1.1.
 	// One registry for both transports, so that /metrics (served by the REST handler) also shows
@@ -214,7 +251,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	limit := keylimit.New(f.rateLimit, burst) // one budget per key over both transports
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
-			DeadLetters: async}))
+			DeadLetters: async, Cluster: f.clusterStatus(node, ln.Addr().String())}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -268,6 +305,10 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf(`--payments %q: want "sim" (the built-in simulator) or a Stripe-compatible http(s) base URL`, f.payments)
 	case f.rateLimit < 0 || f.rateBurst < 0 || math.IsNaN(f.rateLimit) || math.IsInf(f.rateLimit, 0):
 		return fmt.Errorf("--rate-limit and --rate-burst must be 0 (no limit, twice the rate) or positive")
+	case f.leaseTTL < 300*time.Millisecond:
+		return fmt.Errorf("--lease-ttl %v: want at least 300ms (a heartbeat renews leases every third of it)", f.leaseTTL)
+	case f.smtp != "" && f.mailDir != "":
+		return fmt.Errorf("--mail-dir is where receipts go without --smtp; give one or the other")
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
 	case f.debugAddr != "" && !f.debugAllowRemote && !loopbackAddr(f.debugAddr):

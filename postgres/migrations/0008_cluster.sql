@@ -5,6 +5,9 @@
 -- paused can never write after its successor.
 CREATE TABLE servers (
     id           text PRIMARY KEY,
+    -- The host and data dir: a process holds its data dir's lock, so a row of the same instance
+    -- and another id is a previous run of this server, dead whatever its heartbeat says.
+    instance     text NOT NULL,
     addr         text NOT NULL,
     nats         text NOT NULL,  -- "embedded" or "cluster"
     payments     text NOT NULL,  -- "sim" (a ledger on this machine) or "http"

@@ -1,0 +1,241 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"boxoffice"
+	"boxoffice/postgres"
+	"boxoffice/postgres/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// testTTL is short so that leases lapse within a test; a heartbeat renews every third of it.
+const testTTL = 400 * time.Millisecond
+
+func openDB(t *testing.T) *postgres.DB {
+	t.Helper()
+	url := pgtest.Start(t)
+	db, err := postgres.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	show := &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(24 * time.Hour).UTC().Truncate(time.Millisecond),
+		HoldTTLSeconds: 60, Tiers: []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 100, Currency: "EUR"}}}}
+	show.CreatedAt, show.UpdatedAt = show.StartsAt, show.StartsAt
+	if err := db.Update(context.Background(), func(tx boxoffice.Tx) error { return tx.PutShow(context.Background(), show) }); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func startNode(t *testing.T, db *postgres.DB, name string) *Node {
+	t.Helper()
+	n, err := Start(context.Background(), Config{Store: db, Addr: name, Instance: "test:" + name + ":" + t.Name(),
+		NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailShared, TTL: testTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// pause stops n's heartbeat without deregistering, as a SIGSTOP or a long GC pause would.
+func (n *Node) pause() {
+	n.cancel()
+	<-n.done
+	n.cancel = nil
+}
+
+func TestOneOwnerPerShow(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	a, b := startNode(t, db, "a"), startNode(t, db, "b")
+	if owns, err := a.Owns(ctx, "gig"); err != nil || !owns {
+		t.Fatalf("a owns the unowned show: %v %v", owns, err)
+	}
+	if owns, err := b.Owns(ctx, "gig"); err != nil || owns {
+		t.Fatalf("b owns a's show: %v %v", owns, err)
+	}
+	if got := b.owner("gig"); got != a.ID() {
+		t.Fatalf("b routes gig to %q, want a (%s)", got, a.ID())
+	}
+	// A show that does not exist is nobody's lease: the server asked answers it (not_found).
+	if owns, err := b.Owns(ctx, "nope"); err != nil || !owns {
+		t.Fatalf("missing show: %v %v", owns, err)
+	}
+	// Heartbeats keep a's lease past several TTLs.
+	time.Sleep(3 * testTTL)
+	if owns, err := b.Owns(ctx, "gig"); err != nil || owns {
+		t.Fatalf("b took a live server's show: %v %v", owns, err)
+	}
+	leases, err := db.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gig boxoffice.Lease
+	for _, l := range leases {
+		if l.Name == boxoffice.ShowLease("gig") {
+			gig = l
+		}
+		if l.Name == "show:nope" {
+			t.Fatal("a lease was made for a show that does not exist")
+		}
+	}
+	if gig.ServerID != a.ID() || gig.Epoch != 1 || !gig.Live {
+		t.Fatalf("gig's lease %+v, want a's at epoch 1", gig)
+	}
+	// Exactly one of the two does the background work.
+	if a.Leads() == b.Leads() {
+		t.Fatalf("background lease: a %v, b %v", a.Leads(), b.Leads())
+	}
+}
+
+func TestTakeoverAndFence(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	a, b := startNode(t, db, "a"), startNode(t, db, "b")
+	if owns, _ := a.Owns(ctx, "gig"); !owns {
+		t.Fatal("a does not own gig")
+	}
+	oldEpoch, _ := a.epoch(boxoffice.ShowLease("gig"))
+	fence := func(n *Node) error {
+		return db.Update(ctx, func(tx boxoffice.Tx) error { return n.Fence(ctx, tx, "gig") })
+	}
+	if err := fence(a); err != nil {
+		t.Fatalf("owner's fence: %v", err)
+	}
+	if err := fence(b); boxoffice.ErrorCode(err) != boxoffice.EOVERLOADED {
+		t.Fatalf("non-owner's fence: %v, want overloaded", err)
+	}
+	a.pause()
+	deadline := time.Now().Add(10 * testTTL)
+	for {
+		owns, err := b.Owns(ctx, "gig")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owns {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b never took over the paused server's show")
+		}
+		time.Sleep(testTTL / 4)
+	}
+	if epoch, _ := b.epoch(boxoffice.ShowLease("gig")); epoch != oldEpoch+1 {
+		t.Fatalf("epoch after takeover %d, want %d", epoch, oldEpoch+1)
+	}
+	if err := fence(b); err != nil {
+		t.Fatalf("new owner's fence: %v", err)
+	}
+	// The paused server's view has lapsed, and even with its old epoch the store refuses it.
+	if err := fence(a); boxoffice.ErrorCode(err) != boxoffice.EOVERLOADED {
+		t.Fatalf("old owner's fence: %v, want overloaded", err)
+	}
+	err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		return tx.(boxoffice.LeaseTx).CheckLease(ctx, boxoffice.ShowLease("gig"), a.ID(), oldEpoch)
+	})
+	if boxoffice.ErrorCode(err) != boxoffice.EOVERLOADED {
+		t.Fatalf("the store's check of a stale epoch: %v, want overloaded", err)
+	}
+}
+
+// TestTakeoverWaitsForFencedBatch shows the fence's point: a batch that checked its lease
+// commits before a takeover of that lease completes, so nothing the old owner writes can land
+// after the new owner holds the show.
+func TestTakeoverWaitsForFencedBatch(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	a, b := startNode(t, db, "a"), startNode(t, db, "b")
+	if owns, _ := a.Owns(ctx, "gig"); !owns {
+		t.Fatal("a does not own gig")
+	}
+	var seq, committed, tookOver atomic.Int64
+	fenced, release := make(chan struct{}), make(chan struct{})
+	batch := make(chan error, 1)
+	go func() {
+		batch <- db.Update(ctx, func(tx boxoffice.Tx) error {
+			if err := a.Fence(ctx, tx, "gig"); err != nil {
+				return err
+			}
+			close(fenced)
+			<-release
+			return nil
+		})
+		committed.Store(seq.Add(1))
+	}()
+	<-fenced
+	a.pause()
+	time.Sleep(testTTL + testTTL/2) // a's lease has lapsed in the store
+	took := make(chan bool, 1)
+	go func() {
+		owns, err := b.Owns(ctx, "gig")
+		tookOver.Store(seq.Add(1))
+		took <- err == nil && owns
+	}()
+	time.Sleep(testTTL) // time enough for the takeover, were it not waiting for the batch
+	close(release)
+	if err := <-batch; err != nil {
+		t.Fatalf("the fenced batch: %v", err)
+	}
+	if !<-took {
+		t.Fatal("b did not take the lapsed show over")
+	}
+	if committed.Load() > tookOver.Load() {
+		t.Fatalf("takeover (%d) completed before the fenced batch committed (%d)", tookOver.Load(), committed.Load())
+	}
+}
+
+func TestRefuseUnsharedState(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	startNode(t, db, "a")
+	for _, c := range []Config{
+		{NATS: NATSEmbedded, Payments: PaymentsHTTP, Mail: MailShared},
+		{NATS: NATSCluster, Payments: PaymentsSim, Mail: MailShared},
+		{NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailLocal},
+	} {
+		c.Store, c.TTL, c.Addr, c.Instance = db, testTTL, "c", "test:c"
+		n, err := Start(ctx, c)
+		if !errors.Is(err, ErrUnsafe) {
+			if n != nil {
+				n.Close()
+			}
+			t.Fatalf("%+v beside a live server: %v, want ErrUnsafe", c, err)
+		}
+	}
+	servers, err := db.Servers(ctx, 3*testTTL)
+	if err != nil || len(servers) != 1 {
+		t.Fatalf("a refused server stayed registered: %+v %v", servers, err)
+	}
+}
+
+// TestRestartOfSameInstance: a restart on the same host and data dir is not a peer: the previous
+// run is dead, and its leases end at once.
+func TestRestartOfSameInstance(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	cfg := Config{Store: db, TTL: time.Minute, Addr: "one", Instance: "test:one", NATS: NATSEmbedded, Payments: PaymentsSim, Mail: MailLocal}
+	first, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owns, _ := first.Owns(ctx, "gig"); !owns {
+		t.Fatal("the only server does not own gig")
+	}
+	first.pause() // killed: no deregistration, a lease of a minute left
+	second, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart on the same data dir refused: %v", err)
+	}
+	defer second.Close()
+	if owns, err := second.Owns(ctx, "gig"); err != nil || !owns {
+		t.Fatalf("the restarted server waits for its previous run's lease: %v %v", owns, err)
+	}
+}
