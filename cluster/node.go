@@ -283,7 +283,12 @@ func (n *Node) Owns(ctx context.Context, showID string) (bool, error) {
 	}
 	owns, err := n.acquire(ctx, name)
 	if err != nil {
-		return false, err
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		// A takeover waiting for a stopped holder's fence, or the store failing: retry soon.
+		n.log.Warn("cluster: taking a show's lease failed", "show", showID, "err", err)
+		return false, moving(showID)
 	}
 	if !owns {
 		n.mu.Lock()

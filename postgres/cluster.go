@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,6 +106,12 @@ func (db *DB) AcquireLease(ctx context.Context, name, serverID string, ttl time.
 		show = ""
 	}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		// The row lock waits for the holder's fenced batches, which take milliseconds; a holder
+		// stopped mid-batch holds it until PostgreSQL ends its idle transaction. The caller
+		// (a request) is told to retry rather than wait that long.
+		if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = "+strconv.Itoa(int(max(ttl/3, 100*time.Millisecond).Milliseconds()))); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, sLeaseForUpdate, name)
 		if err != nil {
 			return err

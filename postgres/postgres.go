@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,9 @@ var migrationFS embed.FS
 // serialization failure or a deadlock: both mean "run it again", and fn is written to be
 // re-runnable, but a transaction that keeps losing must fail rather than spin.
 const maxAttempts = 5
+
+// idleInTransaction is the default idle_in_transaction_session_timeout of the store's sessions.
+const idleInTransaction = 5 * time.Second
 
 // migrationLockKey is the pg_advisory_xact_lock key that serialises migrations of one database
 // across processes ("boxoff" in ASCII, so that it is recognisable in pg_locks).
@@ -73,6 +77,13 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "boxoffice"
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		// No transaction of the store waits on anything but its own statements (payments and
+		// requests happen between transactions), so one idle for seconds belongs to a process
+		// that stopped — SIGSTOP, a VM paused, a partition. Its locks, among them a show's
+		// lease fence, would hold a takeover back for as long; PostgreSQL ends it instead.
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.Itoa(int(idleInTransaction.Milliseconds()))
 	}
 	return open(ctx, cfg)
 }
