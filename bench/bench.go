@@ -1,8 +1,9 @@
 // Package bench is the on-sale stampede: many virtual buyers over real keep-alive HTTP against a
-// running boxoffice, a share of them retrying with the same key after a client-side timeout, with
-// latency percentiles from an HDR histogram and outcomes by code. It also measures the baselines
-// a result is read against (the transport limit of a no-op handler, a raw PostgreSQL row lock) and
-// writes the comparison as Markdown and SVG.
+// running boxoffice, or several sharing one store, a share of them retrying with the same key
+// after a client-side timeout (with several servers, at the next one: one key must have one
+// effect whichever server answers), with latency percentiles from an HDR histogram and outcomes
+// by code. It also measures the baselines a result is read against (the transport limit of a
+// no-op handler, a raw PostgreSQL row lock) and writes the comparison as Markdown and SVG.
 package bench
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +35,7 @@ const (
 
 // Config is one bench run.
 type Config struct {
-	URL       string        // server base URL
+	URL       string        // server base URL; with URLs, the first of them (or empty, taken from URLs)
 	AdminKey  string        // to create the shows and a client key
 	Buyers    int           // concurrent virtual buyers, each with its own keep-alive connection
 	Requests  int           // logical purchases to attempt, at most
@@ -45,6 +47,14 @@ type Config struct {
 	Timeout   time.Duration // the client-side timeout of those first attempts
 	RunID     string        // makes keys and show ids unique per run
 	Progress  io.Writer     // a line a second; nil for none
+
+	// URLs lists every server of a cluster sharing one store, when there is more than one:
+	// buyer b sends to URLs[b mod n], and a retry of the same Idempotency-Key goes to the next
+	// server in the list, so one key is answered by different servers and must still have one
+	// effect. Setup and the final read go to the first. Empty means URL alone.
+	URLs []string
+	// AllowRemote lets the URLs be other machines; without it a non-loopback target is refused.
+	AllowRemote bool
 }
 
 // Result is what a run measured.
@@ -62,6 +72,14 @@ type Result struct {
 	Errors     int64          // transport errors (connection refused, reset) on final attempts
 	PeakRSS    int64          // the server's peak resident memory, bytes, when known
 	Verify     string         // "ok", the violations, or "" when not run
+	Servers    []ServerLoad   // what each server was sent, in the order of Config.URLs
+}
+
+// ServerLoad is one server's share of a run, so a report over several servers shows the load
+// was really spread.
+type ServerLoad struct {
+	URL      string
+	Attempts int64 // HTTP requests of the load sent to it (setup and the final read not counted)
 }
 
 // Orders is the number of purchases that were confirmed.
@@ -86,15 +104,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("set up the sale: %w", err)
 		}
 	}
-	r := &runner{cfg: cfg, hc: hc, key: clientKey, outcomes: map[string]int{}}
+	r := &runner{cfg: cfg, hc: hc, key: clientKey, outcomes: map[string]int{}, sent: make([]atomic.Int64, len(cfg.URLs))}
 	r.hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	loadCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	start := time.Now()
 	stopProgress := r.progress(start)
 	var wg sync.WaitGroup
-	for range cfg.Buyers {
-		wg.Go(func() { r.buyer(loadCtx) })
+	for b := range cfg.Buyers {
+		wg.Go(func() { r.buyer(loadCtx, b%len(cfg.URLs)) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -107,6 +125,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		P999: time.Duration(r.hist.ValueAtQuantile(99.9)) * time.Microsecond,
 	}
 	res.Throughput = float64(res.Requests) / elapsed.Seconds()
+	for s, u := range cfg.URLs {
+		res.Servers = append(res.Servers, ServerLoad{URL: u, Attempts: r.sent[s].Load()})
+	}
 	if cfg.Mode != ModeNoop {
 		// An interrupt (Ctrl-C) ends the load early, not the report: what ran is still read
 		// back, under a bound of its own.
@@ -154,7 +175,54 @@ func (c *Config) defaults() error {
 	if c.RetryRate < 0 || c.RetryRate > 1 {
 		return fmt.Errorf("retry rate %v: want 0 to 1", c.RetryRate)
 	}
-	return CheckLoopback(c.URL, false)
+	switch {
+	case len(c.URLs) == 0:
+		c.URLs = []string{c.URL}
+	case c.URL == "":
+		c.URL = c.URLs[0]
+	case c.URL != c.URLs[0]:
+		// Setup goes to URL and the load starts at URLs[0]; two different "first" servers
+		// would be a mistake in the caller, not a choice.
+		return fmt.Errorf("URL %s is not the first of URLs %v", c.URL, c.URLs)
+	}
+	return CheckURLs(c.URLs, c.AllowRemote)
+}
+
+// ParseURLs reads a comma-separated list of servers (spaces around an entry are ignored) and
+// checks it with CheckURLs. An empty entry is refused rather than skipped: "a,,b" or a trailing
+// comma is a typo, and silently loading fewer servers than listed would misreport the run.
+func ParseURLs(list string, allowRemote bool) ([]string, error) {
+	parts := strings.Split(list, ",")
+	urls := make([]string, 0, len(parts))
+	for n, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return nil, fmt.Errorf("server list %q: entry %d of %d is empty; separate servers by single commas", list, n+1, len(parts))
+		}
+		urls = append(urls, p)
+	}
+	if err := CheckURLs(urls, allowRemote); err != nil {
+		return nil, err
+	}
+	return urls, nil
+}
+
+// CheckURLs checks every server of a run with CheckLoopback, and refuses a server listed twice:
+// a retry meant for the next server would then reach the same one, and the run would claim a
+// cross-server retry it never made.
+func CheckURLs(urls []string, allowRemote bool) error {
+	seen := map[string]bool{}
+	for _, u := range urls {
+		if err := CheckLoopback(u, allowRemote); err != nil {
+			return err
+		}
+		norm := strings.TrimRight(u, "/")
+		if seen[norm] {
+			return fmt.Errorf("server %s is listed twice", u)
+		}
+		seen[norm] = true
+	}
+	return nil
 }
 
 // CheckLoopback refuses a target that is not a loopback address unless allowRemote: a load
@@ -189,14 +257,15 @@ type runner struct {
 	next atomic.Int64
 
 	done, attempts, retries, errors atomic.Int64
+	sent                            []atomic.Int64 // attempts by server, indexed as cfg.URLs
 
 	mu       sync.Mutex
 	hist     *hdrhistogram.Histogram
 	outcomes map[string]int
 }
 
-// buyer takes purchase numbers until the run is over.
-func (r *runner) buyer(ctx context.Context) {
+// buyer takes purchase numbers until the run is over, starting each at its home server.
+func (r *runner) buyer(ctx context.Context, home int) {
 	var lat []int64 // batched into the shared histogram to keep the lock off the hot path
 	flush := func() {
 		r.mu.Lock()
@@ -212,7 +281,7 @@ func (r *runner) buyer(ctx context.Context) {
 		if i > int64(r.cfg.Requests) {
 			return
 		}
-		outcome := r.purchase(ctx, i, &lat)
+		outcome := r.purchase(ctx, i, home, &lat)
 		if outcome == "" {
 			return // the run ended under this purchase; it is not counted
 		}
@@ -235,17 +304,22 @@ func (r *runner) retried(i int64) bool {
 	return every >= 1 && i%every == 0
 }
 
-// purchase runs one logical purchase to its final answer and returns the outcome.
-func (r *runner) purchase(ctx context.Context, i int64, lat *[]int64) string {
+// nextServer is the server a retry goes to after server s: the next in the list, so a key that
+// timed out on one server is answered by another.
+func (r *runner) nextServer(s int) int { return (s + 1) % len(r.cfg.URLs) }
+
+// purchase runs one logical purchase, from server home, to its final answer and returns the
+// outcome.
+func (r *runner) purchase(ctx context.Context, i int64, home int, lat *[]int64) string {
 	show := fmt.Sprintf("bench-%s-%d", r.cfg.RunID, i%int64(r.cfg.Shows))
 	key := fmt.Sprintf("%s-%d", r.cfg.RunID, i)
 	switch r.cfg.Mode {
 	case ModeNoop:
-		st, _, _ := r.send(ctx, "POST", "/v1/purchases", key, []byte(`{}`), 0, lat)
+		st, _, _ := r.send(ctx, home, "POST", "/v1/purchases", key, []byte(`{}`), 0, lat)
 		return outcomeOf(st, nil)
 	case ModeHoldConfirm:
 		body := fmt.Appendf(nil, `{"tier_id":"ga","quantity":1,"buyer":{"email":"b%d@example.com"}}`, i)
-		st, b, err := r.final(ctx, "POST", "/v1/shows/"+show+"/holds", key+"-h", body, i, lat)
+		st, b, err := r.final(ctx, "POST", "/v1/shows/"+show+"/holds", key+"-h", body, i, home, lat)
 		if err != nil || st != 201 {
 			return outcomeOf(st, b)
 		}
@@ -255,36 +329,53 @@ func (r *runner) purchase(ctx context.Context, i int64, lat *[]int64) string {
 		if json.Unmarshal(b, &h) != nil {
 			return "bad hold body"
 		}
-		st, b, _ = r.final(ctx, "POST", "/v1/holds/"+h.ID+"/confirm", key+"-c", []byte(`{"payment":{"token":"tok_ok"}}`), i, lat)
+		st, b, _ = r.final(ctx, "POST", "/v1/holds/"+h.ID+"/confirm", key+"-c", []byte(`{"payment":{"token":"tok_ok"}}`), i, home, lat)
 		return outcomeOf(st, b)
 	default:
 		body := fmt.Appendf(nil, `{"show_id":%q,"tier_id":"ga","quantity":1,"buyer":{"email":"b%d@example.com"},"payment":{"token":"tok_ok"}}`, show, i)
-		st, b, _ := r.final(ctx, "POST", "/v1/purchases", key, body, i, lat)
+		st, b, _ := r.final(ctx, "POST", "/v1/purchases", key, body, i, home, lat)
 		return outcomeOf(st, b)
 	}
 }
 
 // final sends a POST until it has a final answer: the first attempt of a retried purchase is cut
 // off by the client timeout, and "in progress" answers are retried, with the same key, bounded.
-func (r *runner) final(ctx context.Context, method, path, key string, body []byte, i int64, lat *[]int64) (int, []byte, error) {
+// It starts at server home; the retry after the client timeout goes to the next server, and with
+// several servers so does one after a transport error (the server is down: a client behind a
+// load balancer would be sent to another). Answers that say "later" (in progress, 503, 429) are
+// asked again of the server that gave them.
+func (r *runner) final(ctx context.Context, method, path, key string, body []byte, i int64, home int, lat *[]int64) (int, []byte, error) {
 	timeout := time.Duration(0)
 	if r.retried(i) {
 		timeout = r.cfg.Timeout
 	}
+	target, failed := home, 0 // failed: transport errors in a row
+	var lastErr error
 	for attempt := 0; attempt < 100; attempt++ {
 		if attempt > 0 {
 			r.retries.Add(1)
 		}
-		st, b, err := r.send(ctx, method, path, key, body, timeout, lat)
+		st, b, err := r.send(ctx, target, method, path, key, body, timeout, lat)
 		timeout = 0
+		lastErr = err
 		switch {
 		case ctx.Err() != nil:
 			return 0, nil, ctx.Err()
 		case err != nil && attempt == 0 && r.retried(i):
+			target = r.nextServer(target)
 			continue // the client gave up; it retries with the same key, as a real one would
+		case err != nil && len(r.cfg.URLs) > 1:
+			target = r.nextServer(target)
+			if failed++; failed%len(r.cfg.URLs) == 0 {
+				time.Sleep(10 * time.Millisecond) // every server refused in turn: do not spin
+			}
+			continue
 		case err != nil:
 			r.errors.Add(1)
 			return 0, nil, err
+		}
+		failed = 0
+		switch {
 		case st == 409 && codeOf(b) == "idempotency_request_in_progress":
 			time.Sleep(5 * time.Millisecond)
 			continue
@@ -294,17 +385,22 @@ func (r *runner) final(ctx context.Context, method, path, key string, body []byt
 		}
 		return st, b, nil
 	}
+	if lastErr != nil {
+		// Only reachable with several servers, every one of them failing to answer.
+		r.errors.Add(1)
+		return 0, nil, fmt.Errorf("no final answer after 100 attempts: %w", lastErr)
+	}
 	return 0, nil, errors.New("no final answer after 100 attempts")
 }
 
-// send makes one HTTP attempt and records its latency.
-func (r *runner) send(ctx context.Context, method, path, key string, body []byte, timeout time.Duration, lat *[]int64) (int, []byte, error) {
+// send makes one HTTP attempt to server s and records its latency.
+func (r *runner) send(ctx context.Context, s int, method, path, key string, body []byte, timeout time.Duration, lat *[]int64) (int, []byte, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, r.cfg.URL+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, r.cfg.URLs[s]+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -312,6 +408,7 @@ func (r *runner) send(ctx context.Context, method, path, key string, body []byte
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	r.attempts.Add(1)
+	r.sent[s].Add(1)
 	t0 := time.Now()
 	resp, err := r.hc.Do(req)
 	if err != nil {

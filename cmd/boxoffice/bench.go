@@ -45,8 +45,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var f benchFlags
 	fs := flag.NewFlagSet("boxoffice bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.url, "url", "", "server to load (loopback only unless --allow-remote); unset: start one")
-	fs.StringVar(&f.adminKey, "admin-key", "", "admin key of the --url server, to create the bench shows")
+	fs.StringVar(&f.url, "url", "", "server to load (loopback only unless --allow-remote); unset: start one.\n"+
+		"A comma-separated list loads servers sharing one store: buyer i sends to server i mod n, a\n"+
+		"retry of the same key after a client timeout goes to the next server in the list (one key,\n"+
+		"one effect, whichever answers), as does one after a server failed to answer at all; setup\n"+
+		"and the read of what was sold go to the first")
+	fs.StringVar(&f.adminKey, "admin-key", "", "admin key of the --url server (the first, of a list), to create the bench shows")
 	fs.IntVar(&f.buyers, "buyers", 64, "concurrent virtual buyers (keep-alive connections)")
 	fs.IntVar(&f.requests, "requests", 20000, "purchases to attempt, at most")
 	fs.DurationVar(&f.duration, "duration", 60*time.Second, "longest the load runs")
@@ -57,7 +61,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.timeout, "client-timeout", time.Millisecond, "the client-side timeout of those first attempts")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "strategy of the server bench starts")
 	fs.StringVar(&f.db, "db", "sqlite", "store of the server bench starts")
-	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a --url that is not a loopback address")
+	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow --url servers that are not loopback addresses")
 	fs.BoolVar(&f.keep, "keep", false, "keep the started server's data dir")
 	fs.BoolVar(&f.compare, "compare", false, "run every strategy × store plus the baselines, and write a Markdown table and an SVG chart to --out")
 	fs.StringVar(&f.out, "out", "bench-report", "directory of the --compare report")
@@ -73,8 +77,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "--verify-data-dir audits a --url server; a server bench starts is verified anyway")
 		return errUsage
 	}
+	var urls []string
 	if f.url != "" {
-		if err := bench.CheckLoopback(f.url, f.allowRemote); err != nil {
+		var err error
+		if urls, err = bench.ParseURLs(f.url, f.allowRemote); err != nil {
 			return err
 		}
 		if f.adminKey == "" {
@@ -87,11 +93,18 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return compare(ctx, f, stdout, stderr)
 	}
 	cfg := bench.Config{
-		URL: f.url, AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
+		AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
 		Shows: f.shows, Capacity: f.capacity, Mode: f.mode, RetryRate: f.retryRate, Timeout: f.timeout,
-		Progress: stderr,
+		Progress: stderr, AllowRemote: f.allowRemote,
 	}
 	name := "server at " + f.url
+	switch {
+	case len(urls) == 1:
+		cfg.URL, name = urls[0], "server at "+urls[0] // f.url, less any spaces around it
+	case len(urls) > 1:
+		cfg.URL, cfg.URLs = urls[0], urls
+		name = fmt.Sprintf("%d servers at %s", len(urls), strings.Join(urls, ", "))
+	}
 	var srv *ownServer
 	if f.url == "" {
 		var err error
@@ -138,6 +151,14 @@ func printResult(w io.Writer, r *bench.Result) {
 	}
 	fmt.Fprintf(w, "  outcomes    %s\n", strings.Join(outs, ", "))
 	fmt.Fprintf(w, "  sold        %d tickets by the server's count; %d purchases answered 201\n", r.Sold, r.Orders())
+	if len(r.Servers) > 1 {
+		// Only for a cluster, so the report of one server stays as it was.
+		var loads []string
+		for _, s := range r.Servers {
+			loads = append(loads, fmt.Sprintf("%s %d", s.URL, s.Attempts))
+		}
+		fmt.Fprintf(w, "  servers     %s (HTTP requests of the load)\n", strings.Join(loads, ", "))
+	}
 	if r.PeakRSS > 0 {
 		fmt.Fprintf(w, "  server      peak RSS %.1f MB\n", float64(r.PeakRSS)/(1<<20))
 	}
