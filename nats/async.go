@@ -20,7 +20,8 @@ import (
 type AsyncConfig struct {
 	// NATS is "embedded" (a server under <DataDir>/nats) or a comma-separated nats:// URL list.
 	NATS string
-	// DataDir is the server's data dir: the embedded server's storage and the mail dir live there.
+	// DataDir is the server's data dir: the embedded server's storage lives there, and the
+	// mail dir unless MailDir says otherwise.
 	DataDir string
 	// Store holds the outbox, the relay's checkpoint and the inboxes.
 	Store boxoffice.Store
@@ -29,8 +30,21 @@ type AsyncConfig struct {
 	// Replicas is the stream's replication factor on an external cluster; 0 means 1.
 	Replicas int
 	// SMTP is the --smtp URL the emails are sent to (see ParseSMTP); empty writes them as .eml
-	// files under <DataDir>/mail.
+	// files under MailDir.
 	SMTP string
+	// MailDir is where the .eml files go when SMTP is empty (--mail-dir); empty means
+	// <DataDir>/mail. Several servers on one store must share one sink, SMTP or one MailDir
+	// (a shared filesystem): each receipt is a file named by its event id, written to a temp
+	// file in the same directory and renamed over that name, so the redelivery of an event to
+	// any server rewrites the same file with the same bytes and there is one receipt per event
+	// whichever servers wrote it. A folder per server would hold a second copy of every receipt
+	// that a server wrote and did not get to record before it died.
+	MailDir string
+	// Leader, when set, says whether this server's outbox relay may publish (see Relay.Leader):
+	// with several servers on one store, exactly one should relay. Nil means always, for a
+	// single server. The consumers run on every server regardless: JetStream spreads their
+	// messages.
+	Leader func() bool
 	// AllowPrivateWebhooks lets webhook endpoints reach private and loopback addresses
 	// (--webhooks-allow-private).
 	AllowPrivateWebhooks bool
@@ -46,6 +60,8 @@ type AsyncTuning struct {
 	EmailBackoff, WebhookBackoff []time.Duration
 	// WebhookTimeout and WebhookPoll are Webhooks.Timeout and Webhooks.Poll.
 	WebhookTimeout, WebhookPoll time.Duration
+	// AckWait is the email and webhook consumers' AckWait (Email.AckWait, Webhooks.AckWait).
+	AckWait time.Duration
 }
 
 // Async is the running async side: the JetStream server or connection, the relay, the email
@@ -75,7 +91,10 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Async{}
-	mailDir := filepath.Join(cfg.DataDir, "mail")
+	mailDir := cfg.MailDir
+	if mailDir == "" {
+		mailDir = filepath.Join(cfg.DataDir, "mail")
+	}
 	a.Mail = ".eml files under " + mailDir
 	var smtp *SMTPConfig
 	if cfg.SMTP != "" {
@@ -121,12 +140,13 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	a.cancel = cancelRun
-	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, SyncLag: syncLag, Logger: log}
+	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, SyncLag: syncLag, Leader: cfg.Leader, Logger: log}
 	email := &Email{Store: cfg.Store, JS: js, Dir: mailDir, SMTP: smtp, Logger: log}
 	webhooks := &Webhooks{Store: cfg.Store, JS: js, AllowPrivate: cfg.AllowPrivateWebhooks, Logger: log}
 	if t := cfg.Tuning; t != nil {
 		email.Backoff = t.EmailBackoff
 		webhooks.Backoff, webhooks.Timeout, webhooks.Poll = t.WebhookBackoff, t.WebhookTimeout, t.WebhookPoll
+		email.AckWait, webhooks.AckWait = t.AckWait, t.AckWait
 	}
 	a.js, a.email, a.webhooks = js, email, webhooks
 	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run, "webhooks": webhooks.Run} {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -33,6 +34,15 @@ var (
 		time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 8 * time.Hour,
 	}
 )
+
+// DefaultAckWait is the email and webhook consumers' AckWait: how long JetStream waits without
+// an ack or a progress report before it hands a message to another subscriber. Several servers
+// pull from one durable consumer, so this is how long the work of a server that died mid-message
+// stalls: seconds, not the 30 s JetStream defaults to. It stays short for slow work too, because
+// the runner reports progress every AckWait/3 while it applies a message (see runner.hold): a
+// server that is alive keeps its message however long the apply takes, and only one that stopped
+// reporting (dead, paused, cut off from NATS) loses it.
+const DefaultAckWait = 5 * time.Second
 
 // maxRetryAfter caps a Retry-After that a remote side asks for, so that a receiver cannot park a
 // consumer (and every event behind the message) for days.
@@ -109,6 +119,10 @@ type runner struct {
 	beforeAck func(m *Message) error
 	// onSkip counts a message skipped because the inbox had it.
 	onSkip func()
+	// ackWait is the consumer's AckWait: while a message is being applied the runner reports
+	// progress every third of it, so that JetStream hands the message to another subscriber
+	// only when this one stops reporting. 0 reports nothing.
+	ackWait time.Duration
 }
 
 // loop runs the consumer that ensure creates or updates until ctx ends (nil) or a handler stops
@@ -194,6 +208,13 @@ func isConsumerGone(err error) bool {
 // process applies one message and settles it with JetStream. Only a test hook's error or a
 // handler's stopError is returned; every other outcome is settled on the message.
 func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
+	// From here until the message is settled (acked, naked or terminated), JetStream hears every
+	// third of AckWait that this server still works on it: an apply slower than AckWait (an SMTP
+	// server or a webhook receiver taking its time, a dead-letter publish waiting out a leader
+	// election) is not handed to another server meanwhile, which would apply it a second time.
+	held := r.hold(msg)
+	defer held.release()
+	msg = held
 	attempt := 1
 	var streamSeq uint64
 	if meta, err := msg.Metadata(); err == nil {
@@ -247,6 +268,78 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		r.log.Warn("consumer: nak", "consumer", r.name, "event", m.ID, "err", err)
 	}
 	return nil
+}
+
+// hold returns msg wrapped so that InProgress is sent for it every r.ackWait/3 until it is
+// settled (Ack, Nak, NakWithDelay, Term, TermWithReason) or released. With no ackWait it sends
+// nothing.
+//
+// A progress report is best effort: a server cut off from NATS cannot send it, and then JetStream
+// redelivers after AckWait to a server that can reach it, which is the point. The inbox makes that
+// second apply harmless for the email files; for SMTP and webhooks it is the at-least-once window
+// their receivers already have to handle (the same Message-ID, the same webhook-id).
+func (r *runner) hold(msg jetstream.Msg) *heldMsg {
+	h := &heldMsg{Msg: msg, stop: make(chan struct{}), done: make(chan struct{})}
+	every := r.ackWait / 3
+	if every <= 0 {
+		close(h.done)
+		return h
+	}
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+				if err := h.Msg.InProgress(); err != nil {
+					// A closed connection: nothing more can be said, and the message will go to
+					// whoever can still ack it.
+					r.log.Debug("consumer: progress report", "consumer", r.name, "err", err)
+				}
+			}
+		}
+	}()
+	return h
+}
+
+// heldMsg is a message whose progress is being reported (runner.hold). Settling it stops the
+// reports first, so that none is sent after the ack: JetStream ignores one for a settled message,
+// but one racing a Nak would be a report about a message this server has given back.
+type heldMsg struct {
+	jetstream.Msg
+	once       sync.Once
+	stop, done chan struct{}
+}
+
+// release stops the progress reports and waits until the last one is sent; it may be called
+// more than once.
+func (h *heldMsg) release() {
+	h.once.Do(func() { close(h.stop) })
+	<-h.done
+}
+
+// Ack stops the progress reports and acks.
+func (h *heldMsg) Ack() error { h.release(); return h.Msg.Ack() }
+
+// Nak stops the progress reports and hands the message back.
+func (h *heldMsg) Nak() error { h.release(); return h.Msg.Nak() }
+
+// NakWithDelay stops the progress reports and hands the message back after delay.
+func (h *heldMsg) NakWithDelay(delay time.Duration) error {
+	h.release()
+	return h.Msg.NakWithDelay(delay)
+}
+
+// Term stops the progress reports and terminates the message.
+func (h *heldMsg) Term() error { h.release(); return h.Msg.Term() }
+
+// TermWithReason stops the progress reports and terminates the message with reason.
+func (h *heldMsg) TermWithReason(reason string) error {
+	h.release()
+	return h.Msg.TermWithReason(reason)
 }
 
 // apply applies m unless the inbox says it was applied; skipped reports that it was. The message

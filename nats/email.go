@@ -36,18 +36,27 @@ const EmailConsumer = "email"
 //
 // The consumer has one message in flight (MaxAckPending 1), so the events of one order are applied
 // in stream order: a cancellation notice never goes out before the receipt.
+//
+// Several servers may run an Email each on one store, one JetStream and one Dir (a shared
+// --mail-dir): they pull from the same durable consumer, whose MaxAckPending of 1 holds across all
+// of them, so one server at a time works on one message. A server that dies mid-message loses it
+// to another after AckWait (short, see DefaultAckWait), and the file the other writes has the same
+// name and the same bytes, so whichever of them wrote it, there is one receipt.
 type Email struct {
 	// Store holds the inbox.
 	Store boxoffice.Store
 	// JS reads the stream (EnsureStream).
 	JS jetstream.JetStream
-	// Dir is where the .eml files go, <data-dir>/mail.
+	// Dir is where the .eml files go: <data-dir>/mail, or a directory several servers share.
 	Dir string
 	// From is the sender address; empty means SMTP's sender, or DefaultFrom without SMTP.
 	From string
 	// SMTP, when set, is the server the emails are sent to instead of being written under Dir.
 	SMTP *SMTPConfig
-	// AckWait is how long JetStream waits for an ack before redelivering; 0 means 30 s.
+	// AckWait is how long JetStream waits for an ack or a progress report before it hands the
+	// message to another subscriber; 0 means DefaultAckWait. The runner reports progress while
+	// an email is written or sent, so this bounds how long a dead server holds a message, not
+	// how long sending one may take.
 	AckWait time.Duration
 	// Backoff is the retry schedule of a failed email (see the runner): the pause before each
 	// retry; after the last one the message is dead-lettered. Empty means about 16 hours in 10
@@ -59,6 +68,9 @@ type Email struct {
 	// beforeAck, in tests, runs after the inbox commit and before the ack; an error ends Run
 	// there, as a crash would.
 	beforeAck func(m *Message) error
+	// beforeWrite, in tests, runs when apply has found the inbox without the event, before the
+	// email is written or sent; its error is apply's.
+	beforeWrite func(ctx context.Context, m *Message) error
 
 	written, skipped atomic.Int64
 }
@@ -75,23 +87,13 @@ func (e *Email) Run(ctx context.Context) error {
 	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
 		return err
 	}
-	// A crash between creating a temp file and renaming it leaves the temp file; the redelivered
-	// event writes the email again, so the leftovers are garbage.
-	if tmps, err := filepath.Glob(filepath.Join(e.Dir, ".tmp-*")); err == nil {
-		for _, tmp := range tmps {
-			_ = os.Remove(tmp)
-		}
-	}
-	ackWait := e.AckWait
-	if ackWait <= 0 {
-		ackWait = 30 * time.Second
-	}
+	removeStaleTemps(e.Dir)
 	cfg := jetstream.ConsumerConfig{
 		Durable:        EmailConsumer,
 		FilterSubjects: []string{SubjectPrefix + boxoffice.EventOrderConfirmed, SubjectPrefix + boxoffice.EventOrderCancelled},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckWait:        ackWait,
+		AckWait:        e.ackWait(),
 		MaxAckPending:  1,
 	}
 	return e.runner().loop(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
@@ -111,7 +113,34 @@ func (e *Email) runner() *runner {
 	}
 	return &runner{
 		store: e.Store, js: e.JS, name: EmailConsumer, backoff: backoff, handle: e.apply, log: log,
-		beforeAck: e.beforeAck, onSkip: func() { e.skipped.Add(1) },
+		beforeAck: e.beforeAck, onSkip: func() { e.skipped.Add(1) }, ackWait: e.ackWait(),
+	}
+}
+
+func (e *Email) ackWait() time.Duration {
+	if e.AckWait > 0 {
+		return e.AckWait
+	}
+	return DefaultAckWait
+}
+
+// staleTempAge is how old a temp file in the mail dir must be before Run removes it. A writer
+// holds its temp file for the time of one write and fsync; in a directory several servers share,
+// a younger one may be another live server's receipt between its write and its rename, and
+// removing it would fail that write for nothing.
+const staleTempAge = 10 * time.Minute
+
+// removeStaleTemps removes the temp files a crash between creating one and renaming it left in
+// dir: the redelivered event writes its email again, so they are garbage.
+func removeStaleTemps(dir string) {
+	tmps, err := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	if err != nil {
+		return
+	}
+	for _, tmp := range tmps {
+		if fi, err := os.Lstat(tmp); err == nil && time.Since(fi.ModTime()) > staleTempAge {
+			_ = os.Remove(tmp)
+		}
 	}
 }
 
@@ -144,6 +173,11 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		e.skipped.Add(1)
 		return nil
 	}
+	if e.beforeWrite != nil {
+		if err := e.beforeWrite(ctx, m); err != nil {
+			return err
+		}
+	}
 	var o boxoffice.Order
 	if err := json.Unmarshal(m.Data, &o); err != nil {
 		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
@@ -173,8 +207,9 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 	return err
 }
 
-// render builds the email. It depends on the message only, so that a rewrite after a
-// redelivery produces the same bytes.
+// render builds the email. It depends on the message and the sender only, so that a rewrite
+// after a redelivery, on this server or another one configured with the same sender, produces the
+// same bytes.
 func (e *Email) render(m *Message, o *boxoffice.Order) []byte {
 	from := headerSafe(e.sender())
 	var subject string

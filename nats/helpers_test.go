@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
@@ -23,6 +24,9 @@ type env struct {
 	js    jetstream.JetStream
 	st    jetstream.Stream
 	dir   string
+	// srv is the embedded server, for a test that plays a second server with a connection of
+	// its own (connect).
+	srv *Server
 }
 
 func newEnv(t *testing.T) *env {
@@ -54,7 +58,7 @@ func newEnvWith(t *testing.T, store boxoffice.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{js: js, st: st, dir: dir}
+	e := &env{js: js, st: st, dir: dir, srv: srv}
 	if store == nil {
 		db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
 		if err != nil {
@@ -65,6 +69,22 @@ func newEnvWith(t *testing.T, store boxoffice.Store) *env {
 	t.Cleanup(func() { _ = store.Close() })
 	e.store = store
 	return e
+}
+
+// connect opens another connection to the embedded server, as another boxoffice server would
+// have, closed when the test ends unless the test closes it first.
+func (e *env) connect(t *testing.T) (*natsgo.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := e.srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // appendEvent writes one event to the outbox, as the service would.

@@ -37,6 +37,9 @@ type Message struct {
 const (
 	DefaultRelayName = "nats"
 	DefaultGapWait   = time.Minute
+	// FollowerPoll is how often a relay that is not the leader (Relay.Leader) asks again: a
+	// leadership change costs at most this much on top of the leader's own detection.
+	FollowerPoll = 250 * time.Millisecond
 )
 
 // Relay publishes the outbox to JetStream in position order. Each event goes out with
@@ -74,6 +77,21 @@ type Relay struct {
 	Batch int
 	// Poll is the pause after a round that found nothing new; 0 means 50 ms.
 	Poll time.Duration
+	// Leader, when set, says whether this relay may publish: several servers on one store each
+	// run a relay over the one checkpoint, and only the one whose Leader returns true publishes.
+	// It is asked before every round; while it returns false the relay publishes nothing and
+	// asks again every FollowerPoll, and when it returns true again the relay starts over from
+	// the checkpoint in the store, which the leader meanwhile moved on. Nil means always (a
+	// single server).
+	//
+	// Leadership need not be exact: two relays publishing for a while, around a change of leader
+	// (the old one finishing the round it began, or not yet knowing it lost), publish the same
+	// events under the same Nats-Msg-Ids, which the stream's duplicate window drops, and a copy
+	// past the window is skipped by the consumers' inboxes; a checkpoint the old leader writes
+	// last may move the stored one back a little, which only means such copies after the next
+	// change of leader. What Leader must give is that some
+	// server's returns true soon after the previous leader's stops: until then nothing is relayed.
+	Leader func() bool
 	// Logger, when set, gets warnings about failures and skipped gaps.
 	Logger *slog.Logger
 
@@ -150,33 +168,41 @@ func (r *Relay) Run(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var checkpoint int64
-	for {
-		err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
-			var err error
-			checkpoint, err = tx.RelayCheckpoint(ctx, name)
-			return err
-		})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Warn("relay: read checkpoint", "err", err)
-		if !sleep(ctx, time.Second) {
-			return nil
-		}
-	}
 	// head is the highest position published; gaps are the missing positions at or below it
 	// that are not yet taken as final, lowest first. The checkpoint is head when there are none,
 	// else just below the lowest.
-	head := checkpoint
+	var head int64
 	var gaps []gap
 	// acked holds the positions the checkpoint may move to, each with when it became so, oldest
 	// first; with a SyncLag, one is written once it is that old.
 	var acked []ackedUpTo
+	// leading says that the state above is this relay's own, read from the store when it last
+	// became the leader; a relay that is not leading reads the checkpoint again first, since
+	// another server's relay may have moved it.
+	leading := false
 	backoff := poll
 	for ctx.Err() == nil {
+		if r.Leader != nil && !r.Leader() {
+			if leading {
+				log.Info("relay: no longer the leader; pausing", "checkpoint", checkpoint)
+			}
+			leading = false
+			if !sleep(ctx, FollowerPoll) {
+				return nil
+			}
+			continue
+		}
+		if !leading {
+			var ok bool
+			if checkpoint, ok = r.readCheckpoint(ctx, name, log); !ok {
+				return nil
+			}
+			head, gaps, acked = checkpoint, nil, nil
+			leading = true
+			if r.Leader != nil {
+				log.Info("relay: leading; publishing from the checkpoint", "checkpoint", checkpoint)
+			}
+		}
 		n, newHead, newGaps, err := r.round(ctx, head, gaps, batch)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -228,6 +254,28 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// readCheckpoint reads the relay's checkpoint, retrying a failed read every second; ok is false
+// when ctx ended first.
+func (r *Relay) readCheckpoint(ctx context.Context, name string, log *slog.Logger) (pos int64, ok bool) {
+	for {
+		err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
+			var err error
+			pos, err = tx.RelayCheckpoint(ctx, name)
+			return err
+		})
+		if err == nil {
+			return pos, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		log.Warn("relay: read checkpoint", "err", err)
+		if !sleep(ctx, time.Second) {
+			return 0, false
+		}
+	}
 }
 
 // round reads the events in the open gaps and up to batch events after head, publishes them and

@@ -367,3 +367,116 @@ func TestRelayPublishesOnlyDurableEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRelayPublishesOnlyWhileLeader runs the relays of two servers over one checkpoint, each
+// with a Leader of its own: a relay that is not the leader publishes nothing; the leader publishes
+// every event once; leadership handed from one to the other and back resumes each time from the
+// checkpoint in the store, publishing nothing twice; and both leading at once (an overlap at a
+// change of leader) still leaves every event once in the stream, by its Nats-Msg-Id.
+func TestRelayPublishesOnlyWhileLeader(t *testing.T) {
+	e := newEnv(t)
+	type server struct {
+		relay *Relay
+		lead  atomic.Bool
+		asked atomic.Int32
+		stop  func() error
+	}
+	start := func() *server {
+		s := &server{}
+		s.relay = &Relay{Store: e.store, JS: e.js, Leader: func() bool {
+			s.asked.Add(1)
+			return s.lead.Load()
+		}}
+		s.stop = run(s.relay.Run)
+		return s
+	}
+	// follow takes leadership from s and returns once s has heard of it: its next ask started
+	// after the change.
+	follow := func(s *server) {
+		t.Helper()
+		s.lead.Store(false)
+		n := s.asked.Load()
+		eventually(t, "the relay hears it is no longer the leader", func() bool { return s.asked.Load() > n })
+	}
+	var events []*boxoffice.Event
+	add := func(n int) {
+		for i := range n {
+			events = append(events, e.appendEvent(t, boxoffice.EventHoldCreated, fmt.Sprintf("hld_%d", len(events)), map[string]int{"i": i}))
+		}
+	}
+	published := func(s *server) int64 { p, _ := s.relay.Stats(); return p }
+	duplicates := func(s *server) int64 { _, d := s.relay.Stats(); return d }
+	caughtUp := func() {
+		t.Helper()
+		last := events[len(events)-1].Position
+		eventually(t, "the checkpoint reaches the last event", func() bool { return e.checkpoint(t) == last })
+	}
+
+	a := start()
+	defer func() { _ = a.stop() }()
+	add(10)
+	// A few rounds asked and refused: nothing goes out.
+	eventually(t, "the relay asks whether it leads", func() bool { return a.asked.Load() >= 3 })
+	if p := published(a); p != 0 {
+		t.Fatalf("a relay that is not the leader published %d events", p)
+	}
+	if info, err := e.st.Info(context.Background()); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("stream %+v (%v): want no message while no relay leads", info, err)
+	}
+	if pos := e.checkpoint(t); pos != 0 {
+		t.Fatalf("checkpoint %d while no relay leads, want 0", pos)
+	}
+
+	a.lead.Store(true)
+	caughtUp()
+	if p, d := published(a), duplicates(a); p != 10 || d != 0 {
+		t.Errorf("the leader published %d events (%d duplicates), want 10 and none", p, d)
+	}
+
+	// Handover to the other server: it starts from the checkpoint a left.
+	follow(a)
+	b := start()
+	defer func() { _ = b.stop() }()
+	b.lead.Store(true)
+	add(10)
+	caughtUp()
+	if p, d := published(b), duplicates(b); p != 10 || d != 0 {
+		t.Errorf("the new leader published %d events (%d duplicates), want the 10 new ones only", p, d)
+	}
+	if p := published(a); p != 10 {
+		t.Errorf("the old leader published %d events in all, want its first 10 only", p)
+	}
+
+	// And back: a starts again from the checkpoint in the store, not from where it stopped.
+	follow(b)
+	a.lead.Store(true)
+	add(10)
+	caughtUp()
+	if p, d := published(a), duplicates(a); p != 20 || d != 0 {
+		t.Errorf("the leader again published %d events in all (%d duplicates), want 20 and none", p, d)
+	}
+
+	// Both lead for a while: the stream drops the copies.
+	b.lead.Store(true)
+	add(10)
+	caughtUp()
+	if err := a.stop(); err != nil {
+		t.Error(err)
+	}
+	if err := b.stop(); err != nil {
+		t.Error(err)
+	}
+	got := e.streamMessages(t)
+	seen := map[string]int{}
+	for _, m := range got {
+		seen[m.ID]++
+	}
+	for _, ev := range events {
+		if seen[ev.ID] != 1 {
+			t.Errorf("event %s is %d times in the stream, want once", ev.ID, seen[ev.ID])
+		}
+	}
+	if len(got) != len(events) {
+		t.Errorf("the stream has %d messages, want %d", len(got), len(events))
+	}
+}

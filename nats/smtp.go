@@ -21,9 +21,10 @@ import (
 // DefaultFrom is the sender of the emails when neither the --smtp URL nor its user names one.
 const DefaultFrom = "boxoffice <tickets@boxoffice.invalid>"
 
-// smtpTimeout bounds one whole delivery (dial, greeting, STARTTLS, AUTH and the transaction).
-// It stays below the consumer's default AckWait of 30 s, so that a stuck server makes the attempt
-// fail before JetStream hands the same message out again.
+// smtpTimeout bounds one whole delivery (dial, greeting, STARTTLS, AUTH and the transaction), so
+// that a stuck server makes the attempt fail and be retried on the consumer's schedule. It may
+// exceed the consumer's AckWait: the runner reports progress while the attempt runs, so JetStream
+// does not hand the message to another server meanwhile.
 const smtpTimeout = 20 * time.Second
 
 // SMTPConfig says where and how the email consumer sends mail: a parsed --smtp URL.

@@ -45,9 +45,6 @@ const (
 	// maxResponseBody is how much of a receiver's answer is read (and dropped), so that the
 	// connection can be reused without letting a receiver stream to us for ever.
 	maxResponseBody = 64 << 10
-	// ackMargin is added to Timeout for the consumers' AckWait: an attempt is the request plus a
-	// store commit, and JetStream must not hand the message out again while it runs.
-	ackMargin = 30 * time.Second
 )
 
 // Webhooks delivers the domain events to the webhook endpoints in the store, per Standard Webhooks:
@@ -62,6 +59,11 @@ const (
 // with jitter, honouring a 429 or 503 Retry-After; past the schedule, or when the endpoint's
 // address is refused, the event is dead-lettered. A 410 Gone disables the endpoint and hands its
 // message back to JetStream, so a PUT enabling the endpoint again resumes from it.
+//
+// Several servers on one store and one JetStream each run a worker per endpoint, all pulling from
+// the endpoint's one durable consumer: its MaxAckPending of 1 holds across them, so the order of
+// deliveries stays that of the stream, and a server that dies mid-delivery loses the message to
+// another after AckWait (short, see DefaultAckWait) while a slow but live one keeps it.
 //
 // Endpoints are reread from the store every Poll: a new one starts, one whose event types, URL or
 // secret changed restarts with the new settings, a deleted one's consumer is deleted. The consumer
@@ -82,6 +84,10 @@ type Webhooks struct {
 	Backoff []time.Duration
 	// Poll is how often the endpoints are reread from the store; 0 means DefaultWebhookPoll.
 	Poll time.Duration
+	// AckWait is the endpoints' consumers' AckWait; 0 means DefaultAckWait. An attempt may take
+	// longer (up to Timeout and a store commit): the runner reports progress while it runs, so
+	// JetStream hands the message to another server only when this one stops reporting.
+	AckWait time.Duration
 	// Logger, when set, gets deliveries that failed and endpoints that started or stopped.
 	Logger *slog.Logger
 
@@ -336,7 +342,7 @@ func (w *Webhooks) ensureConsumer(ctx context.Context, ep *boxoffice.WebhookEndp
 	}
 	slices.Sort(subjects)
 	subjects = slices.Compact(subjects)
-	ackWait := w.timeout() + ackMargin
+	ackWait := w.ackWait()
 	name := WebhookConsumer(ep)
 	cons, err := w.JS.Consumer(ctx, StreamName, name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -382,7 +388,7 @@ func (w *Webhooks) runner(ep *boxoffice.WebhookEndpoint) *runner {
 	}
 	key := WebhookConsumer(ep)
 	return &runner{
-		store: w.Store, js: w.JS, name: key, backoff: backoff, log: w.logger(),
+		store: w.Store, js: w.JS, name: key, backoff: backoff, log: w.logger(), ackWait: w.ackWait(),
 		handle: func(ctx context.Context, m *Message) error {
 			if m.CreatedAt.Before(ep.CreatedAt) || !ep.Wants(m.Type) {
 				// From before the endpoint existed (within the start skew), or of a type it no
@@ -407,6 +413,13 @@ func (w *Webhooks) runner(ep *boxoffice.WebhookEndpoint) *runner {
 			return nil
 		},
 	}
+}
+
+func (w *Webhooks) ackWait() time.Duration {
+	if w.AckWait > 0 {
+		return w.AckWait
+	}
+	return DefaultAckWait
 }
 
 // replay delivers m once to the endpoint whose consumer is consumer, inbox-checked.
