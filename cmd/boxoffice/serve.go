@@ -222,8 +222,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if f.db == "sqlite" {
 		gapWait = 0 // SQLite numbers events in commit order: a gap is final
 	}
+	var leader func() bool // one relay among several servers: the background lease's holder
+	if node != nil {
+		leader = node.Leads
+	}
 	async, err := bonats.StartAsync(bonats.AsyncConfig{NATS: f.nats, DataDir: f.dataDir, Store: store, GapWait: gapWait,
-		Replicas: f.streamReplicas(), SMTP: f.smtp, AllowPrivateWebhooks: f.webhooksAllowPrivate,
+		Replicas: f.streamReplicas(), SMTP: f.smtp, MailDir: f.mailDir, Leader: leader, AllowPrivateWebhooks: f.webhooksAllowPrivate,
 		Tuning: &bonats.AsyncTuning{WebhookBackoff: f.webhookRetries, EmailBackoff: f.emailRetries}, Logger: log})
 	if err != nil {
 		return fmt.Errorf("async side: %w", err)

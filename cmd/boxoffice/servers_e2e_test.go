@@ -75,9 +75,34 @@ func TestSeveralServers(t *testing.T) {
 		return r.Status, string(r.Body)
 	}
 
+	// Any server answers any request: the first takes the show, the other two forward to it.
+	// And one key sent to all three has one order.
+	for i := range servers {
+		if st, body := purchase(servers[i].URL, fmt.Sprintf("first-%d", i)); st != 201 {
+			t.Fatalf("purchase at server %d: %d %s", i, st, body)
+		}
+	}
+	var same [3]string
+	var sameWG sync.WaitGroup
+	for i := range servers {
+		sameWG.Go(func() {
+			for range 40 { // a 409 while another server's request with the key is in flight
+				var st int
+				if st, same[i] = purchase(servers[i].URL, "same"); st != 409 {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	sameWG.Wait()
+	if same[0] == "" || same[0] != same[1] || same[1] != same[2] {
+		t.Fatalf("one key at three servers: %q", same)
+	}
+
 	var mu sync.Mutex
-	acked := map[string]string{} // key → the order id of its first 201
-	var sent []string
+	acked := map[string]string{"same": same[0]} // key → the order id of its first 201
+	sent := []string{"first-0", "first-1", "first-2", "same"}
 	ack := func(k, id string) {
 		mu.Lock()
 		defer mu.Unlock()
