@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"boxoffice"
 )
 
@@ -378,6 +380,25 @@ func (n *Node) Held() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// Collectors are this server's cluster metrics for Prometheus: the leases it holds (shows and
+// the background lease; one series each, whatever the number of shows) and whether it does the
+// background work.
+func (n *Node) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxoffice_cluster_leases_held",
+			Help: "Leases this server holds: the shows whose writer runs here, and the background lease."},
+			func() float64 { return float64(len(n.Held())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxoffice_cluster_background",
+			Help: "1 when this server runs the work one server does for all (outbox relay, sweeps)."},
+			func() float64 {
+				if n.Leads() {
+					return 1
+				}
+				return 0
+			}),
+	}
 }
 
 // Close stops the heartbeat and ends this server's leases and registration, so that its shows

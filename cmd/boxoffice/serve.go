@@ -248,6 +248,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	// the RPC metrics; the Go runtime and process collectors are what bohttp adds to its own.
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if node != nil {
+		registry.MustRegister(node.Collectors()...)
+	}
 	burst := f.rateBurst
 	if burst <= 0 {
 		burst = int(math.Ceil(2 * f.rateLimit))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,16 @@ func TestSeveralServers(t *testing.T) {
 	if same[0] == "" || same[0] != same[1] || same[1] != same[2] {
 		t.Fatalf("one key at three servers: %q", same)
 	}
+
+	// Exactly one server does the background work, and the owner's metrics count its lease.
+	eventually(t, "one background lease holder, and the owner's lease in its metrics", func() bool {
+		leaders, owned := 0.0, 0.0
+		for _, s := range servers {
+			leaders += metric(t, s.URL, "boxoffice_cluster_background")
+			owned += metric(t, s.URL, "boxoffice_cluster_leases_held")
+		}
+		return leaders == 1 && owned == 2 // show:big and background
+	})
 
 	var mu sync.Mutex
 	acked := map[string]string{"same": same[0]} // key → the order id of its first 201
@@ -304,6 +315,26 @@ func ownerIndex(status map[string]any, servers []*server) int {
 		}
 	}
 	return -1
+}
+
+// metric reads one unlabelled gauge from a server's /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	r, err := (&client{t: t, base: base, hc: &http.Client{Timeout: 10 * time.Second}}).do("GET", "/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s has no %s", base, name)
+	return 0
 }
 
 // deadlocks is PostgreSQL's count of deadlocks detected in the database at url.
