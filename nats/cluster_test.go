@@ -21,8 +21,8 @@ import (
 
 // clusterWait bounds each wait of the cluster test: a leader election after a SIGKILL takes
 // seconds, and an event whose publish or ack the dead node swallowed is retried only after the
-// relay's ack timeout or the consumer's AckWait (30 s each), so a minute and a half is a wide
-// bound, never a measure.
+// relay's ack timeout (30 s) or the consumer's AckWait (DefaultAckWait), so a minute and a half is
+// a wide bound, never a measure.
 const clusterWait = 90 * time.Second
 
 // TestAsyncSurvivesNodeLoss runs the relay and the email consumer, as StartAsync does, against a

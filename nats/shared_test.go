@@ -207,3 +207,57 @@ func TestEmailDeadServerHandsOver(t *testing.T) {
 		t.Errorf("temp files left: %v", tmp)
 	}
 }
+
+// TestStartAsyncSharedMailDir starts the async side twice, as two servers with data dirs of
+// their own would, on one store and one NATS server, with one shared MailDir and the relay led by
+// the first: every receipt is written once into the shared dir, none into a data dir, and the
+// second server's relay is held back by its Leader.
+func TestStartAsyncSharedMailDir(t *testing.T) {
+	e := newEnv(t)
+	ext, err := StartEmbedded(filepath.Join(t.TempDir(), "ext"), EmbeddedOptions{Listen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Shutdown()
+	shared := filepath.Join(t.TempDir(), "receipts")
+	var followerAsked atomic.Int32
+	leaders := []func() bool{
+		func() bool { return true },
+		func() bool { followerAsked.Add(1); return false },
+	}
+	var dataDirs []string
+	for i, leader := range leaders {
+		dir := t.TempDir()
+		dataDirs = append(dataDirs, dir)
+		a, err := StartAsync(AsyncConfig{NATS: ext.ClientURL(), DataDir: dir, Store: e.store, MailDir: shared, Leader: leader})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Stop()
+		if want := ".eml files under " + shared; a.Mail != want {
+			t.Errorf("server %d: Mail %q, want %q", i, a.Mail, want)
+		}
+	}
+	events := e.confirmOrders(t, 5)
+	eventually(t, "every receipt is in the shared dir", func() bool {
+		for _, ev := range events {
+			if !inboxHas(t, e.store, EmailConsumer, ev.ID) {
+				return false
+			}
+		}
+		return len(mailFiles(t, shared)) == len(events)
+	})
+	for _, ev := range events {
+		if _, err := os.Stat(filepath.Join(shared, ev.ID+".eml")); err != nil {
+			t.Errorf("no receipt for %s: %v", ev.ID, err)
+		}
+	}
+	for i, dir := range dataDirs {
+		if files := mailFiles(t, filepath.Join(dir, "mail")); len(files) != 0 {
+			t.Errorf("server %d wrote receipts into its own data dir: %v", i, files)
+		}
+	}
+	if followerAsked.Load() == 0 {
+		t.Error("the second server's relay never asked its Leader")
+	}
+}
