@@ -19,7 +19,7 @@ import (
 
 // clusterE2EWait bounds each wait of the cluster test: an election after a SIGKILL takes seconds,
 // and an event whose publish or ack the dead node swallowed is retried after the relay's ack
-// timeout or the consumer's AckWait (30 s each).
+// timeout (30 s) or the consumer's AckWait (5 s).
 const clusterE2EWait = 90 * time.Second
 
 // TestClusterReceiptsExactlyOnce runs `boxoffice serve --nats url1,url2,url3` against a 3-node
