@@ -499,6 +499,13 @@ func answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *box
 
 // CompletePending starts a payment driver for every pending order that has none in this process:
 // after a restart these are the purchases a crash interrupted. It returns how many it started.
+//
+// On a store other servers may share, an order younger than a request's lease is left to the
+// process that made it, whose driver is settling it: a second driver on another server would
+// settle the same order at once, and the actor's batches of the two, which lock the rows of
+// their requests one after the other, could lock two holds in opposite orders and deadlock
+// (postgres.LockOrder). Should that process have died, the lease running out is also when a
+// retry of the order's key may take it over, so the order waits no longer than its key does.
 func (s *Service) CompletePending(ctx context.Context) (int, error) {
 	var orders []*boxoffice.Order
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
@@ -509,10 +516,14 @@ func (s *Service) CompletePending(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
+	now := s.now()
 	for _, o := range orders {
 		s.mu.Lock()
 		_, running := s.driving[o.ID]
 		s.mu.Unlock()
+		if !s.cfg.ExclusiveStore && now.Sub(o.CreatedAt) < s.lease() {
+			continue
+		}
 		if !running {
 			s.drive(o)
 			n++
