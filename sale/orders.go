@@ -56,6 +56,7 @@ func (s *Service) ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem 
 	now := s.now()
 	var order *boxoffice.Order
 	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		// The hold first, then the new order and the key's claim: postgres.LockOrder.
 		h, err := tx.GetHold(ctx, holdID)
 		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
 			return holdNotFound(holdID)
@@ -237,7 +238,7 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 		return res, false, nil
 	}
 	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
-		// Lock order: the order, then the record, as settle does.
+		// The order, then the record: postgres.LockOrder, as settle keeps it.
 		o, err := tx.GetOrder(s.base, order.ID)
 		if err != nil {
 			return err
@@ -352,8 +353,9 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 	err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
 		answered = nil
 		// Conditional writes instead of reads first: this is the hot path of every sale, and
-		// each write says by its row count whether the state was what settling needs. The hold
-		// goes first to keep the lock order tier → hold → order that every writer follows.
+		// each write says by its row count whether the state was what settling needs. Hold,
+		// order, event, record, then (in the strategy) the tier: postgres.LockOrder, which every
+		// writer follows so that two servers settling or buying at once never deadlock.
 		ok, err := tx.EndHold(ctx, o.HoldID, boxoffice.HoldConfirmed, o.UpdatedAt)
 		if err != nil {
 			return err
@@ -428,15 +430,19 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) (*boxoffice.Res
 			if o.ReleaseOnFailure != release {
 				return errRetry
 			}
+			// The hold is locked before the order (postgres.LockOrder), as settle does: a
+			// settle and a failure of one order on two servers then queue instead of deadlocking.
+			var h *boxoffice.Hold
+			if release {
+				if h, err = tx.GetHold(ctx, o.HoldID); err != nil {
+					return err
+				}
+			}
 			o.Status, o.UpdatedAt = boxoffice.OrderPaymentFailed, s.now()
 			if ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderPendingPayment); err != nil || !ok {
 				return cmpErr(err, errSkip)
 			}
 			if release {
-				h, err := tx.GetHold(ctx, o.HoldID)
-				if err != nil {
-					return err
-				}
 				if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldReleased, o.UpdatedAt); err != nil || !ok {
 					return cmpErr(err, errHoldGone)
 				}
