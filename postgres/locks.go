@@ -32,7 +32,9 @@ package postgres
 // Within one transaction the store keeps the order for the writes it defers (tx.later): they go
 // to the server sorted by the steps above (see coalesced). A transaction that runs several
 // requests one after the other (the actor's batch, a merged transaction, their rerun without
-// deferring) can keep it only per request; two such transactions meet on rows they both lock
-// only when two servers change the same existing hold or order, which one owner per show rules
-// out.
+// deferring) keeps it only per request, and the actor may lock a tier in the middle of a batch
+// (confirming a sold-out answer). Two such transactions can then only deadlock on an existing
+// hold or order that both change: two servers settling or expiring the same one at once. The
+// completer leaves an order to the server whose request is settling it (sale's CompletePending);
+// one owner per show would rule it out altogether.
 const LockOrder = "idempotency claim (never waits) → hold → order → event subject → idempotency record → tier"
