@@ -16,9 +16,12 @@ type ServerInfo struct {
 	// NATS, Payments and Mail say how the server was started, so that a server joining a peer
 	// can refuse what cannot be shared: "embedded" or "cluster"; "sim" or "http"; "local",
 	// "shared" or "smtp".
-	NATS        string    `json:"nats"`
-	Payments    string    `json:"payments"`
-	Mail        string    `json:"mail"`
+	NATS     string `json:"nats"`
+	Payments string `json:"payments"`
+	Mail     string `json:"mail"`
+	// Inventory is the race-condition strategy: servers on one store must run one, or their
+	// transactions could take locks in opposite orders (postgres.LockOrder).
+	Inventory   string    `json:"inventory"`
 	StartedAt   time.Time `json:"started_at"`
 	HeartbeatAt time.Time `json:"heartbeat_at"`
 	// Live is whether the heartbeat is recent, by the store's clock.

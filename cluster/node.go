@@ -60,6 +60,8 @@ type Config struct {
 	Instance string
 	// NATS, Payments and Mail are the server's modes (NATSEmbedded, PaymentsSim, MailLocal, …).
 	NATS, Payments, Mail string
+	// Inventory is the server's strategy; live peers must run the same one.
+	Inventory string
 	// TTL is the leases' life; 0 means DefaultTTL.
 	TTL    time.Duration
 	Logger *slog.Logger
@@ -114,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		id: "srv_" + hex.EncodeToString(b[:]), cfg: cfg, log: log, store: cfg.Store,
 		held: make(map[string]held), owners: make(map[string]owner), done: make(chan struct{}),
 	}
-	me := boxoffice.ServerInfo{ID: n.id, Instance: cfg.Instance, Addr: cfg.Addr, NATS: cfg.NATS, Payments: cfg.Payments, Mail: cfg.Mail}
+	me := boxoffice.ServerInfo{ID: n.id, Instance: cfg.Instance, Addr: cfg.Addr, NATS: cfg.NATS, Payments: cfg.Payments, Mail: cfg.Mail, Inventory: cfg.Inventory}
 	if err := n.store.RegisterServer(ctx, me); err != nil {
 		return nil, err
 	}
@@ -141,6 +143,10 @@ func refuse(me boxoffice.ServerInfo, servers []boxoffice.ServerInfo) error {
 	for _, s := range servers {
 		if s.ID == me.ID || !s.Live {
 			continue
+		}
+		if s.Inventory != me.Inventory {
+			return fmt.Errorf("%w: server %s at %s shares this database with --inventory %s; start this one with --inventory %s too (strategies that lock in different orders could deadlock each other)",
+				ErrUnsafe, s.ID, s.Addr, s.Inventory, s.Inventory)
 		}
 		for _, c := range []struct{ mode, bad, who, fix string }{
 			{me.NATS, NATSEmbedded, "this server", "start it with --nats nats://… (one NATS cluster for all servers)"},

@@ -37,7 +37,7 @@ func openDB(t *testing.T) *postgres.DB {
 func startNode(t *testing.T, db *postgres.DB, name string) *Node {
 	t.Helper()
 	n, err := Start(context.Background(), Config{Store: db, Addr: name, Instance: "test:" + name + ":" + t.Name(),
-		NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailShared, TTL: testTTL})
+		NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailShared, Inventory: "actor", TTL: testTTL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +205,10 @@ func TestRefuseUnsharedState(t *testing.T) {
 	db := openDB(t)
 	startNode(t, db, "a")
 	for _, c := range []Config{
-		{NATS: NATSEmbedded, Payments: PaymentsHTTP, Mail: MailShared},
-		{NATS: NATSCluster, Payments: PaymentsSim, Mail: MailShared},
-		{NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailLocal},
+		{NATS: NATSEmbedded, Payments: PaymentsHTTP, Mail: MailShared, Inventory: "actor"},
+		{NATS: NATSCluster, Payments: PaymentsSim, Mail: MailShared, Inventory: "actor"},
+		{NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailLocal, Inventory: "actor"},
+		{NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailShared, Inventory: "pessimistic"},
 	} {
 		c.Store, c.TTL, c.Addr, c.Instance = db, testTTL, "c", "test:c"
 		n, err := Start(ctx, c)

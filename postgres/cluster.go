@@ -25,10 +25,10 @@ import (
 //     never holds its renewal back, and the heartbeat, which locks many rows, never waits for
 //     a batch that may itself wait for one of those rows.
 const (
-	sRegisterServer = `INSERT INTO servers (id, instance, addr, nats, payments, mail, started_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, $5, $6, now(), now())
+	sRegisterServer = `INSERT INTO servers (id, instance, addr, nats, payments, mail, inventory, started_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
 		ON CONFLICT (id) DO UPDATE SET instance = EXCLUDED.instance, addr = EXCLUDED.addr, nats = EXCLUDED.nats,
-			payments = EXCLUDED.payments, mail = EXCLUDED.mail, heartbeat_at = now()`
+			payments = EXCLUDED.payments, mail = EXCLUDED.mail, inventory = EXCLUDED.inventory, heartbeat_at = now()`
 	// A previous run of the same instance is dead (see the migration): its leases end now, so a
 	// restarted server takes its shows back at once, and its row goes.
 	sEndPrevious = `UPDATE leases SET expires_at = now() - interval '1 microsecond'
@@ -52,7 +52,7 @@ const (
 			expires_at = now() + $3 * interval '1 microsecond'
 		WHERE name = $1
 		RETURNING name, server_id, epoch, expires_at, true`
-	sServers = `SELECT id, instance, addr, nats, payments, mail, started_at, heartbeat_at,
+	sServers = `SELECT id, instance, addr, nats, payments, mail, inventory, started_at, heartbeat_at,
 		heartbeat_at > now() - $1 * interval '1 microsecond' FROM servers ORDER BY started_at, id`
 	sLeases     = `SELECT name, server_id, epoch, expires_at, expires_at > now() FROM leases ORDER BY name`
 	sEndLeases  = `UPDATE leases SET expires_at = now() - interval '1 microsecond' WHERE server_id = $1`
@@ -75,7 +75,7 @@ func (db *DB) RegisterServer(ctx context.Context, s boxoffice.ServerInfo) error 
 			}
 		}
 	}
-	if _, err := db.pool.Exec(ctx, sRegisterServer, s.ID, s.Instance, s.Addr, s.NATS, s.Payments, s.Mail); err != nil {
+	if _, err := db.pool.Exec(ctx, sRegisterServer, s.ID, s.Instance, s.Addr, s.NATS, s.Payments, s.Mail, s.Inventory); err != nil {
 		return fmt.Errorf("register server: %w", err)
 	}
 	return nil
@@ -154,7 +154,7 @@ func (db *DB) Servers(ctx context.Context, stale time.Duration) ([]boxoffice.Ser
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (boxoffice.ServerInfo, error) {
 		var s boxoffice.ServerInfo
-		err := r.Scan(&s.ID, &s.Instance, &s.Addr, &s.NATS, &s.Payments, &s.Mail, &s.StartedAt, &s.HeartbeatAt, &s.Live)
+		err := r.Scan(&s.ID, &s.Instance, &s.Addr, &s.NATS, &s.Payments, &s.Mail, &s.Inventory, &s.StartedAt, &s.HeartbeatAt, &s.Live)
 		s.StartedAt, s.HeartbeatAt = utc(s.StartedAt), utc(s.HeartbeatAt)
 		return s, err
 	})
@@ -190,7 +190,7 @@ func scanLease(r pgx.CollectableRow) (boxoffice.Lease, error) {
 // CheckLease implements boxoffice.LeaseTx. In a speculative run it goes with the batch's other
 // writes, and a lease that moved voids the run; the run without deferring then says so.
 func (t *tx) CheckLease(ctx context.Context, name, serverID string, epoch int64) error {
-	if t.later(dCheckLease, name, serverID, epoch) {
+	if t.later(stepLease, name, dCheckLease, name, serverID, epoch) {
 		return nil
 	}
 	var one int

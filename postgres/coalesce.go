@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,13 +23,33 @@ const (
 	kindHold
 	kindOrder
 	kindIdem
+	kindClaim // the claim of an idempotency key, queued before its record's insert
 	kindLock  // the advisory lock of an event's subject
 	kindEvent // an event append; the lock of its subject is queued before it
+)
+
+// lockStep places a deferred write in LockOrder: the deferred writes of a transaction go to the
+// server by step, and within a step by key, so that two transactions whose deferred writes lock
+// the same rows lock them in the same order.
+type lockStep int
+
+const (
+	stepLease      lockStep = iota // show leases' fences (CheckLease): first, as LockOrder says
+	stepClaim                      // idempotency claims: before the inserts whose snapshot must follow them
+	stepInsert                     // new rows: no one waits for them, so their place is free
+	stepHold                       // updates of holds, by hold id
+	stepOrder                      // updates of orders, by order id
+	stepSubject                    // event subjects' locks
+	stepEvent                      // event appends, after their subjects' locks
+	stepIdemRecord                 // updates of stored idempotency records
+	stepTier                       // tier counts, by show and tier id
 )
 
 // deferredWrite is one write queued by later.
 type deferredWrite struct {
 	kind  writeKind
+	step  lockStep
+	key   string // orders the writes of one step: the id of the row the write locks
 	sql   string // the one-row statement (one of expect's, or sLockSubject)
 	args  []any
 	event *boxoffice.Event // kindEvent: gets its position and seq when the write is sent
@@ -40,6 +62,7 @@ type multiInsert struct {
 	types  []string
 	exprs  string
 	insert string
+	where  string // an optional condition on unnest's columns
 }
 
 var (
@@ -58,6 +81,8 @@ var (
 		types: []string{"text", "text", "text", "text", "text", "text", "timestamptz", "int4", "bytea", "text",
 			"timestamptz", "timestamptz"},
 		insert: `INSERT INTO idempotency_records (` + idemCols + `)`,
+		// Only keys without a record visible, as sInsertIdem (see LockOrder, step 1).
+		where: `NOT EXISTS (SELECT 1 FROM idempotency_records AS r WHERE r.scope = v.c2 AND r.key = v.c3)`,
 	}
 )
 
@@ -80,8 +105,11 @@ func (m multiInsert) statement() string {
 		}
 		fmt.Fprintf(&b, "$%d::%s[]", i+1, t)
 	}
-	fmt.Fprintf(&b, ") AS v(%s) ON CONFLICT DO NOTHING RETURNING 1) SELECT 1 / ((SELECT count(*) FROM w) = $%d)::int",
-		strings.Join(cols, ", "), len(m.types)+1)
+	fmt.Fprintf(&b, ") AS v(%s)", strings.Join(cols, ", "))
+	if m.where != "" {
+		b.WriteString(" WHERE " + m.where)
+	}
+	fmt.Fprintf(&b, " ON CONFLICT DO NOTHING RETURNING 1) SELECT 1 / ((SELECT count(*) FROM w) = $%d)::int", len(m.types)+1)
 	return b.String()
 }
 
@@ -90,7 +118,13 @@ var (
 	sMultiHold  = multiHold.statement()
 	sMultiOrder = multiOrder.statement()
 	sMultiIdem  = multiIdem.statement()
-	sMultiLock  = `SELECT count(pg_advisory_xact_lock(1, hashtext(s))) FROM unnest($1::text[]) AS s`
+	// The locks are taken in the order of their keys, so that two transactions locking some of
+	// the same subjects (or subjects whose hashes collide) take them in one order.
+	sMultiLock = `SELECT count(pg_advisory_xact_lock(1, h))
+		FROM (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY h) AS l`
+	// Fails unless every key was claimed; it tries them all, but a failure rolls back anyway.
+	sMultiClaim = `SELECT 1 / bool_and(pg_try_advisory_xact_lock(` + idemLockKeyMulti + `))::int
+		FROM unnest($1::text[], $2::text[]) AS v(s, k)`
 	// Events are numbered in the order they were appended (WITH ORDINALITY … ORDER BY), each
 	// after the last of its subject; two of one subject in one statement would get the same seq
 	// and fail on the unique (subject, seq), voiding the run, which then appends one at a time.
@@ -119,12 +153,21 @@ func columns(rows [][]any) []any {
 	return cols
 }
 
-// coalesced turns the deferred writes into the batch's statements: the writes of a coalescing
-// kind become one statement, sent where the first of them was queued; the rest go in place.
-// Moving an insert earlier than it was queued only matters to a write of the same transaction
-// that expected the row to be missing, and no caller changes a row before inserting it: an
-// insert that clashes fails the run either way.
+// coalesced turns the deferred writes into the batch's statements, in LockOrder: sorted by step
+// and, within a step, by the key of the row each locks (stably, so that two writes of one row keep
+// their order). The writes of a coalescing kind become one statement, sent where the first of them
+// now is. Each deferred write is a blind write of its own row, checked by its own row count, so
+// only writes of one row depend on each other's order, and those keep it; moving an insert before
+// an update only matters to an update of the row inserted, and no caller changes a row in the
+// transaction that inserts it.
 func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
+	pending = slices.Clone(pending)
+	slices.SortStableFunc(pending, func(a, b deferredWrite) int {
+		if c := cmp.Compare(a.step, b.step); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
 	groups := make(map[writeKind][]deferredWrite)
 	for _, w := range pending {
 		if w.kind != single {
@@ -185,6 +228,12 @@ func many(kind writeKind, g []deferredWrite) *pgx.QueuedQuery {
 			subjects[i] = w.args[0].(string)
 		}
 		return &pgx.QueuedQuery{SQL: sMultiLock, Arguments: []any{subjects}}
+	case kindClaim:
+		scopes, keys := make([]string, len(g)), make([]string, len(g))
+		for i, w := range g {
+			scopes[i], keys[i] = w.args[0].(string), w.args[1].(string)
+		}
+		return &pgx.QueuedQuery{SQL: sMultiClaim, Arguments: []any{scopes, keys}}
 	}
 	ids, types, subjects := make([]string, len(g)), make([]string, len(g)), make([]string, len(g))
 	data, at := make([][]byte, len(g)), make([]time.Time, len(g))

@@ -23,9 +23,9 @@ func (t *tx) AppendEvent(ctx context.Context, e *boxoffice.Event) error {
 		position int64
 		seq      int
 	)
-	if t.laterAs(deferredWrite{kind: kindLock, sql: sLockSubject, args: []any{e.Subject}}) {
+	if t.laterAs(deferredWrite{kind: kindLock, step: stepSubject, key: e.Subject, sql: sLockSubject, args: []any{e.Subject}}) {
 		// Deferred: the position and seq are known once the write is sent, before Update returns.
-		t.laterAs(deferredWrite{kind: kindEvent, sql: dAppendEvent,
+		t.laterAs(deferredWrite{kind: kindEvent, step: stepEvent, sql: dAppendEvent,
 			args: []any{e.ID, e.Type, e.Subject, []byte(e.Data), e.CreatedAt}, event: e})
 		return nil
 	}

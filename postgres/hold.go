@@ -29,7 +29,7 @@ func scanHold(sc scanner) (*boxoffice.Hold, error) {
 func (t *tx) InsertHold(ctx context.Context, h *boxoffice.Hold) error {
 	args := []any{h.ID, h.ShowID, h.TierID, h.Quantity, h.Buyer.Email, string(h.Status),
 		h.ExpiresAt, h.CreatedAt, h.UpdatedAt, h.APIKeyID}
-	if t.laterAs(deferredWrite{kind: kindHold, sql: dInsertHold, args: args}) {
+	if t.laterAs(deferredWrite{kind: kindHold, step: stepInsert, sql: dInsertHold, args: args}) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sInsertHold, args...)
@@ -58,7 +58,7 @@ func (t *tx) GetHold(ctx context.Context, id string) (*boxoffice.Hold, error) {
 
 // EndHold implements boxoffice.Tx. A missing hold is not an error, only not active: ok is false.
 func (t *tx) EndHold(ctx context.Context, id string, to boxoffice.HoldStatus, at time.Time) (bool, error) {
-	if t.later(dEndHold, string(to), at, id) {
+	if t.later(stepHold, id, dEndHold, string(to), at, id) {
 		return true, nil
 	}
 	tag, err := t.exec(ctx, sEndHold, string(to), at, id)

@@ -8,6 +8,7 @@ import (
 	"boxoffice"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -45,16 +46,25 @@ func responseArgs(r *boxoffice.IdemRecord) (status pgtype.Int4, body []byte, loc
 		pgtype.Text{String: r.Response.Location, Valid: true}
 }
 
-// InsertIdemRecord implements boxoffice.Tx.
+// InsertIdemRecord implements boxoffice.Tx. It claims the key first and never waits (LockOrder,
+// step 1): a key that a transaction in flight has claimed is an ECONFLICT at once, like a key
+// with a record, though the caller may find no record of it yet; that transaction's request is
+// in progress. Waiting for it instead is what made two servers deadlock: the transaction that
+// waits holds the rows of its batch's other requests, or the tier, meanwhile.
 func (t *tx) InsertIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) error {
 	status, body, location := responseArgs(r)
 	args := []any{r.ID, r.Scope, r.Key, r.Fingerprint, r.HoldID, r.OrderID,
 		r.LockedUntil, status, body, location, r.CreatedAt, r.ExpiresAt}
-	if t.laterAs(deferredWrite{kind: kindIdem, sql: dInsertIdem, args: args}) {
+	if t.laterAs(deferredWrite{kind: kindClaim, step: stepClaim, sql: dClaimIdem, args: []any{r.Scope, r.Key}}) {
+		t.laterAs(deferredWrite{kind: kindIdem, step: stepInsert, sql: dInsertIdem, args: args})
 		return nil
 	}
-	tag, err := t.exec(ctx, sInsertIdem, args...)
-	if err != nil {
+	// One round trip: the claim, then the insert, which checks the claim again itself.
+	var tag pgconn.CommandTag
+	b := &pgx.Batch{}
+	b.Queue(sClaimIdem, r.Scope, r.Key)
+	b.Queue(sInsertClaimedIdem, args...).Exec(func(ct pgconn.CommandTag) error { tag = ct; return nil })
+	if err := t.batch(ctx, b); err != nil {
 		return fmt.Errorf("insert idempotency record: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
@@ -82,7 +92,7 @@ func (t *tx) GetIdemRecord(ctx context.Context, scope, key string) (*boxoffice.I
 func (t *tx) UpdateIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) error {
 	status, body, location := responseArgs(r)
 	args := []any{r.HoldID, r.OrderID, r.LockedUntil, status, body, location, r.ID}
-	if t.later(dUpdateIdem, args...) {
+	if t.later(stepIdemRecord, r.ID, dUpdateIdem, args...) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sUpdateIdem, args...)
@@ -102,7 +112,7 @@ func (t *tx) AnswerIdemRecordForOrder(ctx context.Context, orderID string, res *
 		return false, nil // records of requests that made no order have an empty order id
 	}
 	status, body, location := responseArgs(&boxoffice.IdemRecord{Response: res})
-	if t.later(dAnswerIdemForOrder, time.Time{}, status, body, location, orderID) {
+	if t.later(stepIdemRecord, orderID, dAnswerIdemForOrder, time.Time{}, status, body, location, orderID) {
 		return true, nil
 	}
 	tag, err := t.exec(ctx, sAnswerIdemForOrder, time.Time{}, status, body, location, orderID)

@@ -54,7 +54,7 @@ func (t *tx) InsertOrder(ctx context.Context, o *boxoffice.Order) error {
 	args := []any{o.ID, string(o.Status), o.ShowID, o.TierID, o.HoldID, o.Quantity,
 		o.Amount.Amount, o.Amount.Currency, o.Buyer.Email, tickets, o.PaymentToken, o.ChargeID, o.RefundID,
 		o.ReleaseOnFailure, o.CreatedAt, o.UpdatedAt, o.APIKeyID}
-	if t.laterAs(deferredWrite{kind: kindOrder, sql: dInsertOrder, args: args}) {
+	if t.laterAs(deferredWrite{kind: kindOrder, step: stepInsert, sql: dInsertOrder, args: args}) {
 		return nil
 	}
 	tag, err := t.exec(ctx, sInsertOrder, args...)
@@ -103,7 +103,7 @@ func (t *tx) UpdateOrder(ctx context.Context, o *boxoffice.Order, from boxoffice
 	}
 	args := []any{string(o.Status), tickets, o.ChargeID, o.RefundID, o.ReleaseOnFailure, o.UpdatedAt, o.ID, string(from)}
 	if !liveStatus(o.Status) || liveStatus(from) {
-		if t.later(dUpdateOrder, args...) {
+		if t.later(stepOrder, o.ID, dUpdateOrder, args...) {
 			return true, nil
 		}
 		tag, err := t.exec(ctx, sUpdateOrder, args...)

@@ -117,9 +117,24 @@ const (
 
 // Idempotency records.
 const (
+	// A key is claimed before its record is inserted (LockOrder, step 1): sClaimIdem tries the
+	// key's advisory lock, in a statement of its own so that the insert's snapshot, taken after
+	// it, shows every record whose claim ended; the insert then inserts only a key without a
+	// record visible. Neither waits: a key claimed by a transaction in flight, or stored, is not
+	// inserted. The lock's 64-bit key is apart from the subjects' two-int ones; a collision of two
+	// keys' hashes only makes one of them wait for a retry.
+	sClaimIdem  = `SELECT pg_try_advisory_xact_lock(` + idemLockKeyParams + `)`
 	sInsertIdem = `INSERT INTO idempotency_records (` + idemCols + `)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-		ON CONFLICT DO NOTHING`
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::timestamptz, $8::int4,
+			$9::bytea, $10::text, $11::timestamptz, $12::timestamptz
+		WHERE NOT EXISTS (SELECT 1 FROM idempotency_records WHERE scope = $2 AND key = $3)` + idemInsertTail
+	// sInsertClaimedIdem is sInsertIdem sent after sClaimIdem without knowing its answer: it
+	// inserts only if the claim holds (trying a lock this transaction holds succeeds again).
+	sInsertClaimedIdem = `INSERT INTO idempotency_records (` + idemCols + `)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::timestamptz, $8::int4,
+			$9::bytea, $10::text, $11::timestamptz, $12::timestamptz
+		WHERE NOT EXISTS (SELECT 1 FROM idempotency_records WHERE scope = $2 AND key = $3)
+			AND pg_try_advisory_xact_lock(` + idemLockKeyInsert + `)` + idemInsertTail
 	sGetIdem          = `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = $1 AND key = $2`
 	sGetIdemForUpdate = sGetIdem + ` FOR UPDATE`
 	// Only one request makes an order, so there is one record. Should a caller have copied the
@@ -197,6 +212,7 @@ var (
 	dEndHold            = expect(sEndHold, "=")
 	dInsertOrder        = expect(sInsertOrder, "=")
 	dUpdateOrder        = expect(sUpdateOrder, "=")
+	dClaimIdem          = `SELECT 1 / pg_try_advisory_xact_lock(` + idemLockKeyParams + `)::int`
 	dInsertIdem         = expect(sInsertIdem, "=")
 	dUpdateIdem         = expect(sUpdateIdem, "=")
 	dAnswerIdemForOrder = expect(sAnswerIdemForOrder, ">=")
@@ -205,3 +221,16 @@ var (
 	dAppendEvent = `WITH w AS (` + sAppendEvent + `)
 		SELECT (SELECT position FROM w), (SELECT seq FROM w), 1 / ((SELECT count(*) FROM w) = 1)::int`
 )
+
+// The advisory lock key of an idempotency key: a 64-bit hash of its scope ($1) and key ($2),
+// and of the same in the columns of sInsertClaimedIdem ($2, $3) and sMultiClaim (v.s, v.k).
+const (
+	idemLockKeyParams = `hashtextextended($1::text || E'\n' || $2::text, 0)`
+	idemLockKeyInsert = `hashtextextended($2::text || E'\n' || $3::text, 0)`
+	idemLockKeyMulti  = `hashtextextended(v.s || E'\n' || v.k, 0)`
+)
+
+// idemInsertTail ends the inserts of idempotency records: should a record of the key appear
+// despite the claim, the clash is no row rather than an error that aborts the transaction.
+const idemInsertTail = `
+		ON CONFLICT DO NOTHING`

@@ -90,12 +90,13 @@ func (t *tx) note(err error) error {
 	return err
 }
 
-// later queues a deferred write when the transaction defers them, and reports whether it did.
-// The statement must be one of expect's, which the server fails, aborting the transaction, when
-// the write did not do what its caller was told it did: the failure voids the run (see send), and
-// COMMIT, sent after it in the same round trip, is skipped with everything else that follows.
-func (t *tx) later(sql string, args ...any) bool {
-	return t.laterAs(deferredWrite{sql: sql, args: args})
+// later queues a deferred write of the row key at step of LockOrder when the transaction defers
+// them, and reports whether it did. The statement must be one of expect's, which the server fails,
+// aborting the transaction, when the write did not do what its caller was told it did: the
+// failure voids the run (see send), and COMMIT, sent after it in the same round trip, is skipped
+// with everything else that follows.
+func (t *tx) later(step lockStep, key, sql string, args ...any) bool {
+	return t.laterAs(deferredWrite{step: step, key: key, sql: sql, args: args})
 }
 
 // laterAs is later for a write that may coalesce with others of its kind (see coalesced).

@@ -78,7 +78,9 @@ func (s *Service) newHold(p *boxoffice.Principal, show *boxoffice.Show, tierID s
 }
 
 // reserve takes h's tickets through the inventory strategy and writes the hold, its event and
-// whatever more adds (the idempotency record, an order) in the same transaction.
+// whatever more adds (the idempotency record, an order) in the same transaction. All of these are
+// new rows and the record's key is claimed without waiting, so a reservation waits for no row
+// another transaction holds, whichever end of postgres.LockOrder its strategy takes the tier at.
 func (s *Service) reserve(ctx context.Context, show *boxoffice.Show, h *boxoffice.Hold, more func(tx boxoffice.Tx) error) error {
 	change := boxoffice.CountChange{ShowID: h.ShowID, TierID: h.TierID, Held: h.Quantity}
 	return s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
@@ -154,7 +156,8 @@ func (s *Service) endHold(ctx context.Context, h *boxoffice.Hold, to boxoffice.H
 	change := boxoffice.CountChange{ShowID: h.ShowID, TierID: h.TierID, Held: -h.Quantity}
 	return s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
 		// Reading the hold first locks it (on stores with row locks), which orders this against a
-		// confirm that is creating an order for it.
+		// confirm that is creating an order for it; the hold, then its event, then the tier in
+		// the strategy: postgres.LockOrder.
 		cur, err := tx.GetHold(ctx, h.ID)
 		if err != nil {
 			return err

@@ -33,6 +33,8 @@ func NewIdem(keyID, operation, path, key string, in any) (Idem, error) {
 
 // errKeyTaken says a record for the key appeared between the lookup and the effect's transaction
 // (a concurrent request with the same key won); the effect was rolled back and the record decides.
+// On PostgreSQL the winner may still be in flight, its record not yet visible: claiming a key
+// never waits for another transaction (postgres.LockOrder), so the request is then in progress.
 var errKeyTaken = errors.New("idempotency key taken concurrently")
 
 // storable lists the domain answers that are final and so stored for replay. Everything else
@@ -133,7 +135,11 @@ func (s *Service) finish(ctx context.Context, idem Idem, res *boxoffice.Response
 	case errors.Is(err, errKeyTaken):
 		r, rec, err := s.lookup(ctx, idem)
 		if r == nil && rec == nil && err == nil {
-			return nil, false, boxoffice.Errorf(boxoffice.EINTERNAL, "idempotency record vanished")
+			// Claimed by a transaction still in flight (or, rarely, swept meanwhile): the
+			// request that claimed it answers soon, and a retry then replays its answer.
+			e := boxoffice.Errorf(boxoffice.EIDEMINPROGRESS, "a request with this Idempotency-Key is still in progress")
+			e.RetryAfter = time.Second
+			return nil, false, e
 		}
 		return s.answerLookup(r, rec, err)
 	case storable[boxoffice.ErrorCode(err)]:

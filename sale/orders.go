@@ -61,6 +61,7 @@ func (s *Service) ConfirmHold(ctx context.Context, p *boxoffice.Principal, idem 
 	now := s.now()
 	var order *boxoffice.Order
 	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
+		// The hold first, then the new order and the key's claim: postgres.LockOrder.
 		h, err := tx.GetHold(ctx, holdID)
 		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
 			return holdNotFound(holdID)
@@ -245,7 +246,7 @@ func (s *Service) await(ctx context.Context, idem Idem, order *boxoffice.Order) 
 		return res, false, nil
 	}
 	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
-		// Lock order: the order, then the record, as settle does.
+		// The order, then the record: postgres.LockOrder, as settle keeps it.
 		o, err := tx.GetOrder(s.base, order.ID)
 		if err != nil {
 			return err
@@ -360,8 +361,9 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 	err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
 		answered = nil
 		// Conditional writes instead of reads first: this is the hot path of every sale, and
-		// each write says by its row count whether the state was what settling needs. The hold
-		// goes first to keep the lock order tier → hold → order that every writer follows.
+		// each write says by its row count whether the state was what settling needs. Hold,
+		// order, event, record, then (in the strategy) the tier: postgres.LockOrder, which every
+		// writer follows so that two servers settling or buying at once never deadlock.
 		ok, err := tx.EndHold(ctx, o.HoldID, boxoffice.HoldConfirmed, o.UpdatedAt)
 		if err != nil {
 			return err
@@ -436,15 +438,19 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) (*boxoffice.Res
 			if o.ReleaseOnFailure != release {
 				return errRetry
 			}
+			// The hold is locked before the order (postgres.LockOrder), as settle does: a
+			// settle and a failure of one order on two servers then queue instead of deadlocking.
+			var h *boxoffice.Hold
+			if release {
+				if h, err = tx.GetHold(ctx, o.HoldID); err != nil {
+					return err
+				}
+			}
 			o.Status, o.UpdatedAt = boxoffice.OrderPaymentFailed, s.now()
 			if ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderPendingPayment); err != nil || !ok {
 				return cmpErr(err, errSkip)
 			}
 			if release {
-				h, err := tx.GetHold(ctx, o.HoldID)
-				if err != nil {
-					return err
-				}
 				if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldReleased, o.UpdatedAt); err != nil || !ok {
 					return cmpErr(err, errHoldGone)
 				}
@@ -507,6 +513,15 @@ func answerRecord(ctx context.Context, tx boxoffice.Tx, orderID string, res *box
 
 // CompletePending starts a payment driver for every pending order that has none in this process:
 // after a restart these are the purchases a crash interrupted. It returns how many it started.
+//
+// With a Router, an order is completed by its show's owner (a server that takes a show over
+// resumes the orders its dead owner left at once). Without one, on a store other servers may
+// share, an order younger than a request's lease is left to the
+// process that made it, whose driver is settling it: a second driver on another server would
+// settle the same order at once, and the actor's batches of the two, which lock the rows of
+// their requests one after the other, could lock two holds in opposite orders and deadlock
+// (postgres.LockOrder). Should that process have died, the lease running out is also when a
+// retry of the order's key may take it over, so the order waits no longer than its key does.
 func (s *Service) CompletePending(ctx context.Context) (int, error) {
 	var orders []*boxoffice.Order
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
@@ -517,10 +532,14 @@ func (s *Service) CompletePending(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
+	now := s.now()
 	for _, o := range orders {
 		s.mu.Lock()
 		_, running := s.driving[o.ID]
 		s.mu.Unlock()
+		if s.cfg.Router == nil && !s.cfg.ExclusiveStore && now.Sub(o.CreatedAt) < s.lease() {
+			continue
+		}
 		if !running && s.mine(ctx, o.ShowID) {
 			s.drive(o)
 			n++

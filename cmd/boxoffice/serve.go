@@ -179,7 +179,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	var router *cluster.Router
 	if cs, ok := store.(boxoffice.ClusterStore); ok {
 		node, err = cluster.Start(ctx, cluster.Config{Store: cs, Addr: ln.Addr().String(), Instance: f.instance(),
-			NATS: f.natsMode(), Payments: f.paymentsMode(), Mail: f.mailMode(), TTL: f.leaseTTL, Logger: log})
+			NATS: f.natsMode(), Payments: f.paymentsMode(), Mail: f.mailMode(), Inventory: f.inventory, TTL: f.leaseTTL, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -59,7 +59,7 @@ func (f *serveFlags) clusterStatus(node *cluster.Node, addr string) func(ctx con
 		return &cluster.Status{
 			Self: "local",
 			Servers: []boxoffice.ServerInfo{{ID: "local", Addr: addr, NATS: f.natsMode(), Payments: f.paymentsMode(),
-				Mail: f.mailMode(), StartedAt: started, HeartbeatAt: now, Live: true}},
+				Mail: f.mailMode(), Inventory: f.inventory, StartedAt: started, HeartbeatAt: now, Live: true}},
 			Leases: []boxoffice.Lease{},
 		}, nil
 	}

@@ -12,6 +12,7 @@ CREATE TABLE servers (
     nats         text NOT NULL,  -- "embedded" or "cluster"
     payments     text NOT NULL,  -- "sim" (a ledger on this machine) or "http"
     mail         text NOT NULL,  -- "local" (a folder of this server's), "shared" or "smtp"
+    inventory    text NOT NULL,  -- the strategy: servers on one database must run one (LockOrder)
     started_at   timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL
 );
