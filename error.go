@@ -109,3 +109,21 @@ func Validation(fields ...FieldError) *Error {
 	}
 	return &Error{Code: EVALIDATION, Message: msg, Fields: fields}
 }
+
+// NotReadyError says why a server should get no traffic now: Reason is safe to show to whoever
+// asks /readyz (a load balancer, an operator), Err is the cause for the log.
+type NotReadyError struct {
+	Reason string
+	Err    error
+}
+
+// Error implements error.
+func (e *NotReadyError) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *NotReadyError) Unwrap() error { return e.Err }

@@ -61,3 +61,10 @@ type OrderFilter struct {
 	// APIKeyID keeps the orders of one sales channel (the key whose hold an order confirms).
 	APIKeyID string
 }
+
+// WriteProber is a store that can prove it commits: ProbeWrite durably rewrites one row of its
+// own and returns the error a commit meets (a full disk, a read-only database). Readiness uses
+// it, since a store that still answers reads may refuse every write.
+type WriteProber interface {
+	ProbeWrite(ctx context.Context) error
+}

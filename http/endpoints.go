@@ -1,6 +1,7 @@
 package http
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -109,11 +110,20 @@ func (h *handler) healthz(*http.Request, *boxoffice.Principal) (*boxoffice.Respo
 }
 
 // readyz says whether the service can serve: a 503 takes the instance out of a load balancer
-// without restarting it. The reason goes to the log only.
+// without restarting it. The problem names the part that fails (the store's reads or commits,
+// the event bus); the cause, which may name files and hosts, goes to the log only.
 func (h *handler) readyz(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
-	if err := h.svc.Ready(r.Context()); err != nil {
+	err := h.svc.Ready(r.Context())
+	if err == nil && h.ready != nil {
+		err = h.ready(r.Context())
+	}
+	if err != nil {
 		h.log.WarnContext(r.Context(), "not ready", "err", err)
-		return nil, false, boxoffice.Errorf(codeNotReady, "the service is not ready")
+		reason := "the service is not ready"
+		if nr, ok := errors.AsType[*boxoffice.NotReadyError](err); ok {
+			reason = "not ready: " + nr.Reason
+		}
+		return nil, false, boxoffice.Errorf(codeNotReady, "%s", reason)
 	}
 	return h.ok(map[string]string{"status": "ok"})
 }

@@ -75,6 +75,9 @@ type Options struct {
 	// Cluster answers GET /v1/cluster (admin): the servers sharing the store, their heartbeats
 	// and the leases each holds; nil answers 404.
 	Cluster func(ctx context.Context) (any, error)
+	// Ready, when set, is checked by /readyz after the service: the parts outside it that
+	// requests need (the event bus). Its *boxoffice.NotReadyError's Reason is shown.
+	Ready func(ctx context.Context) error
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -103,6 +106,7 @@ type handler struct {
 	metrics *metrics
 	dlq     DeadLetters
 	cluster func(ctx context.Context) (any, error)
+	ready   func(ctx context.Context) error
 	limit   *keylimit.Limiter
 	mux     *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
@@ -131,6 +135,7 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		metrics: newMetrics(opts.Registry),
 		dlq:     opts.DeadLetters,
 		cluster: opts.Cluster,
+		ready:   opts.Ready,
 		limit:   opts.RateLimit,
 		mux:     http.NewServeMux(),
 		allowed: map[string][]string{},

@@ -633,6 +633,13 @@ func TestReadEndpoints(t *testing.T) {
 		if strings.Contains(w.Body.String(), "disk") || !strings.Contains(log.String(), "disk I/O") {
 			t.Errorf("body %s, log %s", w.Body, log)
 		}
+		// A reason the service gives is shown; its cause, which may name files, is not.
+		f.ready = &boxoffice.NotReadyError{Reason: "the store does not commit writes", Err: errors.New("write /data/boxoffice.db-wal: no space left on device")}
+		w = serve(t, h, req{method: "GET", path: "/readyz"})
+		decodeProblem(t, w, 503, codeNotReady)
+		if !strings.Contains(w.Body.String(), "not ready: the store does not commit writes") || strings.Contains(w.Body.String(), "boxoffice.db") {
+			t.Errorf("body %s", w.Body)
+		}
 	})
 }
 

@@ -81,6 +81,8 @@ type Async struct {
 	email    *Email
 	webhooks *Webhooks
 	replayMu sync.Mutex
+	// ready caches Ready's last look at JetStream (ready.go).
+	ready readiness
 }
 
 // StartAsync starts JetStream (embedded or connected), ensures the streams and runs the relay,

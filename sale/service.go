@@ -89,6 +89,11 @@ type Service struct {
 	showCache showCache // the purchase path's shows (fastpath.go)
 	claims    claims    // idempotency keys of purchases in flight here (fastpath.go)
 
+	// probeMu guards the last write probe of Ready, which is taken at most once a second.
+	probeMu  sync.Mutex
+	probedAt time.Time
+	probeErr error
+
 	touchMu sync.Mutex
 	touched map[string]time.Time // key id → when this process last wrote its last_used_at
 }
@@ -213,12 +218,31 @@ func (s *Service) Close() {
 	s.wg.Wait()
 }
 
-// Ready reports whether the store answers.
+// Ready reports whether the store answers reads and commits writes (a store that can prove it,
+// boxoffice.WriteProber). The write is probed at most once a second, so a load balancer polling
+// /readyz often costs one small commit a second; a failure is a *boxoffice.NotReadyError.
 func (s *Service) Ready(ctx context.Context) error {
-	return s.store.View(ctx, func(tx boxoffice.Tx) error {
+	err := s.store.View(ctx, func(tx boxoffice.Tx) error {
 		_, err := tx.ListShows(ctx, "", 1)
 		return err
 	})
+	if err != nil {
+		return &boxoffice.NotReadyError{Reason: "the store does not answer reads", Err: err}
+	}
+	prober, ok := s.store.(boxoffice.WriteProber)
+	if !ok {
+		return nil
+	}
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if time.Since(s.probedAt) >= time.Second {
+		s.probeErr = prober.ProbeWrite(ctx)
+		s.probedAt = time.Now()
+	}
+	if s.probeErr != nil {
+		return &boxoffice.NotReadyError{Reason: "the store does not commit writes", Err: s.probeErr}
+	}
+	return nil
 }
 
 // ListEvents returns a page of the event feed after a position cursor.

@@ -258,7 +258,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	limit := keylimit.New(f.rateLimit, burst) // one budget per key over both transports
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
-			DeadLetters: async, Cluster: f.clusterStatus(node, ln.Addr().String())}))
+			DeadLetters: async, Ready: async.Ready, Cluster: f.clusterStatus(node, ln.Addr().String())}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
