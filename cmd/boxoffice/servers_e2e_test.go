@@ -34,7 +34,8 @@ const serversLeaseTTL = time.Second
 func TestSeveralServers(t *testing.T) {
 	pg := pgtest.Start(t)
 	bus := natstest.Start(t, 3)
-	sim := startPaymentsSim(t, "--ledger", filepath.Join(t.TempDir(), "ledger.jsonl"))
+	simLedger := filepath.Join(t.TempDir(), "ledger.jsonl")
+	sim := startPaymentsSim(t, "--ledger", simLedger)
 	mailRoot := t.TempDir()
 	common := []string{"--db", pg, "--nats", strings.Join(bus.URLs(), ","), "--payments", sim.URL,
 		"--mail-dir", filepath.Join(mailRoot, "mail"), "--lease-ttl", serversLeaseTTL.String()}
@@ -277,8 +278,15 @@ func TestSeveralServers(t *testing.T) {
 			t.Errorf("clean stop: %v\n%s", err, s.logs)
 		}
 	}
-	if code, out := runCLI(t, "verify", "--db", pg); code != 0 {
-		t.Fatalf("verify: %d\n%s", code, out)
+	// verify holds the orders against the external simulator's charges, asked over HTTP or read
+	// from its ledger file.
+	want := fmt.Sprintf("against %d charges at the provider", len(statuses))
+	if code, out := runCLI(t, "verify", "--db", pg, "--payments", sim.URL); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("verify --payments: %d\n%s", code, out)
+	}
+	want = fmt.Sprintf("against %d ledger entries", len(statuses))
+	if code, out := runCLI(t, "verify", "--db", pg, "--ledger", simLedger); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("verify --ledger: %d\n%s", code, out)
 	}
 }
 
