@@ -114,7 +114,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	if cfg.NATS == "" || cfg.NATS == "embedded" {
 		syncLag = EmbeddedSyncLag
 		dir := filepath.Join(cfg.DataDir, "nats")
-		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{}); err != nil {
+		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{Logger: slogLogger{log}}); err != nil {
 			return nil, err
 		}
 		a.Where = "embedded " + dir
@@ -151,6 +151,9 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		email.AckWait, webhooks.AckWait = t.AckWait, t.AckWait
 	}
 	a.js, a.email, a.webhooks = js, email, webhooks
+	if a.srv != nil {
+		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log) })
+	}
 	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run, "webhooks": webhooks.Run} {
 		a.wg.Add(1)
 		go func() {

@@ -70,6 +70,7 @@ type EmbeddedOptions struct {
 // Server is an embedded JetStream server.
 type Server struct {
 	srv *server.Server
+	dir string // the store dir, to turn JetStream on again from (keepJetStream)
 }
 
 // StartEmbedded starts an in-process JetStream server whose file storage is under dir.
@@ -112,7 +113,7 @@ func StartEmbedded(dir string, opts EmbeddedOptions) (*Server, error) {
 		srv.Shutdown()
 		return nil, errors.New("nats server: not ready in time")
 	}
-	return &Server{srv: srv}, nil
+	return &Server{srv: srv, dir: dir}, nil
 }
 
 // ClientURL is the URL clients dial; empty when the server does not listen.
