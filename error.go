@@ -127,3 +127,12 @@ func (e *NotReadyError) Error() string {
 
 // Unwrap returns the cause.
 func (e *NotReadyError) Unwrap() error { return e.Err }
+
+// StorageFull is the error of a write the store refused for want of space (a full disk): the
+// server's condition, not the client's, and temporary, so a 503 with a Retry-After that no
+// idempotency record keeps. cause stays in the chain for the log.
+func StorageFull(cause error) error {
+	e := Errorf(EOVERLOADED, "the server's storage is full; retry later")
+	e.RetryAfter = 5 * time.Second
+	return errors.Join(e, cause)
+}

@@ -136,7 +136,7 @@ func (db *DB) update(ctx context.Context, deferring bool, fn func(tx boxoffice.T
 			continue
 		}
 		if err == nil || !retry || attempt == maxAttempts || ctx.Err() != nil {
-			return err
+			return storageFull(err)
 		}
 		db.retries.Add(1)
 		// A short random pause lets the transaction that won finish, so that the two do not
@@ -241,6 +241,16 @@ func isRetryable(err error) bool {
 func isUnique(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// storageFull turns PostgreSQL's disk_full (53100) into boxoffice.StorageFull, so the client
+// gets a 503 to retry rather than a 500; other errors pass as they are.
+func storageFull(err error) error {
+	var pe *pgconn.PgError
+	if err != nil && errors.As(err, &pe) && pe.Code == "53100" {
+		return boxoffice.StorageFull(err)
+	}
+	return err
 }
 
 // migrate applies the migrations not yet recorded in schema_migrations, all in one transaction

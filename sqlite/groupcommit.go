@@ -230,7 +230,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx boxoffice.Tx) error) error 
 	if p, ok := err.(*panicked); ok {
 		panic(fmt.Sprintf("%v\n\ntransaction stack:\n%s", p.value, p.stack))
 	}
-	return err
+	return storageFull(err)
 }
 
 // runBatch runs a batch in one transaction and returns it committed, for the syncer to answer

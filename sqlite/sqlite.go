@@ -273,6 +273,16 @@ func isUnique(err error) bool {
 	return false
 }
 
+// storageFull turns SQLite's "database or disk is full" into boxoffice.StorageFull, so the
+// client gets a 503 to retry rather than a 500; other errors pass as they are.
+func storageFull(err error) error {
+	var se *sqlite.Error
+	if err != nil && errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return boxoffice.StorageFull(err)
+	}
+	return err
+}
+
 // isConstraint reports whether err is a constraint violation, which SQLite undoes for the
 // failing statement only, leaving the transaction as it was.
 func isConstraint(err error) bool {
