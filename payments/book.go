@@ -630,9 +630,21 @@ func (b *book) pageLines(q pageQuery) (page []*ledgerLine, hasMore bool, err err
 func (b *book) recordsOf(lines []*ledgerLine) ([]ChargeRecord, error) {
 	out := make([]ChargeRecord, 0, len(lines))
 	for _, ln := range lines {
-		b.mu.Lock()
-		c := b.liveIDs[ln.ID]
-		b.mu.Unlock()
+		var c *charge
+		if ln.Status == ChargePending {
+			// A pending line is live, settled, or (between the append of the call making it and
+			// its insert) not in the index yet, when the line itself is the truth. findByID tells
+			// the three apart in one look at the index, which a check of live alone would not.
+			var indexed *ledgerLine
+			var err error
+			if c, indexed, err = b.findByID(ln.ID); err != nil {
+				return nil, err
+			}
+			if c == nil && indexed == nil {
+				out = append(out, recordOf(ln))
+				continue
+			}
+		}
 		rec, _, err := b.record(c, ln)
 		if err != nil {
 			return nil, err

@@ -577,3 +577,39 @@ func TestScanLinesBack(t *testing.T) {
 		}
 	}
 }
+
+// TestPagedListShowsPendingCharges: a page shows a tok_slow charge as pending until it settles,
+// and as succeeded afterwards, like the whole list and GET /v1/charges/{id}.
+func TestPagedListShowsPendingCharges(t *testing.T) {
+	clock := newFakeClock()
+	sim := newSim(t, SimOptions{LedgerPath: ledgerPath(t), SlowDelay: time.Hour, Now: clock.Now})
+	base, _ := serveSim(t, sim, Faults{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := sim.Charge(ctx, chargeReq("slow", TokenSlow, 100)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow charge before it is due: %v, want the deadline", err)
+	}
+	status := func() []any {
+		_, _, page := listPage(t, base+"/v1/charges?limit=5")
+		_, _, all := listPage(t, base+"/v1/charges")
+		var out []any
+		for _, body := range []map[string]any{page, all} {
+			data, _ := body["data"].([]any)
+			if len(data) != 1 {
+				t.Fatalf("list %v, want one charge", body)
+			}
+			out = append(out, data[0].(map[string]any)["status"])
+		}
+		return out
+	}
+	if got := status(); got[0] != "pending" || got[1] != "pending" {
+		t.Fatalf("statuses %v while pending", got)
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := sim.Charge(context.Background(), chargeReq("slow", TokenSlow, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); got[0] != "succeeded" || got[1] != "succeeded" {
+		t.Fatalf("statuses %v once settled", got)
+	}
+}
