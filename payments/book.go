@@ -22,8 +22,9 @@ import (
 // comparing the whole key, so keys whose hashes collide are told apart. Only pending charges, which
 // have a channel and a timer, are kept whole until they settle.
 //
-// Charge ids carry the hash of their key (see chargeID), so a lookup by id goes through the same
-// index; ids that do not (written by older versions) get an index of their own at replay.
+// Charge and refund ids carry the hash of their key (see objectID), so a lookup by id goes through
+// the same index as a lookup by key; ids that do not (written by older versions) get an index of
+// their own at replay.
 
 // charge is a pending charge: the state its waiters and its settle timer need. Its fields are
 // guarded by book.mu.
@@ -45,6 +46,7 @@ type book struct {
 	legacyIDs  offsets            // hash(charge id) → its charge line, for ids that do not carry their key's hash
 	refundKeys offsets            // hash(refund key) → its refund line
 	refundsOf  offsets            // hash(charge id) → its refund line
+	legacyRefs offsets            // hash(refund id) → its refund line, for ids that do not carry their key's hash
 	live       map[string]*charge // pending charges by key
 	liveIDs    map[string]*charge // the same by id
 	stopped    bool               // the simulator closed: no timer is armed any more
@@ -115,30 +117,31 @@ func (o *offsets) appendTo(dst []int64, h uint64) []int64 {
 // idEncoding is boxoffice's id alphabet, so that charge ids look like every other id.
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
-// chargeIDLen is the length of a charge id: the prefix and 26 characters of 128 bits.
-const chargeIDLen = len(PrefixCharge) + 26
+// idLen is the length of a charge or refund id: the prefix and 26 characters of 128 bits.
+const idLen = len(PrefixCharge) + 26
 
-// chargeID makes a charge id like boxoffice.NewID's (48 bits of milliseconds first, so ids sort by
-// creation time) whose next 64 bits are keyHash, the hash of the charge's key, and whose last 16
-// are random. A lookup by id thus finds the charge through the key index without a map of its
-// own; since the hash decides the index entry and not the charge, the random bits (and the check
-// for an id in use, in newChargeID) only have to tell charges with colliding keys apart.
-func chargeID(now time.Time, keyHash uint64) string {
+// objectID makes a charge or refund id like boxoffice.NewID's (48 bits of milliseconds first, so
+// ids sort by creation time) whose next 64 bits are keyHash, the hash of the object's key, and
+// whose last 16 are random. A lookup by id thus finds the charge or refund through the key index
+// without a map of its own; since the hash decides the index entry and not the object, the random
+// bits (and the check for an id in use, in newChargeID and newRefundID) only have to tell objects
+// with colliding keys apart.
+func objectID(prefix string, now time.Time, keyHash uint64) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	binary.BigEndian.PutUint64(b[6:14], keyHash)
 	_, _ = rand.Read(b[14:])
-	return PrefixCharge + idEncoding.EncodeToString(b[:])
+	return prefix + idEncoding.EncodeToString(b[:])
 }
 
-// idKeyHash returns the key hash a charge id carries, if it has the shape of one. Any string of
-// that shape decodes, so the hash is only where to look: the id read back decides.
-func idKeyHash(id string) (uint64, bool) {
-	if len(id) != chargeIDLen || !strings.HasPrefix(id, PrefixCharge) {
+// idKeyHash returns the key hash an id with prefix carries, if it has the shape of one. Any string
+// of that shape decodes, so the hash is only where to look: the id read back decides.
+func idKeyHash(prefix, id string) (uint64, bool) {
+	if len(prefix) != len(PrefixCharge) || len(id) != idLen || !strings.HasPrefix(id, prefix) {
 		return 0, false
 	}
 	var b [16]byte
-	if n, err := idEncoding.Decode(b[:], []byte(id[len(PrefixCharge):])); err != nil || n != len(b) {
+	if n, err := idEncoding.Decode(b[:], []byte(id[len(prefix):])); err != nil || n != len(b) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(b[6:14]), true
@@ -147,10 +150,18 @@ func idKeyHash(id string) (uint64, bool) {
 // idCandidates appends the offsets of every charge line that may have id: those filed under the
 // key hash id carries, and those of old-style ids filed under the id's own hash. b.mu is held.
 func (b *book) idCandidates(dst []int64, id string) []int64 {
-	if h, ok := idKeyHash(id); ok {
+	if h, ok := idKeyHash(PrefixCharge, id); ok {
 		dst = b.byKey.appendTo(dst, h)
 	}
 	return b.legacyIDs.appendTo(dst, b.hash(id))
+}
+
+// refundCandidates is idCandidates for a refund id. b.mu is held.
+func (b *book) refundCandidates(dst []int64, id string) []int64 {
+	if h, ok := idKeyHash(PrefixRefund, id); ok {
+		dst = b.refundKeys.appendTo(dst, h)
+	}
+	return b.legacyRefs.appendTo(dst, b.hash(id))
 }
 
 // findByKey finds the charge made under key: live when it is pending, else its charge line, else
@@ -204,16 +215,46 @@ func (b *book) refundLine(idx *offsets, s string, match func(*ledgerLine) bool) 
 }
 
 func (b *book) firstLine(offs []int64, match func(*ledgerLine) bool) (*charge, *ledgerLine, error) {
+	_, ln, err := b.lineAt(offs, match)
+	return nil, ln, err
+}
+
+// lineAt returns the first line among offs that match accepts, with its offset, or nil.
+func (b *book) lineAt(offs []int64, match func(*ledgerLine) bool) (int64, *ledgerLine, error) {
 	for _, off := range offs {
 		ln, err := b.lines.read(off)
 		if err != nil {
-			return nil, nil, err
+			return 0, nil, err
 		}
 		if match(ln) {
-			return nil, ln, nil
+			return off, ln, nil
 		}
 	}
-	return nil, nil, nil
+	return 0, nil, nil
+}
+
+// refundByID returns the refund line with id and its offset, or nil.
+func (b *book) refundByID(id string) (int64, *ledgerLine, error) {
+	var buf [4]int64
+	b.mu.Lock()
+	offs := b.refundCandidates(buf[:0], id)
+	b.mu.Unlock()
+	return b.lineAt(offs, func(ln *ledgerLine) bool { return ln.Op == opRefund && ln.ID == id })
+}
+
+// chargeOffset returns the offset of the charge line with id, which is where the charge stands in
+// a listing; found is false for an id that is no charge's.
+func (b *book) chargeOffset(id string) (off int64, found bool, err error) {
+	var buf [4]int64
+	b.mu.Lock()
+	if c := b.liveIDs[id]; c != nil {
+		b.mu.Unlock()
+		return c.off, true, nil
+	}
+	offs := b.idCandidates(buf[:0], id)
+	b.mu.Unlock()
+	off, ln, err := b.lineAt(offs, func(ln *ledgerLine) bool { return ln.Op == opCharge && ln.ID == id })
+	return off, ln != nil, err
 }
 
 // record is the ChargeRecord of what findByKey or findByID found: a snapshot of a live charge, or
@@ -265,12 +306,13 @@ func (b *book) chargeByID(id string) (rec ChargeRecord, c *charge, found bool, e
 func recordOf(ln *ledgerLine) ChargeRecord {
 	return ChargeRecord{
 		Key: ln.Key, ID: ln.ID, Amount: ln.Amount, Token: ln.Token, Description: ln.Description,
-		Status: ln.Status, Message: ln.Message, CreatedAt: ln.At,
+		Status: ln.Status, Message: ln.Message, CreatedAt: ln.At, Metadata: ln.Metadata,
 	}
 }
 
 func setRefund(rec *ChargeRecord, r *ledgerLine) {
 	rec.Refunded, rec.RefundID, rec.RefundKey, rec.RefundAmount = true, r.ID, r.Key, r.Amount
+	rec.RefundCreatedAt, rec.RefundMetadata = r.At, r.Metadata
 }
 
 // newChargeID returns an id for a new charge of a key with hash keyHash that no charge has. The
@@ -278,12 +320,26 @@ func setRefund(rec *ChargeRecord, r *ledgerLine) {
 // same hash can be made meanwhile.
 func (b *book) newChargeID(now time.Time, keyHash uint64) (string, error) {
 	for {
-		id := chargeID(now, keyHash)
+		id := objectID(PrefixCharge, now, keyHash)
 		c, ln, err := b.findByID(id)
 		if err != nil {
 			return "", err
 		}
 		if c == nil && ln == nil {
+			return id, nil
+		}
+	}
+}
+
+// newRefundID is newChargeID for a refund; the caller holds the lock of keyHash (see refundLock).
+func (b *book) newRefundID(now time.Time, keyHash uint64) (string, error) {
+	for {
+		id := objectID(PrefixRefund, now, keyHash)
+		_, ln, err := b.refundByID(id)
+		if err != nil {
+			return "", err
+		}
+		if ln == nil {
 			return id, nil
 		}
 	}
@@ -342,6 +398,11 @@ func (b *book) check(ln *ledgerLine) error {
 		} else if prev != nil {
 			return fmt.Errorf("second refund for key %q", ln.Key)
 		}
+		if _, prev, err := b.refundByID(ln.ID); err != nil {
+			return err
+		} else if prev != nil {
+			return fmt.Errorf("second refund with id %q", ln.ID)
+		}
 		rec, _, found, err := b.chargeByID(ln.ChargeID)
 		switch {
 		case err != nil:
@@ -372,7 +433,7 @@ func (b *book) insert(ln *ledgerLine, off int64) (*charge, error) {
 		}
 		h := b.hash(ln.Key)
 		b.byKey.add(h, off)
-		if idh, ok := idKeyHash(ln.ID); !ok || idh != h {
+		if idh, ok := idKeyHash(PrefixCharge, ln.ID); !ok || idh != h {
 			b.legacyIDs.add(b.hash(ln.ID), off)
 		}
 		if c != nil {
@@ -394,8 +455,12 @@ func (b *book) insert(ln *ledgerLine, off int64) (*charge, error) {
 		delete(b.liveIDs, c.ID)
 		return nil, nil
 	case opRefund:
-		b.refundKeys.add(b.hash(ln.Key), off)
+		h := b.hash(ln.Key)
+		b.refundKeys.add(h, off)
 		b.refundsOf.add(b.hash(ln.ChargeID), off)
+		if idh, ok := idKeyHash(PrefixRefund, ln.ID); !ok || idh != h {
+			b.legacyRefs.add(b.hash(ln.ID), off)
+		}
 		return nil, nil
 	}
 	return nil, fmt.Errorf("unknown operation %q", ln.Op)
@@ -496,6 +561,95 @@ func (b *book) records() ([]ChargeRecord, error) {
 	}
 	if out == nil {
 		out = []ChargeRecord{}
+	}
+	return out, nil
+}
+
+// errStop ends a scan early; it is not a failure.
+var errStop = errors.New("payments: stop scanning")
+
+// pageQuery asks for one page of a list endpoint: the ledger lines match accepts, newest first.
+type pageQuery struct {
+	match  func(*ledgerLine) bool
+	limit  int   // at most this many lines; 0 means all
+	after  int64 // only lines older than the line at this offset (starting_after); -1 for none
+	before int64 // only lines newer than the line at this offset (ending_before); -1 for none
+}
+
+// pageLines returns one page of ledger lines, newest first, and whether more lines that match lie
+// beyond it, in the direction the query reads. It reads the ledger from the cursor outwards (or
+// back from the end) and stops at the first line past the page, so paging through a million
+// charges a hundred at a time reads each line about once, not once a page.
+//
+// Lines are read as they are in the ledger; the state they have since reached (a settle, a
+// refund) is the caller's to look up through the index.
+func (b *book) pageLines(q pageQuery) (page []*ledgerLine, hasMore bool, err error) {
+	r, end, err := b.lines.view()
+	if err != nil {
+		return nil, false, err
+	}
+	collect := func(_ int64, ln *ledgerLine) error {
+		if !q.match(ln) {
+			return nil
+		}
+		page = append(page, ln)
+		if q.limit > 0 && len(page) > q.limit { // one beyond the page says has_more
+			return errStop
+		}
+		return nil
+	}
+	if q.before >= 0 {
+		// Newer than the cursor: forwards from it, past its own line.
+		err = scanLinesFrom(r, min(q.before, end), end, func(off int64, ln *ledgerLine) error {
+			if off == q.before {
+				return nil
+			}
+			return collect(off, ln)
+		})
+	} else {
+		from := end
+		if q.after >= 0 {
+			from = min(q.after, end)
+		}
+		err = scanLinesBack(r, from, collect)
+	}
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, false, err
+	}
+	if q.limit > 0 && len(page) > q.limit {
+		page, hasMore = page[:q.limit], true
+	}
+	if q.before >= 0 {
+		slices.Reverse(page) // read oldest first; listed newest first
+	}
+	return page, hasMore, nil
+}
+
+// recordsOf turns charge lines into records with the state the charges have now: pending while
+// live, else settled, and with their refund.
+func (b *book) recordsOf(lines []*ledgerLine) ([]ChargeRecord, error) {
+	out := make([]ChargeRecord, 0, len(lines))
+	for _, ln := range lines {
+		var c *charge
+		if ln.Status == ChargePending {
+			// A pending line is live, settled, or (between the append of the call making it and
+			// its insert) not in the index yet, when the line itself is the truth. findByID tells
+			// the three apart in one look at the index, which a check of live alone would not.
+			var indexed *ledgerLine
+			var err error
+			if c, indexed, err = b.findByID(ln.ID); err != nil {
+				return nil, err
+			}
+			if c == nil && indexed == nil {
+				out = append(out, recordOf(ln))
+				continue
+			}
+		}
+		rec, _, err := b.record(c, ln)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
 	}
 	return out, nil
 }

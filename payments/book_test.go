@@ -77,7 +77,7 @@ func TestRetryAfterRestartAnswersTheSameCharge(t *testing.T) {
 		for i := range n {
 			key := fmt.Sprintf("ord_%d/charge", i)
 			token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
-			rec, err := s.chargeRecord(ctx, chargeReq(key, token, int64(100+i)))
+			rec, _, err := s.chargeRecord(ctx, chargeReq(key, token, int64(100+i)), nil)
 			if (err != nil) != (token == TokenDeclined || token == "tok_unknown") {
 				t.Fatalf("charge %s with %s: %v", key, token, err)
 			}
@@ -88,8 +88,8 @@ func TestRetryAfterRestartAnswersTheSameCharge(t *testing.T) {
 		reads := countSimReads(s)
 		for i := range n {
 			token := []string{TokenOK, TokenDeclined, TokenFlaky, "tok_unknown"}[i%4]
-			rec, err := s.chargeRecord(ctx, chargeReq(first[i].Key, token, int64(100+i)))
-			if rec != first[i] {
+			rec, _, err := s.chargeRecord(ctx, chargeReq(first[i].Key, token, int64(100+i)), nil)
+			if !reflect.DeepEqual(rec, first[i]) {
 				t.Fatalf("retry of %s after restart = %+v, %v; want %+v", first[i].Key, rec, err, first[i])
 			}
 			if first[i].Status == ChargeDeclined {
@@ -172,7 +172,7 @@ func TestLookupByIDAfterRestart(t *testing.T) {
 		s := newSim(t, opts)
 		var recs []ChargeRecord
 		for i := range 10 {
-			rec, err := s.chargeRecord(ctx, chargeReq(fmt.Sprintf("k%d", i), TokenOK, 100))
+			rec, _, err := s.chargeRecord(ctx, chargeReq(fmt.Sprintf("k%d", i), TokenOK, 100), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,10 +185,10 @@ func TestLookupByIDAfterRestart(t *testing.T) {
 		s = reopen(t, s, opts)
 		for _, want := range recs {
 			got, ok := s.recordByID(want.ID)
-			if !ok || got != want {
+			if !ok || !reflect.DeepEqual(got, want) {
 				t.Fatalf("recordByID(%s) = %+v, %t; want %+v", want.ID, got, ok, want)
 			}
-			if got, ok := s.recordByKey(want.Key); !ok || got != want {
+			if got, ok := s.recordByKey(want.Key); !ok || !reflect.DeepEqual(got, want) {
 				t.Fatalf("recordByKey(%s) = %+v, %t; want %+v", want.Key, got, ok, want)
 			}
 		}
@@ -281,6 +281,17 @@ func TestOldStyleIDsStillWork(t *testing.T) {
 					t.Fatalf("pass %d: %s refunded=%t", i, key, rec.Refunded)
 				}
 			}
+			// Refunds are found by id whether the id is old-style (random) or carries its key's
+			// hash; the first pass made old-ok's refund with a new-style id.
+			for _, key := range []string{"old-refunded", "old-ok"} {
+				rec, _ := s.recordByID(ids[key])
+				if !rec.Refunded {
+					continue
+				}
+				if _, ln, err := s.book.refundByID(rec.RefundID); err != nil || ln == nil || ln.ChargeID != ids[key] {
+					t.Fatalf("pass %d: refundByID(%s) = %+v, %v; want the refund of %s", i, rec.RefundID, ln, err, key)
+				}
+			}
 			for _, id := range unknownIDs(ids["old-ok"], "re_x") {
 				if got, ok := s.recordByID(id); ok {
 					t.Fatalf("recordByID(%q) found %+v", id, got)
@@ -339,8 +350,8 @@ func TestRefundIdempotentAfterRestart(t *testing.T) {
 			if err != nil || *re != *refunds[key] {
 				t.Fatalf("retry of %s = %+v, %v; want %+v", key, re, err, refunds[key])
 			}
-			rec, err := s.refundRecord(ctx, req)
-			if err != nil || rec != before[i] {
+			rec, _, err := s.refundRecord(ctx, req, nil)
+			if err != nil || !reflect.DeepEqual(rec, before[i]) {
 				t.Fatalf("refundRecord(%s) = %+v, %v; want %+v", key, rec, err, before[i])
 			}
 			// The key is bound to its request, and the charge to its one refund.

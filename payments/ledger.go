@@ -28,18 +28,25 @@ const (
 // ChargeRecord is one idempotency key's charge as the simulator remembers it, with its refund if
 // any. It exists for audits (tests, boxoffice verify) that check money moved once per key.
 type ChargeRecord struct {
-	Key          string          `json:"key"`
-	ID           string          `json:"id"`
-	Amount       boxoffice.Money `json:"amount"`
-	Token        string          `json:"token"`
-	Description  string          `json:"description,omitempty"`
-	Status       ChargeStatus    `json:"status"`
-	Message      string          `json:"message,omitempty"` // why it was declined
-	CreatedAt    time.Time       `json:"created_at"`
-	Refunded     bool            `json:"refunded"`
-	RefundID     string          `json:"refund_id,omitempty"`
-	RefundKey    string          `json:"refund_key,omitempty"`
-	RefundAmount boxoffice.Money `json:"refund_amount,omitzero"`
+	Key         string          `json:"key"`
+	ID          string          `json:"id"`
+	Amount      boxoffice.Money `json:"amount"`
+	Token       string          `json:"token"`
+	Description string          `json:"description,omitempty"`
+	Status      ChargeStatus    `json:"status"`
+	Message     string          `json:"message,omitempty"` // why it was declined
+	CreatedAt   time.Time       `json:"created_at"`
+	// Metadata is what the caller attached to the charge (Stripe's metadata[…] parameters), kept
+	// so that an answer, a replay and a listing show it as Stripe would.
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	Refunded     bool              `json:"refunded"`
+	RefundID     string            `json:"refund_id,omitempty"`
+	RefundKey    string            `json:"refund_key,omitempty"`
+	RefundAmount boxoffice.Money   `json:"refund_amount,omitzero"`
+	// RefundCreatedAt is when the refund was made: Stripe's "created" of the refund, the same in
+	// the first answer, every replay and every later read, because it is the ledger line's time.
+	RefundCreatedAt time.Time         `json:"refund_created_at,omitzero"`
+	RefundMetadata  map[string]string `json:"refund_metadata,omitempty"`
 }
 
 // Ledger operations, one JSON line each.
@@ -65,7 +72,10 @@ type ledgerLine struct {
 	// RequestAmount is the refund amount as asked for (zero = all), kept apart from Amount (what was
 	// refunded) so that a retry is compared with what it repeats.
 	RequestAmount boxoffice.Money `json:"request_amount,omitzero"`
-	At            time.Time       `json:"at"`
+	// Metadata of a charge or refund line. Absent from ledgers written before it existed, which
+	// read as no metadata.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	At       time.Time         `json:"at"`
 }
 
 // lineStore is where the ledger lines live: a file (fileLedger) or, for a memory-only simulator,
@@ -79,6 +89,9 @@ type lineStore interface {
 	read(off int64) (*ledgerLine, error)
 	// scan calls fn with every durable line and its offset, in the order they were appended.
 	scan(fn func(off int64, ln *ledgerLine) error) error
+	// view returns a reader of the durable lines and where they end, for list pages that read
+	// only the part of the ledger around a cursor (see book.pageLines).
+	view() (r io.ReaderAt, end int64, err error)
 	// close makes later appends fail with errClosed.
 	close() error
 }
@@ -130,6 +143,64 @@ func scanLines(r io.Reader, fn func(off int64, ln *ledgerLine) error) (int64, er
 		}
 		good += int64(len(raw))
 	}
+}
+
+// scanLinesBack calls fn with each line that ends at or before end, newest first, reading r
+// backwards a block at a time, so that a list page near a cursor costs what lies between the
+// cursor and the page's last line rather than the whole ledger. end must be where a line ends (a
+// durable end, or the offset of the line after). A line is complete here once the newline before
+// it is found, and no line is longer than maxLine.
+func scanLinesBack(r io.ReaderAt, end int64, fn func(off int64, ln *ledgerLine) error) error {
+	const block = 64 << 10
+	var (
+		pos = end  // buf holds the bytes [pos, pos+len(buf))
+		buf []byte // ends with the newline of the newest line not given to fn yet
+	)
+	for {
+		for len(buf) > 0 {
+			// The newest line starts after the newline before it, or at the start of the file.
+			i := bytes.LastIndexByte(buf[:len(buf)-1], '\n')
+			if i < 0 && pos > 0 {
+				break // its start is in an earlier block
+			}
+			off := pos + int64(i+1)
+			if line := buf[i+1:]; len(bytes.TrimSpace(line)) > 0 {
+				var ln ledgerLine
+				if err := json.Unmarshal(line, &ln); err != nil {
+					return fmt.Errorf("payments: ledger line at offset %d: %w", off, err)
+				}
+				if err := fn(off, &ln); err != nil {
+					return err
+				}
+			}
+			buf = buf[:i+1]
+		}
+		if pos == 0 {
+			return nil
+		}
+		if len(buf) > maxLine {
+			return fmt.Errorf("payments: ledger line before offset %d is longer than %d bytes", pos+int64(len(buf)), maxLine)
+		}
+		n := min(block, pos)
+		chunk := make([]byte, n+int64(len(buf)))
+		if m, err := r.ReadAt(chunk[:n], pos-n); int64(m) < n {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("payments: read ledger at offset %d: %w", pos-n, err)
+		}
+		copy(chunk[n:], buf)
+		buf, pos = chunk, pos-n
+	}
+}
+
+// scanLinesFrom calls fn with each line in [start, end) of r, oldest first, with its offset in
+// the ledger; start must be where a line starts.
+func scanLinesFrom(r io.ReaderAt, start, end int64, fn func(off int64, ln *ledgerLine) error) error {
+	_, err := scanLines(io.NewSectionReader(r, start, end-start), func(off int64, ln *ledgerLine) error {
+		return fn(start+off, ln)
+	})
+	return err
 }
 
 // readLineAt reads the line that starts at off, without its newline.
@@ -199,6 +270,11 @@ func (m *memLedger) read(off int64) (*ledgerLine, error) {
 func (m *memLedger) scan(fn func(off int64, ln *ledgerLine) error) error {
 	_, err := scanLines(bytes.NewReader(m.snapshot()), fn)
 	return err
+}
+
+func (m *memLedger) view() (io.ReaderAt, int64, error) {
+	b := m.snapshot()
+	return bytes.NewReader(b), int64(len(b)), nil
 }
 
 func (m *memLedger) close() error {
@@ -408,6 +484,26 @@ func (l *fileLedger) scan(fn func(off int64, ln *ledgerLine) error) error {
 		err = fmt.Errorf("payments: ledger %s: the line at offset %d is cut short", l.path, good)
 	}
 	return err
+}
+
+// view reads the file with pread, up to what is durable: a line still waiting for its fsync may
+// yet be lost, so no page shows it.
+func (l *fileLedger) view() (io.ReaderAt, int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return closedAsErrClosed{l.f}, l.durableEnd, nil
+}
+
+// closedAsErrClosed reports a read of a closed ledger file as errClosed, as read does, so that the
+// HTTP server answers 503 "shutting down" rather than an internal error.
+type closedAsErrClosed struct{ f *os.File }
+
+func (c closedAsErrClosed) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.f.ReadAt(p, off)
+	if errors.Is(err, os.ErrClosed) {
+		err = errClosed
+	}
+	return n, err
 }
 
 // close waits for a write in progress and closes the file; appends after it fail.

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,17 +139,27 @@ type server struct {
 // NewServer returns a Stripe-compatible HTTP API in front of sim, so that the Stripe-compatible
 // adapter (NewHTTP), or any Stripe client library pointed at it, can be tested end to end:
 //
-//   - POST /v1/charges (form: amount, currency, source, description) → 200 a charge object;
-//     a decline → 402 with a card_error; a transient failure (tok_flaky) → 503 with an api_error.
-//   - POST /v1/refunds (form: charge, amount) → 200 a refund object.
-//   - GET /v1/charges → a list object holding every charge, newest first, with has_more false;
-//     GET /v1/charges/{id} → one charge.
+//   - POST /v1/charges (form: amount, currency, source, description, metadata[…]) → 200 a charge
+//     object; a decline → 402 with a card_error; a transient failure (tok_flaky) → 503 with an
+//     api_error.
+//   - POST /v1/refunds (form: charge, amount, metadata[…]) → 200 a refund object; a new refund of
+//     a charge refunded in full → 400 with code charge_already_refunded.
+//   - GET /v1/charges and GET /v1/refunds (optionally ?charge=) → a list object, newest first,
+//     paged by limit (1 to 100), starting_after and ending_before as Stripe pages, with has_more
+//     and url; a cursor without a limit gets Stripe's default of 10. Unlike Stripe, a request with
+//     neither a limit nor a cursor gets every object in one page (has_more false), because the
+//     audits of boxoffice read the whole simulator that way.
+//   - GET /v1/charges/{id} and GET /v1/refunds/{id} → one charge or refund.
 //
 // Every POST needs an Idempotency-Key header: it is the sim's key, so a retry with the same key
-// answers with the same charge or refund and never makes a second one. Requests are answered with
-// Stripe's field names and error shapes; each charge and refund also carries the simulator-only
-// field "idempotency_key", so that an audit can tie charges to the orders whose derived keys made
-// them. The Authorization header is not checked: there is no money behind the simulator to protect.
+// answers with the same charge or refund and never makes a second one. As at Stripe, the answer to
+// a POST echoes the key in an Idempotency-Key header, and an answer that an earlier request with
+// the key brought about (rather than this one) says Idempotent-Replayed: true; a retry whose
+// parameters (amount, source, charge, metadata) differ is a 400 idempotency_error. Requests are
+// answered with Stripe's field names and error shapes; each charge and refund also carries the
+// simulator-only field "idempotency_key", so that an audit can tie charges to the orders whose
+// derived keys made them. The Authorization header is not checked: there is no money behind the
+// simulator to protect.
 //
 // A tok_slow charge is answered when it settles (unlike Stripe, which would answer "pending" at
 // once); a client whose deadline ends first retries with the same key and waits only for the rest.
@@ -159,6 +170,8 @@ func NewServer(sim *Sim, faults Faults) http.Handler {
 	s.mux.HandleFunc(routeRefunds, s.createRefund)
 	s.mux.HandleFunc("GET /v1/charges", s.listCharges)
 	s.mux.HandleFunc("GET /v1/charges/{id}", s.getCharge)
+	s.mux.HandleFunc("GET /v1/refunds", s.listRefunds)
+	s.mux.HandleFunc("GET /v1/refunds/{id}", s.getRefund)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apiError{Type: "invalid_request_error",
 			Message: fmt.Sprintf("Unrecognized request URL (%s: %s).", r.Method, r.URL.Path)})
@@ -183,6 +196,9 @@ func (s *server) begin(w http.ResponseWriter, r *http.Request, route string) (ke
 			Message: "this simulator needs an Idempotency-Key header of 1 to 255 visible characters on every POST"})
 		return "", false, false
 	}
+	// Stripe echoes the key on every answer to a request that carried one, failures included;
+	// stripe-go reads it into LastResponse.IdempotencyKey.
+	w.Header().Set("Idempotency-Key", key)
 	attempt := 0
 	if s.faults.possible() {
 		h := fnv1aAdd(fnv1aAdd(fnv1a(route), "\x00"), key)
@@ -276,14 +292,23 @@ func (s *server) createCharge(w http.ResponseWriter, r *http.Request) {
 			Message: "source (a payment token such as tok_ok) is required"})
 		return
 	}
+	metadata, bad := formMetadata(r)
+	if bad != nil {
+		writeError(w, http.StatusBadRequest, *bad)
+		return
+	}
 	// The Sim answers with the record itself, so that a new charge is rendered from what was just
 	// logged rather than read back from the ledger.
-	rec, err := s.sim.chargeRecord(r.Context(), boxoffice.ChargeRequest{
+	rec, replayed, err := s.sim.chargeRecord(r.Context(), boxoffice.ChargeRequest{
 		Key: key, Token: source, Description: r.PostForm.Get("description"),
 		// The Sim compares a retry's amount with the first one's, so the currency is normalised
 		// to one spelling: Stripe's clients send lower case, boxoffice's Money is upper case.
 		Amount: boxoffice.Money{Amount: amount, Currency: strings.ToUpper(currency)},
-	})
+	}, metadata)
+	if replayed {
+		// Set on declines too: Stripe replays a saved 402 like a saved 200.
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 	switch code := boxoffice.ErrorCode(err); {
 	case err == nil:
 		finish(w, drop, http.StatusOK, chargeJSON(rec))
@@ -313,6 +338,11 @@ func (s *server) createRefund(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, *bad)
 		return
 	}
+	metadata, bad := formMetadata(r)
+	if bad != nil {
+		writeError(w, http.StatusBadRequest, *bad)
+		return
+	}
 	req := boxoffice.RefundRequest{Key: key, ChargeID: chargeID}
 	if amount > 0 {
 		// A Stripe refund names no currency: it is the charge's.
@@ -321,10 +351,13 @@ func (s *server) createRefund(w http.ResponseWriter, r *http.Request) {
 			req.Amount.Currency = rec.Amount.Currency
 		}
 	}
-	rec, err := s.sim.refundRecord(r.Context(), req)
+	rec, replayed, err := s.sim.refundRecord(r.Context(), req, metadata)
 	if err != nil {
 		s.failed(w, drop, err)
 		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	finish(w, drop, http.StatusOK, refundJSON(rec))
 }
@@ -342,8 +375,11 @@ func (s *server) failed(w http.ResponseWriter, drop bool, err error) {
 		w.Header().Set("Stripe-Should-Retry", "true")
 	case boxoffice.EVALIDATION:
 		status, e.Type, e.Message = http.StatusBadRequest, "invalid_request_error", boxoffice.ErrorMessage(err)
-		if isReusedKey(err) {
+		switch {
+		case errors.Is(err, errKeyReused):
 			e.Type = "idempotency_error"
+		case errors.Is(err, errAlreadyRefunded):
+			e.Code = "charge_already_refunded"
 		}
 	case boxoffice.ENOTFOUND:
 		status, e.Type, e.Code, e.Param, e.Message = http.StatusNotFound, "invalid_request_error", "resource_missing", "charge", boxoffice.ErrorMessage(err)
@@ -360,27 +396,127 @@ func (s *server) failed(w http.ResponseWriter, drop bool, err error) {
 	finish(w, drop, status, errorBody{e})
 }
 
-// isReusedKey tells the Sim's "key used with a different request" apart from its other
-// validation errors, since Stripe gives that case a type of its own (idempotency_error). The Sim
-// says it only in reusedKey's message.
-func isReusedKey(err error) bool {
-	e := boxoffice.AsError(err)
-	return e != nil && strings.Contains(e.Message, "was used before with a different request")
-}
-
-// listCharges is GET /v1/charges: every charge, newest first as Stripe lists them. has_more is
-// always false, since audits want them all and a simulator's ledger fits in one answer.
+// listCharges is GET /v1/charges: the charges, newest first as Stripe lists them, a page at a time
+// when the caller names a limit or a cursor. Without either, every charge comes in one answer
+// (has_more false): the audits of boxoffice read the simulator whole that way, by a forward
+// stream of the ledger that settles each charge's state as it goes.
 func (s *server) listCharges(w http.ResponseWriter, r *http.Request) {
-	recs, err := s.sim.book.records()
+	q, bad := s.pageQuery(r, func(ln *ledgerLine) bool { return ln.Op == opCharge }, "charge", s.sim.book.chargeOffset)
+	if bad != nil {
+		writeError(w, http.StatusBadRequest, *bad)
+		return
+	}
+	var (
+		recs    []ChargeRecord
+		hasMore bool
+		err     error
+	)
+	if q == nil {
+		recs, err = s.sim.book.records()
+		slices.Reverse(recs)
+	} else {
+		var lines []*ledgerLine
+		if lines, hasMore, err = s.sim.book.pageLines(*q); err == nil {
+			recs, err = s.sim.book.recordsOf(lines)
+		}
+	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, apiError{Type: "api_error", Message: "cannot read the ledger back: " + err.Error()})
+		s.readFailed(w, err)
 		return
 	}
 	data := make([]chargeObject, len(recs))
 	for i, rec := range recs {
-		data[len(recs)-1-i] = chargeJSON(rec)
+		data[i] = chargeJSON(rec)
 	}
-	writeJSON(w, http.StatusOK, listObject[chargeObject]{Object: "list", Data: data, URL: "/v1/charges"})
+	writeJSON(w, http.StatusOK, listObject[chargeObject]{Object: "list", Data: data, HasMore: hasMore, URL: "/v1/charges"})
+}
+
+// listRefunds is GET /v1/refunds: the refunds, newest first, of one charge when ?charge= names
+// it, paged like listCharges. Without a limit it is every refund, by a scan of the whole ledger.
+func (s *server) listRefunds(w http.ResponseWriter, r *http.Request) {
+	match := func(ln *ledgerLine) bool { return ln.Op == opRefund }
+	if ch := r.URL.Query().Get("charge"); ch != "" {
+		match = func(ln *ledgerLine) bool { return ln.Op == opRefund && ln.ChargeID == ch }
+	}
+	refundOffset := func(id string) (int64, bool, error) {
+		off, ln, err := s.sim.book.refundByID(id)
+		return off, ln != nil, err
+	}
+	q, bad := s.pageQuery(r, match, "refund", refundOffset)
+	if bad != nil {
+		writeError(w, http.StatusBadRequest, *bad)
+		return
+	}
+	if q == nil {
+		q = &pageQuery{match: match, after: -1, before: -1}
+	}
+	lines, hasMore, err := s.sim.book.pageLines(*q)
+	if err != nil {
+		s.readFailed(w, err)
+		return
+	}
+	data := make([]refundObject, len(lines))
+	for i, ln := range lines {
+		data[i] = refundJSON(refundRecordOf(ln))
+	}
+	writeJSON(w, http.StatusOK, listObject[refundObject]{Object: "list", Data: data, HasMore: hasMore, URL: "/v1/refunds"})
+}
+
+// maxLimit is the most objects a page holds, and defaultLimit how many a cursor without a limit
+// gets: Stripe's bounds.
+const (
+	maxLimit     = 100
+	defaultLimit = 10
+)
+
+// pageQuery reads Stripe's paging parameters: limit, starting_after and ending_before, the
+// cursors being ids of the listed kind that locate resolves to ledger offsets. It returns nil
+// when the request names none of them (the whole list; see listCharges).
+func (s *server) pageQuery(r *http.Request, match func(*ledgerLine) bool, kind string,
+	locate func(id string) (int64, bool, error)) (*pageQuery, *apiError) {
+	v := r.URL.Query()
+	limit, after, before := v.Get("limit"), v.Get("starting_after"), v.Get("ending_before")
+	if limit == "" && after == "" && before == "" {
+		return nil, nil
+	}
+	q := &pageQuery{match: match, limit: defaultLimit, after: -1, before: -1}
+	if limit != "" {
+		n, err := strconv.Atoi(limit)
+		if err != nil || n < 1 || n > maxLimit {
+			return nil, &apiError{Type: "invalid_request_error", Code: "parameter_invalid_integer", Param: "limit",
+				Message: fmt.Sprintf("Invalid limit %q: must be an integer from 1 to %d.", limit, maxLimit)}
+		}
+		q.limit = n
+	}
+	if after != "" && before != "" {
+		return nil, &apiError{Type: "invalid_request_error", Param: "ending_before",
+			Message: "starting_after and ending_before cannot be used together."}
+	}
+	for _, c := range []struct {
+		param, id string
+		off       *int64
+	}{{"starting_after", after, &q.after}, {"ending_before", before, &q.before}} {
+		if c.id == "" {
+			continue
+		}
+		off, found, err := locate(c.id)
+		if err != nil || !found {
+			// A cursor that names nothing is the caller's mistake: no page can be placed.
+			return nil, &apiError{Type: "invalid_request_error", Code: "resource_missing", Param: c.param,
+				Message: fmt.Sprintf("No such %s: '%s'", kind, c.id)}
+		}
+		*c.off = off
+	}
+	return q, nil
+}
+
+// readFailed answers a GET whose ledger read failed.
+func (s *server) readFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, errClosed) {
+		writeError(w, http.StatusServiceUnavailable, apiError{Type: "api_error", Message: "the payment simulator is shutting down"})
+		return
+	}
+	writeError(w, http.StatusInternalServerError, apiError{Type: "api_error", Message: "cannot read the ledger back: " + err.Error()})
 }
 
 // getCharge is GET /v1/charges/{id}: how a Stripe client polls a pending charge.
@@ -392,6 +528,68 @@ func (s *server) getCharge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, chargeJSON(rec))
+}
+
+// getRefund is GET /v1/refunds/{id}: a refund read back from its ledger line, found through the
+// key hash its id carries.
+func (s *server) getRefund(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	_, ln, err := s.sim.book.refundByID(id)
+	if err != nil {
+		s.readFailed(w, err)
+		return
+	}
+	if ln == nil {
+		writeError(w, http.StatusNotFound, apiError{Type: "invalid_request_error", Code: "resource_missing", Param: "id",
+			Message: fmt.Sprintf("No such refund: '%s'", id)})
+		return
+	}
+	writeJSON(w, http.StatusOK, refundJSON(refundRecordOf(ln)))
+}
+
+// Stripe's metadata bounds: keys a client library or a dashboard can show, values of a note's
+// length, and a body that stays small.
+const (
+	maxMetadataKeys  = 50
+	maxMetadataKey   = 40
+	maxMetadataValue = 500
+)
+
+// formMetadata reads Stripe's metadata[key]=value parameters. An empty value sets nothing, as at
+// Stripe, where it is how a key is unset.
+func formMetadata(r *http.Request) (map[string]string, *apiError) {
+	var md map[string]string
+	for name, vals := range r.PostForm {
+		if name == "metadata" && len(vals) == 1 && vals[0] == "" {
+			continue // "metadata=" clears all, which on a create means none
+		}
+		k, ok := strings.CutPrefix(name, "metadata[")
+		if !ok && name != "metadata" {
+			continue
+		}
+		k, ok = strings.CutSuffix(k, "]")
+		if !ok || k == "" || strings.ContainsAny(k, "[]") || len(k) > maxMetadataKey {
+			return nil, &apiError{Type: "invalid_request_error", Param: "metadata",
+				Message: fmt.Sprintf("Invalid metadata parameter %q: send metadata[key]=value with a key of 1 to %d characters and no square brackets.", name, maxMetadataKey)}
+		}
+		v := vals[len(vals)-1]
+		if len(v) > maxMetadataValue {
+			return nil, &apiError{Type: "invalid_request_error", Param: "metadata[" + k + "]",
+				Message: fmt.Sprintf("Metadata values can have up to %d characters.", maxMetadataValue)}
+		}
+		if v == "" {
+			continue
+		}
+		if md == nil {
+			md = make(map[string]string)
+		}
+		md[k] = v
+	}
+	if len(md) > maxMetadataKeys {
+		return nil, &apiError{Type: "invalid_request_error", Param: "metadata",
+			Message: fmt.Sprintf("Metadata can have up to %d keys.", maxMetadataKeys)}
+	}
+	return md, nil
 }
 
 // formAmount reads an amount in minor units. Zero is allowed for charges (the Sim takes free
@@ -434,6 +632,7 @@ type apiError struct {
 	Type        string `json:"type"`
 	Code        string `json:"code,omitempty"`
 	DeclineCode string `json:"decline_code,omitempty"`
+	DocURL      string `json:"doc_url,omitempty"` // set by writeJSON for errors with a code
 	Message     string `json:"message"`
 	Param       string `json:"param,omitempty"`
 	Charge      string `json:"charge,omitempty"`
@@ -479,15 +678,15 @@ type refundObject struct {
 	Currency string            `json:"currency"`
 	Status   string            `json:"status"`
 	Metadata map[string]string `json:"metadata"`
-	// Stripe's "created" is left out: the ledger keeps no time for a refund, and a made-up one
-	// would differ between a first answer and its replay.
+	// Created is the refund line's time, so a first answer, its replays and later reads agree.
+	Created        int64  `json:"created"`
 	IdempotencyKey string `json:"idempotency_key"` // simulator only: the ledger's key
 }
 
 func chargeJSON(rec ChargeRecord) chargeObject {
 	o := chargeObject{
 		ID: rec.ID, Object: "charge", Amount: rec.Amount.Amount, Currency: strings.ToLower(rec.Amount.Currency),
-		Created: rec.CreatedAt.Unix(), Metadata: map[string]string{}, IdempotencyKey: rec.Key,
+		Created: rec.CreatedAt.Unix(), Metadata: metadataJSON(rec.Metadata), IdempotencyKey: rec.Key,
 		Refunds: listObject[refundObject]{Object: "list", Data: []refundObject{}, URL: "/v1/charges/" + rec.ID + "/refunds"},
 	}
 	if rec.Description != "" {
@@ -513,11 +712,30 @@ func refundJSON(rec ChargeRecord) refundObject {
 	return refundObject{
 		ID: rec.RefundID, Object: "refund", Amount: rec.RefundAmount.Amount, Charge: rec.ID,
 		Currency: strings.ToLower(rec.RefundAmount.Currency), Status: "succeeded",
-		Metadata: map[string]string{}, IdempotencyKey: rec.RefundKey,
+		Metadata: metadataJSON(rec.RefundMetadata), Created: rec.RefundCreatedAt.Unix(), IdempotencyKey: rec.RefundKey,
 	}
 }
 
+// refundRecordOf is the record refundJSON renders for a refund line read on its own.
+func refundRecordOf(ln *ledgerLine) ChargeRecord {
+	rec := ChargeRecord{ID: ln.ChargeID}
+	setRefund(&rec, ln)
+	return rec
+}
+
+// metadataJSON is m as Stripe sends it: an object, {} when empty, never null.
+func metadataJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if e, ok := v.(errorBody); ok && e.Error.Code != "" && e.Error.DocURL == "" {
+		e.Error.DocURL = docURL(e.Error.Code)
+		v = e
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"type":"api_error","message":"cannot encode the answer"}}`)
@@ -529,4 +747,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, e apiError) {
 	writeJSON(w, status, errorBody{e})
+}
+
+// docURL is where Stripe documents an error code, which its errors name in doc_url.
+func docURL(code string) string {
+	return "https://stripe.com/docs/error-codes/" + strings.ReplaceAll(code, "_", "-")
 }

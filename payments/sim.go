@@ -2,7 +2,9 @@ package payments
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -65,7 +67,32 @@ type Sim struct {
 
 type flakyAttempts struct {
 	amount   boxoffice.Money
+	metadata map[string]string
 	failures int
+}
+
+// Errors the Sim answers with that Stripe gives a code of its own. They come wrapped with a
+// boxoffice error (see coded), so callers of Charge and Refund see the same codes as before and
+// the HTTP server can still tell these cases apart without reading messages.
+var (
+	// errKeyReused: an idempotency key came back with different parameters (idempotency_error).
+	errKeyReused = errors.New("payments: idempotency key reused with another request")
+	// errAlreadyRefunded: a new refund of a charge refunded in full (charge_already_refunded).
+	errAlreadyRefunded = errors.New("payments: charge already refunded")
+)
+
+// codedError is a boxoffice error that also matches a sentinel above with errors.Is. Its text is
+// the boxoffice error's alone.
+type codedError struct {
+	err  *boxoffice.Error
+	kind error
+}
+
+func (e *codedError) Error() string   { return e.err.Error() }
+func (e *codedError) Unwrap() []error { return []error{e.err, e.kind} }
+
+func coded(kind error, code, format string, args ...any) error {
+	return &codedError{err: boxoffice.Errorf(code, format, args...), kind: kind}
 }
 
 var _ boxoffice.Payments = (*Sim)(nil)
@@ -138,7 +165,7 @@ func (s *Sim) Close() error {
 // the same charge or the same decline. A tok_slow charge answers when it settles or, when ctx ends
 // first, with ctx.Err() while it keeps settling; a retry then waits only for what is left.
 func (s *Sim) Charge(ctx context.Context, req boxoffice.ChargeRequest) (*boxoffice.Charge, error) {
-	rec, err := s.chargeRecord(ctx, req)
+	rec, _, err := s.chargeRecord(ctx, req, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -146,31 +173,33 @@ func (s *Sim) Charge(ctx context.Context, req boxoffice.ChargeRequest) (*boxoffi
 }
 
 // chargeRecord is Charge answering with the whole record, which the HTTP server renders; a
-// decline comes with its record too. The record of a charge made now is built from its ledger
+// decline comes with its record too. metadata is kept with a new charge and, like the amount,
+// must be the same on a retry. replayed says that the charge was made by an earlier call with the
+// key (Stripe's Idempotent-Replayed). The record of a charge made now is built from its ledger
 // line, so a new key costs no read of the ledger.
-func (s *Sim) chargeRecord(ctx context.Context, req boxoffice.ChargeRequest) (ChargeRecord, error) {
+func (s *Sim) chargeRecord(ctx context.Context, req boxoffice.ChargeRequest, metadata map[string]string) (rec ChargeRecord, replayed bool, err error) {
 	if req.Key == "" {
-		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
+		return ChargeRecord{}, false, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
 	}
 	if req.Amount.Amount < 0 {
-		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
+		return ChargeRecord{}, false, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
 	}
 	if err := ctx.Err(); err != nil {
-		return ChargeRecord{}, err
+		return ChargeRecord{}, false, err
 	}
-	rec, c, err := s.charge(ctx, req)
+	rec, c, replayed, err := s.charge(ctx, req, metadata)
 	for err == nil {
 		switch rec.Status {
 		case ChargeSucceeded:
-			return rec, nil
+			return rec, replayed, nil
 		case ChargeDeclined:
-			return rec, boxoffice.Errorf(boxoffice.EPAYMENTDECLINED, "%s", rec.Message)
+			return rec, replayed, boxoffice.Errorf(boxoffice.EPAYMENTDECLINED, "%s", rec.Message)
 		}
 		if err = s.waitSettled(ctx, c); err == nil {
 			rec = s.book.snapshot(c)
 		}
 	}
-	return ChargeRecord{}, err
+	return ChargeRecord{}, false, err
 }
 
 // chargeLock names the lock a charge is made and settled under. It is the key's hash rather than
@@ -181,13 +210,14 @@ func chargeLock(keyHash uint64) string {
 }
 
 // charge returns the charge for req.Key, creating it on the first attempt; c is the live charge
-// when it is pending. It holds the key's lock until the new charge is in the ledger, so that no
-// concurrent attempt sees (and answers with) a charge a crash could still lose.
-func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec ChargeRecord, c *charge, err error) {
+// when it is pending, found that an earlier call made it. It holds the key's lock until the new
+// charge is in the ledger, so that no concurrent attempt sees (and answers with) a charge a crash
+// could still lose.
+func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest, metadata map[string]string) (rec ChargeRecord, c *charge, found bool, err error) {
 	h := s.book.hash(req.Key)
 	unlock, err := s.locks.lock(ctx, chargeLock(h))
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	defer unlock()
 
@@ -195,26 +225,28 @@ func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec Char
 	closed, f := s.closed, s.flaky[req.Key]
 	s.mu.Unlock()
 	if closed {
-		return ChargeRecord{}, nil, errClosed
+		return ChargeRecord{}, nil, false, errClosed
 	}
-	rec, c, found, err := s.book.chargeByKey(req.Key)
+	rec, c, found, err = s.book.chargeByKey(req.Key)
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	if found {
-		if rec.Amount != req.Amount || rec.Token != req.Token {
-			return ChargeRecord{}, nil, reusedKey(req.Key)
+		// Stripe compares a retry's parameters with the first request's; the metadata is one of
+		// them (maps.Equal takes nil and empty alike, as "no metadata").
+		if rec.Amount != req.Amount || rec.Token != req.Token || !maps.Equal(rec.Metadata, metadata) {
+			return ChargeRecord{}, nil, false, reusedKey(req.Key)
 		}
-		return rec, c, nil
+		return rec, c, true, nil
 	}
-	if f != nil && (req.Token != TokenFlaky || f.amount != req.Amount) {
-		return ChargeRecord{}, nil, reusedKey(req.Key)
+	if f != nil && (req.Token != TokenFlaky || f.amount != req.Amount || !maps.Equal(f.metadata, metadata)) {
+		return ChargeRecord{}, nil, false, reusedKey(req.Key)
 	}
 
 	now := s.stamp()
 	ln := &ledgerLine{
-		Op: opCharge, Key: req.Key, Token: req.Token,
-		Amount: req.Amount, Description: req.Description, Status: ChargeSucceeded, At: now,
+		Op: opCharge, Key: req.Key, Token: req.Token, Amount: req.Amount, Description: req.Description,
+		Metadata: nonEmpty(metadata), Status: ChargeSucceeded, At: now,
 	}
 	switch req.Token {
 	case TokenOK:
@@ -224,7 +256,7 @@ func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec Char
 		ln.Status, ln.SettleAt = ChargePending, now.Add(s.slowDelay)
 	case TokenFlaky:
 		if f == nil {
-			f = &flakyAttempts{amount: req.Amount}
+			f = &flakyAttempts{amount: req.Amount, metadata: metadata}
 			s.mu.Lock()
 			s.flaky[req.Key] = f
 			s.mu.Unlock()
@@ -232,21 +264,21 @@ func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec Char
 		// f is only touched under the key's lock, which this call holds.
 		if f.failures < s.flakyFailures {
 			f.failures++
-			return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EPAYMENTUNAVAILABLE,
+			return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.EPAYMENTUNAVAILABLE,
 				"simulated provider failure %d of %d; retry with the same key", f.failures, s.flakyFailures)
 		}
 	default:
 		ln.Status, ln.Message = ChargeDeclined, fmt.Sprintf("unknown payment token %q", req.Token)
 	}
 	if ln.ID, err = s.book.newChargeID(now, h); err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	off, err := s.book.lines.append(ln)
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	if c, err = s.book.insert(ln, off); err != nil {
-		return ChargeRecord{}, nil, fmt.Errorf("payments: %w", err)
+		return ChargeRecord{}, nil, false, fmt.Errorf("payments: %w", err)
 	}
 	s.mu.Lock()
 	delete(s.flaky, req.Key)
@@ -254,12 +286,27 @@ func (s *Sim) charge(ctx context.Context, req boxoffice.ChargeRequest) (rec Char
 	if c != nil {
 		s.schedule(c)
 	}
-	return recordOf(ln), c, nil
+	return recordOf(ln), c, false, nil
 }
 
 func reusedKey(key string) error {
-	return boxoffice.Errorf(boxoffice.EVALIDATION,
+	return coded(errKeyReused, boxoffice.EVALIDATION,
 		"idempotency key %q was used before with a different request", key)
+}
+
+// nonEmpty is m, or nil when it is empty, so that a line without metadata carries no field.
+func nonEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// refundLock names the lock a refund key's refund is made under: its hash, as for charges, so
+// that refunds whose keys collide are made one at a time and newRefundID can make their ids
+// differ.
+func refundLock(keyHash uint64) string {
+	return "refund:" + strconv.FormatUint(keyHash, 16)
 }
 
 // schedule arms the timer that settles a pending charge on time even when no caller is waiting
@@ -320,7 +367,7 @@ func (s *Sim) settle(ctx context.Context, c *charge) error {
 // most once per charge. A retry with the same key returns the same refund. A pending charge is
 // waited for, as for Charge, since it will succeed.
 func (s *Sim) Refund(ctx context.Context, req boxoffice.RefundRequest) (*boxoffice.Refund, error) {
-	rec, err := s.refundRecord(ctx, req)
+	rec, _, err := s.refundRecord(ctx, req, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -328,40 +375,43 @@ func (s *Sim) Refund(ctx context.Context, req boxoffice.RefundRequest) (*boxoffi
 }
 
 // refundRecord is Refund answering with the refunded charge's record, which holds the refund and
-// which the HTTP server renders.
-func (s *Sim) refundRecord(ctx context.Context, req boxoffice.RefundRequest) (ChargeRecord, error) {
+// which the HTTP server renders. metadata is kept with a new refund and must be the same on a
+// retry; replayed says that an earlier call with the key made the refund.
+func (s *Sim) refundRecord(ctx context.Context, req boxoffice.RefundRequest, metadata map[string]string) (rec ChargeRecord, replayed bool, err error) {
 	switch {
 	case req.Key == "":
-		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
+		return ChargeRecord{}, false, boxoffice.Validation(boxoffice.FieldError{Field: "key", Message: "an idempotency key is required"})
 	case req.ChargeID == "":
-		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "charge_id", Message: "is required"})
+		return ChargeRecord{}, false, boxoffice.Validation(boxoffice.FieldError{Field: "charge_id", Message: "is required"})
 	case req.Amount.Amount < 0:
-		return ChargeRecord{}, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
+		return ChargeRecord{}, false, boxoffice.Validation(boxoffice.FieldError{Field: "amount", Message: "must not be negative"})
 	}
 	if err := ctx.Err(); err != nil {
-		return ChargeRecord{}, err
+		return ChargeRecord{}, false, err
 	}
 	for {
-		rec, pending, err := s.refund(ctx, req)
+		rec, pending, replayed, err := s.refund(ctx, req, metadata)
 		if err != nil {
-			return ChargeRecord{}, err
+			return ChargeRecord{}, false, err
 		}
 		if pending == nil {
-			return rec, nil
+			return rec, replayed, nil
 		}
 		if err := s.waitSettled(ctx, pending); err != nil {
-			return ChargeRecord{}, err
+			return ChargeRecord{}, false, err
 		}
 	}
 }
 
 // refund returns the refunded charge's record for req.Key, making the refund when the charge
-// allows, or the charge to wait for when it is still pending. The refund key's lock makes retries
-// of one key answer alike; the charge's lock makes two keys race for one charge and only one win.
-func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (ChargeRecord, *charge, error) {
-	unlock, err := s.locks.lock(ctx, "refund:"+req.Key)
+// allows, or the charge to wait for when it is still pending; found says an earlier call made the
+// refund. The refund key's lock makes retries of one key answer alike; the charge's lock makes two
+// keys race for one charge and only one win.
+func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest, metadata map[string]string) (rec ChargeRecord, pending *charge, found bool, err error) {
+	h := s.book.hash(req.Key)
+	unlock, err := s.locks.lock(ctx, refundLock(h))
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	defer unlock()
 
@@ -369,49 +419,55 @@ func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (ChargeRe
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return ChargeRecord{}, nil, errClosed
+		return ChargeRecord{}, nil, false, errClosed
 	}
 	r, err := s.book.refundByKey(req.Key)
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	if r != nil {
-		if r.ChargeID != req.ChargeID || r.RequestAmount != req.Amount {
-			return ChargeRecord{}, nil, reusedKey(req.Key)
+		if r.ChargeID != req.ChargeID || r.RequestAmount != req.Amount || !maps.Equal(r.Metadata, metadata) {
+			return ChargeRecord{}, nil, false, reusedKey(req.Key)
 		}
 		rec, _, found, err := s.book.chargeByID(r.ChargeID)
 		switch {
 		case err != nil:
-			return ChargeRecord{}, nil, err
+			return ChargeRecord{}, nil, false, err
 		case !found || rec.RefundID != r.ID:
-			return ChargeRecord{}, nil, fmt.Errorf("payments: refund %s is not on charge %s", r.ID, r.ChargeID)
+			return ChargeRecord{}, nil, false, fmt.Errorf("payments: refund %s is not on charge %s", r.ID, r.ChargeID)
 		}
-		return rec, nil, nil
+		return rec, nil, true, nil
 	}
 
 	// The charge is looked at only under its refund lock: another key may be refunding it now.
 	unlockCharge, err := s.locks.lock(ctx, "refund-of:"+req.ChargeID)
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	defer unlockCharge()
 	rec, c, found, err := s.book.chargeByID(req.ChargeID)
 	switch {
 	case err != nil:
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	case !found:
-		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "no charge %q", req.ChargeID)
+		return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.ENOTFOUND, "no charge %q", req.ChargeID)
 	case rec.Status == ChargePending:
-		return ChargeRecord{}, c, nil
+		return ChargeRecord{}, c, false, nil
 	case rec.Status == ChargeDeclined:
-		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was declined; there is nothing to refund", rec.ID)
+		return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was declined; there is nothing to refund", rec.ID)
+	case rec.Refunded && rec.RefundAmount.Amount >= rec.Amount.Amount:
+		return ChargeRecord{}, nil, false, coded(errAlreadyRefunded, boxoffice.EVALIDATION,
+			"Charge %s has already been refunded (by %s).", rec.ID, rec.RefundID)
 	case rec.Refunded:
-		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "charge %s was refunded already (%s)", rec.ID, rec.RefundID)
+		// Stripe would take a second partial refund up to the rest; the simulator keeps one
+		// refund per charge, which is all boxoffice ever makes.
+		return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.EVALIDATION,
+			"charge %s was refunded in part already (%s); the simulator takes one refund per charge", rec.ID, rec.RefundID)
 	case req.Amount.Currency != "" && req.Amount.Currency != rec.Amount.Currency:
-		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund currency %q differs from the charge's %q",
+		return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.EVALIDATION, "refund currency %q differs from the charge's %q",
 			req.Amount.Currency, rec.Amount.Currency)
 	case req.Amount.Amount > rec.Amount.Amount:
-		return ChargeRecord{}, nil, boxoffice.Errorf(boxoffice.EVALIDATION, "refund of %d exceeds charge %s of %d",
+		return ChargeRecord{}, nil, false, boxoffice.Errorf(boxoffice.EVALIDATION, "refund of %d exceeds charge %s of %d",
 			req.Amount.Amount, rec.ID, rec.Amount.Amount)
 	}
 	amount := rec.Amount
@@ -420,18 +476,21 @@ func (s *Sim) refund(ctx context.Context, req boxoffice.RefundRequest) (ChargeRe
 	}
 	now := s.stamp()
 	ln := &ledgerLine{
-		Op: opRefund, Key: req.Key, ID: boxoffice.NewID(PrefixRefund, now), ChargeID: rec.ID,
-		Amount: amount, RequestAmount: req.Amount, At: now,
+		Op: opRefund, Key: req.Key, ChargeID: rec.ID,
+		Amount: amount, RequestAmount: req.Amount, Metadata: nonEmpty(metadata), At: now,
+	}
+	if ln.ID, err = s.book.newRefundID(now, h); err != nil {
+		return ChargeRecord{}, nil, false, err
 	}
 	off, err := s.book.lines.append(ln)
 	if err != nil {
-		return ChargeRecord{}, nil, err
+		return ChargeRecord{}, nil, false, err
 	}
 	if _, err := s.book.insert(ln, off); err != nil {
-		return ChargeRecord{}, nil, fmt.Errorf("payments: %w", err)
+		return ChargeRecord{}, nil, false, fmt.Errorf("payments: %w", err)
 	}
 	setRefund(&rec, ln)
-	return rec, nil, nil
+	return rec, nil, false, nil
 }
 
 // stamp is the time recorded in the ledger: UTC and without a monotonic reading, so that the
