@@ -171,6 +171,7 @@ func (g *groupCommit) loop(db *DB) {
 				}
 			} else {
 				g.synced <- db.runBatch(batch)
+				db.boundWAL()
 			}
 			batch = batch[:0]
 		case <-g.quit:

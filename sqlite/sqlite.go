@@ -50,6 +50,8 @@ type DB struct {
 	wal *os.File
 	// beforeSync, in tests, runs before each fsync of the WAL; an error is taken as the fsync's.
 	beforeSync func() error
+	// walb bounds the WAL's size (walbound.go); the writer's loop alone uses it.
+	walb walBound
 }
 
 var _ boxoffice.Store = (*DB)(nil)
@@ -92,7 +94,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"NORMAL"},
 		"_foreign_keys": {"on"},
-		"_pragma":       {"cache_size(-8192)", "temp_store(memory)"},
+		"_pragma":       {"cache_size(-8192)", "temp_store(memory)", "journal_size_limit(" + strconv.Itoa(walLimit) + ")"},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
