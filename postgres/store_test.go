@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -540,5 +541,58 @@ func TestRefusalIsExplainedByItsCounts(t *testing.T) {
 	tracer.once.Do(func() { released = true })
 	if released {
 		t.Fatal("the tracer never saw the refused UPDATE; the test tests nothing")
+	}
+}
+
+// TestWebhookWildcardMigration: a database in which ["*"] was written as the six types of then
+// (in any order) opens with those endpoints subscribed to ["*"], so they get the types added
+// later; every other endpoint keeps its list.
+func TestWebhookWildcardMigration(t *testing.T) {
+	ctx := context.Background()
+	db, url := openTest(t)
+	// What a server from before the stored wildcard wrote for ["*"]: the six types of its version.
+	old := []string{"hold.created", "hold.released", "hold.expired", "order.confirmed", "order.payment_failed", "order.cancelled"}
+	reordered := slices.Clone(old)
+	slices.Reverse(reordered)
+	before := map[string][]string{
+		"expanded": old, "reordered": reordered, "some": {"order.confirmed", "order.cancelled"}, "five": old[:5], "all": {"*"},
+	}
+	want := map[string][]string{
+		"expanded": {"*"}, "reordered": {"*"}, "some": before["some"], "five": before["five"], "all": {"*"},
+	}
+	if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		for id, types := range before {
+			w := &boxoffice.WebhookEndpoint{ID: id, URL: "https://example.com/" + id, EventTypes: types,
+				Secret: "whsec_c2VjcmV0", Status: boxoffice.WebhookEnabled, CreatedAt: base, UpdatedAt: base}
+			if _, err := tx.PutWebhookEndpoint(ctx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The database as a server before 0009 left it: these rows, and 0009 not applied.
+	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 9"); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if err := db2.View(ctx, func(tx boxoffice.Tx) error {
+		for id, types := range want {
+			w, err := tx.GetWebhookEndpoint(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(w.EventTypes, types) {
+				t.Errorf("%s: event types %q after the migration, want %q", id, w.EventTypes, types)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
