@@ -57,15 +57,6 @@ func (w *WebhookEndpoint) All() bool {
 	return len(w.EventTypes) == 1 && w.EventTypes[0] == AllEventTypes
 }
 
-// Subscribed returns the event types the endpoint gets: EventTypes, or every type this version
-// knows when it subscribes to all.
-func (w *WebhookEndpoint) Subscribed() []string {
-	if w.All() {
-		return EventTypes
-	}
-	return w.EventTypes
-}
-
 // Wants says whether the endpoint subscribes to events of type typ.
 func (w *WebhookEndpoint) Wants(typ string) bool {
 	return w.All() || slices.Contains(w.EventTypes, typ)
