@@ -76,3 +76,28 @@ type OrderTx interface {
 	// ForEachOrder calls fn for every order.
 	ForEachOrder(ctx context.Context, fn func(*Order) error) error
 }
+
+// OrderEvent is the payload of order.confirmed and order.cancelled: the order as the API shows
+// it, and the show's name and start and the tier's name as they were when the event was
+// committed. The receipt and the cancellation notice are rendered from the event alone, so that
+// every redelivery, on any server, renders the same bytes however the show changes afterwards;
+// a partner's webhook gets the same names without a read of its own. The names are empty (and
+// left out) on events committed before they were added, and when the show could not be found.
+type OrderEvent struct {
+	Order
+	ShowName     string    `json:"show_name,omitempty"`
+	ShowStartsAt time.Time `json:"show_starts_at,omitzero"`
+	TierName     string    `json:"tier_name,omitempty"`
+}
+
+// NewOrderEvent is the payload of an event about o, named after show (nil: ids only).
+func NewOrderEvent(o *Order, show *Show) *OrderEvent {
+	ev := &OrderEvent{Order: *o}
+	if show != nil {
+		ev.ShowName, ev.ShowStartsAt = show.Name, show.StartsAt.UTC()
+		if t := show.Tier(o.TierID); t != nil {
+			ev.TierName = t.Name
+		}
+	}
+	return ev
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"slices"
 	"time"
 )
 
@@ -46,14 +47,19 @@ type WebhookEndpoint struct {
 	UpdatedAt      time.Time `json:"updated_at"`
 }
 
+// AllEventTypes, alone in an endpoint's EventTypes, subscribes it to every event type: those of
+// EventTypes today and those a later version adds. It is stored as given, not expanded, so
+// that an endpoint made before a type existed also gets that type.
+const AllEventTypes = "*"
+
+// All says whether the endpoint subscribes to every event type (EventTypes is ["*"]).
+func (w *WebhookEndpoint) All() bool {
+	return len(w.EventTypes) == 1 && w.EventTypes[0] == AllEventTypes
+}
+
 // Wants says whether the endpoint subscribes to events of type typ.
 func (w *WebhookEndpoint) Wants(typ string) bool {
-	for _, t := range w.EventTypes {
-		if t == typ {
-			return true
-		}
-	}
-	return false
+	return w.All() || slices.Contains(w.EventTypes, typ)
 }
 
 // Secrets returns the secrets that sign a delivery at now: the current one, and the previous one

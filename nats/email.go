@@ -2,15 +2,23 @@ package nats
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -178,13 +186,13 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 			return err
 		}
 	}
-	var o boxoffice.Order
-	if err := json.Unmarshal(m.Data, &o); err != nil {
+	var ev boxoffice.OrderEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
 	}
-	body := e.render(m, &o)
+	body := e.render(m, &ev)
 	if e.SMTP != nil {
-		err = e.SMTP.send(ctx, e.sender(), o.Buyer.Email, body)
+		err = e.SMTP.send(ctx, e.sender(), ev.Buyer.Email, body)
 		if se, ok := errors.AsType[*SMTPError](err); ok && se.Permanent() {
 			// A refused recipient stays refused: dead-letter it now rather than hold every
 			// email behind it through the whole retry schedule.
@@ -207,40 +215,189 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 	return err
 }
 
-// render builds the email. It depends on the message and the sender only, so that a rewrite
-// after a redelivery, on this server or another one configured with the same sender, produces the
-// same bytes.
-func (e *Email) render(m *Message, o *boxoffice.Order) []byte {
-	from := headerSafe(e.sender())
-	var subject string
-	var text strings.Builder
-	switch m.Type {
-	case boxoffice.EventOrderConfirmed:
-		subject = "Your tickets, order " + o.ID
-		fmt.Fprintf(&text, "Thank you for your order %s.\r\n\r\n", o.ID)
-		fmt.Fprintf(&text, "Show: %s\r\nTier: %s\r\nQuantity: %d\r\nPaid: %s\r\n\r\nTickets:\r\n",
-			o.ShowID, o.TierID, o.Quantity, money(o.Amount))
-		for _, t := range o.Tickets {
-			fmt.Fprintf(&text, "  %s\r\n", t.Code)
-		}
-	default:
-		subject = "Your order " + o.ID + " was cancelled"
-		fmt.Fprintf(&text, "Your order %s for show %s (%d tickets) was cancelled.\r\n", o.ID, o.ShowID, o.Quantity)
-		fmt.Fprintf(&text, "The payment of %s is refunded.\r\n", money(o.Amount))
-	}
+// render builds the email: headers, then a multipart/alternative body of a plain-text part and
+// an HTML part, both quoted-printable. It depends on the message and the sender only (the show's
+// name and start come in the event, see boxoffice.OrderEvent; the boundary is derived from the
+// event id), so that a rewrite after a redelivery, on this server or another one configured with
+// the same sender, produces the same bytes.
+func (e *Email) render(m *Message, ev *boxoffice.OrderEvent) []byte {
+	r := newReceipt(m, ev)
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: %s\r\n", from)
-	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(o.Buyer.Email))
-	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", subject))
+	fmt.Fprintf(&b, "From: %s\r\n", headerSafe(e.sender()))
+	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(ev.Buyer.Email))
+	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", r.Subject))
 	fmt.Fprintf(&b, "Date: %s\r\n", m.CreatedAt.UTC().Format(time.RFC1123Z))
 	// The event id makes the Message-ID stable across redeliveries, so a mail system that sees
 	// the same email twice can tell.
 	fmt.Fprintf(&b, "Message-ID: <%s@boxoffice>\r\n", m.ID)
 	fmt.Fprintf(&b, "X-Boxoffice-Event: %s %s\r\n", m.Type, m.ID)
-	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
-	b.WriteString(text.String())
+
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	if err := mw.SetBoundary(mimeBoundary(m.ID)); err != nil {
+		panic(err) // mimeBoundary makes a valid boundary of any id
+	}
+	fmt.Fprintf(&b, "MIME-Version: 1.0\r\nContent-Type: %s\r\n\r\n",
+		mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": mw.Boundary()}))
+	// Plain text first: multipart/alternative lists the parts from plainest to richest, and a
+	// client shows the last one it can.
+	var text strings.Builder
+	r.writeText(&text)
+	writeQPPart(mw, "text/plain; charset=utf-8", text.String())
+	var html strings.Builder
+	if err := receiptHTML.Execute(&html, r); err != nil {
+		panic(err) // the template is fixed and r's fields are strings, ints and slices
+	}
+	writeQPPart(mw, "text/html; charset=utf-8", html.String())
+	_ = mw.Close() // writes to a bytes.Buffer, which does not fail
+	b.Write(body.Bytes())
 	return b.Bytes()
 }
+
+// mimeBoundary is the multipart boundary of the email of event id: derived from it, so the same
+// on every rendering. It starts with "=_", which quoted-printable text can never contain ("=" is
+// always followed by two hex digits or a line break there), so no part can end the body early,
+// whatever the show's name or the buyer's address holds.
+func mimeBoundary(id string) string {
+	sum := sha256.Sum256([]byte("boxoffice-mime-boundary:" + id))
+	// 12 bytes keep the Content-Type header line under 78 characters; the "=_" already makes
+	// the boundary unique against the parts, the hash only makes it differ between emails.
+	return "=_" + hex.EncodeToString(sum[:12])
+}
+
+// writeQPPart adds a part of content type ct holding s, quoted-printable: lines stay under 78
+// characters and 8-bit text (a show's name in any script) passes any mail relay, which 8bit
+// does not promise.
+func writeQPPart(mw *multipart.Writer, ct, s string) {
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Transfer-Encoding", "quoted-printable")
+	pw, err := mw.CreatePart(h)
+	if err != nil {
+		panic(err) // writes to a bytes.Buffer, which does not fail
+	}
+	qw := quotedprintable.NewWriter(pw)
+	_, _ = qw.Write([]byte(s))
+	_ = qw.Close()
+}
+
+// receipt is what a receipt or a cancellation notice says, for both of its parts.
+type receipt struct {
+	Subject   string
+	Cancelled bool
+	OrderID   string
+	// Show is the show's name, or its id on an event committed before names were in events.
+	Show string
+	// Starts is when the show starts, for people; StartsISO the same for machines (the HTML
+	// part's <time>). Both are empty when the event does not say.
+	Starts, StartsISO string
+	// Tier is the tier's name, or its id.
+	Tier     string
+	Quantity int
+	Amount   string
+	Tickets  []string
+}
+
+// startsLayout is how a receipt writes a show's start. Shows have no time zone of their own
+// (SPEC: times are UTC), so the receipt says UTC rather than guess the venue's.
+const startsLayout = "Monday 2 January 2006, 15:04 UTC"
+
+// newReceipt is what the email about ev says.
+func newReceipt(m *Message, ev *boxoffice.OrderEvent) *receipt {
+	r := &receipt{
+		Cancelled: m.Type == boxoffice.EventOrderCancelled, OrderID: ev.ID,
+		Show: cmp.Or(ev.ShowName, ev.ShowID), Tier: cmp.Or(ev.TierName, ev.TierID),
+		Quantity: ev.Quantity, Amount: money(ev.Amount),
+	}
+	if !ev.ShowStartsAt.IsZero() {
+		r.Starts = ev.ShowStartsAt.UTC().Format(startsLayout)
+		r.StartsISO = ev.ShowStartsAt.UTC().Format(time.RFC3339)
+	}
+	for _, t := range ev.Tickets {
+		r.Tickets = append(r.Tickets, t.Code)
+	}
+	// The subjects stay as they were: mail filters and the end-to-end tests find receipts by them.
+	if r.Cancelled {
+		r.Subject = "Your order " + ev.ID + " was cancelled"
+	} else {
+		r.Subject = "Your tickets, order " + ev.ID
+	}
+	return r
+}
+
+// writeText writes the plain-text part. Its lines end in \n; the quoted-printable writer makes
+// them CRLF.
+func (r *receipt) writeText(w *strings.Builder) {
+	if r.Cancelled {
+		fmt.Fprintf(w, "Your order %s was cancelled, and the payment of %s is refunded.\n\n", r.OrderID, r.Amount)
+	} else {
+		fmt.Fprintf(w, "Thank you for your order %s. Here are your tickets.\n\n", r.OrderID)
+	}
+	row := func(k, v string) { fmt.Fprintf(w, "%-9s %s\n", k+":", v) }
+	row("Show", r.Show)
+	if r.Starts != "" {
+		row("Starts", r.Starts)
+	}
+	row("Tier", r.Tier)
+	row("Tickets", strconv.Itoa(r.Quantity))
+	if r.Cancelled {
+		row("Refunded", r.Amount)
+	} else {
+		row("Paid", r.Amount)
+	}
+	row("Order", r.OrderID)
+	if len(r.Tickets) == 0 {
+		return
+	}
+	if r.Cancelled {
+		w.WriteString("\nThese tickets are no longer valid:\n\n")
+	} else {
+		w.WriteString("\nYour tickets; each code admits one person:\n\n")
+	}
+	for i, c := range r.Tickets {
+		fmt.Fprintf(w, "  %d. %s\n", i+1, c)
+	}
+}
+
+// receiptHTML is the HTML part. html/template escapes every value for where it stands, so a
+// show's name or a buyer's address cannot add markup. Styles are inline, as mail clients drop
+// <style> elements and never load anything remote.
+var receiptHTML = template.Must(template.New("receipt").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Subject}}</title>
+</head>
+<body style="margin:0;padding:16px;font-family:Helvetica,Arial,sans-serif;color:#1a1a1a;line-height:1.4">
+{{if .Cancelled -}}
+<h1 style="font-size:20px;margin:0 0 12px">Your order was cancelled</h1>
+<p>Your order {{.OrderID}} was cancelled, and the payment of {{.Amount}} is refunded.</p>
+{{- else -}}
+<h1 style="font-size:20px;margin:0 0 12px">Your tickets for {{.Show}}</h1>
+<p>Thank you for your order {{.OrderID}}. Here are your tickets.</p>
+{{- end}}
+<table role="presentation" style="border-collapse:collapse;margin:12px 0">
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">Show</th><td>{{.Show}}</td></tr>
+{{- if .Starts}}
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">Starts</th><td><time datetime="{{.StartsISO}}">{{.Starts}}</time></td></tr>
+{{- end}}
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">Tier</th><td>{{.Tier}}</td></tr>
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">Tickets</th><td>{{.Quantity}}</td></tr>
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">{{if .Cancelled}}Refunded{{else}}Paid{{end}}</th><td>{{.Amount}}</td></tr>
+<tr><th scope="row" style="text-align:left;padding:2px 16px 2px 0">Order</th><td>{{.OrderID}}</td></tr>
+</table>
+{{- if .Tickets}}
+<h2 style="font-size:16px;margin:16px 0 8px">{{if .Cancelled}}These tickets are no longer valid{{else}}Your tickets; each code admits one person{{end}}</h2>
+<ol>
+{{- range .Tickets}}
+<li><code style="font-size:18px;letter-spacing:1px{{if $.Cancelled}};text-decoration:line-through{{end}}">{{.}}</code></li>
+{{- end}}
+</ol>
+{{- end}}
+</body>
+</html>
+`))
 
 // sender is the From of the emails, which is also the SMTP envelope's sender.
 func (e *Email) sender() string {

@@ -1,9 +1,15 @@
 package nats
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +122,155 @@ func TestEmailExactlyOnceUnderRedelivery(t *testing.T) {
 	}
 	if tmp, _ := filepath.Glob(filepath.Join(mail, ".tmp-*")); len(tmp) != 0 {
 		t.Errorf("temp files left: %v", tmp)
+	}
+}
+
+// mailPart is one decoded part of a rendered email.
+type mailPart struct {
+	contentType, encoding, body string
+}
+
+// parseReceipt parses a rendered email as a mail client would: its headers, and the parts of its
+// multipart/alternative body, each decoded from its transfer encoding. It fails the test on a
+// byte that is not 7-bit, a bare LF or a line longer than RFC 5322's 78 characters, which is what
+// quoted-printable promises a relay.
+func parseReceipt(t *testing.T, eml []byte) (mail.Header, string, []mailPart) {
+	t.Helper()
+	for i, line := range strings.Split(string(eml), "\r\n") {
+		if len(line) > 78 || strings.Contains(line, "\n") {
+			t.Errorf("line %d is over 78 characters or has a bare LF: %q", i+1, line)
+		}
+		for _, c := range []byte(line) {
+			if c >= 0x80 {
+				t.Fatalf("line %d has an 8-bit byte: %q", i+1, line)
+			}
+		}
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(eml))
+	if err != nil {
+		t.Fatalf("the email does not parse: %v\n%s", err, eml)
+	}
+	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/alternative" || params["boundary"] == "" || msg.Header.Get("MIME-Version") != "1.0" {
+		t.Fatalf("Content-Type %q (%v), MIME-Version %q; want multipart/alternative with a boundary",
+			msg.Header.Get("Content-Type"), err, msg.Header.Get("MIME-Version"))
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	var parts []mailPart
+	for {
+		p, err := mr.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("part %d: %v", len(parts)+1, err)
+		}
+		raw, err := io.ReadAll(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		part := mailPart{contentType: p.Header.Get("Content-Type"), encoding: p.Header.Get("Content-Transfer-Encoding")}
+		body := raw
+		if part.encoding == "quoted-printable" {
+			if body, err = io.ReadAll(quotedprintable.NewReader(bytes.NewReader(raw))); err != nil {
+				t.Fatalf("part %d is not valid quoted-printable: %v", len(parts)+1, err)
+			}
+		}
+		part.body = string(body)
+		parts = append(parts, part)
+	}
+	return msg.Header, params["boundary"], parts
+}
+
+// receiptShow is a show whose name needs escaping in HTML and encoding in a 7-bit message.
+var receiptShow = &boxoffice.Show{
+	ID: "show1", Name: `Große Nacht <b>"Bühne" & 東京</b>`, StartsAt: time.Date(2026, 3, 14, 19, 30, 0, 0, time.UTC),
+	Tiers: []boxoffice.Tier{{ID: "ga", Name: "Parkett & Rang"}},
+}
+
+// TestReceiptIsMultipartAndNamesTheShow renders a receipt and a cancellation notice as a mail
+// client reads them: a plain-text and an HTML part, both quoted-printable, each naming the show,
+// its start and the tier (not their ids) and listing the tickets, the HTML with every value
+// escaped. Two renderings of one event, by two consumers, are the same bytes.
+func TestReceiptIsMultipartAndNamesTheShow(t *testing.T) {
+	o := mailOrder("ord_r1", "buyer@example.com")
+	const start = "Saturday 14 March 2026, 19:30 UTC"
+	for _, typ := range []string{boxoffice.EventOrderConfirmed, boxoffice.EventOrderCancelled} {
+		t.Run(typ, func(t *testing.T) {
+			if typ == boxoffice.EventOrderCancelled {
+				o.Status = boxoffice.OrderCancelled
+			}
+			m := mailMessage(t, typ, boxoffice.Order{})
+			ev := boxoffice.NewOrderEvent(&o, receiptShow)
+			eml := (&Email{From: "Box Office <tickets@example.com>"}).render(m, ev)
+			if again := (&Email{From: "Box Office <tickets@example.com>"}).render(m, ev); !bytes.Equal(eml, again) {
+				t.Fatalf("two renderings differ:\n%s\n---\n%s", eml, again)
+			}
+			h, boundary, parts := parseReceipt(t, eml)
+			if boundary != mimeBoundary(m.ID) {
+				t.Errorf("boundary %q, want the one derived from the event id", boundary)
+			}
+			if h.Get("Message-ID") != "<"+m.ID+"@boxoffice>" || h.Get("To") != "buyer@example.com" {
+				t.Errorf("headers %v", h)
+			}
+			if len(parts) != 2 || parts[0].contentType != "text/plain; charset=utf-8" || parts[1].contentType != "text/html; charset=utf-8" {
+				t.Fatalf("parts %+v; want text/plain then text/html", parts)
+			}
+			text, html := parts[0].body, parts[1].body
+			for _, p := range parts {
+				if p.encoding != "quoted-printable" {
+					t.Errorf("%s is %q, want quoted-printable", p.contentType, p.encoding)
+				}
+				if strings.Contains(p.body, "show1") {
+					t.Errorf("%s names the show by its id:\n%s", p.contentType, p.body)
+				}
+				for _, tk := range o.Tickets {
+					if !strings.Contains(p.body, tk.Code) {
+						t.Errorf("%s lacks ticket %s:\n%s", p.contentType, tk.Code, p.body)
+					}
+				}
+			}
+			for _, want := range []string{receiptShow.Name, start, "Parkett & Rang", "50.00 EUR", o.ID} {
+				if !strings.Contains(text, want) {
+					t.Errorf("text lacks %q:\n%s", want, text)
+				}
+			}
+			for _, want := range []string{
+				`Große Nacht &lt;b&gt;&#34;Bühne&#34; &amp; 東京&lt;/b&gt;`, "Parkett &amp; Rang",
+				`<time datetime="2026-03-14T19:30:00Z">` + start + `</time>`, "50.00 EUR",
+			} {
+				if !strings.Contains(html, want) {
+					t.Errorf("HTML lacks %q:\n%s", want, html)
+				}
+			}
+			if strings.Contains(html, "<b>") {
+				t.Errorf("the show's name went into the HTML unescaped:\n%s", html)
+			}
+			cancelled := strings.Contains(text, "was cancelled") && strings.Contains(text, "no longer valid") &&
+				strings.Contains(html, "was cancelled") && strings.Contains(html, "no longer valid")
+			if cancelled != (typ == boxoffice.EventOrderCancelled) {
+				t.Errorf("%s: cancellation wording %v\n%s\n%s", typ, cancelled, text, html)
+			}
+		})
+	}
+}
+
+// TestReceiptOfAnEventWithoutNames: an event committed before events named the show (or whose show
+// was gone) still makes a receipt, by the ids.
+func TestReceiptOfAnEventWithoutNames(t *testing.T) {
+	o := mailOrder("ord_old", "buyer@example.com")
+	m := mailMessage(t, boxoffice.EventOrderConfirmed, o)
+	var ev boxoffice.OrderEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	_, _, parts := parseReceipt(t, (&Email{}).render(m, &ev))
+	if len(parts) != 2 {
+		t.Fatalf("%d parts", len(parts))
+	}
+	for _, p := range parts {
+		if !strings.Contains(p.body, "show1") || !strings.Contains(p.body, "T2-ord_old") || strings.Contains(p.body, "Starts") {
+			t.Errorf("%s does not fall back to the ids:\n%s", p.contentType, p.body)
+		}
 	}
 }

@@ -340,7 +340,7 @@ func TestEmailSMTPExactlyOnce(t *testing.T) {
 		if got := r.header(t, "To"); got != w.buyer {
 			t.Errorf("%s has To %q, want %q", w.ev.ID, got, w.buyer)
 		}
-		var o boxoffice.Order
+		var o boxoffice.OrderEvent
 		if err := json.Unmarshal(w.ev.Data, &o); err != nil {
 			t.Fatal(err)
 		}

@@ -337,8 +337,15 @@ func (w *Webhooks) start(ctx context.Context, ep *boxoffice.WebhookEndpoint) *wo
 // time is fixed at creation, as JetStream cannot change it.
 func (w *Webhooks) ensureConsumer(ctx context.Context, ep *boxoffice.WebhookEndpoint) (jetstream.Consumer, error) {
 	subjects := make([]string, 0, len(ep.EventTypes))
-	for _, t := range ep.EventTypes {
-		subjects = append(subjects, SubjectPrefix+t)
+	if ep.All() {
+		// Every subject of the stream, not today's types: the endpoint gets the types a later
+		// version adds without its filter changing, and servers of two versions on one stream
+		// do not keep rewriting it to their own list.
+		subjects = append(subjects, SubjectPrefix+">")
+	} else {
+		for _, t := range ep.EventTypes {
+			subjects = append(subjects, SubjectPrefix+t)
+		}
 	}
 	slices.Sort(subjects)
 	subjects = slices.Compact(subjects)

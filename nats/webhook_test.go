@@ -842,3 +842,51 @@ func TestDeliveryErrorsKeepTheQueryOut(t *testing.T) {
 		t.Errorf("redact = %q", got)
 	}
 }
+
+// TestWebhooksAllTypesGetsLaterTypes: an endpoint subscribed to ["*"] gets an event of a type
+// this version does not know (one a later version adds), while an endpoint that lists every type
+// known today does not; the wildcard's consumer filters on the whole stream, so a new type needs
+// no change of its filter.
+func TestWebhooksAllTypesGetsLaterTypes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rc := newReceiver(t)
+	all := putEndpoint(t, e.store, "all", rc.url("/all"), boxoffice.AllEventTypes)
+	listed := putEndpoint(t, e.store, "listed", rc.url("/listed"), boxoffice.EventTypes...)
+	rc.setSecret("/all", all.Secret)
+	rc.setSecret("/listed", listed.Secret)
+	stopRelay := run((&Relay{Store: e.store, JS: e.js}).Run)
+	defer stopRelay()
+	stop := run(e.newWebhooks(t, true).Run)
+	defer stop()
+
+	const later = "ticket.scanned" // not in boxoffice.EventTypes
+	if slices.Contains(boxoffice.EventTypes, later) {
+		t.Fatalf("%s is a type of this version; pick one it does not know", later)
+	}
+	known := e.appendEvent(t, boxoffice.EventHoldCreated, "hld_1", map[string]int{"n": 1})
+	added := e.appendEvent(t, later, "tkt_1", map[string]int{"n": 2})
+	last := e.appendEvent(t, boxoffice.EventOrderConfirmed, "ord_1", map[string]int{"n": 3})
+	eventually(t, "every event reaches the wildcard endpoint", func() bool {
+		return rc.hasAll("/all", []string{known.ID, added.ID, last.ID})
+	})
+	eventually(t, "the known types reach the listing endpoint", func() bool {
+		return rc.hasAll("/listed", []string{known.ID, last.ID})
+	})
+	// The listing endpoint's consumer has passed the later type's event (the event after it is
+	// delivered, in stream order), so not having it means it was filtered out.
+	if slices.Contains(rc.requestsAt("/listed"), added.ID) {
+		t.Errorf("the endpoint listing today's types got %s", later)
+	}
+	c, err := e.js.Consumer(ctx, StreamName, WebhookConsumer(all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.CachedInfo().Config
+	if got := append(slices.Clone(f.FilterSubjects), f.FilterSubject); !slices.Contains(got, SubjectPrefix+">") || len(slices.DeleteFunc(got, func(s string) bool { return s == "" })) != 1 {
+		t.Errorf("the wildcard endpoint's consumer filters %q; want only %s>", got, SubjectPrefix)
+	}
+	if !all.Wants(later) || listed.Wants(later) {
+		t.Errorf("Wants(%s): wildcard %v, listing %v", later, all.Wants(later), listed.Wants(later))
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -474,6 +476,8 @@ func TestForEachPages(t *testing.T) {
 type releaseAfterRefusal struct {
 	once    sync.Once
 	release func()
+	// armed is set once the store is open: a migration's UPDATE of no rows is no refusal.
+	armed atomic.Bool
 }
 
 func (r *releaseAfterRefusal) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
@@ -481,7 +485,7 @@ func (r *releaseAfterRefusal) TraceQueryStart(ctx context.Context, _ *pgx.Conn, 
 }
 
 func (r *releaseAfterRefusal) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
-	if data.Err == nil && data.CommandTag.String() == "UPDATE 0" {
+	if data.Err == nil && data.CommandTag.String() == "UPDATE 0" && r.armed.Load() {
 		r.once.Do(r.release)
 	}
 }
@@ -513,6 +517,7 @@ func TestRefusalIsExplainedByItsCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	tracer.armed.Store(true)
 	putShow(t, db, "gig", 2)
 	update(t, db, func(tx boxoffice.Tx) error {
 		_, _, err := tx.AddTierCounts(ctx, "gig", "ga", 2, 0)
@@ -540,5 +545,58 @@ func TestRefusalIsExplainedByItsCounts(t *testing.T) {
 	tracer.once.Do(func() { released = true })
 	if released {
 		t.Fatal("the tracer never saw the refused UPDATE; the test tests nothing")
+	}
+}
+
+// TestWebhookWildcardMigration: a database in which ["*"] was written as the six types of then
+// (in any order) opens with those endpoints subscribed to ["*"], so they get the types added
+// later; every other endpoint keeps its list.
+func TestWebhookWildcardMigration(t *testing.T) {
+	ctx := context.Background()
+	db, url := openTest(t)
+	// What a server from before the stored wildcard wrote for ["*"]: the six types of its version.
+	old := []string{"hold.created", "hold.released", "hold.expired", "order.confirmed", "order.payment_failed", "order.cancelled"}
+	reordered := slices.Clone(old)
+	slices.Reverse(reordered)
+	before := map[string][]string{
+		"expanded": old, "reordered": reordered, "some": {"order.confirmed", "order.cancelled"}, "five": old[:5], "all": {"*"},
+	}
+	want := map[string][]string{
+		"expanded": {"*"}, "reordered": {"*"}, "some": before["some"], "five": before["five"], "all": {"*"},
+	}
+	if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		for id, types := range before {
+			w := &boxoffice.WebhookEndpoint{ID: id, URL: "https://example.com/" + id, EventTypes: types,
+				Secret: "whsec_c2VjcmV0", Status: boxoffice.WebhookEnabled, CreatedAt: base, UpdatedAt: base}
+			if _, err := tx.PutWebhookEndpoint(ctx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The database as a server before 0009 left it: these rows, and 0009 not applied.
+	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 9"); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if err := db2.View(ctx, func(tx boxoffice.Tx) error {
+		for id, types := range want {
+			w, err := tx.GetWebhookEndpoint(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(w.EventTypes, types) {
+				t.Errorf("%s: event types %q after the migration, want %q", id, w.EventTypes, types)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

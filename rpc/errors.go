@@ -63,6 +63,9 @@ func problemError(resp *boxoffice.Response) *connect.Error {
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(resp.Body, &p); err != nil || p.Code == "" {
 		p = boxofficev1.Problem{Code: boxoffice.EINTERNAL, Title: "Internal error", Detail: "internal error", Status: int32(resp.Status)}
 	}
+	if d, ok := metadataDetails[p.Code]; ok {
+		p.Detail = d
+	}
 	e := connect.NewError(CodeOf(p.Code), errors.New(p.Detail))
 	if d, err := connect.NewErrorDetail(&p); err == nil {
 		e.AddDetail(d)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -251,6 +252,9 @@ func TestInFlightIsAborted(t *testing.T) {
 	if p.Status != 409 {
 		t.Fatalf("problem status %d", p.Status)
 	}
+	if !strings.Contains(p.Detail, "idempotency-key metadata") {
+		t.Errorf("in-progress detail %q does not name the idempotency-key metadata", p.Detail)
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") == "" {
 		t.Fatalf("no retry-after: %v", err)
@@ -258,6 +262,65 @@ func TestInFlightIsAborted(t *testing.T) {
 	wg.Wait()
 	if firstErr != nil || first.Msg.Order.Status != "confirmed" {
 		t.Fatalf("first: %v %v", first, firstErr)
+	}
+}
+
+// TestIdempotencyErrorsNameMetadata: over gRPC (grpc-go) every idempotency failure says what to
+// fix in the terms of gRPC, idempotency-key metadata, never an HTTP header.
+func TestIdempotencyErrorsNameMetadata(t *testing.T) {
+	srv := newServer(t)
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(srv.URL, "http://"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md := func(pairs ...string) context.Context {
+		return metadata.NewOutgoingContext(ctx, metadata.Pairs(append([]string{"authorization", "Bearer " + admin}, pairs...)...))
+	}
+	const svc = "/" + boxofficev1connect.BoxOfficeServiceName + "/"
+	var put pb.PutShowResponse
+	if err := conn.Invoke(md(), svc+"PutShow", showRequest("m", 5), &put); err != nil {
+		t.Fatal(err)
+	}
+	buy := &pb.PurchaseRequest{ShowId: "m", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "a@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}
+	var out pb.PurchaseResponse
+	if err := conn.Invoke(md("idempotency-key", "m1"), svc+"Purchase", buy, &out); err != nil {
+		t.Fatal(err)
+	}
+	other := &pb.PurchaseRequest{ShowId: "m", TierId: "ga", Quantity: 2, Buyer: buy.Buyer, Payment: buy.Payment}
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		req  *pb.PurchaseRequest
+		code string
+		want string
+	}{
+		{"missing", md(), buy, boxoffice.EIDEMMISSING, "needs idempotency-key metadata"},
+		{"twice", md("idempotency-key", "a", "idempotency-key", "b"), buy, boxoffice.EIDEMINVALID, "idempotency-key metadata must be given once"},
+		{"not visible ascii", md("idempotency-key", "a b"), buy, boxoffice.EIDEMINVALID, "idempotency-key metadata must be 1 to 255 visible ASCII"},
+		{"bad quoted string", md("idempotency-key", `"open`), buy, boxoffice.EIDEMINVALID, "idempotency-key metadata is not a valid quoted string"},
+		{"reused", md("idempotency-key", "m1"), other, boxoffice.EIDEMREUSED, "idempotency-key metadata was used with a different request"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := conn.Invoke(c.ctx, svc+"Purchase", c.req, &out)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), c.want) || strings.Contains(strings.ToLower(st.Message()), "header") {
+				t.Fatalf("got %v %q, want INVALID_ARGUMENT saying %q", st.Code(), st.Message(), c.want)
+			}
+			var p *pb.Problem
+			for _, d := range st.Details() {
+				if pp, ok := d.(*pb.Problem); ok {
+					p = pp
+				}
+			}
+			if p == nil || p.Code != c.code || p.Detail != st.Message() {
+				t.Fatalf("problem %v; want %s with the message as detail", p, c.code)
+			}
+		})
 	}
 }
 
@@ -387,10 +450,11 @@ func TestWebhookEndpoints(t *testing.T) {
 		t.Fatalf("put answered %v", w)
 	}
 	// A replacement is not created, keeps the secret (a partner's verifier keeps working) and
-	// takes the new URL; "*" alone stands for every event type.
+	// takes the new URL; "*" alone stands for every event type, and is kept as "*" so that the
+	// types added later are in it too.
 	again, err := c.PutWebhookEndpoint(ctx, call(hook("partner", "https://hooks.example.com/b", "*"), admin, ""))
 	if err != nil || again.Msg.Created || again.Msg.WebhookEndpoint.Secret != w.Secret ||
-		again.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || len(again.Msg.WebhookEndpoint.EventTypes) != len(boxoffice.EventTypes) {
+		again.Msg.WebhookEndpoint.Url != "https://hooks.example.com/b" || !slices.Equal(again.Msg.WebhookEndpoint.EventTypes, []string{"*"}) {
 		t.Fatalf("replace: %v %v", again, err)
 	}
 	got, err := c.GetWebhookEndpoint(ctx, call(&pb.GetWebhookEndpointRequest{EndpointId: "partner"}, admin, ""))

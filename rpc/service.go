@@ -127,7 +127,7 @@ func (s *server) authenticate(ctx context.Context, h http.Header, admin bool) (*
 // the scope and fingerprint sale.NewIdem makes of the REST operation the RPC is, its path and the
 // decoded input, so that a key has one effect whichever transport carries it.
 func idem[T any](p *boxoffice.Principal, req *connect.Request[T], operation, path string, in any) (sale.Idem, error) {
-	key, err := bohttp.ParseIdempotencyKey(req.Header().Values(HeaderIdempotencyKey))
+	key, err := idempotencyKey(req.Header().Values(HeaderIdempotencyKey))
 	if err != nil {
 		return sale.Idem{}, fail(err)
 	}
@@ -136,6 +136,34 @@ func idem[T any](p *boxoffice.Principal, req *connect.Request[T], operation, pat
 		return sale.Idem{}, fail(err)
 	}
 	return id, nil
+}
+
+// idempotencyKey parses the idempotency-key metadata as REST parses its header (one value, bare
+// or a quoted string, 1 to 255 visible ASCII characters), with errors that name what a gRPC
+// client sets: the REST ones speak of an Idempotency-Key header, which a gRPC client has not.
+func idempotencyKey(values []string) (string, error) {
+	key, err := bohttp.ParseIdempotencyKey(values)
+	if err == nil {
+		return key, nil
+	}
+	code := boxoffice.ErrorCode(err)
+	switch {
+	case code == boxoffice.EIDEMMISSING:
+		return "", boxoffice.Errorf(code, "this call needs idempotency-key metadata: a key of its own, the same on every retry of it")
+	case len(values) > 1:
+		return "", boxoffice.Errorf(code, "the idempotency-key metadata must be given once")
+	case strings.HasPrefix(strings.Trim(values[0], " \t"), `"`):
+		return "", boxoffice.Errorf(code, "the idempotency-key metadata is not a valid quoted string")
+	}
+	return "", boxoffice.Errorf(code, "the idempotency-key metadata must be 1 to 255 visible ASCII characters")
+}
+
+// metadataDetails are the details of the idempotency failures that the service words for REST
+// ("this Idempotency-Key …"), as a gRPC client knows the key: idempotency-key metadata. They
+// replace the service's detail in a live or forwarded answer; neither failure is ever stored.
+var metadataDetails = map[string]string{
+	boxoffice.EIDEMREUSED:     "this idempotency-key metadata was used with a different request",
+	boxoffice.EIDEMINPROGRESS: "a request with this idempotency-key metadata is still in progress",
 }
 
 // serverID checks an id the server made: its prefix and length, else not found, as REST does.

@@ -356,9 +356,18 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 	o := *order
 	o.Status, o.ChargeID, o.UpdatedAt = boxoffice.OrderConfirmed, ch.ID, s.now()
 	o.Tickets = newTickets(o.Quantity)
+	// The event names the show (its name, start and the tier's name) for the receipt, which is
+	// rendered from the event alone. The purchase has just read the show into the cache, so this
+	// costs no read on the hot path and none inside the transaction; a rename by another server
+	// within the cache's second reaches receipts that much later.
+	show, err := s.showCache.get(ctx, s.store, o.ShowID)
+	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+		return nil, err // retried by runOrder, with the same charge key
+	}
+	event := boxoffice.NewOrderEvent(&o, show)
 	change := boxoffice.CountChange{ShowID: o.ShowID, TierID: o.TierID, Held: -o.Quantity, Sold: o.Quantity}
 	var answered *boxoffice.Response
-	err := s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+	err = s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
 		answered = nil
 		// Conditional writes instead of reads first: this is the hot path of every sale, and
 		// each write says by its row count whether the state was what settling needs. Hold,
@@ -385,7 +394,7 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 		if ok, err := tx.UpdateOrder(ctx, &o, boxoffice.OrderPendingPayment); err != nil || !ok {
 			return cmpErr(err, errSkip) // rolls the hold back too
 		}
-		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderConfirmed, o.ID, &o); err != nil {
+		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderConfirmed, o.ID, event); err != nil {
 			return err
 		}
 		return answerRecord(ctx, tx, o.ID, s.render.Resource(201, &o, ""), &answered)
@@ -649,7 +658,8 @@ func (s *Service) CancelOrder(ctx context.Context, p *boxoffice.Principal, idem 
 		if ok, err := tx.UpdateOrder(ctx, &c, boxoffice.OrderConfirmed); err != nil || !ok {
 			return cmpErr(err, errSkip)
 		}
-		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderCancelled, c.ID, &c); err != nil {
+		// The show read above names it in the event, for the cancellation notice (see settle).
+		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderCancelled, c.ID, boxoffice.NewOrderEvent(&c, show)); err != nil {
 			return err
 		}
 		return insertRecord(ctx, tx, s.newRecord(idem, res))

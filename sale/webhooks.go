@@ -124,17 +124,18 @@ func (s *Service) validWebhook(id string, in WebhookInput) (*boxoffice.WebhookEn
 			v.check(false, "url", err.Error())
 		}
 	}
-	types := in.EventTypes
-	if len(types) == 1 && types[0] == "*" {
-		types = slices.Clone(boxoffice.EventTypes)
-	}
+	types := slices.Clone(in.EventTypes)
 	v.check(len(types) > 0, "event_types", `must list at least one event type, or be ["*"] for all`)
-	seen := map[string]bool{}
-	for i, t := range types {
-		f := fmt.Sprintf("event_types[%d]", i)
-		v.check(slices.Contains(boxoffice.EventTypes, t), f, fmt.Sprintf("%q is not an event type (one of %v, or \"*\" alone)", t, boxoffice.EventTypes))
-		v.check(!seen[t], f, "is listed twice")
-		seen[t] = true
+	// ["*"] is stored as it is, not as today's list of types, so that the endpoint also gets
+	// the types a later version adds (boxoffice.AllEventTypes).
+	if len(types) != 1 || types[0] != boxoffice.AllEventTypes {
+		seen := map[string]bool{}
+		for i, t := range types {
+			f := fmt.Sprintf("event_types[%d]", i)
+			v.check(slices.Contains(boxoffice.EventTypes, t), f, fmt.Sprintf("%q is not an event type (one of %v, or \"*\" alone)", t, boxoffice.EventTypes))
+			v.check(!seen[t], f, "is listed twice")
+			seen[t] = true
+		}
 	}
 	if err := v.err(); err != nil {
 		return nil, err

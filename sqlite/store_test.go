@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -319,6 +320,62 @@ func TestChannelsMigrationKeepsOldRows(t *testing.T) {
 		k, err := tx.APIKeyByHash(ctx, "h")
 		if err != nil || k.Label != "" || k.LastUsedAt != nil || k.RevokedAt != nil {
 			t.Errorf("old key: %+v %v; want live, unlabeled, never used", k, err)
+		}
+		return nil
+	})
+}
+
+// oldAllTypes is what a server from before the stored wildcard wrote for an endpoint subscribed
+// to ["*"]: the six event types of its version, in their order.
+var oldAllTypes = []string{"hold.created", "hold.released", "hold.expired", "order.confirmed", "order.payment_failed", "order.cancelled"}
+
+// TestWebhookWildcardMigration: a store in which ["*"] was written as the six types of then (in
+// any order) opens with those endpoints subscribed to ["*"], so they get the types added later;
+// every other endpoint keeps its list.
+func TestWebhookWildcardMigration(t *testing.T) {
+	ctx := context.Background()
+	db, path := openTest(t)
+	want := map[string][]string{
+		"expanded": {"*"}, "reordered": {"*"}, "some": {"order.confirmed", "order.cancelled"},
+		"five": oldAllTypes[:5], "all": {"*"},
+	}
+	reordered := slices.Clone(oldAllTypes)
+	slices.Reverse(reordered)
+	before := map[string][]string{
+		"expanded": oldAllTypes, "reordered": reordered, "some": want["some"],
+		"five": want["five"], "all": {"*"},
+	}
+	update(t, db, func(tx boxoffice.Tx) error {
+		for id, types := range before {
+			w := &boxoffice.WebhookEndpoint{ID: id, URL: "https://example.com/" + id, EventTypes: types,
+				Secret: "whsec_c2VjcmV0", Status: boxoffice.WebhookEnabled, CreatedAt: base, UpdatedAt: base}
+			if _, err := tx.PutWebhookEndpoint(ctx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// The file as a server before 0009 left it: these rows, and 0009 not applied.
+	if _, err := db.w.ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = 9"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	view(t, db2, func(tx boxoffice.Tx) error {
+		for id, types := range want {
+			w, err := tx.GetWebhookEndpoint(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(w.EventTypes, types) || !w.UpdatedAt.Equal(base.Truncate(time.Microsecond)) {
+				t.Errorf("%s: event types %q (updated %v) after the migration, want %q", id, w.EventTypes, w.UpdatedAt, types)
+			}
 		}
 		return nil
 	})

@@ -119,8 +119,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.webhookRetries = bonats.DefaultWebhookBackoff
 	f.emailRetries = bonats.DefaultEmailBackoff
-	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations, jitter added); one more failure after the last makes it a dead letter")
-	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email, as --webhook-retries")
+	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it) and is lengthened to a receiver's Retry-After, up to 1h; one more failure after the last makes it a dead letter")
+	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it); one more failure after the last makes it a dead letter")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this loopback address (e.g. 127.0.0.1:6060); unset: off")
 	fs.BoolVar(&f.debugAllowRemote, "debug-allow-remote", false, "let --debug-addr listen on an address other than loopback (profiles show the server's memory, secrets included)")
