@@ -576,8 +576,8 @@ func TestWebhookWildcardMigration(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The database as a server before 0009 left it: these rows, and 0009 not applied.
-	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 9"); err != nil {
+	// The database as a server before 0010 left it: these rows, and 0010 not applied.
+	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 10"); err != nil {
 		t.Fatal(err)
 	}
 	db2, err := Open(ctx, url)

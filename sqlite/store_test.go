@@ -355,8 +355,8 @@ func TestWebhookWildcardMigration(t *testing.T) {
 		}
 		return nil
 	})
-	// The file as a server before 0009 left it: these rows, and 0009 not applied.
-	if _, err := db.w.ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = 9"); err != nil {
+	// The file as a server before 0010 left it: these rows, and 0010 not applied.
+	if _, err := db.w.ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = 10"); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
