@@ -75,6 +75,9 @@ type Options struct {
 	// Cluster answers GET /v1/cluster (admin): the servers sharing the store, their heartbeats
 	// and the leases each holds; nil answers 404.
 	Cluster func(ctx context.Context) (any, error)
+	// Console, when set, serves /console and everything under it (the operator's console, which
+	// does its own sign-in); nil: those paths are 404s like any unknown one.
+	Console http.Handler
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -136,6 +139,10 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		allowed: map[string][]string{},
 	}
 	h.routes(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+	if opts.Console != nil {
+		h.mux.Handle("/console", opts.Console)
+		h.mux.Handle("/console/", opts.Console)
+	}
 	return h
 }
 
