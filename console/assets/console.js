@@ -67,10 +67,30 @@ function confirmDialog(text, yesLabel) {
 
 // --- the live view -------------------------------------------------------------------------
 
+// renderShows updates the tier rows in place when the shows and tiers are the same as last time
+// (the usual case: only counts move), so that nothing the operator looks at or focuses is
+// rebuilt each second; a new show or tier rebuilds the table.
+let showsShape = "";
 function renderShows(shows) {
   const body = $("shows").tBodies[0];
+  shows = shows || [];
+  const shape = JSON.stringify(shows.map((s) => [s.id, s.name, (s.tiers || []).map((t) => [t.id, t.name])]));
+  if (shape === showsShape) {
+    for (const s of shows) {
+      for (const t of s.tiers || []) {
+        for (const f of ["capacity", "held", "sold", "available"]) {
+          const cell = body.querySelector('td[data-show="' + s.id + '"][data-tier="' + t.id + '"][data-field="' + f + '"]');
+          if (cell && cell.textContent !== String(t[f])) cell.textContent = t[f];
+        }
+        const last = $("tier-" + s.id + "-" + t.id).lastElementChild;
+        last.replaceChildren(t.available === 0 ? "sold out" : meter(t));
+      }
+    }
+    return;
+  }
+  showsShape = shape;
   const rows = [];
-  for (const s of shows || []) {
+  for (const s of shows) {
     (s.tiers || []).forEach((t, i) => {
       const cell = (field, v) => el("td", { class: "n", "data-show": s.id, "data-tier": t.id, "data-field": field }, v);
       const cells = [];
@@ -137,10 +157,17 @@ function renderRate(r) {
 
 function renderRelay(r) {
   if (!r) { $("relay").textContent = "Relay: not shown by this server."; return; }
-  $("relay").textContent = "Relay: outbox head " + r.head + ", relayed up to " + r.relayed +
-    " — lag " + r.lag_events + " events" + (r.lag_events > 0 ? ", oldest waiting " + r.lag_seconds.toFixed(1) + " s" : "");
+  // The checkpoint is what the relay knows to be durable in the stream; on the embedded server it
+  // trails publishing by a few seconds (two fsync intervals), so a small lag is normal there.
+  $("relay").textContent = "Relay: outbox head " + r.head + ", durably relayed up to " + r.relayed +
+    " — lag " + r.lag_events + " events" + (r.lag_events > 0 ? ", oldest waiting " + r.lag_seconds.toFixed(1) + " s" : "") +
+    " (the checkpoint trails publishing by a few seconds on the embedded server)";
 }
 
+// renderDeadLetters keeps the rows of dead letters it already shows (a dead letter does not
+// change), so an open payload or a focused Replay button survives the refresh; it adds the new
+// ones and drops the ones that left the queue.
+const replayedIDs = new Set();
 function renderDeadLetters(d) {
   const body = $("dead-letters").tBodies[0];
   if (!d) {
@@ -148,23 +175,35 @@ function renderDeadLetters(d) {
     $("dlq-count").textContent = "(no async side on this server)";
     return;
   }
-  const items = d.items || [];
+  // A snapshot built before a replay finished may still list it: do not bring its row back.
+  const items = (d.items || []).filter((dl) => !replayedIDs.has(dl.id));
   $("dlq-count").textContent = "(" + items.length + (d.more ? "+" : "") + ")";
   $("dlq-empty").hidden = items.length > 0;
-  body.replaceChildren(...items.map((dl) => {
-    const btn = el("button", { type: "button", class: "replay", "data-id": dl.id }, "Replay");
-    btn.setAttribute("aria-label", "Replay dead letter " + dl.id);
-    btn.addEventListener("click", () => replay(dl.id, btn));
-    let payload = "";
-    try { payload = JSON.stringify(dl.payload, null, 2); } catch (_) { payload = String(dl.payload); }
-    return el("tr", { id: "dl-" + dl.id, "data-id": dl.id },
-      el("td", {}, dl.id), el("td", {}, el("code", {}, dl.consumer)),
-      el("td", {}, dl.event_type, el("br"), el("code", {}, dl.event_id)),
-      el("td", { class: "n" }, dl.attempts), el("td", {}, fmtTime(dl.failed_at)),
-      el("td", { class: "err" }, dl.error),
-      el("td", {}, el("details", {}, el("summary", {}, "payload"), el("pre", {}, payload))),
-      el("td", {}, btn));
-  }));
+  const keep = new Set(items.map((dl) => "dl-" + dl.id));
+  for (const row of [...body.rows]) if (!keep.has(row.id)) row.remove();
+  let prev = null;
+  for (const dl of items) {
+    let row = $("dl-" + dl.id);
+    if (!row) row = deadLetterRow(dl);
+    const want = prev ? prev.nextElementSibling : body.firstElementChild;
+    if (want !== row) body.insertBefore(row, want);
+    prev = row;
+  }
+}
+
+function deadLetterRow(dl) {
+  const btn = el("button", { type: "button", class: "replay", "data-id": dl.id }, "Replay");
+  btn.setAttribute("aria-label", "Replay dead letter " + dl.id);
+  btn.addEventListener("click", () => replay(dl.id, btn));
+  let payload = "";
+  try { payload = JSON.stringify(dl.payload, null, 2); } catch (_) { payload = String(dl.payload); }
+  return el("tr", { id: "dl-" + dl.id, "data-id": dl.id },
+    el("td", {}, dl.id), el("td", {}, el("code", {}, dl.consumer)),
+    el("td", {}, dl.event_type, el("br"), el("code", {}, dl.event_id)),
+    el("td", { class: "n" }, dl.attempts), el("td", {}, fmtTime(dl.failed_at)),
+    el("td", { class: "err" }, dl.error),
+    el("td", {}, el("details", {}, el("summary", {}, "payload"), el("pre", {}, payload))),
+    el("td", {}, btn));
 }
 
 async function replay(id, btn) {
@@ -173,6 +212,7 @@ async function replay(id, btn) {
   try {
     await post("/console/api/dead-letters/" + encodeURIComponent(id) + "/replay");
     $("dlq-message").textContent = "Dead letter " + id + " replayed.";
+    replayedIDs.add(id);
     const row = $("dl-" + id);
     if (row) row.remove();
   } catch (e) {
