@@ -41,6 +41,8 @@ type serverOptions struct {
 	// async starts the async side with a one-retry schedule, so that a failing webhook
 	// dead-letters in milliseconds.
 	async bool
+	// now, when set, is the console's clock.
+	now func() time.Time
 }
 
 func startServer(t *testing.T, o serverOptions) *server {
@@ -67,7 +69,7 @@ func startServer(t *testing.T, o serverOptions) *server {
 	t.Cleanup(svc.Close)
 	s := &server{svc: svc, store: st}
 	opts := console.Options{RelayPosition: console.RelayCheckpoint(st, bonats.DefaultRelayName),
-		Refresh: 100 * time.Millisecond}
+		Refresh: 100 * time.Millisecond, Now: o.now, SessionIdle: time.Hour}
 	hopts := bohttp.Options{}
 	if o.async {
 		s.async, err = bonats.StartAsync(bonats.AsyncConfig{NATS: "embedded", DataDir: dir, Store: st, AllowPrivateWebhooks: true,
