@@ -78,6 +78,9 @@ type Options struct {
 	// Ready, when set, is checked by /readyz after the service: the parts outside it that
 	// requests need (the event bus). Its *boxoffice.NotReadyError's Reason is shown.
 	Ready func(ctx context.Context) error
+	// Console, when set, serves /console and everything under it (the operator's console, which
+	// does its own sign-in); nil: those paths are 404s like any unknown one.
+	Console http.Handler
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -141,6 +144,10 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		allowed: map[string][]string{},
 	}
 	h.routes(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+	if opts.Console != nil {
+		h.mux.Handle("/console", opts.Console)
+		h.mux.Handle("/console/", opts.Console)
+	}
 	return h
 }
 

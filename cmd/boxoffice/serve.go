@@ -26,6 +26,7 @@ import (
 	"boxoffice"
 	"boxoffice/bench"
 	"boxoffice/cluster"
+	"boxoffice/console"
 	bohttp "boxoffice/http"
 	"boxoffice/internal/keylimit"
 	"boxoffice/inventory"
@@ -256,9 +257,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		burst = int(math.Ceil(2 * f.rateLimit))
 	}
 	limit := keylimit.New(f.rateLimit, burst) // one budget per key over both transports
+	clusterStatus := f.clusterStatus(node, ln.Addr().String())
+	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
+		RelayPosition: console.RelayCheckpoint(store, bonats.DefaultRelayName)})
+	defer con.Close()
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
-			DeadLetters: async, Ready: async.Ready, Cluster: f.clusterStatus(node, ln.Addr().String())}))
+			DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -274,12 +279,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// The console's live streams never end by themselves; Shutdown would wait for them.
+	srv.RegisterOnShutdown(con.Close)
 	if f.debugAddr != "" {
 		if err := serveDebug(f.debugAddr, log); err != nil {
 			return err
 		}
 	}
-	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "data_dir", f.dataDir, "store", where,
+	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "console", "http://"+ln.Addr().String()+"/console",
+		"data_dir", f.dataDir, "store", where,
 		"inventory", inv.Name(), "payments", f.paymentsName(), "sync_budget", f.syncBudget)
 	if err := serveUntilDone(ctx, srv, ln, log); err != nil {
 		return err
