@@ -66,6 +66,9 @@ type Options struct {
 	// Registry receives the HTTP metrics and is served on /metrics; nil makes a new one that also
 	// carries the Go runtime and process collectors.
 	Registry *prometheus.Registry
+	// NoMetrics leaves /metrics off this handler (it answers 404): the registry is served on a
+	// listener of its own (boxoffice serve --metrics-addr), away from the API's clients.
+	NoMetrics bool
 	// DeadLetters is the async side's dead-letter queue, served under /v1/dead-letters; nil
 	// answers those routes with 404.
 	DeadLetters DeadLetters
@@ -143,7 +146,11 @@ func NewHandler(svc Service, opts Options) http.Handler {
 		mux:     http.NewServeMux(),
 		allowed: map[string][]string{},
 	}
-	h.routes(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+	var metricsHandler http.Handler
+	if !opts.NoMetrics {
+		metricsHandler = MetricsHandler(opts.Registry)
+	}
+	h.routes(metricsHandler)
 	if opts.Console != nil {
 		h.mux.Handle("/console", opts.Console)
 		h.mux.Handle("/console/", opts.Console)
@@ -151,11 +158,18 @@ func NewHandler(svc Service, opts Options) http.Handler {
 	return h
 }
 
+// MetricsHandler serves reg in Prometheus' text (or OpenMetrics) format, as /metrics does.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
 // routes registers every route, then a method-less pattern per path that answers 405 (a pattern
 // with a method is more specific, so it only catches the other methods), and "/" for 404. This
 // replaces ServeMux's own plain-text 404 and 405.
 func (h *handler) routes(metricsHandler http.Handler) {
-	h.raw("GET /metrics", metricsHandler)
+	if metricsHandler != nil {
+		h.raw("GET /metrics", metricsHandler)
+	}
 	h.handle("GET /healthz", public, h.healthz)
 	h.handle("GET /readyz", public, h.readyz)
 

@@ -837,6 +837,21 @@ func TestHandlersShareARegistry(t *testing.T) {
 	}
 }
 
+// TestNoMetrics: with the metrics served on a listener of their own, the API port answers /metrics
+// like any unknown path, and the registry still gets the HTTP metrics.
+func TestNoMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := NewHandler(&fakeService{}, Options{Registry: reg, NoMetrics: true})
+	if w := serve(t, h, req{method: "GET", path: "/metrics"}); w.Code != 404 || !strings.Contains(w.Body.String(), "not_found") {
+		t.Errorf("GET /metrics with NoMetrics: %d %s", w.Code, w.Body)
+	}
+	rec := httptest.NewRecorder()
+	MetricsHandler(reg).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `boxoffice_http_requests_total{code="404",route="/"} 1`) {
+		t.Errorf("the registry served elsewhere lacks the API's requests:\n%s", rec.Body)
+	}
+}
+
 func TestRendererResource(t *testing.T) {
 	r := Renderer{}.Resource(201, map[string]any{"b": "<x>", "a": 1}, "/v1/x")
 	if r.Status != 201 || r.Location != "/v1/x" || string(r.Body) != "{\"a\":1,\"b\":\"<x>\"}\n" {

@@ -12,6 +12,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"boxoffice"
 )
@@ -48,6 +49,20 @@ type AsyncConfig struct {
 	// AllowPrivateWebhooks lets webhook endpoints reach private and loopback addresses
 	// (--webhooks-allow-private).
 	AllowPrivateWebhooks bool
+	// Listen, with the embedded server, makes it accept clients such as the nats CLI on this
+	// host:port (see EmbeddedOptions.Addr: no authentication, so loopback unless the operator
+	// says otherwise); empty: in-process connections only. It is refused with an external NATS.
+	Listen string
+	// EventsMaxAge is the events stream's MaxAge (see StreamOptions.MaxAge); 0 keeps messages.
+	EventsMaxAge time.Duration
+	// Registry, when set, receives the async side's metrics (metrics.go): the relay's lag and
+	// publishes, each consumer's deliveries by outcome and unfinished messages, the dead letters,
+	// the emails sent, the events stream's size, and the tier counts of the busiest shows. Stop
+	// unregisters them.
+	Registry prometheus.Registerer
+	// MetricShows is how many shows the tier gauges cover, those with the latest events;
+	// 0 means DefaultMetricShows. It bounds their series at MetricShows × tiers × 3.
+	MetricShows int
 	// Tuning, when set, replaces the consumers' production timings; tests shorten them.
 	Tuning *AsyncTuning
 	// Logger gets what started and what failed.
@@ -81,9 +96,23 @@ type Async struct {
 	email    *Email
 	webhooks *Webhooks
 	replayMu sync.Mutex
+	relay    *Relay
+	metrics  *asyncMetrics
 	// ready caches Ready's last look at JetStream (ready.go).
 	ready readiness
 }
+
+// ClientURL is the URL the nats CLI and other clients reach the embedded server at (AsyncConfig.
+// Listen); empty when it does not listen or JetStream is external.
+func (a *Async) ClientURL() string {
+	if a.srv == nil {
+		return ""
+	}
+	return a.srv.ClientURL()
+}
+
+// RelayLag is how far this server's relay is behind the outbox (see Relay.Lag).
+func (a *Async) RelayLag() RelayLag { return a.relay.Lag() }
 
 // StartAsync starts JetStream (embedded or connected), ensures the streams and runs the relay,
 // the email consumer and the webhook deliveries until Stop.
@@ -111,14 +140,30 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	// An external cluster's ack is as durable as its replicas make it, and the relay takes it as
 	// is; the embedded server syncs on a timer, which the relay's checkpoint trails (SyncLag).
 	var syncLag time.Duration
-	if cfg.NATS == "" || cfg.NATS == "embedded" {
+	embedded := cfg.NATS == "" || cfg.NATS == "embedded"
+	if embedded {
 		syncLag = EmbeddedSyncLag
+	}
+	// Also before anything starts: a retention shorter than a retry schedule loses messages.
+	emailBackoff, webhookBackoff := DefaultEmailBackoff, DefaultWebhookBackoff
+	if t := cfg.Tuning; t != nil && len(t.EmailBackoff) > 0 {
+		emailBackoff = t.EmailBackoff
+	}
+	if t := cfg.Tuning; t != nil && len(t.WebhookBackoff) > 0 {
+		webhookBackoff = t.WebhookBackoff
+	}
+	if err := CheckMaxAge(cfg.EventsMaxAge, cfg.GapWait, syncLag, emailBackoff, webhookBackoff); err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	if embedded {
 		dir := filepath.Join(cfg.DataDir, "nats")
-		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{Logger: slogLogger{log}}); err != nil {
+		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{Listen: cfg.Listen != "", Addr: cfg.Listen, Logger: slogLogger{log}}); err != nil {
 			return nil, err
 		}
 		a.Where = "embedded " + dir
 		a.nc, err = a.srv.Connect()
+	} else if cfg.Listen != "" {
+		return nil, fmt.Errorf("listen %s: only the embedded NATS server can listen; an external one is reached at its own URLs", cfg.Listen)
 	} else {
 		urls := strings.Split(cfg.NATS, ",")
 		a.Where = redactURLs(urls)
@@ -134,7 +179,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas, GapWait: cfg.GapWait, SyncLag: syncLag})
+	_, err = EnsureStream(ctx, js, StreamOptions{Replicas: cfg.Replicas, GapWait: cfg.GapWait, SyncLag: syncLag, MaxAge: cfg.EventsMaxAge})
 	cancel()
 	if err != nil {
 		a.close()
@@ -150,7 +195,25 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		webhooks.Backoff, webhooks.Timeout, webhooks.Poll = t.WebhookBackoff, t.WebhookTimeout, t.WebhookPoll
 		email.AckWait, webhooks.AckWait = t.AckWait, t.AckWait
 	}
-	a.js, a.email, a.webhooks = js, email, webhooks
+	a.js, a.email, a.webhooks, a.relay = js, email, webhooks, relay
+	if cfg.Registry != nil {
+		limit := cfg.MetricShows
+		if limit <= 0 {
+			limit = DefaultMetricShows
+		}
+		shows := newShowActivity(limit)
+		relay.observe, relay.forget, relay.observeSeed = shows.observe, shows.reset, 4*limit
+		via := "file"
+		if smtp != nil {
+			via = "smtp"
+		}
+		if a.metrics, err = registerAsyncMetrics(cfg.Registry, relay, email, via, cfg.Store, js, shows, log); err != nil {
+			cancelRun()
+			a.close()
+			return nil, err
+		}
+		runCtx = withDeliveries(runCtx, a.metrics.deliveries)
+	}
 	if a.srv != nil {
 		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log) })
 	}
@@ -173,6 +236,9 @@ func (a *Async) Stop() {
 		a.cancel()
 	}
 	a.wg.Wait()
+	if a.metrics != nil {
+		a.metrics.unregister()
+	}
 	a.close()
 }
 

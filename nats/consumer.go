@@ -221,13 +221,14 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		attempt = int(meta.NumDelivered)
 		streamSeq = meta.Sequence.Stream
 	}
+	count := deliveryCounter(ctx, r.name)
 	var m Message
 	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
 		if err == nil {
 			err = fmt.Errorf("event id %q is not an id", m.ID)
 		}
 		// No retry will make it decodable, and redelivering it would block the queue.
-		r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err))
+		count(r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err)))
 		return nil
 	}
 	skipped, err := r.apply(ctx, &m)
@@ -241,7 +242,10 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 			// The inbox has it: the redelivery will be skipped.
 			r.log.Warn("consumer: ack", "consumer", r.name, "event", m.ID, "err", err)
 		}
-		if !skipped {
+		if skipped {
+			count(OutcomeDuplicate)
+		} else {
+			count(OutcomeApplied)
 			r.log.Debug("consumer: applied", "consumer", r.name, "event", m.ID, "type", m.Type, "attempt", attempt)
 		}
 		return nil
@@ -250,16 +254,19 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		// Stopping: the failure is ours, not the message's. Hand it back at once for whoever runs
 		// next.
 		_ = msg.Nak()
+		count(OutcomeInterrupted)
 		return nil
 	}
 	if stop, ok := errors.AsType[*stopError](err); ok {
 		_ = msg.Nak()
+		count(OutcomeStopped)
 		return stop
 	}
 	if _, ok := errors.AsType[*PermanentError](err); ok || attempt > len(r.backoff) {
-		r.deadLetter(ctx, msg, &m, streamSeq, attempt, err)
+		count(r.deadLetter(ctx, msg, &m, streamSeq, attempt, err))
 		return nil
 	}
+	count(OutcomeRetry)
 	delay := r.delay(attempt, err)
 	r.log.Warn("consumer: failed; will retry", "consumer", r.name, "event", m.ID, "type", m.Type,
 		"attempt", attempt, "retry_in", delay.Round(time.Millisecond), "err", err)
@@ -417,12 +424,13 @@ func (r *runner) delay(attempt int, err error) time.Duration {
 
 // deadLetter publishes the message with its failure to the dead-letter stream and, once the
 // publish is acked, terminates the message. When the publish fails the message is naked to be
-// tried again later instead: it is never dropped. m is nil for an undecodable message.
+// tried again later instead: it is never dropped. m is nil for an undecodable message. The
+// outcome says which it was (OutcomeDeadLettered, OutcomeRetry).
 //
 // The publish carries a message id made of the consumer and the event id (or the stream sequence
 // of an undecodable message), so that a crash between the publish and the Term, which makes
 // JetStream redeliver the message and this run dead-letter it again, leaves one dead letter.
-func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, m *Message, streamSeq uint64, attempt int, cause error) {
+func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, m *Message, streamSeq uint64, attempt int, cause error) (outcome string) {
 	dl := boxoffice.DeadLetter{
 		Consumer: r.name,
 		Payload:  payloadJSON(msg.Data()),
@@ -448,7 +456,7 @@ func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, m *Message, 
 		r.log.Error("consumer: dead-letter publish failed; will retry the message", "consumer", r.name,
 			"event", dl.EventID, "err", err, "cause", cause, "retry_in", retry.Round(time.Millisecond))
 		_ = msg.NakWithDelay(retry)
-		return
+		return OutcomeRetry
 	}
 	r.log.Error("consumer: gave up; message dead-lettered", "consumer", r.name, "event", dl.EventID,
 		"type", dl.EventType, "attempts", attempt, "err", cause)
@@ -457,6 +465,7 @@ func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, m *Message, 
 		// drops the copy.
 		r.log.Warn("consumer: term", "consumer", r.name, "event", dl.EventID, "err", err)
 	}
+	return OutcomeDeadLettered
 }
 
 // payloadJSON returns data as a JSON value for DeadLetter.Payload: as it is when it is JSON (every

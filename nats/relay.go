@@ -99,14 +99,67 @@ type Relay struct {
 	// written; an error ends Run there, as a crash would.
 	beforeCheckpoint func(pos int64) error
 
+	// observe, when set, is told of every event JetStream acked for this relay (the metrics'
+	// per-show activity); observeSeed is how many events before the checkpoint it is also told
+	// of when the relay starts leading, so that a restarted server or a new leader knows which
+	// shows were busy; forget is called when the relay stops leading, as the new leader reports
+	// them then.
+	observe     func(*boxoffice.Event)
+	forget      func()
+	observeSeed int
+
 	published  atomic.Int64
 	duplicates atomic.Int64
+	// leading, outboxPos, relayedPos and oldestWaiting (unix nanoseconds, 0 when nothing waits)
+	// are what the relay last saw: see Lag.
+	leading       atomic.Bool
+	outboxPos     atomic.Int64
+	relayedPos    atomic.Int64
+	oldestWaiting atomic.Int64
 }
 
 // Stats returns how many events the relay published and how many of them JetStream reported as
 // duplicates (published again after a restart and dropped by the duplicate window).
 func (r *Relay) Stats() (published, duplicates int64) {
 	return r.published.Load(), r.duplicates.Load()
+}
+
+// RelayLag is how far the relay is behind the outbox, as of its last read of it.
+type RelayLag struct {
+	// Leading says this relay publishes (Relay.Leader); a follower's other fields are zero.
+	Leading bool
+	// OutboxPosition is the newest position in the outbox; RelayPosition the newest the relay has
+	// published. Positions count rolled-back transactions' gaps too (PostgreSQL), so their
+	// difference may exceed the events waiting by those few.
+	OutboxPosition, RelayPosition int64
+	// OldestWaiting is when the oldest event not yet published was created; zero when none waits.
+	OldestWaiting time.Time
+}
+
+// Events is how many positions the relay is behind the outbox.
+func (l RelayLag) Events() int64 { return max(l.OutboxPosition-l.RelayPosition, 0) }
+
+// Seconds is how long the oldest waiting event has waited at now; 0 when none waits.
+func (l RelayLag) Seconds(now time.Time) float64 {
+	if l.OldestWaiting.IsZero() {
+		return 0
+	}
+	return max(now.Sub(l.OldestWaiting).Seconds(), 0)
+}
+
+// Lag returns how far the relay is behind. It is measured on each read of the outbox (every
+// round, at most Poll apart while the relay is idle), not on demand: a relay whose rounds fail
+// keeps the oldest waiting event, so Seconds grows while it is stuck.
+func (r *Relay) Lag() RelayLag {
+	l := RelayLag{Leading: r.leading.Load()}
+	if !l.Leading {
+		return l
+	}
+	l.OutboxPosition, l.RelayPosition = r.outboxPos.Load(), r.relayedPos.Load()
+	if ns := r.oldestWaiting.Load(); ns != 0 {
+		l.OldestWaiting = time.Unix(0, ns)
+	}
+	return l
 }
 
 // durableEvents is a store whose readers may see a commit before it is on disk (the SQLite
@@ -167,6 +220,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	defer r.leading.Store(false)
 	var checkpoint int64
 	// head is the highest position published; gaps are the missing positions at or below it
 	// that are not yet taken as final, lowest first. The checkpoint is head when there are none,
@@ -185,6 +239,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		if r.Leader != nil && !r.Leader() {
 			if leading {
 				log.Info("relay: no longer the leader; pausing", "checkpoint", checkpoint)
+				// The new leader reports lag and the busy shows; two servers reporting them
+				// would count them twice in a sum.
+				r.leading.Store(false)
+				if r.forget != nil {
+					r.forget()
+				}
 			}
 			leading = false
 			if !sleep(ctx, FollowerPoll) {
@@ -199,6 +259,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			head, gaps, acked = checkpoint, nil, nil
 			leading = true
+			r.relayedPos.Store(checkpoint)
+			r.outboxPos.Store(max(r.outboxPos.Load(), checkpoint))
+			r.leading.Store(true)
+			r.seedObserver(ctx, checkpoint, log)
 			if r.Leader != nil {
 				log.Info("relay: leading; publishing from the checkpoint", "checkpoint", checkpoint)
 			}
@@ -278,13 +342,40 @@ func (r *Relay) readCheckpoint(ctx context.Context, name string, log *slog.Logge
 	}
 }
 
+// seedObserver tells observe of up to observeSeed events before the checkpoint, without publishing
+// them. A failure only leaves the observer to learn from what is published next.
+func (r *Relay) seedObserver(ctx context.Context, checkpoint int64, log *slog.Logger) {
+	if r.observe == nil || r.observeSeed <= 0 {
+		return
+	}
+	var evs []*boxoffice.Event
+	err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
+		var err error
+		evs, err = tx.ListEvents(ctx, max(checkpoint-int64(r.observeSeed), 0), r.observeSeed)
+		return err
+	})
+	if err != nil {
+		log.Debug("relay: read recent events for the metrics", "err", err)
+		return
+	}
+	for _, e := range evs {
+		if e.Position <= checkpoint {
+			r.observe(e)
+		}
+	}
+}
+
 // round reads the events in the open gaps and up to batch events after head, publishes them and
 // waits for every ack. It returns how many new events it read after head, the new head and the
 // gaps still open.
 func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (int, int64, []gap, error) {
 	var filled, fresh []*boxoffice.Event
+	// top is the outbox's newest position; after is when the first event past this round's
+	// batch was created (zero when the batch holds every waiting event).
+	var top int64
+	var after time.Time
 	err := r.Store.View(ctx, func(tx boxoffice.Tx) error {
-		filled, fresh = nil, nil
+		filled, fresh, top, after = nil, nil, head, time.Time{}
 		if len(gaps) > 0 {
 			// A lookup per open gap: reading every event since the oldest gap instead cost
 			// PostgreSQL a fifth of its time, where rolled-back inserts leave gaps that stay
@@ -301,11 +392,42 @@ func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (i
 		}
 		var err error
 		fresh, err = tx.ListEvents(ctx, head, batch)
+		if err != nil || len(fresh) == 0 {
+			return err
+		}
+		top = fresh[len(fresh)-1].Position
+		if len(fresh) < batch {
+			return nil
+		}
+		// More may wait than one batch: find how many, in this snapshot, from where the outbox
+		// ended last time (a few index lookups: see outboxTop), and when the next one was made.
+		next, err := tx.ListEvents(ctx, top, 1)
+		if err != nil || len(next) == 0 {
+			return err
+		}
+		after = next[0].CreatedAt
+		top, err = outboxTop(func(p int64) (int64, bool, error) {
+			evs, err := tx.ListEvents(ctx, p, 1)
+			if err != nil || len(evs) == 0 {
+				return 0, false, err
+			}
+			return evs[0].Position, true, nil
+		}, next[0].Position, r.outboxPos.Load())
 		return err
 	})
 	if err != nil {
 		return 0, head, gaps, err
 	}
+	// Lag as of this read, before the publish: a round that then fails leaves it standing, and
+	// the next read of the same events finds the same oldest one, so a stuck relay's lag grows.
+	// A gap's event, when it appears, is not counted: it is younger than the fresh ones around it.
+	r.outboxPos.Store(top)
+	if len(fresh) > 0 {
+		r.oldestWaiting.Store(fresh[0].CreatedAt.UnixNano())
+	} else {
+		r.oldestWaiting.Store(0)
+	}
+	read := fresh
 	if d, ok := r.Store.(durableEvents); ok {
 		// Events a reader sees before their commit is on disk wait for the next round: one that
 		// left and then vanished in a power cut would be a receipt for an order that never was.
@@ -339,6 +461,17 @@ func (r *Relay) round(ctx context.Context, head int64, gaps []gap, batch int) (i
 	}
 	if err := r.publish(ctx, toPublish); err != nil {
 		return 0, head, gaps, err
+	}
+	// What waits now is the first event the durability limit held back, else the first past the
+	// batch, else nothing that this read saw.
+	r.relayedPos.Store(newHead)
+	switch {
+	case len(fresh) < len(read):
+		r.oldestWaiting.Store(read[len(fresh)].CreatedAt.UnixNano())
+	case !after.IsZero():
+		r.oldestWaiting.Store(after.UnixNano())
+	default:
+		r.oldestWaiting.Store(0)
 	}
 	newGaps := make([]gap, 0, len(open))
 	for _, g := range open {
@@ -411,6 +544,9 @@ func (r *Relay) publishWave(ctx context.Context, events []*boxoffice.Event) erro
 			if ack.Duplicate {
 				r.duplicates.Add(1)
 			}
+			if r.observe != nil {
+				r.observe(events[i])
+			}
 		case err := <-f.Err():
 			return fmt.Errorf("publish event %s: %w", events[i].ID, err)
 		case <-timeout.C:
@@ -420,6 +556,60 @@ func (r *Relay) publishWave(ctx context.Context, events []*boxoffice.Event) erro
 		}
 	}
 	return nil
+}
+
+// outboxTop returns the outbox's newest position, given first, which answers the position of the
+// first event after a position (ok false when there is none), known, a position that exists, and
+// guess, where the newest was last time. "An event after p exists" only turns from true to false as
+// p grows, whatever gaps there are, so it gallops from the guess — up while events exist, down
+// while none does — with doubling steps, then bisects: a few lookups when the guess is near, as it
+// is round after round, instead of a read of every waiting event.
+func outboxTop(first func(after int64) (pos int64, ok bool, err error), known, guess int64) (int64, error) {
+	const step0 = 64
+	lo, hi := known, int64(-1) // an event exists at lo; none after hi once hi >= 0
+	g := max(guess, known)
+	if p, ok, err := first(g); err != nil {
+		return 0, err
+	} else if ok {
+		lo = p
+		for step := int64(step0); hi < 0; step *= 2 {
+			q, ok, err := first(lo + step)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				lo = q
+			} else {
+				hi = lo + step
+			}
+		}
+	} else {
+		hi = g
+		for step := int64(step0); hi-step > lo; step *= 2 {
+			q, ok, err := first(hi - step)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				lo = q
+				break
+			}
+			hi -= step
+		}
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		q, ok, err := first(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = q
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.

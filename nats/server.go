@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +39,13 @@ func DuplicateWindow(gapWait, syncLag time.Duration) time.Duration {
 	return max(gapWait, 0) + max(syncLag, 0) + time.Minute
 }
 
+// DefaultEventsMaxAge is the events stream's default MaxAge: a week, the consumers' inbox TTL
+// (sale.DefaultInboxTTL). A message kept longer could be redelivered — to a consumer created
+// again from the stream's start — after its inbox record was swept, and would be applied twice;
+// and the stream would grow with every sale for ever. It is far above the longest retry schedule
+// (about a day).
+const DefaultEventsMaxAge = 7 * 24 * time.Hour
+
 // EmbeddedSyncInterval is how often the embedded JetStream server fsyncs its stream files. An ack
 // then means the message is in the server's files (it survives a kill -9 of the process) but not
 // yet on the disk (a power cut may lose up to this much); the relay covers that window with
@@ -55,9 +64,14 @@ const dlqDuplicateWindow = 2 * time.Hour
 
 // EmbeddedOptions configures StartEmbedded.
 type EmbeddedOptions struct {
-	// Listen makes the server accept clients on a random port of 127.0.0.1 (for tools such as the
-	// nats CLI); unset, it has no listener and only in-process connections reach it.
+	// Listen makes the server accept clients (tools such as the nats CLI) on Addr; unset, it has
+	// no listener and only in-process connections reach it.
 	Listen bool
+	// Addr is the host:port Listen listens on; empty means 127.0.0.1 and a random port, and port
+	// 0 a random one. The server has no authentication: whoever reaches the port can read every
+	// event (buyers' addresses included) and delete the streams, so the caller keeps it on
+	// loopback unless the operator says otherwise (boxoffice serve --nats-allow-remote).
+	Addr string
 	// Logger, when set, gets the server's log; unset, the server logs nothing.
 	Logger server.Logger
 	// ReadyTimeout bounds the wait for the server to start; 0 means 10 s.
@@ -96,6 +110,20 @@ func StartEmbedded(dir string, opts EmbeddedOptions) (*Server, error) {
 		// by more than the interval (Relay.SyncLag) and the outbox rows are durable in the store.
 		SyncAlways:   false,
 		SyncInterval: syncInterval,
+	}
+	if opts.Listen && opts.Addr != "" {
+		host, port, err := net.SplitHostPort(opts.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen address %q: %w", opts.Addr, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return nil, fmt.Errorf("nats listen address %q: bad port", opts.Addr)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+		}
+		so.Host, so.Port = host, p
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -159,6 +187,42 @@ type StreamOptions struct {
 	GapWait time.Duration
 	// SyncLag is the relay's (see Relay.SyncLag), which the duplicate window must outlast too.
 	SyncLag time.Duration
+	// MaxAge is how long the events stream keeps a message (JetStream's MaxAge, counted from when
+	// the stream stored it); 0 keeps messages until the disk or an operator removes them. It is
+	// deleted then whether or not every consumer has applied it: a consumer that is further
+	// behind, or still retrying the message, never gets it — not applied, not dead-lettered. So it
+	// must exceed the longest retry schedule, with its jitter, plus how far a consumer may fall
+	// behind (CheckMaxAge). It must also be at least the duplicate window, which JetStream
+	// requires: the relay's republish after a restart is recognised only while the first copy's
+	// id is remembered.
+	MaxAge time.Duration
+}
+
+// CheckMaxAge says why maxAge is not a safe MaxAge for the events stream of a relay with gapWait
+// and syncLag whose consumers retry along the schedules given, or nil when it is (0, no limit,
+// always is). A message is retried along its schedule, each pause up to 20 % longer (jitter),
+// before it is dead-lettered; one deleted by age before then is lost without a dead letter.
+func CheckMaxAge(maxAge, gapWait, syncLag time.Duration, schedules ...[]time.Duration) error {
+	if maxAge == 0 {
+		return nil
+	}
+	if maxAge < 0 {
+		return fmt.Errorf("max age %v: want 0 (no limit) or a positive duration", maxAge)
+	}
+	if w := DuplicateWindow(gapWait, syncLag); maxAge < w {
+		return fmt.Errorf("max age %v is shorter than the relay's duplicate window %v", maxAge, w)
+	}
+	for _, sched := range schedules {
+		var span time.Duration
+		for _, d := range sched {
+			span += d
+		}
+		if need := span + span/5; maxAge <= need {
+			return fmt.Errorf("max age %v would delete messages still being retried: a retry schedule spans up to %v with jitter",
+				maxAge, need.Round(time.Second))
+		}
+	}
+	return nil
 }
 
 // EnsureStream creates the events stream and the dead-letter stream (DLQStreamName), or updates
@@ -168,13 +232,19 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOption
 	if replicas <= 0 {
 		replicas = 1
 	}
+	if err := CheckMaxAge(opts.MaxAge, opts.GapWait, opts.SyncLag); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       StreamName,
 		Subjects:   []string{SubjectPrefix + ">"},
 		Storage:    jetstream.FileStorage,
 		Retention:  jetstream.LimitsPolicy,
 		Duplicates: DuplicateWindow(opts.GapWait, opts.SyncLag),
-		Replicas:   replicas,
+		// Several servers on one cluster each update the stream at start: the last one's
+		// MaxAge holds, so they must be given the same.
+		MaxAge:   opts.MaxAge,
+		Replicas: replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamName, err)

@@ -73,7 +73,9 @@ func (s *Service) lookupThen(ctx context.Context, idem Idem, then func(tx boxoff
 	} else if err != nil {
 		return nil, nil, err
 	}
-	return s.judge(idem, rec)
+	res, rec, err := s.judge(idem, rec)
+	s.countIdem(res, err)
+	return res, rec, err
 }
 
 // judge is lookup's verdict on a record that exists.
@@ -139,6 +141,7 @@ func (s *Service) finish(ctx context.Context, idem Idem, res *boxoffice.Response
 			// request that claimed it answers soon, and a retry then replays its answer.
 			e := boxoffice.Errorf(boxoffice.EIDEMINPROGRESS, "a request with this Idempotency-Key is still in progress")
 			e.RetryAfter = time.Second
+			s.countIdem(nil, e)
 			return nil, false, e
 		}
 		return s.answerLookup(r, rec, err)

@@ -202,6 +202,7 @@ func (s *Service) resume(ctx context.Context, idem Idem) (*boxoffice.Response, b
 		rec.LockedUntil = s.now().Add(s.lease())
 		return tx.UpdateIdemRecord(ctx, rec)
 	})
+	s.countIdem(res, err)
 	if err != nil || res != nil {
 		return res, res != nil, err
 	}

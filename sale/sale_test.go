@@ -217,6 +217,9 @@ func TestReplayIsByteIdentical(t *testing.T) {
 	if !replayed || string(again.Body) != string(first.Body) {
 		t.Fatalf("replay: replayed=%v\n%s\n%s", replayed, first.Body, again.Body)
 	}
+	if replays, inProgress := e.svc.IdempotencyStats(); replays != 1 || inProgress != 0 {
+		t.Errorf("IdempotencyStats = %d replays, %d in progress; want 1 and 0", replays, inProgress)
+	}
 	if c := e.tier("s"); c.Held != 2 {
 		t.Fatalf("a replay took tickets: %+v", c)
 	}
@@ -356,6 +359,11 @@ func TestInProgressThenReplay(t *testing.T) {
 	want(t, again, err, 201, "")
 	if !replayed || string(again.Body) != string(a.res.Body) {
 		t.Fatal("not replayed byte for byte")
+	}
+	// What /metrics counts: the one replay, and the 409s the polling above met (at least one);
+	// the 422 is neither.
+	if replays, inProgress := e.svc.IdempotencyStats(); replays != 1 || inProgress < 1 {
+		t.Errorf("IdempotencyStats = %d replays, %d in progress; want 1 and at least 1", replays, inProgress)
 	}
 	if n := len(e.sim.Charges()); n != 1 {
 		t.Fatalf("%d charges", n)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"boxoffice"
@@ -96,6 +97,29 @@ type Service struct {
 
 	touchMu sync.Mutex
 	touched map[string]time.Time // key id → when this process last wrote its last_used_at
+
+	// idemReplays and idemInProgress count, on the server that answered (a forwarded call is
+	// counted by the show's owner only), the answers replayed from an idempotency record and
+	// the 409s to a key whose first request is still working: see IdempotencyStats.
+	idemReplays, idemInProgress atomic.Int64
+}
+
+// IdempotencyStats returns how many requests this server answered with a stored answer for their
+// Idempotency-Key (a client's retry, replayed) and how many with 409 because the key's first
+// request was still in progress (a retry sooner than the first request's answer).
+func (s *Service) IdempotencyStats() (replays, inProgress int64) {
+	return s.idemReplays.Load(), s.idemInProgress.Load()
+}
+
+// countIdem counts a lookup's verdict for IdempotencyStats; it is called once per verdict given
+// to a client, never inside a transaction's fn, which may run more than once.
+func (s *Service) countIdem(res *boxoffice.Response, err error) {
+	switch {
+	case res != nil:
+		s.idemReplays.Add(1)
+	case boxoffice.ErrorCode(err) == boxoffice.EIDEMINPROGRESS:
+		s.idemInProgress.Add(1)
+	}
 }
 
 // New returns a Service; Start runs its background work.

@@ -94,6 +94,14 @@ type serveFlags struct {
 	webhooksAllowPrivate bool
 	// webhookRetries and emailRetries are the consumers' retry schedules.
 	webhookRetries, emailRetries durationList
+	// metricsAddr serves /metrics on a listener of its own instead of the API port.
+	metricsAddr string
+	// natsListen exposes the embedded NATS server to clients such as the nats CLI;
+	// natsAllowRemote lets it listen beyond loopback.
+	natsListen      string
+	natsAllowRemote bool
+	// eventsMaxAge is the events stream's retention (0: none).
+	eventsMaxAge time.Duration
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -123,6 +131,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it) and is lengthened to a receiver's Retry-After, up to 1h; one more failure after the last makes it a dead letter")
 	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it); one more failure after the last makes it a dead letter")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9090 or :9090 for a scraper on another host) and no longer on --addr; unset: /metrics is on --addr")
+	fs.StringVar(&f.natsListen, "nats-listen", "", "let clients such as the nats CLI reach the embedded NATS server on this loopback address (e.g. 127.0.0.1:4222); it has no authentication, so anyone who reaches it can read every event and delete the streams; unset: in-process only")
+	fs.BoolVar(&f.natsAllowRemote, "nats-allow-remote", false, "let --nats-listen listen on an address other than loopback (unauthenticated: every event, buyers' addresses included, and the streams are open to whoever reaches it)")
+	fs.DurationVar(&f.eventsMaxAge, "events-max-age", bonats.DefaultEventsMaxAge, "how long the events stream keeps a message (0: until deleted by hand); older ones are deleted whether or not every consumer has them, so a consumer further behind (an endpoint down or retrying longer) loses them without a dead letter: it must exceed the longest of --webhook-retries and --email-retries with their jitter (checked), and the longest outage to ride out; it is always above the relay's duplicate window (about 1 minute, 2 on PostgreSQL), within which a republish after a restart is dropped as a duplicate. Every server on one NATS cluster must be given the same. The store's outbox keeps every event regardless (GET /v1/feed)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this loopback address (e.g. 127.0.0.1:6060); unset: off")
 	fs.BoolVar(&f.debugAllowRemote, "debug-allow-remote", false, "let --debug-addr listen on an address other than loopback (profiles show the server's memory, secrets included)")
 	f.memoryLimit = defaultMemoryLimit
@@ -168,6 +180,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer ln.Close()
+	var metricsLn net.Listener // taken now too, so that a port in use stops the start
+	if f.metricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", f.metricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer metricsLn.Close()
+	}
 	store, where, err := f.open(ctx)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -217,18 +236,26 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer svc.Close()
 
+	// One registry for both transports and the async side, so that one scrape of /metrics
+	// (served by the REST handler, or on --metrics-addr) shows them all; the Go runtime and
+	// process collectors are what bohttp adds to its own.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry.MustRegister(idempotencyCollectors(svc)...)
+	if node != nil {
+		registry.MustRegister(node.Collectors()...)
+	}
+
 	// The async side: JetStream, the outbox relay and the email consumer. Deferred after svc, so
 	// it stops before the store closes and after HTTP has drained.
-	gapWait := bonats.DefaultGapWait // PostgreSQL numbers events at insert: a gap may be in flight
-	if f.db == "sqlite" {
-		gapWait = 0 // SQLite numbers events in commit order: a gap is final
-	}
+	gapWait := f.gapWait()
 	var leader func() bool // one relay among several servers: the background lease's holder
 	if node != nil {
 		leader = node.Leads
 	}
 	async, err := bonats.StartAsync(bonats.AsyncConfig{NATS: f.nats, DataDir: f.dataDir, Store: store, GapWait: gapWait,
 		Replicas: f.streamReplicas(), SMTP: f.smtp, MailDir: f.mailDir, Leader: leader, AllowPrivateWebhooks: f.webhooksAllowPrivate,
+		Listen: f.natsListen, EventsMaxAge: f.eventsMaxAge, Registry: registry,
 		Tuning: &bonats.AsyncTuning{WebhookBackoff: f.webhookRetries, EmailBackoff: f.emailRetries}, Logger: log})
 	if err != nil {
 		return fmt.Errorf("async side: %w", err)
@@ -241,17 +268,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer router.Detach()
 	}
 	log.Info("async side started", "nats", async.Where, "stream", bonats.StreamName, "email", async.Mail,
-		"webhooks_allow_private", f.webhooksAllowPrivate)
+		"webhooks_allow_private", f.webhooksAllowPrivate, "events_max_age", f.eventsMaxAge)
+	if u := async.ClientURL(); u != "" {
+		log.Info("embedded NATS listening for clients such as the nats CLI", "nats_url", u)
+	}
 
 	// REST and the protobuf API (gRPC, gRPC-Web, Connect) share the port; HTTP/2 without TLS
 	// (prior knowledge, as gRPC clients speak it) is on next to HTTP/1.1.
-	// One registry for both transports, so that /metrics (served by the REST handler) also shows
-	// the RPC metrics; the Go runtime and process collectors are what bohttp adds to its own.
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if node != nil {
-		registry.MustRegister(node.Collectors()...)
-	}
 	burst := f.rateBurst
 	if burst <= 0 {
 		burst = int(math.Ceil(2 * f.rateLimit))
@@ -263,7 +286,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer con.Close()
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
-			DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con}))
+			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -285,6 +308,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if err := serveDebug(f.debugAddr, log); err != nil {
 			return err
 		}
+	}
+	if metricsLn != nil {
+		stopMetrics := serveMetrics(metricsLn, registry, log)
+		defer stopMetrics()
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "console", "http://"+ln.Addr().String()+"/console",
 		"data_dir", f.dataDir, "store", where,
@@ -326,6 +353,12 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--mail-dir is where receipts go without --smtp; give one or the other")
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
+	case f.natsListen != "" && f.nats != "embedded":
+		return fmt.Errorf("--nats-listen exposes the embedded NATS server; with --nats %s, point the nats CLI at those URLs", redactURLList(f.nats))
+	case f.natsListen != "" && !f.natsAllowRemote && !loopbackAddr(f.natsListen):
+		// The embedded server has no authentication: whoever reaches it reads every event and
+		// can delete the streams.
+		return fmt.Errorf("--nats-listen %s: not a loopback address; the embedded NATS server has no authentication, so it listens on loopback only unless --nats-allow-remote", f.natsListen)
 	case f.debugAddr != "" && !f.debugAllowRemote && !loopbackAddr(f.debugAddr):
 		// A heap profile holds whatever is in memory: keys, buyers' addresses.
 		return fmt.Errorf("--debug-addr %s: not a loopback address; profiles show the server's memory, so they are served on loopback only unless --debug-allow-remote", f.debugAddr)
@@ -335,8 +368,75 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--idempotency-ttl %v: want at least %v (a minute more than a request's lease, --payment-sync-budget + 10s); it must exceed any client's retry window",
 			f.idempotencyTTL, sale.MinIdempotencyTTL(f.syncBudget))
 	}
+	if err := bonats.CheckMaxAge(f.eventsMaxAge, f.gapWait(), f.syncLag(), f.webhookRetries, f.emailRetries); err != nil {
+		return fmt.Errorf("--events-max-age: %w", err)
+	}
 	_, _, err := parseAdminKeys(f.adminKey)
 	return err
+}
+
+// gapWait is the relay's gap wait on the store --db names: PostgreSQL numbers events at insert,
+// so a gap may be in flight; SQLite numbers them in commit order, so a gap is final.
+func (f *serveFlags) gapWait() time.Duration {
+	if f.db == "sqlite" {
+		return 0
+	}
+	return bonats.DefaultGapWait
+}
+
+// syncLag is the relay's sync lag: the embedded server syncs on a timer, a cluster's ack is as
+// durable as its replicas.
+func (f *serveFlags) syncLag() time.Duration {
+	if f.nats == "embedded" {
+		return bonats.EmbeddedSyncLag
+	}
+	return 0
+}
+
+// redactURLList is a --nats URL list fit for an error message: no passwords.
+func redactURLList(v string) string {
+	urls := splitList(v)
+	for i, u := range urls {
+		urls[i] = redactURL(u)
+	}
+	return strings.Join(urls, ",")
+}
+
+// idempotencyCollectors are the sale's idempotency counters for Prometheus.
+func idempotencyCollectors(svc *sale.Service) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "boxoffice_idempotency_replays_total",
+			Help: "Requests answered with the stored answer of their Idempotency-Key (a retry), over REST and gRPC, counted by the server that answered.",
+		}, func() float64 { r, _ := svc.IdempotencyStats(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "boxoffice_idempotency_in_progress_total",
+			Help: "Requests answered 409 (gRPC: aborted) because the first request with their Idempotency-Key was still being worked on.",
+		}, func() float64 { _, n := svc.IdempotencyStats(); return float64(n) }),
+	}
+}
+
+// serveMetrics serves reg's /metrics on ln (--metrics-addr) until the returned stop, which lets a
+// scrape under way finish first.
+func serveMetrics(ln net.Listener, reg *prometheus.Registry, log *slog.Logger) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", bohttp.MetricsHandler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("metrics served", "metrics_url", "http://"+ln.Addr().String()+"/metrics")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics listener stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
 }
 
 // maxHeaderBytes bounds a request's header block (net/http answers 431 past it).
