@@ -281,8 +281,17 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	limit := keylimit.New(f.rateLimit, burst) // one budget per key over both transports
 	clusterStatus := f.clusterStatus(node, ln.Addr().String())
+	checkpoint := console.RelayCheckpoint(store, bonats.DefaultRelayName)
+	relayPosition := func(ctx context.Context) (int64, error) {
+		// The leading relay's own position is live; its stored checkpoint trails it by the
+		// embedded server's sync lag, and a follower has only the checkpoint.
+		if l := async.RelayLag(); l.Leading && l.RelayPosition > 0 {
+			return l.RelayPosition, nil
+		}
+		return checkpoint(ctx)
+	}
 	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
-		RelayPosition: console.RelayCheckpoint(store, bonats.DefaultRelayName)})
+		RelayPosition: relayPosition})
 	defer con.Close()
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
