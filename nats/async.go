@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -100,6 +101,8 @@ type Async struct {
 	metrics  *asyncMetrics
 	// ready caches Ready's last look at JetStream (ready.go).
 	ready readiness
+	// storeFailed is when the embedded server last failed to write a stream (keepJetStream).
+	storeFailed atomic.Int64
 }
 
 // ClientURL is the URL the nats CLI and other clients reach the embedded server at (AsyncConfig.
@@ -157,7 +160,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 	}
 	if embedded {
 		dir := filepath.Join(cfg.DataDir, "nats")
-		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{Listen: cfg.Listen != "", Addr: cfg.Listen, Logger: slogLogger{log}}); err != nil {
+		if a.srv, err = StartEmbedded(dir, EmbeddedOptions{Listen: cfg.Listen != "", Addr: cfg.Listen, Logger: slogLogger{log, &a.storeFailed}}); err != nil {
 			return nil, err
 		}
 		a.Where = "embedded " + dir
@@ -215,7 +218,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		runCtx = withDeliveries(runCtx, a.metrics.deliveries)
 	}
 	if a.srv != nil {
-		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log) })
+		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log, &a.storeFailed) })
 	}
 	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run, "webhooks": webhooks.Run} {
 		a.wg.Add(1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,7 +18,11 @@ const jetStreamWatch = 2 * time.Second
 
 // slogLogger writes the embedded nats-server's log to the server's slog: its errors (a full
 // disk, a corrupt block) are what an operator needs to see, and it has no log of its own.
-type slogLogger struct{ log *slog.Logger }
+// storeFailed, when set, gets the time of the server's last failure to write a stream's files.
+type slogLogger struct {
+	log         *slog.Logger
+	storeFailed *atomic.Int64
+}
 
 var _ server.Logger = slogLogger{}
 
@@ -34,9 +40,16 @@ func (l slogLogger) Fatalf(format string, v ...any) {
 	l.log.Error("nats: " + fmt.Sprintf(format, v...))
 }
 
-// Errorf implements server.Logger.
+// Errorf implements server.Logger. A failure to store a message marks the stream as broken for
+// keepJetStream: nats-server keeps that write error on the stream for good and stops answering
+// its publishers, so only turning JetStream off and on again (reloading it from its files)
+// clears it.
 func (l slogLogger) Errorf(format string, v ...any) {
-	l.log.Error("nats: " + fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	if l.storeFailed != nil && strings.Contains(msg, "failed to store a msg") {
+		l.storeFailed.Store(time.Now().UnixNano())
+	}
+	l.log.Error("nats: " + msg)
 }
 
 // Debugf implements server.Logger.
@@ -48,9 +61,11 @@ func (l slogLogger) Debugf(format string, v ...any) {
 func (l slogLogger) Tracef(string, ...any) {}
 
 // keepJetStream turns JetStream on again, from its files, whenever the embedded server has
-// turned it off (a full disk, then space freed), until ctx ends. Events wait in the store's
-// outbox meanwhile, and the relay and consumers resume where they were once it is back.
-func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger) {
+// turned it off (a full disk, then space freed), until ctx ends; and turns it off and on again
+// after the server failed to write a stream's files (storeFailed), which otherwise leaves that
+// stream refusing every publish for good. Events wait in the store's outbox meanwhile, and the
+// relay and consumers resume where they were once it is back.
+func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFailed *atomic.Int64) {
 	t := time.NewTicker(jetStreamWatch)
 	defer t.Stop()
 	down := false
@@ -59,6 +74,15 @@ func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if at := storeFailed.Load(); at != 0 && s.srv.JetStreamEnabled() && time.Since(time.Unix(0, at)) >= jetStreamWatch {
+			// A stream failed a write at least one watch ago: reload JetStream to clear it. If
+			// the disk is still full the next write fails again and marks it again.
+			storeFailed.Store(0)
+			log.Warn("async: the embedded JetStream failed to write a stream; reloading it from its files")
+			if err := s.srv.ShutdownJetStream(); err != nil {
+				log.Warn("async: turning JetStream off failed", "err", err)
+			}
 		}
 		if s.srv.JetStreamEnabled() {
 			continue

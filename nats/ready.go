@@ -27,6 +27,9 @@ func (a *Async) Ready(ctx context.Context) error {
 	if a.nc == nil || !a.nc.IsConnected() {
 		return &boxoffice.NotReadyError{Reason: "the event bus (NATS) is disconnected"}
 	}
+	if a.storeFailed.Load() != 0 {
+		return &boxoffice.NotReadyError{Reason: "JetStream cannot write its files (a full disk?)"}
+	}
 	a.ready.mu.Lock()
 	defer a.ready.mu.Unlock()
 	if time.Since(a.ready.at) >= readyEvery {

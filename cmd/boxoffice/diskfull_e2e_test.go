@@ -121,3 +121,43 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("verify: %d\n%s", code, out)
 	}
 }
+
+// TestStartOnFullDisk: a server restarted on a full disk frees its disk-space reserve, says so,
+// and starts: it answers reads, sells on the reserve's space, and verify passes. Without the
+// reserve SQLite cannot open its shared-memory file and serve exits at start.
+func TestStartOnFullDisk(t *testing.T) {
+	disk := smallDisk(t, "64m")
+	dir := filepath.Join(disk, "data")
+	s := startServer(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "reserve")); err != nil {
+		t.Fatalf("no disk-space reserve after a start: %v", err)
+	}
+	admin := s.client(adminKey)
+	admin.must(201, "PUT", "/v1/shows/degraded", showBody(100, 60))
+	key := s.newClientKey(t)
+	purchase := map[string]any{"show_id": "degraded", "tier_id": "ga", "quantity": 1,
+		"buyer": map[string]string{"email": "b@example.com"}, "payment": map[string]string{"token": "tok_ok"}}
+	s.client(key).post(201, "/v1/purchases", "before", purchase)
+	if err := s.stop(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, s.logs)
+	}
+	// The shared-memory file goes with a clean stop; the full disk has no room to make it again.
+	_ = os.Remove(filepath.Join(dir, "boxoffice.db-shm"))
+	fill(t, disk)
+
+	s = startServer(t, dir)
+	if !strings.Contains(s.logs.String(), "freed the 16 MiB disk-space reserve") {
+		t.Fatalf("the start on a full disk does not say it runs on the reserve:\n%s", s.logs)
+	}
+	cl := s.client(key)
+	if tier := cl.must(200, "GET", "/v1/shows/degraded", nil).json(t)["tiers"].([]any)[0].(map[string]any); tier["sold"] != 1.0 {
+		t.Fatalf("tier after the start on a full disk: %v", tier)
+	}
+	cl.post(201, "/v1/purchases", "after", purchase)
+	if err := s.stop(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, s.logs)
+	}
+	if code, out := runCLI(t, "verify", "--data-dir", dir); code != 0 {
+		t.Fatalf("verify: %d\n%s", code, out)
+	}
+}

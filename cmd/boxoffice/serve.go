@@ -187,11 +187,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		defer metricsLn.Close()
 	}
-	store, where, err := f.open(ctx)
+	type opened struct {
+		store boxoffice.Store
+		where string
+	}
+	st, err := openReleasing(f.dataDir, f.db == "sqlite", log, func() (opened, error) {
+		store, where, err := f.open(ctx)
+		return opened{store, where}, err
+	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	store, where := st.store, st.where
 	defer store.Close()
+	keepReserve(f.dataDir, log)
 	// Several servers may share a PostgreSQL database: this one registers, refuses to run beside
 	// peers in a mode that cannot be shared, and owns shows by leases. Deferred before the
 	// strategy, so that its leases end after the writers have stopped.
