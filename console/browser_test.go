@@ -165,10 +165,11 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestConsoleInBrowser drives the console in a real headless chromium against a real server
 // (the sale service on SQLite, the payment simulator, the async side on embedded NATS): refused
 // without the key and with a wrong one; signed in with the admin key; a tier's sold rises while
-// purchases arrive through the API, without a reload; a dead letter made by a failing partner
-// endpoint is replayed by a click and leaves the list; an order is found and cancelled after a
-// confirmation; a POST without the CSRF token is refused; sign-out ends the session. With
-// BOXOFFICE_SCREENSHOT=1 it saves docs/console.png.
+// purchases arrive through the API, without a reload; the failing partner endpoint's consumer
+// shows as failing with its last error and dead letters; a dead letter made by it is replayed by
+// a click and leaves the list; an order is found and cancelled after a confirmation; a POST
+// without the CSRF token is refused; sign-out ends the session. With BOXOFFICE_SCREENSHOT=1 it
+// saves docs/console.png.
 func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel()
 	ctx := browser(t)
@@ -242,6 +243,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 	waitText(t, ctx, "#dlq-count", "(8)")
 	waitContains(t, ctx, `#dl-`+dls[0].ID+` td.err`, "500")
+	// The partner's consumer shows them, its receiver's answer as its last error, and nothing
+	// left behind in the stream; the receipts went out, so email is fine.
+	waitText(t, ctx, `#consumer-partner td[data-field="state"]`, "failing")
+	waitText(t, ctx, `#consumer-partner td[data-field="dead_letters"]`, "8")
+	waitText(t, ctx, `#consumer-partner td[data-field="pending"]`, "0")
+	waitContains(t, ctx, `#consumer-partner td[data-field="last_error"]`, "500")
+	waitText(t, ctx, `#consumer-email td[data-field="state"]`, "ok")
 	// The relay's durable checkpoint catches up with the outbox once the stream has synced.
 	waitContains(t, ctx, "#relay", "lag 0 events")
 

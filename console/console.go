@@ -1,6 +1,6 @@
 // Package console is the operator's console at /console: the live sale in a browser (shows and
 // tiers with their counts, purchases a second and confirmation latency over the last minute,
-// the relay's lag, the dead letters), order search and cancel, API keys, and the cluster.
+// the relay's lag, each consumer's lag and health, the dead letters), order search and cancel, API keys, and the cluster.
 //
 // It is server-rendered HTML and a small script, all embedded, so it works offline and needs no
 // build step. An operator signs in with an admin key once; the browser then holds a session cookie
@@ -38,6 +38,7 @@ type Service interface {
 	CancelOrder(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, id string) (*boxoffice.Response, bool, error)
 	ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, string, error)
 	RevokeAPIKey(ctx context.Context, id string) error
+	ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error)
 }
 
 var _ Service = (*sale.Service)(nil)
@@ -54,6 +55,10 @@ type Options struct {
 	DeadLetters DeadLetterQueue
 	// RelayPosition returns the outbox relay's checkpoint (see RelayCheckpoint), for its lag.
 	RelayPosition func(ctx context.Context) (int64, error)
+	// Consumers lists the event stream's durable consumers (the async side's Consumers, adapted
+	// to this package's type so that the console does not depend on the bus); the console adds
+	// each webhook endpoint's state from the store.
+	Consumers func(ctx context.Context) ([]Consumer, error)
 	// Cluster returns what GET /v1/cluster answers, shown as it is.
 	Cluster func(ctx context.Context) (any, error)
 	// Now is the clock of sessions and of the chart; nil is time.Now.

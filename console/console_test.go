@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -300,5 +301,51 @@ func TestSessionExpires(t *testing.T) {
 	}
 	if code, body := get(t, c, s.URL+"/console/"); !strings.Contains(body, `name="key"`) {
 		t.Errorf("page after the idle time: %d, want the sign-in form", code)
+	}
+}
+
+// TestConsumersState: with the async side, the live view lists the email consumer and a webhook
+// endpoint's consumer; an endpoint that answered 410 Gone shows as disabled with the reason the
+// store keeps, its consumer (kept for when it is enabled again) and the 410 as its last error.
+func TestConsumersState(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOptions{async: true})
+	s.putShow(t, "gala", "floor", 10)
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "we left", http.StatusGone)
+	}))
+	t.Cleanup(gone.Close)
+	if code := s.api(t, http.MethodPut, "/v1/webhook-endpoints/old-partner", map[string]any{"url": gone.URL + "/hook",
+		"event_types": []string{boxoffice.EventOrderConfirmed}}, nil); code != http.StatusCreated {
+		t.Fatalf("PUT webhook endpoint: %d", code)
+	}
+	s.purchase(t, "gala", "floor", "fan@example.com", 1)
+	c := browserClient(t)
+	signIn(t, s, c)
+
+	type row struct {
+		Name           string `json:"name"`
+		Endpoint       string `json:"endpoint"`
+		State          string `json:"state"`
+		DisabledReason string `json:"disabled_reason"`
+		LastError      string `json:"last_error"`
+	}
+	var rows []row
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		code, body := get(t, c, s.URL+"/console/api/state")
+		var st struct {
+			Consumers []row `json:"consumers"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
+			return fmt.Errorf("state: %d %v %s", code, err, body)
+		}
+		rows = st.Consumers
+		if len(rows) != 2 || rows[0].Name != "email" || rows[1].Endpoint != "old-partner" || rows[1].State != "disabled" {
+			return fmt.Errorf("consumers %+v, want email and old-partner disabled", rows)
+		}
+		return nil
+	})
+	if p := rows[1]; p.Name == "" || p.DisabledReason == "" || !strings.Contains(p.LastError, "410") {
+		t.Errorf("disabled endpoint's row %+v: want its consumer, the reason and the 410", p)
 	}
 }

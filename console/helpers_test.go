@@ -80,6 +80,7 @@ func startServer(t *testing.T, o serverOptions) *server {
 		}
 		t.Cleanup(s.async.Stop)
 		opts.DeadLetters, hopts.DeadLetters = s.async, s.async
+		opts.Consumers = consumersOf(s.async)
 	}
 	s.console = console.New(svc, opts)
 	hopts.Console = s.console
@@ -89,6 +90,20 @@ func startServer(t *testing.T, o serverOptions) *server {
 	t.Cleanup(s.console.Close)
 	s.URL = ts.URL
 	return s
+}
+
+// consumersOf adapts the async side's consumers to the console's rows, as serve does.
+func consumersOf(a *bonats.Async) func(context.Context) ([]console.Consumer, error) {
+	return func(ctx context.Context) ([]console.Consumer, error) {
+		list, err := a.Consumers(ctx)
+		out := make([]console.Consumer, len(list))
+		for i, c := range list {
+			out[i] = console.Consumer{Name: c.Name, Endpoint: c.Endpoint, Pending: c.Pending, AckPending: c.AckPending,
+				Redelivered: c.Redelivered, DeadLetters: c.DeadLetters, LastError: c.LastError, LastErrorAt: c.LastErrorAt,
+				Failing: c.Failing}
+		}
+		return out, err
+	}
 }
 
 // api sends a REST request with the admin key and decodes a JSON answer into out (if not nil).

@@ -96,6 +96,9 @@ type State struct {
 	Rate           Rate         `json:"rate"`
 	Relay          *Relay       `json:"relay,omitempty"`
 	DeadLetters    *DeadLetters `json:"dead_letters,omitempty"`
+	// Consumers are the event stream's consumers with their state; null when not shown (no
+	// async side, or it could not be read: see Errors).
+	Consumers []Consumer `json:"consumers"`
 	// Cluster is GET /v1/cluster's answer, when several servers share the store.
 	Cluster json.RawMessage `json:"cluster,omitempty"`
 	// Errors says which parts could not be read this time, so a page never shows stale numbers
@@ -206,6 +209,12 @@ func (s *sampler) refresh(ctx context.Context) {
 			fail("relay", err)
 		}
 		st.Relay = r
+	}
+	if list := s.c.opts.Consumers; list != nil {
+		var err error
+		if st.Consumers, err = s.consumers(ctx, list); err != nil {
+			fail("consumers", err)
+		}
 	}
 	if cl := s.c.opts.Cluster; cl != nil {
 		if v, err := cl(ctx); err != nil {

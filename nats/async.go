@@ -103,6 +103,8 @@ type Async struct {
 	ready readiness
 	// storeFailed is when the embedded server last failed to write a stream (keepJetStream).
 	storeFailed atomic.Int64
+	// errs has the consumers' last failures on this server, for Consumers (status.go).
+	errs consumerErrors
 }
 
 // ClientURL is the URL the nats CLI and other clients reach the embedded server at (AsyncConfig.
@@ -188,7 +190,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		a.close()
 		return nil, err
 	}
-	runCtx, cancelRun := context.WithCancel(context.Background())
+	runCtx, cancelRun := context.WithCancel(withConsumerErrors(context.Background(), &a.errs))
 	a.cancel = cancelRun
 	relay := &Relay{Store: cfg.Store, JS: js, GapWait: cfg.GapWait, SyncLag: syncLag, Leader: cfg.Leader, Logger: log}
 	email := &Email{Store: cfg.Store, JS: js, Dir: mailDir, SMTP: smtp, Logger: log}

@@ -85,6 +85,60 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
+// consumerErrors keeps, per durable consumer, the last delivery failure this server's runners
+// saw, for Async.Consumers. It travels in the context of the runs, as the deliveries counter
+// does, rather than in a runner: a webhook endpoint's runner is rebuilt each time its worker
+// restarts, and the last error must outlive that.
+type consumerErrors struct {
+	mu sync.Mutex
+	m  map[string]consumerError
+}
+
+// consumerError is a consumer's last failure; failing says no delivery succeeded since, so that
+// an endpoint that recovered is not shown as failing while its last error stays visible.
+type consumerError struct {
+	msg     string
+	at      time.Time
+	failing bool
+}
+
+type consumerErrorsKey struct{}
+
+func withConsumerErrors(ctx context.Context, ce *consumerErrors) context.Context {
+	return context.WithValue(ctx, consumerErrorsKey{}, ce)
+}
+
+// consumerErrorsOf returns ctx's consumerErrors; nil (which records nothing) for a run without
+// one (a test's, a dead letter's replay).
+func consumerErrorsOf(ctx context.Context) *consumerErrors {
+	ce, _ := ctx.Value(consumerErrorsKey{}).(*consumerErrors)
+	return ce
+}
+
+func (ce *consumerErrors) failed(name string, err error) {
+	if ce == nil {
+		return
+	}
+	ce.mu.Lock()
+	defer ce.mu.Unlock()
+	if ce.m == nil {
+		ce.m = make(map[string]consumerError)
+	}
+	ce.m[name] = consumerError{msg: err.Error(), at: time.Now().UTC(), failing: true}
+}
+
+func (ce *consumerErrors) succeeded(name string) {
+	if ce == nil {
+		return
+	}
+	ce.mu.Lock()
+	defer ce.mu.Unlock()
+	if e, ok := ce.m[name]; ok && e.failing {
+		e.failing = false
+		ce.m[name] = e
+	}
+}
+
 // stopError, returned by a handler, ends the consumer's run after the message is handed back to
 // JetStream (Nak) unharmed: the webhook endpoint that answered 410 Gone was disabled, and a later
 // enabling resumes from that message.
@@ -222,12 +276,14 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		streamSeq = meta.Sequence.Stream
 	}
 	count := deliveryCounter(ctx, r.name)
+	errs := consumerErrorsOf(ctx)
 	var m Message
 	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
 		if err == nil {
 			err = fmt.Errorf("event id %q is not an id", m.ID)
 		}
 		// No retry will make it decodable, and redelivering it would block the queue.
+		errs.failed(r.name, err)
 		count(r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err)))
 		return nil
 	}
@@ -242,6 +298,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 			// The inbox has it: the redelivery will be skipped.
 			r.log.Warn("consumer: ack", "consumer", r.name, "event", m.ID, "err", err)
 		}
+		errs.succeeded(r.name)
 		if skipped {
 			count(OutcomeDuplicate)
 		} else {
@@ -257,6 +314,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		count(OutcomeInterrupted)
 		return nil
 	}
+	errs.failed(r.name, err)
 	if stop, ok := errors.AsType[*stopError](err); ok {
 		_ = msg.Nak()
 		count(OutcomeStopped)

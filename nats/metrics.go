@@ -232,19 +232,44 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *busCollector) collectDLQ(ctx context.Context, ch chan<- prometheus.Metric) error {
-	st, err := c.js.Stream(ctx, DLQStreamName)
+	counts, err := deadLetterCounts(ctx, c.js)
 	if err != nil {
 		return err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(DLQSubjectPrefix+">"))
-	if err != nil {
-		return err
-	}
-	for subject, n := range info.State.Subjects {
-		consumer := strings.TrimPrefix(subject, DLQSubjectPrefix)
+	for consumer, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(n), consumer)
 	}
 	return nil
+}
+
+// deadLetterCounts returns how many dead letters wait for a replay, by the consumer that gave up
+// on them: one subject per consumer, so the stream's subject counts are the answer in one request.
+// The metrics and Async.Consumers both read it.
+func deadLetterCounts(ctx context.Context, js jetstream.JetStream) (map[string]uint64, error) {
+	st, err := js.Stream(ctx, DLQStreamName)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(DLQSubjectPrefix+">"))
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]uint64, len(info.State.Subjects))
+	for subject, n := range info.State.Subjects {
+		counts[strings.TrimPrefix(subject, DLQSubjectPrefix)] = n
+	}
+	return counts, nil
+}
+
+// consumerInfos returns the state of every durable consumer of st, the events stream: the email
+// consumer and one per webhook endpoint. The metrics and Async.Consumers both read it.
+func consumerInfos(ctx context.Context, st jetstream.Stream) ([]*jetstream.ConsumerInfo, error) {
+	var out []*jetstream.ConsumerInfo
+	list := st.ListConsumers(ctx)
+	for ci := range list.Info() {
+		out = append(out, ci)
+	}
+	return out, list.Err()
 }
 
 func (c *busCollector) collectEvents(ctx context.Context, ch chan<- prometheus.Metric) error {
@@ -263,12 +288,12 @@ func (c *busCollector) collectEvents(ctx context.Context, ch chan<- prometheus.M
 		oldest = max(time.Since(info.State.FirstTime).Seconds(), 0)
 	}
 	ch <- prometheus.MustNewConstMetric(c.streamOldest, prometheus.GaugeValue, oldest)
-	list := st.ListConsumers(ctx)
-	for ci := range list.Info() {
+	infos, err := consumerInfos(ctx, st)
+	for _, ci := range infos {
 		n := float64(ci.NumPending) + float64(ci.NumAckPending)
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, n, ci.Name)
 	}
-	return list.Err()
+	return err
 }
 
 // asyncMetrics are the async side's collectors, registered by StartAsync and unregistered by Stop.

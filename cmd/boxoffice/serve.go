@@ -300,7 +300,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return checkpoint(ctx)
 	}
 	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
-		RelayPosition: relayPosition})
+		RelayPosition: relayPosition, Consumers: consoleConsumers(async)})
 	defer con.Close()
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
@@ -680,4 +680,22 @@ func (d *durationList) Set(v string) error {
 	}
 	*d = out
 	return nil
+}
+
+// consoleConsumers adapts the async side's consumer list to the console's rows: the console
+// does not import the bus.
+func consoleConsumers(async *bonats.Async) func(context.Context) ([]console.Consumer, error) {
+	return func(ctx context.Context) ([]console.Consumer, error) {
+		list, err := async.Consumers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]console.Consumer, len(list))
+		for i, c := range list {
+			out[i] = console.Consumer{Name: c.Name, Endpoint: c.Endpoint, Pending: c.Pending, AckPending: c.AckPending,
+				Redelivered: c.Redelivered, DeadLetters: c.DeadLetters, LastError: c.LastError, LastErrorAt: c.LastErrorAt,
+				Failing: c.Failing}
+		}
+		return out, nil
+	}
 }

@@ -164,6 +164,34 @@ function renderRelay(r) {
     " (the checkpoint trails publishing by a few seconds on the embedded server)";
 }
 
+// renderConsumers rebuilds the consumers' rows: a handful of rows with nothing to focus, so
+// nothing the operator uses is lost. A row's id is its endpoint's (or, for email, its name).
+function renderConsumers(list) {
+  const body = $("consumers").tBodies[0];
+  if (!list) {
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "Not shown by this server.")));
+    return;
+  }
+  if (list.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "No consumers yet.")));
+    return;
+  }
+  body.replaceChildren(...list.map((c) => {
+    const key = c.endpoint || c.name;
+    const who = c.endpoint
+      ? el("th", { scope: "row" }, "webhook ", el("code", {}, c.endpoint), c.name ? el("br") : "", c.name ? el("code", { class: "muted" }, c.name) : "")
+      : el("th", { scope: "row" }, c.name);
+    const num = (field, v) => el("td", { class: "n", "data-field": field }, c.name ? v : "–");
+    const state = c.state + (c.disabled_reason ? " (" + c.disabled_reason + ")" : "");
+    return el("tr", { id: "consumer-" + key, "data-consumer": key }, who,
+      el("td", { "data-field": "state", class: "state-" + c.state }, state),
+      num("pending", c.pending), num("ack_pending", c.ack_pending), num("redelivered", c.redelivered),
+      num("dead_letters", c.dead_letters),
+      el("td", { "data-field": "last_error", class: c.failing ? "err" : "" }, c.last_error || "",
+        c.last_error_at ? el("br") : "", c.last_error_at ? el("small", {}, fmtTime(c.last_error_at)) : ""));
+  }));
+}
+
 // renderDeadLetters keeps the rows of dead letters it already shows (a dead letter does not
 // change), so an open payload or a focused Replay button survives the refresh; it adds the new
 // ones and drops the ones that left the queue.
@@ -225,6 +253,7 @@ function render(state) {
   renderShows(state.shows);
   renderRate(state.rate);
   renderRelay(state.relay);
+  renderConsumers(state.consumers);
   renderDeadLetters(state.dead_letters);
   if (state.cluster) {
     $("cluster-section").hidden = false;
