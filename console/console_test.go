@@ -343,6 +343,10 @@ func TestConsumersState(t *testing.T) {
 		if len(rows) != 2 || rows[0].Name != "email" || rows[1].Endpoint != "old-partner" || rows[1].State != "disabled" {
 			return fmt.Errorf("consumers %+v, want email and old-partner disabled", rows)
 		}
+		// The store says disabled as the delivery ends; the runner notes its error just after.
+		if !strings.Contains(rows[1].LastError, "410") {
+			return fmt.Errorf("old-partner's last error %q, want the 410", rows[1].LastError)
+		}
 		return nil
 	})
 	if p := rows[1]; p.Name == "" || p.DisabledReason == "" || !strings.Contains(p.LastError, "410") {
