@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -241,7 +242,7 @@ func (n *Node) acquire(ctx context.Context, name string) (bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if l.ServerID != n.id {
-		if show, isShow := cutShow(name); isShow {
+		if show, isShow := strings.CutPrefix(name, "show:"); isShow {
 			n.owners[show] = owner{serverID: l.ServerID, until: t0.Add(min(ownerCache, time.Until(l.ExpiresAt)))}
 		}
 		return false, nil
@@ -252,13 +253,6 @@ func (n *Node) acquire(ctx context.Context, name string) (bool, error) {
 		n.log.Info("cluster: lease taken", "lease", name, "epoch", l.Epoch, "server", n.id)
 	}
 	return true, nil
-}
-
-func cutShow(name string) (string, bool) {
-	if len(name) > 5 && name[:5] == "show:" {
-		return name[5:], true
-	}
-	return "", false
 }
 
 // epoch is the epoch of a lease this server holds and may still use.

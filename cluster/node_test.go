@@ -14,8 +14,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// testTTL is short so that leases lapse within a test; a heartbeat renews every third of it.
-const testTTL = 400 * time.Millisecond
+// testTTL is short so that leases lapse within a test, and long enough that a heartbeat (every
+// third of it, each bounded by a third) keeps them on a machine loaded by other tests.
+const testTTL = time.Second
 
 func openDB(t *testing.T) *postgres.DB {
 	t.Helper()

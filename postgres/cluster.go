@@ -101,9 +101,9 @@ func (db *DB) Heartbeat(ctx context.Context, serverID string, ttl time.Duration)
 
 // AcquireLease implements boxoffice.ClusterStore.
 func (db *DB) AcquireLease(ctx context.Context, name, serverID string, ttl time.Duration) (l boxoffice.Lease, ok bool, err error) {
-	show, _ := strings.CutPrefix(name, "show:")
-	if show == name {
-		show = ""
+	show, isShow := strings.CutPrefix(name, "show:")
+	if !isShow {
+		show = "" // not a show's lease: no show must exist for it
 	}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		// The row lock waits for the holder's fenced batches, which take milliseconds; a holder

@@ -98,31 +98,35 @@ func (s *Service) forward(ctx context.Context, showID string, c *Call) (res *box
 // showOfHold is the show of hold id for routing, or "" when it cannot say (no such hold, or the
 // store failed): the call then runs here, which answers it as it would anyway.
 func (s *Service) showOfHold(ctx context.Context, id string) string {
-	if s.cfg.Router == nil || ctx.Value(forwardedKey{}) != nil {
-		return ""
-	}
-	var show string
-	_ = s.store.View(ctx, func(tx boxoffice.Tx) error {
+	return s.showOf(ctx, func(tx boxoffice.Tx) (string, error) {
 		h, err := tx.GetHold(ctx, id)
-		if err == nil {
-			show = h.ShowID
+		if err != nil {
+			return "", err
 		}
-		return err
+		return h.ShowID, nil
 	})
-	return show
 }
 
 // showOfOrder is showOfHold for an order.
 func (s *Service) showOfOrder(ctx context.Context, id string) string {
+	return s.showOf(ctx, func(tx boxoffice.Tx) (string, error) {
+		o, err := tx.GetOrder(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		return o.ShowID, nil
+	})
+}
+
+// showOf reads a show id for routing with read, when there is a Router and the call was not
+// forwarded here; "" otherwise or when the read fails.
+func (s *Service) showOf(ctx context.Context, read func(tx boxoffice.Tx) (string, error)) string {
 	if s.cfg.Router == nil || ctx.Value(forwardedKey{}) != nil {
 		return ""
 	}
 	var show string
-	_ = s.store.View(ctx, func(tx boxoffice.Tx) error {
-		o, err := tx.GetOrder(ctx, id)
-		if err == nil {
-			show = o.ShowID
-		}
+	_ = s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		show, err = read(tx)
 		return err
 	})
 	return show
