@@ -106,7 +106,9 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("%d orders, want 10", len(orders))
 	}
 	checkfor := func() bool { receipts, _ := mailbox(t, dir); return len(receipts) == len(orders) }
-	deadline := time.Now().Add(60 * time.Second)
+	// The relay waits 30 s for the ack a stream with a failed write never sends, then publishes
+	// again once JetStream is reloaded: room for that, and a loaded machine.
+	deadline := time.Now().Add(120 * time.Second)
 	for !checkfor() {
 		if time.Now().After(deadline) {
 			receipts, _ := mailbox(t, dir)
