@@ -39,6 +39,7 @@ type Service interface {
 	ListAPIKeys(ctx context.Context, after string, limit int) ([]*boxoffice.APIKey, string, error)
 	RevokeAPIKey(ctx context.Context, id string) error
 	ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error)
+	ExpiringHolds(ctx context.Context, within time.Duration, limit int) ([]*boxoffice.Hold, error)
 }
 
 var _ Service = (*sale.Service)(nil)

@@ -353,3 +353,49 @@ func TestConsumersState(t *testing.T) {
 		t.Errorf("disabled endpoint's row %+v: want its consumer, the reason and the 410", p)
 	}
 }
+
+// TestExpiringHolds: a hold that expires within the minute is listed with its buyer, one that
+// expires later is not, and a hold that was confirmed leaves the list.
+func TestExpiringHolds(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOptions{})
+	for _, show := range []struct {
+		id  string
+		ttl int
+	}{{"soon", 30}, {"later", 600}} {
+		body := map[string]any{"name": "Show " + show.id, "starts_at": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339),
+			"hold_ttl_seconds": show.ttl, "tiers": []map[string]any{{"id": "ga", "name": "GA", "capacity": 10,
+				"price": map[string]any{"amount": 5000, "currency": "EUR"}}}}
+		if code := s.api(t, http.MethodPut, "/v1/shows/"+show.id, body, nil); code != http.StatusCreated {
+			t.Fatalf("PUT show %s: %d", show.id, code)
+		}
+	}
+	hold := func(show, email string) *boxoffice.Hold {
+		var h boxoffice.Hold
+		if code := s.api(t, http.MethodPost, "/v1/shows/"+show+"/holds", map[string]any{"tier_id": "ga", "quantity": 2,
+			"buyer": map[string]any{"email": email}}, &h); code != http.StatusCreated {
+			t.Fatalf("hold on %s: %d", show, code)
+		}
+		return &h
+	}
+	soon, confirmed := hold("soon", "soon@example.com"), hold("soon", "paid@example.com")
+	hold("later", "later@example.com")
+	if code := s.api(t, http.MethodPost, "/v1/holds/"+confirmed.ID+"/confirm", map[string]any{"payment": map[string]any{"token": "tok_ok"}}, nil); code != http.StatusCreated {
+		t.Fatalf("confirm: %d", code)
+	}
+	c := browserClient(t)
+	signIn(t, s, c)
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		_, body := get(t, c, s.URL+"/console/api/state")
+		var st struct {
+			Holds []*boxoffice.Hold `json:"expiring_holds"`
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		if len(st.Holds) != 1 || st.Holds[0].ID != soon.ID || st.Holds[0].Buyer.Email != "soon@example.com" {
+			return fmt.Errorf("expiring holds %+v, want only %s", st.Holds, soon.ID)
+		}
+		return nil
+	})
+}

@@ -93,6 +93,9 @@ type State struct {
 	Shows []*boxoffice.Show `json:"shows"`
 	// ShowsTruncated says there are more shows than maxShows.
 	ShowsTruncated bool         `json:"shows_truncated"`
+	// ExpiringHolds are the active holds that expire within expiringWithin, soonest first, at
+	// most maxExpiringRows of them.
+	ExpiringHolds []*boxoffice.Hold `json:"expiring_holds"`
 	Rate           Rate         `json:"rate"`
 	Relay          *Relay       `json:"relay,omitempty"`
 	DeadLetters    *DeadLetters `json:"dead_letters,omitempty"`
@@ -105,6 +108,12 @@ type State struct {
 	// as if they were fresh.
 	Errors []string `json:"errors,omitempty"`
 }
+
+// The expiring holds the console shows: those of the next minute, a screenful at most.
+const (
+	expiringWithin  = time.Minute
+	maxExpiringRows = 20
+)
 
 // sampler builds the State. It tails the event feed from where it last read, which costs one
 // query a second when nothing happens; it runs only while a page watches (see want), so a
@@ -192,6 +201,9 @@ func (s *sampler) refresh(ctx context.Context) {
 		fail("shows", err)
 	}
 	st.Shows, st.ShowsTruncated = shows, more
+	if st.ExpiringHolds, err = s.c.svc.ExpiringHolds(ctx, expiringWithin, maxExpiringRows); err != nil {
+		fail("expiring holds", err)
+	}
 	if dlq := s.c.opts.DeadLetters; dlq != nil {
 		list, err := dlq.ListDeadLetters(ctx, maxDeadLetterRows+1)
 		if err != nil {

@@ -3,6 +3,7 @@ package sale
 import (
 	"context"
 	"strings"
+	"time"
 
 	"boxoffice"
 )
@@ -177,6 +178,18 @@ func (s *Service) endHold(ctx context.Context, h *boxoffice.Hold, to boxoffice.H
 		cur.Status, cur.UpdatedAt = to, now
 		return s.appendEvent(ctx, tx, event, h.ID, cur)
 	})
+}
+
+// ExpiringHolds returns up to limit active holds that expire within the next within, soonest
+// first, whose payment is not under way: the holds an operator watching an on-sale sees about to
+// give their tickets back.
+func (s *Service) ExpiringHolds(ctx context.Context, within time.Duration, limit int) ([]*boxoffice.Hold, error) {
+	var holds []*boxoffice.Hold
+	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
+		holds, err = tx.DueHolds(ctx, s.now().Add(within), limit)
+		return err
+	})
+	return holds, err
 }
 
 // ExpireDue expires every active hold whose expires_at has come and that has no payment under way,

@@ -159,9 +159,24 @@ function renderRelay(r) {
   if (!r) { $("relay").textContent = "Relay: not shown by this server."; return; }
   // The checkpoint is what the relay knows to be durable in the stream; on the embedded server it
   // trails publishing by a few seconds (two fsync intervals), so a small lag is normal there.
-  $("relay").textContent = "Relay: outbox head " + r.head + ", durably relayed up to " + r.relayed +
+  $("relay").textContent = "Relay: outbox head " + r.head + ", relayed up to " + r.relayed +
     " — lag " + r.lag_events + " events" + (r.lag_events > 0 ? ", oldest waiting " + r.lag_seconds.toFixed(1) + " s" : "") +
-    " (the checkpoint trails publishing by a few seconds on the embedded server)";
+    " (on a server that does not relay, the stored checkpoint, which trails publishing by a few seconds)";
+}
+
+// renderExpiring rebuilds the rows of the holds about to expire.
+function renderExpiring(list) {
+  const body = $("expiring").tBodies[0];
+  if (!list || list.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 5 }, "None in the next minute.")));
+    return;
+  }
+  body.replaceChildren(...list.map((h) => el("tr", { id: "expiring-" + h.id, "data-hold": h.id },
+    el("th", { scope: "row" }, el("code", {}, h.id)),
+    el("td", {}, h.show_id + " / " + h.tier_id),
+    el("td", { class: "n" }, String(h.quantity)),
+    el("td", {}, h.buyer ? h.buyer.email : ""),
+    el("td", {}, fmtTime(h.expires_at)))));
 }
 
 // renderConsumers rebuilds the consumers' rows: a handful of rows with nothing to focus, so
@@ -251,6 +266,7 @@ async function replay(id, btn) {
 
 function render(state) {
   renderShows(state.shows);
+  renderExpiring(state.expiring_holds);
   renderRate(state.rate);
   renderRelay(state.relay);
   renderConsumers(state.consumers);
