@@ -92,13 +92,13 @@ type State struct {
 	At    time.Time         `json:"at"`
 	Shows []*boxoffice.Show `json:"shows"`
 	// ShowsTruncated says there are more shows than maxShows.
-	ShowsTruncated bool         `json:"shows_truncated"`
+	ShowsTruncated bool `json:"shows_truncated"`
 	// ExpiringHolds are the active holds that expire within expiringWithin, soonest first, at
 	// most maxExpiringRows of them.
 	ExpiringHolds []*boxoffice.Hold `json:"expiring_holds"`
-	Rate           Rate         `json:"rate"`
-	Relay          *Relay       `json:"relay,omitempty"`
-	DeadLetters    *DeadLetters `json:"dead_letters,omitempty"`
+	Rate          Rate              `json:"rate"`
+	Relay         *Relay            `json:"relay,omitempty"`
+	DeadLetters   *DeadLetters      `json:"dead_letters,omitempty"`
 	// Consumers are the event stream's consumers with their state; null when not shown (no
 	// async side, or it could not be read: see Errors).
 	Consumers []Consumer `json:"consumers"`
