@@ -128,11 +128,18 @@ func (e *NotReadyError) Error() string {
 // Unwrap returns the cause.
 func (e *NotReadyError) Unwrap() error { return e.Err }
 
+// Overloaded is an EOVERLOADED error: the server cannot take the request now (shed load, a show
+// moving between servers, a full disk), a 503 with a Retry-After of retryAfter that no
+// idempotency record keeps, so the client's retry with the same key is served afresh.
+func Overloaded(retryAfter time.Duration, format string, args ...any) *Error {
+	e := Errorf(EOVERLOADED, format, args...)
+	e.RetryAfter = retryAfter
+	return e
+}
+
 // StorageFull is the error of a write the store refused for want of space (a full disk): the
-// server's condition, not the client's, and temporary, so a 503 with a Retry-After that no
-// idempotency record keeps. cause stays in the chain for the log.
+// server's condition, not the client's, and temporary, so Overloaded. cause stays in the chain
+// for the log.
 func StorageFull(cause error) error {
-	e := Errorf(EOVERLOADED, "the server's storage is full; retry later")
-	e.RetryAfter = 5 * time.Second
-	return errors.Join(e, cause)
+	return errors.Join(Overloaded(5*time.Second, "the server's storage is full; retry later"), cause)
 }

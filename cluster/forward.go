@@ -66,7 +66,7 @@ func (r *Router) Attach(nc *natsgo.Conn, exec Executor) error {
 		select {
 		case r.limit <- struct{}{}:
 		default:
-			r.reply(m, nil, false, overloaded("this server is at capacity; retry"))
+			r.reply(m, nil, false, boxoffice.Overloaded(time.Second, "this server is at capacity; retry"))
 			return
 		}
 		r.wg.Add(1)
@@ -192,10 +192,4 @@ func (r *Router) Forward(ctx context.Context, showID string, c *sale.Call) (*box
 		return nil, w.Replayed, nil // ReleaseHold answers no body
 	}
 	return &boxoffice.Response{Status: w.Status, Body: w.Body, Location: w.Location}, w.Replayed, nil
-}
-
-func overloaded(msg string) error {
-	e := boxoffice.Errorf(boxoffice.EOVERLOADED, "%s", msg)
-	e.RetryAfter = time.Second
-	return e
 }

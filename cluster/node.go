@@ -342,9 +342,7 @@ func (n *Node) Fence(ctx context.Context, tx boxoffice.Tx, showID string) error 
 
 // moving is the retryable answer for a show this server may not write.
 func moving(showID string) error {
-	e := boxoffice.Errorf(boxoffice.EOVERLOADED, "show %s is moving to another server; retry", showID)
-	e.RetryAfter = time.Second
-	return e
+	return boxoffice.Overloaded(time.Second, "show %s is moving to another server; retry", showID)
 }
 
 // Status is GET /v1/cluster: the servers and the leases, by the store's clock.

@@ -239,9 +239,7 @@ func (a *Actor) offer(w *showWriter, cmd *command) error {
 }
 
 func (a *Actor) overloaded(msg string) error {
-	e := boxoffice.Errorf(boxoffice.EOVERLOADED, "%s", msg)
-	e.RetryAfter = a.retryAfter
-	return e
+	return boxoffice.Overloaded(a.retryAfter, "%s", msg)
 }
 
 // writePanic carries a panic of a command's write back to its caller's goroutine, where it would

@@ -196,9 +196,7 @@ func (t *tx) CheckLease(ctx context.Context, name, serverID string, epoch int64)
 	var one int
 	err := t.queryRow(ctx, sCheckLease, name, serverID, epoch).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
-		e := boxoffice.Errorf(boxoffice.EOVERLOADED, "%s is moving to another server; retry", strings.ReplaceAll(name, ":", " "))
-		e.RetryAfter = time.Second
-		return e
+		return boxoffice.Overloaded(time.Second, "%s is moving to another server; retry", strings.ReplaceAll(name, ":", " "))
 	}
 	if err != nil {
 		return fmt.Errorf("check lease %s: %w", name, err)

@@ -436,8 +436,7 @@ func (l *Lock) lost(show string, h *held, why string) error {
 
 // overloaded wraps sentinel (and its cause, for logs) with a client-safe EOVERLOADED.
 func overloaded(sentinel, cause error, msg string) error {
-	e := boxoffice.Errorf(boxoffice.EOVERLOADED, "%s", msg)
-	e.RetryAfter = time.Second
+	e := boxoffice.Overloaded(time.Second, "%s", msg)
 	if cause != nil {
 		return fmt.Errorf("%w (%v): %w", sentinel, cause, e)
 	}
