@@ -16,7 +16,6 @@ import (
 
 	"boxoffice"
 	"boxoffice/nats/natstest"
-	"boxoffice/sqlite"
 )
 
 // clusterWait bounds each wait of the cluster test: a leader election after a SIGKILL takes
@@ -54,11 +53,7 @@ func TestAsyncSurvivesNodeLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	e := &env{store: db, js: js, st: st, dir: dir}
 
 	// Warnings (failed rounds, failed fetches) show what the failovers did when the test fails.

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
-	"boxoffice/sqlite"
 )
 
 // TestDeadLetterRoundTrip runs the async side as the server does, with a tiny retry schedule,
@@ -29,11 +28,7 @@ import (
 func TestDeadLetterRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	backoff := []time.Duration{5 * time.Millisecond, 10 * time.Millisecond}
 	a, err := StartAsync(AsyncConfig{NATS: "embedded", DataDir: dir, Store: db, AllowPrivateWebhooks: true,
 		Tuning: &AsyncTuning{WebhookBackoff: backoff, WebhookPoll: 20 * time.Millisecond, WebhookTimeout: 5 * time.Second},

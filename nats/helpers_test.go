@@ -71,6 +71,17 @@ func newEnvWith(t *testing.T, store boxoffice.Store) *env {
 	return e
 }
 
+// openStore opens a SQLite store in dir, closed when the test ends.
+func openStore(t *testing.T, dir string) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "boxoffice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
 // connect opens another connection to the embedded server, as another boxoffice server would
 // have, closed when the test ends unless the test closes it first.
 func (e *env) connect(t *testing.T) (*natsgo.Conn, jetstream.JetStream) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"boxoffice"
-	"boxoffice/sqlite"
 )
 
 // scrape reads reg as a Prometheus server would, over HTTP in the text format, and returns every
@@ -85,12 +83,7 @@ func putShow(t *testing.T, store boxoffice.Store, id, tier string, capacity, hel
 // the show's tier shows the store's counts. After Stop the async side's series are gone.
 func TestAsyncMetrics(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	putShow(t, db, "gala", "stalls", 100, 3, 7)
 	// Private addresses are refused (AllowPrivateWebhooks unset): a permanent failure, so the
 	// delivery is dead-lettered on its first attempt.
@@ -296,11 +289,7 @@ func TestCheckMaxAge(t *testing.T) {
 func TestAsyncListenAndMaxAge(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	a, err := StartAsync(AsyncConfig{NATS: "embedded", DataDir: dir, Store: db, Listen: "127.0.0.1:0",
 		EventsMaxAge: 48 * time.Hour, Logger: testLogger(t)})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
-	"boxoffice/sqlite"
 )
 
 // TestRelayPublishesEachEventOnceAcrossCrashes kills the relay between the acks of a round and
@@ -223,11 +222,7 @@ func TestDuplicateWindowOutlastsTheRelay(t *testing.T) {
 func TestRelayRepublishesWhatAnUnsyncedStreamLost(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	e := &env{store: db, dir: dir}
 	start := func() (stop func()) {
 		srv, err := StartEmbedded(filepath.Join(dir, "nats"), EmbeddedOptions{})

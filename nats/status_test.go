@@ -5,13 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"boxoffice"
-	"boxoffice/sqlite"
 )
 
 // TestAsyncConsumers runs the async side as the server does, with a webhook endpoint whose
@@ -21,11 +19,7 @@ import (
 func TestAsyncConsumers(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "boxoffice.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openStore(t, dir)
 	putShow(t, db, "gala", "stalls", 100, 0, 2)
 	partner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "partner down", http.StatusInternalServerError)
