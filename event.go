@@ -44,6 +44,9 @@ type EventTx interface {
 	// EventByID returns the event with that id from the outbox, or ENOTFOUND. Consumers check a
 	// message from the bus against it, so that a message nobody committed causes nothing.
 	EventByID(ctx context.Context, id string) (*Event, error)
+	// EventsOfSubject returns up to limit events of subject in Seq order: an order's history,
+	// and how a consumer finds the earlier event of a subject it must apply first.
+	EventsOfSubject(ctx context.Context, subject string, limit int) ([]*Event, error)
 	// RelayCheckpoint returns the position up to which the relay called name has published the
 	// outbox, 0 when it has not started.
 	RelayCheckpoint(ctx context.Context, name string) (int64, error)

@@ -150,8 +150,9 @@ func (e *stopError) Error() string { return e.err.Error() }
 func (e *stopError) Unwrap() error { return e.err }
 
 // runner is the one implementation of a durable consumer's loop, shared by the email and the
-// webhook consumers: fetch one message (the consumer has MaxAckPending 1, so the events of one
-// order are applied in stream order), skip it when the inbox has its event id, else apply it with
+// webhook consumers: fetch one message (a webhook endpoint's consumer has MaxAckPending 1, so
+// its events are applied in stream order; the email consumer keeps order per order instead, see
+// Email), skip it when the inbox has its event id, else apply it with
 // handle, which records the inbox row in the transaction of its effect's record; ack on success;
 // on failure NakWithDelay along backoff (jitter added, Retry-After honoured), and past the schedule
 // or on a PermanentError publish a dead letter to the DLQ stream and, once that publish is acked,

@@ -42,14 +42,21 @@ const EmailConsumer = "email"
 // inbox row is written only after the server accepted the message (250 after DATA), so a failed
 // send records nothing and is retried; see apply for the one window that can send twice.
 //
-// The consumer has one message in flight (MaxAckPending 1), so the events of one order are applied
-// in stream order: a cancellation notice never goes out before the receipt.
+// One failing email does not hold back the others: the consumer lets EmailMaxAckPending messages
+// be in flight or waiting for their retry, so while a receipt waits out its back-off (a refused
+// address, a mailbox over quota) the ones behind it go out. What must stay in order is one order's
+// two emails: a cancellation notice never goes out before its order's receipt. apply checks that
+// with the store (see receiptFirst): a cancellation whose receipt has not gone out yet fails with
+// a retryable error and waits along the schedule like any failure; if the receipt is finally
+// dead-lettered, so is the cancellation, and a replay in the dead letters' order sends them in
+// order. This is the per-key ordering of a partitioned log without a partition per order.
 //
 // Several servers may run an Email each on one store, one JetStream and one Dir (a shared
-// --mail-dir): they pull from the same durable consumer, whose MaxAckPending of 1 holds across all
-// of them, so one server at a time works on one message. A server that dies mid-message loses it
-// to another after AckWait (short, see DefaultAckWait), and the file the other writes has the same
-// name and the same bytes, so whichever of them wrote it, there is one receipt.
+// --mail-dir): they pull from the same durable consumer, so several emails are sent at once, one
+// per server, and receiptFirst keeps one order's emails in order across servers as it does on one.
+// A server that dies mid-message loses it to another after AckWait (short, see DefaultAckWait),
+// and the file the other writes has the same name and the same bytes, so whichever of them wrote
+// it, there is one receipt.
 type Email struct {
 	// Store holds the inbox.
 	Store boxoffice.Store
@@ -72,6 +79,10 @@ type Email struct {
 	Backoff []time.Duration
 	// Logger, when set, gets what was sent and what failed.
 	Logger *slog.Logger
+	// InboxTTL is how long the store keeps a consumer's record of an applied event (the sale's
+	// InboxTTL); 0 means DefaultEventsMaxAge, which is its default. receiptFirst trusts a missing
+	// record only within it.
+	InboxTTL time.Duration
 
 	// beforeAck, in tests, runs after the inbox commit and before the ack; an error ends Run
 	// there, as a crash would.
@@ -96,18 +107,26 @@ func (e *Email) Run(ctx context.Context) error {
 		return err
 	}
 	removeStaleTemps(e.Dir)
-	cfg := jetstream.ConsumerConfig{
+	return e.runner().loop(ctx, e.consumer)
+}
+
+// consumer creates the durable email consumer, or updates it to this configuration.
+func (e *Email) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	return e.JS.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		Durable:        EmailConsumer,
 		FilterSubjects: []string{SubjectPrefix + boxoffice.EventOrderConfirmed, SubjectPrefix + boxoffice.EventOrderCancelled},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckWait:        e.ackWait(),
-		MaxAckPending:  1,
-	}
-	return e.runner().loop(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-		return e.JS.CreateOrUpdateConsumer(ctx, StreamName, cfg)
+		MaxAckPending:  EmailMaxAckPending,
 	})
 }
+
+// EmailMaxAckPending is how many emails may be in flight or waiting for a retry at once, over
+// every server. It is what lets the emails behind a failing one go out; past it, the consumer
+// waits for a retry to come due. A bound rather than unlimited, so that an SMTP server that
+// refuses everything does not make every server fetch the whole stream into retries at once.
+const EmailMaxAckPending = 256
 
 // runner is the email consumer's loop around apply, for Run and for a dead letter's replay.
 func (e *Email) runner() *runner {
@@ -190,6 +209,11 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
 	}
+	if m.Type == boxoffice.EventOrderCancelled {
+		if err := e.receiptFirst(ctx, m); err != nil {
+			return err
+		}
+	}
 	body := e.render(m, &ev)
 	if e.SMTP != nil {
 		err = e.SMTP.send(ctx, e.sender(), ev.Buyer.Email, body)
@@ -213,6 +237,60 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		return nil
 	}
 	return err
+}
+
+// WaitingForReceiptError is the failure of a cancellation notice whose order's receipt has not
+// gone out yet: it is retried along the schedule like any failure, so that the notice never
+// reaches the buyer before the receipt.
+type WaitingForReceiptError struct {
+	// OrderID is the order, and ReceiptEventID the order.confirmed event whose email is awaited.
+	OrderID, ReceiptEventID string
+}
+
+// Error implements error.
+func (e *WaitingForReceiptError) Error() string {
+	return fmt.Sprintf("waiting for the receipt of order %s (event %s) to go out first", e.OrderID, e.ReceiptEventID)
+}
+
+// orderEventsRead bounds receiptFirst's read of an order's events: an order has a handful (its
+// confirmation, a failed payment, a cancellation), and the receipt comes before the cancellation.
+const orderEventsRead = 32
+
+// receiptFirst returns a WaitingForReceiptError when the cancellation m follows an order.confirmed
+// event of its order whose email has not been applied. The inbox says it was; a missing inbox row
+// is trusted only while the row, had it been written, could not yet have been swept (InboxTTL
+// after the confirmation): past that, the receipt went out or was dead-lettered long ago.
+func (e *Email) receiptFirst(ctx context.Context, m *Message) error {
+	ttl := cmp.Or(e.InboxTTL, DefaultEventsMaxAge)
+	var waiting *WaitingForReceiptError
+	err := e.Store.View(ctx, func(tx boxoffice.Tx) error {
+		waiting = nil
+		events, err := tx.EventsOfSubject(ctx, m.Subject, orderEventsRead)
+		if err != nil {
+			return err
+		}
+		for _, ev := range events {
+			if ev.Seq >= m.Seq || ev.Type != boxoffice.EventOrderConfirmed || time.Since(ev.CreatedAt) > ttl {
+				continue
+			}
+			sent, err := tx.InboxHas(ctx, EmailConsumer, ev.ID)
+			if err != nil {
+				return err
+			}
+			if !sent {
+				waiting = &WaitingForReceiptError{OrderID: m.Subject, ReceiptEventID: ev.ID}
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the order's receipt: %w", err)
+	}
+	if waiting != nil {
+		return waiting
+	}
+	return nil
 }
 
 // render builds the email: headers, then a multipart/alternative body of a plain-text part and

@@ -86,3 +86,11 @@ func (t *tx) EventByID(ctx context.Context, id string) (*boxoffice.Event, error)
 	}
 	return e, nil
 }
+
+// EventsOfSubject implements boxoffice.Tx.
+func (t *tx) EventsOfSubject(ctx context.Context, subject string, limit int) ([]*boxoffice.Event, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	return t.events(ctx, "events of subject", sEventsOfSubject, subject, limit)
+}

@@ -55,6 +55,7 @@ const (
 	sListEvents
 	sEventsAt
 	sEventByID
+	sEventsOfSubject
 	sEventsSeq
 
 	sInsertAPIKey
@@ -182,6 +183,8 @@ var stmtSQL = [numStmts]string{
 	sEventsAt: `SELECT ` + eventCols + ` FROM events
 		WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position`,
 	sEventByID: `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
+	// UNIQUE (subject, seq) is the index.
+	sEventsOfSubject: `SELECT ` + eventCols + ` FROM events WHERE subject = ? ORDER BY seq LIMIT ?`,
 	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.
 	sEventsSeq: `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)`,
 

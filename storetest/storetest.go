@@ -948,6 +948,19 @@ func testEvents(t *testing.T, db boxoffice.Store) {
 		_, err = tx.EventByID(ctx, "evt_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
 
+		// EventsOfSubject: the subject's events only, by seq, up to limit.
+		of, err := tx.EventsOfSubject(ctx, "ord_a", 10)
+		if err != nil || len(of) != 3 || of[0].ID != "evt_0" || of[1].ID != "evt_2" || of[2].ID != "evt_4" ||
+			of[2].Seq != 3 || !bytes.Equal(of[1].Data, appended[2].Data) {
+			t.Errorf("EventsOfSubject(ord_a) = %+v, %v; want evt_0, evt_2, evt_4", of, err)
+		}
+		if two, err := tx.EventsOfSubject(ctx, "ord_a", 2); err != nil || len(two) != 2 || two[1].ID != "evt_2" {
+			t.Errorf("EventsOfSubject(ord_a, 2) = %+v, %v; want evt_0, evt_2", two, err)
+		}
+		if none, err := tx.EventsOfSubject(ctx, "ord_nope", 10); err != nil || len(none) != 0 {
+			t.Errorf("EventsOfSubject(ord_nope) = %+v, %v; want none", none, err)
+		}
+
 		// EventsAt: the ones that exist, by position, whatever order they were asked in.
 		missing := appended[5].Position + 1000
 		found, err := tx.EventsAt(ctx, []int64{appended[4].Position, missing, appended[1].Position})
