@@ -71,6 +71,9 @@ type OrderTx interface {
 	UpdateOrder(ctx context.Context, o *Order, from OrderStatus) (ok bool, err error)
 	// ListOrders returns up to limit orders that match f, with ids after after, by id.
 	ListOrders(ctx context.Context, f OrderFilter, after string, limit int) ([]*Order, error)
+	// CountOrders returns how many orders have status, counting no further than limit: an
+	// operator's view of a sale whose cost stays bounded however many orders there are.
+	CountOrders(ctx context.Context, status OrderStatus, limit int) (int, error)
 	// PendingOrders returns up to limit pending_payment orders, oldest first.
 	PendingOrders(ctx context.Context, limit int) ([]*Order, error)
 	// ForEachOrder calls fn for every order.

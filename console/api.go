@@ -205,6 +205,7 @@ func (c *Console) cancelOrder(w http.ResponseWriter, r *http.Request, ss *sessio
 		c.writeError(w, err)
 		return
 	}
+	c.sampler.ordersStale.Store(true)
 	c.sampler.poke()
 	ct := "application/json"
 	if res.Status >= 400 {

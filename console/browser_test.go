@@ -231,6 +231,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	waitText(t, ctx, sold, "13")
 	waitText(t, ctx, `td[data-show="gala"][data-tier="floor"][data-field="available"]`, "187")
 	waitText(t, ctx, "#rate-orders", "8")
+	waitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "8")
+	waitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "0")
 
 	// Every confirmed order failed at the partner: eight dead letters, listed with their error.
 	var dls []boxoffice.DeadLetter
@@ -265,6 +267,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("confirm-yes")))
 	waitText(t, ctx, `#orders td[data-field="status"]`, "cancelled")
 	waitText(t, ctx, sold, "11")
+	waitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "7")
+	waitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "1")
 
 	// The partner is back: replaying the oldest dead letter by a click delivers it and takes it
 	// off the list, and it stays off as the view refreshes.

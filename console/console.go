@@ -40,6 +40,7 @@ type Service interface {
 	RevokeAPIKey(ctx context.Context, id string) error
 	ListWebhookEndpoints(ctx context.Context) ([]*boxoffice.WebhookEndpoint, error)
 	ExpiringHolds(ctx context.Context, within time.Duration, limit int) ([]*boxoffice.Hold, error)
+	OrderCounts(ctx context.Context, limit int) (map[boxoffice.OrderStatus]int, error)
 }
 
 var _ Service = (*sale.Service)(nil)

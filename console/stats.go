@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"boxoffice"
@@ -96,9 +97,11 @@ type State struct {
 	// ExpiringHolds are the active holds that expire within expiringWithin, soonest first, at
 	// most maxExpiringRows of them.
 	ExpiringHolds []*boxoffice.Hold `json:"expiring_holds"`
-	Rate          Rate              `json:"rate"`
-	Relay         *Relay            `json:"relay,omitempty"`
-	DeadLetters   *DeadLetters      `json:"dead_letters,omitempty"`
+	// Orders counts the orders by status; null until first read.
+	Orders      *OrderCounts `json:"orders,omitempty"`
+	Rate        Rate         `json:"rate"`
+	Relay       *Relay       `json:"relay,omitempty"`
+	DeadLetters *DeadLetters `json:"dead_letters,omitempty"`
 	// Consumers are the event stream's consumers with their state; null when not shown (no
 	// async side, or it could not be read: see Errors).
 	Consumers []Consumer `json:"consumers"`
@@ -108,6 +111,23 @@ type State struct {
 	// as if they were fresh.
 	Errors []string `json:"errors,omitempty"`
 }
+
+// OrderCounts is how many orders have each status, as of At. A count equal to Cap means at
+// least that many: each status is counted no further, so the count costs a bounded index read
+// however big the sale.
+type OrderCounts struct {
+	At       time.Time                     `json:"at"`
+	ByStatus map[boxoffice.OrderStatus]int `json:"by_status"`
+	Cap      int                           `json:"cap"`
+}
+
+// The order counts: read every orderCountsEvery refreshes (every 5 s by default) rather than with
+// each, since at their cap they read a million index entries per status; and each status counted
+// up to orderCountCap.
+const (
+	orderCountsEvery = 5
+	orderCountCap    = 1_000_000
+)
 
 // The expiring holds the console shows: those of the next minute, a screenful at most.
 const (
@@ -121,15 +141,19 @@ const (
 type sampler struct {
 	c *Console
 
-	mu       sync.Mutex
-	cursor   int64 // the position of the last event read; 0 with !warm: find the head first
-	warm     bool
-	buckets  [window]bucket
-	body     []byte // the State as JSON, marshalled once for every page
-	version  uint64
-	changed  chan struct{} // closed and replaced when state changes
-	wantedAt time.Time
-	kick     chan struct{}
+	mu        sync.Mutex
+	cursor    int64 // the position of the last event read; 0 with !warm: find the head first
+	warm      bool
+	orders    *OrderCounts // the last order counts, read again every orderCountsEvery refreshes
+	ordersAge int          // refreshes since orders was read
+	// ordersStale asks the next refresh to read the order counts again (after a cancel).
+	ordersStale atomic.Bool
+	buckets     [window]bucket
+	body        []byte // the State as JSON, marshalled once for every page
+	version     uint64
+	changed     chan struct{} // closed and replaced when state changes
+	wantedAt    time.Time
+	kick        chan struct{}
 }
 
 func newSampler(c *Console) *sampler {
@@ -204,6 +228,9 @@ func (s *sampler) refresh(ctx context.Context) {
 	if st.ExpiringHolds, err = s.c.svc.ExpiringHolds(ctx, expiringWithin, maxExpiringRows); err != nil {
 		fail("expiring holds", err)
 	}
+	if st.Orders, err = s.orderCounts(ctx, now); err != nil {
+		fail("order counts", err)
+	}
 	if dlq := s.c.opts.DeadLetters; dlq != nil {
 		list, err := dlq.ListDeadLetters(ctx, maxDeadLetterRows+1)
 		if err != nil {
@@ -247,6 +274,23 @@ func (s *sampler) refresh(ctx context.Context) {
 	s.version++
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// orderCounts returns the order counts, read again every orderCountsEvery refreshes or when an
+// action asked for it (a cancel moves them). Only the sampler's goroutine calls it, so s.orders
+// needs no lock.
+func (s *sampler) orderCounts(ctx context.Context, now time.Time) (*OrderCounts, error) {
+	s.ordersAge++
+	if s.orders != nil && s.ordersAge < orderCountsEvery && !s.ordersStale.Swap(false) {
+		return s.orders, nil
+	}
+	s.ordersAge = 0
+	counts, err := s.c.svc.OrderCounts(ctx, orderCountCap)
+	if err != nil {
+		return nil, err
+	}
+	s.orders = &OrderCounts{At: now.UTC(), ByStatus: counts, Cap: orderCountCap}
+	return s.orders, nil
 }
 
 // shows reads up to maxShows shows with their tiers' counts.

@@ -168,6 +168,18 @@ func (t *tx) ListOrders(ctx context.Context, f boxoffice.OrderFilter, after stri
 	return orders, nil
 }
 
+// CountOrders implements boxoffice.Tx.
+func (t *tx) CountOrders(ctx context.Context, status boxoffice.OrderStatus, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	var n int
+	if err := t.queryRow(ctx, sCountOrders, string(status), limit).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count %s orders: %w", status, err)
+	}
+	return n, nil
+}
+
 // PendingOrders implements boxoffice.Tx. Ids sort by creation time, so by id is oldest first.
 func (t *tx) PendingOrders(ctx context.Context, limit int) ([]*boxoffice.Order, error) {
 	if limit <= 0 {

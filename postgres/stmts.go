@@ -110,6 +110,8 @@ const (
 	sListKeyOrders     = `SELECT ` + orderCols + ` FROM orders WHERE api_key_id = $1 AND id > $2 ORDER BY id LIMIT $3`
 	sListKeyShowOrders = `SELECT ` + orderCols + ` FROM orders
 		WHERE api_key_id = $1 AND show_id = $2 AND id > $3 ORDER BY id LIMIT $4`
+	// The LIMIT inside bounds the index range read; orders_status_id covers it.
+	sCountOrders = `SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = $1 LIMIT $2) AS o`
 	sPendingOrders = `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
 		ORDER BY id LIMIT $1`
 	sForEachOrder = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`

@@ -690,3 +690,26 @@ func newTickets(n int) []boxoffice.Ticket {
 	}
 	return ts
 }
+
+// OrderStatuses are the statuses an order can have, in the order of its life.
+var OrderStatuses = []boxoffice.OrderStatus{
+	boxoffice.OrderPendingPayment, boxoffice.OrderConfirmed, boxoffice.OrderPaymentFailed, boxoffice.OrderCancelled,
+}
+
+// OrderCounts returns how many orders have each status, each counted no further than limit (a
+// count of limit means at least that many), in one read transaction: a consistent picture for an
+// operator at a cost bounded however big the sale.
+func (s *Service) OrderCounts(ctx context.Context, limit int) (map[boxoffice.OrderStatus]int, error) {
+	counts := make(map[boxoffice.OrderStatus]int, len(OrderStatuses))
+	err := s.store.View(ctx, func(tx boxoffice.Tx) error {
+		for _, st := range OrderStatuses {
+			n, err := tx.CountOrders(ctx, st, limit)
+			if err != nil {
+				return err
+			}
+			counts[st] = n
+		}
+		return nil
+	})
+	return counts, err
+}

@@ -41,6 +41,7 @@ const (
 	sListKeyOrders
 	sListKeyShowOrders
 	sPendingOrders
+	sCountOrders
 	sForEachOrder
 
 	sInsertIdem
@@ -148,6 +149,8 @@ var stmtSQL = [numStmts]string{
 	sListKeyOrders: `SELECT ` + orderCols + ` FROM orders WHERE api_key_id = ? AND id > ? ORDER BY id LIMIT ?`,
 	sListKeyShowOrders: `SELECT ` + orderCols + ` FROM orders
 		WHERE api_key_id = ? AND show_id = ? AND id > ? ORDER BY id LIMIT ?`,
+	// The LIMIT inside bounds the index range read; orders_status_id covers it.
+	sCountOrders: `SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = ? LIMIT ?)`,
 	sPendingOrders: `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
 		ORDER BY id LIMIT ?`,
 	sForEachOrder: `SELECT ` + orderCols + ` FROM orders`,

@@ -203,6 +203,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		sBuyerTickets:       "holds_show_buyer",
 		sLiveOrderForHold:   "orders_live_hold",
 		sPendingOrders:      "orders_status_id",
+		sCountOrders:        "orders_status_id",
 		sListShowOrders:     "orders_show_id",
 		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {

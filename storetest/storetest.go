@@ -678,6 +678,17 @@ func testListAndPendingOrders(t *testing.T, db boxoffice.Store) {
 		if got := ids(tx.PendingOrders(ctx, 2)); !reflect.DeepEqual(got, []string{"ord_0", "ord_3"}) {
 			t.Errorf("PendingOrders(2) = %v", got)
 		}
+		for _, c := range []struct {
+			status      boxoffice.OrderStatus
+			limit, want int
+		}{
+			{boxoffice.OrderPendingPayment, 10, 3}, {boxoffice.OrderConfirmed, 10, 4},
+			{boxoffice.OrderConfirmed, 2, 2}, {boxoffice.OrderCancelled, 10, 0}, {boxoffice.OrderConfirmed, 0, 0},
+		} {
+			if n, err := tx.CountOrders(ctx, c.status, c.limit); err != nil || n != c.want {
+				t.Errorf("CountOrders(%s, %d) = %d, %v; want %d", c.status, c.limit, n, err, c.want)
+			}
+		}
 		return nil
 	})
 }

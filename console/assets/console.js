@@ -264,9 +264,19 @@ async function replay(id, btn) {
   }
 }
 
+// renderOrderCounts fills the orders-by-status cells; a count at the cap is a lower bound.
+function renderOrderCounts(o) {
+  for (const cell of $("order-counts").querySelectorAll("td[data-status]")) {
+    const n = o && o.by_status ? o.by_status[cell.dataset.status] : undefined;
+    const text = n === undefined ? "–" : n.toLocaleString("en") + (n >= o.cap ? "+" : "");
+    if (cell.textContent !== text) cell.textContent = text;
+  }
+}
+
 function render(state) {
   renderShows(state.shows);
   renderExpiring(state.expiring_holds);
+  renderOrderCounts(state.orders);
   renderRate(state.rate);
   renderRelay(state.relay);
   renderConsumers(state.consumers);
