@@ -204,6 +204,52 @@ func (r *runner) loop(ctx context.Context, ensure func(ctx context.Context) (jet
 	return nil
 }
 
+// loopN is loop with n runs of the consumer side by side, each fetching and applying its own
+// messages: for a consumer whose messages need not be applied one at a time (the email consumer;
+// see Email). They share the consumer that ensure returns. When it disappears under one of them,
+// all stop and it is created again; another error of one (a test hook's, a handler's stop) stops
+// the others and is returned.
+func (r *runner) loopN(ctx context.Context, n int, ensure func(ctx context.Context) (jetstream.Consumer, error)) error {
+	if n <= 1 {
+		return r.loop(ctx, ensure)
+	}
+	for ctx.Err() == nil {
+		cons, err := ensure(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.log.Warn("consumer: create", "consumer", r.name, "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				err := r.run(runCtx, cons)
+				if err != nil {
+					cancel() // the first to end for a reason ends the others
+				}
+				errs <- err
+			}()
+		}
+		var first error
+		for range n {
+			if err := <-errs; err != nil && (first == nil || errors.Is(first, errConsumerGone)) {
+				first = err
+			}
+		}
+		cancel()
+		if !errors.Is(first, errConsumerGone) {
+			return first
+		}
+		r.log.Warn("consumer: it disappeared; creating it again", "consumer", r.name)
+		sleep(ctx, time.Second)
+	}
+	return nil
+}
+
 // errConsumerGone ends run when the durable consumer no longer exists.
 var errConsumerGone = errors.New("consumer gone")
 

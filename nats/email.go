@@ -44,7 +44,8 @@ const EmailConsumer = "email"
 //
 // One failing email does not hold back the others: the consumer lets EmailMaxAckPending messages
 // be in flight or waiting for their retry, so while a receipt waits out its back-off (a refused
-// address, a mailbox over quota) the ones behind it go out. What must stay in order is one order's
+// address, a mailbox over quota) the ones behind it go out; and each server writes or sends
+// Workers emails at once. What must stay in order is one order's
 // two emails: a cancellation notice never goes out before its order's receipt. apply checks that
 // with the store (see receiptFirst): a cancellation whose receipt has not gone out yet fails with
 // a retryable error and waits along the schedule like any failure; if the receipt is finally
@@ -79,6 +80,10 @@ type Email struct {
 	Backoff []time.Duration
 	// Logger, when set, gets what was sent and what failed.
 	Logger *slog.Logger
+	// Workers is how many emails this server writes or sends at once; 0 means
+	// DefaultEmailWorkers. Emails of different orders go in any order; one order's stay in order
+	// (see receiptFirst).
+	Workers int
 	// InboxTTL is how long the store keeps a consumer's record of an applied event (the sale's
 	// InboxTTL); 0 means DefaultEventsMaxAge, which is its default. receiptFirst trusts a missing
 	// record only within it.
@@ -107,7 +112,19 @@ func (e *Email) Run(ctx context.Context) error {
 		return err
 	}
 	removeStaleTemps(e.Dir)
-	return e.runner().loop(ctx, e.consumer)
+	return e.runner().loopN(ctx, e.workers(), e.consumer)
+}
+
+// DefaultEmailWorkers is how many emails one server writes or sends at once. Each waits mostly on
+// a disk or an SMTP server, and the inbox records of several commit together in the store, so a
+// few side by side go several times as fast as one; more than a few only take CPU from the sale.
+const DefaultEmailWorkers = 4
+
+func (e *Email) workers() int {
+	if e.Workers > 0 {
+		return e.Workers
+	}
+	return DefaultEmailWorkers
 }
 
 // consumer creates the durable email consumer, or updates it to this configuration.

@@ -180,3 +180,63 @@ func TestEmailCancellationFollowsADeadLetteredReceipt(t *testing.T) {
 		t.Fatalf("%d emails written, want 4: %v", len(files), files)
 	}
 }
+
+// TestEmailWorkersSendSideBySide: with three workers, three emails are being written at the same
+// moment (each write waits until the three have started), and every receipt is still written once.
+func TestEmailWorkersSendSideBySide(t *testing.T) {
+	e := newEnv(t)
+	evs := e.confirmOrders(t, 9)
+	stopRelay := run((&Relay{Store: e.store, JS: e.js}).Run)
+	defer stopRelay()
+
+	const workers = 3
+	var inWrite, most atomic.Int32
+	arrived := make(chan struct{}, 100)
+	release := make(chan struct{})
+	var once sync.Once
+	mail := filepath.Join(e.dir, "mail")
+	em := &Email{Store: e.store, JS: e.js, Dir: mail, Workers: workers, Backoff: testBackoff, Logger: testLogger(t),
+		beforeWrite: func(ctx context.Context, m *Message) error {
+			n := inWrite.Add(1)
+			defer inWrite.Add(-1)
+			for {
+				if cur := most.Load(); n <= cur || most.CompareAndSwap(cur, n) {
+					break
+				}
+			}
+			arrived <- struct{}{}
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}}
+	go func() {
+		for range workers {
+			select {
+			case <-arrived:
+			case <-time.After(20 * time.Second):
+				return // the test below fails on the count
+			}
+		}
+		once.Do(func() { close(release) })
+	}()
+	stop := run(em.Run)
+	defer stop()
+	eventually(t, "every receipt is written", func() bool { return len(mailFiles(t, mail)) == len(evs) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := most.Load(); got != workers {
+		t.Fatalf("at most %d emails were being written at once, want %d", got, workers)
+	}
+	for _, ev := range evs {
+		if !inboxHas(t, e.store, EmailConsumer, ev.ID) {
+			t.Errorf("inbox lacks %s", ev.ID)
+		}
+	}
+	if written, _ := em.Stats(); written != int64(len(evs)) {
+		t.Errorf("%d emails written, want %d", written, len(evs))
+	}
+}
