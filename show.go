@@ -21,6 +21,9 @@ type Tier struct {
 	Held      int    `json:"held"`
 	Sold      int    `json:"sold"`
 	Available int    `json:"available"`
+	// Seated says the tier sells seats (see Seat): its capacity is its number of seats, and a
+	// hold names its seats or is given the best available.
+	Seated bool `json:"seated,omitempty"`
 }
 
 // Show is an event with tiers of tickets for sale.

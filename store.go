@@ -52,6 +52,7 @@ type Tx interface {
 	EventTx
 	WebhookTx
 	APIKeyTx
+	SeatTx
 }
 
 // OrderFilter narrows ListOrders. Empty fields match every order.

@@ -21,13 +21,13 @@ const (
 // comes too): one round trip, and under READ COMMITTED one snapshot for the show and its tiers.
 const (
 	sGetShow = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
-			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold, t.seated
 		FROM shows AS s LEFT JOIN tiers AS t ON t.show_id = s.id
 		WHERE s.id = $1
 		ORDER BY t.position`
 	// The page of shows and all their tiers in one statement, rather than one query per show.
 	sListShows = `SELECT s.id, s.name, s.starts_at, s.hold_ttl_seconds, s.max_per_buyer, s.created_at, s.updated_at,
-			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold
+			s.cancel_cutoff_seconds, t.id, t.name, t.capacity, t.price_amount, t.price_currency, t.held, t.sold, t.seated
 		FROM (SELECT ` + showCols + ` FROM shows WHERE id > $1 ORDER BY id LIMIT $2) AS s
 			LEFT JOIN tiers AS t ON t.show_id = s.id
 		ORDER BY s.id, t.position`
@@ -43,6 +43,29 @@ const (
 			capacity = excluded.capacity, price_amount = excluded.price_amount,
 			price_currency = excluded.price_currency`
 	sDeleteOtherTiers = `DELETE FROM tiers WHERE show_id = $1 AND id <> ALL ($2::text[])`
+)
+
+// Seats. A seat's state is its hold's: held while the hold is active, sold once it is confirmed.
+const (
+	seatCols = `s.tier_id, s.id, s.section, s.row_name, s.label, s.rank, s.pos, s.accessible, s.restricted_view,
+		COALESCE(s.hold_id, ''), CASE WHEN s.hold_id IS NULL THEN 'available'
+			WHEN h.status = 'confirmed' THEN 'sold' ELSE 'held' END`
+	seatFrom     = ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id`
+	sDeleteSeats = `DELETE FROM seats WHERE show_id = $1 AND tier_id = $2`
+	sInsertSeats = `INSERT INTO seats (show_id, tier_id, id, section, row_name, label, rank, pos, accessible, restricted_view)
+		SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::bool[], $10::bool[])`
+	sMarkSeated     = `UPDATE tiers SET seated = $1 WHERE show_id = $2 AND id = $3`
+	sSeatsOfShow    = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 ORDER BY s.tier_id, s.rank`
+	sSeatsOfTier    = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 ORDER BY s.rank`
+	sAvailableSeats = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 AND s.hold_id IS NULL
+		ORDER BY s.rank LIMIT $3`
+	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
+	// A second transaction that wants the same row waits for the first and then, under READ
+	// COMMITTED, checks hold_id IS NULL again on the row as the first left it.
+	sClaimSeats = `UPDATE seats SET hold_id = $1 WHERE show_id = $2 AND tier_id = $3 AND hold_id IS NULL
+		AND id = ANY($4::text[])`
+	sFreeSeats   = `UPDATE seats SET hold_id = NULL WHERE hold_id = $1`
+	sSeatsOfHold = `SELECT ` + seatCols + seatFrom + ` WHERE s.hold_id = $1 ORDER BY s.rank`
 )
 
 // Tier counts.

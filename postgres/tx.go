@@ -292,12 +292,13 @@ type showRow struct {
 	tierID, name, cur    pgtype.Text
 	capacity, held, sold pgtype.Int4
 	amount               pgtype.Int8
+	seated               pgtype.Bool
 }
 
 func (r *showRow) scan(sc scanner) error {
 	r.maxPerBuyer, r.cancelCutoff, r.tierID = pgtype.Int4{}, pgtype.Int4{}, pgtype.Text{}
 	if err := sc.Scan(&r.s.ID, &r.s.Name, &r.s.StartsAt, &r.s.HoldTTLSeconds, &r.maxPerBuyer, &r.s.CreatedAt,
-		&r.s.UpdatedAt, &r.cancelCutoff, &r.tierID, &r.name, &r.capacity, &r.amount, &r.cur, &r.held, &r.sold); err != nil {
+		&r.s.UpdatedAt, &r.cancelCutoff, &r.tierID, &r.name, &r.capacity, &r.amount, &r.cur, &r.held, &r.sold, &r.seated); err != nil {
 		return err
 	}
 	r.s.StartsAt, r.s.CreatedAt, r.s.UpdatedAt = utc(r.s.StartsAt), utc(r.s.CreatedAt), utc(r.s.UpdatedAt)
@@ -330,7 +331,7 @@ func (r *showRow) tier() (tr boxoffice.Tier, ok bool) {
 	tr = boxoffice.Tier{
 		ID: r.tierID.String, Name: r.name.String, Capacity: int(r.capacity.Int32),
 		Price: boxoffice.Money{Amount: r.amount.Int64, Currency: r.cur.String},
-		Held:  int(r.held.Int32), Sold: int(r.sold.Int32),
+		Held:  int(r.held.Int32), Sold: int(r.sold.Int32), Seated: r.seated.Bool,
 	}
 	tr.Available = tr.Capacity - tr.Held - tr.Sold
 	return tr, true

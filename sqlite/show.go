@@ -47,7 +47,7 @@ func scanTier(sc scanner) (string, boxoffice.Tier, error) {
 		showID string
 		tr     boxoffice.Tier
 	)
-	if err := sc.Scan(&showID, &tr.ID, &tr.Name, &tr.Capacity, &tr.Price.Amount, &tr.Price.Currency, &tr.Held, &tr.Sold); err != nil {
+	if err := sc.Scan(&showID, &tr.ID, &tr.Name, &tr.Capacity, &tr.Price.Amount, &tr.Price.Currency, &tr.Held, &tr.Sold, &tr.Seated); err != nil {
 		return "", tr, err
 	}
 	tr.Available = tr.Capacity - tr.Held - tr.Sold

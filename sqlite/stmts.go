@@ -65,6 +65,16 @@ const (
 	sRevokeAPIKey
 	sTouchAPIKey
 
+	sDeleteSeats
+	sInsertSeat
+	sMarkSeated
+	sSeatsOfShow
+	sSeatsOfTier
+	sAvailableSeats
+	sClaimSeats
+	sFreeSeats
+	sSeatsOfHold
+
 	sSetTierCounts
 	sFence
 	sAppendInventoryEvent
@@ -76,7 +86,7 @@ const (
 
 const (
 	showCols  = `id, name, starts_at, hold_ttl_seconds, max_per_buyer, created_at, updated_at, cancel_cutoff_seconds`
-	tierCols  = `show_id, id, name, capacity, price_amount, price_currency, held, sold`
+	tierCols  = `show_id, id, name, capacity, price_amount, price_currency, held, sold, seated`
 	countCols = `show_id, id, capacity, held, sold, version, fence`
 	holdCols  = `id, show_id, tier_id, quantity, buyer_email, status, expires_at, created_at, updated_at, api_key_id`
 	orderCols = `id, status, show_id, tier_id, hold_id, quantity, amount, currency, buyer_email, tickets,
@@ -85,6 +95,10 @@ const (
 	idemCols   = `id, scope, key, fingerprint, hold_id, order_id, locked_until, response_status,
 		response_body, response_location, created_at, expires_at`
 	eventCols = `position, id, type, subject, seq, data, created_at`
+	// A seat's state is its hold's: held while the hold is active, sold once it is confirmed.
+	seatCols = `s.tier_id, s.id, s.section, s.row_name, s.label, s.rank, s.pos, s.accessible, s.restricted_view,
+		COALESCE(s.hold_id, ''), CASE WHEN s.hold_id IS NULL THEN 'available'
+			WHEN h.status = 'confirmed' THEN 'sold' ELSE 'held' END`
 )
 
 var stmtSQL = [numStmts]string{
@@ -107,6 +121,23 @@ var stmtSQL = [numStmts]string{
 			capacity = excluded.capacity, price_amount = excluded.price_amount,
 			price_currency = excluded.price_currency`,
 	sDeleteOtherTiers: `DELETE FROM tiers WHERE show_id = ? AND id NOT IN (SELECT value FROM json_each(?))`,
+
+	sDeleteSeats: `DELETE FROM seats WHERE show_id = ? AND tier_id = ?`,
+	sInsertSeat: `INSERT INTO seats (show_id, tier_id, id, section, row_name, label, rank, pos, accessible, restricted_view)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	sMarkSeated:  `UPDATE tiers SET seated = ? WHERE show_id = ? AND id = ?`,
+	sSeatsOfShow: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+		WHERE s.show_id = ? ORDER BY s.tier_id, s.rank`,
+	sSeatsOfTier: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+		WHERE s.show_id = ? AND s.tier_id = ? ORDER BY s.rank`,
+	sAvailableSeats: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+		WHERE s.show_id = ? AND s.tier_id = ? AND s.hold_id IS NULL ORDER BY s.rank LIMIT ?`,
+	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
+	sClaimSeats: `UPDATE seats SET hold_id = ?1 WHERE show_id = ?2 AND tier_id = ?3 AND hold_id IS NULL
+		AND id IN (SELECT value FROM json_each(?4))`,
+	sFreeSeats:   `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
+	sSeatsOfHold: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+		WHERE s.hold_id = ? ORDER BY s.rank`,
 
 	sTierCounts: `SELECT ` + countCols + ` FROM tiers WHERE show_id = ? AND id = ?`,
 	// The whole capacity check is in the WHERE clause, so that it and the write are one atomic

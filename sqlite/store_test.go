@@ -204,6 +204,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		sLiveOrderForHold:   "orders_live_hold",
 		sPendingOrders:      "orders_status_id",
 		sCountOrders:        "orders_status_id",
+		sAvailableSeats:     "seats_tier_rank",
+		sFreeSeats:          "seats_hold",
 		sListShowOrders:     "orders_show_id",
 		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {

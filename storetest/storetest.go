@@ -60,6 +60,8 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"ConcurrentLiveOrders", testConcurrentLiveOrders},
 		{"ConcurrentAppendEvent", testConcurrentAppendEvent},
 		{"ConfirmVsExpire", testConfirmVsExpire},
+		{"Seats", testSeats},
+		{"ConcurrentClaimSeats", testConcurrentClaimSeats},
 		{"Speculative", testSpeculative},
 		{"SpeculativeConcurrent", testSpeculativeConcurrent},
 	} {
