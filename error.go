@@ -10,6 +10,7 @@ import (
 const (
 	ECAPACITYCONFLICT   = "capacity_conflict"
 	ESOLDOUT            = "sold_out"
+	ESEATUNAVAILABLE    = "seat_unavailable" // a chosen seat is held or sold
 	EBUYERLIMIT         = "buyer_limit"
 	EHOLDCONFIRMED      = "hold_confirmed"
 	EHOLDEXPIRED        = "hold_expired"

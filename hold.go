@@ -24,10 +24,13 @@ type Buyer struct {
 // Hold is a two-phase reservation: tickets taken from a tier until ExpiresAt, then confirmed by a
 // payment or given back.
 type Hold struct {
-	ID        string     `json:"id"`
-	ShowID    string     `json:"show_id"`
-	TierID    string     `json:"tier_id"`
-	Quantity  int        `json:"quantity"`
+	ID       string `json:"id"`
+	ShowID   string `json:"show_id"`
+	TierID   string `json:"tier_id"`
+	Quantity int    `json:"quantity"`
+	// Seats are the hold's seats on a seated tier, best first; empty on other tiers, and once
+	// the hold is released or expired (its seats are free again).
+	Seats     []string   `json:"seats,omitempty"`
 	Buyer     Buyer      `json:"buyer"`
 	Status    HoldStatus `json:"status"`
 	ExpiresAt time.Time  `json:"expires_at"`

@@ -11,6 +11,9 @@ type Response struct {
 	Status   int
 	Body     []byte
 	Location string
+	// ETag, on an answer to a GET that may be asked again unchanged (a seat map), lets the
+	// client ask with If-None-Match and get 304. Never stored with an idempotency record.
+	ETag string
 }
 
 // IdemRecord is the server's memory of one idempotency key. It is written in the same transaction as

@@ -19,6 +19,8 @@ const (
 // Ticket is one admission.
 type Ticket struct {
 	Code string `json:"code"`
+	// Seat is the ticket's seat on a seated tier (see Seat), empty otherwise.
+	Seat string `json:"seat,omitempty"`
 }
 
 // Order is the paid (or being paid) conversion of a hold into tickets.

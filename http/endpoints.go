@@ -202,6 +202,28 @@ func (h *handler) getShow(r *http.Request, _ *boxoffice.Principal) (*boxoffice.R
 	return h.ok(show)
 }
 
+// getSeats is GET /v1/shows/{show_id}/seats: the seat map with each seat's state. An
+// If-None-Match naming the current ETag is answered 304 without a body, so that a page polling
+// the map during an on-sale moves bytes only when a seat changed.
+func (h *handler) getSeats(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+	id, err := showID(r)
+	if err != nil {
+		return nil, false, err
+	}
+	body, etag, err := h.svc.ShowSeats(r.Context(), id)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, v := range r.Header.Values("If-None-Match") {
+		for tag := range strings.SplitSeq(v, ",") {
+			if tag = strings.TrimSpace(tag); tag == etag || tag == "W/"+etag || tag == "*" {
+				return &boxoffice.Response{Status: http.StatusNotModified, ETag: etag}, false, nil
+			}
+		}
+	}
+	return &boxoffice.Response{Status: http.StatusOK, Body: body, ETag: etag}, false, nil
+}
+
 // listShows is GET /v1/shows.
 func (h *handler) listShows(r *http.Request, _ *boxoffice.Principal) (*boxoffice.Response, bool, error) {
 	after, limit, err := pageParams(r)

@@ -120,6 +120,14 @@ func (f *fakeService) PutShow(_ context.Context, id string, in sale.ShowInput) (
 	return &boxoffice.Show{ID: id, Name: in.Name}, f.putCreated, nil
 }
 
+func (f *fakeService) ShowSeats(_ context.Context, id string) ([]byte, string, error) {
+	f.record("ShowSeats", sale.Idem{}, nil, id)
+	if err := f.readErr("ShowSeats"); err != nil {
+		return nil, "", err
+	}
+	return []byte(`{"show_id":"` + id + `","seats":[]}`), `"v1"`, nil
+}
+
 func (f *fakeService) GetShow(_ context.Context, id string) (*boxoffice.Show, error) {
 	f.record("GetShow", sale.Idem{}, nil, id)
 	if err := f.readErr("GetShow"); err != nil {

@@ -35,6 +35,7 @@ type Service interface {
 	PutShow(ctx context.Context, id string, in sale.ShowInput) (*boxoffice.Show, bool, error)
 	GetShow(ctx context.Context, id string) (*boxoffice.Show, error)
 	ListShows(ctx context.Context, after string, limit int) ([]*boxoffice.Show, string, error)
+	ShowSeats(ctx context.Context, showID string) (body []byte, etag string, err error)
 	CreateHold(ctx context.Context, p *boxoffice.Principal, idem sale.Idem, in sale.HoldInput) (*boxoffice.Response, bool, error)
 	GetHold(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Hold, error)
 	ReleaseHold(ctx context.Context, p *boxoffice.Principal, id string) error
@@ -178,6 +179,7 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("DELETE /v1/api-keys/{key_id}", adminRole, h.revokeAPIKey)
 	h.handle("PUT /v1/shows/{show_id}", adminRole, h.putShow)
 	h.handle("GET /v1/shows/{show_id}", clientRole, h.getShow)
+	h.handle("GET /v1/shows/{show_id}/seats", clientRole, h.getSeats)
 	h.handle("GET /v1/shows", clientRole, h.listShows)
 	h.handle("POST /v1/shows/{show_id}/holds", clientRole, h.createHold)
 	h.handle("GET /v1/holds/{hold_id}", clientRole, h.getHold)

@@ -35,6 +35,7 @@ type problemKind struct {
 // internal, so that a new code added inside never leaks out under a status nobody chose.
 var problemKinds = map[string]problemKind{
 	boxoffice.ESOLDOUT:            {http.StatusConflict, "Sold out"},
+	boxoffice.ESEATUNAVAILABLE:    {http.StatusConflict, "Seat unavailable"},
 	boxoffice.EBUYERLIMIT:         {http.StatusConflict, "Buyer limit reached"},
 	boxoffice.EHOLDCONFIRMED:      {http.StatusConflict, "Hold already confirmed"},
 	boxoffice.EHOLDRELEASED:       {http.StatusConflict, "Hold released"},
@@ -183,6 +184,11 @@ func writeResponse(w http.ResponseWriter, resp *boxoffice.Response, replayed boo
 	}
 	if replayed {
 		h.Set("Idempotent-Replayed", "true")
+	}
+	if resp.ETag != "" {
+		// A public map that changes by the second: stored, but revalidated every time.
+		h.Set("ETag", resp.ETag)
+		h.Set("Cache-Control", "no-cache")
 	}
 	w.WriteHeader(resp.Status)
 	if len(resp.Body) > 0 {

@@ -23,6 +23,11 @@ package postgres
 //     AnswerIdemRecordForOrder).
 //  6. Tiers (AddTierCounts, SetTierCounts, TierCounts for update), by show and tier id.
 //
+// Seats stand outside the order: a claim (ClaimSeats) never waits for a seat row, it skips one
+// that another transaction has locked and counts it as taken for now; and freeing a hold's seats
+// (FreeSeats, in a release, an expiry or a cancel, which may then wait for the tier) locks only
+// that hold's seats, which no claim waits for.
+//
 // Rows a transaction inserts (holds, orders, events, the claimed record) have new ids that no one
 // else waits for, so those inserts may go anywhere.
 //

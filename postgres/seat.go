@@ -31,6 +31,7 @@ func (t *tx) PutSeats(ctx context.Context, showID, tierID string, seats []boxoff
 	if _, err := t.exec(ctx, sMarkSeated, len(seats) > 0, showID, tierID); err != nil {
 		return fmt.Errorf("mark tier %s/%s seated: %w", showID, tierID, err)
 	}
+	t.wroteNow(1)
 	return nil
 }
 
@@ -60,6 +61,7 @@ func (t *tx) ClaimSeats(ctx context.Context, showID, tierID, holdID string, ids 
 	if err != nil {
 		return 0, fmt.Errorf("claim seats for hold %s: %w", holdID, err)
 	}
+	t.wroteNow(tag.RowsAffected())
 	return int(tag.RowsAffected()), nil
 }
 
@@ -69,7 +71,20 @@ func (t *tx) FreeSeats(ctx context.Context, holdID string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("free seats of hold %s: %w", holdID, err)
 	}
+	t.wroteNow(tag.RowsAffected())
 	return int(tag.RowsAffected()), nil
+}
+
+// wroteNow records that a write sent at once changed rows in a transaction that defers its other
+// writes, as a deferred write already sent is recorded: a virtual savepoint's rollback or a
+// merged call's failure cannot take it back, so they void the run instead (missed, unmerged),
+// which then runs again with real savepoints, or on its own. A seat write cannot wait for the
+// commit like the others: its answer (how many seats it took) decides the hold.
+func (t *tx) wroteNow(rows int64) {
+	if t.deferring && rows > 0 {
+		t.queued++
+		t.sent = t.queued
+	}
 }
 
 // SeatsOfHold implements boxoffice.Tx.

@@ -60,10 +60,12 @@ const (
 	sAvailableSeats = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 AND s.hold_id IS NULL
 		ORDER BY s.rank LIMIT $3`
 	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
-	// A second transaction that wants the same row waits for the first and then, under READ
-	// COMMITTED, checks hold_id IS NULL again on the row as the first left it.
-	sClaimSeats = `UPDATE seats SET hold_id = $1 WHERE show_id = $2 AND tier_id = $3 AND hold_id IS NULL
-		AND id = ANY($4::text[])`
+	// It never waits (SKIP LOCKED): a seat that another transaction is changing right now (being
+	// claimed, or freed by a release or a cancel that then waits for the tier this claim's
+	// strategy may hold) counts as taken for now, so a claim is in no lock cycle; see LockOrder.
+	sClaimSeats = `UPDATE seats SET hold_id = $1 WHERE show_id = $2 AND id IN (
+		SELECT id FROM seats WHERE show_id = $2 AND tier_id = $3 AND hold_id IS NULL AND id = ANY($4::text[])
+		FOR UPDATE SKIP LOCKED)`
 	sFreeSeats   = `UPDATE seats SET hold_id = NULL WHERE hold_id = $1`
 	sSeatsOfHold = `SELECT ` + seatCols + seatFrom + ` WHERE s.hold_id = $1 ORDER BY s.rank`
 )
@@ -134,7 +136,7 @@ const (
 	sListKeyShowOrders = `SELECT ` + orderCols + ` FROM orders
 		WHERE api_key_id = $1 AND show_id = $2 AND id > $3 ORDER BY id LIMIT $4`
 	// The LIMIT inside bounds the index range read; orders_status_id covers it.
-	sCountOrders = `SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = $1 LIMIT $2) AS o`
+	sCountOrders   = `SELECT count(*) FROM (SELECT 1 FROM orders WHERE status = $1 LIMIT $2) AS o`
 	sPendingOrders = `SELECT ` + orderCols + ` FROM orders WHERE status = 'pending_payment'
 		ORDER BY id LIMIT $1`
 	sForEachOrder = `SELECT ` + orderCols + ` FROM orders WHERE id > $1 ORDER BY id LIMIT $2`

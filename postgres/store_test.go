@@ -553,7 +553,7 @@ func TestRefusalIsExplainedByItsCounts(t *testing.T) {
 // later; every other endpoint keeps its list.
 func TestWebhookWildcardMigration(t *testing.T) {
 	ctx := context.Background()
-	db, url := openTest(t)
+	db, _ := openTest(t)
 	// What a server from before the stored wildcard wrote for ["*"]: the six types of its version.
 	old := []string{"hold.created", "hold.released", "hold.expired", "order.confirmed", "order.payment_failed", "order.cancelled"}
 	reordered := slices.Clone(old)
@@ -576,16 +576,26 @@ func TestWebhookWildcardMigration(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The database as a server before 0010 left it: these rows, and 0010 not applied.
-	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = 10"); err != nil {
-		t.Fatal(err)
-	}
-	db2, err := Open(ctx, url)
+	// These rows as a server before 0010 left them; 0010 then runs on them as an upgrade runs it.
+	// (Its SQL is run by hand: the schema has moved on since, so the database cannot be turned
+	// back into one at version 9 and opened again.)
+	ms, err := migrations.Load(migrationFS, "migrations/*.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db2.Close()
-	if err := db2.View(ctx, func(tx boxoffice.Tx) error {
+	applied := false
+	for _, m := range ms {
+		if m.Version == 10 {
+			if _, err := db.pool.Exec(ctx, m.SQL); err != nil {
+				t.Fatalf("apply %s: %v", m.Name, err)
+			}
+			applied = true
+		}
+	}
+	if !applied {
+		t.Fatal("no migration 10")
+	}
+	if err := db.View(ctx, func(tx boxoffice.Tx) error {
 		for id, types := range want {
 			w, err := tx.GetWebhookEndpoint(ctx, id)
 			if err != nil {

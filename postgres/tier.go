@@ -45,6 +45,9 @@ func (t *tx) AddTierCounts(ctx context.Context, showID, tierID string, dHeld, dS
 	for try := 1; ; try++ {
 		c, err := scanCounts(t.queryRow(ctx, sAddTierCounts, dHeld, dSold, showID, tierID))
 		if err == nil {
+			// Sent at once, not deferred: a failure of the caller's work after it must void a
+			// merged or savepointed run rather than keep the count change (see wroteNow).
+			t.wroteNow(1)
 			return c, true, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {

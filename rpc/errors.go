@@ -19,6 +19,7 @@ import (
 // client tells sold_out from buyer_limit without parsing messages.
 var grpcCodes = map[string]connect.Code{
 	boxoffice.ESOLDOUT:            connect.CodeFailedPrecondition,
+	boxoffice.ESEATUNAVAILABLE:    connect.CodeFailedPrecondition,
 	boxoffice.EBUYERLIMIT:         connect.CodeFailedPrecondition,
 	boxoffice.EHOLDCONFIRMED:      connect.CodeFailedPrecondition,
 	boxoffice.EHOLDRELEASED:       connect.CodeFailedPrecondition,

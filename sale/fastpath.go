@@ -199,6 +199,7 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 		return nil, false, false, nil
 	}
 	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
+	h.Seats = in.Seats
 	order := s.newOrder(h, tier, in.Payment.Token, true)
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
 		if err := tx.InsertOrder(ctx, order); err != nil {

@@ -13,6 +13,7 @@ import (
 func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem Idem, in HoldInput) (*boxoffice.Response, bool, error) {
 	var v validator
 	v.name(in.TierID, "tier_id")
+	in.Quantity = v.seats(in.Seats, in.Quantity, s.cfg.MaxQuantity)
 	v.quantity(in.Quantity, s.cfg.MaxQuantity, "quantity")
 	v.email(in.Buyer.Email, "buyer.email")
 	if err := v.err(); err != nil {
@@ -34,8 +35,10 @@ func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem I
 		return s.finish(ctx, idem, nil, refused)
 	}
 	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
-	res = s.render.Resource(201, h, "")
+	h.Seats = in.Seats
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
+		// Rendered here, once reserve has given h its seats.
+		res = s.render.Resource(201, h, "")
 		rec := s.newRecord(idem, res)
 		rec.HoldID = h.ID
 		return insertRecord(ctx, tx, rec)
@@ -82,9 +85,38 @@ func (s *Service) newHold(p *boxoffice.Principal, show *boxoffice.Show, tierID s
 // whatever more adds (the idempotency record, an order) in the same transaction. All of these are
 // new rows and the record's key is claimed without waiting, so a reservation waits for no row
 // another transaction holds, whichever end of postgres.LockOrder its strategy takes the tier at.
+//
+// On a seated tier h.Seats are the seats asked for (none: the best available), and reserve gives
+// h its seats in the same transaction (takeSeats), best first, in h.Seats.
 func (s *Service) reserve(ctx context.Context, show *boxoffice.Show, h *boxoffice.Hold, more func(tx boxoffice.Tx) error) error {
+	tier := show.Tier(h.TierID)
+	seated := tier != nil && tier.Seated
+	if !seated && len(h.Seats) > 0 {
+		return boxoffice.Validation(boxoffice.FieldError{Field: "seats", Message: "tier " + h.TierID + " is not seated: ask for a quantity"})
+	}
+	wanted := h.Seats
+	for try := 1; ; try++ {
+		err := s.reserveOnce(ctx, show, h, seated, wanted, more)
+		if err == errSeatRace && try < 5 {
+			continue // another reservation took a seat between our read and our claim: choose again
+		}
+		if err == errSeatRace {
+			err = boxoffice.Overloaded(time.Second, "the seats of tier %s are being taken faster than they can be chosen; try again", h.TierID)
+		}
+		return err
+	}
+}
+
+func (s *Service) reserveOnce(ctx context.Context, show *boxoffice.Show, h *boxoffice.Hold, seated bool, wanted []string, more func(tx boxoffice.Tx) error) error {
 	change := boxoffice.CountChange{ShowID: h.ShowID, TierID: h.TierID, Held: h.Quantity}
 	return s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
+		if seated {
+			seats, err := takeSeats(ctx, tx, h, wanted)
+			if err != nil {
+				return err
+			}
+			h.Seats = seats
+		}
 		if show.MaxPerBuyer != nil {
 			n, err := tx.BuyerTickets(ctx, h.ShowID, h.Buyer.Email)
 			if err != nil {
@@ -112,8 +144,10 @@ func (s *Service) GetHold(ctx context.Context, p *boxoffice.Principal, id string
 	}
 	var h *boxoffice.Hold
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
-		h, err = tx.GetHold(ctx, id)
-		return err
+		if h, err = tx.GetHold(ctx, id); err != nil {
+			return err
+		}
+		return holdSeats(ctx, tx, h)
 	})
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && !p.Sees(h.APIKeyID) {
 		return nil, holdNotFound(id)
@@ -175,6 +209,9 @@ func (s *Service) endHold(ctx context.Context, h *boxoffice.Hold, to boxoffice.H
 		if ok, err := tx.EndHold(ctx, h.ID, to, now); err != nil || !ok {
 			return cmpErr(err, errSkip)
 		}
+		if _, err := tx.FreeSeats(ctx, h.ID); err != nil {
+			return err
+		}
 		cur.Status, cur.UpdatedAt = to, now
 		return s.appendEvent(ctx, tx, event, h.ID, cur)
 	})
@@ -232,4 +269,21 @@ func cmpErr(err, alt error) error {
 		return err
 	}
 	return alt
+}
+
+// holdSeats sets h.Seats from the store: the seats an active or confirmed hold has on a seated
+// tier (none on other tiers, and none once the hold ended and its seats were freed).
+func holdSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold) error {
+	if h.Status != boxoffice.HoldActive && h.Status != boxoffice.HoldConfirmed {
+		return nil
+	}
+	seats, err := tx.SeatsOfHold(ctx, h.ID)
+	if err != nil {
+		return err
+	}
+	h.Seats = nil
+	for _, st := range seats {
+		h.Seats = append(h.Seats, st.ID)
+	}
+	return nil
 }

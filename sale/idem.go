@@ -43,7 +43,7 @@ var storable = map[string]bool{
 	boxoffice.ESOLDOUT: true, boxoffice.EBUYERLIMIT: true, boxoffice.ENOTFOUND: true,
 	boxoffice.EHOLDCONFIRMED: true, boxoffice.EHOLDEXPIRED: true, boxoffice.EHOLDRELEASED: true,
 	boxoffice.EPAYMENTDECLINED: true, boxoffice.ENOTCANCELLABLE: true, boxoffice.EVALIDATION: true,
-	boxoffice.ECANCELWINDOW: true,
+	boxoffice.ECANCELWINDOW: true, boxoffice.ESEATUNAVAILABLE: true,
 }
 
 // lookup reads the record of idem's key. A finished record gives its response to replay; a

@@ -24,6 +24,30 @@ type TierInput struct {
 	Name     string           `json:"name"`
 	Capacity *int             `json:"capacity"`
 	Price    *boxoffice.Money `json:"price"`
+	// SeatMap makes the tier seated: its capacity is its number of seats (capacity may then be
+	// left out, or must be that number).
+	SeatMap *SeatMapInput `json:"seat_map,omitempty"`
+}
+
+// SeatMapInput is a seated tier's seats: sections, best first, each of rows, best first.
+type SeatMapInput struct {
+	Sections []SectionInput `json:"sections"`
+}
+
+// SectionInput is one section of a seat map.
+type SectionInput struct {
+	ID   string     `json:"id"`
+	Rows []RowInput `json:"rows"`
+}
+
+// RowInput is one row of a section: Seats seats labelled 1 to Seats, or the seats Labels names,
+// in their order along the row; Accessible and RestrictedView flag some of them by label.
+type RowInput struct {
+	ID             string   `json:"id"`
+	Seats          int      `json:"seats,omitempty"`
+	Labels         []string `json:"labels,omitempty"`
+	Accessible     []string `json:"accessible,omitempty"`
+	RestrictedView []string `json:"restricted_view,omitempty"`
 }
 
 // BuyerInput names the buyer.
@@ -38,10 +62,13 @@ type PaymentInput struct {
 
 // HoldInput is the body of POST /v1/shows/{show_id}/holds; ShowID comes from the path.
 type HoldInput struct {
-	ShowID   string     `json:"-"`
-	TierID   string     `json:"tier_id"`
-	Quantity int        `json:"quantity"`
-	Buyer    BuyerInput `json:"buyer"`
+	ShowID   string `json:"-"`
+	TierID   string `json:"tier_id"`
+	Quantity int    `json:"quantity"`
+	// Seats, on a seated tier, names the seats to hold, all or none (quantity may then be left
+	// out); without it a seated tier gives the best available.
+	Seats []string   `json:"seats,omitempty"`
+	Buyer BuyerInput `json:"buyer"`
 }
 
 // ConfirmInput is the body of POST /v1/holds/{hold_id}/confirm.
@@ -51,11 +78,13 @@ type ConfirmInput struct {
 
 // PurchaseInput is the body of POST /v1/purchases: hold, pay and confirm in one call.
 type PurchaseInput struct {
-	ShowID   string       `json:"show_id"`
-	TierID   string       `json:"tier_id"`
-	Quantity int          `json:"quantity"`
-	Buyer    BuyerInput   `json:"buyer"`
-	Payment  PaymentInput `json:"payment"`
+	ShowID   string `json:"show_id"`
+	TierID   string `json:"tier_id"`
+	Quantity int    `json:"quantity"`
+	// Seats are as in HoldInput.
+	Seats   []string     `json:"seats,omitempty"`
+	Buyer   BuyerInput   `json:"buyer"`
+	Payment PaymentInput `json:"payment"`
 }
 
 // APIKeyInput is the body of POST /v1/api-keys.

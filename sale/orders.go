@@ -111,6 +111,7 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	var v validator
 	v.name(in.ShowID, "show_id")
 	v.name(in.TierID, "tier_id")
+	in.Quantity = v.seats(in.Seats, in.Quantity, s.cfg.MaxQuantity)
 	v.quantity(in.Quantity, s.cfg.MaxQuantity, "quantity")
 	v.email(in.Buyer.Email, "buyer.email")
 	v.token(in.Payment.Token, "payment.token")
@@ -149,6 +150,7 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 		return s.finish(ctx, idem, nil, refused)
 	}
 	h := s.newHold(p, show, in.TierID, in.Quantity, in.Buyer.Email)
+	h.Seats = in.Seats
 	order := s.newOrder(h, show.Tier(in.TierID), in.Payment.Token, true)
 	err = s.reserve(ctx, show, h, func(tx boxoffice.Tx) error {
 		if err := tx.InsertOrder(ctx, order); err != nil {
@@ -366,6 +368,9 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 		return nil, err // retried by runOrder, with the same charge key
 	}
 	event := boxoffice.NewOrderEvent(&o, show)
+	// A tier turns seated only while nothing of it is held or sold (putSeats), so the cached show
+	// says rightly whether this order's hold has seats.
+	seated := show != nil && show.Tier(o.TierID) != nil && show.Tier(o.TierID).Seated
 	change := boxoffice.CountChange{ShowID: o.ShowID, TierID: o.TierID, Held: -o.Quantity, Sold: o.Quantity}
 	var answered *boxoffice.Response
 	err = s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
@@ -392,6 +397,19 @@ func (s *Service) settle(order *boxoffice.Order, ch *boxoffice.Charge) (*boxoffi
 		}
 		// ReleaseOnFailure is written back as this driver knew it; once the order is confirmed
 		// nothing reads it again, so a newer value set by a waiting request does not matter.
+		if seated {
+			// A seated tier's tickets name their seats, best first.
+			seats, err := tx.SeatsOfHold(ctx, o.HoldID)
+			if err != nil {
+				return err
+			}
+			for i := range o.Tickets {
+				if i < len(seats) {
+					o.Tickets[i].Seat = seats[i].ID
+				}
+			}
+			event = boxoffice.NewOrderEvent(&o, show)
+		}
 		if ok, err := tx.UpdateOrder(ctx, &o, boxoffice.OrderPendingPayment); err != nil || !ok {
 			return cmpErr(err, errSkip) // rolls the hold back too
 		}
@@ -463,6 +481,9 @@ func (s *Service) failOrder(order *boxoffice.Order, cause error) (*boxoffice.Res
 			if release {
 				if ok, err := tx.EndHold(ctx, h.ID, boxoffice.HoldReleased, o.UpdatedAt); err != nil || !ok {
 					return cmpErr(err, errHoldGone)
+				}
+				if _, err := tx.FreeSeats(ctx, h.ID); err != nil {
+					return err
 				}
 				h.Status, h.UpdatedAt = boxoffice.HoldReleased, o.UpdatedAt
 				if err := s.appendEvent(ctx, tx, boxoffice.EventHoldReleased, h.ID, h); err != nil {
@@ -658,6 +679,10 @@ func (s *Service) CancelOrder(ctx context.Context, p *boxoffice.Principal, idem 
 	err = s.inv.Apply(ctx, change, func(tx boxoffice.Tx) error {
 		if ok, err := tx.UpdateOrder(ctx, &c, boxoffice.OrderConfirmed); err != nil || !ok {
 			return cmpErr(err, errSkip)
+		}
+		// Its seats, on a seated tier, can be sold again.
+		if _, err := tx.FreeSeats(ctx, c.HoldID); err != nil {
+			return err
 		}
 		// The show read above names it in the event, for the cancellation notice (see settle).
 		if err := s.appendEvent(ctx, tx, boxoffice.EventOrderCancelled, c.ID, boxoffice.NewOrderEvent(&c, show)); err != nil {

@@ -88,7 +88,8 @@ type Service struct {
 	wake    chan struct{}
 
 	showCache showCache // the purchase path's shows (fastpath.go)
-	claims    claims    // idempotency keys of purchases in flight here (fastpath.go)
+	seatMaps  seatMapCache
+	claims    claims // idempotency keys of purchases in flight here (fastpath.go)
 
 	// probeMu guards the last write probe of Ready, which is taken at most once a second.
 	probeMu  sync.Mutex

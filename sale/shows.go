@@ -19,16 +19,17 @@ const (
 // PutShow creates (created=true) or replaces a show. A capacity below a tier's held+sold, or
 // removing a tier with holds or sales, is ECAPACITYCONFLICT and changes nothing.
 func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoffice.Show, bool, error) {
-	show, err := s.validShow(id, in)
+	show, maps, err := s.validShow(id, in)
 	if err != nil {
 		return nil, false, err
 	}
 	created := false
 	err = s.inv.Reconfigure(ctx, id, func(tx boxoffice.Tx) error {
+		created = false
 		old, err := tx.GetShow(ctx, id)
 		switch {
 		case boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND:
-			created = true
+			created, old = true, nil
 		case err != nil:
 			return err
 		default:
@@ -43,9 +44,13 @@ func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoff
 				}
 			}
 		}
-		return tx.PutShow(ctx, show)
+		if err := tx.PutShow(ctx, show); err != nil {
+			return err
+		}
+		return putSeats(ctx, tx, show, old, maps)
 	})
 	s.showCache.forget(id)
+	s.forgetSeatMap(id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -56,7 +61,9 @@ func (s *Service) PutShow(ctx context.Context, id string, in ShowInput) (*boxoff
 // maxCancelCutoff bounds a show's cancel cutoff: a year before the show.
 const maxCancelCutoff = 365 * 24 * 60 * 60
 
-func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
+// validShow checks a show's definition and returns the show and the seats of each seated tier
+// by tier id.
+func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, map[string][]boxoffice.Seat, error) {
 	var v validator
 	v.name(id, "show_id")
 	v.text(in.Name, maxNameLen, "name")
@@ -75,6 +82,7 @@ func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 	}
 	v.check(len(in.Tiers) >= 1 && len(in.Tiers) <= maxTiers, "tiers", fmt.Sprintf("must have 1 to %d tiers", maxTiers))
 	seen := map[string]bool{}
+	var maps map[string][]boxoffice.Seat
 	now := s.now()
 	show := &boxoffice.Show{ID: id, Name: in.Name, HoldTTLSeconds: ttl, MaxPerBuyer: in.MaxPerBuyer,
 		CancelCutoffSeconds: in.CancelCutoffSeconds, CreatedAt: now, UpdatedAt: now}
@@ -87,6 +95,17 @@ func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 		v.check(!seen[t.ID], f+"id", "is used by another tier")
 		seen[t.ID] = true
 		v.text(t.Name, maxNameLen, f+"name")
+		if t.SeatMap != nil {
+			seats := validSeatMap(&v, f, t.SeatMap)
+			if t.Capacity == nil {
+				t.Capacity = new(len(seats))
+			}
+			v.check(*t.Capacity == len(seats), f+"capacity", fmt.Sprintf("must be the seat map's number of seats, %d, or left out", len(seats)))
+			if maps == nil {
+				maps = map[string][]boxoffice.Seat{}
+			}
+			maps[t.ID] = seats
+		}
 		v.check(t.Capacity != nil && *t.Capacity >= 0 && *t.Capacity <= maxCapacity, f+"capacity", fmt.Sprintf("is required, 0 to %d", maxCapacity))
 		v.check(t.Price != nil && t.Price.Amount >= 0 && t.Price.Amount <= 1e12, f+"price.amount", "is required, 0 or more minor units")
 		v.check(t.Price != nil && currencyRE.MatchString(t.Price.Currency), f+"price.currency", "must be an ISO 4217 code such as EUR")
@@ -94,7 +113,7 @@ func (s *Service) validShow(id string, in ShowInput) (*boxoffice.Show, error) {
 			show.Tiers = append(show.Tiers, boxoffice.Tier{ID: t.ID, Name: t.Name, Capacity: *t.Capacity, Price: *t.Price})
 		}
 	}
-	return show, v.err()
+	return show, maps, v.err()
 }
 
 // GetShow returns a show with its tiers' counts.

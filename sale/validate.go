@@ -114,3 +114,24 @@ func itoa(n int) string {
 	}
 	return string(b[i:])
 }
+
+// seats checks the seats a hold or a purchase names and returns its quantity: the number of
+// seats when they are named (quantity may then be 0, or must be that number), else quantity.
+func (v *validator) seats(seats []string, quantity, maxQ int) int {
+	if len(seats) == 0 {
+		return quantity
+	}
+	seen := map[string]bool{}
+	for _, id := range seats {
+		if len(id) > 62 || id == "" || seen[id] {
+			v.check(false, "seats", "must be distinct seat ids such as A-12-7")
+			break
+		}
+		seen[id] = true
+	}
+	v.check(len(seats) <= maxQ, "seats", "may name at most "+itoa(maxQ)+" seats")
+	if quantity != 0 && quantity != len(seats) {
+		v.check(false, "quantity", "must be the number of seats named, or left out")
+	}
+	return len(seats)
+}

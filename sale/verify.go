@@ -35,6 +35,7 @@ func Verify(ctx context.Context, store boxoffice.Store, ledger []LedgerCharge) (
 	liveOrders := map[string][]string{} // hold id → pending/confirmed orders
 	paidOrders := map[string][]string{} // hold id → confirmed/cancelled orders
 	orders := map[string]*boxoffice.Order{}
+	seatsOf := map[tierKey][]boxoffice.Seat{} // the seats of seated tiers
 	err := store.View(ctx, func(tx boxoffice.Tx) error {
 		if err := tx.ForEachTier(ctx, func(c boxoffice.TierCounts) error {
 			counts[tierKey{c.ShowID, c.TierID}] = c
@@ -75,6 +76,19 @@ func Verify(ctx context.Context, store boxoffice.Store, ledger []LedgerCharge) (
 			return nil
 		}); err != nil {
 			return err
+		}
+		shows := map[string]bool{}
+		for k := range counts {
+			if !shows[k.show] {
+				shows[k.show] = true
+				seats, err := tx.Seats(ctx, k.show, "")
+				if err != nil {
+					return err
+				}
+				for _, st := range seats {
+					seatsOf[tierKey{k.show, st.TierID}] = append(seatsOf[tierKey{k.show, st.TierID}], st)
+				}
+			}
 		}
 		effects := map[string]string{} // hold or order id → the record that made it
 		return tx.ForEachIdemRecord(ctx, func(r *boxoffice.IdemRecord) error {
@@ -130,10 +144,65 @@ func Verify(ctx context.Context, store boxoffice.Store, ledger []LedgerCharge) (
 			report("hold %s is %s but has a paid order", id, h.Status)
 		}
 	}
+	verifySeats(seatsOf, counts, holds, paidOrders, orders, report)
 	if ledger != nil {
 		verifyLedger(orders, ledger, report)
 	}
 	return bad, nil
+}
+
+// verifySeats checks the seats of seated tiers against their holds: a seat is given only to an
+// active hold or to a confirmed one whose order stands (a released, expired or cancelled one
+// gave its seats back), every such hold of a seated tier has exactly its quantity of seats, and
+// so the tier's held and sold are its held and sold seats. (That no seat is held twice needs no
+// check: a seat row names one hold.)
+func verifySeats(seatsOf map[tierKey][]boxoffice.Seat, counts map[tierKey]boxoffice.TierCounts, holds map[string]*boxoffice.Hold,
+	paidOrders map[string][]string, orders map[string]*boxoffice.Order, report func(string, ...any)) {
+	standing := func(h *boxoffice.Hold) bool {
+		switch h.Status {
+		case boxoffice.HoldActive:
+			return true
+		case boxoffice.HoldConfirmed:
+			paid := paidOrders[h.ID]
+			return len(paid) == 1 && orders[paid[0]].Status == boxoffice.OrderConfirmed
+		}
+		return false
+	}
+	for k, seats := range seatsOf {
+		name := k.show + "/" + k.tier
+		perHold := map[string]int{}
+		var held, sold int
+		for _, st := range seats {
+			if st.HoldID == "" {
+				continue
+			}
+			h := holds[st.HoldID]
+			switch {
+			case h == nil:
+				report("seat %s of %s is given to hold %s, which does not exist", st.ID, name, st.HoldID)
+			case !standing(h):
+				report("seat %s of %s is still given to hold %s, which is %s", st.ID, name, h.ID, h.Status)
+			case h.ShowID != k.show || h.TierID != k.tier:
+				report("seat %s of %s is given to hold %s of %s/%s", st.ID, name, h.ID, h.ShowID, h.TierID)
+			case h.Status == boxoffice.HoldActive:
+				held++
+			default:
+				sold++
+			}
+			perHold[st.HoldID]++
+		}
+		if c := counts[k]; c.Held != held || c.Sold != sold {
+			report("tier %s says held=%d sold=%d but its seats are %d held and %d sold", name, c.Held, c.Sold, held, sold)
+		}
+		if c := counts[k]; c.Capacity != len(seats) {
+			report("seated tier %s has capacity %d but %d seats", name, c.Capacity, len(seats))
+		}
+		for _, h := range holds {
+			if h.ShowID == k.show && h.TierID == k.tier && standing(h) && perHold[h.ID] != h.Quantity {
+				report("hold %s of seated tier %s has %d seats for %d tickets", h.ID, name, perHold[h.ID], h.Quantity)
+			}
+		}
+	}
 }
 
 func verifyLedger(orders map[string]*boxoffice.Order, ledger []LedgerCharge, report func(string, ...any)) {

@@ -125,7 +125,7 @@ var stmtSQL = [numStmts]string{
 	sDeleteSeats: `DELETE FROM seats WHERE show_id = ? AND tier_id = ?`,
 	sInsertSeat: `INSERT INTO seats (show_id, tier_id, id, section, row_name, label, rank, pos, accessible, restricted_view)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	sMarkSeated:  `UPDATE tiers SET seated = ? WHERE show_id = ? AND id = ?`,
+	sMarkSeated: `UPDATE tiers SET seated = ? WHERE show_id = ? AND id = ?`,
 	sSeatsOfShow: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
 		WHERE s.show_id = ? ORDER BY s.tier_id, s.rank`,
 	sSeatsOfTier: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
@@ -135,7 +135,7 @@ var stmtSQL = [numStmts]string{
 	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
 	sClaimSeats: `UPDATE seats SET hold_id = ?1 WHERE show_id = ?2 AND tier_id = ?3 AND hold_id IS NULL
 		AND id IN (SELECT value FROM json_each(?4))`,
-	sFreeSeats:   `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
+	sFreeSeats: `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
 	sSeatsOfHold: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
 		WHERE s.hold_id = ? ORDER BY s.rank`,
 

@@ -39,6 +39,7 @@ func Exercise(t *testing.T, h Harness) {
 	t.Run("Restart", func(t *testing.T) { restart(t, h) })
 	t.Run("Linearizable", func(t *testing.T) { linearizable(t, h) })
 	t.Run("FnRunsTwice", func(t *testing.T) { fnRunsTwice(t, h) })
+	ExerciseSeats(t, h)
 }
 
 // Clock is a test clock that moves only when told.

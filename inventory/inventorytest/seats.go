@@ -1,0 +1,363 @@
+package inventorytest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"boxoffice"
+	"boxoffice/sale"
+)
+
+// SeatedShow creates a show with one seated tier "a" of rows rows (A, B, …) of perRow seats
+// each, in section S: seat ids S-A-1 … .
+func (w *World) SeatedShow(id string, ttl, rows, perRow int) {
+	m := &sale.SeatMapInput{Sections: []sale.SectionInput{{ID: "S"}}}
+	for r := range rows {
+		m.Sections[0].Rows = append(m.Sections[0].Rows, sale.RowInput{ID: string(rune('A' + r)), Seats: perRow})
+	}
+	in := sale.ShowInput{Name: "Show " + id, StartsAt: ptr(time.Date(2027, 1, 1, 20, 0, 0, 0, time.UTC)), HoldTTLSeconds: &ttl,
+		Tiers: []sale.TierInput{{ID: "a", Name: "Seated", SeatMap: m, Price: &boxoffice.Money{Amount: 5000, Currency: "EUR"}}}}
+	if _, _, err := w.Svc.PutShow(context.Background(), id, in); err != nil {
+		w.T.Fatalf("put seated show %s: %v", id, err)
+	}
+}
+
+func seatHold(w *World, key, show string, q int, seats []string) (*boxoffice.Response, error) {
+	in := sale.HoldInput{ShowID: show, TierID: "a", Quantity: q, Seats: seats, Buyer: sale.BuyerInput{Email: "s@example.com"}}
+	res, _, err := w.Svc.CreateHold(context.Background(), boxoffice.AdminPrincipal, Idem("hold "+show, key, in), in)
+	return res, err
+}
+
+// ExerciseSeats runs the seated cases of the suite.
+func ExerciseSeats(t *testing.T, h Harness) {
+	t.Run("LastSeatsRace", func(t *testing.T) { lastSeatsRace(t, h) })
+	t.Run("OverlappingSeatHolds", func(t *testing.T) { overlappingSeatHolds(t, h) })
+	t.Run("SeatLifecycle", func(t *testing.T) { seatLifecycle(t, h) })
+	t.Run("SeatedInterleaved", func(t *testing.T) { seatedInterleaved(t, h) })
+}
+
+// lastSeatsRace: 1,000 concurrent best-available requests for one seat on the last 7 seats of a
+// tier: exactly 7 get a seat, 7 different ones, and the rest are told sold_out.
+func lastSeatsRace(t *testing.T, h Harness) {
+	w := NewWorld(t, h)
+	w.SeatedShow("seats", 600, 2, 10)
+	// 13 of the 20 seats go first, so the race is for the last 7.
+	for i, q := range []int{10, 3} {
+		if res, err := seatHold(w, fmt.Sprint("first", i), "seats", q, nil); err != nil || res.Status != 201 {
+			t.Fatalf("first holds: %v %v", res, err)
+		}
+	}
+	const buyers = 1000
+	var mu sync.Mutex
+	got := map[string]int{}
+	var soldOut atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range buyers {
+		wg.Go(func() {
+			<-start
+			res, err := seatHold(w, fmt.Sprintf("k%d", i), "seats", 1, nil)
+			if err != nil {
+				t.Errorf("hold %d: %v", i, err)
+				return
+			}
+			switch res.Status {
+			case 201:
+				hd := Decode[boxoffice.Hold](t, res)
+				if len(hd.Seats) != 1 {
+					t.Errorf("hold %d has seats %v, want one", i, hd.Seats)
+					return
+				}
+				mu.Lock()
+				got[hd.Seats[0]]++
+				mu.Unlock()
+			case 409:
+				if p := Decode[map[string]any](t, res); p["code"] != boxoffice.ESOLDOUT {
+					t.Errorf("want sold_out, got %s", res.Body)
+				}
+				soldOut.Add(1)
+			default:
+				t.Errorf("hold %d: status %d %s", i, res.Status, res.Body)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(got) != 7 || soldOut.Load() != buyers-7 {
+		t.Fatalf("%d distinct seats held (%v) and %d sold_out; want 7 and %d", len(got), got, soldOut.Load(), buyers-7)
+	}
+	for seat, n := range got {
+		if n != 1 {
+			t.Errorf("seat %s was given %d times", seat, n)
+		}
+	}
+	if c := w.Counts("seats", "a"); c.Held != 20 || c.Available != 0 {
+		t.Fatalf("tier after the race: %+v", c)
+	}
+	w.Check()
+}
+
+// overlappingSeatHolds: holds naming two seats side by side, each pair overlapping its
+// neighbours', all at once: the holds that succeed have disjoint seats (all or none of each), the
+// others are told seat_unavailable, and the store's seats are exactly the successful holds'.
+func overlappingSeatHolds(t *testing.T, h Harness) {
+	w := NewWorld(t, h)
+	w.SeatedShow("overlap", 600, 1, 12)
+	var mu sync.Mutex
+	won := map[string][]string{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 60 {
+		wg.Go(func() {
+			<-start
+			n := i%11 + 1
+			want := []string{fmt.Sprintf("S-A-%d", n), fmt.Sprintf("S-A-%d", n+1)}
+			res, err := seatHold(w, fmt.Sprintf("o%d", i), "overlap", 0, want)
+			if err != nil {
+				// A strategy whose reservations of one tier run at once may find a seat being
+				// changed by another and say so with a retryable overload.
+				if boxoffice.ErrorCode(err) != boxoffice.EOVERLOADED {
+					t.Errorf("hold %d: %v", i, err)
+				}
+				return
+			}
+			switch res.Status {
+			case 201:
+				hd := Decode[boxoffice.Hold](t, res)
+				if !slices.Equal(hd.Seats, want) {
+					t.Errorf("hold %d got seats %v, asked %v", i, hd.Seats, want)
+				}
+				mu.Lock()
+				won[hd.ID] = hd.Seats
+				mu.Unlock()
+			case 409:
+				if p := Decode[map[string]any](t, res); p["code"] != boxoffice.ESEATUNAVAILABLE && p["code"] != boxoffice.ESOLDOUT {
+					t.Errorf("want seat_unavailable or sold_out, got %s", res.Body)
+				}
+			default:
+				t.Errorf("hold %d: status %d %s", i, res.Status, res.Body)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	owner := map[string]string{}
+	for id, seats := range won {
+		for _, s := range seats {
+			if prev, ok := owner[s]; ok {
+				t.Fatalf("seat %s is in holds %s and %s", s, prev, id)
+			}
+			owner[s] = id
+		}
+	}
+	if len(won) == 0 {
+		t.Fatal("no hold succeeded")
+	}
+	if c := w.Counts("overlap", "a"); c.Held != 2*len(won) {
+		t.Fatalf("tier holds %d, the %d successful holds have %d seats", c.Held, len(won), 2*len(won))
+	}
+	w.Check()
+}
+
+// seatsOf returns the show's seats by id.
+func seatsOf(t *testing.T, w *World, show string) map[string]boxoffice.Seat {
+	t.Helper()
+	body, _, err := w.Svc.ShowSeats(context.Background(), show)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Decode[sale.SeatMap](t, &boxoffice.Response{Body: body})
+	out := map[string]boxoffice.Seat{}
+	for _, s := range m.Seats {
+		out[s.ID] = s
+	}
+	return out
+}
+
+// seatLifecycle: named seats are held all or none, a released hold's seats come back, a bought
+// order's tickets name its seats and they read sold, a cancel gives them back, an expired hold's
+// come back, best available keeps a party side by side, and a seat map cannot change under holds.
+func seatLifecycle(t *testing.T, h Harness) {
+	w := NewWorld(t, h)
+	ctx := context.Background()
+	w.SeatedShow("life", 60, 2, 6)
+	state := func(id string) boxoffice.SeatState {
+		t.Helper()
+		// The map is cached for half a second; the test clock does not move it, so read afresh.
+		w.Clock.Advance(time.Second)
+		return seatsOf(t, w, "life")[id].State
+	}
+	res, err := seatHold(w, "h1", "life", 0, []string{"S-A-1", "S-A-2"})
+	if err != nil || res.Status != 201 {
+		t.Fatalf("hold of two free seats: %v %v", res, err)
+	}
+	h1 := Decode[boxoffice.Hold](t, res)
+	if h1.Quantity != 2 || !slices.Equal(h1.Seats, []string{"S-A-1", "S-A-2"}) || state("S-A-1") != boxoffice.SeatHeld {
+		t.Fatalf("hold %+v, seat state %s", h1, state("S-A-1"))
+	}
+	// All or none: one seat taken makes the whole hold fail and take nothing.
+	res, err = seatHold(w, "h2", "life", 0, []string{"S-A-2", "S-A-3"})
+	if err != nil || res.Status != 409 || Decode[map[string]any](t, res)["code"] != boxoffice.ESEATUNAVAILABLE {
+		t.Fatalf("hold over a taken seat: %v %v", res, err)
+	}
+	if state("S-A-3") != boxoffice.SeatAvailable {
+		t.Fatal("a refused hold took a seat")
+	}
+	if res, err := seatHold(w, "h3", "life", 0, []string{"S-Z-1"}); err != nil || res.Status != 400 ||
+		Decode[map[string]any](t, res)["code"] != boxoffice.EVALIDATION {
+		t.Fatalf("hold of an unknown seat: %v %v", res, err)
+	}
+	got, err := w.Svc.GetHold(ctx, boxoffice.AdminPrincipal, h1.ID)
+	if err != nil || !slices.Equal(got.Seats, h1.Seats) {
+		t.Fatalf("GET hold = %+v, %v", got, err)
+	}
+	if err := w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, h1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if state("S-A-1") != boxoffice.SeatAvailable || state("S-A-2") != boxoffice.SeatAvailable {
+		t.Fatal("released seats are not free")
+	}
+
+	// Bought: tickets name the seats, which read sold; a cancel frees them.
+	in := sale.PurchaseInput{ShowID: "life", TierID: "a", Seats: []string{"S-B-3", "S-B-4"}, Buyer: sale.BuyerInput{Email: "p@example.com"},
+		Payment: sale.PaymentInput{Token: "tok_ok"}}
+	res, _, err = w.Svc.Purchase(ctx, boxoffice.AdminPrincipal, Idem("purchase", "p1", in), in)
+	if err != nil || res.Status != 201 {
+		t.Fatalf("purchase of named seats: %v %v", res, err)
+	}
+	o := Decode[boxoffice.Order](t, res)
+	var ticketSeats []string
+	for _, tk := range o.Tickets {
+		ticketSeats = append(ticketSeats, tk.Seat)
+	}
+	if !slices.Equal(ticketSeats, []string{"S-B-3", "S-B-4"}) || state("S-B-3") != boxoffice.SeatSold {
+		t.Fatalf("order tickets %+v, seat state %s", o.Tickets, state("S-B-3"))
+	}
+	if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel", "c1", o.ID), o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if state("S-B-3") != boxoffice.SeatAvailable {
+		t.Fatal("a cancelled order's seats are not free")
+	}
+
+	// Best available: a party of 3 is seated side by side in the best row that has room.
+	if res, err := seatHold(w, "h4", "life", 0, []string{"S-A-2", "S-A-5"}); err != nil || res.Status != 201 {
+		t.Fatalf("hold: %v %v", res, err)
+	}
+	res, err = seatHold(w, "h5", "life", 3, nil)
+	if err != nil || res.Status != 201 {
+		t.Fatalf("best available 3: %v %v", res, err)
+	}
+	// Row A has runs 1, 3-4, 6: no three together; row B is free.
+	if best := Decode[boxoffice.Hold](t, res).Seats; !slices.Equal(best, []string{"S-B-1", "S-B-2", "S-B-3"}) {
+		t.Fatalf("best available 3 = %v, want S-B-1..3", best)
+	}
+	// A seat map cannot change while seats are held; the same map may be PUT again.
+	w.SeatedShow("life", 60, 2, 6)
+	m := &sale.SeatMapInput{Sections: []sale.SectionInput{{ID: "S", Rows: []sale.RowInput{{ID: "A", Seats: 8}}}}}
+	_, _, err = w.Svc.PutShow(ctx, "life", sale.ShowInput{Name: "x", StartsAt: ptr(time.Now()), Tiers: []sale.TierInput{
+		{ID: "a", Name: "Seated", SeatMap: m, Price: &boxoffice.Money{Amount: 1, Currency: "EUR"}}}})
+	if boxoffice.ErrorCode(err) != boxoffice.ECAPACITYCONFLICT {
+		t.Fatalf("changing the seat map under holds: %v", err)
+	}
+	// Expiry gives every seat back.
+	w.Clock.Advance(time.Hour)
+	if _, err := w.Svc.ExpireDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for id, s := range seatsOf(t, w, "life") {
+		if s.State != boxoffice.SeatAvailable {
+			t.Errorf("seat %s is %s after every hold expired", id, s.State)
+		}
+	}
+	w.Check()
+}
+
+// seatedInterleaved: workers hold named seats or the best available, confirm, decline, release,
+// buy, cancel and let holds expire on a seated tier while the clock moves; after every step the
+// store satisfies every guarantee, seats included (Verify: each standing hold has its seats, no
+// seat is with an ended one, the tier's counts are its seats').
+func seatedInterleaved(t *testing.T, h Harness) {
+	w := NewWorld(t, h)
+	w.SeatedShow("mixs", 30, 3, 5)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for worker := range 5 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(worker), 11))
+			var mine, orders []string
+			for i := range 30 {
+				key := fmt.Sprintf("w%d-%d", worker, i)
+				var named []string
+				if r.IntN(2) == 0 {
+					for range 1 + r.IntN(2) {
+						s := fmt.Sprintf("S-%c-%d", 'A'+r.IntN(3), 1+r.IntN(5))
+						if !slices.Contains(named, s) {
+							named = append(named, s)
+						}
+					}
+				}
+				switch op := r.IntN(10); {
+				case op < 3:
+					res, err := seatHold(w, key, "mixs", 0, named)
+					if len(named) == 0 {
+						res, err = seatHold(w, key, "mixs", 1+r.IntN(3), nil)
+					}
+					if err == nil && res.Status == 201 {
+						mine = append(mine, Decode[boxoffice.Hold](t, res).ID)
+					}
+				case op < 5 && len(mine) > 0:
+					id := mine[r.IntN(len(mine))]
+					token := []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]
+					in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
+					res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, Idem("confirm "+id, key, in), id, in)
+					if err == nil && res.Status == 201 {
+						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
+					}
+				case op < 6 && len(mine) > 0:
+					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, mine[r.IntN(len(mine))])
+				case op < 8:
+					in := sale.PurchaseInput{ShowID: "mixs", TierID: "a", Quantity: 1 + r.IntN(2), Seats: named,
+						Buyer: sale.BuyerInput{Email: "p@example.com"}, Payment: sale.PaymentInput{Token: "tok_ok"}}
+					if len(named) > 0 {
+						in.Quantity = 0
+					}
+					res, _, err := w.Svc.Purchase(ctx, boxoffice.AdminPrincipal, Idem("purchase", key, in), in)
+					if err == nil && res.Status == 201 {
+						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
+					}
+				case op < 9 && len(orders) > 0:
+					id := orders[r.IntN(len(orders))]
+					if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id); err != nil {
+						t.Errorf("cancel %s: %v", id, err)
+					}
+				default:
+					w.Clock.Advance(time.Duration(r.IntN(20)) * time.Second)
+					if _, err := w.Svc.ExpireDue(ctx); err != nil {
+						t.Errorf("expire: %v", err)
+					}
+				}
+				if !w.Check() {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	w.WaitSettled()
+	w.Clock.Advance(time.Hour)
+	if _, err := w.Svc.ExpireDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := w.Counts("mixs", "a"); c.Held != 0 {
+		t.Errorf("the tier still holds %d after every hold expired", c.Held)
+	}
+	w.Check()
+	w.checkLedger()
+}
