@@ -3,12 +3,15 @@ package inventorytest
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/anishathalye/porcupine"
 
 	"boxoffice"
 	"boxoffice/sale"
@@ -40,6 +43,7 @@ func ExerciseSeats(t *testing.T, h Harness) {
 	t.Run("OverlappingSeatHolds", func(t *testing.T) { overlappingSeatHolds(t, h) })
 	t.Run("SeatLifecycle", func(t *testing.T) { seatLifecycle(t, h) })
 	t.Run("SeatedInterleaved", func(t *testing.T) { seatedInterleaved(t, h) })
+	t.Run("SeatsLinearizable", func(t *testing.T) { seatsLinearizable(t, h) })
 }
 
 // lastSeatsRace: 1,000 concurrent best-available requests for one seat on the last 7 seats of a
@@ -360,4 +364,197 @@ func seatedInterleaved(t *testing.T, h Harness) {
 	}
 	w.Check()
 	w.checkLedger()
+}
+
+// seatInput is one operation on a seated tier: a hold of the seats Named (a bitmask over the
+// tier's seats by rank), a best-available hold of Quantity, a release of a hold's seats Release,
+// or a read of the taken seats.
+type seatInput struct {
+	Named    uint64
+	Quantity int
+	Release  uint64
+	Read     bool
+}
+
+// seatOutput is what it answered: OK with the seats it got, Unavailable (a named seat was taken),
+// SoldOut (too few free seats), or the taken seats a read saw.
+type seatOutput struct {
+	OK, Unavailable, SoldOut bool
+	Seats                    uint64
+}
+
+// seatModel is the sequential specification of a seated tier: the set of its taken seats. A hold
+// takes free seats only, all it names or the number it asks for; it is refused only when a named
+// seat is taken, or when fewer seats are free than it names or asks for (sold_out, answered from
+// the tier's counts before any seat is looked at); a release frees its hold's seats.
+func seatModel(all uint64) porcupine.Model {
+	return porcupine.Model{
+		Init: func() any { return uint64(0) },
+		Step: func(state, input, output any) (bool, any) {
+			taken, in, out := state.(uint64), input.(seatInput), output.(seatOutput)
+			switch {
+			case in.Read:
+				return out.Seats == taken, taken
+			case in.Release != 0:
+				return in.Release&taken == in.Release, taken &^ in.Release
+			case out.OK && in.Named != 0:
+				return out.Seats == in.Named && in.Named&taken == 0, taken | in.Named
+			case out.OK:
+				return bits.OnesCount64(out.Seats) == in.Quantity && out.Seats&taken == 0 && out.Seats&^all == 0, taken | out.Seats
+			case out.Unavailable:
+				return in.Named != 0 && in.Named&taken != 0, taken
+			case out.SoldOut:
+				// Also for named seats: fewer seats free than named means some named are taken.
+				want := in.Quantity
+				if in.Named != 0 {
+					want = bits.OnesCount64(in.Named)
+				}
+				return bits.OnesCount64(all&^taken) < want, taken
+			default: // refused for another reason (an overload): nothing changed
+				return true, taken
+			}
+		},
+		DescribeOperation: func(input, output any) string {
+			in, out := input.(seatInput), output.(seatOutput)
+			return fmt.Sprintf("%+v → %+v", in, out)
+		},
+	}
+}
+
+// seatsLinearizable records a concurrent history of named and best-available holds, releases and
+// reads of the taken seats, and checks it with porcupine against the set-of-seats model: whatever
+// the strategy does inside, from outside a seated tier behaves like one set of taken seats.
+func seatsLinearizable(t *testing.T, h Harness) {
+	w := NewWorld(t, h)
+	const rows, perRow = 2, 6
+	w.SeatedShow("lins", 600, rows, perRow)
+	ctx := context.Background()
+	bit := map[string]uint64{}
+	var all uint64
+	for r := range rows {
+		for n := range perRow {
+			b := uint64(1) << (r*perRow + n)
+			bit[fmt.Sprintf("S-%c-%d", 'A'+r, n+1)] = b
+			all |= b
+		}
+	}
+	mask := func(ids []string) (m uint64) {
+		for _, id := range ids {
+			m |= bit[id]
+		}
+		return m
+	}
+	start := time.Now()
+	var mu sync.Mutex
+	var ops []porcupine.Operation
+	record := func(in seatInput, do func() seatOutput) seatOutput {
+		call := int64(time.Since(start))
+		out := do()
+		ret := int64(time.Since(start))
+		mu.Lock()
+		ops = append(ops, porcupine.Operation{Input: in, Call: call, Output: out, Return: ret})
+		mu.Unlock()
+		return out
+	}
+	holdOut := func(res *boxoffice.Response, err error) seatOutput {
+		if err != nil {
+			return seatOutput{}
+		}
+		switch res.Status {
+		case 201:
+			return seatOutput{OK: true, Seats: mask(Decode[boxoffice.Hold](t, res).Seats)}
+		case 409:
+			switch Decode[map[string]any](t, res)["code"] {
+			case boxoffice.ESEATUNAVAILABLE:
+				return seatOutput{Unavailable: true}
+			case boxoffice.ESOLDOUT:
+				return seatOutput{SoldOut: true}
+			}
+		}
+		t.Errorf("hold: %d %s", res.Status, res.Body)
+		return seatOutput{}
+	}
+	var wg sync.WaitGroup
+	for worker := range 6 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(worker), 99))
+			type held struct {
+				id    string
+				seats uint64
+			}
+			var mine []held
+			for i := range 30 {
+				key := fmt.Sprintf("ls%d-%d", worker, i)
+				switch op := r.IntN(20); {
+				case op < 7:
+					var named []string
+					for range 1 + r.IntN(2) {
+						s := fmt.Sprintf("S-%c-%d", 'A'+r.IntN(rows), 1+r.IntN(perRow))
+						if !slices.Contains(named, s) {
+							named = append(named, s)
+						}
+					}
+					var res *boxoffice.Response
+					out := record(seatInput{Named: mask(named)}, func() seatOutput {
+						var err error
+						res, err = seatHold(w, key, "lins", 0, named)
+						return holdOut(res, err)
+					})
+					if out.OK {
+						mine = append(mine, held{Decode[boxoffice.Hold](t, res).ID, out.Seats})
+					}
+				case op < 12:
+					q := 1 + r.IntN(3)
+					var res *boxoffice.Response
+					out := record(seatInput{Quantity: q}, func() seatOutput {
+						var err error
+						res, err = seatHold(w, key, "lins", q, nil)
+						return holdOut(res, err)
+					})
+					if out.OK {
+						mine = append(mine, held{Decode[boxoffice.Hold](t, res).ID, out.Seats})
+					}
+				case op < 17 && len(mine) > 0:
+					k := r.IntN(len(mine))
+					hd := mine[k]
+					mine = slices.Delete(mine, k, k+1)
+					record(seatInput{Release: hd.seats}, func() seatOutput {
+						if err := w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, hd.id); err != nil {
+							t.Errorf("release %s: %v", hd.id, err)
+						}
+						return seatOutput{OK: true}
+					})
+				default:
+					record(seatInput{Read: true}, func() seatOutput {
+						var taken uint64
+						err := w.Store.View(ctx, func(tx boxoffice.Tx) error {
+							seats, err := tx.Seats(ctx, "lins", "a")
+							for _, s := range seats {
+								if s.State != boxoffice.SeatAvailable {
+									taken |= bit[s.ID]
+								}
+							}
+							return err
+						})
+						if err != nil {
+							t.Errorf("read seats: %v", err)
+						}
+						return seatOutput{Seats: taken}
+					})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(ops) < 100 {
+		t.Fatalf("only %d operations recorded", len(ops))
+	}
+	model := seatModel(all)
+	res, info := porcupine.CheckOperationsVerbose(model, ops, 30*time.Second)
+	if res != porcupine.Ok {
+		path := t.TempDir() + "/seats.html"
+		_ = porcupine.VisualizePath(model, info, path)
+		t.Fatalf("history of %d seat operations is %s (not linearizable); visualization: %s", len(ops), res, path)
+	}
+	w.Check()
 }
