@@ -31,7 +31,16 @@ const (
 	ModePurchase    = "purchase"     // one-shot POST /v1/purchases
 	ModeHoldConfirm = "hold-confirm" // POST holds, then POST confirm
 	ModeNoop        = "noop"         // POST to a no-op handler: the transport limit
+	// ModeSeats is best-available holds of SeatsPerHold seats on a seated tier of Capacity seats:
+	// what choosing seats side by side costs.
+	ModeSeats = "seats"
 )
+
+// SeatsPerHold is the party size of ModeSeats: two, the commonest order of a seated on-sale.
+const SeatsPerHold = 2
+
+// seatsPerRow is the row length of ModeSeats's seat map.
+const seatsPerRow = 50
 
 // Config is one bench run.
 type Config struct {
@@ -59,6 +68,8 @@ type Config struct {
 
 // Result is what a run measured.
 type Result struct {
+	// Mode is the run's mode (ModePurchase, …): what one request of Requests was.
+	Mode       string
 	Name       string
 	Requests   int64          // logical purchases finished
 	Attempts   int64          // HTTP requests sent
@@ -118,6 +129,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	elapsed := time.Since(start)
 	stopProgress()
 	res := &Result{
+		Mode:     cfg.Mode,
 		Requests: r.done.Load(), Attempts: r.attempts.Load(), Retries: r.retries.Load(), Elapsed: elapsed,
 		Outcomes: r.outcomes, Errors: r.errors.Load(),
 		P50:  time.Duration(r.hist.ValueAtQuantile(50)) * time.Microsecond,
@@ -169,8 +181,12 @@ func (c *Config) defaults() error {
 	}
 	switch c.Mode {
 	case ModePurchase, ModeHoldConfirm, ModeNoop:
+	case ModeSeats:
+		if c.Capacity < seatsPerRow || c.Capacity%seatsPerRow != 0 || c.Capacity > 50_000 {
+			return fmt.Errorf("mode %s: --capacity %d: want a multiple of %d seats (the row length), at most 50000", ModeSeats, c.Capacity, seatsPerRow)
+		}
 	default:
-		return fmt.Errorf("mode %q: want %s, %s or %s", c.Mode, ModePurchase, ModeHoldConfirm, ModeNoop)
+		return fmt.Errorf("mode %q: want %s, %s, %s or %s", c.Mode, ModePurchase, ModeHoldConfirm, ModeSeats, ModeNoop)
 	}
 	if c.RetryRate < 0 || c.RetryRate > 1 {
 		return fmt.Errorf("retry rate %v: want 0 to 1", c.RetryRate)
@@ -330,6 +346,10 @@ func (r *runner) purchase(ctx context.Context, i int64, home int, lat *[]int64) 
 			return "bad hold body"
 		}
 		st, b, _ = r.final(ctx, "POST", "/v1/holds/"+h.ID+"/confirm", key+"-c", []byte(`{"payment":{"token":"tok_ok"}}`), i, home, lat)
+		return outcomeOf(st, b)
+	case ModeSeats:
+		body := fmt.Appendf(nil, `{"tier_id":"ga","quantity":%d,"buyer":{"email":"b%d@example.com"}}`, SeatsPerHold, i)
+		st, b, _ := r.final(ctx, "POST", "/v1/shows/"+show+"/holds", key, body, i, home, lat)
 		return outcomeOf(st, b)
 	default:
 		body := fmt.Appendf(nil, `{"show_id":%q,"tier_id":"ga","quantity":1,"buyer":{"email":"b%d@example.com"},"payment":{"token":"tok_ok"}}`, show, i)
@@ -497,8 +517,12 @@ func setup(ctx context.Context, hc *http.Client, cfg Config) (string, error) {
 		return out, nil
 	}
 	for s := range cfg.Shows {
+		tier := map[string]any{"id": "ga", "name": "GA", "capacity": cfg.Capacity, "price": map[string]any{"amount": 1000, "currency": "EUR"}}
+		if cfg.Mode == ModeSeats {
+			tier["seat_map"] = benchSeatMap(cfg.Capacity)
+		}
 		show := map[string]any{"name": "Bench show", "starts_at": "2030-01-01T20:00:00Z", "hold_ttl_seconds": 600,
-			"tiers": []map[string]any{{"id": "ga", "name": "GA", "capacity": cfg.Capacity, "price": map[string]any{"amount": 1000, "currency": "EUR"}}}}
+			"tiers": []map[string]any{tier}}
 		if _, err := do("PUT", fmt.Sprintf("/v1/shows/bench-%s-%d", cfg.RunID, s), "", show, 201); err != nil {
 			return "", err
 		}
@@ -516,7 +540,21 @@ func setup(ctx context.Context, hc *http.Client, cfg Config) (string, error) {
 	return k.Key, nil
 }
 
-// soldTickets sums what the server says it sold over the run's shows.
+// benchSeatMap is a seat map of capacity seats in rows of seatsPerRow, 100 rows to a section.
+func benchSeatMap(capacity int) map[string]any {
+	var sections []map[string]any
+	for r := 0; r < capacity/seatsPerRow; r++ {
+		if r%100 == 0 {
+			sections = append(sections, map[string]any{"id": fmt.Sprintf("S%d", len(sections)+1), "rows": []map[string]any{}})
+		}
+		sec := sections[len(sections)-1]
+		sec["rows"] = append(sec["rows"].([]map[string]any), map[string]any{"id": strconv.Itoa(r%100 + 1), "seats": seatsPerRow})
+	}
+	return map[string]any{"sections": sections}
+}
+
+// soldTickets sums what the server says it sold over the run's shows; in ModeSeats, which only
+// holds, what it holds.
 func soldTickets(ctx context.Context, hc *http.Client, cfg Config, key string) (int, error) {
 	total := 0
 	for s := range cfg.Shows {
@@ -532,6 +570,7 @@ func soldTickets(ctx context.Context, hc *http.Client, cfg Config, key string) (
 		var show struct {
 			Tiers []struct {
 				Sold int `json:"sold"`
+				Held int `json:"held"`
 			} `json:"tiers"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&show)
@@ -541,6 +580,9 @@ func soldTickets(ctx context.Context, hc *http.Client, cfg Config, key string) (
 		}
 		for _, t := range show.Tiers {
 			total += t.Sold
+			if cfg.Mode == ModeSeats {
+				total += t.Held
+			}
 		}
 	}
 	return total, nil

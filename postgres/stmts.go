@@ -54,11 +54,13 @@ const (
 	sDeleteSeats = `DELETE FROM seats WHERE show_id = $1 AND tier_id = $2`
 	sInsertSeats = `INSERT INTO seats (show_id, tier_id, id, section, row_name, label, rank, pos, accessible, restricted_view)
 		SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::bool[], $10::bool[])`
-	sMarkSeated     = `UPDATE tiers SET seated = $1 WHERE show_id = $2 AND id = $3`
-	sSeatsOfShow    = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 ORDER BY s.tier_id, s.rank`
-	sSeatsOfTier    = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 ORDER BY s.rank`
-	sAvailableSeats = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 AND s.hold_id IS NULL
-		ORDER BY s.rank LIMIT $3`
+	sMarkSeated  = `UPDATE tiers SET seated = $1 WHERE show_id = $2 AND id = $3`
+	sSeatsOfShow = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 ORDER BY s.tier_id, s.rank`
+	sSeatsOfTier = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 ORDER BY s.rank`
+	// Free seats need no hold to say their state.
+	sAvailableSeats = `SELECT s.tier_id, s.id, s.section, s.row_name, s.label, s.rank, s.pos, s.accessible, s.restricted_view,
+			'', 'available'
+		FROM seats AS s WHERE s.show_id = $1 AND s.tier_id = $2 AND s.hold_id IS NULL ORDER BY s.rank LIMIT $3`
 	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
 	// It never waits (SKIP LOCKED): a seat that another transaction is changing right now (being
 	// claimed, or freed by a release or a cancel that then waits for the tier this claim's

@@ -158,9 +158,14 @@ func putSeats(ctx context.Context, tx boxoffice.Tx, show, old *boxoffice.Show, m
 // run at once); reserve tries again with the seats free then.
 var errSeatRace = errors.New("a chosen seat was taken meanwhile")
 
-// bestAvailableWindow is how many of a tier's free seats, best first, best available chooses
-// from: enough to find seats side by side in a stadium's tier, without reading all of it.
-const bestAvailableWindow = 4000
+// Best available reads the tier's free seats best first, bestAvailableWindow of them, and only
+// when those hold no stretch side by side for the party reads bestAvailableWideWindow: the first
+// is a few rows, where a party nearly always fits, and costs a few hundred index entries a hold;
+// the second is enough to find seats together in a stadium's tier without reading all of it.
+const (
+	bestAvailableWindow     = 64
+	bestAvailableWideWindow = 4000
+)
 
 // takeSeats gives hold h its seats in tx: the ones it names (all or none), or the best available.
 // It returns them best first.
@@ -174,13 +179,20 @@ func takeSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold, wanted [
 			return nil, whyNotSeats(ctx, tx, h, wanted)
 		}
 	} else {
-		free, err := tx.AvailableSeats(ctx, h.ShowID, h.TierID, bestAvailableWindow)
-		if err != nil {
-			return nil, err
+		var pick []boxoffice.Seat
+		for _, window := range []int{bestAvailableWindow, bestAvailableWideWindow} {
+			free, err := tx.AvailableSeats(ctx, h.ShowID, h.TierID, window)
+			if err != nil {
+				return nil, err
+			}
+			var together bool
+			pick, together = bestAvailable(free, h.Quantity)
+			if together || len(free) < window {
+				break // seats side by side, or every free seat was read
+			}
 		}
-		pick := bestAvailable(free, h.Quantity)
 		if len(pick) < h.Quantity {
-			return nil, boxoffice.SoldOut(h.TierID, len(free), h.Quantity)
+			return nil, boxoffice.SoldOut(h.TierID, len(pick), h.Quantity)
 		}
 		ids := make([]string, len(pick))
 		for i, s := range pick {
@@ -193,6 +205,7 @@ func takeSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold, wanted [
 		if n != len(ids) {
 			return nil, errSeatRace
 		}
+		return ids, nil // best first already: the free seats come by rank
 	}
 	got, err := tx.SeatsOfHold(ctx, h.ID)
 	if err != nil {
@@ -248,14 +261,15 @@ func whyNotSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold, wanted
 //  3. Failing that, the best stretch of n+1 (which leaves one seat alone).
 //  4. Failing that (no row has n free side by side), the n best free seats.
 //
-// It returns fewer than n only when there are fewer than n free seats.
-func bestAvailable(free []boxoffice.Seat, n int) []boxoffice.Seat {
+// It returns fewer than n only when there are fewer than n free seats; together says the seats
+// are side by side (rule 2 or 3).
+func bestAvailable(free []boxoffice.Seat, n int) (seats []boxoffice.Seat, together bool) {
 	plain := slices.DeleteFunc(slices.Clone(free), func(s boxoffice.Seat) bool { return s.Accessible || s.RestrictedView })
 	if len(plain) >= n {
 		free = plain
 	}
-	if len(free) <= n {
-		return free
+	if len(free) < n {
+		return free, false
 	}
 	// Stretches of free seats side by side: one row, consecutive places.
 	var runs [][]boxoffice.Seat
@@ -269,15 +283,15 @@ func bestAvailable(free []boxoffice.Seat, n int) []boxoffice.Seat {
 	}
 	for _, r := range runs {
 		if len(r) == n || len(r) >= n+2 {
-			return r[:n]
+			return r[:n], true
 		}
 	}
 	for _, r := range runs {
 		if len(r) == n+1 {
-			return r[:n]
+			return r[:n], true
 		}
 	}
-	return free[:n]
+	return free[:n], false
 }
 
 // SeatMap is GET /v1/shows/{id}/seats: every seat of the show's seated tiers with its state.

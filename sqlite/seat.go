@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 
 	"boxoffice"
@@ -42,22 +41,22 @@ func (t *tx) AvailableSeats(ctx context.Context, showID, tierID string, limit in
 	return t.seats(ctx, "available seats", sAvailableSeats, showID, tierID, limit)
 }
 
-// ClaimSeats implements boxoffice.Tx. The ids go as one JSON array, so that one prepared
-// statement serves any number of them.
+// ClaimSeats implements boxoffice.Tx, one seat at a time: the writer is exclusive, so the
+// statements of one claim cannot interleave with another's.
 func (t *tx) ClaimSeats(ctx context.Context, showID, tierID, holdID string, ids []string) (int, error) {
-	if len(ids) == 0 {
-		return 0, nil
+	claimed := 0
+	for _, id := range ids {
+		res, err := t.exec(ctx, sClaimSeats, holdID, showID, tierID, id)
+		if err != nil {
+			return claimed, fmt.Errorf("claim seat %s for hold %s: %w", id, holdID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return claimed, err
+		}
+		claimed += int(n)
 	}
-	list, err := json.Marshal(ids)
-	if err != nil {
-		return 0, err
-	}
-	res, err := t.exec(ctx, sClaimSeats, holdID, showID, tierID, string(list))
-	if err != nil {
-		return 0, fmt.Errorf("claim seats for hold %s: %w", holdID, err)
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
+	return claimed, nil
 }
 
 // FreeSeats implements boxoffice.Tx.

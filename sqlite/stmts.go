@@ -130,12 +130,16 @@ var stmtSQL = [numStmts]string{
 		WHERE s.show_id = ? ORDER BY s.tier_id, s.rank`,
 	sSeatsOfTier: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
 		WHERE s.show_id = ? AND s.tier_id = ? ORDER BY s.rank`,
-	sAvailableSeats: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+	// Free seats need no hold to say their state. Without statistics the planner would take
+	// seats_tier_rank, and walk every taken seat before the first free one.
+	sAvailableSeats: `SELECT s.tier_id, s.id, s.section, s.row_name, s.label, s.rank, s.pos, s.accessible, s.restricted_view,
+			'', 'available'
+		FROM seats AS s INDEXED BY seats_free
 		WHERE s.show_id = ? AND s.tier_id = ? AND s.hold_id IS NULL ORDER BY s.rank LIMIT ?`,
 	// The conditional write of a seat: only a free one is taken, so two holds can never have it.
-	sClaimSeats: `UPDATE seats SET hold_id = ?1 WHERE show_id = ?2 AND tier_id = ?3 AND hold_id IS NULL
-		AND id IN (SELECT value FROM json_each(?4))`,
-	sFreeSeats: `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
+	// One seat a statement, found by its primary key: a party is a few seats.
+	sClaimSeats: `UPDATE seats SET hold_id = ?1 WHERE show_id = ?2 AND id = ?4 AND tier_id = ?3 AND hold_id IS NULL`,
+	sFreeSeats:  `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
 	sSeatsOfHold: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
 		WHERE s.hold_id = ? ORDER BY s.rank`,
 

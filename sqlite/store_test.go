@@ -204,8 +204,9 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		sLiveOrderForHold:   "orders_live_hold",
 		sPendingOrders:      "orders_status_id",
 		sCountOrders:        "orders_status_id",
-		sAvailableSeats:     "seats_tier_rank",
+		sAvailableSeats:     "seats_free",
 		sFreeSeats:          "seats_hold",
+		sClaimSeats:         "PRIMARY KEY",
 		sListShowOrders:     "orders_show_id",
 		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {

@@ -56,7 +56,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.duration, "duration", 60*time.Second, "longest the load runs")
 	fs.IntVar(&f.shows, "shows", 1, "shows to spread buyers over (1 = one hot show)")
 	fs.IntVar(&f.capacity, "capacity", 0, "tickets per show (0 = as many as --requests)")
-	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot) or hold-confirm")
+	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot), hold-confirm, or seats (best-available holds of 2 on a seated tier of --capacity seats, a multiple of 50)")
 	fs.Float64Var(&f.retryRate, "retry-rate", 0.05, "share of purchases whose first attempt times out on the client and is retried with the same key")
 	fs.DurationVar(&f.timeout, "client-timeout", time.Millisecond, "the client-side timeout of those first attempts")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "strategy of the server bench starts")
@@ -142,15 +142,23 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 
 func printResult(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(w, "%s\n", r.Name)
-	fmt.Fprintf(w, "  throughput  %.0f purchases/s (%d in %v; %d HTTP requests, %d retries with the same key)\n",
-		r.Throughput, r.Requests, r.Elapsed.Round(time.Millisecond), r.Attempts, r.Retries)
+	what := "purchases"
+	if r.Mode == bench.ModeSeats {
+		what = fmt.Sprintf("best-available holds of %d seats", bench.SeatsPerHold)
+	}
+	fmt.Fprintf(w, "  throughput  %.0f %s/s (%d in %v; %d HTTP requests, %d retries with the same key)\n",
+		r.Throughput, what, r.Requests, r.Elapsed.Round(time.Millisecond), r.Attempts, r.Retries)
 	fmt.Fprintf(w, "  latency     p50 %v  p99 %v  p99.9 %v (one HTTP request)\n", r.P50, r.P99, r.P999)
 	var outs []string
 	for _, k := range r.SortedOutcomes() {
 		outs = append(outs, fmt.Sprintf("%s: %d", k, r.Outcomes[k]))
 	}
 	fmt.Fprintf(w, "  outcomes    %s\n", strings.Join(outs, ", "))
-	fmt.Fprintf(w, "  sold        %d tickets by the server's count; %d purchases answered 201\n", r.Sold, r.Orders())
+	if r.Mode == bench.ModeSeats {
+		fmt.Fprintf(w, "  held        %d seats by the server's count; %d holds answered 201\n", r.Sold, r.Orders())
+	} else {
+		fmt.Fprintf(w, "  sold        %d tickets by the server's count; %d purchases answered 201\n", r.Sold, r.Orders())
+	}
 	if len(r.Servers) > 1 {
 		// Only for a cluster, so the report of one server stays as it was.
 		var loads []string
