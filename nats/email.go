@@ -409,6 +409,10 @@ func newReceipt(m *Message, ev *boxoffice.OrderEvent) *receipt {
 		r.StartsISO = ev.ShowStartsAt.UTC().Format(time.RFC3339)
 	}
 	for _, t := range ev.Tickets {
+		if t.Seat != "" {
+			r.Tickets = append(r.Tickets, t.Code+" (seat "+t.Seat+")")
+			continue
+		}
 		r.Tickets = append(r.Tickets, t.Code)
 	}
 	// The subjects stay as they were: mail filters and the end-to-end tests find receipts by them.

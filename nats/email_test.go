@@ -194,6 +194,7 @@ var receiptShow = &boxoffice.Show{
 // escaped. Two renderings of one event, by two consumers, are the same bytes.
 func TestReceiptIsMultipartAndNamesTheShow(t *testing.T) {
 	o := mailOrder("ord_r1", "buyer@example.com")
+	o.Tickets[0].Seat = "S-A-12" // a seated tier's ticket names its seat
 	const start = "Saturday 14 March 2026, 19:30 UTC"
 	for _, typ := range []string{boxoffice.EventOrderConfirmed, boxoffice.EventOrderCancelled} {
 		t.Run(typ, func(t *testing.T) {
@@ -228,6 +229,9 @@ func TestReceiptIsMultipartAndNamesTheShow(t *testing.T) {
 					if !strings.Contains(p.body, tk.Code) {
 						t.Errorf("%s lacks ticket %s:\n%s", p.contentType, tk.Code, p.body)
 					}
+				}
+				if !strings.Contains(p.body, "seat S-A-12") {
+					t.Errorf("%s lacks the seat of the seated ticket:\n%s", p.contentType, p.body)
 				}
 			}
 			for _, want := range []string{receiptShow.Name, start, "Parkett & Rang", "50.00 EUR", o.ID} {
