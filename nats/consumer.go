@@ -184,6 +184,13 @@ type runner struct {
 // it. It creates the consumer again when it disappears under it (deleted by an operator, or lost
 // with a cluster's state).
 func (r *runner) loop(ctx context.Context, ensure func(ctx context.Context) (jetstream.Consumer, error)) error {
+	return r.loopN(ctx, 1, ensure)
+}
+
+// loopN is loop with n runs of the consumer side by side, each fetching and applying its own
+// messages: for a consumer whose messages need not be applied one at a time (the email consumer;
+// see Email).
+func (r *runner) loopN(ctx context.Context, n int, ensure func(ctx context.Context) (jetstream.Consumer, error)) error {
 	for ctx.Err() == nil {
 		cons, err := ensure(ctx)
 		if err != nil {
@@ -194,7 +201,7 @@ func (r *runner) loop(ctx context.Context, ensure func(ctx context.Context) (jet
 			sleep(ctx, time.Second)
 			continue
 		}
-		err = r.run(ctx, cons)
+		err = r.runN(ctx, n, cons)
 		if !errors.Is(err, errConsumerGone) {
 			return err
 		}
@@ -204,50 +211,32 @@ func (r *runner) loop(ctx context.Context, ensure func(ctx context.Context) (jet
 	return nil
 }
 
-// loopN is loop with n runs of the consumer side by side, each fetching and applying its own
-// messages: for a consumer whose messages need not be applied one at a time (the email consumer;
-// see Email). They share the consumer that ensure returns. When it disappears under one of them,
-// all stop and it is created again; another error of one (a test hook's, a handler's stop) stops
-// the others and is returned.
-func (r *runner) loopN(ctx context.Context, n int, ensure func(ctx context.Context) (jetstream.Consumer, error)) error {
+// runN runs n runs of cons side by side. When one ends for a reason (the consumer is gone, a
+// test hook's error, a handler's stop), the others are stopped, and the reason is returned, a
+// stop or a hook's error before errConsumerGone.
+func (r *runner) runN(ctx context.Context, n int, cons jetstream.Consumer) error {
 	if n <= 1 {
-		return r.loop(ctx, ensure)
+		return r.run(ctx, cons)
 	}
-	for ctx.Err() == nil {
-		cons, err := ensure(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			err := r.run(runCtx, cons)
+			if err != nil {
+				cancel()
 			}
-			r.log.Warn("consumer: create", "consumer", r.name, "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		runCtx, cancel := context.WithCancel(ctx)
-		errs := make(chan error, n)
-		for range n {
-			go func() {
-				err := r.run(runCtx, cons)
-				if err != nil {
-					cancel() // the first to end for a reason ends the others
-				}
-				errs <- err
-			}()
-		}
-		var first error
-		for range n {
-			if err := <-errs; err != nil && (first == nil || errors.Is(first, errConsumerGone)) {
-				first = err
-			}
-		}
-		cancel()
-		if !errors.Is(first, errConsumerGone) {
-			return first
-		}
-		r.log.Warn("consumer: it disappeared; creating it again", "consumer", r.name)
-		sleep(ctx, time.Second)
+			errs <- err
+		}()
 	}
-	return nil
+	var first error
+	for range n {
+		if err := <-errs; err != nil && (first == nil || errors.Is(first, errConsumerGone)) {
+			first = err
+		}
+	}
+	return first
 }
 
 // errConsumerGone ends run when the durable consumer no longer exists.

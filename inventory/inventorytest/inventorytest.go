@@ -395,43 +395,15 @@ func interleaved(t *testing.T, h Harness) {
 	for worker := range 6 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(worker), 7))
-			var mine []string // this worker's holds
-			var orders []string
+			var m mix
 			for i := range 40 {
 				key := fmt.Sprintf("w%d-%d", worker, i)
 				tier := string(rune('a' + r.IntN(3)))
-				switch op := r.IntN(10); {
-				case op < 3:
-					res, err := hold(w, key, "mix", tier, 1+r.IntN(3), fmt.Sprintf("w%d@example.com", worker))
-					if err == nil && res.Status == 201 {
-						mine = append(mine, Decode[boxoffice.Hold](t, res).ID)
-					}
-				case op < 5 && len(mine) > 0:
-					id := mine[r.IntN(len(mine))]
-					token := []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]
-					in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
-					res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, Idem("confirm "+id, key, in), id, in)
-					if err == nil && res.Status == 201 {
-						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
-					}
-				case op < 6 && len(mine) > 0:
-					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, mine[r.IntN(len(mine))])
-				case op < 8:
-					res, err := purchase(w, key, "mix", tier, 1+r.IntN(2), "tok_ok")
-					if err == nil && res.Status == 201 {
-						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
-					}
-				case op < 9 && len(orders) > 0:
-					id := orders[r.IntN(len(orders))]
-					if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id); err != nil {
-						t.Errorf("cancel %s: %v", id, err)
-					}
-				default:
-					w.Clock.Advance(time.Duration(r.IntN(20)) * time.Second)
-					if _, err := w.Svc.ExpireDue(ctx); err != nil {
-						t.Errorf("expire: %v", err)
-					}
-				}
+				m.step(w, r, key, r.IntN(10),
+					func() (*boxoffice.Response, error) {
+						return hold(w, key, "mix", tier, 1+r.IntN(3), fmt.Sprintf("w%d@example.com", worker))
+					},
+					func() (*boxoffice.Response, error) { return purchase(w, key, "mix", tier, 1+r.IntN(2), "tok_ok") })
 				if !w.Check() {
 					return
 				}
@@ -451,6 +423,46 @@ func interleaved(t *testing.T, h Harness) {
 	}
 	w.Check()
 	w.checkLedger()
+}
+
+// mix is one interleaved worker's holds and orders, for step.
+type mix struct{ holds, orders []string }
+
+// step does operation op (0 to 9) of an interleaved workload: hold (0-2, with hold), confirm
+// with a good or declined payment (3-4), release (5), buy (6-7, with buy), cancel (8), or move
+// the clock and expire what is due (9). Without a hold, 3-5 buy; without an order, 8 expires.
+func (m *mix) step(w *World, r *rand.Rand, key string, op int, hold, buy func() (*boxoffice.Response, error)) {
+	t, ctx := w.T, context.Background()
+	switch {
+	case op < 3:
+		if res, err := hold(); err == nil && res.Status == 201 {
+			m.holds = append(m.holds, Decode[boxoffice.Hold](t, res).ID)
+		}
+	case op < 5 && len(m.holds) > 0:
+		id := m.holds[r.IntN(len(m.holds))]
+		token := []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]
+		in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
+		res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, Idem("confirm "+id, key, in), id, in)
+		if err == nil && res.Status == 201 {
+			m.orders = append(m.orders, Decode[boxoffice.Order](t, res).ID)
+		}
+	case op < 6 && len(m.holds) > 0:
+		_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, m.holds[r.IntN(len(m.holds))])
+	case op < 8:
+		if res, err := buy(); err == nil && res.Status == 201 {
+			m.orders = append(m.orders, Decode[boxoffice.Order](t, res).ID)
+		}
+	case op < 9 && len(m.orders) > 0:
+		id := m.orders[r.IntN(len(m.orders))]
+		if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id); err != nil {
+			t.Errorf("cancel %s: %v", id, err)
+		}
+	default:
+		w.Clock.Advance(time.Duration(r.IntN(20)) * time.Second)
+		if _, err := w.Svc.ExpireDue(ctx); err != nil {
+			t.Errorf("expire: %v", err)
+		}
+	}
 }
 
 // restart: state made before a restart (holds, orders, counts) is what the strategy works from

@@ -295,7 +295,7 @@ func seatedInterleaved(t *testing.T, h Harness) {
 	for worker := range 5 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(worker), 11))
-			var mine, orders []string
+			var m mix
 			for i := range 30 {
 				key := fmt.Sprintf("w%d-%d", worker, i)
 				var named []string
@@ -307,46 +307,18 @@ func seatedInterleaved(t *testing.T, h Harness) {
 						}
 					}
 				}
-				switch op := r.IntN(10); {
-				case op < 3:
-					res, err := seatHold(w, key, "mixs", 0, named)
-					if len(named) == 0 {
-						res, err = seatHold(w, key, "mixs", 1+r.IntN(3), nil)
-					}
-					if err == nil && res.Status == 201 {
-						mine = append(mine, Decode[boxoffice.Hold](t, res).ID)
-					}
-				case op < 5 && len(mine) > 0:
-					id := mine[r.IntN(len(mine))]
-					token := []string{"tok_ok", "tok_ok", "tok_declined"}[r.IntN(3)]
-					in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: token}}
-					res, _, err := w.Svc.ConfirmHold(ctx, boxoffice.AdminPrincipal, Idem("confirm "+id, key, in), id, in)
-					if err == nil && res.Status == 201 {
-						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
-					}
-				case op < 6 && len(mine) > 0:
-					_ = w.Svc.ReleaseHold(ctx, boxoffice.AdminPrincipal, mine[r.IntN(len(mine))])
-				case op < 8:
-					in := sale.PurchaseInput{ShowID: "mixs", TierID: "a", Quantity: 1 + r.IntN(2), Seats: named,
-						Buyer: sale.BuyerInput{Email: "p@example.com"}, Payment: sale.PaymentInput{Token: "tok_ok"}}
-					if len(named) > 0 {
-						in.Quantity = 0
-					}
-					res, _, err := w.Svc.Purchase(ctx, boxoffice.AdminPrincipal, Idem("purchase", key, in), in)
-					if err == nil && res.Status == 201 {
-						orders = append(orders, Decode[boxoffice.Order](t, res).ID)
-					}
-				case op < 9 && len(orders) > 0:
-					id := orders[r.IntN(len(orders))]
-					if _, _, err := w.Svc.CancelOrder(ctx, boxoffice.AdminPrincipal, Idem("cancel "+id, key, id), id); err != nil {
-						t.Errorf("cancel %s: %v", id, err)
-					}
-				default:
-					w.Clock.Advance(time.Duration(r.IntN(20)) * time.Second)
-					if _, err := w.Svc.ExpireDue(ctx); err != nil {
-						t.Errorf("expire: %v", err)
-					}
+				q := 1 + r.IntN(3)
+				if len(named) > 0 {
+					q = 0
 				}
+				m.step(w, r, key, r.IntN(10),
+					func() (*boxoffice.Response, error) { return seatHold(w, key, "mixs", q, named) },
+					func() (*boxoffice.Response, error) {
+						in := sale.PurchaseInput{ShowID: "mixs", TierID: "a", Quantity: min(q, 2), Seats: named,
+							Buyer: sale.BuyerInput{Email: "p@example.com"}, Payment: sale.PaymentInput{Token: "tok_ok"}}
+						res, _, err := w.Svc.Purchase(ctx, boxoffice.AdminPrincipal, Idem("purchase", key, in), in)
+						return res, err
+					})
 				if !w.Check() {
 					return
 				}
