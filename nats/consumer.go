@@ -343,6 +343,15 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		}
 		return nil
 	}
+	if stop, ok := errors.AsType[*stopError](err); ok {
+		// The endpoint was disabled (a 410), which is so whether or not this run is being
+		// stopped meanwhile: the webhooks' sync sees the disabled endpoint in the store and may
+		// cancel the run before this line, and the operator must still see why it stopped.
+		errs.failed(r.name, err)
+		_ = msg.Nak()
+		count(OutcomeStopped)
+		return stop
+	}
 	if ctx.Err() != nil {
 		// Stopping: the failure is ours, not the message's. Hand it back at once for whoever runs
 		// next.
@@ -351,11 +360,6 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	errs.failed(r.name, err)
-	if stop, ok := errors.AsType[*stopError](err); ok {
-		_ = msg.Nak()
-		count(OutcomeStopped)
-		return stop
-	}
 	if _, ok := errors.AsType[*PermanentError](err); ok || attempt > len(r.backoff) {
 		count(r.deadLetter(ctx, msg, &m, streamSeq, attempt, err))
 		return nil
