@@ -89,6 +89,7 @@ type Service struct {
 
 	showCache showCache // the purchase path's shows (fastpath.go)
 	claims    claims    // idempotency keys of purchases in flight here (fastpath.go)
+	records   records   // final answers waiting to be stored together (records.go)
 
 	// probeMu guards the last write probe of Ready, which is taken at most once a second.
 	probeMu  sync.Mutex
