@@ -255,7 +255,7 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 		return nil, false, false, nil
 	}
 	if refused := s.soldOutInMemory(in.ShowID, in.TierID, in.Quantity); refused != nil {
-		res, replayed, done, err = s.refuse(ctx, idem, refused)
+		res, replayed, done, err = s.refuse(idem, refused)
 		if res != nil && err == nil {
 			// A retry waiting for this key replays the stored refusal without reading it.
 			cl.answered(known{fingerprint: idem.Fingerprint, res: res, at: s.now()})
@@ -290,11 +290,11 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 	return res, replayed, true, err
 }
 
-// soldOutInMemory is the sold_out refusal of quantity tickets of the tier when the strategy holds
-// the tier's committed counts and they leave fewer, else nil. Only where this process is the
-// store's one writer (ExclusiveStore) are those counts the store's: the refusal is then as true
-// as one read from the store at this instant, without the read.
-func (s *Service) soldOutInMemory(showID, tierID string, quantity int) error {
+// soldOutInMemory is the sold_out refusal of quantity tickets of the tier, rendered, when the
+// strategy holds the tier's committed counts and they leave fewer, else nil. Only where this
+// process is the store's one writer (ExclusiveStore) are those counts the store's: the refusal
+// is then as true as one read from the store at this instant, without the read.
+func (s *Service) soldOutInMemory(showID, tierID string, quantity int) *boxoffice.Response {
 	if !s.cfg.ExclusiveStore {
 		return nil
 	}
@@ -306,14 +306,50 @@ func (s *Service) soldOutInMemory(showID, tierID string, quantity int) error {
 	if !ok || c.Available() >= quantity {
 		return nil
 	}
-	return boxoffice.SoldOut(tierID, c.Available(), quantity)
+	return s.refusals.get(s.render, tierID, c.Available(), quantity)
 }
 
-// refuse stores a final refusal under idem's key, in a transaction shared with other records
-// (storeRecord), and answers it. A key that turns out to be known is done false: the reading path
-// answers it.
-func (s *Service) refuse(ctx context.Context, idem Idem, cause error) (res *boxoffice.Response, replayed, done bool, err error) {
-	res = s.render.Problem(cause)
+// renderedRefusals keeps the sold_out problems soldOutInMemory answered lately. A stampede after
+// the sell-out asks for the same few (tier, tickets left, tickets asked) over and over, and the
+// problem is a function of those alone, so it is formatted and encoded once instead of for every
+// refusal (4% of a stampede's CPU profile). A stored response is never changed, so one may be
+// shared by many records.
+type renderedRefusals struct {
+	mu sync.Mutex
+	m  map[refusalKey]*boxoffice.Response
+}
+
+type refusalKey struct {
+	tier                string
+	available, quantity int
+}
+
+// maxRenderedRefusals bounds renderedRefusals; past it the map starts again.
+const maxRenderedRefusals = 1024
+
+// get returns the rendered refusal of quantity tickets of the tier with available left.
+func (r *renderedRefusals) get(render Renderer, tierID string, available, quantity int) *boxoffice.Response {
+	k := refusalKey{tierID, available, quantity}
+	r.mu.Lock()
+	res, ok := r.m[k]
+	r.mu.Unlock()
+	if ok {
+		return res
+	}
+	res = render.Problem(boxoffice.SoldOut(tierID, available, quantity))
+	r.mu.Lock()
+	if r.m == nil || len(r.m) >= maxRenderedRefusals {
+		r.m = make(map[refusalKey]*boxoffice.Response)
+	}
+	r.m[k] = res
+	r.mu.Unlock()
+	return res
+}
+
+// refuse stores the final refusal res under idem's key, in a transaction shared with other
+// records (storeRecord), and answers it. A key that turns out to be known is done false: the
+// reading path answers it.
+func (s *Service) refuse(idem Idem, res *boxoffice.Response) (_ *boxoffice.Response, replayed, done bool, err error) {
 	err = s.storeRecord(s.newRecord(idem, res))
 	switch {
 	case err == errKeyTaken:

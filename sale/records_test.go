@@ -161,3 +161,33 @@ func TestSoldOutRefusalsShareATransaction(t *testing.T) {
 		t.Errorf("tier after the stampede: %+v, want 3 sold", c)
 	}
 }
+
+// TestSoldOutAnswersFollowTheCounts: refusals from memory are rendered once per (tier, tickets
+// left, tickets asked) and kept; each answer still says what is left and what was asked at the
+// time, as a refusal rendered afresh would.
+func TestSoldOutAnswersFollowTheCounts(t *testing.T) {
+	e := newEnvOf(t, true, func(c *sale.Config) { c.ExclusiveStore = true })
+	e.show("s", 3, nil)
+	res, _, err := e.purchase("p1", "s", 2, "tok_ok")
+	want(t, res, err, 201, "")
+	check := func(key string, quantity, available int) {
+		t.Helper()
+		res, _, err := e.purchase(key, "s", quantity, "tok_ok")
+		want(t, res, err, 409, boxoffice.ESOLDOUT)
+		p := decode[struct {
+			Available *int
+			Detail    string
+		}](t, res)
+		wantDetail := fmt.Sprintf("only %d tickets of tier ga are left, %d asked", available, quantity)
+		if p.Available == nil || *p.Available != available || p.Detail != wantDetail {
+			t.Fatalf("%s: %s; want available %d and %q", key, res.Body, available, wantDetail)
+		}
+	}
+	check("a", 2, 1)
+	check("b", 2, 1)
+	check("c", 3, 1)
+	res, _, err = e.purchase("p2", "s", 1, "tok_ok")
+	want(t, res, err, 201, "")
+	check("d", 2, 0)
+	check("e", 1, 0)
+}
