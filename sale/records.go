@@ -1,6 +1,7 @@
 package sale
 
 import (
+	"context"
 	"sync"
 
 	"boxoffice"
@@ -77,6 +78,13 @@ func (s *Service) writeRecords() {
 	}
 }
 
+// batchInserter is a transaction that inserts many idempotency records in few statements. It
+// says which it inserted; a record whose key has one already (or an earlier one in recs) is not,
+// and the transaction stays intact.
+type batchInserter interface {
+	InsertIdemRecords(ctx context.Context, recs []*boxoffice.IdemRecord) (inserted []bool, err error)
+}
+
 // writeRecordBatch stores batch in one transaction. A key with a record already is a conflict
 // that leaves the transaction intact on every store (boxoffice.Tx: an ECONFLICT), so it is that
 // record's answer alone; any other error fails the whole batch, as it would each of its records
@@ -84,8 +92,25 @@ func (s *Service) writeRecords() {
 func (s *Service) writeRecordBatch(batch []*pendingRecord) {
 	results := make([]error, len(batch))
 	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
+		// Every run of fn sets every result: only the last run's count (Store.Update).
+		if bi, ok := tx.(batchInserter); ok {
+			recs := make([]*boxoffice.IdemRecord, len(batch))
+			for i, p := range batch {
+				recs[i] = p.rec
+			}
+			inserted, err := bi.InsertIdemRecords(s.base, recs)
+			if err != nil {
+				return err
+			}
+			for i, ok := range inserted {
+				results[i] = nil
+				if !ok {
+					results[i] = errKeyTaken
+				}
+			}
+			return nil
+		}
 		for i, p := range batch {
-			// Every run of fn sets every result: only the last run's count (Store.Update).
 			results[i] = insertRecord(s.base, tx, p.rec)
 			if results[i] != nil && results[i] != errKeyTaken {
 				return results[i]
