@@ -88,10 +88,14 @@ type batchInserter interface {
 // writeRecordBatch stores batch in one transaction. A key with a record already is a conflict
 // that leaves the transaction intact on every store (boxoffice.Tx: an ECONFLICT), so it is that
 // record's answer alone; any other error fails the whole batch, as it would each of its records
-// alone (a full disk, a closed store).
+// alone (a full disk, a closed store). Where the store can (PostgreSQL), the transaction is
+// speculative, as the inventory's batches are: its inserts are sent together with COMMIT in one
+// round trip instead of one each, and a key found taken there runs the batch again with every
+// answer real. (Without this a batch on PostgreSQL took a round trip per record, one batch at a
+// time, where each record had been a transaction of its own in parallel with the others.)
 func (s *Service) writeRecordBatch(batch []*pendingRecord) {
 	results := make([]error, len(batch))
-	err := s.store.Update(s.base, func(tx boxoffice.Tx) error {
+	err := boxoffice.UpdateSpeculative(s.base, s.store, func(tx boxoffice.Tx) error {
 		// Every run of fn sets every result: only the last run's count (Store.Update).
 		if bi, ok := tx.(batchInserter); ok {
 			recs := make([]*boxoffice.IdemRecord, len(batch))
