@@ -106,7 +106,257 @@ func decodeJSON(body []byte, v any) error {
 // the field's exact lower-case ASCII name (encoding/json matches names case-insensitively, with
 // Unicode folding: "QUANTITY" and "quantity" would both set Quantity, and so would a Kelvin sign
 // for a k). Syntax errors are left to the decoder, which names where they are.
+//
+// It scans the bytes itself (keyScanner) and falls back to checkKeysTokens, the reference, for
+// anything it does not judge plainly (an escape in a key, a syntax error, data after the value):
+// walking every body through json.Decoder.Token, which allocates for each token, had been the
+// largest cost of decoding a purchase (7% of a sold-out stampede's CPU profile).
 func checkKeys(body []byte) error {
+	sc := keyScanner{b: body}
+	err := sc.value(0)
+	if !sc.unsure {
+		if err != nil {
+			return err // everything before the key is valid JSON: the reference stops there too
+		}
+		sc.space()
+		if sc.i == len(sc.b) {
+			return nil
+		}
+	}
+	return checkKeysTokens(body)
+}
+
+// maxScanDepth is the deepest nesting keyScanner follows; deeper bodies go to checkKeysTokens.
+const maxScanDepth = 32
+
+// keyScanner checks object keys as checkKeysTokens does, in one pass over the bytes without
+// allocating. unsure says it met something it leaves to checkKeysTokens; what it returned is then
+// meaningless. Until then, what it scanned is valid JSON, so a bad key it finds is the first one
+// checkKeysTokens would find too.
+type keyScanner struct {
+	b      []byte
+	i      int
+	unsure bool
+}
+
+func (s *keyScanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// value scans one JSON value at s.i and returns the first bad key in it.
+func (s *keyScanner) value(depth int) error {
+	s.space()
+	if s.i >= len(s.b) || depth > maxScanDepth {
+		s.unsure = true
+		return nil
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object(depth)
+	case c == '[':
+		s.i++
+		s.space()
+		if s.i < len(s.b) && s.b[s.i] == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			if err := s.value(depth + 1); err != nil || s.unsure {
+				return err
+			}
+			s.space()
+			if s.i >= len(s.b) {
+				s.unsure = true
+				return nil
+			}
+			s.i++
+			switch s.b[s.i-1] {
+			case ',':
+			case ']':
+				return nil
+			default:
+				s.unsure = true
+				return nil
+			}
+		}
+	case c == '"':
+		s.str()
+	case c == '-' || '0' <= c && c <= '9':
+		s.number()
+	default:
+		for _, lit := range []string{"true", "false", "null"} {
+			if bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+				s.i += len(lit)
+				return nil
+			}
+		}
+		s.unsure = true
+	}
+	return nil
+}
+
+// object scans an object at s.i, checking each key against the ones before it.
+func (s *keyScanner) object(depth int) error {
+	s.i++ // {
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return nil
+	}
+	var seenArr [8][]byte // the keys so far: request bodies have a few, so a list beats a map
+	seen := seenArr[:0]
+	for {
+		s.space()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			s.unsure = true
+			return nil
+		}
+		start := s.i + 1
+		if escaped := s.str(); escaped || s.unsure {
+			s.unsure = true // the key's text is not its bytes: let the decoder read it
+			return nil
+		}
+		key := s.b[start : s.i-1]
+		s.space()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			s.unsure = true
+			return nil
+		}
+		s.i++
+		if !lowerASCII(key) {
+			return boxoffice.Validation(boxoffice.FieldError{Field: string(key), Message: "unknown field (field names are lower-case ASCII)"})
+		}
+		for _, k := range seen {
+			if bytes.Equal(k, key) {
+				return boxoffice.Validation(boxoffice.FieldError{Field: string(key), Message: "is given more than once"})
+			}
+		}
+		seen = append(seen, key)
+		if err := s.value(depth + 1); err != nil || s.unsure {
+			return err
+		}
+		s.space()
+		if s.i >= len(s.b) {
+			s.unsure = true
+			return nil
+		}
+		s.i++
+		switch s.b[s.i-1] {
+		case ',':
+		case '}':
+			return nil
+		default:
+			s.unsure = true
+			return nil
+		}
+	}
+}
+
+// str scans a string at s.i (its opening quote) and says whether it has an escape. A control
+// character or a malformed escape makes the scan unsure (the body is UTF-8 already).
+func (s *keyScanner) str() (escaped bool) {
+	s.i++
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return escaped
+		case c < 0x20:
+			s.unsure = true
+			return escaped
+		case c == '\\':
+			escaped = true
+			if s.i+1 >= len(s.b) {
+				s.unsure = true
+				return escaped
+			}
+			switch s.b[s.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i += 2
+			case 'u':
+				if s.i+6 > len(s.b) || !isHex4(s.b[s.i+2:s.i+6]) {
+					s.unsure = true
+					return escaped
+				}
+				s.i += 6
+			default:
+				s.unsure = true
+				return escaped
+			}
+		default:
+			s.i++
+		}
+	}
+	s.unsure = true
+	return escaped
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// number scans a number at s.i by JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func (s *keyScanner) number() {
+	digits := func() int {
+		n := 0
+		for s.i < len(s.b) && '0' <= s.b[s.i] && s.b[s.i] <= '9' {
+			s.i++
+			n++
+		}
+		return n
+	}
+	if s.b[s.i] == '-' {
+		s.i++
+	}
+	switch {
+	case s.i < len(s.b) && s.b[s.i] == '0':
+		s.i++
+	case digits() == 0:
+		s.unsure = true
+		return
+	}
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		s.i++
+		if digits() == 0 {
+			s.unsure = true
+			return
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		if digits() == 0 {
+			s.unsure = true
+			return
+		}
+	}
+	// A number runs into the next token only through a delimiter; "01" or "1x" is a syntax error.
+	if s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r', ',', '}', ']':
+		default:
+			s.unsure = true
+		}
+	}
+}
+
+// checkKeysTokens is checkKeys by json.Decoder.Token: the reference keyScanner defers to.
+func checkKeysTokens(body []byte) error {
 	type frame struct {
 		object  bool
 		wantKey bool
@@ -155,7 +405,7 @@ func checkKeys(body []byte) error {
 }
 
 // lowerASCII reports whether s has no upper-case letter and no byte beyond ASCII.
-func lowerASCII(s string) bool {
+func lowerASCII[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
 			return false

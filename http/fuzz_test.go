@@ -1,8 +1,10 @@
 package http
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"boxoffice"
 	"boxoffice/sale"
@@ -134,6 +136,30 @@ func FuzzDecodeRequest(f *testing.F) {
 			if w.Code >= 500 {
 				t.Fatalf("%s %s with %q: %d %s", r.method, r.path, data, w.Code, w.Body)
 			}
+		}
+	})
+}
+
+// FuzzCheckKeys holds checkKeys, which scans the bytes itself, to checkKeysTokens, the reference
+// it falls back to: for any valid UTF-8 body (decodeJSON refuses others before) both give the
+// same error, field and message included, or both none.
+func FuzzCheckKeys(f *testing.F) {
+	for _, s := range []string{
+		"", " ", "{}", "[]", "null", "0", "-0.5e+3", "01", "1x", `"x"`, holdBody, holdBody + "{}", holdBody + " ",
+		`{"a":1,"a":2}`, `{"A":1}`, `{"a":{"b":1,"b":2}}`, `{"a":[{"b":1},{"b":1,"b":2}]}`, `{"\u0061":1,"a":2}`,
+		`{"a":1,"\u0041":2}`, `{"a" 1}`, `{"a":1,}`, `{"a":1 "b":2}`, `[1,2,]`, `{"a":tru}`, `{"a":"\q"}`,
+		`{"a":1}{"A":1}`, `{"a":1,"B":2,"a":3}`, "{\"a\":\"\x01\"}", `{"k":"é","é":1}`, `{"x":[[[[`,
+		`{"a":1,"a":{`, `{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":{"k":{"l":{"m":{"n":{"o":{"p":{"q":{"r":1}}}}}}}}}}}}}}}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) {
+			return
+		}
+		got, want := checkKeys(data), checkKeysTokens(data)
+		if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprintf("%+v", boxoffice.AsError(got)) != fmt.Sprintf("%+v", boxoffice.AsError(want)) {
+			t.Fatalf("checkKeys(%q) = %v, the reference says %v", data, got, want)
 		}
 	})
 }

@@ -102,12 +102,34 @@ func (c *showCache) forget(id string) {
 // A key this process finished lately (recent) takes the reading path too: a request can arrive
 // after its own retry has finished — a client that gave up on it and retried at once — and would
 // otherwise clash in the writer's batch, which on PostgreSQL voids and reruns the whole batch.
+//
+// When the request that ended lately (or the one a second request waited for) ended with an
+// answer stored on its record, claims keep that answer, and a retry is answered from memory
+// without reading the store: a stored answer never changes until its record expires, which is
+// far beyond recentFor (MinIdempotencyTTL), so it is what the read would have found. In a
+// stampede, retries of timed-out requests had each cost a read transaction.
 type claims struct {
 	mu     sync.Mutex
 	m      map[string]*claim
-	recent map[string]time.Time // key → when its request ended here
+	recent map[string]recentKey // key → how its last request ended here
 	ring   []ended              // the same, in the order they came, to bound recent
 	next   int
+}
+
+// recentKey is how a key's last request ended here: when, and its stored answer if it had one.
+type recentKey struct {
+	at time.Time
+	known
+}
+
+// known is a stored final answer of a key, kept in memory for its retries: the fingerprint of the
+// request it answered and the response. at is the service clock's time when it was kept, so
+// that a test moving that clock past the idempotency TTL sees the key forgotten, as the store
+// would once its record is swept.
+type known struct {
+	fingerprint string
+	res         *boxoffice.Response
+	at          time.Time
 }
 
 // ended is a key and when its request ended here.
@@ -125,14 +147,27 @@ const (
 type claim struct {
 	reserved chan struct{} // closed once the first request's reservation has committed or failed
 	once     sync.Once
+	// answer, when set before reserved closes, is the first request's stored final answer
+	// (a refusal): a request that waited for it replays it without reading.
+	answer known
 }
 
 func (c *claim) done() { c.once.Do(func() { close(c.reserved) }) }
 
+// answered sets the claim's stored final answer and marks the reservation done. Called at most
+// once, by the request that owns the claim, before anything else closes reserved.
+func (c *claim) answered(k known) {
+	c.once.Do(func() {
+		c.answer = k
+		close(c.reserved)
+	})
+}
+
 // take claims idem's key. first says the key was neither in flight in this process nor finished
-// here lately; release ends the claim and must be called; reserved marks the reservation done
-// (release does too).
-func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, release func()) {
+// here lately; release ends the claim, keeping the request's stored answer (nil: none) for its
+// retries, and must be called; cl marks the reservation done (release does too). When the key's
+// answer is known in memory, replay is set and nothing is claimed: the caller answers with it.
+func (c *claims) take(ctx context.Context, idem Idem) (first bool, replay *known, cl *claim, release func(k known)) {
 	k := idem.Scope + "\x00" + idem.Key
 	c.mu.Lock()
 	if c.m == nil {
@@ -142,46 +177,73 @@ func (c *claims) take(ctx context.Context, idem Idem) (first bool, reserved, rel
 		c.mu.Unlock()
 		select {
 		case <-other.reserved:
+			if other.answer.res != nil {
+				a := other.answer
+				return false, &a, nil, nil
+			}
 		case <-ctx.Done():
 		}
-		return false, func() {}, func() {}
+		return false, nil, &claim{reserved: make(chan struct{})}, func(known) {}
 	}
-	cl := &claim{reserved: make(chan struct{})}
+	r, seen := c.recent[k]
+	if seen && r.res != nil && time.Since(r.at) <= recentFor {
+		c.mu.Unlock()
+		a := r.known
+		return false, &a, nil, nil
+	}
+	cl = &claim{reserved: make(chan struct{})}
 	c.m[k] = cl
-	at, known := c.recent[k]
 	c.mu.Unlock()
-	first = !known || time.Since(at) > recentFor
-	return first, cl.done, func() {
+	first = !seen || time.Since(r.at) > recentFor
+	return first, nil, cl, func(a known) {
 		cl.done()
 		c.mu.Lock()
 		delete(c.m, k)
-		c.remember(k)
+		c.remember(k, a)
 		c.mu.Unlock()
 	}
 }
 
-// remember notes that k's request ended now, forgetting the oldest key past recentKeys.
-func (c *claims) remember(k string) {
+// remember notes that k's request ended now with answer a (a.res nil: none stored), forgetting
+// the oldest key past recentKeys.
+func (c *claims) remember(k string, a known) {
 	if c.recent == nil {
-		c.recent = make(map[string]time.Time, recentKeys)
+		c.recent = make(map[string]recentKey, recentKeys)
 		c.ring = make([]ended, recentKeys)
 	}
 	// The oldest goes, unless its key ended again since (a later slot holds that).
-	if old := c.ring[c.next]; old.key != "" && c.recent[old.key].Equal(old.at) {
+	if old := c.ring[c.next]; old.key != "" && c.recent[old.key].at.Equal(old.at) {
 		delete(c.recent, old.key)
 	}
 	now := time.Now()
 	c.ring[c.next] = ended{key: k, at: now}
 	c.next = (c.next + 1) % recentKeys
-	c.recent[k] = now
+	c.recent[k] = recentKey{at: now, known: a}
+}
+
+// replayKnown answers a request from its key's answer kept in memory, as judge answers from the
+// record: another fingerprint is EIDEMREUSED, the same one the stored response, replayed. ok is
+// false when the answer is too old by the service clock to be trusted (its record may be swept):
+// the caller then reads the store.
+func (s *Service) replayKnown(idem Idem, k *known) (res *boxoffice.Response, err error, ok bool) {
+	if s.now().Sub(k.at) > recentFor {
+		return nil, nil, false
+	}
+	if k.fingerprint != idem.Fingerprint {
+		err = boxoffice.Errorf(boxoffice.EIDEMREUSED, "this Idempotency-Key was used with a different request")
+	} else {
+		res = k.res
+	}
+	s.countIdem(res, err)
+	return res, err, true
 }
 
 // purchaseNew is the purchase of a key not in flight in this process: no read of the record, the
 // show from the cache. done false means the key turned out to be known (its record exists), the
 // show or tier to be missing or the tier sold out lately, and the purchase must take the reading
 // path, which answers those.
-func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem Idem, in PurchaseInput, reserved func()) (res *boxoffice.Response, replayed, done bool, err error) {
-	defer reserved()
+func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem Idem, in PurchaseInput, cl *claim) (res *boxoffice.Response, replayed, done bool, err error) {
+	defer cl.done()
 	show, err := s.showCache.get(ctx, s.store, in.ShowID)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
 		return nil, false, false, nil
@@ -193,7 +255,12 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 		return nil, false, false, nil
 	}
 	if refused := s.soldOutInMemory(in.ShowID, in.TierID, in.Quantity); refused != nil {
-		return s.refuse(ctx, idem, refused)
+		res, replayed, done, err = s.refuse(idem, refused)
+		if res != nil && err == nil {
+			// A retry waiting for this key replays the stored refusal without reading it.
+			cl.answered(known{fingerprint: idem.Fingerprint, res: res, at: s.now()})
+		}
+		return res, replayed, done, err
 	}
 	if s.showCache.isSoldOut(in.ShowID, in.TierID) {
 		return nil, false, false, nil
@@ -207,7 +274,7 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 		}
 		return insertRecord(ctx, tx, s.leasedRecord(idem, h.ID, order.ID))
 	})
-	reserved()
+	cl.done()
 	switch {
 	case err == errKeyTaken:
 		return nil, false, false, nil
@@ -224,11 +291,11 @@ func (s *Service) purchaseNew(ctx context.Context, p *boxoffice.Principal, idem 
 	return res, replayed, true, err
 }
 
-// soldOutInMemory is the sold_out refusal of quantity tickets of the tier when the strategy holds
-// the tier's committed counts and they leave fewer, else nil. Only where this process is the
-// store's one writer (ExclusiveStore) are those counts the store's: the refusal is then as true
-// as one read from the store at this instant, without the read.
-func (s *Service) soldOutInMemory(showID, tierID string, quantity int) error {
+// soldOutInMemory is the sold_out refusal of quantity tickets of the tier, rendered, when the
+// strategy holds the tier's committed counts and they leave fewer, else nil. Only where this
+// process is the store's one writer (ExclusiveStore) are those counts the store's: the refusal
+// is then as true as one read from the store at this instant, without the read.
+func (s *Service) soldOutInMemory(showID, tierID string, quantity int) *boxoffice.Response {
 	if !s.cfg.ExclusiveStore {
 		return nil
 	}
@@ -240,17 +307,51 @@ func (s *Service) soldOutInMemory(showID, tierID string, quantity int) error {
 	if !ok || c.Available() >= quantity {
 		return nil
 	}
-	return boxoffice.SoldOut(tierID, c.Available(), quantity)
+	return s.refusals.get(s.render, tierID, c.Available(), quantity)
 }
 
-// refuse stores a final refusal under idem's key, in a transaction of its own (group-committed
-// with others), and answers it. A key that turns out to be known is done false: the reading path
-// answers it.
-func (s *Service) refuse(ctx context.Context, idem Idem, cause error) (res *boxoffice.Response, replayed, done bool, err error) {
-	res = s.render.Problem(cause)
-	err = s.store.Update(ctx, func(tx boxoffice.Tx) error {
-		return insertRecord(ctx, tx, s.newRecord(idem, res))
-	})
+// renderedRefusals keeps the sold_out problems soldOutInMemory answered lately. A stampede after
+// the sell-out asks for the same few (tier, tickets left, tickets asked) over and over, and the
+// problem is a function of those alone, so it is formatted and encoded once instead of for every
+// refusal (4% of a stampede's CPU profile). A stored response is never changed, so one may be
+// shared by many records.
+type renderedRefusals struct {
+	mu sync.Mutex
+	m  map[refusalKey]*boxoffice.Response
+}
+
+type refusalKey struct {
+	tier                string
+	available, quantity int
+}
+
+// maxRenderedRefusals bounds renderedRefusals; past it the map starts again.
+const maxRenderedRefusals = 1024
+
+// get returns the rendered refusal of quantity tickets of the tier with available left.
+func (r *renderedRefusals) get(render Renderer, tierID string, available, quantity int) *boxoffice.Response {
+	k := refusalKey{tierID, available, quantity}
+	r.mu.Lock()
+	res, ok := r.m[k]
+	r.mu.Unlock()
+	if ok {
+		return res
+	}
+	res = render.Problem(boxoffice.SoldOut(tierID, available, quantity))
+	r.mu.Lock()
+	if r.m == nil || len(r.m) >= maxRenderedRefusals {
+		r.m = make(map[refusalKey]*boxoffice.Response)
+	}
+	r.m[k] = res
+	r.mu.Unlock()
+	return res
+}
+
+// refuse stores the final refusal res under idem's key, in a transaction shared with other
+// records (storeRecord), and answers it. A key that turns out to be known is done false: the
+// reading path answers it.
+func (s *Service) refuse(idem Idem, res *boxoffice.Response) (_ *boxoffice.Response, replayed, done bool, err error) {
+	err = s.storeRecord(s.newRecord(idem, res))
 	switch {
 	case err == errKeyTaken:
 		return nil, false, false, nil

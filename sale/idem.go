@@ -152,13 +152,11 @@ func (s *Service) finish(ctx context.Context, idem Idem, res *boxoffice.Response
 	}
 }
 
-// storeFailure stores a final domain answer under idem's key, in a transaction of its own: the
-// effect's transaction rolled back, so nothing else changed.
+// storeFailure stores a final domain answer under idem's key, in a transaction shared only with
+// other such records (storeRecord): the effect's transaction rolled back, so nothing else changed.
 func (s *Service) storeFailure(ctx context.Context, idem Idem, cause error) (*boxoffice.Response, bool, error) {
 	res := s.render.Problem(cause)
-	err := s.store.Update(ctx, func(tx boxoffice.Tx) error {
-		return insertRecord(ctx, tx, s.newRecord(idem, res))
-	})
+	err := s.storeRecord(s.newRecord(idem, res))
 	if err != nil {
 		return s.finish(ctx, idem, nil, err)
 	}

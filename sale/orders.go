@@ -124,10 +124,29 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	if res, replayed, done, err := s.forward(ctx, in.ShowID, &Call{Op: OpPurchase, Principal: p, Idem: idem, Purchase: &in}); done {
 		return res, replayed, err
 	}
-	first, reserved, release := s.claims.take(ctx, idem)
-	defer release()
+	first, replay, cl, release := s.claims.take(ctx, idem)
+	if replay != nil {
+		if res, err, ok := s.replayKnown(idem, replay); ok {
+			return res, res != nil, err
+		}
+		first, cl, release = false, &claim{reserved: make(chan struct{})}, func(known) {}
+	}
+	// Whatever answer this request gets from here on with no error is stored on its key's
+	// record (a replay, a refusal, an order's answer, a 202): the claim keeps it for retries.
+	var kept known
+	defer func() { release(kept) }()
+	res, replayed, err := s.purchaseClaimed(ctx, p, idem, in, first, cl)
+	if err == nil && res != nil {
+		kept = known{fingerprint: idem.Fingerprint, res: res, at: s.now()}
+	}
+	return res, replayed, err
+}
+
+// purchaseClaimed is Purchase once the key is claimed here: first says the key is new to this
+// process (purchaseNew may answer it without reading its record).
+func (s *Service) purchaseClaimed(ctx context.Context, p *boxoffice.Principal, idem Idem, in PurchaseInput, first bool, cl *claim) (*boxoffice.Response, bool, error) {
 	if first {
-		if res, replayed, done, err := s.purchaseNew(ctx, p, idem, in, reserved); done {
+		if res, replayed, done, err := s.purchaseNew(ctx, p, idem, in, cl); done {
 			return res, replayed, err
 		}
 	}

@@ -33,6 +33,8 @@ type env struct {
 	reservations atomic.Int64
 	// actor makes open use the actor strategy instead of atomic.
 	actor bool
+	// wrap, when set, is applied by open to the store the service uses (not the strategy's).
+	wrap func(boxoffice.Store) boxoffice.Store
 }
 
 // countingKeeper is a countingInventory over a strategy that keeps counts in memory.
@@ -94,6 +96,9 @@ func (e *env) open() {
 	}
 	cfg := e.cfg
 	cfg.Store, cfg.Inventory = e.store, e.inv
+	if e.wrap != nil {
+		cfg.Store = e.wrap(e.store)
+	}
 	e.svc = sale.New(cfg)
 }
 

@@ -87,9 +87,11 @@ type Service struct {
 	keys    sync.Map           // key hash → *cachedKey
 	wake    chan struct{}
 
-	showCache showCache // the purchase path's shows (fastpath.go)
-	seatMaps  seatMapCache
-	claims    claims // idempotency keys of purchases in flight here (fastpath.go)
+	showCache showCache        // the purchase path's shows (fastpath.go)
+	seatMaps  seatMapCache     // seat maps as lately answered (seats.go)
+	claims    claims           // idempotency keys of purchases in flight here (fastpath.go)
+	records   records          // final answers waiting to be stored together (records.go)
+	refusals  renderedRefusals // sold_out problems answered from memory lately (fastpath.go)
 
 	// probeMu guards the last write probe of Ready, which is taken at most once a second.
 	probeMu  sync.Mutex

@@ -54,6 +54,52 @@ func (t *tx) InsertIdemRecord(ctx context.Context, r *boxoffice.IdemRecord) erro
 	return nil
 }
 
+// InsertIdemRecords implements sale's batch insert of records: it inserts recs in a few
+// statements of many rows and says which it inserted. A record whose key has a record already,
+// or an earlier one in recs, is not inserted, and the transaction stays intact, as after
+// InsertIdemRecord's ECONFLICT. Such a clash aborts its statement only (SQLite undoes that
+// statement's rows), and the records of that statement are then inserted one by one, so that
+// each gets its own answer; clashes are rare, as keys are checked before a record is written.
+func (t *tx) InsertIdemRecords(ctx context.Context, recs []*boxoffice.IdemRecord) ([]bool, error) {
+	inserted := make([]bool, len(recs))
+	args := make([]any, 0, 12*32)
+	for done := 0; done < len(recs); {
+		id, n := sInsertIdems1, 1
+		switch rest := len(recs) - done; {
+		case rest >= 32:
+			id, n = sInsertIdems32, 32
+		case rest >= 8:
+			id, n = sInsertIdems8, 8
+		}
+		chunk := recs[done : done+n]
+		args = args[:0]
+		for _, r := range chunk {
+			status, body, location := responseArgs(r)
+			args = append(args, r.ID, r.Scope, r.Key, r.Fingerprint, r.HoldID, r.OrderID,
+				micros(r.LockedUntil), status, body, location, micros(r.CreatedAt), micros(r.ExpiresAt))
+		}
+		_, err := t.exec(ctx, id, args...)
+		switch {
+		case err == nil:
+			for i := range chunk {
+				inserted[done+i] = true
+			}
+		case isUnique(err):
+			for i, r := range chunk {
+				err := t.InsertIdemRecord(ctx, r)
+				if err != nil && boxoffice.ErrorCode(err) != boxoffice.ECONFLICT {
+					return nil, err
+				}
+				inserted[done+i] = err == nil
+			}
+		default:
+			return nil, wrapWrite(err, "insert idempotency records")
+		}
+		done += n
+	}
+	return inserted, nil
+}
+
 // GetIdemRecord implements boxoffice.Tx. Inside Update the writer's exclusive lock already
 // serialises the read-then-write of a record.
 func (t *tx) GetIdemRecord(ctx context.Context, scope, key string) (*boxoffice.IdemRecord, error) {

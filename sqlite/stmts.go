@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // stmtID names one of the statements the store prepares once per pool.
@@ -45,6 +46,9 @@ const (
 	sForEachOrder
 
 	sInsertIdem
+	sInsertIdems1
+	sInsertIdems8
+	sInsertIdems32
 	sGetIdem
 	sUpdateIdem
 	sAnswerIdemForOrder
@@ -192,7 +196,11 @@ var stmtSQL = [numStmts]string{
 
 	sInsertIdem: `INSERT INTO idempotency_records (` + idemCols + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-	sGetIdem: `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = ? AND key = ?`,
+	// InsertIdemRecords' statements, one per chunk size.
+	sInsertIdems1:  insertIdems(1),
+	sInsertIdems8:  insertIdems(8),
+	sInsertIdems32: insertIdems(32),
+	sGetIdem:       `SELECT ` + idemCols + ` FROM idempotency_records WHERE scope = ? AND key = ?`,
 	// Only one request makes an order, so there is one record. Should a caller have copied the
 	// id to another, LIMIT 1 takes the first in index order, which is insertion order.
 	sUpdateIdem: `UPDATE idempotency_records SET hold_id = ?, order_id = ?, locked_until = ?,
@@ -242,6 +250,12 @@ var stmtSQL = [numStmts]string{
 	sInventoryEvents: `SELECT ` + invEventCols + ` FROM inventory_events
 		WHERE show_id = ? AND version > ? ORDER BY version LIMIT ?`,
 	sInventoryHead: `SELECT COALESCE(MAX(version), 0) FROM inventory_events WHERE show_id = ?`,
+}
+
+// insertIdems is the statement inserting n idempotency records.
+func insertIdems(n int) string {
+	values := strings.Repeat(",(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n)[1:]
+	return `INSERT INTO idempotency_records (` + idemCols + `) VALUES ` + values
 }
 
 const invEventCols = `show_id, version, tier_id, held, sold, held_after, sold_after, capacity, created_at`
