@@ -118,4 +118,3 @@ func AdmitBudget(now, opens, credit, rate int64) (budget, start int64) {
 func CreditAfter(start, n, rate int64) int64 {
 	return start + (n*1e6+rate-1)/rate
 }
-

@@ -301,7 +301,7 @@ func testAdmissionRate(t *testing.T, open OpenTwice) {
 		{time.Hour + 550*time.Millisecond, 0}, // half an admission earned
 		{time.Hour + 600*time.Millisecond, 1},
 		{time.Hour + 10*time.Second, 10}, // a long pause earns one second's worth, not nine
-		{time.Hour + 10100 * time.Millisecond, 1},
+		{time.Hour + 10100*time.Millisecond, 1},
 	} {
 		if n := admit(t, w, at(step.at)); n != step.want {
 			t.Errorf("at on-sale%+v admitted %d, want %d", step.at-time.Hour, n, step.want)
