@@ -73,8 +73,10 @@ type WaitRoomStore interface {
 	// PutWaitRoom creates or replaces the waiting room of w.ShowID (its counts are ignored) and
 	// answers it as stored, created telling which. ENOTFOUND when the show does not exist.
 	PutWaitRoom(ctx context.Context, w *WaitRoom) (stored *WaitRoom, created bool, err error)
-	// GetWaitRoom returns a show's waiting room with its counts; ENOTFOUND when it has none.
-	GetWaitRoom(ctx context.Context, showID string) (*WaitRoom, error)
+	// GetWaitRoom returns a show's waiting room; ENOTFOUND when it has none. Its counts are
+	// read only when counts is set: Waiting is a count of the queue, which the hot paths that
+	// want only the settings must not pay for.
+	GetWaitRoom(ctx context.Context, showID string, counts bool) (*WaitRoom, error)
 	// DeleteWaitRoom removes a show's waiting room and its queue; false when there was none.
 	DeleteWaitRoom(ctx context.Context, showID string) (bool, error)
 	// WaitRoomShows returns the ids of the shows that have a waiting room.

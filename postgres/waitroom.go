@@ -18,7 +18,7 @@ var _ boxoffice.WaitRoomStore = (*DB)(nil)
 
 const (
 	waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admitted,
-		(SELECT count(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at IS NULL),
+		CASE WHEN $2 THEN (SELECT count(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at IS NULL) ELSE 0 END,
 		w.created_at, w.updated_at`
 	sGetWaitRoom = `SELECT ` + waitRoomColumns + ` FROM waitrooms w WHERE w.show_id = $1`
 	// A replaced room keeps its admissions; while nothing has been admitted, its rate budget
@@ -87,15 +87,15 @@ func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *b
 		if err != nil {
 			return fmt.Errorf("put waiting room of %s: %w", w.ShowID, err)
 		}
-		stored, err = scanWaitRoom(tx.QueryRow(ctx, sGetWaitRoom, w.ShowID))
+		stored, err = scanWaitRoom(tx.QueryRow(ctx, sGetWaitRoom, w.ShowID, true))
 		return err
 	})
 	return stored, created, err
 }
 
 // GetWaitRoom implements boxoffice.WaitRoomStore.
-func (db *DB) GetWaitRoom(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
-	w, err := scanWaitRoom(db.pool.QueryRow(ctx, sGetWaitRoom, showID))
+func (db *DB) GetWaitRoom(ctx context.Context, showID string, counts bool) (*boxoffice.WaitRoom, error) {
+	w, err := scanWaitRoom(db.pool.QueryRow(ctx, sGetWaitRoom, showID, counts))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no waiting room", showID)
 	}

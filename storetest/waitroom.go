@@ -97,7 +97,7 @@ func testWaitRoomRoundTrip(t *testing.T, open OpenTwice) {
 	room := &boxoffice.WaitRoom{ShowID: "s", OpensAt: at(time.Hour), AdmitPerSecond: 50, AdmissionTTLSeconds: 120, UpdatedAt: at(0)}
 	_, _, err := w.PutWaitRoom(ctx, room)
 	wantCode(t, err, boxoffice.ENOTFOUND)
-	_, err = w.GetWaitRoom(ctx, "s")
+	_, err = w.GetWaitRoom(ctx, "s", true)
 	wantCode(t, err, boxoffice.ENOTFOUND)
 
 	putShow(t, db, testShow("s", tier("ga", 10)))
@@ -118,6 +118,9 @@ func testWaitRoomRoundTrip(t *testing.T, open OpenTwice) {
 	want.AdmitPerSecond, want.UpdatedAt, want.Waiting = 7, at(time.Minute), 1
 	if *got != want {
 		t.Errorf("PutWaitRoom replaced %+v, want %+v", *got, want)
+	}
+	if got, err := w.GetWaitRoom(ctx, "s", false); err != nil || got.Waiting != 0 || got.AdmitPerSecond != 7 {
+		t.Errorf("GetWaitRoom without counts = %+v, %v; want the settings, no count", got, err)
 	}
 	if ids, err := w.WaitRoomShows(ctx); err != nil || !slices.Equal(ids, []string{"s"}) {
 		t.Errorf("WaitRoomShows = %v, %v; want [s]", ids, err)
@@ -307,7 +310,7 @@ func testAdmissionRate(t *testing.T, open OpenTwice) {
 			t.Errorf("at on-sale%+v admitted %d, want %d", step.at-time.Hour, n, step.want)
 		}
 	}
-	room, err := w.GetWaitRoom(context.Background(), "s")
+	room, err := w.GetWaitRoom(context.Background(), "s", true)
 	if err != nil || room.Admitted != 17 || room.Waiting != 83 {
 		t.Errorf("room = %+v, %v; want 17 admitted, 83 waiting", room, err)
 	}
@@ -405,7 +408,7 @@ func testQueueSurvivesRestart(t *testing.T, open OpenTwice) {
 	if n := admit(t, w, at(2*time.Hour+time.Second)); n != 2 {
 		t.Errorf("admitted %d a second later, want 2", n)
 	}
-	room, err := w.GetWaitRoom(context.Background(), "s")
+	room, err := w.GetWaitRoom(context.Background(), "s", true)
 	if err != nil || room.Admitted != 4 || room.Waiting != 1 {
 		t.Errorf("room = %+v, %v; want 4 admitted, 1 waiting", room, err)
 	}

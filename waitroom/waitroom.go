@@ -194,7 +194,7 @@ func (s *Service) Put(ctx context.Context, showID string, in RoomInput) (*boxoff
 
 // Get returns a show's waiting room with its counts.
 func (s *Service) Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
-	return s.store.GetWaitRoom(ctx, showID)
+	return s.store.GetWaitRoom(ctx, showID, true)
 }
 
 // Delete removes a show's waiting room and its queue: the show sells to anyone again.
@@ -223,7 +223,7 @@ func (s *Service) room(ctx context.Context, showID string) (*boxoffice.WaitRoom,
 	if ok && now.Sub(c.at) < s.cfg.RoomCache && now.Sub(c.at) >= 0 {
 		return c.room, nil
 	}
-	room, err := s.store.GetWaitRoom(ctx, showID)
+	room, err := s.store.GetWaitRoom(ctx, showID, false)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
 		room, err = nil, nil
 	}
