@@ -138,7 +138,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		base: base, cancel: cancel}, nil
 }
 
-// Start runs the join writers and, unless admit is false, the admitter, until Close.
+// Start runs the join writers (Join waits for them) and, unless admit is false, the admitter,
+// until Close.
 func (s *Service) Start(admit bool) {
 	for range joinWorkers {
 		s.wg.Go(s.writeJoins)

@@ -416,3 +416,69 @@ func TestBadInput(t *testing.T) {
 	s.problem("GET", "/v1/waiting-room/tickets/"+tk.Token, s.key, "", 404, boxoffice.ENOTFOUND)
 	s.do("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 201, nil, "Idempotency-Key", "h1")
 }
+
+// TestTwoServersAdmitOnce runs two services on one database, each with its admitter ticking
+// every 5 ms on the real clock, as two servers would: together they never admit more than the
+// rate allows since the on-sale, and every admitted entry has its own admission number.
+func TestTwoServersAdmitOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		st := open(t)
+		ctx := context.Background()
+		update := func(tx boxoffice.Tx) error {
+			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(time.Hour), HoldTTLSeconds: 60,
+				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+				CreatedAt: time.Now(), UpdatedAt: time.Now()})
+		}
+		if err := st.Update(ctx, update); err != nil {
+			t.Fatal(err)
+		}
+		const rate = 200
+		var services []*waitroom.Service
+		for range 2 {
+			s, err := waitroom.New(ctx, waitroom.Config{Store: open(t), AdmitEvery: 5 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Start(true) // nothing to admit before the on-sale
+			t.Cleanup(s.Close)
+			services = append(services, s)
+		}
+		if _, _, err := services[0].Put(ctx, "gig", waitroom.RoomInput{OpensAt: ptr(time.Now().Add(time.Hour)), AdmitPerSecond: rate}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 600 {
+			in := waitroom.JoinInput{}
+			in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
+			if _, _, err := services[i%2].Join(ctx, "gig", in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		opens := time.Now().Truncate(time.Microsecond)
+		if _, _, err := services[1].Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: rate}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			room, err := st.GetWaitRoom(ctx, "gig", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Read after the count, so the bound is the loosest the count could have had.
+			limit := int(time.Since(opens).Seconds() * rate)
+			if room.Admitted > limit {
+				t.Fatalf("%d admitted %v after the on-sale at %d/s: over the rate", room.Admitted, time.Since(opens), rate)
+			}
+			if room.Admitted+room.Waiting != 600 {
+				t.Fatalf("room = %+v: %d entries, want 600", room, room.Admitted+room.Waiting)
+			}
+			if room.Waiting == 0 {
+				break
+			}
+			if time.Since(opens) > time.Minute {
+				t.Fatalf("still %d waiting after a minute", room.Waiting)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
