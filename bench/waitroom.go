@@ -41,6 +41,9 @@ type WaitRoomConfig struct {
 	// Noop, when set, is the URL of a no-op handler the same joins are sent to first: the
 	// transport limit that joins/s is read against.
 	Noop string
+	// Purchases is how many admitted buyers buy a ticket (Purchasers at a time), from the
+	// on-sale on: the purchase path's latency while the queue takes the crowd, and after.
+	Purchases, Purchasers int
 }
 
 // WaitRoomResult is what a waiting-room run measured.
@@ -66,6 +69,13 @@ type WaitRoomResult struct {
 	PreInOrder float64
 	// PreFirst says every pre-on-sale arrival was admitted before every post-on-sale one.
 	PreFirst bool
+	// Bought counts the purchases by outcome; PurchaseDuring and PurchaseAfter are the p50 and
+	// p99 of a purchase made while arrivals were still joining, and after the last had joined.
+	Bought         map[string]int
+	PurchaseDuring [2]time.Duration
+	PurchaseAfter  [2]time.Duration
+	DuringN        int64
+	AfterN         int64
 }
 
 // JoinRatio is joins/s over the no-op handler's rate, or 0 when it was not measured.
@@ -228,9 +238,13 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 		return nil, fmt.Errorf("open the sale: %w", err)
 	}
 	c.progress(cfg, "on sale; joining %d arrivals after it", cfg.Arrivals-res.Pre)
+	var joining atomic.Bool
+	joining.Store(true)
+	buying := c.buy(ctx, cfg, show, key, arrivals, &joining, res)
 	start = time.Now()
 	join(arrivals[res.Pre:])
 	res.JoinTime += time.Since(start)
+	joining.Store(false)
 	for _, a := range arrivals {
 		if a.token != "" {
 			res.Joins++
@@ -291,8 +305,98 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	if err, _ := readErr.Load().(error); err != nil {
 		return res, err
 	}
+	buying()
 	fairness(res, arrivals)
 	return res, nil
+}
+
+// buy starts cfg.Purchasers buyers that take the arrivals in join order, wait for each one's
+// admission (polling its ticket every 100 ms) and buy one ticket with the admitted token. It
+// returns a function that waits for them. Latencies are split by whether arrivals were still
+// joining when the purchase was sent.
+func (c *wrClient) buy(ctx context.Context, cfg WaitRoomConfig, show, key string, arrivals []*arrival, joining *atomic.Bool, res *WaitRoomResult) func() {
+	res.Bought = map[string]int{}
+	n := min(cfg.Purchases, len(arrivals))
+	if n <= 0 {
+		return func() {}
+	}
+	during := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	after := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(cfg.Purchasers, 1) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
+				a := arrivals[i]
+				var t struct {
+					Status string `json:"status"`
+					Token  string `json:"token"`
+				}
+				for ctx.Err() == nil {
+					tok := a.token
+					if tok == "" { // not joined yet (or its join failed): ask again shortly
+						time.Sleep(100 * time.Millisecond)
+						continue
+					}
+					if _, _, err := c.do(ctx, "GET", "/v1/waiting-room/tickets/"+tok, key, "", nil, &t); err == nil && t.Status != "waiting" {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				body := map[string]any{"show_id": show, "tier_id": "ga", "quantity": 1, "buyer": map[string]string{"email": a.email},
+					"payment": map[string]string{"token": "tok_ok"}}
+				busy := joining.Load()
+				t0 := time.Now()
+				st, b, err := c.doTicket(ctx, "/v1/purchases", key, "buy-"+a.email, t.Token, body)
+				lat := max(time.Since(t0).Microseconds(), 1)
+				mu.Lock()
+				if busy {
+					_ = during.RecordValue(lat)
+				} else {
+					_ = after.RecordValue(lat)
+				}
+				if err != nil {
+					res.Bought["transport error"]++
+				} else {
+					res.Bought[outcomeOf(st, b)]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	return func() {
+		wg.Wait()
+		q := func(h *hdrhistogram.Histogram, p float64) time.Duration {
+			return time.Duration(h.ValueAtQuantile(p)) * time.Microsecond
+		}
+		res.PurchaseDuring = [2]time.Duration{q(during, 50), q(during, 99)}
+		res.PurchaseAfter = [2]time.Duration{q(after, 50), q(after, 99)}
+		res.DuringN, res.AfterN = during.TotalCount(), after.TotalCount()
+	}
+}
+
+// doTicket is a POST with the Queue-Ticket header.
+func (c *wrClient) doTicket(ctx context.Context, path, key, idemKey, ticket string, body any) (int, []byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", idemKey)
+	req.Header.Set("Queue-Ticket", ticket)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
 }
 
 // fairness fills the admission figures of res from the arrivals' join and admission times.
@@ -408,6 +512,10 @@ func PrintWaitRoom(w io.Writer, r *WaitRoomResult) {
 		fmt.Fprintf(w, "  errors      %v\n", r.Errors)
 	}
 	fmt.Fprintf(w, "  admitted    %d at %.0f/s by the server's clock\n", r.Admitted, r.AdmitPS)
+	if len(r.Bought) > 0 {
+		fmt.Fprintf(w, "  purchases   %v by admitted buyers; p50/p99 %v/%v while arrivals joined (%d), %v/%v after (%d)\n",
+			r.Bought, r.PurchaseDuring[0], r.PurchaseDuring[1], r.DuringN, r.PurchaseAfter[0], r.PurchaseAfter[1], r.AfterN)
+	}
 	fmt.Fprintf(w, "  fairness    %.2f%% of post-on-sale arrivals admitted in arrival order; pre-on-sale arrivals all first: %v; "+
 		"pre-on-sale in arrival order: %.2f%% (the draw)\n", 100*r.Fairness, r.PreFirst, 100*r.PreInOrder)
 }

@@ -40,6 +40,7 @@ type benchFlags struct {
 	// admitRate and preShare shape --mode waiting-room.
 	admitRate int
 	preShare  float64
+	purchases int
 	// verify names the store (and payment ledger) of a --url server, to audit after the load.
 	verify storeFlags
 }
@@ -64,6 +65,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		"around its on-sale, admitted at --admit-rate: joins/s against the no-op handler, and fairness)")
 	fs.IntVar(&f.admitRate, "admit-rate", 2000, "with --mode waiting-room: the room's admit_per_second")
 	fs.Float64Var(&f.preShare, "pre-share", 0.5, "with --mode waiting-room: the share of arrivals that join before the on-sale")
+	fs.IntVar(&f.purchases, "purchases", 2000, "with --mode waiting-room: admitted buyers who then buy a ticket (16 at a time), from the on-sale on")
 	fs.Float64Var(&f.retryRate, "retry-rate", 0.05, "share of purchases whose first attempt times out on the client and is retried with the same key")
 	fs.DurationVar(&f.timeout, "client-timeout", time.Millisecond, "the client-side timeout of those first attempts")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "strategy of the server bench starts")
@@ -330,7 +332,7 @@ func benchWaitRoom(ctx context.Context, f benchFlags, urls []string, stdout, std
 	defer stopNoop()
 	cfg := bench.WaitRoomConfig{AdminKey: f.adminKey, Arrivals: f.requests, PreShare: f.preShare, Buyers: f.buyers,
 		Rate: f.admitRate, Wait: f.duration + time.Duration(f.requests/max(f.admitRate, 1)+30)*time.Second,
-		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL}
+		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL, Purchases: f.purchases, Purchasers: 16}
 	name := "server at " + f.url
 	if len(urls) == 1 {
 		cfg.URL = urls[0]
