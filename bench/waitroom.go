@@ -245,6 +245,9 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	join(arrivals[res.Pre:])
 	res.JoinTime += time.Since(start)
 	joining.Store(false)
+	// The purchases end before the tickets are read back, so that those after the crowd share
+	// the server with the admitter alone.
+	buying()
 	for _, a := range arrivals {
 		if a.token != "" {
 			res.Joins++
@@ -305,7 +308,6 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	if err, _ := readErr.Load().(error); err != nil {
 		return res, err
 	}
-	buying()
 	fairness(res, arrivals)
 	return res, nil
 }
