@@ -38,15 +38,26 @@ const (
 
 // Limits of a room's settings.
 const (
-	MaxAdmitPerSecond  = 100000
-	MaxAdmissionTTL    = 86400
-	secretName         = "queue-ticket"
-	ticketIDPrefix     = "qtk_"
-	maxRank            = 1 << 62
-	joinWorkers        = 2
-	statusWaiting      = "waiting"
-	statusAdmitted     = "admitted"
-	statusAdmissionEnd = "expired"
+	MaxAdmitPerSecond = 100000
+	MaxAdmissionTTL   = 86400
+)
+
+const (
+	// secretName names the tickets' signing key in the store's secrets.
+	secretName = "queue-ticket"
+	// ticketIDPrefix marks a ticket's id, as hld_ marks a hold's.
+	ticketIDPrefix = "qtk_"
+	// maxRank bounds the draw: lane 0's ranks are in [0, maxRank).
+	maxRank = 1 << 62
+	// joinWorkers write joins at once: one gathers the next batch while the other's commits.
+	joinWorkers = 2
+)
+
+// A ticket's statuses.
+const (
+	statusWaiting  = "waiting"
+	statusAdmitted = "admitted"
+	statusLapsed   = "expired" // admitted, and the admission ran out
 )
 
 // Config wires a Service.
@@ -362,7 +373,7 @@ func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, pos 
 		if now.Before(until) {
 			t.Status, c.AdmittedUntil = statusAdmitted, until
 		} else {
-			t.Status = statusAdmissionEnd
+			t.Status = statusLapsed
 		}
 	case now.Before(room.OpensAt):
 		// The draw stays secret until the on-sale; the wait is at least the time to it.
