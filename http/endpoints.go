@@ -9,6 +9,7 @@ import (
 
 	"boxoffice"
 	"boxoffice/sale"
+	"boxoffice/waitroom"
 )
 
 // Page sizes of the list endpoints.
@@ -247,7 +248,9 @@ func (h *handler) createHold(r *http.Request, p *boxoffice.Principal) (*boxoffic
 	if in.ShowID, err = showID(r); err != nil {
 		return nil, false, err
 	}
-	return h.svc.CreateHold(r.Context(), p, idem, in)
+	// A show's waiting room admits by the queue ticket's token (waitroom.Service.Admitted).
+	ctx := waitroom.WithToken(r.Context(), r.Header.Get(waitroom.HeaderTicket))
+	return h.svc.CreateHold(ctx, p, idem, in)
 }
 
 // getHold is GET /v1/holds/{hold_id}.
@@ -296,7 +299,8 @@ func (h *handler) purchase(r *http.Request, p *boxoffice.Principal) (*boxoffice.
 	if err != nil {
 		return nil, false, err
 	}
-	return h.svc.Purchase(r.Context(), p, idem, in)
+	ctx := waitroom.WithToken(r.Context(), r.Header.Get(waitroom.HeaderTicket))
+	return h.svc.Purchase(ctx, p, idem, in)
 }
 
 // getOrder is GET /v1/orders/{order_id}.

@@ -82,6 +82,9 @@ type Options struct {
 	// Ready, when set, is checked by /readyz after the service: the parts outside it that
 	// requests need (the event bus). Its *boxoffice.NotReadyError's Reason is shown.
 	Ready func(ctx context.Context) error
+	// WaitRoom, when set, serves the waiting rooms: /v1/shows/{show_id}/waiting-room and
+	// /v1/waiting-room/tickets/…; nil answers those routes with 404.
+	WaitRoom WaitRoom
 	// Console, when set, serves /console and everything under it (the operator's console, which
 	// does its own sign-in); nil: those paths are 404s like any unknown one.
 	Console http.Handler
@@ -115,7 +118,9 @@ type handler struct {
 	cluster func(ctx context.Context) (any, error)
 	ready   func(ctx context.Context) error
 	limit   *keylimit.Limiter
-	mux     *http.ServeMux
+	// waitRoom serves the waiting rooms; nil: no such routes.
+	waitRoom WaitRoom
+	mux      *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
 	allowed map[string][]string
 }
@@ -136,16 +141,17 @@ func NewHandler(svc Service, opts Options) http.Handler {
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	h := &handler{
-		svc:     svc,
-		log:     opts.Logger,
-		slots:   make(chan struct{}, opts.MaxInFlight),
-		metrics: newMetrics(opts.Registry),
-		dlq:     opts.DeadLetters,
-		cluster: opts.Cluster,
-		ready:   opts.Ready,
-		limit:   opts.RateLimit,
-		mux:     http.NewServeMux(),
-		allowed: map[string][]string{},
+		svc:      svc,
+		log:      opts.Logger,
+		slots:    make(chan struct{}, opts.MaxInFlight),
+		metrics:  newMetrics(opts.Registry),
+		dlq:      opts.DeadLetters,
+		cluster:  opts.Cluster,
+		ready:    opts.Ready,
+		limit:    opts.RateLimit,
+		waitRoom: opts.WaitRoom,
+		mux:      http.NewServeMux(),
+		allowed:  map[string][]string{},
 	}
 	var metricsHandler http.Handler
 	if !opts.NoMetrics {
@@ -200,6 +206,9 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("POST /v1/dead-letters/{dead_letter_id}/replay", adminRole, h.replayDeadLetter)
 	h.handle("POST /v1/dead-letters/replay", adminRole, h.replayAllDeadLetters)
 	h.handle("GET /v1/cluster", adminRole, h.getCluster)
+	if h.waitRoom != nil {
+		h.waitRoomRoutes()
+	}
 
 	for path, methods := range h.allowed {
 		if slices.Contains(methods, http.MethodGet) {

@@ -52,6 +52,8 @@ var problemKinds = map[string]problemKind{
 	boxoffice.ENOTFOUND:           {http.StatusNotFound, "Not found"},
 	boxoffice.EUNAUTHORIZED:       {http.StatusUnauthorized, "Unauthorized"},
 	boxoffice.EFORBIDDEN:          {http.StatusForbidden, "Forbidden"},
+	boxoffice.ENOTADMITTED:        {http.StatusForbidden, "Not admitted"},
+	boxoffice.ETICKETEXPIRED:      {http.StatusGone, "Queue ticket expired"},
 	boxoffice.EPAYLOADTOOLARGE:    {http.StatusRequestEntityTooLarge, "Payload too large"},
 	boxoffice.EUNSUPPORTEDMEDIA:   {http.StatusUnsupportedMediaType, "Unsupported media type"},
 	boxoffice.EMETHODNOTALLOWED:   {http.StatusMethodNotAllowed, "Method not allowed"},

@@ -47,6 +47,22 @@ func TestStore(t *testing.T) {
 	})
 }
 
+// TestWaitRoom runs the waiting room's suite on PostgreSQL; a second pool on the same database
+// stands for a restarted server or a second server sharing it.
+func TestWaitRoom(t *testing.T) {
+	storetest.ExerciseWaitRoom(t, func(t *testing.T) (boxoffice.Store, func() boxoffice.Store) {
+		db, url := openTest(t)
+		return db, func() boxoffice.Store {
+			again, err := Open(t.Context(), url)
+			if err != nil {
+				t.Fatalf("Open again: %v", err)
+			}
+			t.Cleanup(func() { _ = again.Close() })
+			return again
+		}
+	})
+}
+
 // base is a fixed time with sub-microsecond digits, which the store drops.
 var base = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC)
 

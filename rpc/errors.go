@@ -38,6 +38,8 @@ var grpcCodes = map[string]connect.Code{
 	boxoffice.ENOTFOUND:           connect.CodeNotFound,
 	boxoffice.EUNAUTHORIZED:       connect.CodeUnauthenticated,
 	boxoffice.EFORBIDDEN:          connect.CodePermissionDenied,
+	boxoffice.ENOTADMITTED:        connect.CodePermissionDenied,
+	boxoffice.ETICKETEXPIRED:      connect.CodeFailedPrecondition,
 	boxoffice.EPAYLOADTOOLARGE:    connect.CodeResourceExhausted,
 	boxoffice.ERATELIMITED:        connect.CodeResourceExhausted,
 	boxoffice.EOVERLOADED:         connect.CodeUnavailable,

@@ -15,6 +15,7 @@ import (
 	bohttp "boxoffice/http"
 	"boxoffice/internal/keylimit"
 	"boxoffice/sale"
+	"boxoffice/waitroom"
 )
 
 // Metadata of the API.
@@ -332,6 +333,8 @@ func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateH
 	if !boxoffice.ValidName(m.GetShowId()) {
 		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
 	}
+	// A show's waiting room admits by the queue ticket's token, sent as REST sends it.
+	ctx = waitroom.WithToken(ctx, req.Header().Get(waitroom.HeaderTicket))
 	resp, replayed, err := s.svc.CreateHold(ctx, p, id, in)
 	out := &pb.CreateHoldResponse{Hold: &pb.Hold{}}
 	if err := decode(resp, replayed, err, out.Hold); err != nil {
@@ -408,6 +411,8 @@ func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseR
 	if err != nil {
 		return nil, err
 	}
+	// A show's waiting room admits by the queue ticket's token, sent as REST sends it.
+	ctx = waitroom.WithToken(ctx, req.Header().Get(waitroom.HeaderTicket))
 	resp, replayed, err := s.svc.Purchase(ctx, p, id, in)
 	out := &pb.PurchaseResponse{Order: &pb.Order{}}
 	if err := decode(resp, replayed, err, out.Order); err != nil {

@@ -19,6 +19,9 @@ func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem I
 	if err := v.err(); err != nil {
 		return nil, false, err
 	}
+	if err := s.admitted(ctx, in.ShowID, in.Buyer.Email); err != nil {
+		return nil, false, err
+	}
 	if res, replayed, done, err := s.forward(ctx, in.ShowID, &Call{Op: OpCreateHold, Principal: p, Idem: idem, ShowID: in.ShowID, Hold: &in}); done {
 		return res, replayed, err
 	}
@@ -44,6 +47,16 @@ func (s *Service) CreateHold(ctx context.Context, p *boxoffice.Principal, idem I
 		return insertRecord(ctx, tx, rec)
 	})
 	return s.finish(ctx, idem, res, err)
+}
+
+// admitted asks Config.Admission whether the request may hold tickets of showID for the buyer.
+// It runs before the idempotency lookup, as authentication does, so that its refusal is never
+// stored; a forwarded call was asked on the server that took the request, where its token was.
+func (s *Service) admitted(ctx context.Context, showID, email string) error {
+	if s.cfg.Admission == nil || ctx.Value(forwardedKey{}) != nil {
+		return nil
+	}
+	return s.cfg.Admission(ctx, showID, email)
 }
 
 // showWithTier reads a show in tx and checks that it has the tier and, read in the same snapshot,

@@ -121,6 +121,9 @@ func (s *Service) Purchase(ctx context.Context, p *boxoffice.Principal, idem Ide
 	if err := ctx.Err(); err != nil {
 		return nil, false, err // the client is gone (a retry may be here already): nothing to do for it
 	}
+	if err := s.admitted(ctx, in.ShowID, in.Buyer.Email); err != nil {
+		return nil, false, err
+	}
 	if res, replayed, done, err := s.forward(ctx, in.ShowID, &Call{Op: OpPurchase, Principal: p, Idem: idem, Purchase: &in}); done {
 		return res, replayed, err
 	}

@@ -52,7 +52,11 @@ type Config struct {
 	// Background, when set, says whether this server does the work one server does for all
 	// (the idempotency and inbox sweeps) right now; nil: always.
 	Background func() bool
-	Logger     *slog.Logger
+	// Admission, when set, is asked before a hold is made (alone or in a purchase) whether the
+	// request may hold tickets of the show for the buyer: a show's waiting room lets only the
+	// buyers it admitted through (waitroom.Service.Admitted). nil: every request may.
+	Admission func(ctx context.Context, showID, buyerEmail string) error
+	Logger    *slog.Logger
 }
 
 // Defaults of Config.

@@ -52,6 +52,8 @@ type DB struct {
 	beforeSync func() error
 	// walb bounds the WAL's size (walbound.go); the writer's loop alone uses it.
 	walb walBound
+	// joins are the waiting room's join statements (waitroom.go), prepared on first use.
+	joins joinStmts
 }
 
 var _ boxoffice.Store = (*DB)(nil)

@@ -37,6 +37,10 @@ type benchFlags struct {
 	out               string
 	pg, redis         string
 	strategies        string
+	// admitRate and preShare shape --mode waiting-room.
+	admitRate int
+	preShare  float64
+	purchases int
 	// verify names the store (and payment ledger) of a --url server, to audit after the load.
 	verify storeFlags
 }
@@ -56,7 +60,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&f.duration, "duration", 60*time.Second, "longest the load runs")
 	fs.IntVar(&f.shows, "shows", 1, "shows to spread buyers over (1 = one hot show)")
 	fs.IntVar(&f.capacity, "capacity", 0, "tickets per show (0 = as many as --requests)")
-	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot), hold-confirm, or seats (best-available holds of 2 on a seated tier of --capacity seats, a multiple of 50)")
+	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot), hold-confirm, seats (best-available holds of 2 on a seated tier of\n"+
+		"--capacity seats, a multiple of 50), or waiting-room (--requests arrivals join a show's queue\n"+
+		"around its on-sale, admitted at --admit-rate: joins/s against the no-op handler, and fairness)")
+	fs.IntVar(&f.admitRate, "admit-rate", 2000, "with --mode waiting-room: the room's admit_per_second")
+	fs.Float64Var(&f.preShare, "pre-share", 0.5, "with --mode waiting-room: the share of arrivals that join before the on-sale")
+	fs.IntVar(&f.purchases, "purchases", 2000, "with --mode waiting-room: admitted buyers who then buy a ticket (16 at a time), from the on-sale on")
 	fs.Float64Var(&f.retryRate, "retry-rate", 0.05, "share of purchases whose first attempt times out on the client and is retried with the same key")
 	fs.DurationVar(&f.timeout, "client-timeout", time.Millisecond, "the client-side timeout of those first attempts")
 	fs.StringVar(&f.inventory, "inventory", inventory.Default, "strategy of the server bench starts")
@@ -91,6 +100,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	if f.compare {
 		return compare(ctx, f, stdout, stderr)
+	}
+	if f.mode == bench.ModeWaitingRoom {
+		return benchWaitRoom(ctx, f, urls, stdout, stderr)
 	}
 	cfg := bench.Config{
 		AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
@@ -305,4 +317,40 @@ func (s *ownServer) stop() {
 			<-s.done
 		}
 	}
+}
+
+// benchWaitRoom is bench --mode waiting-room: the no-op handler first, then the crowd against
+// the --url server or one it starts.
+func benchWaitRoom(ctx context.Context, f benchFlags, urls []string, stdout, stderr io.Writer) error {
+	if len(urls) > 1 {
+		return errors.New("--mode waiting-room loads one server")
+	}
+	noopURL, stopNoop, err := bench.StartNoop()
+	if err != nil {
+		return err
+	}
+	defer stopNoop()
+	cfg := bench.WaitRoomConfig{AdminKey: f.adminKey, Arrivals: f.requests, PreShare: f.preShare, Buyers: f.buyers,
+		Rate: f.admitRate, Wait: f.duration + time.Duration(f.requests/max(f.admitRate, 1)+30)*time.Second,
+		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL, Purchases: f.purchases, Purchasers: 16}
+	name := "server at " + f.url
+	if len(urls) == 1 {
+		cfg.URL = urls[0]
+	} else {
+		srv, err := startOwnServer(ctx, f.inventory, f.db, f.keep, stderr, redisArgs(f.inventory, f.redis)...)
+		if err != nil {
+			return err
+		}
+		defer srv.cleanup()
+		cfg.URL, cfg.AdminKey = srv.url, srv.adminKey
+		name = fmt.Sprintf("waiting room on %s", strings.SplitN(f.db, ":", 2)[0])
+	}
+	fmt.Fprintf(stderr, "bench: %d arrivals (%.0f%% before the on-sale) by %d buyers at a time, admitted at %d/s, against %s\n",
+		f.requests, 100*f.preShare, f.buyers, f.admitRate, name)
+	res, err := bench.RunWaitRoom(ctx, cfg)
+	if res != nil {
+		res.Name = name
+		bench.PrintWaitRoom(stdout, res)
+	}
+	return err
 }

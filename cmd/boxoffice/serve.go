@@ -35,6 +35,7 @@ import (
 	"boxoffice/rpc"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
+	"boxoffice/waitroom"
 )
 
 // storeFlags are the flags that say where the data lives; serve and verify share them.
@@ -239,6 +240,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if node != nil {
 		saleCfg.Router, saleCfg.Background = router, node.Leads
 	}
+	// Waiting rooms live in the store; every server joins, admits and checks admissions alike.
+	var rooms *waitroom.Service
+	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
+		if rooms, err = waitroom.New(ctx, waitroom.Config{Store: ws, Logger: log}); err != nil {
+			return fmt.Errorf("waiting rooms: %w", err)
+		}
+		rooms.Start(true)
+		defer rooms.Close()
+		saleCfg.Admission = rooms.Admitted
+	}
 	svc := sale.New(saleCfg)
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover state: %w", err)
@@ -304,7 +315,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer con.Close()
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
-			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con}))
+			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con,
+			WaitRoom: httpWaitRoom(rooms)}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -320,8 +332,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	// The console's live streams never end by themselves; Shutdown would wait for them.
+	// The console's live streams never end by themselves; Shutdown would wait for them. Nor do
+	// the waiting room's ticket streams.
 	srv.RegisterOnShutdown(con.Close)
+	if rooms != nil {
+		srv.RegisterOnShutdown(rooms.Close)
+	}
 	if f.debugAddr != "" {
 		if err := serveDebug(f.debugAddr, log); err != nil {
 			return err
@@ -698,4 +714,13 @@ func consoleConsumers(async *bonats.Async) func(context.Context) ([]console.Cons
 		}
 		return out, nil
 	}
+}
+
+// httpWaitRoom is rooms for the HTTP handler: a nil *waitroom.Service must be a nil interface,
+// which leaves the routes out.
+func httpWaitRoom(rooms *waitroom.Service) bohttp.WaitRoom {
+	if rooms == nil {
+		return nil
+	}
+	return rooms
 }

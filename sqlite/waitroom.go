@@ -1,0 +1,319 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"boxoffice"
+)
+
+// The waiting room's statements run unprepared, as the async side's do: a join batch runs a
+// handful of them for hundreds of joins, and the admitter a few a tick.
+
+var _ boxoffice.WaitRoomStore = (*DB)(nil)
+
+// waitRoomColumns reads a room; the count of those waiting only when ?2 is 1.
+const waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admitted,
+	CASE WHEN ?2 THEN (SELECT COUNT(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at = 0) ELSE 0 END,
+	w.created_at, w.updated_at`
+
+func scanWaitRoom(scan func(dest ...any) error) (*boxoffice.WaitRoom, error) {
+	var w boxoffice.WaitRoom
+	var opens, created, updated int64
+	if err := scan(&w.ShowID, &opens, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admitted, &w.Waiting, &created, &updated); err != nil {
+		return nil, err
+	}
+	w.OpensAt, w.CreatedAt, w.UpdatedAt = fromMicros(opens), fromMicros(created), fromMicros(updated)
+	return &w, nil
+}
+
+func (t *tx) getWaitRoom(ctx context.Context, showID string, counts bool) (*boxoffice.WaitRoom, error) {
+	var w *boxoffice.WaitRoom
+	err := t.queryRaw(ctx, `SELECT `+waitRoomColumns+` FROM waitrooms w WHERE w.show_id = ?1`, []any{showID, counts},
+		func(rows *sql.Rows) (err error) {
+			w, err = scanWaitRoom(rows.Scan)
+			return err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("read waiting room of %s: %w", showID, err)
+	}
+	if w == nil {
+		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no waiting room", showID)
+	}
+	return w, nil
+}
+
+// PutWaitRoom implements boxoffice.WaitRoomStore. A replaced room keeps its admissions; while
+// nothing has been admitted, its rate budget restarts at the (new) on-sale.
+func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *boxoffice.WaitRoom, created bool, err error) {
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		var n int
+		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM shows WHERE id = ?`, []any{w.ShowID}, &n); err != nil {
+			return fmt.Errorf("read show %s: %w", w.ShowID, err)
+		}
+		if n == 0 {
+			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no show %s", w.ShowID)
+		}
+		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM waitrooms WHERE show_id = ?`, []any{w.ShowID}, &n); err != nil {
+			return fmt.Errorf("read waiting room of %s: %w", w.ShowID, err)
+		}
+		created = n == 0
+		at := micros(w.UpdatedAt)
+		_, err := t.execRaw(ctx, `INSERT INTO waitrooms (show_id, opens_at, admit_per_second, admission_ttl_seconds,
+				credit_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?2, ?5, ?5)
+			ON CONFLICT (show_id) DO UPDATE SET opens_at = excluded.opens_at,
+				admit_per_second = excluded.admit_per_second, admission_ttl_seconds = excluded.admission_ttl_seconds,
+				credit_at = CASE WHEN admitted = 0 THEN excluded.opens_at ELSE credit_at END,
+				updated_at = excluded.updated_at`,
+			w.ShowID, micros(w.OpensAt), w.AdmitPerSecond, w.AdmissionTTLSeconds, at)
+		if err != nil {
+			return fmt.Errorf("put waiting room of %s: %w", w.ShowID, err)
+		}
+		stored, err = t.getWaitRoom(ctx, w.ShowID, true)
+		return err
+	})
+	return stored, created, err
+}
+
+// GetWaitRoom implements boxoffice.WaitRoomStore.
+func (db *DB) GetWaitRoom(ctx context.Context, showID string, counts bool) (w *boxoffice.WaitRoom, err error) {
+	err = db.View(ctx, func(btx boxoffice.Tx) (err error) {
+		w, err = btx.(*tx).getWaitRoom(ctx, showID, counts)
+		return err
+	})
+	return w, err
+}
+
+// DeleteWaitRoom implements boxoffice.WaitRoomStore.
+func (db *DB) DeleteWaitRoom(ctx context.Context, showID string) (found bool, err error) {
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		if _, err := t.execRaw(ctx, `DELETE FROM queue_entries WHERE show_id = ?`, showID); err != nil {
+			return fmt.Errorf("delete queue of %s: %w", showID, err)
+		}
+		res, err := t.execRaw(ctx, `DELETE FROM waitrooms WHERE show_id = ?`, showID)
+		if err != nil {
+			return fmt.Errorf("delete waiting room of %s: %w", showID, err)
+		}
+		n, err := res.RowsAffected()
+		found = n > 0
+		return err
+	})
+	return found, err
+}
+
+// WaitRoomShows implements boxoffice.WaitRoomStore.
+func (db *DB) WaitRoomShows(ctx context.Context) (ids []string, err error) {
+	err = db.View(ctx, func(btx boxoffice.Tx) error {
+		ids = nil
+		return btx.(*tx).queryRaw(ctx, `SELECT show_id FROM waitrooms ORDER BY show_id`, nil, func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			ids = append(ids, id)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list waiting rooms: %w", err)
+	}
+	return ids, nil
+}
+
+const entryColumns = `seq, show_id, identity, lane, rank, joined_at, admitted_at, COALESCE(admit_no, 0)`
+
+func scanEntry(scan func(dest ...any) error) (*boxoffice.QueueEntry, error) {
+	var e boxoffice.QueueEntry
+	var lane int
+	var joined, admitted int64
+	if err := scan(&e.Seq, &e.ShowID, &e.Identity, &lane, &e.Rank, &joined, &admitted, &e.AdmitNo); err != nil {
+		return nil, err
+	}
+	e.PreOnSale, e.JoinedAt, e.AdmittedAt = lane == 0, fromMicros(joined), fromMicros(admitted)
+	return &e, nil
+}
+
+// JoinQueue implements boxoffice.WaitRoomStore: the whole batch is one transaction (and the group
+// commit may put several batches in one), so a join costs an insert and its share of one fsync.
+// Its two statements are compiled once per store: parsing them for every join was an eighth of
+// a join's CPU, and once per batch still a twentieth.
+func (db *DB) JoinQueue(ctx context.Context, joins []boxoffice.QueueJoin) (entries []*boxoffice.QueueEntry, err error) {
+	// Prepared outside the transaction: the writer has one connection, which the transaction
+	// holds, and preparing on the pool takes one.
+	insPool, selPool, err := db.joinStmts()
+	if err != nil {
+		return nil, err
+	}
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		entries = make([]*boxoffice.QueueEntry, len(joins))
+		// Bound under a background context, as tx.stmt binds: the statement is compiled on the
+		// connection once, and a failure cached here would poison it for the transaction.
+		ins, sel := t.tx.StmtContext(context.Background(), insPool), t.tx.StmtContext(context.Background(), selPool)
+		one := func(st *sql.Stmt, args ...any) (e *boxoffice.QueueEntry, err error) {
+			rows, err := st.QueryContext(t.stmtCtx(ctx), args...)
+			err = t.eachRow(rows, t.note(err), func(rows *sql.Rows) (err error) {
+				e, err = scanEntry(rows.Scan)
+				return err
+			})
+			return e, err
+		}
+		type room struct {
+			ok       bool
+			opens    int64
+			admitted int64
+		}
+		rooms := map[string]room{}
+		for i, j := range joins {
+			r, seen := rooms[j.ShowID]
+			if !seen {
+				err := t.queryRowRaw(ctx, `SELECT opens_at, admitted FROM waitrooms WHERE show_id = ?`, []any{j.ShowID}, &r.opens, &r.admitted)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("read waiting room of %s: %w", j.ShowID, err)
+				}
+				r.ok = err == nil
+				rooms[j.ShowID] = r
+			}
+			if !r.ok {
+				continue
+			}
+			lane, rank := 1, int64(0)
+			if micros(j.At) < r.opens && r.admitted == 0 {
+				lane, rank = 0, j.Rank
+			}
+			e, err := one(ins, j.ShowID, j.Identity, lane, rank, micros(j.At))
+			if err != nil {
+				return fmt.Errorf("join queue of %s: %w", j.ShowID, err)
+			}
+			if e != nil {
+				e.Created = true
+			} else if e, err = one(sel, j.ShowID, j.Identity); err != nil || e == nil {
+				return fmt.Errorf("read queue entry of %s: %v", j.ShowID, err)
+			}
+			entries[i] = e
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// joinStmts are JoinQueue's statements, compiled on the writer once.
+type joinStmts struct {
+	once     sync.Once
+	ins, sel *sql.Stmt
+	err      error
+}
+
+func (db *DB) joinStmts() (ins, sel *sql.Stmt, err error) {
+	js := &db.joins
+	js.once.Do(func() {
+		ctx := context.Background()
+		if js.ins, js.err = db.w.PrepareContext(ctx, `INSERT INTO queue_entries (show_id, identity, lane, rank, joined_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (show_id, identity) DO NOTHING RETURNING `+entryColumns); js.err != nil {
+			return
+		}
+		js.sel, js.err = db.w.PrepareContext(ctx, `SELECT `+entryColumns+` FROM queue_entries WHERE show_id = ? AND identity = ?`)
+	})
+	if js.err != nil {
+		return nil, nil, fmt.Errorf("prepare the queue's statements: %w", js.err)
+	}
+	return js.ins, js.sel, nil
+}
+
+// QueueEntry implements boxoffice.WaitRoomStore.
+func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, position int, err error) {
+	err = db.View(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		e, position = nil, 0
+		err := t.queryRaw(ctx, `SELECT `+entryColumns+` FROM queue_entries WHERE seq = ?`, []any{seq},
+			func(rows *sql.Rows) (err error) {
+				e, err = scanEntry(rows.Scan)
+				return err
+			})
+		if err != nil {
+			return fmt.Errorf("read queue entry %d: %w", seq, err)
+		}
+		if e == nil {
+			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
+		}
+		if !e.AdmittedAt.IsZero() {
+			return nil
+		}
+		lane := 1
+		if e.PreOnSale {
+			lane = 0
+		}
+		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM queue_entries
+			WHERE show_id = ? AND admitted_at = 0 AND (lane, rank, seq) < (?, ?, ?)`,
+			[]any{e.ShowID, lane, e.Rank, e.Seq}, &position); err != nil {
+			return fmt.Errorf("count the queue before entry %d: %w", seq, err)
+		}
+		position++
+		return nil
+	})
+	return e, position, err
+}
+
+// AdmitQueue implements boxoffice.WaitRoomStore. SQLite's one writer runs it alone, so the
+// room's row needs no lock beyond the transaction; other processes on the file wait for it too.
+func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (admitted int, err error) {
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		admitted = 0
+		var opens, credit, total int64
+		var rate int64
+		err := t.queryRowRaw(ctx, `SELECT opens_at, admit_per_second, admitted, credit_at FROM waitrooms WHERE show_id = ?`,
+			[]any{showID}, &opens, &rate, &total, &credit)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read waiting room of %s: %w", showID, err)
+		}
+		budget, start := boxoffice.AdmitBudget(micros(now), opens, credit, rate)
+		if budget == 0 {
+			return nil
+		}
+		res, err := t.execRaw(ctx, `UPDATE queue_entries SET admitted_at = ?1, admit_no = ?2 + n.i
+			FROM (SELECT seq, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS i FROM
+				(SELECT seq, lane, rank FROM queue_entries WHERE show_id = ?3 AND admitted_at = 0
+				 ORDER BY lane, rank, seq LIMIT ?4)) AS n
+			WHERE queue_entries.seq = n.seq`, micros(now), total, showID, budget)
+		if err != nil {
+			return fmt.Errorf("admit from the queue of %s: %w", showID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		if _, err := t.execRaw(ctx, `UPDATE waitrooms SET admitted = admitted + ?, credit_at = ? WHERE show_id = ?`,
+			n, boxoffice.CreditAfter(start, n, rate), showID); err != nil {
+			return fmt.Errorf("advance the waiting room of %s: %w", showID, err)
+		}
+		admitted = int(n)
+		return nil
+	})
+	return admitted, err
+}
+
+// Secret implements boxoffice.WaitRoomStore.
+func (db *DB) Secret(ctx context.Context, name string, candidate []byte) (secret []byte, err error) {
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		if _, err := t.execRaw(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, candidate); err != nil {
+			return err
+		}
+		return t.queryRowRaw(ctx, `SELECT value FROM secrets WHERE name = ?`, []any{name}, &secret)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read secret %s: %w", name, err)
+	}
+	return secret, nil
+}

@@ -1,0 +1,409 @@
+// Package waitroom is a show's waiting room (issue 15): buyers join a queue before they may hold
+// tickets, and the queue lets them through at a rate the admin sets.
+//
+// Arrivals before the on-sale are ranked by a random draw made when they join, so arriving a
+// millisecond earlier gives no edge; later arrivals queue first come, first served behind them.
+// The queue lives in the store (boxoffice.WaitRoomStore), so it survives restarts and several
+// servers share it; joining appends to it and never touches the show's tiers or its writer.
+// Every server runs the admitter: the store's conditional writes keep the rate across all of
+// them. A buyer holds a queue ticket, a signed, short-lived token (token.go); once admitted, the
+// token itself opens holds for its show and buyer until the admission runs out, so the purchase
+// path checks it without reading the store.
+package waitroom
+
+import (
+	"context"
+	crand "crypto/rand"
+	"log/slog"
+	"math/rand/v2"
+	"net/mail"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"boxoffice"
+)
+
+// Defaults of Config.
+const (
+	DefaultTicketTTL   = 10 * time.Minute
+	DefaultAdmitEvery  = 100 * time.Millisecond
+	DefaultRoomCache   = time.Second
+	DefaultBatchMax    = 512
+	DefaultQueueLength = 8192
+	// DefaultAdmissionTTL is a room's admission_ttl_seconds when its PUT leaves it out.
+	DefaultAdmissionTTL = 300
+)
+
+// Limits of a room's settings.
+const (
+	MaxAdmitPerSecond = 100000
+	MaxAdmissionTTL   = 86400
+)
+
+const (
+	// secretName names the tickets' signing key in the store's secrets.
+	secretName = "queue-ticket"
+	// ticketIDPrefix marks a ticket's id, as hld_ marks a hold's.
+	ticketIDPrefix = "qtk_"
+	// maxRank bounds the draw: lane 0's ranks are in [0, maxRank).
+	maxRank = 1 << 62
+	// joinWorkers write joins at once: one gathers the next batch while the other's commits.
+	joinWorkers = 2
+)
+
+// A ticket's statuses.
+const (
+	statusWaiting  = "waiting"
+	statusAdmitted = "admitted"
+	statusLapsed   = "expired" // admitted, and the admission ran out
+)
+
+// Config wires a Service.
+type Config struct {
+	Store boxoffice.WaitRoomStore
+	// Now is the clock; tests move it.
+	Now func() time.Time
+	// Rank draws a pre-on-sale arrival's rank in [0, 2^62); nil draws from a random source
+	// seeded from crypto/rand. Tests pass a seeded one.
+	Rank func() int64
+	// TicketTTL is how long a token reads its ticket; reading the ticket or joining again
+	// answers a fresh one. Zero is DefaultTicketTTL.
+	TicketTTL time.Duration
+	// AdmitEvery is the admitter's tick. Zero is DefaultAdmitEvery.
+	AdmitEvery time.Duration
+	// RoomCache is how long a room's settings are trusted from memory (on other servers, a PUT
+	// shows within that). Zero is DefaultRoomCache.
+	RoomCache time.Duration
+	// BatchMax bounds the joins written in one store call; QueueLength the joins waiting for one
+	// (more are refused with 503 overloaded). Zero is the default.
+	BatchMax, QueueLength int
+	Logger                *slog.Logger
+}
+
+// Service is the waiting rooms of every show.
+type Service struct {
+	cfg    Config
+	store  boxoffice.WaitRoomStore
+	secret []byte
+	log    *slog.Logger
+	rankMu sync.Mutex
+
+	joins chan *pendingJoin
+
+	cacheMu sync.Mutex
+	rooms   map[string]cachedRoom
+
+	base   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type cachedRoom struct {
+	room *boxoffice.WaitRoom // nil: the show has none
+	at   time.Time
+}
+
+// New returns the service, with the store's signing secret (made on first use, then shared by
+// every server on the store). Start runs its background work.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.TicketTTL <= 0 {
+		cfg.TicketTTL = DefaultTicketTTL
+	}
+	if cfg.AdmitEvery <= 0 {
+		cfg.AdmitEvery = DefaultAdmitEvery
+	}
+	if cfg.RoomCache <= 0 {
+		cfg.RoomCache = DefaultRoomCache
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = DefaultBatchMax
+	}
+	if cfg.QueueLength <= 0 {
+		cfg.QueueLength = DefaultQueueLength
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Rank == nil {
+		var seed [32]byte
+		_, _ = crand.Read(seed[:])
+		r := rand.New(rand.NewChaCha8(seed))
+		cfg.Rank = func() int64 { return r.Int64N(maxRank) }
+	}
+	var candidate [32]byte
+	if _, err := crand.Read(candidate[:]); err != nil {
+		return nil, err
+	}
+	secret, err := cfg.Store.Secret(ctx, secretName, candidate[:])
+	if err != nil {
+		return nil, err
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &Service{cfg: cfg, store: cfg.Store, secret: secret, log: cfg.Logger,
+		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{},
+		base: base, cancel: cancel}, nil
+}
+
+// Start runs the join writers (Join waits for them) and, unless admit is false, the admitter,
+// until Close.
+func (s *Service) Start(admit bool) {
+	for range joinWorkers {
+		s.wg.Go(s.writeJoins)
+	}
+	if admit {
+		s.wg.Go(s.admitLoop)
+	}
+}
+
+// Done is closed when Close begins: long waits on a ticket end then.
+func (s *Service) Done() <-chan struct{} { return s.base.Done() }
+
+// Close stops the background work and waits for it.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// RoomInput is the body of PUT /v1/shows/{show_id}/waiting-room.
+type RoomInput struct {
+	OpensAt             *time.Time `json:"opens_at"`
+	AdmitPerSecond      int        `json:"admit_per_second"`
+	AdmissionTTLSeconds *int       `json:"admission_ttl_seconds"`
+}
+
+// Put creates or replaces a show's waiting room; created tells which.
+func (s *Service) Put(ctx context.Context, showID string, in RoomInput) (*boxoffice.WaitRoom, bool, error) {
+	var fields []boxoffice.FieldError
+	if in.OpensAt == nil {
+		fields = append(fields, boxoffice.FieldError{Field: "opens_at", Message: "is required (RFC 3339)"})
+	}
+	if in.AdmitPerSecond < 1 || in.AdmitPerSecond > MaxAdmitPerSecond {
+		fields = append(fields, boxoffice.FieldError{Field: "admit_per_second",
+			Message: "must be an integer from 1 to " + strconv.Itoa(MaxAdmitPerSecond)})
+	}
+	ttl := DefaultAdmissionTTL
+	if in.AdmissionTTLSeconds != nil {
+		ttl = *in.AdmissionTTLSeconds
+		if ttl < 1 || ttl > MaxAdmissionTTL {
+			fields = append(fields, boxoffice.FieldError{Field: "admission_ttl_seconds",
+				Message: "must be an integer from 1 to " + strconv.Itoa(MaxAdmissionTTL)})
+		}
+	}
+	if len(fields) > 0 {
+		return nil, false, boxoffice.Validation(fields...)
+	}
+	room, created, err := s.store.PutWaitRoom(ctx, &boxoffice.WaitRoom{ShowID: showID,
+		OpensAt: in.OpensAt.UTC().Truncate(time.Microsecond), AdmitPerSecond: in.AdmitPerSecond,
+		AdmissionTTLSeconds: ttl, UpdatedAt: s.now()})
+	s.forget(showID)
+	return room, created, err
+}
+
+// Get returns a show's waiting room with its counts.
+func (s *Service) Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
+	return s.store.GetWaitRoom(ctx, showID, true)
+}
+
+// Delete removes a show's waiting room and its queue: the show sells to anyone again.
+func (s *Service) Delete(ctx context.Context, showID string) error {
+	found, err := s.store.DeleteWaitRoom(ctx, showID)
+	s.forget(showID)
+	if err == nil && !found {
+		return noRoom(showID)
+	}
+	return err
+}
+
+func noRoom(showID string) error {
+	return boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no waiting room", showID)
+}
+
+// now is the clock to the microsecond, what the stores keep.
+func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
+
+// room returns showID's room from a cache of RoomCache, nil when it has none.
+func (s *Service) room(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
+	now := s.cfg.Now()
+	s.cacheMu.Lock()
+	c, ok := s.rooms[showID]
+	s.cacheMu.Unlock()
+	if ok && now.Sub(c.at) < s.cfg.RoomCache && now.Sub(c.at) >= 0 {
+		return c.room, nil
+	}
+	room, err := s.store.GetWaitRoom(ctx, showID, false)
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+		room, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if len(s.rooms) > 10000 {
+		clear(s.rooms) // shows ids come from requests: bound what they can grow
+	}
+	s.rooms[showID] = cachedRoom{room: room, at: now}
+	s.cacheMu.Unlock()
+	return room, nil
+}
+
+func (s *Service) forget(showID string) {
+	s.cacheMu.Lock()
+	delete(s.rooms, showID)
+	s.cacheMu.Unlock()
+}
+
+// Ticket is a buyer's place in a show's queue, as the API answers it.
+type Ticket struct {
+	ID     string `json:"id"`
+	ShowID string `json:"show_id"`
+	// Status is waiting, admitted (Token opens holds until AdmissionExpiresAt) or expired (the
+	// admission ran out).
+	Status string `json:"status"`
+	// Position is 1 for the next buyer to be let through; null before the on-sale, when the
+	// draw has not been made public, and once admitted.
+	Position *int `json:"position"`
+	// EstimatedWaitSeconds is the time to the on-sale plus the position at the room's rate.
+	EstimatedWaitSeconds *int       `json:"estimated_wait_seconds"`
+	OpensAt              time.Time  `json:"opens_at"`
+	JoinedAt             time.Time  `json:"joined_at"`
+	AdmittedAt           *time.Time `json:"admitted_at"`
+	AdmissionExpiresAt   *time.Time `json:"admission_expires_at"`
+	// Token reads the ticket until TokenExpiresAt and, admitted, opens holds (the Queue-Ticket
+	// header) until AdmissionExpiresAt.
+	Token          string    `json:"token"`
+	TokenExpiresAt time.Time `json:"token_expires_at"`
+}
+
+// Done says the ticket will not change any more: admitted or expired.
+func (t *Ticket) Done() bool { return t.Status != statusWaiting }
+
+// JoinInput is the body of POST /v1/shows/{show_id}/waiting-room/tickets.
+type JoinInput struct {
+	Buyer struct {
+		Email string `json:"email"`
+	} `json:"buyer"`
+}
+
+// Join gives the buyer a place in the show's queue, or the place they already have (created
+// false); the answer carries a fresh token either way. It costs one append, written with other
+// joins in one store call; the position is for GET to tell.
+func (s *Service) Join(ctx context.Context, showID string, in JoinInput) (*Ticket, bool, error) {
+	if !validEmail(in.Buyer.Email) {
+		return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "buyer.email", Message: "must be a valid email address"})
+	}
+	room, err := s.room(ctx, showID)
+	if err != nil {
+		return nil, false, err
+	}
+	if room == nil {
+		return nil, false, noRoom(showID)
+	}
+	s.rankMu.Lock()
+	rank := s.cfg.Rank()
+	s.rankMu.Unlock()
+	p := &pendingJoin{join: boxoffice.QueueJoin{ShowID: showID, Identity: boxoffice.BuyerKey(in.Buyer.Email),
+		Rank: rank, At: s.now()}, done: make(chan struct{})}
+	select {
+	case s.joins <- p:
+	default:
+		return nil, false, boxoffice.Overloaded(time.Second, "the waiting room is taking more arrivals than it can write; retry")
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	if p.err != nil {
+		return nil, false, p.err
+	}
+	if p.entry == nil {
+		// The room went between the cache's answer and the write.
+		s.forget(showID)
+		return nil, false, noRoom(showID)
+	}
+	return s.ticket(room, p.entry, -1), p.entry.Created, nil
+}
+
+// Status reads the ticket a token names: its status, position and estimated wait, with a fresh
+// token (an admitted one once the queue has let the buyer through).
+func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
+	c, err := parse(s.secret, token)
+	if err != nil {
+		return nil, err
+	}
+	if !s.cfg.Now().Before(c.Expires) {
+		return nil, boxoffice.Errorf(boxoffice.ETICKETEXPIRED,
+			"the queue ticket's token expired: join again with the same buyer for a fresh one (the place is kept)")
+	}
+	e, pos, err := s.store.QueueEntry(ctx, c.Seq)
+	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && (e.ShowID != c.ShowID || buyerHash(e.Identity) != c.Buyer) {
+		// The room was deleted (and its queue with it), or, past a store reset, the number is
+		// someone else's place.
+		return nil, errBadToken()
+	}
+	if err != nil {
+		return nil, err
+	}
+	room, err := s.room(ctx, e.ShowID)
+	if err != nil {
+		return nil, err
+	}
+	if room == nil {
+		return nil, errBadToken()
+	}
+	return s.ticket(room, e, pos), nil
+}
+
+// ticket renders e; pos < 0 is unknown.
+func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, pos int) *Ticket {
+	now := s.now()
+	t := &Ticket{ID: ticketIDPrefix + strconv.FormatInt(e.Seq, 10), ShowID: e.ShowID, Status: statusWaiting,
+		OpensAt: room.OpensAt, JoinedAt: e.JoinedAt, TokenExpiresAt: now.Add(s.cfg.TicketTTL).Truncate(time.Second)}
+	c := claims{ShowID: e.ShowID, Seq: e.Seq, Buyer: buyerHash(e.Identity), Expires: t.TokenExpiresAt}
+	switch {
+	case !e.AdmittedAt.IsZero():
+		until := e.AdmittedAt.Add(time.Duration(room.AdmissionTTLSeconds) * time.Second).Truncate(time.Second)
+		admitted := e.AdmittedAt
+		t.AdmittedAt, t.AdmissionExpiresAt = &admitted, &until
+		if now.Before(until) {
+			t.Status, c.AdmittedUntil = statusAdmitted, until
+		} else {
+			t.Status = statusLapsed
+		}
+	case now.Before(room.OpensAt):
+		// The draw stays secret until the on-sale; the wait is at least the time to it.
+		wait := int(room.OpensAt.Sub(now).Seconds() + 0.999)
+		t.EstimatedWaitSeconds = &wait
+	case pos > 0:
+		p := pos
+		wait := (pos + room.AdmitPerSecond - 1) / room.AdmitPerSecond
+		t.Position, t.EstimatedWaitSeconds = &p, &wait
+	}
+	t.Token = sign(s.secret, c)
+	return t
+}
+
+// validEmail is the buyer address check of the sale's validator: one plain address, no name,
+// no control characters, a dot in the domain.
+func validEmail(s string) bool {
+	if s == "" || len(s) > 254 || strings.ContainsAny(s, " <>\"") || strings.ContainsFunc(s, func(r rune) bool {
+		return r < 0x20 || r == 0x7f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+	}) {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || a.Name != "" {
+		return false
+	}
+	at := strings.LastIndexByte(s, '@')
+	return at > 0 && strings.Contains(s[at+1:], ".") && !strings.HasSuffix(s, ".")
+}
+
+// errClosed answers joins caught by Close: the server is stopping, and another (or this one,
+// restarted) takes the retry.
+var errClosed = boxoffice.Overloaded(time.Second, "the server is stopping; retry")

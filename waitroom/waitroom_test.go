@@ -1,0 +1,484 @@
+package waitroom_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"boxoffice"
+	bohttp "boxoffice/http"
+	"boxoffice/inventory"
+	"boxoffice/inventory/inventorytest"
+	"boxoffice/payments"
+	"boxoffice/postgres"
+	"boxoffice/postgres/pgtest"
+	"boxoffice/sale"
+	"boxoffice/sqlite"
+	"boxoffice/waitroom"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// store is a store both the sale and the waiting room use.
+type store interface {
+	boxoffice.Store
+	boxoffice.WaitRoomStore
+}
+
+// opener opens the same database each time it is called.
+type opener func(t *testing.T) store
+
+func sqliteStore(t *testing.T) opener {
+	path := t.TempDir() + "/box.db"
+	return func(t *testing.T) store {
+		db, err := sqlite.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+}
+
+func postgresStore(t *testing.T) opener {
+	url := pgtest.Start(t)
+	return func(t *testing.T) store {
+		db, err := postgres.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+}
+
+// eachStore runs test on a SQLite file and on a real PostgreSQL.
+func eachStore(t *testing.T, test func(t *testing.T, open opener)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, sqliteStore(t)) })
+	t.Run("postgres", func(t *testing.T) { test(t, postgresStore(t)) })
+}
+
+// server is the REST API over a real store, with the sale service asking the waiting room.
+type server struct {
+	t     *testing.T
+	url   string
+	clock *inventorytest.Clock
+	rooms *waitroom.Service
+	store store
+	key   string // a client key
+}
+
+const adminKey = "admin-key-for-the-waiting-room-tests"
+
+var keys atomic.Int64
+
+func newServer(t *testing.T, open opener, clock *inventorytest.Clock) *server {
+	t.Helper()
+	st := open(t)
+	rooms, err := waitroom.New(context.Background(), waitroom.Config{Store: st, Now: clock.Now,
+		Rank: seeded(1), AdmitEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms.Start(false) // the tests admit by hand, at the instants they choose
+	t.Cleanup(rooms.Close)
+	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: t.TempDir() + "/ledger.jsonl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	inv := inventory.NewAtomic(st)
+	t.Cleanup(func() { inv.Close() })
+	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+		Now: clock.Now, AdminKey: adminKey, Admission: rooms.Admitted})
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	hs := httptest.NewServer(bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms}))
+	t.Cleanup(hs.Close)
+	s := &server{t: t, url: hs.URL, clock: clock, rooms: rooms, store: st}
+	var k struct{ Key string }
+	// A key of its own per server: a replay of the same Idempotency-Key would answer no secret.
+	s.do("POST", "/v1/api-keys", adminKey, `{"role":"client"}`, 201, &k, "Idempotency-Key", fmt.Sprintf("key-%d", keys.Add(1)))
+	s.key = k.Key
+	return s
+}
+
+func seeded(seed uint64) func() int64 {
+	r := rand.New(rand.NewPCG(seed, seed))
+	return func() int64 { return r.Int64N(1 << 62) }
+}
+
+// do sends a request and checks its status; headers are name, value pairs. A 4xx/5xx must be a
+// problem+json. out, when set, receives the body.
+func (s *server) do(method, path, key, body string, status int, out any, headers ...string) []byte {
+	s.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.url+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != status {
+		s.t.Fatalf("%s %s: status %d (%s), want %d", method, path, res.StatusCode, b, status)
+	}
+	if status >= 400 && res.Header.Get("Content-Type") != "application/problem+json" {
+		s.t.Fatalf("%s %s: %d with Content-Type %q, want a problem", method, path, status, res.Header.Get("Content-Type"))
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			s.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+	return b
+}
+
+// problem sends a request that must fail with status and code.
+func (s *server) problem(method, path, key, body string, status int, code string, headers ...string) {
+	s.t.Helper()
+	var p struct{ Code string }
+	s.do(method, path, key, body, status, &p, headers...)
+	if p.Code != code {
+		s.t.Fatalf("%s %s: code %q, want %q", method, path, p.Code, code)
+	}
+}
+
+// showWithRoom puts show "gig" and its waiting room, opening in a minute at rate a second.
+func (s *server) showWithRoom(rate, ttl int) time.Time {
+	s.t.Helper()
+	s.do("PUT", "/v1/shows/gig", adminKey, `{"name":"Gig","starts_at":"2027-06-01T20:00:00Z",
+		"tiers":[{"id":"ga","name":"GA","capacity":100,"price":{"amount":1000,"currency":"EUR"}}]}`, 201, nil)
+	opens := s.clock.Now().Add(time.Minute).UTC()
+	s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":%d,"admission_ttl_seconds":%d}`,
+		opens.Format(time.RFC3339Nano), rate, ttl), 201, nil)
+	return opens
+}
+
+func (s *server) join(email string, status int) *waitroom.Ticket {
+	s.t.Helper()
+	var t waitroom.Ticket
+	s.do("POST", "/v1/shows/gig/waiting-room/tickets", s.key, `{"buyer":{"email":"`+email+`"}}`, status, &t,
+		"Idempotency-Key", "join-"+email)
+	return &t
+}
+
+func (s *server) ticket(token string) *waitroom.Ticket {
+	s.t.Helper()
+	var t waitroom.Ticket
+	s.do("GET", "/v1/waiting-room/tickets/"+token, s.key, "", 200, &t)
+	return &t
+}
+
+func holdBody(email string) string {
+	return `{"tier_id":"ga","quantity":1,"buyer":{"email":"` + email + `"}}`
+}
+
+// TestAdmittedTokensOnly walks a buyer through the room: a hold needs an admitted token of its
+// show and buyer (403 not_admitted otherwise), and the admission runs out unused.
+func TestAdmittedTokensOnly(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		opens := s.showWithRoom(10, 120)
+
+		ann := s.join("ann@example.com", 201)
+		if ann.Status != "waiting" || ann.Position != nil || !strings.HasPrefix(ann.ID, "qtk_") || ann.Token == "" {
+			t.Fatalf("join before the on-sale = %+v", ann)
+		}
+		again := s.join("ANN@example.com", 200) // the same buyer, whatever the case
+		if again.ID != ann.ID {
+			t.Fatalf("joining again gave %s, want the same place %s", again.ID, ann.ID)
+		}
+		s.join("bob@example.com", 201)
+
+		// No token, a waiting token, a forged one: 403 not_admitted, and nothing held.
+		s.problem("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 403, boxoffice.ENOTADMITTED, "Idempotency-Key", "h1")
+		s.problem("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 403, boxoffice.ENOTADMITTED,
+			"Idempotency-Key", "h2", "Queue-Ticket", ann.Token)
+		s.problem("POST", "/v1/purchases", s.key, `{"show_id":"gig","tier_id":"ga","quantity":1,"buyer":{"email":"ann@example.com"},"payment":{"token":"tok_ok"}}`,
+			403, boxoffice.ENOTADMITTED, "Idempotency-Key", "p1", "Queue-Ticket", ann.Token+"x")
+
+		if n := s.rooms.AdmitOnce(context.Background()); n != 0 {
+			t.Fatalf("admitted %d before the on-sale", n)
+		}
+		clock.Advance(opens.Sub(clock.Now()) + time.Second)
+		if n := s.rooms.AdmitOnce(context.Background()); n != 2 {
+			t.Fatalf("admitted %d a second after the on-sale at 10/s, want both", n)
+		}
+		adm := s.ticket(ann.Token)
+		if adm.Status != "admitted" || adm.AdmissionExpiresAt == nil || adm.Token == ann.Token {
+			t.Fatalf("ticket after admission = %+v", adm)
+		}
+		// The admitted token opens holds for its buyer only.
+		s.problem("POST", "/v1/shows/gig/holds", s.key, holdBody("bob@example.com"), 403, boxoffice.ENOTADMITTED,
+			"Idempotency-Key", "h3", "Queue-Ticket", adm.Token)
+		s.do("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 201, nil, "Idempotency-Key", "h4", "Queue-Ticket", adm.Token)
+		s.do("POST", "/v1/purchases", s.key, `{"show_id":"gig","tier_id":"ga","quantity":1,"buyer":{"email":"Ann@Example.com"},"payment":{"token":"tok_ok"}}`,
+			201, nil, "Idempotency-Key", "p2", "Queue-Ticket", adm.Token)
+
+		// Another show, without a room, sells to anyone.
+		s.do("PUT", "/v1/shows/free", adminKey, `{"name":"Free","starts_at":"2027-06-01T20:00:00Z",
+			"tiers":[{"id":"ga","name":"GA","capacity":5,"price":{"amount":1000,"currency":"EUR"}}]}`, 201, nil)
+		s.do("POST", "/v1/shows/free/holds", s.key, holdBody("ann@example.com"), 201, nil, "Idempotency-Key", "h5")
+		// And an admitted token of gig opens nothing elsewhere: "free" has no room, so it is not
+		// asked, but a room on it would refuse gig's token.
+		s.do("PUT", "/v1/shows/free/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":5}`, opens.Format(time.RFC3339)), 201, nil)
+		s.problem("POST", "/v1/shows/free/holds", s.key, holdBody("ann@example.com"), 403, boxoffice.ENOTADMITTED,
+			"Idempotency-Key", "h6", "Queue-Ticket", adm.Token)
+
+		// Bob's admission runs out unused: his token no longer opens holds, and the ticket says so.
+		bob := s.ticket(s.join("bob@example.com", 200).Token)
+		if bob.Status != "admitted" {
+			t.Fatalf("bob = %+v", bob)
+		}
+		clock.Advance(121 * time.Second)
+		s.problem("POST", "/v1/shows/gig/holds", s.key, holdBody("bob@example.com"), 403, boxoffice.ENOTADMITTED,
+			"Idempotency-Key", "h7", "Queue-Ticket", bob.Token)
+		if got := s.ticket(bob.Token); got.Status != "expired" {
+			t.Fatalf("bob's ticket after the admission window = %+v, want expired", got)
+		}
+		// A token past its own life reads nothing (410); joining again gives a fresh one.
+		clock.Advance(waitroom.DefaultTicketTTL)
+		s.problem("GET", "/v1/waiting-room/tickets/"+bob.Token, s.key, "", 410, boxoffice.ETICKETEXPIRED)
+		if again := s.join("bob@example.com", 200); again.ID != bob.ID {
+			t.Fatalf("bob joined again: %+v", again)
+		}
+	})
+}
+
+// TestPositionsAndFairness: positions are hidden before the on-sale, then follow the draw for
+// those who came before it and arrival order for the rest, and the queue survives a restart.
+func TestPositionsAndFairness(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		opens := s.showWithRoom(1, 300)
+		var pre []*waitroom.Ticket
+		for i := range 20 {
+			pre = append(pre, s.join(fmt.Sprintf("pre%02d@example.com", i), 201))
+		}
+		clock.Advance(opens.Sub(clock.Now()))
+		var post []*waitroom.Ticket
+		for i := range 5 {
+			post = append(post, s.join(fmt.Sprintf("post%d@example.com", i), 201))
+		}
+		positions := map[int]bool{}
+		inOrder := true
+		for i, tk := range pre {
+			got := s.ticket(tk.Token)
+			if got.Position == nil || *got.Position < 1 || *got.Position > 20 || got.EstimatedWaitSeconds == nil {
+				t.Fatalf("pre-on-sale ticket after the on-sale = %+v", got)
+			}
+			positions[*got.Position] = true
+			inOrder = inOrder && *got.Position == i+1
+		}
+		if len(positions) != 20 || inOrder {
+			t.Errorf("pre-on-sale positions %v: want a permutation of 1..20 other than arrival order", positions)
+		}
+		for i, tk := range post {
+			if got := s.ticket(tk.Token); got.Position == nil || *got.Position != 21+i {
+				t.Errorf("post-on-sale arrival %d = %+v, want position %d", i, got, 21+i)
+			}
+		}
+
+		// A restart: a new server on the same database knows every place and every token.
+		s2 := newServer(t, open, clock)
+		for i, tk := range post {
+			if got := s2.ticket(tk.Token); got.Position == nil || *got.Position != 21+i {
+				t.Errorf("after a restart post-on-sale arrival %d = %+v, want position %d", i, got, 21+i)
+			}
+		}
+		clock.Advance(time.Second)
+		if n := s2.rooms.AdmitOnce(context.Background()); n != 1 {
+			t.Fatalf("admitted %d in the first second at 1/s", n)
+		}
+		for _, tk := range pre {
+			if got := s2.ticket(tk.Token); got.Status == "admitted" && got.Position != nil {
+				t.Errorf("admitted ticket still has a position: %+v", got)
+			}
+		}
+	})
+}
+
+// TestTicketEvents waits on server-sent events instead of polling: one event per read, the
+// last one saying admitted.
+func TestTicketEvents(t *testing.T) {
+	clock := inventorytest.NewClock()
+	s := newServer(t, sqliteStore(t), clock)
+	opens := s.showWithRoom(5, 60)
+	tk := s.join("ann@example.com", 201)
+	clock.Advance(opens.Sub(clock.Now()) + time.Second)
+	req, _ := http.NewRequest("GET", s.url+"/v1/waiting-room/tickets/"+tk.Token+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	var once sync.Once
+	sc := bufio.NewScanner(res.Body)
+	var last waitroom.Ticket
+	events := 0
+	for sc.Scan() {
+		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+		if !ok {
+			continue
+		}
+		events++
+		if err := json.Unmarshal(data, &last); err != nil {
+			t.Fatal(err)
+		}
+		once.Do(func() {
+			if last.Status != "waiting" || last.Position == nil || *last.Position != 1 {
+				t.Errorf("first event = %+v, want waiting at 1", last)
+			}
+			s.rooms.AdmitOnce(context.Background())
+		})
+	}
+	if last.Status != "admitted" || events < 2 {
+		t.Errorf("the stream ended after %d events with %+v, want admitted", events, last)
+	}
+	s.problem("GET", "/v1/waiting-room/tickets/nope/events", s.key, "", 404, boxoffice.ENOTFOUND)
+}
+
+// TestBadInput: every refusal is a 4xx problem with a stable code, never a 5xx.
+func TestBadInput(t *testing.T) {
+	clock := inventorytest.NewClock()
+	s := newServer(t, sqliteStore(t), clock)
+	s.showWithRoom(5, 60)
+	for _, c := range []struct {
+		method, path, key, body string
+		status                  int
+		code                    string
+		headers                 []string
+	}{
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"admit_per_second":5}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":0}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"admission_ttl_seconds":0}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"yesterday","admit_per_second":5}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"extra":1}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/nope/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5}`, 404, boxoffice.ENOTFOUND, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", "client", `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5}`, 403, boxoffice.EFORBIDDEN, nil},
+		{"GET", "/v1/shows/nope/waiting-room", "client", "", 404, boxoffice.ENOTFOUND, nil},
+		{"DELETE", "/v1/shows/nope/waiting-room", adminKey, "", 404, boxoffice.ENOTFOUND, nil},
+		{"POST", "/v1/shows/gig/waiting-room/tickets", "client", `{"buyer":{"email":"ann@example.com"}}`, 400, boxoffice.EIDEMMISSING, nil},
+		{"POST", "/v1/shows/gig/waiting-room/tickets", "client", `{"buyer":{"email":"not an address"}}`, 400, boxoffice.EVALIDATION, []string{"Idempotency-Key", "j1"}},
+		{"POST", "/v1/shows/gig/waiting-room/tickets", "client", `{"buyer":{"email":"a@example.com"},"x":1}`, 400, boxoffice.EVALIDATION, []string{"Idempotency-Key", "j2"}},
+		{"POST", "/v1/shows/gig/waiting-room/tickets", "client", `{"buyer":{"email":"a@example.com"}}`, 415, boxoffice.EUNSUPPORTEDMEDIA, []string{"Idempotency-Key", "j3", "Content-Type", "text/plain"}},
+		{"POST", "/v1/shows/free/waiting-room/tickets", "client", `{"buyer":{"email":"a@example.com"}}`, 404, boxoffice.ENOTFOUND, []string{"Idempotency-Key", "j4"}},
+		{"POST", "/v1/shows/BAD/waiting-room/tickets", "client", `{"buyer":{"email":"a@example.com"}}`, 404, boxoffice.ENOTFOUND, []string{"Idempotency-Key", "j5"}},
+		{"GET", "/v1/waiting-room/tickets/garbage", "client", "", 404, boxoffice.ENOTFOUND, nil},
+		{"GET", "/v1/waiting-room/tickets/" + strings.Repeat("a", 600), "client", "", 404, boxoffice.ENOTFOUND, nil},
+		{"GET", "/v1/waiting-room/tickets/abc.def", "", "", 401, boxoffice.EUNAUTHORIZED, nil},
+	} {
+		key := c.key
+		if key == "client" {
+			key = s.key
+		}
+		s.problem(c.method, c.path, key, c.body, c.status, c.code, c.headers...)
+	}
+	// A tampered token: the same answer as for no ticket at all.
+	tk := s.join("ann@example.com", 201)
+	payload, mac, _ := strings.Cut(tk.Token, ".")
+	s.problem("GET", "/v1/waiting-room/tickets/"+payload+"."+strings.ToUpper(mac), s.key, "", 404, boxoffice.ENOTFOUND)
+	// The room goes, its queue with it; the show sells to anyone again.
+	s.do("DELETE", "/v1/shows/gig/waiting-room", adminKey, "", 204, nil)
+	s.problem("GET", "/v1/waiting-room/tickets/"+tk.Token, s.key, "", 404, boxoffice.ENOTFOUND)
+	s.do("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 201, nil, "Idempotency-Key", "h1")
+}
+
+// TestTwoServersAdmitOnce runs two services on one database, each with its admitter ticking
+// every 5 ms on the real clock, as two servers would: together they never admit more than the
+// rate allows since the on-sale, and every admitted entry has its own admission number.
+func TestTwoServersAdmitOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		st := open(t)
+		ctx := context.Background()
+		update := func(tx boxoffice.Tx) error {
+			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(time.Hour), HoldTTLSeconds: 60,
+				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+				CreatedAt: time.Now(), UpdatedAt: time.Now()})
+		}
+		if err := st.Update(ctx, update); err != nil {
+			t.Fatal(err)
+		}
+		const rate = 200
+		var services []*waitroom.Service
+		for range 2 {
+			s, err := waitroom.New(ctx, waitroom.Config{Store: open(t), AdmitEvery: 5 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Start(true) // nothing to admit before the on-sale
+			t.Cleanup(s.Close)
+			services = append(services, s)
+		}
+		if _, _, err := services[0].Put(ctx, "gig", waitroom.RoomInput{OpensAt: ptr(time.Now().Add(time.Hour)), AdmitPerSecond: rate}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 600 {
+			in := waitroom.JoinInput{}
+			in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
+			if _, _, err := services[i%2].Join(ctx, "gig", in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		opens := time.Now().Truncate(time.Microsecond)
+		if _, _, err := services[1].Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: rate}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			room, err := st.GetWaitRoom(ctx, "gig", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Read after the count, so the bound is the loosest the count could have had.
+			limit := int(time.Since(opens).Seconds() * rate)
+			if room.Admitted > limit {
+				t.Fatalf("%d admitted %v after the on-sale at %d/s: over the rate", room.Admitted, time.Since(opens), rate)
+			}
+			if room.Admitted+room.Waiting != 600 {
+				t.Fatalf("room = %+v: %d entries, want 600", room, room.Admitted+room.Waiting)
+			}
+			if room.Waiting == 0 {
+				break
+			}
+			if time.Since(opens) > time.Minute {
+				t.Fatalf("still %d waiting after a minute", room.Waiting)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
