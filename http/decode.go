@@ -171,18 +171,7 @@ func (s *keyScanner) value(depth int) error {
 			if err := s.value(depth + 1); err != nil || s.unsure {
 				return err
 			}
-			s.space()
-			if s.i >= len(s.b) {
-				s.unsure = true
-				return nil
-			}
-			s.i++
-			switch s.b[s.i-1] {
-			case ',':
-			case ']':
-				return nil
-			default:
-				s.unsure = true
+			if s.end(']') {
 				return nil
 			}
 		}
@@ -242,20 +231,30 @@ func (s *keyScanner) object(depth int) error {
 		if err := s.value(depth + 1); err != nil || s.unsure {
 			return err
 		}
-		s.space()
-		if s.i >= len(s.b) {
-			s.unsure = true
+		if s.end('}') {
 			return nil
 		}
-		s.i++
-		switch s.b[s.i-1] {
-		case ',':
-		case '}':
-			return nil
-		default:
-			s.unsure = true
-			return nil
-		}
+	}
+}
+
+// end reads what follows an element of an array or a member of an object: a comma (more follow:
+// false) or close (true). Anything else, or the end of the body, is for the token walk to judge
+// (unsure, and true).
+func (s *keyScanner) end(close byte) bool {
+	s.space()
+	if s.i >= len(s.b) {
+		s.unsure = true
+		return true
+	}
+	s.i++
+	switch s.b[s.i-1] {
+	case ',':
+		return false
+	case close:
+		return true
+	default:
+		s.unsure = true
+		return true
 	}
 }
 
