@@ -149,15 +149,22 @@ func (s *Service) reserveOnce(ctx context.Context, show *boxoffice.Show, h *boxo
 	})
 }
 
-// GetHold returns a hold that p may see: another channel's hold is ENOTFOUND, the same answer as
-// for a hold that does not exist, so that a channel cannot even learn that it exists.
+// GetHold returns a hold that p may see, with its seats: another channel's hold is ENOTFOUND, the
+// same answer as for a hold that does not exist, so that a channel cannot even learn that it
+// exists.
 func (s *Service) GetHold(ctx context.Context, p *boxoffice.Principal, id string) (*boxoffice.Hold, error) {
+	return s.getHold(ctx, p, id, true)
+}
+
+// getHold is GetHold; seats says whether to read the hold's seats too (a release does not need
+// them).
+func (s *Service) getHold(ctx context.Context, p *boxoffice.Principal, id string, seats bool) (*boxoffice.Hold, error) {
 	if !strings.HasPrefix(id, boxoffice.PrefixHold) {
 		return nil, holdNotFound(id)
 	}
 	var h *boxoffice.Hold
 	err := s.store.View(ctx, func(tx boxoffice.Tx) (err error) {
-		if h, err = tx.GetHold(ctx, id); err != nil {
+		if h, err = tx.GetHold(ctx, id); err != nil || !seats {
 			return err
 		}
 		return holdSeats(ctx, tx, h)
@@ -178,7 +185,7 @@ func holdNotFound(id string) error {
 // tickets are back already); a confirmed hold, or one whose payment is under way, is EHOLDCONFIRMED.
 // Another channel's hold is ENOTFOUND and stays as it is.
 func (s *Service) ReleaseHold(ctx context.Context, p *boxoffice.Principal, id string) error {
-	h, err := s.GetHold(ctx, p, id)
+	h, err := s.getHold(ctx, p, id, false)
 	if err != nil {
 		return err
 	}
