@@ -57,4 +57,7 @@ type SeatTx interface {
 	FreeSeats(ctx context.Context, holdID string) (int, error)
 	// SeatsOfHold returns the seats a hold has, by rank.
 	SeatsOfHold(ctx context.Context, holdID string) ([]Seat, error)
+	// SeatsByID returns those of the tier's seats ids names that exist, with their states: why a
+	// claim of named seats fell short, read without the rest of the tier.
+	SeatsByID(ctx context.Context, showID, tierID string, ids []string) ([]Seat, error)
 }

@@ -92,6 +92,14 @@ func (t *tx) SeatsOfHold(ctx context.Context, holdID string) ([]boxoffice.Seat, 
 	return t.seats(ctx, "seats of hold", sSeatsOfHold, holdID)
 }
 
+// SeatsByID implements boxoffice.Tx.
+func (t *tx) SeatsByID(ctx context.Context, showID, tierID string, ids []string) ([]boxoffice.Seat, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return t.seats(ctx, "seats by id", sSeatsByID, showID, tierID, ids)
+}
+
 // seats collects the seats a query returns; what names the query in an error.
 func (t *tx) seats(ctx context.Context, what, sql string, args ...any) ([]boxoffice.Seat, error) {
 	var seats []boxoffice.Seat

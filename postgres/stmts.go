@@ -70,6 +70,7 @@ const (
 		FOR UPDATE SKIP LOCKED)`
 	sFreeSeats   = `UPDATE seats SET hold_id = NULL WHERE hold_id = $1`
 	sSeatsOfHold = `SELECT ` + seatCols + seatFrom + ` WHERE s.hold_id = $1 ORDER BY s.rank`
+	sSeatsByID   = `SELECT ` + seatCols + seatFrom + ` WHERE s.show_id = $1 AND s.tier_id = $2 AND s.id = ANY($3::text[])`
 )
 
 // Tier counts.

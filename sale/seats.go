@@ -219,9 +219,11 @@ func takeSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold, wanted [
 }
 
 // whyNotSeats is the refusal of a claim of named seats that did not take them all: seats that
-// are not the tier's are a validation error, taken ones ESEATUNAVAILABLE naming them.
+// are not the tier's are a validation error, taken ones ESEATUNAVAILABLE naming them. It reads
+// the named seats only: two browsers racing for one seat of a stadium's tier must not cost the
+// show's writer a read of the whole tier.
 func whyNotSeats(ctx context.Context, tx boxoffice.Tx, h *boxoffice.Hold, wanted []string) error {
-	seats, err := tx.Seats(ctx, h.ShowID, h.TierID)
+	seats, err := tx.SeatsByID(ctx, h.ShowID, h.TierID, wanted)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,19 @@ func (t *tx) SeatsOfHold(ctx context.Context, holdID string) ([]boxoffice.Seat, 
 	return t.seats(ctx, "seats of hold", sSeatsOfHold, holdID)
 }
 
+// SeatsByID implements boxoffice.Tx, one primary-key read a seat, as ClaimSeats claims them.
+func (t *tx) SeatsByID(ctx context.Context, showID, tierID string, ids []string) ([]boxoffice.Seat, error) {
+	var out []boxoffice.Seat
+	for _, id := range ids {
+		one, err := t.seats(ctx, "seat by id", sSeatByID, showID, id, tierID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, one...)
+	}
+	return out, nil
+}
+
 // seats collects the seats a query returns; what names the query in an error.
 func (t *tx) seats(ctx context.Context, what string, id stmtID, args ...any) ([]boxoffice.Seat, error) {
 	var seats []boxoffice.Seat

@@ -78,6 +78,7 @@ const (
 	sClaimSeats
 	sFreeSeats
 	sSeatsOfHold
+	sSeatByID
 
 	sSetTierCounts
 	sFence
@@ -144,6 +145,8 @@ var stmtSQL = [numStmts]string{
 	// One seat a statement, found by its primary key: a party is a few seats.
 	sClaimSeats: `UPDATE seats SET hold_id = ?1 WHERE show_id = ?2 AND id = ?4 AND tier_id = ?3 AND hold_id IS NULL`,
 	sFreeSeats:  `UPDATE seats SET hold_id = NULL WHERE hold_id = ?`,
+	sSeatByID: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
+		WHERE s.show_id = ? AND s.id = ? AND s.tier_id = ?`,
 	sSeatsOfHold: `SELECT ` + seatCols + ` FROM seats AS s LEFT JOIN holds AS h ON h.id = s.hold_id
 		WHERE s.hold_id = ? ORDER BY s.rank`,
 

@@ -207,6 +207,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		sAvailableSeats:     "seats_free",
 		sFreeSeats:          "seats_hold",
 		sClaimSeats:         "PRIMARY KEY",
+		sSeatByID:           "PRIMARY KEY",
 		sListShowOrders:     "orders_show_id",
 		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {

@@ -90,6 +90,17 @@ func testSeats(t *testing.T, db boxoffice.Store) {
 		if err != nil || !slices.Equal(seatIDs(of), []string{"A-1-2", "A-1-3"}) || of[0].State != boxoffice.SeatHeld {
 			t.Errorf("SeatsOfHold = %+v, %v", of, err)
 		}
+		by, err := tx.SeatsByID(ctx, "gig", "ga", []string{"A-1-2", "A-2-1", "Z-9-9"})
+		states := map[string]boxoffice.SeatState{}
+		for _, st := range by {
+			states[st.ID] = st.State
+		}
+		if err != nil || len(by) != 2 || states["A-1-2"] != boxoffice.SeatHeld || states["A-2-1"] != boxoffice.SeatAvailable {
+			t.Errorf("SeatsByID(A-1-2, A-2-1, Z-9-9) = %+v, %v; want the two that exist, held and free", by, err)
+		}
+		if other, err := tx.SeatsByID(ctx, "gig", "floor", []string{"A-1-2"}); err != nil || len(other) != 0 {
+			t.Errorf("SeatsByID of another tier = %+v, %v; want none", other, err)
+		}
 		return nil
 	})
 	update(t, db, func(tx boxoffice.Tx) error {
