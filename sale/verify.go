@@ -168,6 +168,12 @@ func verifySeats(seatsOf map[tierKey][]boxoffice.Seat, counts map[tierKey]boxoff
 		}
 		return false
 	}
+	byTier := map[tierKey][]*boxoffice.Hold{}
+	for _, h := range holds {
+		if k := (tierKey{h.ShowID, h.TierID}); seatsOf[k] != nil && standing(h) {
+			byTier[k] = append(byTier[k], h)
+		}
+	}
 	for k, seats := range seatsOf {
 		name := k.show + "/" + k.tier
 		perHold := map[string]int{}
@@ -197,8 +203,8 @@ func verifySeats(seatsOf map[tierKey][]boxoffice.Seat, counts map[tierKey]boxoff
 		if c := counts[k]; c.Capacity != len(seats) {
 			report("seated tier %s has capacity %d but %d seats", name, c.Capacity, len(seats))
 		}
-		for _, h := range holds {
-			if h.ShowID == k.show && h.TierID == k.tier && standing(h) && perHold[h.ID] != h.Quantity {
+		for _, h := range byTier[k] {
+			if perHold[h.ID] != h.Quantity {
 				report("hold %s of seated tier %s has %d seats for %d tickets", h.ID, name, perHold[h.ID], h.Quantity)
 			}
 		}
