@@ -55,7 +55,7 @@ const (
 	sShoppers = `SELECT count(*) FROM queue_entries q
 		WHERE q.show_id = $1 AND q.admitted_at > $2 AND NOT EXISTS (SELECT 1 FROM holds h
 			WHERE h.show_id = $1 AND lower(h.buyer_email COLLATE "C") = q.identity AND h.created_at >= q.admitted_at)`
-	sAdmit        = `UPDATE queue_entries q SET admitted_at = $1, admit_no = $2 + n.i
+	sAdmit = `UPDATE queue_entries q SET admitted_at = $1, admit_no = $2 + n.i
 		FROM (SELECT seq, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS i FROM
 			(SELECT seq, lane, rank FROM queue_entries WHERE show_id = $3 AND admitted_at IS NULL
 			 ORDER BY lane, rank, seq LIMIT $4) s) n
