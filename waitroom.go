@@ -113,9 +113,13 @@ type WaitRoomStore interface {
 	// nothing has been admitted yet. entries[i] answers joins[i]; a show without a waiting room
 	// answers a nil entry.
 	JoinQueue(ctx context.Context, joins []QueueJoin) (entries []*QueueEntry, err error)
-	// QueueEntry returns the entry seq and, while it waits, its position among the show's
-	// waiting entries (1 = next); ENOTFOUND when there is no such entry.
-	QueueEntry(ctx context.Context, seq int64) (e *QueueEntry, position int, err error)
+	// QueueEntry returns the entry seq with its show's admissions so far (WaitRoom.Admitted, read
+	// with the entry) and, when count is set and the entry waits, how many entries wait before
+	// it (else ahead is -1); ENOTFOUND when there is no such entry. The count reads the queue up
+	// to the entry, so callers keep what it tells (see waitroom's positions) rather than count on
+	// every read: admission goes in queue order, so once the order is fixed the entries before
+	// one are those waiting before it plus those admitted, for as long as it waits.
+	QueueEntry(ctx context.Context, seq int64, count bool) (e *QueueEntry, admitted int64, ahead int, err error)
 	// AdmitQueue lets through the show's next waiting entries, in queue order, as many as the
 	// room's rate has earned by now since the on-sale (at most a second's worth at once), and
 	// returns how many. With shoppers >= 0 (automatic admission) it also lets through no more

@@ -45,7 +45,9 @@ const (
 		RETURNING seq`
 	sQueueEntries = `SELECT ` + entryColumns + ` FROM queue_entries
 		WHERE (show_id, identity) IN (SELECT * FROM unnest($1::text[], $2::text[]))`
-	sQueueEntry    = `SELECT ` + entryColumns + ` FROM queue_entries WHERE seq = $1`
+	sQueueEntry = `SELECT ` + entryColumns + `,
+			coalesce((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
+		FROM queue_entries q WHERE seq = $1`
 	sQueuePosition = `SELECT count(*) FROM queue_entries
 		WHERE show_id = $1 AND admitted_at IS NULL AND (lane, rank, seq) < ($2, $3, $4)`
 	sLockWaitRoom = `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = $1 FOR UPDATE`
@@ -212,30 +214,46 @@ func (db *DB) JoinQueue(ctx context.Context, joins []boxoffice.QueueJoin) ([]*bo
 }
 
 // QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, position int, err error) {
-	err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		e, err = scanEntry(tx.QueryRow(ctx, sQueueEntry, seq))
+func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
+	ahead = -1
+	read := func(q pgx.Row) error {
+		e, err = scanEntry(scanWith(q, &admitted))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 		}
-		if err != nil || !e.AdmittedAt.IsZero() {
-			return err
-		}
-		lane := 1
-		if e.PreOnSale {
-			lane = 0
-		}
-		if err := tx.QueryRow(ctx, sQueuePosition, e.ShowID, lane, e.Rank, e.Seq).Scan(&position); err != nil {
-			return err
-		}
-		position++
-		return nil
-	})
-	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
-		return nil, 0, fmt.Errorf("read queue entry %d: %w", seq, err)
+		return err
 	}
-	return e, position, err
+	if !count {
+		// One statement, no transaction: a poll of a known place is one round trip.
+		err = read(db.pool.QueryRow(ctx, sQueueEntry, seq))
+	} else {
+		err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if err := read(tx.QueryRow(ctx, sQueueEntry, seq)); err != nil || !e.AdmittedAt.IsZero() {
+				return err
+			}
+			lane := 1
+			if e.PreOnSale {
+				lane = 0
+			}
+			return tx.QueryRow(ctx, sQueuePosition, e.ShowID, lane, e.Rank, e.Seq).Scan(&ahead)
+		})
+	}
+	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+		return nil, 0, -1, fmt.Errorf("read queue entry %d: %w", seq, err)
+	}
+	return e, admitted, ahead, err
 }
+
+// scanWith is row, scanning extra after the columns its caller names.
+func scanWith(row pgx.Row, extra ...any) pgx.Row {
+	return scanFunc(func(dest ...any) error { return row.Scan(append(dest, extra...)...) })
+}
+
+// scanFunc adapts a function to pgx.Row.
+type scanFunc func(dest ...any) error
+
+// Scan implements pgx.Row.
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. The room's row is locked FOR UPDATE for the
 // whole admission: a second admitter, on this server or another, waits for it and then reads the

@@ -229,13 +229,15 @@ func (db *DB) joinStmts() (ins, sel *sql.Stmt, err error) {
 }
 
 // QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, position int, err error) {
+func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
 	err = db.View(ctx, func(btx boxoffice.Tx) error {
 		t := btx.(*tx)
-		e, position = nil, 0
-		err := t.queryRaw(ctx, `SELECT `+entryColumns+` FROM queue_entries WHERE seq = ?`, []any{seq},
+		e, admitted, ahead = nil, 0, -1
+		err := t.queryRaw(ctx, `SELECT `+entryColumns+`,
+				COALESCE((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
+			FROM queue_entries q WHERE seq = ?`, []any{seq},
 			func(rows *sql.Rows) (err error) {
-				e, err = scanEntry(rows.Scan)
+				e, err = scanEntry(func(dest ...any) error { return rows.Scan(append(dest, &admitted)...) })
 				return err
 			})
 		if err != nil {
@@ -244,7 +246,7 @@ func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntr
 		if e == nil {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 		}
-		if !e.AdmittedAt.IsZero() {
+		if !count || !e.AdmittedAt.IsZero() {
 			return nil
 		}
 		lane := 1
@@ -253,13 +255,12 @@ func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntr
 		}
 		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM queue_entries
 			WHERE show_id = ? AND admitted_at = 0 AND (lane, rank, seq) < (?, ?, ?)`,
-			[]any{e.ShowID, lane, e.Rank, e.Seq}, &position); err != nil {
+			[]any{e.ShowID, lane, e.Rank, e.Seq}, &ahead); err != nil {
 			return fmt.Errorf("count the queue before entry %d: %w", seq, err)
 		}
-		position++
 		return nil
 	})
-	return e, position, err
+	return e, admitted, ahead, err
 }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. SQLite's one writer runs it alone, so the

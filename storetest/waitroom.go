@@ -73,13 +73,26 @@ func join(t *testing.T, w boxoffice.WaitRoomStore, joins ...boxoffice.QueueJoin)
 	return es
 }
 
+// entry reads the entry seq and its position (0 once admitted). It checks what the read answers
+// besides: the show's admissions as the room counts them, and no count unless asked for.
 func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.QueueEntry, int) {
 	t.Helper()
-	e, pos, err := w.QueueEntry(context.Background(), seq)
+	ctx := context.Background()
+	e, admitted, ahead, err := w.QueueEntry(ctx, seq, true)
 	if err != nil {
 		t.Fatalf("QueueEntry(%d): %v", seq, err)
 	}
-	return e, pos
+	room, err := w.GetWaitRoom(ctx, e.ShowID, false)
+	if err != nil || int64(room.Admitted) != admitted {
+		t.Fatalf("QueueEntry(%d) answered %d admitted; the room %+v, %v", seq, admitted, room, err)
+	}
+	if e.AdmittedAt.IsZero() != (ahead >= 0) {
+		t.Fatalf("QueueEntry(%d) of %+v counted %d before it", seq, e, ahead)
+	}
+	if e2, admitted2, ahead2, err := w.QueueEntry(ctx, seq, false); err != nil || e2.Seq != seq || admitted2 != admitted || ahead2 != -1 {
+		t.Fatalf("QueueEntry(%d) without the count = %+v, %d, %d, %v", seq, e2, admitted2, ahead2, err)
+	}
+	return e, ahead + 1
 }
 
 func admit(t *testing.T, w boxoffice.WaitRoomStore, now time.Time) int {

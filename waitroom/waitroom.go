@@ -103,6 +103,8 @@ type Service struct {
 	cacheMu sync.Mutex
 	rooms   map[string]cachedRoom
 
+	places places
+
 	base   context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -153,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, store: cfg.Store, secret: secret, log: cfg.Logger,
-		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{},
+		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{}, places: places{before: map[int64]int64{}},
 		base: base, cancel: cancel}, nil
 }
 
@@ -370,7 +372,17 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		return nil, boxoffice.Errorf(boxoffice.ETICKETEXPIRED,
 			"the queue ticket's token expired: join again with the same buyer for a fresh one (the place is kept)")
 	}
-	e, pos, err := s.store.QueueEntry(ctx, c.Seq)
+	room, err := s.room(ctx, c.ShowID)
+	if err != nil {
+		return nil, err
+	}
+	if room == nil {
+		return nil, errBadToken()
+	}
+	// Positions are told from the on-sale on; an entry whose place is settled needs no count.
+	before, known := s.places.get(c.Seq)
+	count := !known && !s.cfg.Now().Before(room.OpensAt)
+	e, admitted, ahead, err := s.store.QueueEntry(ctx, c.Seq, count)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && (e.ShowID != c.ShowID || buyerHash(e.Identity) != c.Buyer) {
 		// The room was deleted (and its queue with it), or, past a store reset, the number is
 		// someone else's place.
@@ -379,12 +391,25 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	if err != nil {
 		return nil, err
 	}
-	room, err := s.room(ctx, e.ShowID)
-	if err != nil {
-		return nil, err
-	}
-	if room == nil {
-		return nil, errBadToken()
+	pos := -1
+	switch {
+	case !e.AdmittedAt.IsZero():
+		s.places.forget(c.Seq)
+	case known:
+		pos = int(before - admitted + 1)
+		if pos < 1 {
+			// Entries counted before it have gone some other way (a room replaced, a store
+			// restored): count afresh next time.
+			s.places.forget(c.Seq)
+			pos = 1
+		}
+	case ahead >= 0:
+		pos = ahead + 1
+		// The order before an entry is fixed once admission has begun (no more draws are
+		// added) and the joins taken before it have surely committed.
+		if admitted > 0 && s.cfg.Now().Sub(e.JoinedAt) >= placeSettles {
+			s.places.put(c.Seq, int64(ahead)+admitted)
+		}
 	}
 	return s.ticket(room, e, pos), nil
 }

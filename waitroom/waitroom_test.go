@@ -563,3 +563,104 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// countingStore is a real store that counts the reads that counted the queue before an entry.
+type countingStore struct {
+	store
+	counts atomic.Int64
+}
+
+func (c *countingStore) QueueEntry(ctx context.Context, seq int64, count bool) (*boxoffice.QueueEntry, int64, int, error) {
+	e, admitted, ahead, err := c.store.QueueEntry(ctx, seq, count)
+	if ahead >= 0 {
+		c.counts.Add(1)
+	}
+	return e, admitted, ahead, err
+}
+
+// TestPositionsWithoutCounting: once admission has begun and an entry's place has settled, its
+// position comes from the entries before it, counted once, less the admissions since: exact as
+// the queue moves, without counting the queue on every read.
+func TestPositionsWithoutCounting(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		st := &countingStore{store: open(t)}
+		if err := st.Update(ctx, func(tx boxoffice.Tx) error {
+			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: clock.Now().Add(time.Hour), HoldTTLSeconds: 60,
+				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+				CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rooms, err := waitroom.New(ctx, waitroom.Config{Store: st, Now: clock.Now, AdmitEvery: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rooms.Start(false)
+		t.Cleanup(rooms.Close)
+		opens := clock.Now().Add(time.Minute)
+		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 2}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		var tokens []string
+		joinOne := func(i int) {
+			in := waitroom.JoinInput{}
+			in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
+			tk, _, err := rooms.Join(ctx, "gig", in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens = append(tokens, tk.Token)
+		}
+		for i := range 10 {
+			joinOne(i)
+		}
+		// check reads every ticket: the first admitted ones have no position, the rest are 1, 2, …
+		// in arrival order.
+		check := func(admitted int) {
+			t.Helper()
+			for i, tok := range tokens {
+				tk, err := rooms.Status(ctx, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case i < admitted && (tk.Status != "admitted" || tk.Position != nil):
+					t.Fatalf("ticket %d of %d admitted = %+v", i, admitted, tk)
+				case i >= admitted && (tk.Position == nil || *tk.Position != i-admitted+1):
+					t.Fatalf("ticket %d with %d admitted = %+v, want position %d", i, admitted, tk, i-admitted+1)
+				}
+			}
+		}
+		check(0) // before any admission every read counts
+		if n := st.counts.Load(); n != 10 {
+			t.Fatalf("%d counts for 10 reads before admission began", n)
+		}
+		clock.Advance(time.Second)
+		if n := rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d", n)
+		}
+		check(2) // the places have not settled yet: counted again
+		clock.Advance(10 * time.Second)
+		check(2) // settled: counted once more, and kept
+		before := st.counts.Load()
+		for admitted := 4; admitted <= 8; admitted += 2 {
+			clock.Advance(time.Second)
+			if n := rooms.AdmitOnce(ctx); n != 2 {
+				t.Fatalf("admitted %d", n)
+			}
+			check(admitted)
+		}
+		if n := st.counts.Load() - before; n != 0 {
+			t.Fatalf("%d counts while the queue moved under settled places, want none", n)
+		}
+		// A late arrival is counted until its place settles; the others are not.
+		joinOne(10)
+		check(8)
+		if n := st.counts.Load() - before; n != 1 {
+			t.Fatalf("%d counts for one new arrival", n)
+		}
+	})
+}
