@@ -28,6 +28,7 @@ import (
 	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
+	"boxoffice/inventory/inventorytest"
 	"boxoffice/payments"
 	"boxoffice/rpc"
 	"boxoffice/sale"
@@ -38,6 +39,13 @@ const admin = "adm"
 
 // newServer serves REST and RPC on one h2c listener over a real service on SQLite.
 func newServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	return newServerAt(t, nil)
+}
+
+// newServerAt is newServer on the clock now (nil: the real one), so that a test moves time past
+// the seat map's cache instead of waiting for it.
+func newServerAt(t *testing.T, now func() time.Time) *httptest.Server {
 	t.Helper()
 	dir := t.TempDir()
 	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: time.Second, LedgerPath: dir + "/ledger.jsonl"})
@@ -50,7 +58,7 @@ func newServer(t *testing.T) *httptest.Server {
 	}
 	inv := inventory.NewAtomic(st)
 	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
-		SyncBudget: 3 * time.Second, AdminKey: admin})
+		SyncBudget: 3 * time.Second, AdminKey: admin, Now: now})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -696,5 +704,155 @@ func TestOversizeMessageIsPayloadTooLarge(t *testing.T) {
 	p := wantProblem(t, err, connect.CodeResourceExhausted, boxoffice.EPAYLOADTOOLARGE)
 	if p.GetStatus() != 413 {
 		t.Errorf("problem %v; want status 413", p)
+	}
+}
+
+// seatedShow is a show whose one tier sells seats: row A of 6 seats, 1 accessible, and row B of
+// labelled seats, 103 with a restricted view.
+func seatedShow(id string) *pb.PutShowRequest {
+	return &pb.PutShowRequest{ShowId: id, Name: "Recital", StartsAt: timestamppb.New(time.Date(2027, 5, 1, 19, 0, 0, 0, time.UTC)),
+		Tiers: []*pb.TierInput{{Id: "stalls", Name: "Stalls", Price: &pb.Money{Amount: 6000, Currency: "EUR"},
+			SeatMap: &pb.SeatMapInput{Sections: []*pb.SeatSectionInput{{Id: "S", Rows: []*pb.SeatRowInput{
+				{Id: "A", Seats: 6, Accessible: []string{"1"}},
+				{Id: "B", Labels: []string{"101", "102", "103"}, RestrictedView: []string{"103"}},
+			}}}}}}}
+}
+
+// TestSeats sells named seats and the best available over gRPC, as REST sells them: the seat map
+// with its etag and not_modified, all-or-none holds refused with seat_unavailable, and tickets
+// that name their seats.
+func TestSeats(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv := newServerAt(t, clock.Now)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+
+	put, err := c.PutShow(ctx, call(seatedShow("recital"), admin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tier := put.Msg.Show.Tiers[0]; !tier.Seated || tier.Capacity != 9 || tier.Available != 9 {
+		t.Fatalf("seated tier answered %v; want seated, capacity 9", tier)
+	}
+	// The map is validated as REST validates it, with the same field names.
+	bad := seatedShow("bad")
+	bad.Tiers[0].SeatMap.Sections[0].Rows[1].RestrictedView = []string{"104"}
+	_, err = c.PutShow(ctx, call(bad, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 ||
+		p.Errors[0].Field != "tiers[0].seat_map.sections[0].rows[1].restricted_view" {
+		t.Fatalf("bad map: %v", p)
+	}
+	bad.Tiers[0].SeatMap = &pb.SeatMapInput{}
+	_, err = c.PutShow(ctx, call(bad, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 ||
+		p.Errors[0].Field != "tiers[0].seat_map.sections" {
+		t.Fatalf("empty map: %v", p)
+	}
+	key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := key.Msg.Key
+
+	seats, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital"}, client, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := seats.Msg
+	if m.NotModified || m.Etag == "" || m.ShowId != "recital" || m.At == nil || len(m.Seats) != 9 {
+		t.Fatalf("seat map: %v", m)
+	}
+	if s := m.Seats[0]; s.Id != "S-A-1" || s.TierId != "stalls" || s.Section != "S" || s.Row != "A" || s.Label != "1" ||
+		!s.Accessible || s.RestrictedView || s.State != "available" {
+		t.Fatalf("first seat %v", s)
+	}
+	if s := m.Seats[8]; s.Id != "S-B-103" || !s.RestrictedView || s.Accessible {
+		t.Fatalf("last seat %v", s)
+	}
+	same, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: m.Etag}, client, ""))
+	if err != nil || !same.Msg.NotModified || same.Msg.Etag != m.Etag || len(same.Msg.Seats) != 0 || same.Msg.ShowId != "" {
+		t.Fatalf("if_none_match the current etag: %v %v; want not_modified with the etag only", same, err)
+	}
+	// The list, weak and wildcard forms REST's If-None-Match takes.
+	for _, inm := range []string{`"other", ` + m.Etag, "W/" + m.Etag, "*"} {
+		if r, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: inm}, client, "")); err != nil || !r.Msg.NotModified {
+			t.Errorf("if_none_match %s: %v %v; want not_modified", inm, r, err)
+		}
+	}
+	other, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: `"other"`}, client, ""))
+	if err != nil || other.Msg.NotModified || len(other.Msg.Seats) != 9 {
+		t.Fatalf("if_none_match another etag: %v %v; want the map", other, err)
+	}
+	_, err = c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "nothing"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital"}, "nope", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+	named := &pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-A-3", "S-A-4"},
+		Buyer: &pb.Buyer{Email: "ann@example.com"}}
+	hold, err := c.CreateHold(ctx, call(named, client, "h1"))
+	if err != nil || hold.Msg.Hold.Quantity != 2 || !slices.Equal(hold.Msg.Hold.Seats, []string{"S-A-3", "S-A-4"}) {
+		t.Fatalf("named seats: %v %v", hold, err)
+	}
+	again, err := c.CreateHold(ctx, call(named, client, "h1"))
+	if err != nil || again.Header().Get(rpc.HeaderReplayed) != "true" || !slices.Equal(again.Msg.Hold.Seats, hold.Msg.Hold.Seats) {
+		t.Fatalf("replay: %v %v", again, err)
+	}
+	// All or none: S-A-5 is free, S-A-4 is not, so neither is held.
+	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-A-4", "S-A-5"},
+		Buyer: &pb.Buyer{Email: "bo@example.com"}}, client, "h2"))
+	p := wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ESEATUNAVAILABLE)
+	if p.Status != 409 || !strings.Contains(p.Detail, "S-A-4") || strings.Contains(p.Detail, "S-A-5") {
+		t.Fatalf("seat_unavailable problem %v; want 409 naming S-A-4 only", p)
+	}
+	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-Z-1"},
+		Buyer: &pb.Buyer{Email: "bo@example.com"}}, client, "h3"))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) == 0 || p.Errors[0].Field != "seats" {
+		t.Fatalf("unknown seat: %v", p)
+	}
+
+	// The best two available: not the accessible S-A-1 (left for those who name it), and side
+	// by side, so S-A-5 and S-A-6 (exactly two free there) before S-A-1/S-A-2.
+	best, err := c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Quantity: 2,
+		Buyer: &pb.Buyer{Email: "cy@example.com"}}, client, "h4"))
+	if err != nil || !slices.Equal(best.Msg.Hold.Seats, []string{"S-A-5", "S-A-6"}) {
+		t.Fatalf("best available: %v %v", best, err)
+	}
+	got, err := c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: best.Msg.Hold.Id}, client, ""))
+	if err != nil || !slices.Equal(got.Msg.Hold.Seats, best.Msg.Hold.Seats) {
+		t.Fatalf("get hold: %v %v", got, err)
+	}
+
+	buy, err := c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-B-101", "S-B-102"},
+		Buyer: &pb.Buyer{Email: "di@example.com"}, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
+	if err != nil || buy.Msg.Order.Status != "confirmed" || len(buy.Msg.Order.Tickets) != 2 {
+		t.Fatalf("purchase: %v %v", buy, err)
+	}
+	var ticketSeats []string
+	for _, tk := range buy.Msg.Order.Tickets {
+		ticketSeats = append(ticketSeats, tk.Seat)
+	}
+	if slices.Sort(ticketSeats); !slices.Equal(ticketSeats, []string{"S-B-101", "S-B-102"}) {
+		t.Fatalf("tickets name seats %v", ticketSeats)
+	}
+	_, err = c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-B-102"},
+		Buyer: &pb.Buyer{Email: "ed@example.com"}, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p2"))
+	wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ESEATUNAVAILABLE)
+
+	// Past the map's cache, the map shows what was held and sold, under a new etag.
+	clock.Advance(time.Second)
+	after, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: m.Etag}, client, ""))
+	if err != nil || after.Msg.NotModified || after.Msg.Etag == m.Etag {
+		t.Fatalf("map after the sale: %v %v; want a new etag", after, err)
+	}
+	state := map[string]string{}
+	for _, s := range after.Msg.Seats {
+		state[s.Id] = s.State
+	}
+	for id, want := range map[string]string{"S-A-1": "available", "S-A-3": "held", "S-A-4": "held", "S-A-5": "held",
+		"S-A-6": "held", "S-B-101": "sold", "S-B-102": "sold", "S-B-103": "available"} {
+		if state[id] != want {
+			t.Errorf("seat %s is %q, want %s", id, state[id], want)
+		}
 	}
 }

@@ -63,6 +63,9 @@ const (
 	// BoxOfficeServiceGetShowProcedure is the fully-qualified name of the BoxOfficeService's GetShow
 	// RPC.
 	BoxOfficeServiceGetShowProcedure = "/boxoffice.v1.BoxOfficeService/GetShow"
+	// BoxOfficeServiceGetShowSeatsProcedure is the fully-qualified name of the BoxOfficeService's
+	// GetShowSeats RPC.
+	BoxOfficeServiceGetShowSeatsProcedure = "/boxoffice.v1.BoxOfficeService/GetShowSeats"
 	// BoxOfficeServiceListShowsProcedure is the fully-qualified name of the BoxOfficeService's
 	// ListShows RPC.
 	BoxOfficeServiceListShowsProcedure = "/boxoffice.v1.BoxOfficeService/ListShows"
@@ -124,6 +127,10 @@ type BoxOfficeServiceClient interface {
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
 	GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error)
+	// GetShowSeats returns every seat of the show's seated tiers with its state, and the map's
+	// etag; given the current etag in if_none_match it answers not_modified without the seats
+	// (REST: GET /v1/shows/{show_id}/seats with If-None-Match, 304).
+	GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error)
 	// ListShows returns a page of shows.
 	ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error)
 	// CreateHold reserves tickets until the show's hold TTL runs out. Needs idempotency-key.
@@ -198,6 +205,12 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+BoxOfficeServiceGetShowProcedure,
 			connect.WithSchema(boxOfficeServiceMethods.ByName("GetShow")),
+			connect.WithClientOptions(opts...),
+		),
+		getShowSeats: connect.NewClient[v1.GetShowSeatsRequest, v1.GetShowSeatsResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceGetShowSeatsProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("GetShowSeats")),
 			connect.WithClientOptions(opts...),
 		),
 		listShows: connect.NewClient[v1.ListShowsRequest, v1.ListShowsResponse](
@@ -300,6 +313,7 @@ type boxOfficeServiceClient struct {
 	revokeApiKey          *connect.Client[v1.RevokeApiKeyRequest, v1.RevokeApiKeyResponse]
 	putShow               *connect.Client[v1.PutShowRequest, v1.PutShowResponse]
 	getShow               *connect.Client[v1.GetShowRequest, v1.GetShowResponse]
+	getShowSeats          *connect.Client[v1.GetShowSeatsRequest, v1.GetShowSeatsResponse]
 	listShows             *connect.Client[v1.ListShowsRequest, v1.ListShowsResponse]
 	createHold            *connect.Client[v1.CreateHoldRequest, v1.CreateHoldResponse]
 	getHold               *connect.Client[v1.GetHoldRequest, v1.GetHoldResponse]
@@ -340,6 +354,11 @@ func (c *boxOfficeServiceClient) PutShow(ctx context.Context, req *connect.Reque
 // GetShow calls boxoffice.v1.BoxOfficeService.GetShow.
 func (c *boxOfficeServiceClient) GetShow(ctx context.Context, req *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error) {
 	return c.getShow.CallUnary(ctx, req)
+}
+
+// GetShowSeats calls boxoffice.v1.BoxOfficeService.GetShowSeats.
+func (c *boxOfficeServiceClient) GetShowSeats(ctx context.Context, req *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error) {
+	return c.getShowSeats.CallUnary(ctx, req)
 }
 
 // ListShows calls boxoffice.v1.BoxOfficeService.ListShows.
@@ -431,6 +450,10 @@ type BoxOfficeServiceHandler interface {
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
 	GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error)
+	// GetShowSeats returns every seat of the show's seated tiers with its state, and the map's
+	// etag; given the current etag in if_none_match it answers not_modified without the seats
+	// (REST: GET /v1/shows/{show_id}/seats with If-None-Match, 304).
+	GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error)
 	// ListShows returns a page of shows.
 	ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error)
 	// CreateHold reserves tickets until the show's hold TTL runs out. Needs idempotency-key.
@@ -501,6 +524,12 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		BoxOfficeServiceGetShowProcedure,
 		svc.GetShow,
 		connect.WithSchema(boxOfficeServiceMethods.ByName("GetShow")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceGetShowSeatsHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceGetShowSeatsProcedure,
+		svc.GetShowSeats,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("GetShowSeats")),
 		connect.WithHandlerOptions(opts...),
 	)
 	boxOfficeServiceListShowsHandler := connect.NewUnaryHandler(
@@ -605,6 +634,8 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServicePutShowHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceGetShowProcedure:
 			boxOfficeServiceGetShowHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceGetShowSeatsProcedure:
+			boxOfficeServiceGetShowSeatsHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceListShowsProcedure:
 			boxOfficeServiceListShowsHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceCreateHoldProcedure:
@@ -662,6 +693,10 @@ func (UnimplementedBoxOfficeServiceHandler) PutShow(context.Context, *connect.Re
 
 func (UnimplementedBoxOfficeServiceHandler) GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetShow is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetShowSeats is not implemented"))
 }
 
 func (UnimplementedBoxOfficeServiceHandler) ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error) {
