@@ -33,6 +33,7 @@ import (
 	"boxoffice/rpc"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
+	"boxoffice/waitroom"
 )
 
 const admin = "adm"
@@ -40,12 +41,14 @@ const admin = "adm"
 // newServer serves REST and RPC on one h2c listener over a real service on SQLite.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	return newServerAt(t, nil)
+	srv, _ := newServerAt(t, nil)
+	return srv
 }
 
 // newServerAt is newServer on the clock now (nil: the real one), so that a test moves time past
-// the seat map's cache instead of waiting for it.
-func newServerAt(t *testing.T, now func() time.Time) *httptest.Server {
+// the seat map's cache instead of waiting for it, with the server's waiting rooms, which admit
+// only when the test calls AdmitOnce.
+func newServerAt(t *testing.T, now func() time.Time) (*httptest.Server, *waitroom.Service) {
 	t.Helper()
 	dir := t.TempDir()
 	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: time.Second, LedgerPath: dir + "/ledger.jsonl"})
@@ -56,15 +59,21 @@ func newServerAt(t *testing.T, now func() time.Time) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rooms, err := waitroom.New(context.Background(), waitroom.Config{Store: st, Now: now, AdmitEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms.Start(false)
 	inv := inventory.NewAtomic(st)
 	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
-		SyncBudget: 3 * time.Second, AdminKey: admin, Now: now})
+		SyncBudget: 3 * time.Second, AdminKey: admin, Now: now, Admission: rooms.Admitted})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// One registry for both transports, as serve wires them, so /metrics shows the RPC metrics.
 	reg := prometheus.NewRegistry()
-	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Registry: reg}), bohttp.NewHandler(svc, bohttp.Options{Registry: reg}))
+	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Registry: reg, WaitRoom: rooms}),
+		bohttp.NewHandler(svc, bohttp.Options{Registry: reg, WaitRoom: rooms}))
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -72,12 +81,13 @@ func newServerAt(t *testing.T, now func() time.Time) *httptest.Server {
 	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()
+		rooms.Close()
 		svc.Close()
 		inv.Close()
 		st.Close()
 		sim.Close()
 	})
-	return srv
+	return srv, rooms
 }
 
 // h2c is an HTTP client speaking HTTP/2 without TLS, as gRPC needs.
@@ -723,7 +733,7 @@ func seatedShow(id string) *pb.PutShowRequest {
 // that name their seats.
 func TestSeats(t *testing.T) {
 	clock := inventorytest.NewClock()
-	srv := newServerAt(t, clock.Now)
+	srv, _ := newServerAt(t, clock.Now)
 	ctx := context.Background()
 	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
 
@@ -854,5 +864,235 @@ func TestSeats(t *testing.T) {
 		if state[id] != want {
 			t.Errorf("seat %s is %q, want %s", id, state[id], want)
 		}
+	}
+}
+
+// TestWaitingRoom runs a waiting room over gRPC with REST's roles and answers: the admin puts it,
+// a buyer joins and reads their ticket, a hold without an admitted queue ticket is refused with
+// not_admitted, and the admitted token in queue-ticket metadata (REST's Queue-Ticket header)
+// opens holds and purchases for its buyer until the admission runs out.
+func TestWaitingRoom(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv, rooms := newServerAt(t, clock.Now)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("gala", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutShow(ctx, call(showRequest("open", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := key.Msg.Key
+	withTicket := func(r *connect.Request[pb.CreateHoldRequest], token string) *connect.Request[pb.CreateHoldRequest] {
+		r.Header().Set(waitroom.HeaderTicket, token)
+		return r
+	}
+	hold := func(email string) *pb.CreateHoldRequest {
+		return &pb.CreateHoldRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: email}}
+	}
+
+	onSale := clock.Now().Add(time.Minute)
+	room := &pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: timestamppb.New(onSale), AdmitPerSecond: waitroom.MaxAdmitPerSecond}
+	_, err = c.GetWaitingRoom(ctx, call(&pb.GetWaitingRoomRequest{ShowId: "gala"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	// The room's settings are the admin's, as in REST.
+	_, err = c.PutWaitingRoom(ctx, call(room, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	put, err := c.PutWaitingRoom(ctx, call(room, admin, ""))
+	if err != nil || !put.Msg.Created {
+		t.Fatalf("put room: %v %v", put, err)
+	}
+	if w := put.Msg.WaitingRoom; w.ShowId != "gala" || !w.OpensAt.AsTime().Equal(onSale) || w.AdmitPerSecond != waitroom.MaxAdmitPerSecond ||
+		w.AdmissionTtlSeconds != waitroom.DefaultAdmissionTTL || w.CreatedAt == nil {
+		t.Fatalf("room answered %v", w)
+	}
+	if again, err := c.PutWaitingRoom(ctx, call(room, admin, "")); err != nil || again.Msg.Created {
+		t.Fatalf("put again: %v %v; want replaced", again, err)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt}, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "admit_per_second" {
+		t.Fatalf("no rate: %v", p)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "nothing", OpensAt: room.OpensAt, AdmitPerSecond: 5}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+
+	_, err = c.CreateHold(ctx, call(hold("ann@example.com"), client, "h1"))
+	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); p.Status != 403 {
+		t.Fatalf("hold without a ticket: %v; want 403", p)
+	}
+	_, err = c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+
+	join := &pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ann@example.com"}}
+	_, err = c.JoinWaitingRoom(ctx, call(join, client, ""))
+	wantProblem(t, err, connect.CodeInvalidArgument, boxoffice.EIDEMMISSING)
+	joined, err := c.JoinWaitingRoom(ctx, call(join, client, "j1"))
+	if err != nil || !joined.Msg.Created {
+		t.Fatalf("join: %v %v", joined, err)
+	}
+	tk := joined.Msg.QueueTicket
+	// Before the on-sale the draw is secret: no position, the wait is the time to the on-sale.
+	if !strings.HasPrefix(tk.Id, "qtk_") || tk.ShowId != "gala" || tk.Status != "waiting" || tk.Position != nil ||
+		tk.EstimatedWaitSeconds == nil || *tk.EstimatedWaitSeconds != 60 || tk.Token == "" || tk.AdmittedAt != nil || tk.TokenExpiresAt == nil {
+		t.Fatalf("joined ticket %v", tk)
+	}
+	// One place per buyer: joining again (another spelling of the address) answers the same place.
+	rejoin, err := c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ANN@example.com"}}, client, "j2"))
+	if err != nil || rejoin.Msg.Created || rejoin.Msg.QueueTicket.Id != tk.Id {
+		t.Fatalf("join again: %v %v; want the same place", rejoin, err)
+	}
+	_, err = c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "not an address"}}, client, "j3"))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "buyer.email" {
+		t.Fatalf("bad email: %v", p)
+	}
+	_, err = c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "open", Buyer: join.Buyer}, client, "j4"))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	if got, err := c.GetWaitingRoom(ctx, call(&pb.GetWaitingRoomRequest{ShowId: "gala"}, client, "")); err != nil ||
+		got.Msg.WaitingRoom.Waiting != 1 || got.Msg.WaitingRoom.Admitted != 0 {
+		t.Fatalf("room with one waiting: %v %v", got, err)
+	}
+
+	// A waiting ticket opens nothing.
+	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), tk.Token))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+
+	clock.Advance(2 * time.Minute)
+	if n := rooms.AdmitOnce(ctx); n != 1 {
+		t.Fatalf("admitted %d, want 1", n)
+	}
+	read, err := c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: tk.Token}, client, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := read.Msg.QueueTicket
+	if admitted.Status != "admitted" || admitted.Id != tk.Id || admitted.AdmittedAt == nil || admitted.AdmissionExpiresAt == nil ||
+		admitted.Position != nil || admitted.Token == tk.Token {
+		t.Fatalf("admitted ticket %v", admitted)
+	}
+	// The admitted token opens holds for its buyer, over gRPC as over REST; the same
+	// Idempotency-Key refused before now buys, since a refusal for want of admission is not stored.
+	h, err := c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), admitted.Token))
+	if err != nil || h.Msg.Hold.Status != "active" {
+		t.Fatalf("admitted hold: %v %v", h, err)
+	}
+	_, err = c.CreateHold(ctx, withTicket(call(hold("bo@example.com"), client, "h2"), admitted.Token))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+	buyReq := call(&pb.PurchaseRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1")
+	buyReq.Header().Set(waitroom.HeaderTicket, admitted.Token)
+	if buy, err := c.Purchase(ctx, buyReq); err != nil || buy.Msg.Order.Status != "confirmed" {
+		t.Fatalf("admitted purchase: %v %v", buy, err)
+	}
+
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: "not-a-token"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: admitted.Token}, "nope", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+	// Past its admission (300 s) the token opens nothing; past its own expiry (10 min) it reads
+	// nothing either.
+	clock.Advance(11 * time.Minute)
+	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h3"), admitted.Token))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: admitted.Token}, client, ""))
+	if p := wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ETICKETEXPIRED); p.Status != 410 {
+		t.Fatalf("expired token: %v; want 410", p)
+	}
+
+	_, err = c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	if _, err := c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	// Without its room the show sells to anyone again.
+	if _, err := c.CreateHold(ctx, call(hold("bo@example.com"), client, "h4")); err != nil {
+		t.Fatalf("hold after the room is gone: %v", err)
+	}
+}
+
+// TestWatchQueueTicket streams a ticket as REST's server-sent events do: waiting while it waits,
+// then admitted, and the stream ends after that message.
+func TestWatchQueueTicket(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv, rooms := newServerAt(t, clock.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("gala", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: timestamppb.New(clock.Now().Add(-time.Minute)),
+		AdmitPerSecond: waitroom.MaxAdmitPerSecond}, admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	joined, err := c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ann@example.com"}}, admin, "j1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A refusal comes before any message, with the problem a unary call would carry.
+	for _, c2 := range []struct {
+		key, token, code string
+		want             connect.Code
+	}{
+		{"nope", joined.Msg.QueueTicket.Token, "unauthorized", connect.CodeUnauthenticated},
+		{admin, "not-a-token", "not_found", connect.CodeNotFound},
+	} {
+		bad, err := c.WatchQueueTicket(ctx, call(&pb.WatchQueueTicketRequest{Token: c2.token}, c2.key, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad.Receive() {
+			t.Fatalf("a refused stream sent %v", bad.Msg())
+		}
+		wantProblem(t, bad.Err(), c2.want, c2.code)
+		_ = bad.Close()
+	}
+
+	stream, err := c.WatchQueueTicket(ctx, call(&pb.WatchQueueTicketRequest{Token: joined.Msg.QueueTicket.Token}, admin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	first := stream.Msg().QueueTicket
+	if first.Status != "waiting" || first.Position == nil || *first.Position != 1 || first.Token == "" {
+		t.Fatalf("first message %v; want waiting at position 1", first)
+	}
+	clock.Advance(time.Second)
+	if n := rooms.AdmitOnce(ctx); n != 1 {
+		t.Fatalf("admitted %d, want 1", n)
+	}
+	// Each later message is the ticket read again; the stream ends after the admitted one. The
+	// ticket waits at most until the admission, so the loop is bounded by the stream's end.
+	var last *pb.QueueTicket
+	messages := 1
+	for stream.Receive() {
+		last = stream.Msg().QueueTicket
+		messages++
+		if messages > 10 {
+			t.Fatalf("the stream goes on after %v", last)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream ended with %v", err)
+	}
+	if last == nil || last.Status != "admitted" || last.AdmissionExpiresAt == nil {
+		t.Fatalf("last message %v; want admitted", last)
+	}
+	// The streamed token opens holds, as GetQueueTicket's does.
+	r := call(&pb.CreateHoldRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"}}, admin, "h1")
+	r.Header().Set(waitroom.HeaderTicket, last.Token)
+	if _, err := c.CreateHold(ctx, r); err != nil {
+		t.Fatalf("hold with the streamed token: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -37,6 +38,8 @@ const (
 type server struct {
 	svc   bohttp.Service
 	limit *keylimit.Limiter
+	rooms bohttp.WaitRoom // nil: the server has no waiting rooms
+	log   *slog.Logger
 }
 
 var _ boxofficev1connect.BoxOfficeServiceHandler = (*server)(nil)

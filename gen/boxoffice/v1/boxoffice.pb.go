@@ -11,10 +11,14 @@
 // Metadata:
 //   authorization: Bearer <key>     on every RPC.
 //   idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
-//                                   ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret); same
-//                                   rules as the header.
+//                                   ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret,
+//                                   JoinWaitingRoom); same rules as the header.
 //   idempotent-replayed: true       response header of a stored answer given again.
-// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents and the webhook endpoint RPCs.
+//   queue-ticket: <token>           on CreateHold and Purchase of a show with a waiting room: the
+//                                   admitted queue ticket's token, as REST's Queue-Ticket header;
+//                                   without one the hold is refused with not_admitted.
+// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents, the webhook endpoint RPCs,
+// PutWaitingRoom and DeleteWaitingRoom.
 // A client key is a sales channel: it sees and acts on only the holds and orders it made.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 
@@ -3808,6 +3812,854 @@ func (x *RotateWebhookSecretResponse) GetWebhookEndpoint() *WebhookEndpoint {
 	return nil
 }
 
+// WaitingRoom is a show's waiting room: buyers join a queue, and only those it admitted may hold
+// tickets of the show. Arrivals before opens_at are ranked by a random draw; later ones queue
+// first come, first served, behind them.
+type WaitingRoom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id is the show.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// opens_at is the on-sale: admission starts then.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// admit_per_second is how many buyers the queue lets through a second.
+	AdmitPerSecond int32 `protobuf:"varint,3,opt,name=admit_per_second,json=admitPerSecond,proto3" json:"admit_per_second,omitempty"`
+	// admission_ttl_seconds is how long an admitted buyer may start holds.
+	AdmissionTtlSeconds int32 `protobuf:"varint,4,opt,name=admission_ttl_seconds,json=admissionTtlSeconds,proto3" json:"admission_ttl_seconds,omitempty"`
+	// waiting is the number of buyers in the queue not yet admitted.
+	Waiting int32 `protobuf:"varint,5,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// admitted is the number admitted so far.
+	Admitted int32 `protobuf:"varint,6,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	// created_at is when the room was first put.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the room was last put.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitingRoom) Reset() {
+	*x = WaitingRoom{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitingRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitingRoom) ProtoMessage() {}
+
+func (x *WaitingRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitingRoom.ProtoReflect.Descriptor instead.
+func (*WaitingRoom) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *WaitingRoom) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *WaitingRoom) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *WaitingRoom) GetAdmitPerSecond() int32 {
+	if x != nil {
+		return x.AdmitPerSecond
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetAdmissionTtlSeconds() int32 {
+	if x != nil {
+		return x.AdmissionTtlSeconds
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetAdmitted() int32 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WaitingRoom) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// QueueTicket is a buyer's place in a show's queue.
+type QueueTicket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id starts with qtk_.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// show_id is the show.
+	ShowId string `protobuf:"bytes,2,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// status is waiting, admitted (token opens holds until admission_expires_at) or expired (the
+	// admission ran out unused).
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// position is 1 for the next buyer to be let through; unset before the on-sale, while the draw
+	// is secret, and once admitted.
+	Position *int32 `protobuf:"varint,4,opt,name=position,proto3,oneof" json:"position,omitempty"`
+	// estimated_wait_seconds is the time to the on-sale, then the position at the room's rate;
+	// unset once admitted.
+	EstimatedWaitSeconds *int32 `protobuf:"varint,5,opt,name=estimated_wait_seconds,json=estimatedWaitSeconds,proto3,oneof" json:"estimated_wait_seconds,omitempty"`
+	// opens_at is the room's on-sale.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// joined_at is when the buyer joined.
+	JoinedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	// admitted_at is when the queue let the buyer through; unset while waiting.
+	AdmittedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=admitted_at,json=admittedAt,proto3" json:"admitted_at,omitempty"`
+	// admission_expires_at is when the admission runs out; unset while waiting.
+	AdmissionExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=admission_expires_at,json=admissionExpiresAt,proto3" json:"admission_expires_at,omitempty"`
+	// token reads the ticket until token_expires_at and, once admitted, opens holds (queue-ticket
+	// metadata) until admission_expires_at.
+	Token string `protobuf:"bytes,10,opt,name=token,proto3" json:"token,omitempty"`
+	// token_expires_at is when the token stops reading the ticket (join again for a fresh one).
+	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *QueueTicket) Reset() {
+	*x = QueueTicket{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueTicket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueTicket) ProtoMessage() {}
+
+func (x *QueueTicket) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueTicket.ProtoReflect.Descriptor instead.
+func (*QueueTicket) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *QueueTicket) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetPosition() int32 {
+	if x != nil && x.Position != nil {
+		return *x.Position
+	}
+	return 0
+}
+
+func (x *QueueTicket) GetEstimatedWaitSeconds() int32 {
+	if x != nil && x.EstimatedWaitSeconds != nil {
+		return *x.EstimatedWaitSeconds
+	}
+	return 0
+}
+
+func (x *QueueTicket) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetJoinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetAdmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AdmittedAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetAdmissionExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AdmissionExpiresAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiresAt
+	}
+	return nil
+}
+
+// PutWaitingRoomRequest defines a show's waiting room.
+type PutWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show, which must exist.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// opens_at is required: the on-sale.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// admit_per_second is 1 to 100000.
+	AdmitPerSecond int32 `protobuf:"varint,3,opt,name=admit_per_second,json=admitPerSecond,proto3" json:"admit_per_second,omitempty"`
+	// admission_ttl_seconds is 1 to 86400; unset means 300.
+	AdmissionTtlSeconds *int32 `protobuf:"varint,4,opt,name=admission_ttl_seconds,json=admissionTtlSeconds,proto3,oneof" json:"admission_ttl_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PutWaitingRoomRequest) Reset() {
+	*x = PutWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWaitingRoomRequest) ProtoMessage() {}
+
+func (x *PutWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*PutWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *PutWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *PutWaitingRoomRequest) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *PutWaitingRoomRequest) GetAdmitPerSecond() int32 {
+	if x != nil {
+		return x.AdmitPerSecond
+	}
+	return 0
+}
+
+func (x *PutWaitingRoomRequest) GetAdmissionTtlSeconds() int32 {
+	if x != nil && x.AdmissionTtlSeconds != nil {
+		return *x.AdmissionTtlSeconds
+	}
+	return 0
+}
+
+// PutWaitingRoomResponse is the room as stored.
+type PutWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// waiting_room is the room with its counts.
+	WaitingRoom *WaitingRoom `protobuf:"bytes,1,opt,name=waiting_room,json=waitingRoom,proto3" json:"waiting_room,omitempty"`
+	// created is true when the room is new (REST 201), false when replaced (REST 200).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWaitingRoomResponse) Reset() {
+	*x = PutWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWaitingRoomResponse) ProtoMessage() {}
+
+func (x *PutWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*PutWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PutWaitingRoomResponse) GetWaitingRoom() *WaitingRoom {
+	if x != nil {
+		return x.WaitingRoom
+	}
+	return nil
+}
+
+func (x *PutWaitingRoomResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// GetWaitingRoomRequest names a show.
+type GetWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show.
+	ShowId        string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWaitingRoomRequest) Reset() {
+	*x = GetWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWaitingRoomRequest) ProtoMessage() {}
+
+func (x *GetWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*GetWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+// GetWaitingRoomResponse is a show's waiting room.
+type GetWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// waiting_room is the room with its counts.
+	WaitingRoom   *WaitingRoom `protobuf:"bytes,1,opt,name=waiting_room,json=waitingRoom,proto3" json:"waiting_room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWaitingRoomResponse) Reset() {
+	*x = GetWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWaitingRoomResponse) ProtoMessage() {}
+
+func (x *GetWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*GetWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetWaitingRoomResponse) GetWaitingRoom() *WaitingRoom {
+	if x != nil {
+		return x.WaitingRoom
+	}
+	return nil
+}
+
+// DeleteWaitingRoomRequest names a show.
+type DeleteWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show.
+	ShowId        string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWaitingRoomRequest) Reset() {
+	*x = DeleteWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWaitingRoomRequest) ProtoMessage() {}
+
+func (x *DeleteWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeleteWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+// DeleteWaitingRoomResponse is empty: the room and its queue are gone.
+type DeleteWaitingRoomResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWaitingRoomResponse) Reset() {
+	*x = DeleteWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWaitingRoomResponse) ProtoMessage() {}
+
+func (x *DeleteWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*DeleteWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{67}
+}
+
+// JoinWaitingRoomRequest asks for a buyer's place in a show's queue.
+type JoinWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show, which must have a waiting room.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// buyer is who queues: one place per buyer and show.
+	Buyer         *Buyer `protobuf:"bytes,2,opt,name=buyer,proto3" json:"buyer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWaitingRoomRequest) Reset() {
+	*x = JoinWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWaitingRoomRequest) ProtoMessage() {}
+
+func (x *JoinWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*JoinWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *JoinWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *JoinWaitingRoomRequest) GetBuyer() *Buyer {
+	if x != nil {
+		return x.Buyer
+	}
+	return nil
+}
+
+// JoinWaitingRoomResponse is the buyer's place with a fresh token.
+type JoinWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the buyer's place.
+	QueueTicket *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	// created is true for a new place (REST 201), false for the place the buyer had (REST 200).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWaitingRoomResponse) Reset() {
+	*x = JoinWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWaitingRoomResponse) ProtoMessage() {}
+
+func (x *JoinWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*JoinWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *JoinWaitingRoomResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
+	}
+	return nil
+}
+
+func (x *JoinWaitingRoomResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// GetQueueTicketRequest names a queue ticket by its token.
+type GetQueueTicketRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the latest token of the ticket.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueTicketRequest) Reset() {
+	*x = GetQueueTicketRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueTicketRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueTicketRequest) ProtoMessage() {}
+
+func (x *GetQueueTicketRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueTicketRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueTicketRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *GetQueueTicketRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// GetQueueTicketResponse is the ticket with a fresh token.
+type GetQueueTicketResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the ticket.
+	QueueTicket   *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueTicketResponse) Reset() {
+	*x = GetQueueTicketResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueTicketResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueTicketResponse) ProtoMessage() {}
+
+func (x *GetQueueTicketResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueTicketResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueTicketResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GetQueueTicketResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
+	}
+	return nil
+}
+
+// WatchQueueTicketRequest names a queue ticket by its token.
+type WatchQueueTicketRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the latest token of the ticket.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchQueueTicketRequest) Reset() {
+	*x = WatchQueueTicketRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchQueueTicketRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchQueueTicketRequest) ProtoMessage() {}
+
+func (x *WatchQueueTicketRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchQueueTicketRequest.ProtoReflect.Descriptor instead.
+func (*WatchQueueTicketRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *WatchQueueTicketRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// WatchQueueTicketResponse is the ticket as it is now, with a fresh token.
+type WatchQueueTicketResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the ticket.
+	QueueTicket   *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchQueueTicketResponse) Reset() {
+	*x = WatchQueueTicketResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchQueueTicketResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchQueueTicketResponse) ProtoMessage() {}
+
+func (x *WatchQueueTicketResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchQueueTicketResponse.ProtoReflect.Descriptor instead.
+func (*WatchQueueTicketResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *WatchQueueTicketResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
+	}
+	return nil
+}
+
 var File_boxoffice_v1_boxoffice_proto protoreflect.FileDescriptor
 
 const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
@@ -4079,7 +4931,64 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"expires_in\x18\x02 \x01(\x03H\x00R\texpiresIn\x88\x01\x01B\r\n" +
 	"\v_expires_in\"g\n" +
 	"\x1bRotateWebhookSecretResponse\x12H\n" +
-	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint2\xb5\x0e\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xe7\x02\n" +
+	"\vWaitingRoom\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
+	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
+	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x122\n" +
+	"\x15admission_ttl_seconds\x18\x04 \x01(\x05R\x13admissionTtlSeconds\x12\x18\n" +
+	"\awaiting\x18\x05 \x01(\x05R\awaiting\x12\x1a\n" +
+	"\badmitted\x18\x06 \x01(\x05R\badmitted\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xa9\x04\n" +
+	"\vQueueTicket\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1f\n" +
+	"\bposition\x18\x04 \x01(\x05H\x00R\bposition\x88\x01\x01\x129\n" +
+	"\x16estimated_wait_seconds\x18\x05 \x01(\x05H\x01R\x14estimatedWaitSeconds\x88\x01\x01\x125\n" +
+	"\bopens_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x127\n" +
+	"\tjoined_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\x12;\n" +
+	"\vadmitted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"admittedAt\x12L\n" +
+	"\x14admission_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x12admissionExpiresAt\x12\x14\n" +
+	"\x05token\x18\n" +
+	" \x01(\tR\x05token\x12D\n" +
+	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAtB\v\n" +
+	"\t_positionB\x19\n" +
+	"\x17_estimated_wait_seconds\"\xe4\x01\n" +
+	"\x15PutWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
+	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
+	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x127\n" +
+	"\x15admission_ttl_seconds\x18\x04 \x01(\x05H\x00R\x13admissionTtlSeconds\x88\x01\x01B\x18\n" +
+	"\x16_admission_ttl_seconds\"p\n" +
+	"\x16PutWaitingRoomResponse\x12<\n" +
+	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"0\n" +
+	"\x15GetWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\"V\n" +
+	"\x16GetWaitingRoomResponse\x12<\n" +
+	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\"3\n" +
+	"\x18DeleteWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\"\x1b\n" +
+	"\x19DeleteWaitingRoomResponse\"\\\n" +
+	"\x16JoinWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12)\n" +
+	"\x05buyer\x18\x02 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\"q\n" +
+	"\x17JoinWaitingRoomResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"-\n" +
+	"\x15GetQueueTicketRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"V\n" +
+	"\x16GetQueueTicketResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket\"/\n" +
+	"\x17WatchQueueTicketRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"X\n" +
+	"\x18WatchQueueTicketResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket2\xf7\x12\n" +
 	"\x10BoxOfficeService\x12U\n" +
 	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12R\n" +
 	"\vListApiKeys\x12 .boxoffice.v1.ListApiKeysRequest\x1a!.boxoffice.v1.ListApiKeysResponse\x12U\n" +
@@ -4104,7 +5013,13 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x12GetWebhookEndpoint\x12'.boxoffice.v1.GetWebhookEndpointRequest\x1a(.boxoffice.v1.GetWebhookEndpointResponse\x12m\n" +
 	"\x14ListWebhookEndpoints\x12).boxoffice.v1.ListWebhookEndpointsRequest\x1a*.boxoffice.v1.ListWebhookEndpointsResponse\x12p\n" +
 	"\x15DeleteWebhookEndpoint\x12*.boxoffice.v1.DeleteWebhookEndpointRequest\x1a+.boxoffice.v1.DeleteWebhookEndpointResponse\x12j\n" +
-	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
+	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponse\x12[\n" +
+	"\x0ePutWaitingRoom\x12#.boxoffice.v1.PutWaitingRoomRequest\x1a$.boxoffice.v1.PutWaitingRoomResponse\x12[\n" +
+	"\x0eGetWaitingRoom\x12#.boxoffice.v1.GetWaitingRoomRequest\x1a$.boxoffice.v1.GetWaitingRoomResponse\x12d\n" +
+	"\x11DeleteWaitingRoom\x12&.boxoffice.v1.DeleteWaitingRoomRequest\x1a'.boxoffice.v1.DeleteWaitingRoomResponse\x12^\n" +
+	"\x0fJoinWaitingRoom\x12$.boxoffice.v1.JoinWaitingRoomRequest\x1a%.boxoffice.v1.JoinWaitingRoomResponse\x12[\n" +
+	"\x0eGetQueueTicket\x12#.boxoffice.v1.GetQueueTicketRequest\x1a$.boxoffice.v1.GetQueueTicketResponse\x12c\n" +
+	"\x10WatchQueueTicket\x12%.boxoffice.v1.WatchQueueTicketRequest\x1a&.boxoffice.v1.WatchQueueTicketResponse0\x01B(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
 
 var (
 	file_boxoffice_v1_boxoffice_proto_rawDescOnce sync.Once
@@ -4118,7 +5033,7 @@ func file_boxoffice_v1_boxoffice_proto_rawDescGZIP() []byte {
 	return file_boxoffice_v1_boxoffice_proto_rawDescData
 }
 
-var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*Money)(nil),                         // 0: boxoffice.v1.Money
 	(*Buyer)(nil),                         // 1: boxoffice.v1.Buyer
@@ -4180,45 +5095,59 @@ var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*DeleteWebhookEndpointResponse)(nil), // 57: boxoffice.v1.DeleteWebhookEndpointResponse
 	(*RotateWebhookSecretRequest)(nil),    // 58: boxoffice.v1.RotateWebhookSecretRequest
 	(*RotateWebhookSecretResponse)(nil),   // 59: boxoffice.v1.RotateWebhookSecretResponse
-	(*timestamppb.Timestamp)(nil),         // 60: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),               // 61: google.protobuf.Struct
+	(*WaitingRoom)(nil),                   // 60: boxoffice.v1.WaitingRoom
+	(*QueueTicket)(nil),                   // 61: boxoffice.v1.QueueTicket
+	(*PutWaitingRoomRequest)(nil),         // 62: boxoffice.v1.PutWaitingRoomRequest
+	(*PutWaitingRoomResponse)(nil),        // 63: boxoffice.v1.PutWaitingRoomResponse
+	(*GetWaitingRoomRequest)(nil),         // 64: boxoffice.v1.GetWaitingRoomRequest
+	(*GetWaitingRoomResponse)(nil),        // 65: boxoffice.v1.GetWaitingRoomResponse
+	(*DeleteWaitingRoomRequest)(nil),      // 66: boxoffice.v1.DeleteWaitingRoomRequest
+	(*DeleteWaitingRoomResponse)(nil),     // 67: boxoffice.v1.DeleteWaitingRoomResponse
+	(*JoinWaitingRoomRequest)(nil),        // 68: boxoffice.v1.JoinWaitingRoomRequest
+	(*JoinWaitingRoomResponse)(nil),       // 69: boxoffice.v1.JoinWaitingRoomResponse
+	(*GetQueueTicketRequest)(nil),         // 70: boxoffice.v1.GetQueueTicketRequest
+	(*GetQueueTicketResponse)(nil),        // 71: boxoffice.v1.GetQueueTicketResponse
+	(*WatchQueueTicketRequest)(nil),       // 72: boxoffice.v1.WatchQueueTicketRequest
+	(*WatchQueueTicketResponse)(nil),      // 73: boxoffice.v1.WatchQueueTicketResponse
+	(*timestamppb.Timestamp)(nil),         // 74: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),               // 75: google.protobuf.Struct
 }
 var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	0,  // 0: boxoffice.v1.Tier.price:type_name -> boxoffice.v1.Money
-	60, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
+	74, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: boxoffice.v1.Show.tiers:type_name -> boxoffice.v1.Tier
-	60, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
-	60, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
+	74, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: boxoffice.v1.Hold.buyer:type_name -> boxoffice.v1.Buyer
-	60, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
-	60, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
-	60, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
+	74, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: boxoffice.v1.Order.amount:type_name -> boxoffice.v1.Money
 	1,  // 10: boxoffice.v1.Order.buyer:type_name -> boxoffice.v1.Buyer
 	6,  // 11: boxoffice.v1.Order.tickets:type_name -> boxoffice.v1.Ticket
-	60, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	60, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	60, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	61, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
-	60, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
-	60, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
-	60, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	74, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	75, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
+	74, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	74, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
 	10, // 19: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
-	60, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
-	60, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	60, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
-	60, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	74, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
+	74, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	74, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	74, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
 	14, // 24: boxoffice.v1.ListApiKeysResponse.data:type_name -> boxoffice.v1.ApiKey
 	0,  // 25: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
 	20, // 26: boxoffice.v1.TierInput.seat_map:type_name -> boxoffice.v1.SeatMapInput
 	21, // 27: boxoffice.v1.SeatMapInput.sections:type_name -> boxoffice.v1.SeatSectionInput
 	22, // 28: boxoffice.v1.SeatSectionInput.rows:type_name -> boxoffice.v1.SeatRowInput
-	60, // 29: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
+	74, // 29: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
 	19, // 30: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
 	4,  // 31: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
 	4,  // 32: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
 	27, // 33: boxoffice.v1.GetShowSeatsResponse.seats:type_name -> boxoffice.v1.Seat
-	60, // 34: boxoffice.v1.GetShowSeatsResponse.at:type_name -> google.protobuf.Timestamp
+	74, // 34: boxoffice.v1.GetShowSeatsResponse.at:type_name -> google.protobuf.Timestamp
 	4,  // 35: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
 	1,  // 36: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
 	5,  // 37: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
@@ -4236,53 +5165,80 @@ var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	9,  // 49: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
 	9,  // 50: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
 	9,  // 51: boxoffice.v1.RotateWebhookSecretResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	12, // 52: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
-	15, // 53: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
-	17, // 54: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
-	23, // 55: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
-	25, // 56: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
-	28, // 57: boxoffice.v1.BoxOfficeService.GetShowSeats:input_type -> boxoffice.v1.GetShowSeatsRequest
-	30, // 58: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
-	32, // 59: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
-	34, // 60: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
-	36, // 61: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
-	38, // 62: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
-	40, // 63: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
-	42, // 64: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
-	44, // 65: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
-	46, // 66: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
-	48, // 67: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
-	50, // 68: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
-	52, // 69: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
-	54, // 70: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
-	56, // 71: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
-	58, // 72: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
-	13, // 73: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
-	16, // 74: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
-	18, // 75: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
-	24, // 76: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
-	26, // 77: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
-	29, // 78: boxoffice.v1.BoxOfficeService.GetShowSeats:output_type -> boxoffice.v1.GetShowSeatsResponse
-	31, // 79: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
-	33, // 80: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
-	35, // 81: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
-	37, // 82: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
-	39, // 83: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
-	41, // 84: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
-	43, // 85: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
-	45, // 86: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
-	47, // 87: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
-	49, // 88: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
-	51, // 89: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
-	53, // 90: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
-	55, // 91: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
-	57, // 92: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
-	59, // 93: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
-	73, // [73:94] is the sub-list for method output_type
-	52, // [52:73] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	74, // 52: boxoffice.v1.WaitingRoom.opens_at:type_name -> google.protobuf.Timestamp
+	74, // 53: boxoffice.v1.WaitingRoom.created_at:type_name -> google.protobuf.Timestamp
+	74, // 54: boxoffice.v1.WaitingRoom.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 55: boxoffice.v1.QueueTicket.opens_at:type_name -> google.protobuf.Timestamp
+	74, // 56: boxoffice.v1.QueueTicket.joined_at:type_name -> google.protobuf.Timestamp
+	74, // 57: boxoffice.v1.QueueTicket.admitted_at:type_name -> google.protobuf.Timestamp
+	74, // 58: boxoffice.v1.QueueTicket.admission_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 59: boxoffice.v1.QueueTicket.token_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 60: boxoffice.v1.PutWaitingRoomRequest.opens_at:type_name -> google.protobuf.Timestamp
+	60, // 61: boxoffice.v1.PutWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
+	60, // 62: boxoffice.v1.GetWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
+	1,  // 63: boxoffice.v1.JoinWaitingRoomRequest.buyer:type_name -> boxoffice.v1.Buyer
+	61, // 64: boxoffice.v1.JoinWaitingRoomResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 65: boxoffice.v1.GetQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 66: boxoffice.v1.WatchQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	12, // 67: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
+	15, // 68: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
+	17, // 69: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
+	23, // 70: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
+	25, // 71: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
+	28, // 72: boxoffice.v1.BoxOfficeService.GetShowSeats:input_type -> boxoffice.v1.GetShowSeatsRequest
+	30, // 73: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
+	32, // 74: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
+	34, // 75: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
+	36, // 76: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
+	38, // 77: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
+	40, // 78: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
+	42, // 79: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
+	44, // 80: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
+	46, // 81: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
+	48, // 82: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
+	50, // 83: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
+	52, // 84: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
+	54, // 85: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
+	56, // 86: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
+	58, // 87: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
+	62, // 88: boxoffice.v1.BoxOfficeService.PutWaitingRoom:input_type -> boxoffice.v1.PutWaitingRoomRequest
+	64, // 89: boxoffice.v1.BoxOfficeService.GetWaitingRoom:input_type -> boxoffice.v1.GetWaitingRoomRequest
+	66, // 90: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:input_type -> boxoffice.v1.DeleteWaitingRoomRequest
+	68, // 91: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:input_type -> boxoffice.v1.JoinWaitingRoomRequest
+	70, // 92: boxoffice.v1.BoxOfficeService.GetQueueTicket:input_type -> boxoffice.v1.GetQueueTicketRequest
+	72, // 93: boxoffice.v1.BoxOfficeService.WatchQueueTicket:input_type -> boxoffice.v1.WatchQueueTicketRequest
+	13, // 94: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
+	16, // 95: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
+	18, // 96: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
+	24, // 97: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
+	26, // 98: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
+	29, // 99: boxoffice.v1.BoxOfficeService.GetShowSeats:output_type -> boxoffice.v1.GetShowSeatsResponse
+	31, // 100: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
+	33, // 101: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
+	35, // 102: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
+	37, // 103: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
+	39, // 104: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
+	41, // 105: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
+	43, // 106: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
+	45, // 107: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
+	47, // 108: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
+	49, // 109: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
+	51, // 110: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
+	53, // 111: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
+	55, // 112: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
+	57, // 113: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
+	59, // 114: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
+	63, // 115: boxoffice.v1.BoxOfficeService.PutWaitingRoom:output_type -> boxoffice.v1.PutWaitingRoomResponse
+	65, // 116: boxoffice.v1.BoxOfficeService.GetWaitingRoom:output_type -> boxoffice.v1.GetWaitingRoomResponse
+	67, // 117: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:output_type -> boxoffice.v1.DeleteWaitingRoomResponse
+	69, // 118: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:output_type -> boxoffice.v1.JoinWaitingRoomResponse
+	71, // 119: boxoffice.v1.BoxOfficeService.GetQueueTicket:output_type -> boxoffice.v1.GetQueueTicketResponse
+	73, // 120: boxoffice.v1.BoxOfficeService.WatchQueueTicket:output_type -> boxoffice.v1.WatchQueueTicketResponse
+	94, // [94:121] is the sub-list for method output_type
+	67, // [67:94] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_boxoffice_v1_boxoffice_proto_init() }
@@ -4295,13 +5251,15 @@ func file_boxoffice_v1_boxoffice_proto_init() {
 	file_boxoffice_v1_boxoffice_proto_msgTypes[19].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[23].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[58].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[61].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[62].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_boxoffice_v1_boxoffice_proto_rawDesc), len(file_boxoffice_v1_boxoffice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
