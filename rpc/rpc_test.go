@@ -808,6 +808,25 @@ func TestSeats(t *testing.T) {
 	if err != nil || again.Header().Get(rpc.HeaderReplayed) != "true" || !slices.Equal(again.Msg.Hold.Seats, hold.Msg.Hold.Seats) {
 		t.Fatalf("replay: %v %v", again, err)
 	}
+	// One key, one effect, whichever transport: the same seats sent over REST with the key are
+	// the same request, answered from the stored hold.
+	rest, err := http.NewRequest("POST", srv.URL+"/v1/shows/recital/holds",
+		strings.NewReader(`{"tier_id":"stalls","seats":["S-A-3","S-A-4"],"buyer":{"email":"ann@example.com"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest.Header.Set("Content-Type", "application/json")
+	rest.Header.Set("Authorization", "Bearer "+client)
+	rest.Header.Set("Idempotency-Key", "h1")
+	resp, err := srv.Client().Do(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(string(body), hold.Msg.Hold.Id) {
+		t.Fatalf("the same seats over REST: %d %s; want the stored hold %s", resp.StatusCode, body, hold.Msg.Hold.Id)
+	}
 	// All or none: S-A-5 is free, S-A-4 is not, so neither is held.
 	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-A-4", "S-A-5"},
 		Buyer: &pb.Buyer{Email: "bo@example.com"}}, client, "h2"))
