@@ -939,9 +939,12 @@ func TestWaitingRoom(t *testing.T) {
 	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "nothing", OpensAt: room.OpensAt, AdmitPerSecond: 5}, admin, ""))
 	wantProblem(t, err, connect.CodeNotFound, "not_found")
 
+	// The refusal says what to do in gRPC's terms: an RPC to join, metadata to send.
 	_, err = c.CreateHold(ctx, call(hold("ann@example.com"), client, "h1"))
-	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); p.Status != 403 {
-		t.Fatalf("hold without a ticket: %v; want 403", p)
+	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); p.Status != 403 ||
+		!strings.Contains(p.Detail, "JoinWaitingRoom") || !strings.Contains(p.Detail, "queue-ticket metadata") ||
+		strings.Contains(p.Detail, "/v1/") || strings.Contains(p.Detail, "header") {
+		t.Fatalf("hold without a ticket: %v; want 403 naming JoinWaitingRoom and queue-ticket metadata", p)
 	}
 	_, err = c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"},
 		Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
@@ -978,7 +981,10 @@ func TestWaitingRoom(t *testing.T) {
 
 	// A waiting ticket opens nothing.
 	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), tk.Token))
-	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); !strings.Contains(p.Detail, "GetQueueTicket") ||
+		strings.Contains(p.Detail, "/v1/") {
+		t.Fatalf("hold with a waiting ticket: %v; want a detail naming GetQueueTicket", p)
+	}
 
 	clock.Advance(2 * time.Minute)
 	if n := rooms.AdmitOnce(ctx); n != 1 {
