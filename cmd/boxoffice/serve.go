@@ -318,7 +318,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
 		RelayPosition: relayPosition, Consumers: consoleConsumers(async)})
 	defer con.Close()
-	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
+	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
+		WaitRoom: httpWaitRoom(rooms)}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con,
 			WaitRoom: httpWaitRoom(rooms)}))
