@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"boxoffice"
@@ -929,8 +930,22 @@ func TestWaitingRoom(t *testing.T) {
 		w.AdmissionTtlSeconds != waitroom.DefaultAdmissionTTL || w.CreatedAt == nil {
 		t.Fatalf("room answered %v", w)
 	}
-	if again, err := c.PutWaitingRoom(ctx, call(room, admin, "")); err != nil || again.Msg.Created {
-		t.Fatalf("put again: %v %v; want replaced", again, err)
+	if w := put.Msg.WaitingRoom; w.Admission != "rate" || w.AutoMarginPercent != 0 {
+		t.Fatalf("room answered admission %q, margin %d; want the default rate", w.Admission, w.AutoMarginPercent)
+	}
+	// Automatic admission, as REST sets it; then back to the rate.
+	auto := &pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt, AdmitPerSecond: 50, Admission: "auto"}
+	if got, err := c.PutWaitingRoom(ctx, call(auto, admin, "")); err != nil || got.Msg.WaitingRoom.Admission != "auto" ||
+		got.Msg.WaitingRoom.AutoMarginPercent != waitroom.DefaultAutoMargin {
+		t.Fatalf("put an automatic room: %v %v", got, err)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt, AdmitPerSecond: 50,
+		Admission: "auto", AutoMarginPercent: proto.Int32(-1)}, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "auto_margin_percent" {
+		t.Fatalf("a negative margin: %v", p)
+	}
+	if again, err := c.PutWaitingRoom(ctx, call(room, admin, "")); err != nil || again.Msg.Created || again.Msg.WaitingRoom.Admission != "rate" {
+		t.Fatalf("put again: %v %v; want replaced, admitting at its rate", again, err)
 	}
 	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt}, admin, ""))
 	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "admit_per_second" {

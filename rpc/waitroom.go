@@ -60,7 +60,8 @@ func (s *server) PutWaitingRoom(ctx context.Context, req *connect.Request[pb.Put
 		return nil, err
 	}
 	m := req.Msg
-	in := waitroom.RoomInput{AdmitPerSecond: int(m.GetAdmitPerSecond()), AdmissionTTLSeconds: intPtr(m.AdmissionTtlSeconds)}
+	in := waitroom.RoomInput{AdmitPerSecond: int(m.GetAdmitPerSecond()), AdmissionTTLSeconds: intPtr(m.AdmissionTtlSeconds),
+		Admission: m.GetAdmission(), AutoMarginPercent: intPtr(m.AutoMarginPercent)}
 	if m.OpensAt != nil {
 		if err := m.OpensAt.CheckValid(); err != nil {
 			return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "opens_at", Message: "is not a valid time"}))

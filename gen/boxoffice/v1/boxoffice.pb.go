@@ -3832,9 +3832,14 @@ type WaitingRoom struct {
 	// created_at is when the room was first put.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the room was last put.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// admission is "rate" (admit_per_second a second) or "auto" (the same, but never more buyers
+	// shopping at once than the show has tickets left, plus auto_margin_percent of them).
+	Admission string `protobuf:"bytes,9,opt,name=admission,proto3" json:"admission,omitempty"`
+	// auto_margin_percent is the margin of "auto" admission.
+	AutoMarginPercent int32 `protobuf:"varint,10,opt,name=auto_margin_percent,json=autoMarginPercent,proto3" json:"auto_margin_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *WaitingRoom) Reset() {
@@ -3921,6 +3926,20 @@ func (x *WaitingRoom) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *WaitingRoom) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *WaitingRoom) GetAutoMarginPercent() int32 {
+	if x != nil {
+		return x.AutoMarginPercent
+	}
+	return 0
 }
 
 // QueueTicket is a buyer's place in a show's queue.
@@ -4074,8 +4093,12 @@ type PutWaitingRoomRequest struct {
 	AdmitPerSecond int32 `protobuf:"varint,3,opt,name=admit_per_second,json=admitPerSecond,proto3" json:"admit_per_second,omitempty"`
 	// admission_ttl_seconds is 1 to 86400; unset means 300.
 	AdmissionTtlSeconds *int32 `protobuf:"varint,4,opt,name=admission_ttl_seconds,json=admissionTtlSeconds,proto3,oneof" json:"admission_ttl_seconds,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// admission is "rate" (unset: the default) or "auto".
+	Admission string `protobuf:"bytes,5,opt,name=admission,proto3" json:"admission,omitempty"`
+	// auto_margin_percent is 0 to 1000, "auto" only; unset means 10.
+	AutoMarginPercent *int32 `protobuf:"varint,6,opt,name=auto_margin_percent,json=autoMarginPercent,proto3,oneof" json:"auto_margin_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PutWaitingRoomRequest) Reset() {
@@ -4132,6 +4155,20 @@ func (x *PutWaitingRoomRequest) GetAdmitPerSecond() int32 {
 func (x *PutWaitingRoomRequest) GetAdmissionTtlSeconds() int32 {
 	if x != nil && x.AdmissionTtlSeconds != nil {
 		return *x.AdmissionTtlSeconds
+	}
+	return 0
+}
+
+func (x *PutWaitingRoomRequest) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *PutWaitingRoomRequest) GetAutoMarginPercent() int32 {
+	if x != nil && x.AutoMarginPercent != nil {
+		return *x.AutoMarginPercent
 	}
 	return 0
 }
@@ -4931,7 +4968,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"expires_in\x18\x02 \x01(\x03H\x00R\texpiresIn\x88\x01\x01B\r\n" +
 	"\v_expires_in\"g\n" +
 	"\x1bRotateWebhookSecretResponse\x12H\n" +
-	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xe7\x02\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xb5\x03\n" +
 	"\vWaitingRoom\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
 	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
@@ -4942,7 +4979,10 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xa9\x04\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1c\n" +
+	"\tadmission\x18\t \x01(\tR\tadmission\x12.\n" +
+	"\x13auto_margin_percent\x18\n" +
+	" \x01(\x05R\x11autoMarginPercent\"\xa9\x04\n" +
 	"\vQueueTicket\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
@@ -4958,13 +4998,16 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	" \x01(\tR\x05token\x12D\n" +
 	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAtB\v\n" +
 	"\t_positionB\x19\n" +
-	"\x17_estimated_wait_seconds\"\xe4\x01\n" +
+	"\x17_estimated_wait_seconds\"\xcf\x02\n" +
 	"\x15PutWaitingRoomRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
 	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
 	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x127\n" +
-	"\x15admission_ttl_seconds\x18\x04 \x01(\x05H\x00R\x13admissionTtlSeconds\x88\x01\x01B\x18\n" +
-	"\x16_admission_ttl_seconds\"p\n" +
+	"\x15admission_ttl_seconds\x18\x04 \x01(\x05H\x00R\x13admissionTtlSeconds\x88\x01\x01\x12\x1c\n" +
+	"\tadmission\x18\x05 \x01(\tR\tadmission\x123\n" +
+	"\x13auto_margin_percent\x18\x06 \x01(\x05H\x01R\x11autoMarginPercent\x88\x01\x01B\x18\n" +
+	"\x16_admission_ttl_secondsB\x16\n" +
+	"\x14_auto_margin_percent\"p\n" +
 	"\x16PutWaitingRoomResponse\x12<\n" +
 	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"0\n" +
