@@ -2,8 +2,8 @@ package redis_test
 
 import (
 	"context"
-	"time"
 	"testing"
+	"time"
 
 	"boxoffice"
 	"boxoffice/inventory/inventorytest"
