@@ -34,6 +34,7 @@ import (
 	"boxoffice/postgres"
 	"boxoffice/rpc"
 	"boxoffice/sale"
+	"boxoffice/shop"
 	"boxoffice/sqlite"
 	"boxoffice/waitroom"
 )
@@ -313,10 +314,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
 		RelayPosition: relayPosition, Consumers: consoleConsumers(async)})
 	defer con.Close()
+	// The buyer's page sells as a channel of its own, in process; its cookies are signed with a
+	// secret kept in the store, so that a buyer signed in on one server is on every server.
+	shopOpts := shop.Options{Logger: log}
+	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
+		shopOpts.Secrets = ws
+	}
+	buyers, err := shop.New(ctx, svc, httpWaitRoom(rooms), shopOpts)
+	if err != nil {
+		return fmt.Errorf("buyer's page: %w", err)
+	}
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con,
-			WaitRoom: httpWaitRoom(rooms)}))
+			Shop: buyers, WaitRoom: httpWaitRoom(rooms)}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -348,6 +359,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer stopMetrics()
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "console", "http://"+ln.Addr().String()+"/console",
+		"shop", "http://"+ln.Addr().String()+"/shop/{show_id}",
 		"data_dir", f.dataDir, "store", where,
 		"inventory", inv.Name(), "payments", f.paymentsName(), "sync_budget", f.syncBudget)
 	if err := serveUntilDone(ctx, srv, ln, log); err != nil {
