@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"time"
 
 	"boxoffice"
@@ -155,9 +156,18 @@ const staticPrefix = "/shop/_static/"
 
 // routes registers the shop's routes.
 func (s *Shop) routes() {
-	s.mux.Handle("GET "+staticPrefix, s.static)
+	// One route per file: a pattern "/shop/_static/" would overlap "/shop/{show_id}/…" with
+	// neither more specific, which ServeMux refuses.
+	files, err := fs.Glob(assets, "assets/*")
+	if err != nil {
+		panic(err) // the pattern is fixed
+	}
+	for _, f := range files {
+		if name := path.Base(f); path.Ext(name) != ".html" {
+			s.mux.Handle("GET "+staticPrefix+name, s.static)
+		}
+	}
 	s.mux.HandleFunc("GET /shop/{show_id}", s.page)
-	s.mux.HandleFunc("GET /shop/{show_id}/{$}", s.page)
 	s.mux.HandleFunc("GET /shop/{show_id}/api/state", s.api(s.getState))
 	s.mux.HandleFunc("GET /shop/{show_id}/api/seats", s.api(s.getSeats))
 	s.mux.HandleFunc("POST /shop/{show_id}/api/session", s.api(s.signIn))
