@@ -264,6 +264,7 @@
     const map = $("seatmap");
     if (!st.tier || !st.tier.seated) { map.replaceChildren(); return; }
     const sections = new Map();
+    const lost = [];
     for (const s of st.seats) {
       if (s.tier_id !== st.tier.id) continue;
       if (!sections.has(s.section)) sections.set(s.section, new Map());
@@ -271,9 +272,13 @@
       if (!rows.has(s.row)) rows.set(s.row, []);
       rows.get(s.row).push(s);
       if (s.state !== "available") {
-        st.selected.delete(s.id); // someone else has it now
+        if (st.selected.delete(s.id)) lost.push(s.id); // someone else has it now
         st.justTaken.delete(s.id); // the map knows: no need to say it any more
       }
+    }
+    if (lost.length) {
+      say((lost.length === 1 ? "Seat " + lost[0] + " was" : "Seats " + lost.join(", ") + " were") +
+        " just taken by another buyer: choose another seat.");
     }
     const out = [];
     for (const [sec, rows] of sections) {
