@@ -141,17 +141,19 @@ func (s *Shop) getState(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, st)
 }
 
-// hasRoom says whether the show has a waiting room.
+// hasRoom says whether the show sells through a waiting room: whether a buyer without a queue
+// ticket would be refused a hold. Asked of the admission check, which keeps the rooms' settings in
+// memory, rather than of Get, which counts the queue: every open page asks every few seconds.
 func (s *Shop) hasRoom(r *http.Request, showID string) (bool, error) {
 	if s.rooms == nil {
 		return false, nil
 	}
-	_, err := s.rooms.Get(r.Context(), showID)
+	err := s.rooms.Admitted(r.Context(), showID, "")
 	switch boxoffice.ErrorCode(err) {
 	case "":
-		return true, nil
-	case boxoffice.ENOTFOUND:
 		return false, nil
+	case boxoffice.ENOTADMITTED:
+		return true, nil
 	}
 	return false, err
 }
@@ -226,13 +228,13 @@ type queueTicket struct {
 
 // answerTicket keeps t's token in the queue cookie (for as long as it reads the ticket or opens
 // holds, whichever is later) and answers the ticket without it.
-func (s *Shop) answerTicket(w http.ResponseWriter, r *http.Request, ss *session, showID string, t *waitroom.Ticket, status int) {
+func (s *Shop) answerTicket(w http.ResponseWriter, r *http.Request, ss *session, showID string, t *waitroom.Ticket) {
 	until := t.TokenExpiresAt
 	if t.AdmissionExpiresAt != nil && t.AdmissionExpiresAt.After(until) {
 		until = *t.AdmissionExpiresAt
 	}
 	s.setQueueToken(w, r, ss, showID, t.Token, until)
-	s.writeJSON(w, status, queueTicket{Status: t.Status, Position: t.Position, EstimatedWaitSeconds: t.EstimatedWaitSeconds,
+	s.writeJSON(w, http.StatusOK, queueTicket{Status: t.Status, Position: t.Position, EstimatedWaitSeconds: t.EstimatedWaitSeconds,
 		OpensAt: t.OpensAt, AdmissionExpiresAt: t.AdmissionExpiresAt})
 }
 
@@ -250,7 +252,7 @@ func (s *Shop) joinQueue(w http.ResponseWriter, r *http.Request, ss *session, sh
 		s.writeError(w, r, err)
 		return
 	}
-	s.answerTicket(w, r, ss, showID, t, http.StatusOK)
+	s.answerTicket(w, r, ss, showID, t)
 }
 
 // queueStatus is GET /shop/{show_id}/api/queue: the buyer's place, read through the token in the
@@ -274,7 +276,7 @@ func (s *Shop) queueStatus(w http.ResponseWriter, r *http.Request, ss *session, 
 			s.writeError(w, r, boxoffice.Errorf(boxoffice.ENOTFOUND, "you have not joined the queue of show %s", showID))
 			return
 		}
-		s.answerTicket(w, r, ss, showID, t, http.StatusOK)
+		s.answerTicket(w, r, ss, showID, t)
 	case boxoffice.ETICKETEXPIRED, boxoffice.ENOTFOUND:
 		s.joinQueue(w, r, ss, showID)
 	default:
@@ -320,14 +322,13 @@ func (s *Shop) createHold(w http.ResponseWriter, r *http.Request, ss *session, s
 func (s *Shop) ownHold(r *http.Request, ss *session, showID string) (*boxoffice.Hold, error) {
 	id := r.PathValue("hold_id")
 	h, err := s.svc.GetHold(r.Context(), principal, id)
-	if err == nil && (h.ShowID != showID || !sameBuyer(h.Buyer.Email, ss)) {
-		err = nil
-		h = nil
-	}
-	if h == nil && (err == nil || boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND) {
+	switch {
+	case boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND, err == nil && (h.ShowID != showID || !sameBuyer(h.Buyer.Email, ss)):
 		return nil, boxoffice.Errorf(boxoffice.ENOTFOUND, "hold %q does not exist", id)
+	case err != nil:
+		return nil, err
 	}
-	return h, err
+	return h, nil
 }
 
 // getHold is GET /shop/{show_id}/api/holds/{hold_id}.

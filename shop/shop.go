@@ -53,7 +53,7 @@ var _ Service = (*sale.Service)(nil)
 // WaitRoom is what the shop needs of the waiting rooms: the methods of *waitroom.Service it
 // calls.
 type WaitRoom interface {
-	Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, error)
+	Admitted(ctx context.Context, showID, email string) error
 	Join(ctx context.Context, showID string, in waitroom.JoinInput) (*waitroom.Ticket, bool, error)
 	Status(ctx context.Context, token string) (*waitroom.Ticket, error)
 }

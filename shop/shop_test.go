@@ -301,7 +301,17 @@ func TestWaitingRoomAPI(t *testing.T) {
 	s := startServer(t, sqliteStore)
 	s.seatedShow(t, "gala", 10)
 	s.waitingRoom(t, "gala")
+	s.seatedShow(t, "open", 10)
 	ann := newBuyerAs(t, s, "gala", "ann@example.com")
+	for show, want := range map[string]bool{"gala": true, "open": false} {
+		var st struct {
+			WaitingRoom bool `json:"waiting_room"`
+		}
+		newBuyer(t, s, show).do(http.MethodGet, "/state", nil).decode(t, &st)
+		if st.WaitingRoom != want {
+			t.Errorf("show %s: waiting_room %v, want %v", show, st.WaitingRoom, want)
+		}
+	}
 	body := map[string]any{"tier_id": "floor", "quantity": 1}
 	if a := ann.hold("h1", body); a.status != http.StatusForbidden || a.code() != boxoffice.ENOTADMITTED {
 		t.Fatalf("hold before joining: %d %s", a.status, a.body)

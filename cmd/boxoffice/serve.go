@@ -320,7 +320,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
 		shopOpts.Secrets = ws
 	}
-	buyers, err := shop.New(ctx, svc, httpWaitRoom(rooms), shopOpts)
+	buyers, err := shop.New(ctx, svc, shopWaitRoom(rooms), shopOpts)
 	if err != nil {
 		return fmt.Errorf("buyer's page: %w", err)
 	}
@@ -731,6 +731,15 @@ func consoleConsumers(async *bonats.Async) func(context.Context) ([]console.Cons
 // httpWaitRoom is rooms for the HTTP handler: a nil *waitroom.Service must be a nil interface,
 // which leaves the routes out.
 func httpWaitRoom(rooms *waitroom.Service) bohttp.WaitRoom {
+	if rooms == nil {
+		return nil
+	}
+	return rooms
+}
+
+// shopWaitRoom is rooms for the buyer's page: a nil *waitroom.Service must be a nil interface,
+// which sells every show without a queue.
+func shopWaitRoom(rooms *waitroom.Service) shop.WaitRoom {
 	if rooms == nil {
 		return nil
 	}

@@ -18,6 +18,7 @@
     tier: null, // the chosen tier
     seats: [], // the seat map of the show
     seatsETag: "",
+    saleReady: false, // the choosing part is wired and polling
     selected: new Set(),
     justTaken: new Set(), // seats refused to us a moment ago, shown taken until the map says so
     hold: null,
@@ -155,6 +156,12 @@
     let res = await call("GET", "/queue");
     if (res.status === 404 && first) res = await call("POST", "/queue", {});
     if (res.status !== 200) {
+      // The room may have gone (the show sells to anyone again): ask before trying again.
+      const s = await call("GET", "/state");
+      if (s.status === 200) {
+        applyState(s.data);
+        if (!st.waitingRoom) { show("queue", false); openSale(); return; }
+      }
       $("queue-status").textContent = problem(res);
       timers.queue = setTimeout(() => pollQueue(true), 3000);
       return;
@@ -206,9 +213,16 @@
 
   // --- choosing ------------------------------------------------------------------------------
 
+  // openSale shows the choosing part; the first time, it also wires it and starts its polls (a
+  // buyer sent back to the queue and let through again comes here twice).
   function openSale() {
     show("sale", true);
     admissionTick();
+    if (st.saleReady) {
+      if (st.tier && st.tier.seated) loadSeats(true);
+      return;
+    }
+    st.saleReady = true;
     const radios = document.querySelectorAll('input[name="tier"]');
     let pick = null;
     for (const r of radios) {
