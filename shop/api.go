@@ -307,7 +307,7 @@ func (s *Shop) createHold(w http.ResponseWriter, r *http.Request, ss *session, s
 	}
 	in := sale.HoldInput{ShowID: showID, TierID: body.TierID, Quantity: body.Quantity, Seats: body.Seats,
 		Buyer: sale.BuyerInput{Email: ss.email}}
-	idem, err := sale.NewIdem(ShopKeyID, holdOperation, "/v1/shows/"+showID+"/holds", key, in)
+	idem, err := sale.NewIdem(Channel, holdOperation, "/v1/shows/"+showID+"/holds", key, in)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -366,7 +366,7 @@ func (s *Shop) confirmHold(w http.ResponseWriter, r *http.Request, ss *session, 
 		return
 	}
 	in := sale.ConfirmInput{Payment: sale.PaymentInput{Token: body.Token}}
-	idem, err := sale.NewIdem(ShopKeyID, confirmOperation, "/v1/holds/"+h.ID+"/confirm", key, in)
+	idem, err := sale.NewIdem(Channel, confirmOperation, "/v1/holds/"+h.ID+"/confirm", key, in)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -6,7 +6,7 @@
 // It is server-rendered HTML and one small script, all embedded, so it works offline and needs
 // no build step. The page is a backend for its frontend: the browser holds no API key. The
 // handler calls the sale service and the waiting rooms in process, as one sales channel of its
-// own (ShopKeyID), and answers the page's JSON with the very responses the REST API would give
+// own (Channel), and answers the page's JSON with the very responses the REST API would give
 // (rendered by bohttp.Renderer), so a refusal has the same status and code either way.
 //
 // A buyer is the email in a signed cookie (HttpOnly, SameSite=Strict, Path=/shop), signed with a
@@ -66,13 +66,13 @@ type Secrets interface {
 	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)
 }
 
-// ShopKeyID is the sales channel of the holds and orders the page makes. Stored API keys are
+// Channel is the sales channel of the holds and orders the page makes. Stored API keys are
 // "key_…" and the configured admin key is "admin", so no key an operator makes can be this
 // channel: no API client sees or touches the page's holds, and the page sees no one else's.
-const ShopKeyID = "shop"
+const Channel = "shop"
 
 // principal is the shop's caller for the sale service.
-var principal = &boxoffice.Principal{KeyID: ShopKeyID, Role: boxoffice.RoleClient}
+var principal = &boxoffice.Principal{KeyID: Channel, Role: boxoffice.RoleClient}
 
 // secretName names the cookies' signing key among the store's secrets; the waiting room's is
 // another, so that a cookie can never pass for a queue ticket or the other way round.

@@ -358,3 +358,11 @@ func TestWaitingRoomAPI(t *testing.T) {
 		t.Errorf("bob's hold on ann's admission: %d %s", a.status, a.body)
 	}
 }
+
+// TestChannelIsNoKey: the page's sales channel can be no API key's, stored ("key_…") or
+// configured ("admin"), so no API client shares its holds.
+func TestChannelIsNoKey(t *testing.T) {
+	if strings.HasPrefix(shop.Channel, boxoffice.PrefixAPIKey) || shop.Channel == boxoffice.AdminKeyID {
+		t.Errorf("channel %q can be an API key's id", shop.Channel)
+	}
+}
