@@ -242,7 +242,7 @@ func TestSeatRaceInBrowser(t *testing.T) {
 }
 
 // TestBestAvailableInBrowser: the best available three seats of the seated tier (side by side,
-// the accessible seat left for those who ask for it), paid; then, on the same page, two tickets
+// the accessible seat left for those who ask for it), found again after a reload, paid; then, on the same page, two tickets
 // of the unseated tier, declined once and paid with another card. The tickets and the store
 // agree with the page.
 func TestBestAvailableInBrowser(t *testing.T) {
@@ -260,6 +260,10 @@ func TestBestAvailableInBrowser(t *testing.T) {
 		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); !slices.Equal(got, []string{"A-1-2", "A-1-3", "A-1-4"}) {
 			t.Errorf("held seats in the store: %v", got)
 		}
+		// A reload finds the hold again, signed in still.
+		bt.Run(t, tab, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-2, A-1-3, A-1-4")
+		bt.WaitText(t, tab, "#buyer-email", "cy@example.com")
 		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
 		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
 		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-2", "A-1-3", "A-1-4"}) {
