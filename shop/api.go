@@ -125,7 +125,7 @@ func (s *Shop) getState(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, boxoffice.Errorf(boxoffice.ENOTFOUND, "no such show"))
 		return
 	}
-	show, err := s.svc.GetShow(r.Context(), id)
+	show, err := s.show(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

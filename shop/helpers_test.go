@@ -122,17 +122,21 @@ func startServer(t *testing.T, open opener) *server {
 // tickets.
 func (s *server) seatedShow(t *testing.T, id string, capacity int) {
 	t.Helper()
+	if _, _, err := s.svc.PutShow(context.Background(), id, seatedShowInput("Show "+id, capacity)); err != nil {
+		t.Fatalf("put show %s: %v", id, err)
+	}
+}
+
+// seatedShowInput is the show seatedShow puts, named name.
+func seatedShowInput(name string, capacity int) sale.ShowInput {
 	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
 	price := func(a int64) *boxoffice.Money { return &boxoffice.Money{Amount: a, Currency: "EUR"} }
-	in := sale.ShowInput{Name: "Show " + id, StartsAt: &starts, Tiers: []sale.TierInput{
+	return sale.ShowInput{Name: name, StartsAt: &starts, Tiers: []sale.TierInput{
 		{ID: "stalls", Name: "Stalls", Price: price(6500), SeatMap: &sale.SeatMapInput{Sections: []sale.SectionInput{
 			{ID: "A", Rows: []sale.RowInput{{ID: "1", Seats: 6, Accessible: []string{"1"}}, {ID: "2", Seats: 6, RestrictedView: []string{"6"}}}},
 		}}},
 		{ID: "floor", Name: "Standing", Capacity: &capacity, Price: price(3000)},
 	}}
-	if _, _, err := s.svc.PutShow(context.Background(), id, in); err != nil {
-		t.Fatalf("put show %s: %v", id, err)
-	}
 }
 
 // waitingRoom gives the show a waiting room that opened a minute ago and lets one buyer

@@ -113,6 +113,7 @@ type Shop struct {
 	slots  chan struct{}
 	mux    *http.ServeMux
 	static http.Handler
+	shows  showCache
 }
 
 // New returns the shop of svc and rooms (nil when the server has no waiting rooms). It fails
@@ -210,7 +211,7 @@ func (s *Shop) page(w http.ResponseWriter, r *http.Request) {
 	var show *boxoffice.Show
 	var err error = boxoffice.Errorf(boxoffice.ENOTFOUND, "no such show")
 	if boxoffice.ValidName(id) {
-		show, err = s.svc.GetShow(r.Context(), id)
+		show, err = s.show(r.Context(), id)
 	}
 	switch code := boxoffice.ErrorCode(err); {
 	case code == boxoffice.ENOTFOUND:

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -364,5 +365,43 @@ func TestWaitingRoomAPI(t *testing.T) {
 func TestChannelIsNoKey(t *testing.T) {
 	if strings.HasPrefix(shop.Channel, boxoffice.PrefixAPIKey) || shop.Channel == boxoffice.AdminKeyID {
 		t.Errorf("channel %q can be an API key's id", shop.Channel)
+	}
+}
+
+// TestShowCache: the show the pages poll is read from the store at most once a second (by the
+// shop's clock), so a crowd of open pages costs one read, and a change shows within that second.
+func TestShowCache(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, sqliteStore)
+	s.seatedShow(t, "gala", 10)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	sh, err := shop.New(context.Background(), s.svc, s.rooms, shop.Options{Secrets: s.store, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(bohttp.NewHandler(s.svc, bohttp.Options{Shop: sh}))
+	t.Cleanup(ts.Close)
+	b := newBuyer(t, &server{URL: ts.URL}, "gala")
+	name := func() string {
+		var st struct{ Show boxoffice.Show }
+		b.do(http.MethodGet, "/state", nil).decode(t, &st)
+		return st.Show.Name
+	}
+	if got := name(); got != "Show gala" {
+		t.Fatalf("name %q", got)
+	}
+	if _, _, err := s.svc.PutShow(context.Background(), "gala", seatedShowInput("Gala, renamed", 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := name(); got != "Show gala" {
+		t.Errorf("within the second: %q, want the cached name", got)
+	}
+	mu.Lock()
+	now = now.Add(1100 * time.Millisecond)
+	mu.Unlock()
+	if got := name(); got != "Gala, renamed" {
+		t.Errorf("after the second: %q", got)
 	}
 }
