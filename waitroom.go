@@ -28,11 +28,38 @@ type WaitRoom struct {
 	// AdmissionTTLSeconds is how long an admitted buyer may start holds; unused by then, the
 	// admission lapses.
 	AdmissionTTLSeconds int `json:"admission_ttl_seconds"`
+	// Admission is AdmissionRate (AdmitPerSecond a second) or AdmissionAuto (the same, but
+	// never more buyers shopping at once than the show's tiers have tickets left, plus
+	// AutoMarginPercent of them).
+	Admission string `json:"admission"`
+	// AutoMarginPercent is the margin of AdmissionAuto: buyers who drop out are replaced only as
+	// their admissions run out, so a few more than the tickets left keep the show selling.
+	AutoMarginPercent int `json:"auto_margin_percent"`
 	// Waiting and Admitted count the queue's entries not yet admitted and admitted so far.
 	Waiting   int       `json:"waiting"`
 	Admitted  int       `json:"admitted"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// A waiting room's admissions (WaitRoom.Admission).
+const (
+	// AdmissionRate lets the queue through at the room's rate.
+	AdmissionRate = "rate"
+	// AdmissionAuto lets it through at that rate while the buyers shopping at once (admitted,
+	// admission not run out, no hold of the show made since) are fewer than the tickets the tiers
+	// can still sell plus the margin: the crowd beyond what can still buy waits in the queue
+	// instead of meeting sold_out on the hot path, and tickets that come back (a hold expires or
+	// is released) let more through.
+	AdmissionAuto = "auto"
+)
+
+// AdmissionMode is w's Admission as stored: AdmissionRate unless set.
+func (w *WaitRoom) AdmissionMode() string {
+	if w.Admission == "" {
+		return AdmissionRate
+	}
+	return w.Admission
 }
 
 // QueueJoin is one buyer asking for a place in a show's queue. Rank is the random draw the
@@ -86,15 +113,22 @@ type WaitRoomStore interface {
 	// nothing has been admitted yet. entries[i] answers joins[i]; a show without a waiting room
 	// answers a nil entry.
 	JoinQueue(ctx context.Context, joins []QueueJoin) (entries []*QueueEntry, err error)
-	// QueueEntry returns the entry seq and, while it waits, its position among the show's
-	// waiting entries (1 = next); ENOTFOUND when there is no such entry.
-	QueueEntry(ctx context.Context, seq int64) (e *QueueEntry, position int, err error)
+	// QueueEntry returns the entry seq with its show's admissions so far (WaitRoom.Admitted, read
+	// with the entry) and, when count is set and the entry waits, how many entries wait before
+	// it (else ahead is -1); ENOTFOUND when there is no such entry. The count reads the queue up
+	// to the entry, so callers keep what it tells (see waitroom's positions) rather than count on
+	// every read: admission goes in queue order, so once the order is fixed the entries before
+	// one are those waiting before it plus those admitted, for as long as it waits.
+	QueueEntry(ctx context.Context, seq int64, count bool) (e *QueueEntry, admitted int64, ahead int, err error)
 	// AdmitQueue lets through the show's next waiting entries, in queue order, as many as the
 	// room's rate has earned by now since the on-sale (at most a second's worth at once), and
-	// returns how many. Concurrent callers, on any server, together never admit more than the
+	// returns how many. With shoppers >= 0 (automatic admission) it also lets through no more
+	// than keeps the buyers shopping at once (admitted since now minus the room's admission
+	// lifetime, with no hold of the show created since their admission) at most shoppers; the
+	// count is taken in the same transaction. Concurrent callers, on any server, together never admit more than the
 	// rate allows nor any entry twice: the room's row is read and advanced in one transaction
 	// that holds it.
-	AdmitQueue(ctx context.Context, showID string, now time.Time) (int, error)
+	AdmitQueue(ctx context.Context, showID string, now time.Time, shoppers int) (int, error)
 	// Secret returns the store's secret called name, making it from candidate when there is none
 	// yet, so that every server sharing the store signs with the same one.
 	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)

@@ -17,17 +17,18 @@ import (
 var _ boxoffice.WaitRoomStore = (*DB)(nil)
 
 const (
-	waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admitted,
+	waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.admitted,
 		CASE WHEN $2 THEN (SELECT count(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at IS NULL) ELSE 0 END,
 		w.created_at, w.updated_at`
 	sGetWaitRoom = `SELECT ` + waitRoomColumns + ` FROM waitrooms w WHERE w.show_id = $1`
 	// A replaced room keeps its admissions; while nothing has been admitted, its rate budget
 	// restarts at the (new) on-sale. xmax = 0 tells an insert from an update.
 	sPutWaitRoom = `INSERT INTO waitrooms (show_id, opens_at, admit_per_second, admission_ttl_seconds,
-			credit_at, created_at, updated_at)
-		SELECT $1, $2, $3, $4, $2, $5, $5 WHERE EXISTS (SELECT 1 FROM shows WHERE id = $1)
+			admission, margin_percent, credit_at, created_at, updated_at)
+		SELECT $1, $2, $3, $4, $6, $7, $2, $5, $5 WHERE EXISTS (SELECT 1 FROM shows WHERE id = $1)
 		ON CONFLICT (show_id) DO UPDATE SET opens_at = EXCLUDED.opens_at,
 			admit_per_second = EXCLUDED.admit_per_second, admission_ttl_seconds = EXCLUDED.admission_ttl_seconds,
+			admission = EXCLUDED.admission, margin_percent = EXCLUDED.margin_percent,
 			credit_at = CASE WHEN waitrooms.admitted = 0 THEN EXCLUDED.opens_at ELSE waitrooms.credit_at END,
 			updated_at = EXCLUDED.updated_at
 		RETURNING xmax = 0`
@@ -44,11 +45,19 @@ const (
 		RETURNING seq`
 	sQueueEntries = `SELECT ` + entryColumns + ` FROM queue_entries
 		WHERE (show_id, identity) IN (SELECT * FROM unnest($1::text[], $2::text[]))`
-	sQueueEntry    = `SELECT ` + entryColumns + ` FROM queue_entries WHERE seq = $1`
+	sQueueEntry = `SELECT ` + entryColumns + `,
+			coalesce((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
+		FROM queue_entries q WHERE seq = $1`
 	sQueuePosition = `SELECT count(*) FROM queue_entries
 		WHERE show_id = $1 AND admitted_at IS NULL AND (lane, rank, seq) < ($2, $3, $4)`
-	sLockWaitRoom = `SELECT opens_at, admit_per_second, admitted, credit_at FROM waitrooms WHERE show_id = $1 FOR UPDATE`
-	sAdmit        = `UPDATE queue_entries q SET admitted_at = $1, admit_no = $2 + n.i
+	sLockWaitRoom = `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = $1 FOR UPDATE`
+	// sShoppers counts the show's buyers shopping: admitted after $2, with no hold of the show
+	// made since. holds_show_buyer answers each probe; lower() under "C" folds ASCII only, as
+	// the identity (boxoffice.BuyerKey) does.
+	sShoppers = `SELECT count(*) FROM queue_entries q
+		WHERE q.show_id = $1 AND q.admitted_at > $2 AND NOT EXISTS (SELECT 1 FROM holds h
+			WHERE h.show_id = $1 AND lower(h.buyer_email COLLATE "C") = q.identity AND h.created_at >= q.admitted_at)`
+	sAdmit = `UPDATE queue_entries q SET admitted_at = $1, admit_no = $2 + n.i
 		FROM (SELECT seq, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS i FROM
 			(SELECT seq, lane, rank FROM queue_entries WHERE show_id = $3 AND admitted_at IS NULL
 			 ORDER BY lane, rank, seq LIMIT $4) s) n
@@ -58,7 +67,7 @@ const (
 
 func scanWaitRoom(row pgx.Row) (*boxoffice.WaitRoom, error) {
 	var w boxoffice.WaitRoom
-	err := row.Scan(&w.ShowID, &w.OpensAt, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admitted, &w.Waiting, &w.CreatedAt, &w.UpdatedAt)
+	err := row.Scan(&w.ShowID, &w.OpensAt, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Admitted, &w.Waiting, &w.CreatedAt, &w.UpdatedAt)
 	w.OpensAt, w.CreatedAt, w.UpdatedAt = utc(w.OpensAt), utc(w.CreatedAt), utc(w.UpdatedAt)
 	return &w, err
 }
@@ -80,7 +89,8 @@ func scanEntry(row pgx.Row) (*boxoffice.QueueEntry, error) {
 // PutWaitRoom implements boxoffice.WaitRoomStore.
 func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *boxoffice.WaitRoom, created bool, err error) {
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, sPutWaitRoom, w.ShowID, w.OpensAt, w.AdmitPerSecond, w.AdmissionTTLSeconds, w.UpdatedAt).Scan(&created)
+		err := tx.QueryRow(ctx, sPutWaitRoom, w.ShowID, w.OpensAt, w.AdmitPerSecond, w.AdmissionTTLSeconds, w.UpdatedAt,
+			w.AdmissionMode(), w.AutoMarginPercent).Scan(&created)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no show %s", w.ShowID)
 		}
@@ -204,42 +214,58 @@ func (db *DB) JoinQueue(ctx context.Context, joins []boxoffice.QueueJoin) ([]*bo
 }
 
 // QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, position int, err error) {
-	err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		e, err = scanEntry(tx.QueryRow(ctx, sQueueEntry, seq))
+func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
+	ahead = -1
+	read := func(q pgx.Row) error {
+		e, err = scanEntry(scanWith(q, &admitted))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 		}
-		if err != nil || !e.AdmittedAt.IsZero() {
-			return err
-		}
-		lane := 1
-		if e.PreOnSale {
-			lane = 0
-		}
-		if err := tx.QueryRow(ctx, sQueuePosition, e.ShowID, lane, e.Rank, e.Seq).Scan(&position); err != nil {
-			return err
-		}
-		position++
-		return nil
-	})
-	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
-		return nil, 0, fmt.Errorf("read queue entry %d: %w", seq, err)
+		return err
 	}
-	return e, position, err
+	if !count {
+		// One statement, no transaction: a poll of a known place is one round trip.
+		err = read(db.pool.QueryRow(ctx, sQueueEntry, seq))
+	} else {
+		err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if err := read(tx.QueryRow(ctx, sQueueEntry, seq)); err != nil || !e.AdmittedAt.IsZero() {
+				return err
+			}
+			lane := 1
+			if e.PreOnSale {
+				lane = 0
+			}
+			return tx.QueryRow(ctx, sQueuePosition, e.ShowID, lane, e.Rank, e.Seq).Scan(&ahead)
+		})
+	}
+	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+		return nil, 0, -1, fmt.Errorf("read queue entry %d: %w", seq, err)
+	}
+	return e, admitted, ahead, err
 }
+
+// scanWith is row, scanning extra after the columns its caller names.
+func scanWith(row pgx.Row, extra ...any) pgx.Row {
+	return scanFunc(func(dest ...any) error { return row.Scan(append(dest, extra...)...) })
+}
+
+// scanFunc adapts a function to pgx.Row.
+type scanFunc func(dest ...any) error
+
+// Scan implements pgx.Row.
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. The room's row is locked FOR UPDATE for the
 // whole admission: a second admitter, on this server or another, waits for it and then reads the
 // advanced count and credit mark, so it can neither admit an entry again nor spend the same
 // budget twice.
-func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (admitted int, err error) {
+func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time, shoppers int) (admitted int, err error) {
 	now = now.Truncate(time.Microsecond)
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		admitted = 0
 		var opens, credit time.Time
-		var rate, total int64
-		err := tx.QueryRow(ctx, sLockWaitRoom, showID).Scan(&opens, &rate, &total, &credit)
+		var rate, ttl, total int64
+		err := tx.QueryRow(ctx, sLockWaitRoom, showID).Scan(&opens, &rate, &ttl, &total, &credit)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -247,6 +273,13 @@ func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (adm
 			return err
 		}
 		budget, start := boxoffice.AdmitBudget(now.UnixMicro(), opens.UnixMicro(), credit.UnixMicro(), rate)
+		if budget > 0 && shoppers >= 0 {
+			var shopping int64
+			if err := tx.QueryRow(ctx, sShoppers, showID, now.Add(-time.Duration(ttl)*time.Second)).Scan(&shopping); err != nil {
+				return err
+			}
+			budget = min(budget, max(0, int64(shoppers)-shopping))
+		}
 		if budget == 0 {
 			return nil
 		}

@@ -2,7 +2,9 @@ package rpc
 
 import (
 	"errors"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -69,11 +71,33 @@ func problemError(resp *boxoffice.Response) *connect.Error {
 	if d, ok := metadataDetails[p.Code]; ok {
 		p.Detail = d
 	}
+	if p.Code == boxoffice.ENOTADMITTED {
+		p.Detail = admissionWording(p.Detail)
+	}
 	e := connect.NewError(CodeOf(p.Code), errors.New(p.Detail))
 	if d, err := connect.NewErrorDetail(&p); err == nil {
 		e.AddDetail(d)
 	}
 	return e
+}
+
+// restAdmission matches what the waiting room's refusals tell a REST client to do; a gRPC client
+// does the same with an RPC and metadata.
+var restAdmission = regexp.MustCompile(`POST /v1/shows/[^ )]+/waiting-room/tickets|GET /v1/waiting-room/tickets/\{token\}|the Queue-Ticket header`)
+
+// admissionWording words a not_admitted detail for a gRPC client, as metadataDetails does for the
+// idempotency failures: join with JoinWaitingRoom, read with GetQueueTicket, and send the token in
+// queue-ticket metadata, not in a header it has not got.
+func admissionWording(detail string) string {
+	return restAdmission.ReplaceAllStringFunc(detail, func(m string) string {
+		switch {
+		case strings.HasPrefix(m, "POST"):
+			return "JoinWaitingRoom"
+		case strings.HasPrefix(m, "GET"):
+			return "GetQueueTicket"
+		}
+		return "queue-ticket metadata"
+	})
 }
 
 // toError renders an error the service returned (not stored) exactly as REST renders it, and

@@ -43,6 +43,10 @@ type Options struct {
 	// RateLimit bounds each API key's requests (RESOURCE_EXHAUSTED, rate_limited, past it); give
 	// it the REST handler's, so a key has one budget over both transports. nil: no limit.
 	RateLimit *keylimit.Limiter
+	// WaitRoom, when set, serves the waiting room RPCs and is the REST handler's, so that both
+	// transports serve one set of queues; nil answers those RPCs not_found. Holds and purchases
+	// are admitted by the sale service whether or not it is set.
+	WaitRoom bohttp.WaitRoom
 }
 
 // maxMessageBytes bounds a request message, as REST bounds a body (payload_too_large).
@@ -62,7 +66,7 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 1024
 	}
-	s := &server{svc: svc, limit: opts.RateLimit}
+	s := &server{svc: svc, limit: opts.RateLimit, rooms: opts.WaitRoom, log: opts.Logger}
 	shed := make(chan struct{}, opts.MaxInFlight)
 	// Metrics come first, outermost, so that they count what the client gets, shed RPCs included.
 	var measure []connect.Interceptor
@@ -84,7 +88,7 @@ func NewHandler(svc bohttp.Service, opts Options) *Handler {
 		h.prefixes = append(h.prefixes, path)
 	}
 	path, service := boxofficev1connect.NewBoxOfficeServiceHandler(s, handlerOpts...)
-	mount(path, refuseOversize(service, connect.NewErrorWriter(handlerOpts...)))
+	mount(path, refuseOversize(withDeadlines(service), connect.NewErrorWriter(handlerOpts...)))
 	// Health checks are counted too: a failing probe shows in the same metrics as the service.
 	mount(grpchealth.NewHandler(&checker{svc: svc}, connect.WithReadMaxBytes(maxMessageBytes), connect.WithInterceptors(measure...)))
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"boxoffice"
@@ -28,16 +29,27 @@ import (
 	"boxoffice/gen/boxoffice/v1/boxofficev1connect"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
+	"boxoffice/inventory/inventorytest"
 	"boxoffice/payments"
 	"boxoffice/rpc"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
+	"boxoffice/waitroom"
 )
 
 const admin = "adm"
 
 // newServer serves REST and RPC on one h2c listener over a real service on SQLite.
 func newServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv, _ := newServerAt(t, nil)
+	return srv
+}
+
+// newServerAt is newServer on the clock now (nil: the real one), so that a test moves time past
+// the seat map's cache instead of waiting for it, with the server's waiting rooms, which admit
+// only when the test calls AdmitOnce.
+func newServerAt(t *testing.T, now func() time.Time) (*httptest.Server, *waitroom.Service) {
 	t.Helper()
 	dir := t.TempDir()
 	sim, err := payments.NewSim(payments.SimOptions{SlowDelay: time.Second, LedgerPath: dir + "/ledger.jsonl"})
@@ -48,15 +60,21 @@ func newServer(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rooms, err := waitroom.New(context.Background(), waitroom.Config{Store: st, Now: now, AdmitEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms.Start(false)
 	inv := inventory.NewAtomic(st)
 	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
-		SyncBudget: 3 * time.Second, AdminKey: admin})
+		SyncBudget: 3 * time.Second, AdminKey: admin, Now: now, Admission: rooms.Admitted})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// One registry for both transports, as serve wires them, so /metrics shows the RPC metrics.
 	reg := prometheus.NewRegistry()
-	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Registry: reg}), bohttp.NewHandler(svc, bohttp.Options{Registry: reg}))
+	h := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Registry: reg, WaitRoom: rooms}),
+		bohttp.NewHandler(svc, bohttp.Options{Registry: reg, WaitRoom: rooms}))
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -64,12 +82,13 @@ func newServer(t *testing.T) *httptest.Server {
 	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()
+		rooms.Close()
 		svc.Close()
 		inv.Close()
 		st.Close()
 		sim.Close()
 	})
-	return srv
+	return srv, rooms
 }
 
 // h2c is an HTTP client speaking HTTP/2 without TLS, as gRPC needs.
@@ -696,5 +715,424 @@ func TestOversizeMessageIsPayloadTooLarge(t *testing.T) {
 	p := wantProblem(t, err, connect.CodeResourceExhausted, boxoffice.EPAYLOADTOOLARGE)
 	if p.GetStatus() != 413 {
 		t.Errorf("problem %v; want status 413", p)
+	}
+}
+
+// seatedShow is a show whose one tier sells seats: row A of 6 seats, 1 accessible, and row B of
+// labelled seats, 103 with a restricted view.
+func seatedShow(id string) *pb.PutShowRequest {
+	return &pb.PutShowRequest{ShowId: id, Name: "Recital", StartsAt: timestamppb.New(time.Date(2027, 5, 1, 19, 0, 0, 0, time.UTC)),
+		Tiers: []*pb.TierInput{{Id: "stalls", Name: "Stalls", Price: &pb.Money{Amount: 6000, Currency: "EUR"},
+			SeatMap: &pb.SeatMapInput{Sections: []*pb.SeatSectionInput{{Id: "S", Rows: []*pb.SeatRowInput{
+				{Id: "A", Seats: 6, Accessible: []string{"1"}},
+				{Id: "B", Labels: []string{"101", "102", "103"}, RestrictedView: []string{"103"}},
+			}}}}}}}
+}
+
+// TestSeats sells named seats and the best available over gRPC, as REST sells them: the seat map
+// with its etag and not_modified, all-or-none holds refused with seat_unavailable, and tickets
+// that name their seats.
+func TestSeats(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv, _ := newServerAt(t, clock.Now)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+
+	put, err := c.PutShow(ctx, call(seatedShow("recital"), admin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tier := put.Msg.Show.Tiers[0]; !tier.Seated || tier.Capacity != 9 || tier.Available != 9 {
+		t.Fatalf("seated tier answered %v; want seated, capacity 9", tier)
+	}
+	// The map is validated as REST validates it, with the same field names.
+	bad := seatedShow("bad")
+	bad.Tiers[0].SeatMap.Sections[0].Rows[1].RestrictedView = []string{"104"}
+	_, err = c.PutShow(ctx, call(bad, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 ||
+		p.Errors[0].Field != "tiers[0].seat_map.sections[0].rows[1].restricted_view" {
+		t.Fatalf("bad map: %v", p)
+	}
+	bad.Tiers[0].SeatMap = &pb.SeatMapInput{}
+	_, err = c.PutShow(ctx, call(bad, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 ||
+		p.Errors[0].Field != "tiers[0].seat_map.sections" {
+		t.Fatalf("empty map: %v", p)
+	}
+	key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := key.Msg.Key
+
+	seats, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital"}, client, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := seats.Msg
+	if m.NotModified || m.Etag == "" || m.ShowId != "recital" || m.At == nil || len(m.Seats) != 9 {
+		t.Fatalf("seat map: %v", m)
+	}
+	if s := m.Seats[0]; s.Id != "S-A-1" || s.TierId != "stalls" || s.Section != "S" || s.Row != "A" || s.Label != "1" ||
+		!s.Accessible || s.RestrictedView || s.State != "available" {
+		t.Fatalf("first seat %v", s)
+	}
+	if s := m.Seats[8]; s.Id != "S-B-103" || !s.RestrictedView || s.Accessible {
+		t.Fatalf("last seat %v", s)
+	}
+	same, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: m.Etag}, client, ""))
+	if err != nil || !same.Msg.NotModified || same.Msg.Etag != m.Etag || len(same.Msg.Seats) != 0 || same.Msg.ShowId != "" {
+		t.Fatalf("if_none_match the current etag: %v %v; want not_modified with the etag only", same, err)
+	}
+	// The list, weak and wildcard forms REST's If-None-Match takes.
+	for _, inm := range []string{`"other", ` + m.Etag, "W/" + m.Etag, "*"} {
+		if r, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: inm}, client, "")); err != nil || !r.Msg.NotModified {
+			t.Errorf("if_none_match %s: %v %v; want not_modified", inm, r, err)
+		}
+	}
+	other, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: `"other"`}, client, ""))
+	if err != nil || other.Msg.NotModified || len(other.Msg.Seats) != 9 {
+		t.Fatalf("if_none_match another etag: %v %v; want the map", other, err)
+	}
+	_, err = c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "nothing"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital"}, "nope", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+	named := &pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-A-3", "S-A-4"},
+		Buyer: &pb.Buyer{Email: "ann@example.com"}}
+	hold, err := c.CreateHold(ctx, call(named, client, "h1"))
+	if err != nil || hold.Msg.Hold.Quantity != 2 || !slices.Equal(hold.Msg.Hold.Seats, []string{"S-A-3", "S-A-4"}) {
+		t.Fatalf("named seats: %v %v", hold, err)
+	}
+	again, err := c.CreateHold(ctx, call(named, client, "h1"))
+	if err != nil || again.Header().Get(rpc.HeaderReplayed) != "true" || !slices.Equal(again.Msg.Hold.Seats, hold.Msg.Hold.Seats) {
+		t.Fatalf("replay: %v %v", again, err)
+	}
+	// One key, one effect, whichever transport: the same seats sent over REST with the key are
+	// the same request, answered from the stored hold.
+	rest, err := http.NewRequest("POST", srv.URL+"/v1/shows/recital/holds",
+		strings.NewReader(`{"tier_id":"stalls","seats":["S-A-3","S-A-4"],"buyer":{"email":"ann@example.com"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest.Header.Set("Content-Type", "application/json")
+	rest.Header.Set("Authorization", "Bearer "+client)
+	rest.Header.Set("Idempotency-Key", "h1")
+	resp, err := srv.Client().Do(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(string(body), hold.Msg.Hold.Id) {
+		t.Fatalf("the same seats over REST: %d %s; want the stored hold %s", resp.StatusCode, body, hold.Msg.Hold.Id)
+	}
+	// All or none: S-A-5 is free, S-A-4 is not, so neither is held.
+	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-A-4", "S-A-5"},
+		Buyer: &pb.Buyer{Email: "bo@example.com"}}, client, "h2"))
+	p := wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ESEATUNAVAILABLE)
+	if p.Status != 409 || !strings.Contains(p.Detail, "S-A-4") || strings.Contains(p.Detail, "S-A-5") {
+		t.Fatalf("seat_unavailable problem %v; want 409 naming S-A-4 only", p)
+	}
+	_, err = c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-Z-1"},
+		Buyer: &pb.Buyer{Email: "bo@example.com"}}, client, "h3"))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) == 0 || p.Errors[0].Field != "seats" {
+		t.Fatalf("unknown seat: %v", p)
+	}
+
+	// The best two available: not the accessible S-A-1 (left for those who name it), and side
+	// by side, so S-A-5 and S-A-6 (exactly two free there) before S-A-1/S-A-2.
+	best, err := c.CreateHold(ctx, call(&pb.CreateHoldRequest{ShowId: "recital", TierId: "stalls", Quantity: 2,
+		Buyer: &pb.Buyer{Email: "cy@example.com"}}, client, "h4"))
+	if err != nil || !slices.Equal(best.Msg.Hold.Seats, []string{"S-A-5", "S-A-6"}) {
+		t.Fatalf("best available: %v %v", best, err)
+	}
+	got, err := c.GetHold(ctx, call(&pb.GetHoldRequest{HoldId: best.Msg.Hold.Id}, client, ""))
+	if err != nil || !slices.Equal(got.Msg.Hold.Seats, best.Msg.Hold.Seats) {
+		t.Fatalf("get hold: %v %v", got, err)
+	}
+
+	buy, err := c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-B-101", "S-B-102"},
+		Buyer: &pb.Buyer{Email: "di@example.com"}, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
+	if err != nil || buy.Msg.Order.Status != "confirmed" || len(buy.Msg.Order.Tickets) != 2 {
+		t.Fatalf("purchase: %v %v", buy, err)
+	}
+	var ticketSeats []string
+	for _, tk := range buy.Msg.Order.Tickets {
+		ticketSeats = append(ticketSeats, tk.Seat)
+	}
+	if slices.Sort(ticketSeats); !slices.Equal(ticketSeats, []string{"S-B-101", "S-B-102"}) {
+		t.Fatalf("tickets name seats %v", ticketSeats)
+	}
+	_, err = c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "recital", TierId: "stalls", Seats: []string{"S-B-102"},
+		Buyer: &pb.Buyer{Email: "ed@example.com"}, Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p2"))
+	wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ESEATUNAVAILABLE)
+
+	// Past the map's cache, the map shows what was held and sold, under a new etag.
+	clock.Advance(time.Second)
+	after, err := c.GetShowSeats(ctx, call(&pb.GetShowSeatsRequest{ShowId: "recital", IfNoneMatch: m.Etag}, client, ""))
+	if err != nil || after.Msg.NotModified || after.Msg.Etag == m.Etag {
+		t.Fatalf("map after the sale: %v %v; want a new etag", after, err)
+	}
+	state := map[string]string{}
+	for _, s := range after.Msg.Seats {
+		state[s.Id] = s.State
+	}
+	for id, want := range map[string]string{"S-A-1": "available", "S-A-3": "held", "S-A-4": "held", "S-A-5": "held",
+		"S-A-6": "held", "S-B-101": "sold", "S-B-102": "sold", "S-B-103": "available"} {
+		if state[id] != want {
+			t.Errorf("seat %s is %q, want %s", id, state[id], want)
+		}
+	}
+}
+
+// TestWaitingRoom runs a waiting room over gRPC with REST's roles and answers: the admin puts it,
+// a buyer joins and reads their ticket, a hold without an admitted queue ticket is refused with
+// not_admitted, and the admitted token in queue-ticket metadata (REST's Queue-Ticket header)
+// opens holds and purchases for its buyer until the admission runs out.
+func TestWaitingRoom(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv, rooms := newServerAt(t, clock.Now)
+	ctx := context.Background()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("gala", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutShow(ctx, call(showRequest("open", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	key, err := c.CreateApiKey(ctx, call(&pb.CreateApiKeyRequest{Role: "client"}, admin, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := key.Msg.Key
+	withTicket := func(r *connect.Request[pb.CreateHoldRequest], token string) *connect.Request[pb.CreateHoldRequest] {
+		r.Header().Set(waitroom.HeaderTicket, token)
+		return r
+	}
+	hold := func(email string) *pb.CreateHoldRequest {
+		return &pb.CreateHoldRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: email}}
+	}
+
+	onSale := clock.Now().Add(time.Minute)
+	room := &pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: timestamppb.New(onSale), AdmitPerSecond: waitroom.MaxAdmitPerSecond}
+	_, err = c.GetWaitingRoom(ctx, call(&pb.GetWaitingRoomRequest{ShowId: "gala"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	// The room's settings are the admin's, as in REST.
+	_, err = c.PutWaitingRoom(ctx, call(room, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	put, err := c.PutWaitingRoom(ctx, call(room, admin, ""))
+	if err != nil || !put.Msg.Created {
+		t.Fatalf("put room: %v %v", put, err)
+	}
+	if w := put.Msg.WaitingRoom; w.ShowId != "gala" || !w.OpensAt.AsTime().Equal(onSale) || w.AdmitPerSecond != waitroom.MaxAdmitPerSecond ||
+		w.AdmissionTtlSeconds != waitroom.DefaultAdmissionTTL || w.CreatedAt == nil {
+		t.Fatalf("room answered %v", w)
+	}
+	if w := put.Msg.WaitingRoom; w.Admission != "rate" || w.AutoMarginPercent != 0 {
+		t.Fatalf("room answered admission %q, margin %d; want the default rate", w.Admission, w.AutoMarginPercent)
+	}
+	// Automatic admission, as REST sets it; then back to the rate.
+	auto := &pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt, AdmitPerSecond: 50, Admission: "auto"}
+	if got, err := c.PutWaitingRoom(ctx, call(auto, admin, "")); err != nil || got.Msg.WaitingRoom.Admission != "auto" ||
+		got.Msg.WaitingRoom.AutoMarginPercent != waitroom.DefaultAutoMargin {
+		t.Fatalf("put an automatic room: %v %v", got, err)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt, AdmitPerSecond: 50,
+		Admission: "auto", AutoMarginPercent: proto.Int32(-1)}, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "auto_margin_percent" {
+		t.Fatalf("a negative margin: %v", p)
+	}
+	if again, err := c.PutWaitingRoom(ctx, call(room, admin, "")); err != nil || again.Msg.Created || again.Msg.WaitingRoom.Admission != "rate" {
+		t.Fatalf("put again: %v %v; want replaced, admitting at its rate", again, err)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt}, admin, ""))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "admit_per_second" {
+		t.Fatalf("no rate: %v", p)
+	}
+	_, err = c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "nothing", OpensAt: room.OpensAt, AdmitPerSecond: 5}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+
+	// The refusal says what to do in gRPC's terms: an RPC to join, metadata to send.
+	_, err = c.CreateHold(ctx, call(hold("ann@example.com"), client, "h1"))
+	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); p.Status != 403 ||
+		!strings.Contains(p.Detail, "JoinWaitingRoom") || !strings.Contains(p.Detail, "queue-ticket metadata") ||
+		strings.Contains(p.Detail, "/v1/") || strings.Contains(p.Detail, "header") {
+		t.Fatalf("hold without a ticket: %v; want 403 naming JoinWaitingRoom and queue-ticket metadata", p)
+	}
+	_, err = c.Purchase(ctx, call(&pb.PurchaseRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1"))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+
+	join := &pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ann@example.com"}}
+	_, err = c.JoinWaitingRoom(ctx, call(join, client, ""))
+	wantProblem(t, err, connect.CodeInvalidArgument, boxoffice.EIDEMMISSING)
+	joined, err := c.JoinWaitingRoom(ctx, call(join, client, "j1"))
+	if err != nil || !joined.Msg.Created {
+		t.Fatalf("join: %v %v", joined, err)
+	}
+	tk := joined.Msg.QueueTicket
+	// Before the on-sale the draw is secret: no position, the wait is the time to the on-sale.
+	if !strings.HasPrefix(tk.Id, "qtk_") || tk.ShowId != "gala" || tk.Status != "waiting" || tk.Position != nil ||
+		tk.EstimatedWaitSeconds == nil || *tk.EstimatedWaitSeconds != 60 || tk.Token == "" || tk.AdmittedAt != nil || tk.TokenExpiresAt == nil {
+		t.Fatalf("joined ticket %v", tk)
+	}
+	// One place per buyer: joining again (another spelling of the address) answers the same place.
+	rejoin, err := c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ANN@example.com"}}, client, "j2"))
+	if err != nil || rejoin.Msg.Created || rejoin.Msg.QueueTicket.Id != tk.Id {
+		t.Fatalf("join again: %v %v; want the same place", rejoin, err)
+	}
+	_, err = c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "not an address"}}, client, "j3"))
+	if p := wantProblem(t, err, connect.CodeInvalidArgument, "validation_failed"); len(p.Errors) != 1 || p.Errors[0].Field != "buyer.email" {
+		t.Fatalf("bad email: %v", p)
+	}
+	_, err = c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "open", Buyer: join.Buyer}, client, "j4"))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	if got, err := c.GetWaitingRoom(ctx, call(&pb.GetWaitingRoomRequest{ShowId: "gala"}, client, "")); err != nil ||
+		got.Msg.WaitingRoom.Waiting != 1 || got.Msg.WaitingRoom.Admitted != 0 {
+		t.Fatalf("room with one waiting: %v %v", got, err)
+	}
+
+	// A waiting ticket opens nothing.
+	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), tk.Token))
+	if p := wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED); !strings.Contains(p.Detail, "GetQueueTicket") ||
+		strings.Contains(p.Detail, "/v1/") {
+		t.Fatalf("hold with a waiting ticket: %v; want a detail naming GetQueueTicket", p)
+	}
+
+	clock.Advance(2 * time.Minute)
+	if n := rooms.AdmitOnce(ctx); n != 1 {
+		t.Fatalf("admitted %d, want 1", n)
+	}
+	read, err := c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: tk.Token}, client, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := read.Msg.QueueTicket
+	if admitted.Status != "admitted" || admitted.Id != tk.Id || admitted.AdmittedAt == nil || admitted.AdmissionExpiresAt == nil ||
+		admitted.Position != nil || admitted.Token == tk.Token {
+		t.Fatalf("admitted ticket %v", admitted)
+	}
+	// The admitted token opens holds for its buyer, over gRPC as over REST; the same
+	// Idempotency-Key refused before now buys, since a refusal for want of admission is not stored.
+	h, err := c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), admitted.Token))
+	if err != nil || h.Msg.Hold.Status != "active" {
+		t.Fatalf("admitted hold: %v %v", h, err)
+	}
+	_, err = c.CreateHold(ctx, withTicket(call(hold("bo@example.com"), client, "h2"), admitted.Token))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+	buyReq := call(&pb.PurchaseRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"},
+		Payment: &pb.Payment{Token: payments.TokenOK}}, client, "p1")
+	buyReq.Header().Set(waitroom.HeaderTicket, admitted.Token)
+	if buy, err := c.Purchase(ctx, buyReq); err != nil || buy.Msg.Order.Status != "confirmed" {
+		t.Fatalf("admitted purchase: %v %v", buy, err)
+	}
+
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: "not-a-token"}, client, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: admitted.Token}, "nope", ""))
+	wantProblem(t, err, connect.CodeUnauthenticated, "unauthorized")
+
+	// Past its admission (300 s) the token opens nothing; past its own expiry (10 min) it reads
+	// nothing either.
+	clock.Advance(11 * time.Minute)
+	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h3"), admitted.Token))
+	wantProblem(t, err, connect.CodePermissionDenied, boxoffice.ENOTADMITTED)
+	_, err = c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: admitted.Token}, client, ""))
+	if p := wantProblem(t, err, connect.CodeFailedPrecondition, boxoffice.ETICKETEXPIRED); p.Status != 410 {
+		t.Fatalf("expired token: %v; want 410", p)
+	}
+
+	_, err = c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, client, ""))
+	wantProblem(t, err, connect.CodePermissionDenied, "forbidden")
+	if _, err := c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.DeleteWaitingRoom(ctx, call(&pb.DeleteWaitingRoomRequest{ShowId: "gala"}, admin, ""))
+	wantProblem(t, err, connect.CodeNotFound, "not_found")
+	// Without its room the show sells to anyone again.
+	if _, err := c.CreateHold(ctx, call(hold("bo@example.com"), client, "h4")); err != nil {
+		t.Fatalf("hold after the room is gone: %v", err)
+	}
+}
+
+// TestWatchQueueTicket streams a ticket as REST's server-sent events do: waiting while it waits,
+// then admitted, and the stream ends after that message.
+func TestWatchQueueTicket(t *testing.T) {
+	clock := inventorytest.NewClock()
+	srv, rooms := newServerAt(t, clock.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := boxofficev1connect.NewBoxOfficeServiceClient(h2c(), srv.URL, connect.WithGRPC())
+	if _, err := c.PutShow(ctx, call(showRequest("gala", 10), admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutWaitingRoom(ctx, call(&pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: timestamppb.New(clock.Now().Add(-time.Minute)),
+		AdmitPerSecond: waitroom.MaxAdmitPerSecond}, admin, "")); err != nil {
+		t.Fatal(err)
+	}
+	joined, err := c.JoinWaitingRoom(ctx, call(&pb.JoinWaitingRoomRequest{ShowId: "gala", Buyer: &pb.Buyer{Email: "ann@example.com"}}, admin, "j1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A refusal comes before any message, with the problem a unary call would carry.
+	for _, c2 := range []struct {
+		key, token, code string
+		want             connect.Code
+	}{
+		{"nope", joined.Msg.QueueTicket.Token, "unauthorized", connect.CodeUnauthenticated},
+		{admin, "not-a-token", "not_found", connect.CodeNotFound},
+	} {
+		bad, err := c.WatchQueueTicket(ctx, call(&pb.WatchQueueTicketRequest{Token: c2.token}, c2.key, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad.Receive() {
+			t.Fatalf("a refused stream sent %v", bad.Msg())
+		}
+		wantProblem(t, bad.Err(), c2.want, c2.code)
+		_ = bad.Close()
+	}
+
+	stream, err := c.WatchQueueTicket(ctx, call(&pb.WatchQueueTicketRequest{Token: joined.Msg.QueueTicket.Token}, admin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	first := stream.Msg().QueueTicket
+	if first.Status != "waiting" || first.Position == nil || *first.Position != 1 || first.Token == "" {
+		t.Fatalf("first message %v; want waiting at position 1", first)
+	}
+	clock.Advance(time.Second)
+	if n := rooms.AdmitOnce(ctx); n != 1 {
+		t.Fatalf("admitted %d, want 1", n)
+	}
+	// Each later message is the ticket read again; the stream ends after the admitted one. The
+	// ticket waits at most until the admission, so the loop is bounded by the stream's end.
+	var last *pb.QueueTicket
+	messages := 1
+	for stream.Receive() {
+		last = stream.Msg().QueueTicket
+		messages++
+		if messages > 10 {
+			t.Fatalf("the stream goes on after %v", last)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream ended with %v", err)
+	}
+	if last == nil || last.Status != "admitted" || last.AdmissionExpiresAt == nil {
+		t.Fatalf("last message %v; want admitted", last)
+	}
+	// The streamed token opens holds, as GetQueueTicket's does.
+	r := call(&pb.CreateHoldRequest{ShowId: "gala", TierId: "ga", Quantity: 1, Buyer: &pb.Buyer{Email: "ann@example.com"}}, admin, "h1")
+	r.Header().Set(waitroom.HeaderTicket, last.Token)
+	if _, err := c.CreateHold(ctx, r); err != nil {
+		t.Fatalf("hold with the streamed token: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -37,6 +38,8 @@ const (
 type server struct {
 	svc   bohttp.Service
 	limit *keylimit.Limiter
+	rooms bohttp.WaitRoom // nil: the server has no waiting rooms
+	log   *slog.Logger
 }
 
 var _ boxofficev1connect.BoxOfficeServiceHandler = (*server)(nil)
@@ -265,6 +268,7 @@ func (s *server) PutShow(ctx context.Context, req *connect.Request[pb.PutShowReq
 		if t.Price != nil {
 			ti.Price = &boxoffice.Money{Amount: t.Price.GetAmount(), Currency: t.Price.GetCurrency()}
 		}
+		ti.SeatMap = seatMapInput(t.SeatMap)
 		in.Tiers = append(in.Tiers, ti)
 	}
 	show, created, err := s.svc.PutShow(ctx, m.GetShowId(), in)
@@ -273,6 +277,26 @@ func (s *server) PutShow(ctx context.Context, req *connect.Request[pb.PutShowReq
 		return nil, err
 	}
 	return connect.NewResponse(out), nil
+}
+
+// seatMapInput is a tier's seat map as REST decodes it from seat_map; nil when the tier has none.
+// The service validates it, so a message and a REST body get the same field errors.
+func seatMapInput(m *pb.SeatMapInput) *sale.SeatMapInput {
+	if m == nil {
+		return nil
+	}
+	// A map without sections stays a map (not nil, an unseated tier): the service refuses it, as
+	// REST refuses "seat_map":{}.
+	out := &sale.SeatMapInput{}
+	for _, sec := range m.GetSections() {
+		si := sale.SectionInput{ID: sec.GetId()}
+		for _, r := range sec.GetRows() {
+			si.Rows = append(si.Rows, sale.RowInput{ID: r.GetId(), Seats: int(r.GetSeats()), Labels: r.GetLabels(),
+				Accessible: r.GetAccessible(), RestrictedView: r.GetRestrictedView()})
+		}
+		out.Sections = append(out.Sections, si)
+	}
+	return out
 }
 
 // intPtr converts an optional int32.
@@ -300,6 +324,42 @@ func (s *server) GetShow(ctx context.Context, req *connect.Request[pb.GetShowReq
 	return connect.NewResponse(out), nil
 }
 
+// GetShowSeats is GET /v1/shows/{show_id}/seats: the seat map with each seat's state. An
+// if_none_match naming the current etag is answered not_modified without the seats (REST's 304),
+// so a client polling the map during an on-sale moves bytes only when a seat changed.
+func (s *server) GetShowSeats(ctx context.Context, req *connect.Request[pb.GetShowSeatsRequest]) (*connect.Response[pb.GetShowSeatsResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
+		return nil, err
+	}
+	if !boxoffice.ValidName(req.Msg.GetShowId()) {
+		return nil, fail(boxoffice.Errorf(boxoffice.ENOTFOUND, "no such resource"))
+	}
+	body, etag, err := s.svc.ShowSeats(ctx, req.Msg.GetShowId())
+	if err != nil {
+		return nil, fail(err)
+	}
+	if etagMatches(req.Msg.GetIfNoneMatch(), etag) {
+		return connect.NewResponse(&pb.GetShowSeatsResponse{NotModified: true, Etag: etag}), nil
+	}
+	out := &pb.GetShowSeatsResponse{}
+	if err := decode(&boxoffice.Response{Status: http.StatusOK, Body: body}, false, nil, out); err != nil {
+		return nil, err
+	}
+	out.Etag = etag
+	return connect.NewResponse(out), nil
+}
+
+// etagMatches says whether an If-None-Match value names etag, as REST's GET of the seats reads
+// the header: a comma-separated list of etags, weak ones (W/"…") matching too, or *.
+func etagMatches(ifNoneMatch, etag string) bool {
+	for tag := range strings.SplitSeq(ifNoneMatch, ",") {
+		if tag = strings.TrimSpace(tag); tag != "" && (tag == etag || tag == "W/"+etag || tag == "*") {
+			return true
+		}
+	}
+	return false
+}
+
 // ListShows is GET /v1/shows.
 func (s *server) ListShows(ctx context.Context, req *connect.Request[pb.ListShowsRequest]) (*connect.Response[pb.ListShowsResponse], error) {
 	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
@@ -325,7 +385,7 @@ func (s *server) CreateHold(ctx context.Context, req *connect.Request[pb.CreateH
 	}
 	m := req.Msg
 	in := sale.HoldInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
-		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}}
+		Quantity: int(m.GetQuantity()), Seats: m.GetSeats(), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()}}
 	id, err := idem(p, req, "POST /v1/shows/{show_id}/holds", "/v1/shows/"+m.GetShowId()+"/holds", in)
 	if err != nil {
 		return nil, err
@@ -405,7 +465,7 @@ func (s *server) Purchase(ctx context.Context, req *connect.Request[pb.PurchaseR
 	}
 	m := req.Msg
 	in := sale.PurchaseInput{ShowID: m.GetShowId(), TierID: m.GetTierId(),
-		Quantity: int(m.GetQuantity()), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
+		Quantity: int(m.GetQuantity()), Seats: m.GetSeats(), Buyer: sale.BuyerInput{Email: m.GetBuyer().GetEmail()},
 		Payment: sale.PaymentInput{Token: m.GetPayment().GetToken()}}
 	id, err := idem(p, req, "POST /v1/purchases", "/v1/purchases", in)
 	if err != nil {

@@ -129,6 +129,20 @@ func (s *Service) GetShow(ctx context.Context, id string) (*boxoffice.Show, erro
 	return show, err
 }
 
+// TicketsLeft is how many tickets of a show can still be held, over all its tiers: what
+// automatic admission of its waiting room lets buyers in for.
+func (s *Service) TicketsLeft(ctx context.Context, id string) (int, error) {
+	show, err := s.GetShow(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	left := 0
+	for _, t := range show.Tiers {
+		left += max(0, t.Available)
+	}
+	return left, nil
+}
+
 // ListShows returns a page of shows and the cursor of the next page ("" when last).
 func (s *Service) ListShows(ctx context.Context, after string, limit int) ([]*boxoffice.Show, string, error) {
 	var shows []*boxoffice.Show

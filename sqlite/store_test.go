@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,7 +197,6 @@ func TestDataSurvivesReopen(t *testing.T) {
 
 func TestQueryPlansUseIndexes(t *testing.T) {
 	db, _ := openTest(t)
-	ctx := context.Background()
 	for id, wantIndex := range map[stmtID]string{
 		sDueHolds:           "orders_live_hold",
 		sNextHoldExpiry:     "holds_status_expires_at",
@@ -211,24 +211,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		sListShowOrders:     "orders_show_id",
 		sAnswerIdemForOrder: "idempotency_records_order_id",
 	} {
-		args := make([]any, 0, 4)
-		for i := 0; i < countParams(stmtSQL[id]); i++ {
-			args = append(args, nil)
-		}
-		rows, err := db.w.QueryContext(ctx, "EXPLAIN QUERY PLAN "+stmtSQL[id], args...)
-		if err != nil {
-			t.Fatalf("explain %d: %v", id, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var a, b, c int
-			var detail string
-			if err := rows.Scan(&a, &b, &c, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := explain(t, db, stmtSQL[id])
 		found := false
 		for _, p := range plan {
 			if bytes.Contains([]byte(p), []byte(wantIndex)) {
@@ -242,6 +225,41 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 			t.Errorf("statement %d does not use %s: %v", id, wantIndex, plan)
 		}
 	}
+}
+
+// TestShoppersQueryUsesIndexes: the automatic admitter's count of shoppers, run every tick,
+// reads the admitted entries through their partial index and probes each one's holds by index.
+func TestShoppersQueryUsesIndexes(t *testing.T) {
+	db, _ := openTest(t)
+	plan := strings.Join(explain(t, db, shoppersSQL), "\n")
+	// "<expr>=?" is the probe by lower(buyer_email): without it each probe reads every hold of
+	// the show.
+	for _, want := range []string{"queue_entries_admitted (show_id=? AND admitted_at>?)", "holds_show_buyer (show_id=? AND <expr>=?)"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("the shoppers query does not use %s:\n%s", want, plan)
+		}
+	}
+}
+
+// explain returns the query plan of q, its parameters all null.
+func explain(t *testing.T, db *DB, q string) []string {
+	t.Helper()
+	args := make([]any, countParams(q))
+	rows, err := db.w.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatalf("explain %s: %v", q, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var a, b, c int
+		var detail string
+		if err := rows.Scan(&a, &b, &c, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	return plan
 }
 
 // countParams counts the distinct ? parameters of q (numbered ones by their highest number).

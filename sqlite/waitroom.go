@@ -17,14 +17,14 @@ import (
 var _ boxoffice.WaitRoomStore = (*DB)(nil)
 
 // waitRoomColumns reads a room; the count of those waiting only when ?2 is 1.
-const waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admitted,
+const waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.admitted,
 	CASE WHEN ?2 THEN (SELECT COUNT(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at = 0) ELSE 0 END,
 	w.created_at, w.updated_at`
 
 func scanWaitRoom(scan func(dest ...any) error) (*boxoffice.WaitRoom, error) {
 	var w boxoffice.WaitRoom
 	var opens, created, updated int64
-	if err := scan(&w.ShowID, &opens, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admitted, &w.Waiting, &created, &updated); err != nil {
+	if err := scan(&w.ShowID, &opens, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Admitted, &w.Waiting, &created, &updated); err != nil {
 		return nil, err
 	}
 	w.OpensAt, w.CreatedAt, w.UpdatedAt = fromMicros(opens), fromMicros(created), fromMicros(updated)
@@ -65,12 +65,13 @@ func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *b
 		created = n == 0
 		at := micros(w.UpdatedAt)
 		_, err := t.execRaw(ctx, `INSERT INTO waitrooms (show_id, opens_at, admit_per_second, admission_ttl_seconds,
-				credit_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?2, ?5, ?5)
+				admission, margin_percent, credit_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?6, ?7, ?2, ?5, ?5)
 			ON CONFLICT (show_id) DO UPDATE SET opens_at = excluded.opens_at,
 				admit_per_second = excluded.admit_per_second, admission_ttl_seconds = excluded.admission_ttl_seconds,
+				admission = excluded.admission, margin_percent = excluded.margin_percent,
 				credit_at = CASE WHEN admitted = 0 THEN excluded.opens_at ELSE credit_at END,
 				updated_at = excluded.updated_at`,
-			w.ShowID, micros(w.OpensAt), w.AdmitPerSecond, w.AdmissionTTLSeconds, at)
+			w.ShowID, micros(w.OpensAt), w.AdmitPerSecond, w.AdmissionTTLSeconds, at, w.AdmissionMode(), w.AutoMarginPercent)
 		if err != nil {
 			return fmt.Errorf("put waiting room of %s: %w", w.ShowID, err)
 		}
@@ -228,13 +229,15 @@ func (db *DB) joinStmts() (ins, sel *sql.Stmt, err error) {
 }
 
 // QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, position int, err error) {
+func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
 	err = db.View(ctx, func(btx boxoffice.Tx) error {
 		t := btx.(*tx)
-		e, position = nil, 0
-		err := t.queryRaw(ctx, `SELECT `+entryColumns+` FROM queue_entries WHERE seq = ?`, []any{seq},
+		e, admitted, ahead = nil, 0, -1
+		err := t.queryRaw(ctx, `SELECT `+entryColumns+`,
+				COALESCE((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
+			FROM queue_entries q WHERE seq = ?`, []any{seq},
 			func(rows *sql.Rows) (err error) {
-				e, err = scanEntry(rows.Scan)
+				e, err = scanEntry(func(dest ...any) error { return rows.Scan(append(dest, &admitted)...) })
 				return err
 			})
 		if err != nil {
@@ -243,7 +246,7 @@ func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntr
 		if e == nil {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 		}
-		if !e.AdmittedAt.IsZero() {
+		if !count || !e.AdmittedAt.IsZero() {
 			return nil
 		}
 		lane := 1
@@ -252,25 +255,24 @@ func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntr
 		}
 		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM queue_entries
 			WHERE show_id = ? AND admitted_at = 0 AND (lane, rank, seq) < (?, ?, ?)`,
-			[]any{e.ShowID, lane, e.Rank, e.Seq}, &position); err != nil {
+			[]any{e.ShowID, lane, e.Rank, e.Seq}, &ahead); err != nil {
 			return fmt.Errorf("count the queue before entry %d: %w", seq, err)
 		}
-		position++
 		return nil
 	})
-	return e, position, err
+	return e, admitted, ahead, err
 }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. SQLite's one writer runs it alone, so the
 // room's row needs no lock beyond the transaction; other processes on the file wait for it too.
-func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (admitted int, err error) {
+func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time, shoppers int) (admitted int, err error) {
 	err = db.Update(ctx, func(btx boxoffice.Tx) error {
 		t := btx.(*tx)
 		admitted = 0
 		var opens, credit, total int64
-		var rate int64
-		err := t.queryRowRaw(ctx, `SELECT opens_at, admit_per_second, admitted, credit_at FROM waitrooms WHERE show_id = ?`,
-			[]any{showID}, &opens, &rate, &total, &credit)
+		var rate, ttl int64
+		err := t.queryRowRaw(ctx, `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = ?`,
+			[]any{showID}, &opens, &rate, &ttl, &total, &credit)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -278,6 +280,14 @@ func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (adm
 			return fmt.Errorf("read waiting room of %s: %w", showID, err)
 		}
 		budget, start := boxoffice.AdmitBudget(micros(now), opens, credit, rate)
+		if budget > 0 && shoppers >= 0 {
+			var shopping int64
+			if err := t.queryRowRaw(ctx, shoppersSQL,
+				[]any{showID, micros(now) - ttl*1e6}, &shopping); err != nil {
+				return fmt.Errorf("count the shoppers of %s: %w", showID, err)
+			}
+			budget = min(budget, max(0, int64(shoppers)-shopping))
+		}
 		if budget == 0 {
 			return nil
 		}
@@ -302,6 +312,15 @@ func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time) (adm
 	})
 	return admitted, err
 }
+
+// shoppersSQL counts the show ?1's buyers shopping: admitted after ?2, with no hold of the show
+// made since. "admitted_at > 0" lets the partial index queue_entries_admitted serve; holds_show_buyer
+// answers each probe by lower(buyer_email), which folds ASCII only as the identity
+// (boxoffice.BuyerKey) does; the unary + drops the identity column's TEXT affinity, without
+// which SQLite probes that expression index by show_id alone.
+const shoppersSQL = `SELECT count(*) FROM queue_entries q
+	WHERE q.show_id = ?1 AND q.admitted_at > 0 AND q.admitted_at > ?2 AND NOT EXISTS (SELECT 1 FROM holds h
+		WHERE h.show_id = ?1 AND lower(h.buyer_email) = +q.identity AND h.created_at >= q.admitted_at)`
 
 // Secret implements boxoffice.WaitRoomStore.
 func (db *DB) Secret(ctx context.Context, name string, candidate []byte) (secret []byte, err error) {

@@ -33,6 +33,7 @@ func ExerciseWaitRoom(t *testing.T, open OpenTwice) {
 		{"ConcurrentAdmittersNeverOverAdmit", testConcurrentAdmitters},
 		{"QueueSurvivesRestart", testQueueSurvivesRestart},
 		{"SharedSecret", testSharedSecret},
+		{"AutomaticAdmissionCountsShoppers", testAutomaticAdmission},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open) })
 	}
@@ -72,18 +73,31 @@ func join(t *testing.T, w boxoffice.WaitRoomStore, joins ...boxoffice.QueueJoin)
 	return es
 }
 
+// entry reads the entry seq and its position (0 once admitted). It checks what the read answers
+// besides: the show's admissions as the room counts them, and no count unless asked for.
 func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.QueueEntry, int) {
 	t.Helper()
-	e, pos, err := w.QueueEntry(context.Background(), seq)
+	ctx := context.Background()
+	e, admitted, ahead, err := w.QueueEntry(ctx, seq, true)
 	if err != nil {
 		t.Fatalf("QueueEntry(%d): %v", seq, err)
 	}
-	return e, pos
+	room, err := w.GetWaitRoom(ctx, e.ShowID, false)
+	if err != nil || int64(room.Admitted) != admitted {
+		t.Fatalf("QueueEntry(%d) answered %d admitted; the room %+v, %v", seq, admitted, room, err)
+	}
+	if e.AdmittedAt.IsZero() != (ahead >= 0) {
+		t.Fatalf("QueueEntry(%d) of %+v counted %d before it", seq, e, ahead)
+	}
+	if e2, admitted2, ahead2, err := w.QueueEntry(ctx, seq, false); err != nil || e2.Seq != seq || admitted2 != admitted || ahead2 != -1 {
+		t.Fatalf("QueueEntry(%d) without the count = %+v, %d, %d, %v", seq, e2, admitted2, ahead2, err)
+	}
+	return e, ahead + 1
 }
 
 func admit(t *testing.T, w boxoffice.WaitRoomStore, now time.Time) int {
 	t.Helper()
-	n, err := w.AdmitQueue(context.Background(), "s", now)
+	n, err := w.AdmitQueue(context.Background(), "s", now, -1)
 	if err != nil {
 		t.Fatalf("AdmitQueue: %v", err)
 	}
@@ -105,7 +119,7 @@ func testWaitRoomRoundTrip(t *testing.T, open OpenTwice) {
 	if err != nil || !created {
 		t.Fatalf("PutWaitRoom = %v, %v; want created", created, err)
 	}
-	want := boxoffice.WaitRoom{ShowID: "s", OpensAt: at(time.Hour), AdmitPerSecond: 50, AdmissionTTLSeconds: 120,
+	want := boxoffice.WaitRoom{ShowID: "s", OpensAt: at(time.Hour), AdmitPerSecond: 50, AdmissionTTLSeconds: 120, Admission: boxoffice.AdmissionRate,
 		CreatedAt: at(0), UpdatedAt: at(0)}
 	if *got != want {
 		t.Errorf("PutWaitRoom stored %+v, want %+v", *got, want)
@@ -337,7 +351,7 @@ func testConcurrentAdmitters(t *testing.T, open OpenTwice) {
 		}
 		wg.Go(func() {
 			for step := range 20 {
-				n, err := w.AdmitQueue(context.Background(), "s", at(time.Hour+time.Duration(step)*100*time.Millisecond))
+				n, err := w.AdmitQueue(context.Background(), "s", at(time.Hour+time.Duration(step)*100*time.Millisecond), -1)
 				if err != nil {
 					t.Errorf("AdmitQueue: %v", err)
 					return
@@ -424,5 +438,58 @@ func testSharedSecret(t *testing.T, open OpenTwice) {
 	s2, err := w2.Secret(context.Background(), "queue", []byte("second"))
 	if err != nil || !bytes.Equal(s2, []byte("first")) {
 		t.Errorf("Secret on another handle = %q, %v; want the stored one", s2, err)
+	}
+}
+
+// testAutomaticAdmission checks the shoppers bound of AdmitQueue: only buyers admitted within
+// the admission's lifetime and with no hold of the show made since their admission count, a
+// buyer's hold is found whatever the case of their address, and the bound holds with the rate's
+// budget to spare.
+func testAutomaticAdmission(t *testing.T, open OpenTwice) {
+	ctx := context.Background()
+	db, _ := open(t)
+	putShow(t, db, testShow("s", tier("ga", 100)))
+	w := rooms(t, db)
+	if _, _, err := w.PutWaitRoom(ctx, &boxoffice.WaitRoom{ShowID: "s", OpensAt: at(time.Hour), AdmitPerSecond: 1000,
+		AdmissionTTLSeconds: 60, Admission: boxoffice.AdmissionAuto, AutoMarginPercent: 25, UpdatedAt: base}); err != nil {
+		t.Fatalf("PutWaitRoom: %v", err)
+	}
+	room, err := w.GetWaitRoom(ctx, "s", false)
+	if err != nil || room.Admission != boxoffice.AdmissionAuto || room.AutoMarginPercent != 25 {
+		t.Fatalf("GetWaitRoom = %+v, %v; want auto admission with a 25%% margin", room, err)
+	}
+	var joins []boxoffice.QueueJoin
+	for i := range 10 {
+		joins = append(joins, boxoffice.QueueJoin{ShowID: "s", Identity: fmt.Sprintf("b%d@example.com", i), Rank: int64(i), At: at(2 * time.Hour)})
+	}
+	join(t, w, joins...)
+	shop := func(now time.Time, shoppers, want int) {
+		t.Helper()
+		n, err := w.AdmitQueue(ctx, "s", now, shoppers)
+		if err != nil || n != want {
+			t.Fatalf("AdmitQueue(%s, %d) = %d, %v; want %d", now.Sub(base), shoppers, n, err, want)
+		}
+	}
+	t0 := at(3 * time.Hour)
+	shop(t0, 3, 3)                  // b0..b2 shopping
+	shop(t0.Add(time.Second), 3, 0) // still shopping: no room
+	hold := func(id, email string, created time.Time) {
+		t.Helper()
+		h := testHold(id, email, created.Add(10*time.Minute))
+		h.ShowID, h.CreatedAt, h.UpdatedAt = "s", created, created
+		update(t, db, func(tx boxoffice.Tx) error { return tx.InsertHold(ctx, h) })
+	}
+	hold("hld_old", "b1@example.com", t0.Add(-time.Minute))  // before the admission: still shopping
+	hold("hld_other", "b9@example.com", t0.Add(time.Second)) // a buyer not yet admitted
+	shop(t0.Add(2*time.Second), 3, 0)
+	hold("hld_b0", "B0@Example.com", t0.Add(2*time.Second)) // b0 held: one place frees
+	shop(t0.Add(3*time.Second), 3, 1)                       // b3
+	shop(t0.Add(4*time.Second), 5, 2)                       // a bigger bound: b4, b5
+	// Past the admission's lifetime (60 s) b1..b5 no longer count.
+	shop(t0.Add(64*time.Second), 2, 2) // b6, b7
+	shop(t0.Add(65*time.Second), 2, 0)
+	shop(t0.Add(65*time.Second), 3, 1) // b8
+	if r, err := w.GetWaitRoom(ctx, "s", true); err != nil || r.Admitted != 9 || r.Waiting != 1 {
+		t.Fatalf("after automatic admission the room is %+v, %v; want 9 admitted and 1 waiting", r, err)
 	}
 }

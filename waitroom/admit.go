@@ -34,7 +34,14 @@ func (s *Service) AdmitOnce(ctx context.Context) int {
 	}
 	total := 0
 	for _, id := range shows {
-		n, err := s.store.AdmitQueue(ctx, id, s.now())
+		shoppers, err := s.shoppers(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("waiting room: tickets left", "show", id, "err", err)
+			}
+			continue
+		}
+		n, err := s.store.AdmitQueue(ctx, id, s.now(), shoppers)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("waiting room: admit", "show", id, "err", err)
@@ -44,6 +51,21 @@ func (s *Service) AdmitOnce(ctx context.Context) int {
 		total += n
 	}
 	return total
+}
+
+// shoppers is how many buyers of showID may be shopping at once: -1 (no bound) for a room
+// admitting at its rate, else the tickets its tiers can still sell plus the room's margin,
+// rounded up so that a margin is never lost to rounding.
+func (s *Service) shoppers(ctx context.Context, showID string) (int, error) {
+	room, err := s.room(ctx, showID)
+	if err != nil || room == nil || room.AdmissionMode() != boxoffice.AdmissionAuto || s.cfg.Available == nil {
+		return -1, err
+	}
+	left, err := s.cfg.Available(ctx, showID)
+	if err != nil {
+		return 0, err
+	}
+	return left + (left*room.AutoMarginPercent+99)/100, nil
 }
 
 // HeaderTicket is the request header (gRPC: metadata) that carries a queue ticket's token to

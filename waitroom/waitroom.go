@@ -34,12 +34,17 @@ const (
 	DefaultQueueLength = 8192
 	// DefaultAdmissionTTL is a room's admission_ttl_seconds when its PUT leaves it out.
 	DefaultAdmissionTTL = 300
+	// DefaultAutoMargin is auto_margin_percent when an automatic room's PUT leaves it out: a
+	// tenth more buyers than tickets, since some of those admitted never buy and are replaced
+	// only when their admission runs out.
+	DefaultAutoMargin = 10
 )
 
 // Limits of a room's settings.
 const (
 	MaxAdmitPerSecond = 100000
 	MaxAdmissionTTL   = 86400
+	MaxAutoMargin     = 1000
 )
 
 const (
@@ -79,7 +84,10 @@ type Config struct {
 	// BatchMax bounds the joins written in one store call; QueueLength the joins waiting for one
 	// (more are refused with 503 overloaded). Zero is the default.
 	BatchMax, QueueLength int
-	Logger                *slog.Logger
+	// Available answers how many tickets a show's tiers can still sell (neither held nor sold),
+	// for rooms with automatic admission. Nil admits those rooms at their rate alone.
+	Available func(ctx context.Context, showID string) (int, error)
+	Logger    *slog.Logger
 }
 
 // Service is the waiting rooms of every show.
@@ -94,6 +102,8 @@ type Service struct {
 
 	cacheMu sync.Mutex
 	rooms   map[string]cachedRoom
+
+	places places
 
 	base   context.Context
 	cancel context.CancelFunc
@@ -145,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, store: cfg.Store, secret: secret, log: cfg.Logger,
-		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{},
+		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{}, places: places{before: map[int64]int64{}},
 		base: base, cancel: cancel}, nil
 }
 
@@ -174,6 +184,10 @@ type RoomInput struct {
 	OpensAt             *time.Time `json:"opens_at"`
 	AdmitPerSecond      int        `json:"admit_per_second"`
 	AdmissionTTLSeconds *int       `json:"admission_ttl_seconds"`
+	// Admission is "rate" (the default) or "auto" (boxoffice.AdmissionAuto): admit_per_second
+	// is then the most it lets through a second.
+	Admission         string `json:"admission"`
+	AutoMarginPercent *int   `json:"auto_margin_percent"`
 }
 
 // Put creates or replaces a show's waiting room; created tells which.
@@ -194,12 +208,30 @@ func (s *Service) Put(ctx context.Context, showID string, in RoomInput) (*boxoff
 				Message: "must be an integer from 1 to " + strconv.Itoa(MaxAdmissionTTL)})
 		}
 	}
+	mode, margin := boxoffice.AdmissionRate, 0
+	switch in.Admission {
+	case "", boxoffice.AdmissionRate:
+		if in.AutoMarginPercent != nil {
+			fields = append(fields, boxoffice.FieldError{Field: "auto_margin_percent", Message: `is for "admission": "auto" only`})
+		}
+	case boxoffice.AdmissionAuto:
+		mode, margin = boxoffice.AdmissionAuto, DefaultAutoMargin
+		if in.AutoMarginPercent != nil {
+			margin = *in.AutoMarginPercent
+			if margin < 0 || margin > MaxAutoMargin {
+				fields = append(fields, boxoffice.FieldError{Field: "auto_margin_percent",
+					Message: "must be an integer from 0 to " + strconv.Itoa(MaxAutoMargin)})
+			}
+		}
+	default:
+		fields = append(fields, boxoffice.FieldError{Field: "admission", Message: `must be "rate" or "auto"`})
+	}
 	if len(fields) > 0 {
 		return nil, false, boxoffice.Validation(fields...)
 	}
 	room, created, err := s.store.PutWaitRoom(ctx, &boxoffice.WaitRoom{ShowID: showID,
 		OpensAt: in.OpensAt.UTC().Truncate(time.Microsecond), AdmitPerSecond: in.AdmitPerSecond,
-		AdmissionTTLSeconds: ttl, UpdatedAt: s.now()})
+		AdmissionTTLSeconds: ttl, Admission: mode, AutoMarginPercent: margin, UpdatedAt: s.now()})
 	s.forget(showID)
 	return room, created, err
 }
@@ -340,7 +372,17 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		return nil, boxoffice.Errorf(boxoffice.ETICKETEXPIRED,
 			"the queue ticket's token expired: join again with the same buyer for a fresh one (the place is kept)")
 	}
-	e, pos, err := s.store.QueueEntry(ctx, c.Seq)
+	room, err := s.room(ctx, c.ShowID)
+	if err != nil {
+		return nil, err
+	}
+	if room == nil {
+		return nil, errBadToken()
+	}
+	// Positions are told from the on-sale on; an entry whose place is settled needs no count.
+	before, known := s.places.get(c.Seq)
+	count := !known && !s.cfg.Now().Before(room.OpensAt)
+	e, admitted, ahead, err := s.store.QueueEntry(ctx, c.Seq, count)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && (e.ShowID != c.ShowID || buyerHash(e.Identity) != c.Buyer) {
 		// The room was deleted (and its queue with it), or, past a store reset, the number is
 		// someone else's place.
@@ -349,12 +391,25 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	if err != nil {
 		return nil, err
 	}
-	room, err := s.room(ctx, e.ShowID)
-	if err != nil {
-		return nil, err
-	}
-	if room == nil {
-		return nil, errBadToken()
+	pos := -1
+	switch {
+	case !e.AdmittedAt.IsZero():
+		s.places.forget(c.Seq)
+	case known:
+		pos = int(before - admitted + 1)
+		if pos < 1 {
+			// Entries counted before it have gone some other way (a room replaced, a store
+			// restored): count afresh next time.
+			s.places.forget(c.Seq)
+			pos = 1
+		}
+	case ahead >= 0:
+		pos = ahead + 1
+		// The order before an entry is fixed once admission has begun (no more draws are
+		// added) and the joins taken before it have surely committed.
+		if admitted > 0 && s.cfg.Now().Sub(e.JoinedAt) >= placeSettles {
+			s.places.put(c.Seq, int64(ahead)+admitted)
+		}
 	}
 	return s.ticket(room, e, pos), nil
 }

@@ -86,8 +86,10 @@ var keys atomic.Int64
 func newServer(t *testing.T, open opener, clock *inventorytest.Clock) *server {
 	t.Helper()
 	st := open(t)
+	var svc *sale.Service // automatic admission asks it for the tickets left, as serve does
 	rooms, err := waitroom.New(context.Background(), waitroom.Config{Store: st, Now: clock.Now,
-		Rank: seeded(1), AdmitEvery: time.Hour})
+		Rank: seeded(1), AdmitEvery: time.Hour,
+		Available: func(ctx context.Context, id string) (int, error) { return svc.TicketsLeft(ctx, id) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func newServer(t *testing.T, open opener, clock *inventorytest.Clock) *server {
 	t.Cleanup(func() { sim.Close() })
 	inv := inventory.NewAtomic(st)
 	t.Cleanup(func() { inv.Close() })
-	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+	svc = sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
 		Now: clock.Now, AdminKey: adminKey, Admission: rooms.Admitted})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -387,6 +389,9 @@ func TestBadInput(t *testing.T) {
 		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"admission_ttl_seconds":0}`, 400, boxoffice.EVALIDATION, nil},
 		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"yesterday","admit_per_second":5}`, 400, boxoffice.EVALIDATION, nil},
 		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"extra":1}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"admission":"fast"}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"auto_margin_percent":10}`, 400, boxoffice.EVALIDATION, nil},
+		{"PUT", "/v1/shows/gig/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5,"admission":"auto","auto_margin_percent":-1}`, 400, boxoffice.EVALIDATION, nil},
 		{"PUT", "/v1/shows/nope/waiting-room", adminKey, `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5}`, 404, boxoffice.ENOTFOUND, nil},
 		{"PUT", "/v1/shows/gig/waiting-room", "client", `{"opens_at":"2027-01-01T00:00:00Z","admit_per_second":5}`, 403, boxoffice.EFORBIDDEN, nil},
 		{"GET", "/v1/shows/nope/waiting-room", "client", "", 404, boxoffice.ENOTFOUND, nil},
@@ -415,6 +420,82 @@ func TestBadInput(t *testing.T) {
 	s.do("DELETE", "/v1/shows/gig/waiting-room", adminKey, "", 204, nil)
 	s.problem("GET", "/v1/waiting-room/tickets/"+tk.Token, s.key, "", 404, boxoffice.ENOTFOUND)
 	s.do("POST", "/v1/shows/gig/holds", s.key, holdBody("ann@example.com"), 201, nil, "Idempotency-Key", "h1")
+}
+
+// TestAutomaticAdmission: an automatic room lets through no more buyers shopping at once than
+// the show has tickets left, plus its margin, at most its rate; a hold ends a buyer's shopping
+// and takes its tickets, and tickets that come back let the next buyers through.
+func TestAutomaticAdmission(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		s.do("PUT", "/v1/shows/gig", adminKey, `{"name":"Gig","starts_at":"2027-06-01T20:00:00Z",
+			"tiers":[{"id":"ga","name":"GA","capacity":3,"price":{"amount":1000,"currency":"EUR"}}]}`, 201, nil)
+		opens := clock.Now().Add(time.Minute).UTC()
+		var room boxoffice.WaitRoom
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":100,"admission":"auto","auto_margin_percent":0}`,
+			opens.Format(time.RFC3339Nano)), 201, &room)
+		if room.Admission != "auto" || room.AutoMarginPercent != 0 {
+			t.Fatalf("PUT answered %+v", room)
+		}
+		var buyers []*waitroom.Ticket
+		for i := range 8 {
+			buyers = append(buyers, s.join(fmt.Sprintf("b%d@example.com", i), 201))
+		}
+		clock.Advance(opens.Sub(clock.Now()) + time.Second)
+		admit := func(want int) {
+			t.Helper()
+			if n := s.rooms.AdmitOnce(context.Background()); n != want {
+				t.Fatalf("admitted %d, want %d", n, want)
+			}
+			clock.Advance(time.Second) // a second's budget at 100/s: only the bound limits
+		}
+		admit(3) // three tickets, three shoppers
+		admit(0)
+		// Admitted buyers, in the draw's order, are the ones whose tickets say so.
+		var admitted []string
+		for i, b := range buyers {
+			if got := s.ticket(b.Token); got.Status == "admitted" {
+				admitted = append(admitted, fmt.Sprintf("b%d@example.com", i))
+				buyers[i] = got
+			}
+		}
+		if len(admitted) != 3 {
+			t.Fatalf("%d tickets say admitted, want 3", len(admitted))
+		}
+		token := func(email string) string {
+			for i, b := range buyers {
+				if fmt.Sprintf("b%d@example.com", i) == email {
+					return b.Token
+				}
+			}
+			return ""
+		}
+		// A hold of two: two tickets fewer, one shopper fewer; the bound is 1 ticket, 2 shopping.
+		var h struct{ ID string }
+		s.do("POST", "/v1/shows/gig/holds", s.key, `{"tier_id":"ga","quantity":2,"buyer":{"email":"`+admitted[0]+`"}}`, 201, &h,
+			"Idempotency-Key", "h1", "Queue-Ticket", token(admitted[0]))
+		admit(0)
+		// The hold is released: three tickets, two shopping, one more through.
+		s.do("DELETE", "/v1/holds/"+h.ID, s.key, "", 204, nil)
+		admit(1)
+		admit(0)
+		// A margin of 100% doubles the bound: six for three tickets, three shopping (the buyer
+		// who held is done, even though the hold went).
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":100,"admission":"auto","auto_margin_percent":100}`,
+			opens.Format(time.RFC3339Nano)), 200, nil)
+		clock.Advance(2 * time.Second) // past the rooms' cache
+		admit(3)
+		admit(0)
+		// Admissions that run out unused stop counting: after the default 300 s, the last one.
+		clock.Advance(301 * time.Second)
+		admit(1)
+		var got boxoffice.WaitRoom
+		s.do("GET", "/v1/shows/gig/waiting-room", s.key, "", 200, &got)
+		if got.Admitted != 8 || got.Waiting != 0 {
+			t.Fatalf("room at the end = %+v, want all 8 admitted", got)
+		}
+	})
 }
 
 // TestTwoServersAdmitOnce runs two services on one database, each with its admitter ticking
@@ -482,3 +563,104 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// countingStore is a real store that counts the reads that counted the queue before an entry.
+type countingStore struct {
+	store
+	counts atomic.Int64
+}
+
+func (c *countingStore) QueueEntry(ctx context.Context, seq int64, count bool) (*boxoffice.QueueEntry, int64, int, error) {
+	e, admitted, ahead, err := c.store.QueueEntry(ctx, seq, count)
+	if ahead >= 0 {
+		c.counts.Add(1)
+	}
+	return e, admitted, ahead, err
+}
+
+// TestPositionsWithoutCounting: once admission has begun and an entry's place has settled, its
+// position comes from the entries before it, counted once, less the admissions since: exact as
+// the queue moves, without counting the queue on every read.
+func TestPositionsWithoutCounting(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		st := &countingStore{store: open(t)}
+		if err := st.Update(ctx, func(tx boxoffice.Tx) error {
+			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: clock.Now().Add(time.Hour), HoldTTLSeconds: 60,
+				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+				CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rooms, err := waitroom.New(ctx, waitroom.Config{Store: st, Now: clock.Now, AdmitEvery: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rooms.Start(false)
+		t.Cleanup(rooms.Close)
+		opens := clock.Now().Add(time.Minute)
+		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 2}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		var tokens []string
+		joinOne := func(i int) {
+			in := waitroom.JoinInput{}
+			in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
+			tk, _, err := rooms.Join(ctx, "gig", in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens = append(tokens, tk.Token)
+		}
+		for i := range 10 {
+			joinOne(i)
+		}
+		// check reads every ticket: the first admitted ones have no position, the rest are 1, 2, …
+		// in arrival order.
+		check := func(admitted int) {
+			t.Helper()
+			for i, tok := range tokens {
+				tk, err := rooms.Status(ctx, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case i < admitted && (tk.Status != "admitted" || tk.Position != nil):
+					t.Fatalf("ticket %d of %d admitted = %+v", i, admitted, tk)
+				case i >= admitted && (tk.Position == nil || *tk.Position != i-admitted+1):
+					t.Fatalf("ticket %d with %d admitted = %+v, want position %d", i, admitted, tk, i-admitted+1)
+				}
+			}
+		}
+		check(0) // before any admission every read counts
+		if n := st.counts.Load(); n != 10 {
+			t.Fatalf("%d counts for 10 reads before admission began", n)
+		}
+		clock.Advance(time.Second)
+		if n := rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d", n)
+		}
+		check(2) // the places have not settled yet: counted again
+		clock.Advance(10 * time.Second)
+		check(2) // settled: counted once more, and kept
+		before := st.counts.Load()
+		for admitted := 4; admitted <= 8; admitted += 2 {
+			clock.Advance(time.Second)
+			if n := rooms.AdmitOnce(ctx); n != 2 {
+				t.Fatalf("admitted %d", n)
+			}
+			check(admitted)
+		}
+		if n := st.counts.Load() - before; n != 0 {
+			t.Fatalf("%d counts while the queue moved under settled places, want none", n)
+		}
+		// A late arrival is counted until its place settles; the others are not.
+		joinOne(10)
+		check(8)
+		if n := st.counts.Load() - before; n != 1 {
+			t.Fatalf("%d counts for one new arrival", n)
+		}
+	})
+}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"boxoffice/internal/checkfor"
 )
 
 // smallDisk mounts a tmpfs of size bytes at a new directory for the test, or skips the test
@@ -91,7 +93,9 @@ func TestDiskFull(t *testing.T) {
 		return err == nil && r.Status == 503 && strings.Contains(string(r.Body), "does not commit writes")
 	})
 	free()
-	eventually(t, "readyz ok again", func() bool {
+	// Ready again needs the store's probe to commit and JetStream to take writes again, which on
+	// a loaded machine has taken more than eventually's 30 s.
+	checkfor.Until(t, 90*time.Second, 100*time.Millisecond, "readyz ok again", func() bool {
 		r, err := admin.do("GET", "/readyz", nil)
 		return err == nil && r.Status == 200
 	})
@@ -105,11 +109,11 @@ func TestDiskFull(t *testing.T) {
 	if len(orders) != 10 {
 		t.Fatalf("%d orders, want 10", len(orders))
 	}
-	checkfor := func() bool { receipts, _ := mailbox(t, dir); return len(receipts) == len(orders) }
+	allReceipts := func() bool { receipts, _ := mailbox(t, dir); return len(receipts) == len(orders) }
 	// The relay waits 30 s for the ack a stream with a failed write never sends, then publishes
 	// again once JetStream is reloaded: room for that, and a loaded machine.
 	deadline := time.Now().Add(120 * time.Second)
-	for !checkfor() {
+	for !allReceipts() {
 		if time.Now().After(deadline) {
 			receipts, _ := mailbox(t, dir)
 			t.Fatalf("%d receipts for %d orders after space came back\n%s", len(receipts), len(orders), s.logs)

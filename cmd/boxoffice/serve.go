@@ -242,20 +242,25 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		saleCfg.Router, saleCfg.Background = router, node.Leads
 	}
 	// Waiting rooms live in the store; every server joins, admits and checks admissions alike.
+	// Automatic admission asks the sale how many tickets are left, so the rooms start after it.
 	var rooms *waitroom.Service
+	var svc *sale.Service
 	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
-		if rooms, err = waitroom.New(ctx, waitroom.Config{Store: ws, Logger: log}); err != nil {
+		if rooms, err = waitroom.New(ctx, waitroom.Config{Store: ws, Logger: log,
+			Available: func(ctx context.Context, id string) (int, error) { return svc.TicketsLeft(ctx, id) }}); err != nil {
 			return fmt.Errorf("waiting rooms: %w", err)
 		}
-		rooms.Start(true)
 		defer rooms.Close()
 		saleCfg.Admission = rooms.Admitted
 	}
-	svc := sale.New(saleCfg)
+	svc = sale.New(saleCfg)
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover state: %w", err)
 	}
 	defer svc.Close()
+	if rooms != nil {
+		rooms.Start(true)
+	}
 
 	// One registry for both transports and the async side, so that one scrape of /metrics
 	// (served by the REST handler, or on --metrics-addr) shows them all; the Go runtime and
@@ -324,7 +329,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("buyer's page: %w", err)
 	}
-	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit}),
+	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
+		WaitRoom: httpWaitRoom(rooms)}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con,
 			Shop: buyers, WaitRoom: httpWaitRoom(rooms)}))

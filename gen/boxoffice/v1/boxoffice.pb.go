@@ -11,10 +11,14 @@
 // Metadata:
 //   authorization: Bearer <key>     on every RPC.
 //   idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
-//                                   ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret); same
-//                                   rules as the header.
+//                                   ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret,
+//                                   JoinWaitingRoom); same rules as the header.
 //   idempotent-replayed: true       response header of a stored answer given again.
-// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents and the webhook endpoint RPCs.
+//   queue-ticket: <token>           on CreateHold and Purchase of a show with a waiting room: the
+//                                   admitted queue ticket's token, as REST's Queue-Ticket header;
+//                                   without one the hold is refused with not_admitted.
+// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents, the webhook endpoint RPCs,
+// PutWaitingRoom and DeleteWaitingRoom.
 // A client key is a sales channel: it sees and acts on only the holds and orders it made.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 
@@ -200,7 +204,10 @@ type Tier struct {
 	// sold is the number of tickets sold.
 	Sold int32 `protobuf:"varint,6,opt,name=sold,proto3" json:"sold,omitempty"`
 	// available is capacity - held - sold.
-	Available     int32 `protobuf:"varint,7,opt,name=available,proto3" json:"available,omitempty"`
+	Available int32 `protobuf:"varint,7,opt,name=available,proto3" json:"available,omitempty"`
+	// seated says the tier sells seats: its capacity is its number of seats, and a hold names its
+	// seats or is given the best available. GetShowSeats answers the seats.
+	Seated        bool `protobuf:"varint,8,opt,name=seated,proto3" json:"seated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +289,13 @@ func (x *Tier) GetAvailable() int32 {
 		return x.Available
 	}
 	return 0
+}
+
+func (x *Tier) GetSeated() bool {
+	if x != nil {
+		return x.Seated
+	}
+	return false
 }
 
 // Show is an event with tiers.
@@ -423,7 +437,10 @@ type Hold struct {
 	// created_at is when the hold was made.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when the hold last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// seats are the hold's seats on a seated tier, best first; empty on other tiers, and once the
+	// hold is released or expired (its seats are free again).
+	Seats         []string `protobuf:"bytes,10,rep,name=seats,proto3" json:"seats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,11 +538,20 @@ func (x *Hold) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Hold) GetSeats() []string {
+	if x != nil {
+		return x.Seats
+	}
+	return nil
+}
+
 // Ticket is one ticket of an order.
 type Ticket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// code is the ticket's code.
-	Code          string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// seat is the ticket's seat on a seated tier, empty otherwise.
+	Seat          string `protobuf:"bytes,2,opt,name=seat,proto3" json:"seat,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -563,6 +589,13 @@ func (*Ticket) Descriptor() ([]byte, []int) {
 func (x *Ticket) GetCode() string {
 	if x != nil {
 		return x.Code
+	}
+	return ""
+}
+
+func (x *Ticket) GetSeat() string {
+	if x != nil {
+		return x.Seat
 	}
 	return ""
 }
@@ -1476,7 +1509,11 @@ type TierInput struct {
 	// capacity is required.
 	Capacity *int32 `protobuf:"varint,3,opt,name=capacity,proto3,oneof" json:"capacity,omitempty"`
 	// price is required.
-	Price         *Money `protobuf:"bytes,4,opt,name=price,proto3" json:"price,omitempty"`
+	Price *Money `protobuf:"bytes,4,opt,name=price,proto3" json:"price,omitempty"`
+	// seat_map makes the tier seated: its capacity is its number of seats (capacity may then be
+	// left out, or must be that number). A map can change only while nothing of the tier is held
+	// or sold.
+	SeatMap       *SeatMapInput `protobuf:"bytes,5,opt,name=seat_map,json=seatMap,proto3" json:"seat_map,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1539,6 +1576,198 @@ func (x *TierInput) GetPrice() *Money {
 	return nil
 }
 
+func (x *TierInput) GetSeatMap() *SeatMapInput {
+	if x != nil {
+		return x.SeatMap
+	}
+	return nil
+}
+
+// SeatMapInput is a seated tier's seats: sections, best first.
+type SeatMapInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sections are at least one section, best first.
+	Sections      []*SeatSectionInput `protobuf:"bytes,1,rep,name=sections,proto3" json:"sections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeatMapInput) Reset() {
+	*x = SeatMapInput{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeatMapInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeatMapInput) ProtoMessage() {}
+
+func (x *SeatMapInput) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeatMapInput.ProtoReflect.Descriptor instead.
+func (*SeatMapInput) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SeatMapInput) GetSections() []*SeatSectionInput {
+	if x != nil {
+		return x.Sections
+	}
+	return nil
+}
+
+// SeatSectionInput is one section of a seat map.
+type SeatSectionInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is 1 to 20 letters or digits.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// rows are at least one row, best first.
+	Rows          []*SeatRowInput `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeatSectionInput) Reset() {
+	*x = SeatSectionInput{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeatSectionInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeatSectionInput) ProtoMessage() {}
+
+func (x *SeatSectionInput) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeatSectionInput.ProtoReflect.Descriptor instead.
+func (*SeatSectionInput) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SeatSectionInput) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SeatSectionInput) GetRows() []*SeatRowInput {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+// SeatRowInput is one row of a section: seats seats labelled 1 to seats, or the seats labels
+// names, in their order along the row (one of the two). A seat's id is
+// <section>-<row>-<label>.
+type SeatRowInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is 1 to 20 letters or digits, unique in its section.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// seats is the number of seats, labelled 1 to seats; leave it 0 when giving labels.
+	Seats int32 `protobuf:"varint,2,opt,name=seats,proto3" json:"seats,omitempty"`
+	// labels are the seats' labels (1 to 20 letters or digits each) along the row.
+	Labels []string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
+	// accessible names the row's accessible seats by label.
+	Accessible []string `protobuf:"bytes,4,rep,name=accessible,proto3" json:"accessible,omitempty"`
+	// restricted_view names the row's seats with a restricted view by label.
+	RestrictedView []string `protobuf:"bytes,5,rep,name=restricted_view,json=restrictedView,proto3" json:"restricted_view,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SeatRowInput) Reset() {
+	*x = SeatRowInput{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeatRowInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeatRowInput) ProtoMessage() {}
+
+func (x *SeatRowInput) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeatRowInput.ProtoReflect.Descriptor instead.
+func (*SeatRowInput) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SeatRowInput) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SeatRowInput) GetSeats() int32 {
+	if x != nil {
+		return x.Seats
+	}
+	return 0
+}
+
+func (x *SeatRowInput) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SeatRowInput) GetAccessible() []string {
+	if x != nil {
+		return x.Accessible
+	}
+	return nil
+}
+
+func (x *SeatRowInput) GetRestrictedView() []string {
+	if x != nil {
+		return x.RestrictedView
+	}
+	return nil
+}
+
 // PutShowRequest defines a show.
 type PutShowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1563,7 +1792,7 @@ type PutShowRequest struct {
 
 func (x *PutShowRequest) Reset() {
 	*x = PutShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1804,7 @@ func (x *PutShowRequest) String() string {
 func (*PutShowRequest) ProtoMessage() {}
 
 func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[20]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1817,7 @@ func (x *PutShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowRequest.ProtoReflect.Descriptor instead.
 func (*PutShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{20}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PutShowRequest) GetShowId() string {
@@ -1653,7 +1882,7 @@ type PutShowResponse struct {
 
 func (x *PutShowResponse) Reset() {
 	*x = PutShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1894,7 @@ func (x *PutShowResponse) String() string {
 func (*PutShowResponse) ProtoMessage() {}
 
 func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[21]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1907,7 @@ func (x *PutShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShowResponse.ProtoReflect.Descriptor instead.
 func (*PutShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{21}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PutShowResponse) GetShow() *Show {
@@ -1706,7 +1935,7 @@ type GetShowRequest struct {
 
 func (x *GetShowRequest) Reset() {
 	*x = GetShowRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1947,7 @@ func (x *GetShowRequest) String() string {
 func (*GetShowRequest) ProtoMessage() {}
 
 func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[22]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1960,7 @@ func (x *GetShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowRequest.ProtoReflect.Descriptor instead.
 func (*GetShowRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{22}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetShowRequest) GetShowId() string {
@@ -1752,7 +1981,7 @@ type GetShowResponse struct {
 
 func (x *GetShowResponse) Reset() {
 	*x = GetShowResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1993,7 @@ func (x *GetShowResponse) String() string {
 func (*GetShowResponse) ProtoMessage() {}
 
 func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[23]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,12 +2006,261 @@ func (x *GetShowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetShowResponse.ProtoReflect.Descriptor instead.
 func (*GetShowResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{23}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetShowResponse) GetShow() *Show {
 	if x != nil {
 		return x.Show
+	}
+	return nil
+}
+
+// Seat is one seat of a seated tier with its state.
+type Seat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is <section>-<row>-<label>, unique in its show.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// tier_id is the seat's tier.
+	TierId string `protobuf:"bytes,2,opt,name=tier_id,json=tierId,proto3" json:"tier_id,omitempty"`
+	// section is the seat's section.
+	Section string `protobuf:"bytes,3,opt,name=section,proto3" json:"section,omitempty"`
+	// row is the seat's row in its section.
+	Row string `protobuf:"bytes,4,opt,name=row,proto3" json:"row,omitempty"`
+	// label is the seat's label in its row.
+	Label string `protobuf:"bytes,5,opt,name=label,proto3" json:"label,omitempty"`
+	// accessible marks an accessible seat.
+	Accessible bool `protobuf:"varint,6,opt,name=accessible,proto3" json:"accessible,omitempty"`
+	// restricted_view marks a seat with a restricted view.
+	RestrictedView bool `protobuf:"varint,7,opt,name=restricted_view,json=restrictedView,proto3" json:"restricted_view,omitempty"`
+	// state is available, held or sold.
+	State         string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Seat) Reset() {
+	*x = Seat{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Seat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Seat) ProtoMessage() {}
+
+func (x *Seat) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Seat.ProtoReflect.Descriptor instead.
+func (*Seat) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Seat) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Seat) GetTierId() string {
+	if x != nil {
+		return x.TierId
+	}
+	return ""
+}
+
+func (x *Seat) GetSection() string {
+	if x != nil {
+		return x.Section
+	}
+	return ""
+}
+
+func (x *Seat) GetRow() string {
+	if x != nil {
+		return x.Row
+	}
+	return ""
+}
+
+func (x *Seat) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Seat) GetAccessible() bool {
+	if x != nil {
+		return x.Accessible
+	}
+	return false
+}
+
+func (x *Seat) GetRestrictedView() bool {
+	if x != nil {
+		return x.RestrictedView
+	}
+	return false
+}
+
+func (x *Seat) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// GetShowSeatsRequest names a show and, optionally, the etag of the map the caller has.
+type GetShowSeatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// if_none_match is an etag of an earlier answer (or several, comma-separated, or *), as REST's
+	// If-None-Match: when it names the current map the answer is not_modified, without the seats.
+	IfNoneMatch   string `protobuf:"bytes,2,opt,name=if_none_match,json=ifNoneMatch,proto3" json:"if_none_match,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetShowSeatsRequest) Reset() {
+	*x = GetShowSeatsRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetShowSeatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetShowSeatsRequest) ProtoMessage() {}
+
+func (x *GetShowSeatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetShowSeatsRequest.ProtoReflect.Descriptor instead.
+func (*GetShowSeatsRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetShowSeatsRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *GetShowSeatsRequest) GetIfNoneMatch() string {
+	if x != nil {
+		return x.IfNoneMatch
+	}
+	return ""
+}
+
+// GetShowSeatsResponse is the seat map of a show, or not_modified.
+type GetShowSeatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// not_modified is true when if_none_match names the current map (REST 304): the answer then
+	// carries the etag only.
+	NotModified bool `protobuf:"varint,1,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
+	// etag names this map's content (REST's ETag, quotes included): send it as if_none_match.
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// show_id is the show.
+	ShowId string `protobuf:"bytes,3,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// seats are every seat of the show's seated tiers, by tier and rank (best first); none when it
+	// has no seated tier.
+	Seats []*Seat `protobuf:"bytes,4,rep,name=seats,proto3" json:"seats,omitempty"`
+	// at is when the map was read; a server reads a show's map at most twice a second.
+	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetShowSeatsResponse) Reset() {
+	*x = GetShowSeatsResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetShowSeatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetShowSeatsResponse) ProtoMessage() {}
+
+func (x *GetShowSeatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetShowSeatsResponse.ProtoReflect.Descriptor instead.
+func (*GetShowSeatsResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetShowSeatsResponse) GetNotModified() bool {
+	if x != nil {
+		return x.NotModified
+	}
+	return false
+}
+
+func (x *GetShowSeatsResponse) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *GetShowSeatsResponse) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *GetShowSeatsResponse) GetSeats() []*Seat {
+	if x != nil {
+		return x.Seats
+	}
+	return nil
+}
+
+func (x *GetShowSeatsResponse) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
 	}
 	return nil
 }
@@ -1800,7 +2278,7 @@ type ListShowsRequest struct {
 
 func (x *ListShowsRequest) Reset() {
 	*x = ListShowsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +2290,7 @@ func (x *ListShowsRequest) String() string {
 func (*ListShowsRequest) ProtoMessage() {}
 
 func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[24]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2303,7 @@ func (x *ListShowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsRequest.ProtoReflect.Descriptor instead.
 func (*ListShowsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{24}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListShowsRequest) GetLimit() int32 {
@@ -1855,7 +2333,7 @@ type ListShowsResponse struct {
 
 func (x *ListShowsResponse) Reset() {
 	*x = ListShowsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2345,7 @@ func (x *ListShowsResponse) String() string {
 func (*ListShowsResponse) ProtoMessage() {}
 
 func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[25]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2358,7 @@ func (x *ListShowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShowsResponse.ProtoReflect.Descriptor instead.
 func (*ListShowsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{25}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListShowsResponse) GetData() []*Show {
@@ -1904,17 +2382,21 @@ type CreateHoldRequest struct {
 	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
 	// tier_id names the tier.
 	TierId string `protobuf:"bytes,2,opt,name=tier_id,json=tierId,proto3" json:"tier_id,omitempty"`
-	// quantity is 1 to the server's maximum.
+	// quantity is 1 to the server's maximum; on a seated tier it may be left out when seats names
+	// the seats (else it must be their number), and without seats it asks for the best available.
 	Quantity int32 `protobuf:"varint,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// buyer holds the tickets.
-	Buyer         *Buyer `protobuf:"bytes,4,opt,name=buyer,proto3" json:"buyer,omitempty"`
+	Buyer *Buyer `protobuf:"bytes,4,opt,name=buyer,proto3" json:"buyer,omitempty"`
+	// seats, on a seated tier, names the seats to hold, all or none: a taken one fails the hold
+	// with seat_unavailable.
+	Seats         []string `protobuf:"bytes,5,rep,name=seats,proto3" json:"seats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateHoldRequest) Reset() {
 	*x = CreateHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2408,7 @@ func (x *CreateHoldRequest) String() string {
 func (*CreateHoldRequest) ProtoMessage() {}
 
 func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[26]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2421,7 @@ func (x *CreateHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldRequest.ProtoReflect.Descriptor instead.
 func (*CreateHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{26}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateHoldRequest) GetShowId() string {
@@ -1970,6 +2452,13 @@ func (x *CreateHoldRequest) GetBuyer() *Buyer {
 	return nil
 }
 
+func (x *CreateHoldRequest) GetSeats() []string {
+	if x != nil {
+		return x.Seats
+	}
+	return nil
+}
+
 // CreateHoldResponse is the new hold.
 type CreateHoldResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1981,7 +2470,7 @@ type CreateHoldResponse struct {
 
 func (x *CreateHoldResponse) Reset() {
 	*x = CreateHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2482,7 @@ func (x *CreateHoldResponse) String() string {
 func (*CreateHoldResponse) ProtoMessage() {}
 
 func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[27]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2495,7 @@ func (x *CreateHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHoldResponse.ProtoReflect.Descriptor instead.
 func (*CreateHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{27}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateHoldResponse) GetHold() *Hold {
@@ -2027,7 +2516,7 @@ type GetHoldRequest struct {
 
 func (x *GetHoldRequest) Reset() {
 	*x = GetHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2528,7 @@ func (x *GetHoldRequest) String() string {
 func (*GetHoldRequest) ProtoMessage() {}
 
 func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[28]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2541,7 @@ func (x *GetHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldRequest.ProtoReflect.Descriptor instead.
 func (*GetHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{28}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetHoldRequest) GetHoldId() string {
@@ -2073,7 +2562,7 @@ type GetHoldResponse struct {
 
 func (x *GetHoldResponse) Reset() {
 	*x = GetHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2574,7 @@ func (x *GetHoldResponse) String() string {
 func (*GetHoldResponse) ProtoMessage() {}
 
 func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[29]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2587,7 @@ func (x *GetHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHoldResponse.ProtoReflect.Descriptor instead.
 func (*GetHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{29}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetHoldResponse) GetHold() *Hold {
@@ -2119,7 +2608,7 @@ type ReleaseHoldRequest struct {
 
 func (x *ReleaseHoldRequest) Reset() {
 	*x = ReleaseHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2620,7 @@ func (x *ReleaseHoldRequest) String() string {
 func (*ReleaseHoldRequest) ProtoMessage() {}
 
 func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[30]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2633,7 @@ func (x *ReleaseHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{30}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReleaseHoldRequest) GetHoldId() string {
@@ -2163,7 +2652,7 @@ type ReleaseHoldResponse struct {
 
 func (x *ReleaseHoldResponse) Reset() {
 	*x = ReleaseHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2664,7 @@ func (x *ReleaseHoldResponse) String() string {
 func (*ReleaseHoldResponse) ProtoMessage() {}
 
 func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[31]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2677,7 @@ func (x *ReleaseHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHoldResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{31}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
 }
 
 // ConfirmHoldRequest pays for a hold.
@@ -2204,7 +2693,7 @@ type ConfirmHoldRequest struct {
 
 func (x *ConfirmHoldRequest) Reset() {
 	*x = ConfirmHoldRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2705,7 @@ func (x *ConfirmHoldRequest) String() string {
 func (*ConfirmHoldRequest) ProtoMessage() {}
 
 func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[32]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2718,7 @@ func (x *ConfirmHoldRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{32}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ConfirmHoldRequest) GetHoldId() string {
@@ -2258,7 +2747,7 @@ type ConfirmHoldResponse struct {
 
 func (x *ConfirmHoldResponse) Reset() {
 	*x = ConfirmHoldResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2759,7 @@ func (x *ConfirmHoldResponse) String() string {
 func (*ConfirmHoldResponse) ProtoMessage() {}
 
 func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[33]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2772,7 @@ func (x *ConfirmHoldResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmHoldResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmHoldResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{33}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ConfirmHoldResponse) GetOrder() *Order {
@@ -2300,19 +2789,21 @@ type PurchaseRequest struct {
 	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
 	// tier_id names the tier.
 	TierId string `protobuf:"bytes,2,opt,name=tier_id,json=tierId,proto3" json:"tier_id,omitempty"`
-	// quantity is 1 to the server's maximum.
+	// quantity is 1 to the server's maximum; with seats, as in CreateHoldRequest.
 	Quantity int32 `protobuf:"varint,3,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// buyer buys the tickets.
 	Buyer *Buyer `protobuf:"bytes,4,opt,name=buyer,proto3" json:"buyer,omitempty"`
 	// payment is the payment method.
-	Payment       *Payment `protobuf:"bytes,5,opt,name=payment,proto3" json:"payment,omitempty"`
+	Payment *Payment `protobuf:"bytes,5,opt,name=payment,proto3" json:"payment,omitempty"`
+	// seats, on a seated tier, names the seats to buy, all or none, as in CreateHoldRequest.
+	Seats         []string `protobuf:"bytes,6,rep,name=seats,proto3" json:"seats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PurchaseRequest) Reset() {
 	*x = PurchaseRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2815,7 @@ func (x *PurchaseRequest) String() string {
 func (*PurchaseRequest) ProtoMessage() {}
 
 func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[34]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2828,7 @@ func (x *PurchaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseRequest.ProtoReflect.Descriptor instead.
 func (*PurchaseRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{34}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PurchaseRequest) GetShowId() string {
@@ -2375,6 +2866,13 @@ func (x *PurchaseRequest) GetPayment() *Payment {
 	return nil
 }
 
+func (x *PurchaseRequest) GetSeats() []string {
+	if x != nil {
+		return x.Seats
+	}
+	return nil
+}
+
 // PurchaseResponse is the order, as for ConfirmHoldResponse.
 type PurchaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2386,7 +2884,7 @@ type PurchaseResponse struct {
 
 func (x *PurchaseResponse) Reset() {
 	*x = PurchaseResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2896,7 @@ func (x *PurchaseResponse) String() string {
 func (*PurchaseResponse) ProtoMessage() {}
 
 func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[35]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2909,7 @@ func (x *PurchaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseResponse.ProtoReflect.Descriptor instead.
 func (*PurchaseResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{35}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PurchaseResponse) GetOrder() *Order {
@@ -2432,7 +2930,7 @@ type GetOrderRequest struct {
 
 func (x *GetOrderRequest) Reset() {
 	*x = GetOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2942,7 @@ func (x *GetOrderRequest) String() string {
 func (*GetOrderRequest) ProtoMessage() {}
 
 func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[36]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2955,7 @@ func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
 func (*GetOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{36}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetOrderRequest) GetOrderId() string {
@@ -2478,7 +2976,7 @@ type GetOrderResponse struct {
 
 func (x *GetOrderResponse) Reset() {
 	*x = GetOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2988,7 @@ func (x *GetOrderResponse) String() string {
 func (*GetOrderResponse) ProtoMessage() {}
 
 func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[37]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +3001,7 @@ func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
 func (*GetOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{37}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetOrderResponse) GetOrder() *Order {
@@ -2528,7 +3026,7 @@ type ListOrdersRequest struct {
 
 func (x *ListOrdersRequest) Reset() {
 	*x = ListOrdersRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +3038,7 @@ func (x *ListOrdersRequest) String() string {
 func (*ListOrdersRequest) ProtoMessage() {}
 
 func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[38]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +3051,7 @@ func (x *ListOrdersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersRequest.ProtoReflect.Descriptor instead.
 func (*ListOrdersRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{38}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListOrdersRequest) GetShowId() string {
@@ -2590,7 +3088,7 @@ type ListOrdersResponse struct {
 
 func (x *ListOrdersResponse) Reset() {
 	*x = ListOrdersResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2602,7 +3100,7 @@ func (x *ListOrdersResponse) String() string {
 func (*ListOrdersResponse) ProtoMessage() {}
 
 func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[39]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2615,7 +3113,7 @@ func (x *ListOrdersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrdersResponse.ProtoReflect.Descriptor instead.
 func (*ListOrdersResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{39}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListOrdersResponse) GetData() []*Order {
@@ -2643,7 +3141,7 @@ type CancelOrderRequest struct {
 
 func (x *CancelOrderRequest) Reset() {
 	*x = CancelOrderRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +3153,7 @@ func (x *CancelOrderRequest) String() string {
 func (*CancelOrderRequest) ProtoMessage() {}
 
 func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[40]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +3166,7 @@ func (x *CancelOrderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderRequest.ProtoReflect.Descriptor instead.
 func (*CancelOrderRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{40}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelOrderRequest) GetOrderId() string {
@@ -2689,7 +3187,7 @@ type CancelOrderResponse struct {
 
 func (x *CancelOrderResponse) Reset() {
 	*x = CancelOrderResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +3199,7 @@ func (x *CancelOrderResponse) String() string {
 func (*CancelOrderResponse) ProtoMessage() {}
 
 func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[41]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +3212,7 @@ func (x *CancelOrderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOrderResponse.ProtoReflect.Descriptor instead.
 func (*CancelOrderResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{41}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CancelOrderResponse) GetOrder() *Order {
@@ -2737,7 +3235,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3247,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[42]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3260,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{42}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListEventsRequest) GetAfter() string {
@@ -2792,7 +3290,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +3302,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[43]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +3315,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{43}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListEventsResponse) GetData() []*Event {
@@ -2850,7 +3348,7 @@ type PutWebhookEndpointRequest struct {
 
 func (x *PutWebhookEndpointRequest) Reset() {
 	*x = PutWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +3360,7 @@ func (x *PutWebhookEndpointRequest) String() string {
 func (*PutWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *PutWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[44]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +3373,7 @@ func (x *PutWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*PutWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{44}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PutWebhookEndpointRequest) GetEndpointId() string {
@@ -2912,7 +3410,7 @@ type PutWebhookEndpointResponse struct {
 
 func (x *PutWebhookEndpointResponse) Reset() {
 	*x = PutWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3422,7 @@ func (x *PutWebhookEndpointResponse) String() string {
 func (*PutWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *PutWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[45]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3435,7 @@ func (x *PutWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*PutWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{45}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PutWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
@@ -2965,7 +3463,7 @@ type GetWebhookEndpointRequest struct {
 
 func (x *GetWebhookEndpointRequest) Reset() {
 	*x = GetWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3475,7 @@ func (x *GetWebhookEndpointRequest) String() string {
 func (*GetWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[46]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3488,7 @@ func (x *GetWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*GetWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{46}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetWebhookEndpointRequest) GetEndpointId() string {
@@ -3011,7 +3509,7 @@ type GetWebhookEndpointResponse struct {
 
 func (x *GetWebhookEndpointResponse) Reset() {
 	*x = GetWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3023,7 +3521,7 @@ func (x *GetWebhookEndpointResponse) String() string {
 func (*GetWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *GetWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[47]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3036,7 +3534,7 @@ func (x *GetWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*GetWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{47}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetWebhookEndpointResponse) GetWebhookEndpoint() *WebhookEndpoint {
@@ -3055,7 +3553,7 @@ type ListWebhookEndpointsRequest struct {
 
 func (x *ListWebhookEndpointsRequest) Reset() {
 	*x = ListWebhookEndpointsRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3565,7 @@ func (x *ListWebhookEndpointsRequest) String() string {
 func (*ListWebhookEndpointsRequest) ProtoMessage() {}
 
 func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[48]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3578,7 @@ func (x *ListWebhookEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWebhookEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListWebhookEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{48}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{54}
 }
 
 // ListWebhookEndpointsResponse is every webhook endpoint, by id.
@@ -3094,7 +3592,7 @@ type ListWebhookEndpointsResponse struct {
 
 func (x *ListWebhookEndpointsResponse) Reset() {
 	*x = ListWebhookEndpointsResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3604,7 @@ func (x *ListWebhookEndpointsResponse) String() string {
 func (*ListWebhookEndpointsResponse) ProtoMessage() {}
 
 func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[49]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3617,7 @@ func (x *ListWebhookEndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWebhookEndpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListWebhookEndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{49}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListWebhookEndpointsResponse) GetData() []*WebhookEndpoint {
@@ -3140,7 +3638,7 @@ type DeleteWebhookEndpointRequest struct {
 
 func (x *DeleteWebhookEndpointRequest) Reset() {
 	*x = DeleteWebhookEndpointRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3650,7 @@ func (x *DeleteWebhookEndpointRequest) String() string {
 func (*DeleteWebhookEndpointRequest) ProtoMessage() {}
 
 func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[50]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3663,7 @@ func (x *DeleteWebhookEndpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookEndpointRequest.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookEndpointRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{50}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DeleteWebhookEndpointRequest) GetEndpointId() string {
@@ -3184,7 +3682,7 @@ type DeleteWebhookEndpointResponse struct {
 
 func (x *DeleteWebhookEndpointResponse) Reset() {
 	*x = DeleteWebhookEndpointResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3196,7 +3694,7 @@ func (x *DeleteWebhookEndpointResponse) String() string {
 func (*DeleteWebhookEndpointResponse) ProtoMessage() {}
 
 func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[51]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3209,7 +3707,7 @@ func (x *DeleteWebhookEndpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteWebhookEndpointResponse.ProtoReflect.Descriptor instead.
 func (*DeleteWebhookEndpointResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{51}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{57}
 }
 
 // RotateWebhookSecretRequest names a webhook endpoint and how long its current secret keeps signing.
@@ -3226,7 +3724,7 @@ type RotateWebhookSecretRequest struct {
 
 func (x *RotateWebhookSecretRequest) Reset() {
 	*x = RotateWebhookSecretRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3736,7 @@ func (x *RotateWebhookSecretRequest) String() string {
 func (*RotateWebhookSecretRequest) ProtoMessage() {}
 
 func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[52]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3749,7 @@ func (x *RotateWebhookSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateWebhookSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateWebhookSecretRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{52}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RotateWebhookSecretRequest) GetEndpointId() string {
@@ -3279,7 +3777,7 @@ type RotateWebhookSecretResponse struct {
 
 func (x *RotateWebhookSecretResponse) Reset() {
 	*x = RotateWebhookSecretResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3789,7 @@ func (x *RotateWebhookSecretResponse) String() string {
 func (*RotateWebhookSecretResponse) ProtoMessage() {}
 
 func (x *RotateWebhookSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[53]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,12 +3802,897 @@ func (x *RotateWebhookSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateWebhookSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateWebhookSecretResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{53}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RotateWebhookSecretResponse) GetWebhookEndpoint() *WebhookEndpoint {
 	if x != nil {
 		return x.WebhookEndpoint
+	}
+	return nil
+}
+
+// WaitingRoom is a show's waiting room: buyers join a queue, and only those it admitted may hold
+// tickets of the show. Arrivals before opens_at are ranked by a random draw; later ones queue
+// first come, first served, behind them.
+type WaitingRoom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id is the show.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// opens_at is the on-sale: admission starts then.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// admit_per_second is how many buyers the queue lets through a second.
+	AdmitPerSecond int32 `protobuf:"varint,3,opt,name=admit_per_second,json=admitPerSecond,proto3" json:"admit_per_second,omitempty"`
+	// admission_ttl_seconds is how long an admitted buyer may start holds.
+	AdmissionTtlSeconds int32 `protobuf:"varint,4,opt,name=admission_ttl_seconds,json=admissionTtlSeconds,proto3" json:"admission_ttl_seconds,omitempty"`
+	// waiting is the number of buyers in the queue not yet admitted.
+	Waiting int32 `protobuf:"varint,5,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// admitted is the number admitted so far.
+	Admitted int32 `protobuf:"varint,6,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	// created_at is when the room was first put.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// updated_at is when the room was last put.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// admission is "rate" (admit_per_second a second) or "auto" (the same, but never more buyers
+	// shopping at once than the show has tickets left, plus auto_margin_percent of them).
+	Admission string `protobuf:"bytes,9,opt,name=admission,proto3" json:"admission,omitempty"`
+	// auto_margin_percent is the margin of "auto" admission.
+	AutoMarginPercent int32 `protobuf:"varint,10,opt,name=auto_margin_percent,json=autoMarginPercent,proto3" json:"auto_margin_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *WaitingRoom) Reset() {
+	*x = WaitingRoom{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitingRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitingRoom) ProtoMessage() {}
+
+func (x *WaitingRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitingRoom.ProtoReflect.Descriptor instead.
+func (*WaitingRoom) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *WaitingRoom) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *WaitingRoom) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *WaitingRoom) GetAdmitPerSecond() int32 {
+	if x != nil {
+		return x.AdmitPerSecond
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetAdmissionTtlSeconds() int32 {
+	if x != nil {
+		return x.AdmissionTtlSeconds
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetAdmitted() int32 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *WaitingRoom) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *WaitingRoom) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *WaitingRoom) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *WaitingRoom) GetAutoMarginPercent() int32 {
+	if x != nil {
+		return x.AutoMarginPercent
+	}
+	return 0
+}
+
+// QueueTicket is a buyer's place in a show's queue.
+type QueueTicket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id starts with qtk_.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// show_id is the show.
+	ShowId string `protobuf:"bytes,2,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// status is waiting, admitted (token opens holds until admission_expires_at) or expired (the
+	// admission ran out unused).
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// position is 1 for the next buyer to be let through; unset before the on-sale, while the draw
+	// is secret, and once admitted.
+	Position *int32 `protobuf:"varint,4,opt,name=position,proto3,oneof" json:"position,omitempty"`
+	// estimated_wait_seconds is the time to the on-sale, then the position at the room's rate;
+	// unset once admitted.
+	EstimatedWaitSeconds *int32 `protobuf:"varint,5,opt,name=estimated_wait_seconds,json=estimatedWaitSeconds,proto3,oneof" json:"estimated_wait_seconds,omitempty"`
+	// opens_at is the room's on-sale.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// joined_at is when the buyer joined.
+	JoinedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	// admitted_at is when the queue let the buyer through; unset while waiting.
+	AdmittedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=admitted_at,json=admittedAt,proto3" json:"admitted_at,omitempty"`
+	// admission_expires_at is when the admission runs out; unset while waiting.
+	AdmissionExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=admission_expires_at,json=admissionExpiresAt,proto3" json:"admission_expires_at,omitempty"`
+	// token reads the ticket until token_expires_at and, once admitted, opens holds (queue-ticket
+	// metadata) until admission_expires_at.
+	Token string `protobuf:"bytes,10,opt,name=token,proto3" json:"token,omitempty"`
+	// token_expires_at is when the token stops reading the ticket (join again for a fresh one).
+	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *QueueTicket) Reset() {
+	*x = QueueTicket{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueTicket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueTicket) ProtoMessage() {}
+
+func (x *QueueTicket) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueTicket.ProtoReflect.Descriptor instead.
+func (*QueueTicket) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *QueueTicket) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetPosition() int32 {
+	if x != nil && x.Position != nil {
+		return *x.Position
+	}
+	return 0
+}
+
+func (x *QueueTicket) GetEstimatedWaitSeconds() int32 {
+	if x != nil && x.EstimatedWaitSeconds != nil {
+		return *x.EstimatedWaitSeconds
+	}
+	return 0
+}
+
+func (x *QueueTicket) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetJoinedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetAdmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AdmittedAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetAdmissionExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AdmissionExpiresAt
+	}
+	return nil
+}
+
+func (x *QueueTicket) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *QueueTicket) GetTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiresAt
+	}
+	return nil
+}
+
+// PutWaitingRoomRequest defines a show's waiting room.
+type PutWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show, which must exist.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// opens_at is required: the on-sale.
+	OpensAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=opens_at,json=opensAt,proto3" json:"opens_at,omitempty"`
+	// admit_per_second is 1 to 100000.
+	AdmitPerSecond int32 `protobuf:"varint,3,opt,name=admit_per_second,json=admitPerSecond,proto3" json:"admit_per_second,omitempty"`
+	// admission_ttl_seconds is 1 to 86400; unset means 300.
+	AdmissionTtlSeconds *int32 `protobuf:"varint,4,opt,name=admission_ttl_seconds,json=admissionTtlSeconds,proto3,oneof" json:"admission_ttl_seconds,omitempty"`
+	// admission is "rate" (unset: the default) or "auto".
+	Admission string `protobuf:"bytes,5,opt,name=admission,proto3" json:"admission,omitempty"`
+	// auto_margin_percent is 0 to 1000, "auto" only; unset means 10.
+	AutoMarginPercent *int32 `protobuf:"varint,6,opt,name=auto_margin_percent,json=autoMarginPercent,proto3,oneof" json:"auto_margin_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PutWaitingRoomRequest) Reset() {
+	*x = PutWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWaitingRoomRequest) ProtoMessage() {}
+
+func (x *PutWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*PutWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *PutWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *PutWaitingRoomRequest) GetOpensAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpensAt
+	}
+	return nil
+}
+
+func (x *PutWaitingRoomRequest) GetAdmitPerSecond() int32 {
+	if x != nil {
+		return x.AdmitPerSecond
+	}
+	return 0
+}
+
+func (x *PutWaitingRoomRequest) GetAdmissionTtlSeconds() int32 {
+	if x != nil && x.AdmissionTtlSeconds != nil {
+		return *x.AdmissionTtlSeconds
+	}
+	return 0
+}
+
+func (x *PutWaitingRoomRequest) GetAdmission() string {
+	if x != nil {
+		return x.Admission
+	}
+	return ""
+}
+
+func (x *PutWaitingRoomRequest) GetAutoMarginPercent() int32 {
+	if x != nil && x.AutoMarginPercent != nil {
+		return *x.AutoMarginPercent
+	}
+	return 0
+}
+
+// PutWaitingRoomResponse is the room as stored.
+type PutWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// waiting_room is the room with its counts.
+	WaitingRoom *WaitingRoom `protobuf:"bytes,1,opt,name=waiting_room,json=waitingRoom,proto3" json:"waiting_room,omitempty"`
+	// created is true when the room is new (REST 201), false when replaced (REST 200).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutWaitingRoomResponse) Reset() {
+	*x = PutWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutWaitingRoomResponse) ProtoMessage() {}
+
+func (x *PutWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*PutWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PutWaitingRoomResponse) GetWaitingRoom() *WaitingRoom {
+	if x != nil {
+		return x.WaitingRoom
+	}
+	return nil
+}
+
+func (x *PutWaitingRoomResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// GetWaitingRoomRequest names a show.
+type GetWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show.
+	ShowId        string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWaitingRoomRequest) Reset() {
+	*x = GetWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWaitingRoomRequest) ProtoMessage() {}
+
+func (x *GetWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*GetWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+// GetWaitingRoomResponse is a show's waiting room.
+type GetWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// waiting_room is the room with its counts.
+	WaitingRoom   *WaitingRoom `protobuf:"bytes,1,opt,name=waiting_room,json=waitingRoom,proto3" json:"waiting_room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetWaitingRoomResponse) Reset() {
+	*x = GetWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetWaitingRoomResponse) ProtoMessage() {}
+
+func (x *GetWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*GetWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *GetWaitingRoomResponse) GetWaitingRoom() *WaitingRoom {
+	if x != nil {
+		return x.WaitingRoom
+	}
+	return nil
+}
+
+// DeleteWaitingRoomRequest names a show.
+type DeleteWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show.
+	ShowId        string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWaitingRoomRequest) Reset() {
+	*x = DeleteWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWaitingRoomRequest) ProtoMessage() {}
+
+func (x *DeleteWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*DeleteWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeleteWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+// DeleteWaitingRoomResponse is empty: the room and its queue are gone.
+type DeleteWaitingRoomResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteWaitingRoomResponse) Reset() {
+	*x = DeleteWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteWaitingRoomResponse) ProtoMessage() {}
+
+func (x *DeleteWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*DeleteWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{67}
+}
+
+// JoinWaitingRoomRequest asks for a buyer's place in a show's queue.
+type JoinWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show, which must have a waiting room.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// buyer is who queues: one place per buyer and show.
+	Buyer         *Buyer `protobuf:"bytes,2,opt,name=buyer,proto3" json:"buyer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWaitingRoomRequest) Reset() {
+	*x = JoinWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWaitingRoomRequest) ProtoMessage() {}
+
+func (x *JoinWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*JoinWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *JoinWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *JoinWaitingRoomRequest) GetBuyer() *Buyer {
+	if x != nil {
+		return x.Buyer
+	}
+	return nil
+}
+
+// JoinWaitingRoomResponse is the buyer's place with a fresh token.
+type JoinWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the buyer's place.
+	QueueTicket *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	// created is true for a new place (REST 201), false for the place the buyer had (REST 200).
+	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinWaitingRoomResponse) Reset() {
+	*x = JoinWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinWaitingRoomResponse) ProtoMessage() {}
+
+func (x *JoinWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*JoinWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *JoinWaitingRoomResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
+	}
+	return nil
+}
+
+func (x *JoinWaitingRoomResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// GetQueueTicketRequest names a queue ticket by its token.
+type GetQueueTicketRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the latest token of the ticket.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueTicketRequest) Reset() {
+	*x = GetQueueTicketRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueTicketRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueTicketRequest) ProtoMessage() {}
+
+func (x *GetQueueTicketRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueTicketRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueTicketRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *GetQueueTicketRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// GetQueueTicketResponse is the ticket with a fresh token.
+type GetQueueTicketResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the ticket.
+	QueueTicket   *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueTicketResponse) Reset() {
+	*x = GetQueueTicketResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueTicketResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueTicketResponse) ProtoMessage() {}
+
+func (x *GetQueueTicketResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueTicketResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueTicketResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GetQueueTicketResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
+	}
+	return nil
+}
+
+// WatchQueueTicketRequest names a queue ticket by its token.
+type WatchQueueTicketRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the latest token of the ticket.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchQueueTicketRequest) Reset() {
+	*x = WatchQueueTicketRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchQueueTicketRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchQueueTicketRequest) ProtoMessage() {}
+
+func (x *WatchQueueTicketRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchQueueTicketRequest.ProtoReflect.Descriptor instead.
+func (*WatchQueueTicketRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *WatchQueueTicketRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// WatchQueueTicketResponse is the ticket as it is now, with a fresh token.
+type WatchQueueTicketResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue_ticket is the ticket.
+	QueueTicket   *QueueTicket `protobuf:"bytes,1,opt,name=queue_ticket,json=queueTicket,proto3" json:"queue_ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchQueueTicketResponse) Reset() {
+	*x = WatchQueueTicketResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchQueueTicketResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchQueueTicketResponse) ProtoMessage() {}
+
+func (x *WatchQueueTicketResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchQueueTicketResponse.ProtoReflect.Descriptor instead.
+func (*WatchQueueTicketResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *WatchQueueTicketResponse) GetQueueTicket() *QueueTicket {
+	if x != nil {
+		return x.QueueTicket
 	}
 	return nil
 }
@@ -3325,7 +4708,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x05Buyer\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\"\x1f\n" +
 	"\aPayment\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\xb7\x01\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\xcf\x01\n" +
 	"\x04Tier\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -3333,7 +4716,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x05price\x18\x04 \x01(\v2\x13.boxoffice.v1.MoneyR\x05price\x12\x12\n" +
 	"\x04held\x18\x05 \x01(\x05R\x04held\x12\x12\n" +
 	"\x04sold\x18\x06 \x01(\x05R\x04sold\x12\x1c\n" +
-	"\tavailable\x18\a \x01(\x05R\tavailable\"\xbb\x03\n" +
+	"\tavailable\x18\a \x01(\x05R\tavailable\x12\x16\n" +
+	"\x06seated\x18\b \x01(\bR\x06seated\"\xbb\x03\n" +
 	"\x04Show\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -3347,7 +4731,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x127\n" +
 	"\x15cancel_cutoff_seconds\x18\t \x01(\x05H\x01R\x13cancelCutoffSeconds\x88\x01\x01B\x10\n" +
 	"\x0e_max_per_buyerB\x18\n" +
-	"\x16_cancel_cutoff_seconds\"\xd8\x02\n" +
+	"\x16_cancel_cutoff_seconds\"\xee\x02\n" +
 	"\x04Hold\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x17\n" +
@@ -3360,9 +4744,12 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x1c\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x14\n" +
+	"\x05seats\x18\n" +
+	" \x03(\tR\x05seats\"0\n" +
 	"\x06Ticket\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\tR\x04code\"\x94\x03\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x12\n" +
+	"\x04seat\x18\x02 \x01(\tR\x04seat\"\x94\x03\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x17\n" +
@@ -3438,13 +4825,27 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x04next\x18\x02 \x01(\tR\x04next\",\n" +
 	"\x13RevokeApiKeyRequest\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x16\n" +
-	"\x14RevokeApiKeyResponse\"\x88\x01\n" +
+	"\x14RevokeApiKeyResponse\"\xbf\x01\n" +
 	"\tTierInput\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\bcapacity\x18\x03 \x01(\x05H\x00R\bcapacity\x88\x01\x01\x12)\n" +
-	"\x05price\x18\x04 \x01(\v2\x13.boxoffice.v1.MoneyR\x05priceB\v\n" +
-	"\t_capacity\"\xf7\x02\n" +
+	"\x05price\x18\x04 \x01(\v2\x13.boxoffice.v1.MoneyR\x05price\x125\n" +
+	"\bseat_map\x18\x05 \x01(\v2\x1a.boxoffice.v1.SeatMapInputR\aseatMapB\v\n" +
+	"\t_capacity\"J\n" +
+	"\fSeatMapInput\x12:\n" +
+	"\bsections\x18\x01 \x03(\v2\x1e.boxoffice.v1.SeatSectionInputR\bsections\"R\n" +
+	"\x10SeatSectionInput\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04rows\x18\x02 \x03(\v2\x1a.boxoffice.v1.SeatRowInputR\x04rows\"\x95\x01\n" +
+	"\fSeatRowInput\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05seats\x18\x02 \x01(\x05R\x05seats\x12\x16\n" +
+	"\x06labels\x18\x03 \x03(\tR\x06labels\x12\x1e\n" +
+	"\n" +
+	"accessible\x18\x04 \x03(\tR\n" +
+	"accessible\x12'\n" +
+	"\x0frestricted_view\x18\x05 \x03(\tR\x0erestrictedView\"\xf7\x02\n" +
 	"\x0ePutShowRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -3462,18 +4863,39 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x0eGetShowRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\"9\n" +
 	"\x0fGetShowResponse\x12&\n" +
-	"\x04show\x18\x01 \x01(\v2\x12.boxoffice.v1.ShowR\x04show\">\n" +
+	"\x04show\x18\x01 \x01(\v2\x12.boxoffice.v1.ShowR\x04show\"\xd0\x01\n" +
+	"\x04Seat\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\atier_id\x18\x02 \x01(\tR\x06tierId\x12\x18\n" +
+	"\asection\x18\x03 \x01(\tR\asection\x12\x10\n" +
+	"\x03row\x18\x04 \x01(\tR\x03row\x12\x14\n" +
+	"\x05label\x18\x05 \x01(\tR\x05label\x12\x1e\n" +
+	"\n" +
+	"accessible\x18\x06 \x01(\bR\n" +
+	"accessible\x12'\n" +
+	"\x0frestricted_view\x18\a \x01(\bR\x0erestrictedView\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\"R\n" +
+	"\x13GetShowSeatsRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\"\n" +
+	"\rif_none_match\x18\x02 \x01(\tR\vifNoneMatch\"\xbc\x01\n" +
+	"\x14GetShowSeatsResponse\x12!\n" +
+	"\fnot_modified\x18\x01 \x01(\bR\vnotModified\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\x12\x17\n" +
+	"\ashow_id\x18\x03 \x01(\tR\x06showId\x12(\n" +
+	"\x05seats\x18\x04 \x03(\v2\x12.boxoffice.v1.SeatR\x05seats\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\">\n" +
 	"\x10ListShowsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\tR\x05after\"O\n" +
 	"\x11ListShowsResponse\x12&\n" +
 	"\x04data\x18\x01 \x03(\v2\x12.boxoffice.v1.ShowR\x04data\x12\x12\n" +
-	"\x04next\x18\x02 \x01(\tR\x04next\"\x8c\x01\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"\xa2\x01\n" +
 	"\x11CreateHoldRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\x17\n" +
 	"\atier_id\x18\x02 \x01(\tR\x06tierId\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x05R\bquantity\x12)\n" +
-	"\x05buyer\x18\x04 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\"<\n" +
+	"\x05buyer\x18\x04 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\x12\x14\n" +
+	"\x05seats\x18\x05 \x03(\tR\x05seats\"<\n" +
 	"\x12CreateHoldResponse\x12&\n" +
 	"\x04hold\x18\x01 \x01(\v2\x12.boxoffice.v1.HoldR\x04hold\")\n" +
 	"\x0eGetHoldRequest\x12\x17\n" +
@@ -3487,13 +4909,14 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\ahold_id\x18\x01 \x01(\tR\x06holdId\x12/\n" +
 	"\apayment\x18\x02 \x01(\v2\x15.boxoffice.v1.PaymentR\apayment\"@\n" +
 	"\x13ConfirmHoldResponse\x12)\n" +
-	"\x05order\x18\x01 \x01(\v2\x13.boxoffice.v1.OrderR\x05order\"\xbb\x01\n" +
+	"\x05order\x18\x01 \x01(\v2\x13.boxoffice.v1.OrderR\x05order\"\xd1\x01\n" +
 	"\x0fPurchaseRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\x17\n" +
 	"\atier_id\x18\x02 \x01(\tR\x06tierId\x12\x1a\n" +
 	"\bquantity\x18\x03 \x01(\x05R\bquantity\x12)\n" +
 	"\x05buyer\x18\x04 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\x12/\n" +
-	"\apayment\x18\x05 \x01(\v2\x15.boxoffice.v1.PaymentR\apayment\"=\n" +
+	"\apayment\x18\x05 \x01(\v2\x15.boxoffice.v1.PaymentR\apayment\x12\x14\n" +
+	"\x05seats\x18\x06 \x03(\tR\x05seats\"=\n" +
 	"\x10PurchaseResponse\x12)\n" +
 	"\x05order\x18\x01 \x01(\v2\x13.boxoffice.v1.OrderR\x05order\",\n" +
 	"\x0fGetOrderRequest\x12\x19\n" +
@@ -3545,13 +4968,77 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"expires_in\x18\x02 \x01(\x03H\x00R\texpiresIn\x88\x01\x01B\r\n" +
 	"\v_expires_in\"g\n" +
 	"\x1bRotateWebhookSecretResponse\x12H\n" +
-	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint2\xde\r\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xb5\x03\n" +
+	"\vWaitingRoom\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
+	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
+	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x122\n" +
+	"\x15admission_ttl_seconds\x18\x04 \x01(\x05R\x13admissionTtlSeconds\x12\x18\n" +
+	"\awaiting\x18\x05 \x01(\x05R\awaiting\x12\x1a\n" +
+	"\badmitted\x18\x06 \x01(\x05R\badmitted\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1c\n" +
+	"\tadmission\x18\t \x01(\tR\tadmission\x12.\n" +
+	"\x13auto_margin_percent\x18\n" +
+	" \x01(\x05R\x11autoMarginPercent\"\xa9\x04\n" +
+	"\vQueueTicket\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1f\n" +
+	"\bposition\x18\x04 \x01(\x05H\x00R\bposition\x88\x01\x01\x129\n" +
+	"\x16estimated_wait_seconds\x18\x05 \x01(\x05H\x01R\x14estimatedWaitSeconds\x88\x01\x01\x125\n" +
+	"\bopens_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x127\n" +
+	"\tjoined_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\x12;\n" +
+	"\vadmitted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"admittedAt\x12L\n" +
+	"\x14admission_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x12admissionExpiresAt\x12\x14\n" +
+	"\x05token\x18\n" +
+	" \x01(\tR\x05token\x12D\n" +
+	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAtB\v\n" +
+	"\t_positionB\x19\n" +
+	"\x17_estimated_wait_seconds\"\xcf\x02\n" +
+	"\x15PutWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
+	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
+	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x127\n" +
+	"\x15admission_ttl_seconds\x18\x04 \x01(\x05H\x00R\x13admissionTtlSeconds\x88\x01\x01\x12\x1c\n" +
+	"\tadmission\x18\x05 \x01(\tR\tadmission\x123\n" +
+	"\x13auto_margin_percent\x18\x06 \x01(\x05H\x01R\x11autoMarginPercent\x88\x01\x01B\x18\n" +
+	"\x16_admission_ttl_secondsB\x16\n" +
+	"\x14_auto_margin_percent\"p\n" +
+	"\x16PutWaitingRoomResponse\x12<\n" +
+	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"0\n" +
+	"\x15GetWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\"V\n" +
+	"\x16GetWaitingRoomResponse\x12<\n" +
+	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\"3\n" +
+	"\x18DeleteWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\"\x1b\n" +
+	"\x19DeleteWaitingRoomResponse\"\\\n" +
+	"\x16JoinWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12)\n" +
+	"\x05buyer\x18\x02 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\"q\n" +
+	"\x17JoinWaitingRoomResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"-\n" +
+	"\x15GetQueueTicketRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"V\n" +
+	"\x16GetQueueTicketResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket\"/\n" +
+	"\x17WatchQueueTicketRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"X\n" +
+	"\x18WatchQueueTicketResponse\x12<\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket2\xf7\x12\n" +
 	"\x10BoxOfficeService\x12U\n" +
 	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12R\n" +
 	"\vListApiKeys\x12 .boxoffice.v1.ListApiKeysRequest\x1a!.boxoffice.v1.ListApiKeysResponse\x12U\n" +
 	"\fRevokeApiKey\x12!.boxoffice.v1.RevokeApiKeyRequest\x1a\".boxoffice.v1.RevokeApiKeyResponse\x12F\n" +
 	"\aPutShow\x12\x1c.boxoffice.v1.PutShowRequest\x1a\x1d.boxoffice.v1.PutShowResponse\x12F\n" +
-	"\aGetShow\x12\x1c.boxoffice.v1.GetShowRequest\x1a\x1d.boxoffice.v1.GetShowResponse\x12L\n" +
+	"\aGetShow\x12\x1c.boxoffice.v1.GetShowRequest\x1a\x1d.boxoffice.v1.GetShowResponse\x12U\n" +
+	"\fGetShowSeats\x12!.boxoffice.v1.GetShowSeatsRequest\x1a\".boxoffice.v1.GetShowSeatsResponse\x12L\n" +
 	"\tListShows\x12\x1e.boxoffice.v1.ListShowsRequest\x1a\x1f.boxoffice.v1.ListShowsResponse\x12O\n" +
 	"\n" +
 	"CreateHold\x12\x1f.boxoffice.v1.CreateHoldRequest\x1a .boxoffice.v1.CreateHoldResponse\x12F\n" +
@@ -3569,7 +5056,13 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x12GetWebhookEndpoint\x12'.boxoffice.v1.GetWebhookEndpointRequest\x1a(.boxoffice.v1.GetWebhookEndpointResponse\x12m\n" +
 	"\x14ListWebhookEndpoints\x12).boxoffice.v1.ListWebhookEndpointsRequest\x1a*.boxoffice.v1.ListWebhookEndpointsResponse\x12p\n" +
 	"\x15DeleteWebhookEndpoint\x12*.boxoffice.v1.DeleteWebhookEndpointRequest\x1a+.boxoffice.v1.DeleteWebhookEndpointResponse\x12j\n" +
-	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponseB(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
+	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponse\x12[\n" +
+	"\x0ePutWaitingRoom\x12#.boxoffice.v1.PutWaitingRoomRequest\x1a$.boxoffice.v1.PutWaitingRoomResponse\x12[\n" +
+	"\x0eGetWaitingRoom\x12#.boxoffice.v1.GetWaitingRoomRequest\x1a$.boxoffice.v1.GetWaitingRoomResponse\x12d\n" +
+	"\x11DeleteWaitingRoom\x12&.boxoffice.v1.DeleteWaitingRoomRequest\x1a'.boxoffice.v1.DeleteWaitingRoomResponse\x12^\n" +
+	"\x0fJoinWaitingRoom\x12$.boxoffice.v1.JoinWaitingRoomRequest\x1a%.boxoffice.v1.JoinWaitingRoomResponse\x12[\n" +
+	"\x0eGetQueueTicket\x12#.boxoffice.v1.GetQueueTicketRequest\x1a$.boxoffice.v1.GetQueueTicketResponse\x12c\n" +
+	"\x10WatchQueueTicket\x12%.boxoffice.v1.WatchQueueTicketRequest\x1a&.boxoffice.v1.WatchQueueTicketResponse0\x01B(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
 
 var (
 	file_boxoffice_v1_boxoffice_proto_rawDescOnce sync.Once
@@ -3583,7 +5076,7 @@ func file_boxoffice_v1_boxoffice_proto_rawDescGZIP() []byte {
 	return file_boxoffice_v1_boxoffice_proto_rawDescData
 }
 
-var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*Money)(nil),                         // 0: boxoffice.v1.Money
 	(*Buyer)(nil),                         // 1: boxoffice.v1.Buyer
@@ -3605,136 +5098,190 @@ var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*RevokeApiKeyRequest)(nil),           // 17: boxoffice.v1.RevokeApiKeyRequest
 	(*RevokeApiKeyResponse)(nil),          // 18: boxoffice.v1.RevokeApiKeyResponse
 	(*TierInput)(nil),                     // 19: boxoffice.v1.TierInput
-	(*PutShowRequest)(nil),                // 20: boxoffice.v1.PutShowRequest
-	(*PutShowResponse)(nil),               // 21: boxoffice.v1.PutShowResponse
-	(*GetShowRequest)(nil),                // 22: boxoffice.v1.GetShowRequest
-	(*GetShowResponse)(nil),               // 23: boxoffice.v1.GetShowResponse
-	(*ListShowsRequest)(nil),              // 24: boxoffice.v1.ListShowsRequest
-	(*ListShowsResponse)(nil),             // 25: boxoffice.v1.ListShowsResponse
-	(*CreateHoldRequest)(nil),             // 26: boxoffice.v1.CreateHoldRequest
-	(*CreateHoldResponse)(nil),            // 27: boxoffice.v1.CreateHoldResponse
-	(*GetHoldRequest)(nil),                // 28: boxoffice.v1.GetHoldRequest
-	(*GetHoldResponse)(nil),               // 29: boxoffice.v1.GetHoldResponse
-	(*ReleaseHoldRequest)(nil),            // 30: boxoffice.v1.ReleaseHoldRequest
-	(*ReleaseHoldResponse)(nil),           // 31: boxoffice.v1.ReleaseHoldResponse
-	(*ConfirmHoldRequest)(nil),            // 32: boxoffice.v1.ConfirmHoldRequest
-	(*ConfirmHoldResponse)(nil),           // 33: boxoffice.v1.ConfirmHoldResponse
-	(*PurchaseRequest)(nil),               // 34: boxoffice.v1.PurchaseRequest
-	(*PurchaseResponse)(nil),              // 35: boxoffice.v1.PurchaseResponse
-	(*GetOrderRequest)(nil),               // 36: boxoffice.v1.GetOrderRequest
-	(*GetOrderResponse)(nil),              // 37: boxoffice.v1.GetOrderResponse
-	(*ListOrdersRequest)(nil),             // 38: boxoffice.v1.ListOrdersRequest
-	(*ListOrdersResponse)(nil),            // 39: boxoffice.v1.ListOrdersResponse
-	(*CancelOrderRequest)(nil),            // 40: boxoffice.v1.CancelOrderRequest
-	(*CancelOrderResponse)(nil),           // 41: boxoffice.v1.CancelOrderResponse
-	(*ListEventsRequest)(nil),             // 42: boxoffice.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),            // 43: boxoffice.v1.ListEventsResponse
-	(*PutWebhookEndpointRequest)(nil),     // 44: boxoffice.v1.PutWebhookEndpointRequest
-	(*PutWebhookEndpointResponse)(nil),    // 45: boxoffice.v1.PutWebhookEndpointResponse
-	(*GetWebhookEndpointRequest)(nil),     // 46: boxoffice.v1.GetWebhookEndpointRequest
-	(*GetWebhookEndpointResponse)(nil),    // 47: boxoffice.v1.GetWebhookEndpointResponse
-	(*ListWebhookEndpointsRequest)(nil),   // 48: boxoffice.v1.ListWebhookEndpointsRequest
-	(*ListWebhookEndpointsResponse)(nil),  // 49: boxoffice.v1.ListWebhookEndpointsResponse
-	(*DeleteWebhookEndpointRequest)(nil),  // 50: boxoffice.v1.DeleteWebhookEndpointRequest
-	(*DeleteWebhookEndpointResponse)(nil), // 51: boxoffice.v1.DeleteWebhookEndpointResponse
-	(*RotateWebhookSecretRequest)(nil),    // 52: boxoffice.v1.RotateWebhookSecretRequest
-	(*RotateWebhookSecretResponse)(nil),   // 53: boxoffice.v1.RotateWebhookSecretResponse
-	(*timestamppb.Timestamp)(nil),         // 54: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),               // 55: google.protobuf.Struct
+	(*SeatMapInput)(nil),                  // 20: boxoffice.v1.SeatMapInput
+	(*SeatSectionInput)(nil),              // 21: boxoffice.v1.SeatSectionInput
+	(*SeatRowInput)(nil),                  // 22: boxoffice.v1.SeatRowInput
+	(*PutShowRequest)(nil),                // 23: boxoffice.v1.PutShowRequest
+	(*PutShowResponse)(nil),               // 24: boxoffice.v1.PutShowResponse
+	(*GetShowRequest)(nil),                // 25: boxoffice.v1.GetShowRequest
+	(*GetShowResponse)(nil),               // 26: boxoffice.v1.GetShowResponse
+	(*Seat)(nil),                          // 27: boxoffice.v1.Seat
+	(*GetShowSeatsRequest)(nil),           // 28: boxoffice.v1.GetShowSeatsRequest
+	(*GetShowSeatsResponse)(nil),          // 29: boxoffice.v1.GetShowSeatsResponse
+	(*ListShowsRequest)(nil),              // 30: boxoffice.v1.ListShowsRequest
+	(*ListShowsResponse)(nil),             // 31: boxoffice.v1.ListShowsResponse
+	(*CreateHoldRequest)(nil),             // 32: boxoffice.v1.CreateHoldRequest
+	(*CreateHoldResponse)(nil),            // 33: boxoffice.v1.CreateHoldResponse
+	(*GetHoldRequest)(nil),                // 34: boxoffice.v1.GetHoldRequest
+	(*GetHoldResponse)(nil),               // 35: boxoffice.v1.GetHoldResponse
+	(*ReleaseHoldRequest)(nil),            // 36: boxoffice.v1.ReleaseHoldRequest
+	(*ReleaseHoldResponse)(nil),           // 37: boxoffice.v1.ReleaseHoldResponse
+	(*ConfirmHoldRequest)(nil),            // 38: boxoffice.v1.ConfirmHoldRequest
+	(*ConfirmHoldResponse)(nil),           // 39: boxoffice.v1.ConfirmHoldResponse
+	(*PurchaseRequest)(nil),               // 40: boxoffice.v1.PurchaseRequest
+	(*PurchaseResponse)(nil),              // 41: boxoffice.v1.PurchaseResponse
+	(*GetOrderRequest)(nil),               // 42: boxoffice.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),              // 43: boxoffice.v1.GetOrderResponse
+	(*ListOrdersRequest)(nil),             // 44: boxoffice.v1.ListOrdersRequest
+	(*ListOrdersResponse)(nil),            // 45: boxoffice.v1.ListOrdersResponse
+	(*CancelOrderRequest)(nil),            // 46: boxoffice.v1.CancelOrderRequest
+	(*CancelOrderResponse)(nil),           // 47: boxoffice.v1.CancelOrderResponse
+	(*ListEventsRequest)(nil),             // 48: boxoffice.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),            // 49: boxoffice.v1.ListEventsResponse
+	(*PutWebhookEndpointRequest)(nil),     // 50: boxoffice.v1.PutWebhookEndpointRequest
+	(*PutWebhookEndpointResponse)(nil),    // 51: boxoffice.v1.PutWebhookEndpointResponse
+	(*GetWebhookEndpointRequest)(nil),     // 52: boxoffice.v1.GetWebhookEndpointRequest
+	(*GetWebhookEndpointResponse)(nil),    // 53: boxoffice.v1.GetWebhookEndpointResponse
+	(*ListWebhookEndpointsRequest)(nil),   // 54: boxoffice.v1.ListWebhookEndpointsRequest
+	(*ListWebhookEndpointsResponse)(nil),  // 55: boxoffice.v1.ListWebhookEndpointsResponse
+	(*DeleteWebhookEndpointRequest)(nil),  // 56: boxoffice.v1.DeleteWebhookEndpointRequest
+	(*DeleteWebhookEndpointResponse)(nil), // 57: boxoffice.v1.DeleteWebhookEndpointResponse
+	(*RotateWebhookSecretRequest)(nil),    // 58: boxoffice.v1.RotateWebhookSecretRequest
+	(*RotateWebhookSecretResponse)(nil),   // 59: boxoffice.v1.RotateWebhookSecretResponse
+	(*WaitingRoom)(nil),                   // 60: boxoffice.v1.WaitingRoom
+	(*QueueTicket)(nil),                   // 61: boxoffice.v1.QueueTicket
+	(*PutWaitingRoomRequest)(nil),         // 62: boxoffice.v1.PutWaitingRoomRequest
+	(*PutWaitingRoomResponse)(nil),        // 63: boxoffice.v1.PutWaitingRoomResponse
+	(*GetWaitingRoomRequest)(nil),         // 64: boxoffice.v1.GetWaitingRoomRequest
+	(*GetWaitingRoomResponse)(nil),        // 65: boxoffice.v1.GetWaitingRoomResponse
+	(*DeleteWaitingRoomRequest)(nil),      // 66: boxoffice.v1.DeleteWaitingRoomRequest
+	(*DeleteWaitingRoomResponse)(nil),     // 67: boxoffice.v1.DeleteWaitingRoomResponse
+	(*JoinWaitingRoomRequest)(nil),        // 68: boxoffice.v1.JoinWaitingRoomRequest
+	(*JoinWaitingRoomResponse)(nil),       // 69: boxoffice.v1.JoinWaitingRoomResponse
+	(*GetQueueTicketRequest)(nil),         // 70: boxoffice.v1.GetQueueTicketRequest
+	(*GetQueueTicketResponse)(nil),        // 71: boxoffice.v1.GetQueueTicketResponse
+	(*WatchQueueTicketRequest)(nil),       // 72: boxoffice.v1.WatchQueueTicketRequest
+	(*WatchQueueTicketResponse)(nil),      // 73: boxoffice.v1.WatchQueueTicketResponse
+	(*timestamppb.Timestamp)(nil),         // 74: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),               // 75: google.protobuf.Struct
 }
 var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	0,  // 0: boxoffice.v1.Tier.price:type_name -> boxoffice.v1.Money
-	54, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
+	74, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: boxoffice.v1.Show.tiers:type_name -> boxoffice.v1.Tier
-	54, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
-	54, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
+	74, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: boxoffice.v1.Hold.buyer:type_name -> boxoffice.v1.Buyer
-	54, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
-	54, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
-	54, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
+	74, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: boxoffice.v1.Order.amount:type_name -> boxoffice.v1.Money
 	1,  // 10: boxoffice.v1.Order.buyer:type_name -> boxoffice.v1.Buyer
 	6,  // 11: boxoffice.v1.Order.tickets:type_name -> boxoffice.v1.Ticket
-	54, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	54, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	54, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	55, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
-	54, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
-	54, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
-	54, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	74, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	75, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
+	74, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	74, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
 	10, // 19: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
-	54, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
-	54, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	54, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
-	54, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	74, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
+	74, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	74, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	74, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
 	14, // 24: boxoffice.v1.ListApiKeysResponse.data:type_name -> boxoffice.v1.ApiKey
 	0,  // 25: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
-	54, // 26: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
-	19, // 27: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
-	4,  // 28: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 29: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
-	4,  // 30: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
-	1,  // 31: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
-	5,  // 32: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	5,  // 33: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
-	2,  // 34: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 35: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
-	1,  // 36: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
-	2,  // 37: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
-	7,  // 38: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 39: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
-	7,  // 40: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
-	7,  // 41: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
-	8,  // 42: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
-	9,  // 43: boxoffice.v1.PutWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	9,  // 44: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	9,  // 45: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
-	9,  // 46: boxoffice.v1.RotateWebhookSecretResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	12, // 47: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
-	15, // 48: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
-	17, // 49: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
-	20, // 50: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
-	22, // 51: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
-	24, // 52: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
-	26, // 53: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
-	28, // 54: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
-	30, // 55: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
-	32, // 56: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
-	34, // 57: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
-	36, // 58: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
-	38, // 59: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
-	40, // 60: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
-	42, // 61: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
-	44, // 62: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
-	46, // 63: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
-	48, // 64: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
-	50, // 65: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
-	52, // 66: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
-	13, // 67: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
-	16, // 68: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
-	18, // 69: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
-	21, // 70: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
-	23, // 71: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
-	25, // 72: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
-	27, // 73: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
-	29, // 74: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
-	31, // 75: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
-	33, // 76: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
-	35, // 77: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
-	37, // 78: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
-	39, // 79: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
-	41, // 80: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
-	43, // 81: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
-	45, // 82: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
-	47, // 83: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
-	49, // 84: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
-	51, // 85: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
-	53, // 86: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
-	67, // [67:87] is the sub-list for method output_type
-	47, // [47:67] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	20, // 26: boxoffice.v1.TierInput.seat_map:type_name -> boxoffice.v1.SeatMapInput
+	21, // 27: boxoffice.v1.SeatMapInput.sections:type_name -> boxoffice.v1.SeatSectionInput
+	22, // 28: boxoffice.v1.SeatSectionInput.rows:type_name -> boxoffice.v1.SeatRowInput
+	74, // 29: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
+	19, // 30: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
+	4,  // 31: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
+	4,  // 32: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
+	27, // 33: boxoffice.v1.GetShowSeatsResponse.seats:type_name -> boxoffice.v1.Seat
+	74, // 34: boxoffice.v1.GetShowSeatsResponse.at:type_name -> google.protobuf.Timestamp
+	4,  // 35: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
+	1,  // 36: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
+	5,  // 37: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	5,  // 38: boxoffice.v1.GetHoldResponse.hold:type_name -> boxoffice.v1.Hold
+	2,  // 39: boxoffice.v1.ConfirmHoldRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 40: boxoffice.v1.ConfirmHoldResponse.order:type_name -> boxoffice.v1.Order
+	1,  // 41: boxoffice.v1.PurchaseRequest.buyer:type_name -> boxoffice.v1.Buyer
+	2,  // 42: boxoffice.v1.PurchaseRequest.payment:type_name -> boxoffice.v1.Payment
+	7,  // 43: boxoffice.v1.PurchaseResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 44: boxoffice.v1.GetOrderResponse.order:type_name -> boxoffice.v1.Order
+	7,  // 45: boxoffice.v1.ListOrdersResponse.data:type_name -> boxoffice.v1.Order
+	7,  // 46: boxoffice.v1.CancelOrderResponse.order:type_name -> boxoffice.v1.Order
+	8,  // 47: boxoffice.v1.ListEventsResponse.data:type_name -> boxoffice.v1.Event
+	9,  // 48: boxoffice.v1.PutWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 49: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 50: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
+	9,  // 51: boxoffice.v1.RotateWebhookSecretResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
+	74, // 52: boxoffice.v1.WaitingRoom.opens_at:type_name -> google.protobuf.Timestamp
+	74, // 53: boxoffice.v1.WaitingRoom.created_at:type_name -> google.protobuf.Timestamp
+	74, // 54: boxoffice.v1.WaitingRoom.updated_at:type_name -> google.protobuf.Timestamp
+	74, // 55: boxoffice.v1.QueueTicket.opens_at:type_name -> google.protobuf.Timestamp
+	74, // 56: boxoffice.v1.QueueTicket.joined_at:type_name -> google.protobuf.Timestamp
+	74, // 57: boxoffice.v1.QueueTicket.admitted_at:type_name -> google.protobuf.Timestamp
+	74, // 58: boxoffice.v1.QueueTicket.admission_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 59: boxoffice.v1.QueueTicket.token_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 60: boxoffice.v1.PutWaitingRoomRequest.opens_at:type_name -> google.protobuf.Timestamp
+	60, // 61: boxoffice.v1.PutWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
+	60, // 62: boxoffice.v1.GetWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
+	1,  // 63: boxoffice.v1.JoinWaitingRoomRequest.buyer:type_name -> boxoffice.v1.Buyer
+	61, // 64: boxoffice.v1.JoinWaitingRoomResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 65: boxoffice.v1.GetQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 66: boxoffice.v1.WatchQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	12, // 67: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
+	15, // 68: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
+	17, // 69: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
+	23, // 70: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
+	25, // 71: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
+	28, // 72: boxoffice.v1.BoxOfficeService.GetShowSeats:input_type -> boxoffice.v1.GetShowSeatsRequest
+	30, // 73: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
+	32, // 74: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
+	34, // 75: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
+	36, // 76: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
+	38, // 77: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
+	40, // 78: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
+	42, // 79: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
+	44, // 80: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
+	46, // 81: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
+	48, // 82: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
+	50, // 83: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
+	52, // 84: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
+	54, // 85: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
+	56, // 86: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
+	58, // 87: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
+	62, // 88: boxoffice.v1.BoxOfficeService.PutWaitingRoom:input_type -> boxoffice.v1.PutWaitingRoomRequest
+	64, // 89: boxoffice.v1.BoxOfficeService.GetWaitingRoom:input_type -> boxoffice.v1.GetWaitingRoomRequest
+	66, // 90: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:input_type -> boxoffice.v1.DeleteWaitingRoomRequest
+	68, // 91: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:input_type -> boxoffice.v1.JoinWaitingRoomRequest
+	70, // 92: boxoffice.v1.BoxOfficeService.GetQueueTicket:input_type -> boxoffice.v1.GetQueueTicketRequest
+	72, // 93: boxoffice.v1.BoxOfficeService.WatchQueueTicket:input_type -> boxoffice.v1.WatchQueueTicketRequest
+	13, // 94: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
+	16, // 95: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
+	18, // 96: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
+	24, // 97: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
+	26, // 98: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
+	29, // 99: boxoffice.v1.BoxOfficeService.GetShowSeats:output_type -> boxoffice.v1.GetShowSeatsResponse
+	31, // 100: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
+	33, // 101: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
+	35, // 102: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
+	37, // 103: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
+	39, // 104: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
+	41, // 105: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
+	43, // 106: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
+	45, // 107: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
+	47, // 108: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
+	49, // 109: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
+	51, // 110: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
+	53, // 111: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
+	55, // 112: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
+	57, // 113: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
+	59, // 114: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
+	63, // 115: boxoffice.v1.BoxOfficeService.PutWaitingRoom:output_type -> boxoffice.v1.PutWaitingRoomResponse
+	65, // 116: boxoffice.v1.BoxOfficeService.GetWaitingRoom:output_type -> boxoffice.v1.GetWaitingRoomResponse
+	67, // 117: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:output_type -> boxoffice.v1.DeleteWaitingRoomResponse
+	69, // 118: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:output_type -> boxoffice.v1.JoinWaitingRoomResponse
+	71, // 119: boxoffice.v1.BoxOfficeService.GetQueueTicket:output_type -> boxoffice.v1.GetQueueTicketResponse
+	73, // 120: boxoffice.v1.BoxOfficeService.WatchQueueTicket:output_type -> boxoffice.v1.WatchQueueTicketResponse
+	94, // [94:121] is the sub-list for method output_type
+	67, // [67:94] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_boxoffice_v1_boxoffice_proto_init() }
@@ -3745,15 +5292,17 @@ func file_boxoffice_v1_boxoffice_proto_init() {
 	file_boxoffice_v1_boxoffice_proto_msgTypes[4].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[11].OneofWrappers = []any{}
 	file_boxoffice_v1_boxoffice_proto_msgTypes[19].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[20].OneofWrappers = []any{}
-	file_boxoffice_v1_boxoffice_proto_msgTypes[52].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[23].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[58].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[61].OneofWrappers = []any{}
+	file_boxoffice_v1_boxoffice_proto_msgTypes[62].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_boxoffice_v1_boxoffice_proto_rawDesc), len(file_boxoffice_v1_boxoffice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   54,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

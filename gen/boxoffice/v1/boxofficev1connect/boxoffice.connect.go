@@ -10,11 +10,15 @@
 //
 //	authorization: Bearer <key>     on every RPC.
 //	idempotency-key: <key>          on every RPC that is a POST in REST (CreateApiKey, CreateHold,
-//	                                ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret); same
-//	                                rules as the header.
+//	                                ConfirmHold, Purchase, CancelOrder, RotateWebhookSecret,
+//	                                JoinWaitingRoom); same rules as the header.
 //	idempotent-replayed: true       response header of a stored answer given again.
+//	queue-ticket: <token>           on CreateHold and Purchase of a show with a waiting room: the
+//	                                admitted queue ticket's token, as REST's Queue-Ticket header;
+//	                                without one the hold is refused with not_admitted.
 //
-// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents and the webhook endpoint RPCs.
+// Admin-only RPCs, as in REST: the API key RPCs, PutShow, ListEvents, the webhook endpoint RPCs,
+// PutWaitingRoom and DeleteWaitingRoom.
 // A client key is a sales channel: it sees and acts on only the holds and orders it made.
 // Errors carry a boxoffice.v1.Problem detail with the stable SPEC code.
 package boxofficev1connect
@@ -63,6 +67,9 @@ const (
 	// BoxOfficeServiceGetShowProcedure is the fully-qualified name of the BoxOfficeService's GetShow
 	// RPC.
 	BoxOfficeServiceGetShowProcedure = "/boxoffice.v1.BoxOfficeService/GetShow"
+	// BoxOfficeServiceGetShowSeatsProcedure is the fully-qualified name of the BoxOfficeService's
+	// GetShowSeats RPC.
+	BoxOfficeServiceGetShowSeatsProcedure = "/boxoffice.v1.BoxOfficeService/GetShowSeats"
 	// BoxOfficeServiceListShowsProcedure is the fully-qualified name of the BoxOfficeService's
 	// ListShows RPC.
 	BoxOfficeServiceListShowsProcedure = "/boxoffice.v1.BoxOfficeService/ListShows"
@@ -108,6 +115,24 @@ const (
 	// BoxOfficeServiceRotateWebhookSecretProcedure is the fully-qualified name of the
 	// BoxOfficeService's RotateWebhookSecret RPC.
 	BoxOfficeServiceRotateWebhookSecretProcedure = "/boxoffice.v1.BoxOfficeService/RotateWebhookSecret"
+	// BoxOfficeServicePutWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
+	// PutWaitingRoom RPC.
+	BoxOfficeServicePutWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/PutWaitingRoom"
+	// BoxOfficeServiceGetWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
+	// GetWaitingRoom RPC.
+	BoxOfficeServiceGetWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/GetWaitingRoom"
+	// BoxOfficeServiceDeleteWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
+	// DeleteWaitingRoom RPC.
+	BoxOfficeServiceDeleteWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/DeleteWaitingRoom"
+	// BoxOfficeServiceJoinWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
+	// JoinWaitingRoom RPC.
+	BoxOfficeServiceJoinWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/JoinWaitingRoom"
+	// BoxOfficeServiceGetQueueTicketProcedure is the fully-qualified name of the BoxOfficeService's
+	// GetQueueTicket RPC.
+	BoxOfficeServiceGetQueueTicketProcedure = "/boxoffice.v1.BoxOfficeService/GetQueueTicket"
+	// BoxOfficeServiceWatchQueueTicketProcedure is the fully-qualified name of the BoxOfficeService's
+	// WatchQueueTicket RPC.
+	BoxOfficeServiceWatchQueueTicketProcedure = "/boxoffice.v1.BoxOfficeService/WatchQueueTicket"
 )
 
 // BoxOfficeServiceClient is a client for the boxoffice.v1.BoxOfficeService service.
@@ -124,6 +149,10 @@ type BoxOfficeServiceClient interface {
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
 	GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error)
+	// GetShowSeats returns every seat of the show's seated tiers with its state, and the map's
+	// etag; given the current etag in if_none_match it answers not_modified without the seats
+	// (REST: GET /v1/shows/{show_id}/seats with If-None-Match, 304).
+	GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error)
 	// ListShows returns a page of shows.
 	ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error)
 	// CreateHold reserves tickets until the show's hold TTL runs out. Needs idempotency-key.
@@ -157,6 +186,25 @@ type BoxOfficeServiceClient interface {
 	// keeps signing beside it for expires_in seconds (default a day). Needs idempotency-key; a
 	// replay answers without the secret.
 	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
+	// PutWaitingRoom creates or replaces a show's waiting room (admin). Naturally idempotent; a
+	// replaced room keeps its queue and its admissions.
+	PutWaitingRoom(context.Context, *connect.Request[v1.PutWaitingRoomRequest]) (*connect.Response[v1.PutWaitingRoomResponse], error)
+	// GetWaitingRoom returns a show's waiting room with its counts.
+	GetWaitingRoom(context.Context, *connect.Request[v1.GetWaitingRoomRequest]) (*connect.Response[v1.GetWaitingRoomResponse], error)
+	// DeleteWaitingRoom removes a show's waiting room and its queue (admin): the show sells to
+	// anyone again. A show without a room is NOT_FOUND.
+	DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error)
+	// JoinWaitingRoom gives a buyer a place in a show's queue, or the place they already have,
+	// with a fresh token. Needs idempotency-key, but the answer comes from the queue (one place per
+	// buyer and show), not from a stored answer.
+	JoinWaitingRoom(context.Context, *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error)
+	// GetQueueTicket reads the queue ticket a token names, with a fresh token: once admitted, the
+	// one that opens holds (queue-ticket metadata).
+	GetQueueTicket(context.Context, *connect.Request[v1.GetQueueTicketRequest]) (*connect.Response[v1.GetQueueTicketResponse], error)
+	// WatchQueueTicket streams the queue ticket a token names, as REST's server-sent events do: the
+	// ticket now, then each second while it waits, ending after the one that is admitted or
+	// expired.
+	WatchQueueTicket(context.Context, *connect.Request[v1.WatchQueueTicketRequest]) (*connect.ServerStreamForClient[v1.WatchQueueTicketResponse], error)
 }
 
 // NewBoxOfficeServiceClient constructs a client for the boxoffice.v1.BoxOfficeService service. By
@@ -198,6 +246,12 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			httpClient,
 			baseURL+BoxOfficeServiceGetShowProcedure,
 			connect.WithSchema(boxOfficeServiceMethods.ByName("GetShow")),
+			connect.WithClientOptions(opts...),
+		),
+		getShowSeats: connect.NewClient[v1.GetShowSeatsRequest, v1.GetShowSeatsResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceGetShowSeatsProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("GetShowSeats")),
 			connect.WithClientOptions(opts...),
 		),
 		listShows: connect.NewClient[v1.ListShowsRequest, v1.ListShowsResponse](
@@ -290,6 +344,42 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(boxOfficeServiceMethods.ByName("RotateWebhookSecret")),
 			connect.WithClientOptions(opts...),
 		),
+		putWaitingRoom: connect.NewClient[v1.PutWaitingRoomRequest, v1.PutWaitingRoomResponse](
+			httpClient,
+			baseURL+BoxOfficeServicePutWaitingRoomProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("PutWaitingRoom")),
+			connect.WithClientOptions(opts...),
+		),
+		getWaitingRoom: connect.NewClient[v1.GetWaitingRoomRequest, v1.GetWaitingRoomResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceGetWaitingRoomProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("GetWaitingRoom")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteWaitingRoom: connect.NewClient[v1.DeleteWaitingRoomRequest, v1.DeleteWaitingRoomResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceDeleteWaitingRoomProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWaitingRoom")),
+			connect.WithClientOptions(opts...),
+		),
+		joinWaitingRoom: connect.NewClient[v1.JoinWaitingRoomRequest, v1.JoinWaitingRoomResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceJoinWaitingRoomProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("JoinWaitingRoom")),
+			connect.WithClientOptions(opts...),
+		),
+		getQueueTicket: connect.NewClient[v1.GetQueueTicketRequest, v1.GetQueueTicketResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceGetQueueTicketProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("GetQueueTicket")),
+			connect.WithClientOptions(opts...),
+		),
+		watchQueueTicket: connect.NewClient[v1.WatchQueueTicketRequest, v1.WatchQueueTicketResponse](
+			httpClient,
+			baseURL+BoxOfficeServiceWatchQueueTicketProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("WatchQueueTicket")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -300,6 +390,7 @@ type boxOfficeServiceClient struct {
 	revokeApiKey          *connect.Client[v1.RevokeApiKeyRequest, v1.RevokeApiKeyResponse]
 	putShow               *connect.Client[v1.PutShowRequest, v1.PutShowResponse]
 	getShow               *connect.Client[v1.GetShowRequest, v1.GetShowResponse]
+	getShowSeats          *connect.Client[v1.GetShowSeatsRequest, v1.GetShowSeatsResponse]
 	listShows             *connect.Client[v1.ListShowsRequest, v1.ListShowsResponse]
 	createHold            *connect.Client[v1.CreateHoldRequest, v1.CreateHoldResponse]
 	getHold               *connect.Client[v1.GetHoldRequest, v1.GetHoldResponse]
@@ -315,6 +406,12 @@ type boxOfficeServiceClient struct {
 	listWebhookEndpoints  *connect.Client[v1.ListWebhookEndpointsRequest, v1.ListWebhookEndpointsResponse]
 	deleteWebhookEndpoint *connect.Client[v1.DeleteWebhookEndpointRequest, v1.DeleteWebhookEndpointResponse]
 	rotateWebhookSecret   *connect.Client[v1.RotateWebhookSecretRequest, v1.RotateWebhookSecretResponse]
+	putWaitingRoom        *connect.Client[v1.PutWaitingRoomRequest, v1.PutWaitingRoomResponse]
+	getWaitingRoom        *connect.Client[v1.GetWaitingRoomRequest, v1.GetWaitingRoomResponse]
+	deleteWaitingRoom     *connect.Client[v1.DeleteWaitingRoomRequest, v1.DeleteWaitingRoomResponse]
+	joinWaitingRoom       *connect.Client[v1.JoinWaitingRoomRequest, v1.JoinWaitingRoomResponse]
+	getQueueTicket        *connect.Client[v1.GetQueueTicketRequest, v1.GetQueueTicketResponse]
+	watchQueueTicket      *connect.Client[v1.WatchQueueTicketRequest, v1.WatchQueueTicketResponse]
 }
 
 // CreateApiKey calls boxoffice.v1.BoxOfficeService.CreateApiKey.
@@ -340,6 +437,11 @@ func (c *boxOfficeServiceClient) PutShow(ctx context.Context, req *connect.Reque
 // GetShow calls boxoffice.v1.BoxOfficeService.GetShow.
 func (c *boxOfficeServiceClient) GetShow(ctx context.Context, req *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error) {
 	return c.getShow.CallUnary(ctx, req)
+}
+
+// GetShowSeats calls boxoffice.v1.BoxOfficeService.GetShowSeats.
+func (c *boxOfficeServiceClient) GetShowSeats(ctx context.Context, req *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error) {
+	return c.getShowSeats.CallUnary(ctx, req)
 }
 
 // ListShows calls boxoffice.v1.BoxOfficeService.ListShows.
@@ -417,6 +519,36 @@ func (c *boxOfficeServiceClient) RotateWebhookSecret(ctx context.Context, req *c
 	return c.rotateWebhookSecret.CallUnary(ctx, req)
 }
 
+// PutWaitingRoom calls boxoffice.v1.BoxOfficeService.PutWaitingRoom.
+func (c *boxOfficeServiceClient) PutWaitingRoom(ctx context.Context, req *connect.Request[v1.PutWaitingRoomRequest]) (*connect.Response[v1.PutWaitingRoomResponse], error) {
+	return c.putWaitingRoom.CallUnary(ctx, req)
+}
+
+// GetWaitingRoom calls boxoffice.v1.BoxOfficeService.GetWaitingRoom.
+func (c *boxOfficeServiceClient) GetWaitingRoom(ctx context.Context, req *connect.Request[v1.GetWaitingRoomRequest]) (*connect.Response[v1.GetWaitingRoomResponse], error) {
+	return c.getWaitingRoom.CallUnary(ctx, req)
+}
+
+// DeleteWaitingRoom calls boxoffice.v1.BoxOfficeService.DeleteWaitingRoom.
+func (c *boxOfficeServiceClient) DeleteWaitingRoom(ctx context.Context, req *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error) {
+	return c.deleteWaitingRoom.CallUnary(ctx, req)
+}
+
+// JoinWaitingRoom calls boxoffice.v1.BoxOfficeService.JoinWaitingRoom.
+func (c *boxOfficeServiceClient) JoinWaitingRoom(ctx context.Context, req *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error) {
+	return c.joinWaitingRoom.CallUnary(ctx, req)
+}
+
+// GetQueueTicket calls boxoffice.v1.BoxOfficeService.GetQueueTicket.
+func (c *boxOfficeServiceClient) GetQueueTicket(ctx context.Context, req *connect.Request[v1.GetQueueTicketRequest]) (*connect.Response[v1.GetQueueTicketResponse], error) {
+	return c.getQueueTicket.CallUnary(ctx, req)
+}
+
+// WatchQueueTicket calls boxoffice.v1.BoxOfficeService.WatchQueueTicket.
+func (c *boxOfficeServiceClient) WatchQueueTicket(ctx context.Context, req *connect.Request[v1.WatchQueueTicketRequest]) (*connect.ServerStreamForClient[v1.WatchQueueTicketResponse], error) {
+	return c.watchQueueTicket.CallServerStream(ctx, req)
+}
+
 // BoxOfficeServiceHandler is an implementation of the boxoffice.v1.BoxOfficeService service.
 type BoxOfficeServiceHandler interface {
 	// CreateApiKey makes an API key (admin); the plain key is shown once: a replay answers the same
@@ -431,6 +563,10 @@ type BoxOfficeServiceHandler interface {
 	PutShow(context.Context, *connect.Request[v1.PutShowRequest]) (*connect.Response[v1.PutShowResponse], error)
 	// GetShow returns a show with its tiers' counts.
 	GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error)
+	// GetShowSeats returns every seat of the show's seated tiers with its state, and the map's
+	// etag; given the current etag in if_none_match it answers not_modified without the seats
+	// (REST: GET /v1/shows/{show_id}/seats with If-None-Match, 304).
+	GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error)
 	// ListShows returns a page of shows.
 	ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error)
 	// CreateHold reserves tickets until the show's hold TTL runs out. Needs idempotency-key.
@@ -464,6 +600,25 @@ type BoxOfficeServiceHandler interface {
 	// keeps signing beside it for expires_in seconds (default a day). Needs idempotency-key; a
 	// replay answers without the secret.
 	RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error)
+	// PutWaitingRoom creates or replaces a show's waiting room (admin). Naturally idempotent; a
+	// replaced room keeps its queue and its admissions.
+	PutWaitingRoom(context.Context, *connect.Request[v1.PutWaitingRoomRequest]) (*connect.Response[v1.PutWaitingRoomResponse], error)
+	// GetWaitingRoom returns a show's waiting room with its counts.
+	GetWaitingRoom(context.Context, *connect.Request[v1.GetWaitingRoomRequest]) (*connect.Response[v1.GetWaitingRoomResponse], error)
+	// DeleteWaitingRoom removes a show's waiting room and its queue (admin): the show sells to
+	// anyone again. A show without a room is NOT_FOUND.
+	DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error)
+	// JoinWaitingRoom gives a buyer a place in a show's queue, or the place they already have,
+	// with a fresh token. Needs idempotency-key, but the answer comes from the queue (one place per
+	// buyer and show), not from a stored answer.
+	JoinWaitingRoom(context.Context, *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error)
+	// GetQueueTicket reads the queue ticket a token names, with a fresh token: once admitted, the
+	// one that opens holds (queue-ticket metadata).
+	GetQueueTicket(context.Context, *connect.Request[v1.GetQueueTicketRequest]) (*connect.Response[v1.GetQueueTicketResponse], error)
+	// WatchQueueTicket streams the queue ticket a token names, as REST's server-sent events do: the
+	// ticket now, then each second while it waits, ending after the one that is admitted or
+	// expired.
+	WatchQueueTicket(context.Context, *connect.Request[v1.WatchQueueTicketRequest], *connect.ServerStream[v1.WatchQueueTicketResponse]) error
 }
 
 // NewBoxOfficeServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -501,6 +656,12 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		BoxOfficeServiceGetShowProcedure,
 		svc.GetShow,
 		connect.WithSchema(boxOfficeServiceMethods.ByName("GetShow")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceGetShowSeatsHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceGetShowSeatsProcedure,
+		svc.GetShowSeats,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("GetShowSeats")),
 		connect.WithHandlerOptions(opts...),
 	)
 	boxOfficeServiceListShowsHandler := connect.NewUnaryHandler(
@@ -593,6 +754,42 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		connect.WithSchema(boxOfficeServiceMethods.ByName("RotateWebhookSecret")),
 		connect.WithHandlerOptions(opts...),
 	)
+	boxOfficeServicePutWaitingRoomHandler := connect.NewUnaryHandler(
+		BoxOfficeServicePutWaitingRoomProcedure,
+		svc.PutWaitingRoom,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("PutWaitingRoom")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceGetWaitingRoomHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceGetWaitingRoomProcedure,
+		svc.GetWaitingRoom,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("GetWaitingRoom")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceDeleteWaitingRoomHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceDeleteWaitingRoomProcedure,
+		svc.DeleteWaitingRoom,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWaitingRoom")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceJoinWaitingRoomHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceJoinWaitingRoomProcedure,
+		svc.JoinWaitingRoom,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("JoinWaitingRoom")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceGetQueueTicketHandler := connect.NewUnaryHandler(
+		BoxOfficeServiceGetQueueTicketProcedure,
+		svc.GetQueueTicket,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("GetQueueTicket")),
+		connect.WithHandlerOptions(opts...),
+	)
+	boxOfficeServiceWatchQueueTicketHandler := connect.NewServerStreamHandler(
+		BoxOfficeServiceWatchQueueTicketProcedure,
+		svc.WatchQueueTicket,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("WatchQueueTicket")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/boxoffice.v1.BoxOfficeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BoxOfficeServiceCreateApiKeyProcedure:
@@ -605,6 +802,8 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServicePutShowHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceGetShowProcedure:
 			boxOfficeServiceGetShowHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceGetShowSeatsProcedure:
+			boxOfficeServiceGetShowSeatsHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceListShowsProcedure:
 			boxOfficeServiceListShowsHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceCreateHoldProcedure:
@@ -635,6 +834,18 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServiceDeleteWebhookEndpointHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceRotateWebhookSecretProcedure:
 			boxOfficeServiceRotateWebhookSecretHandler.ServeHTTP(w, r)
+		case BoxOfficeServicePutWaitingRoomProcedure:
+			boxOfficeServicePutWaitingRoomHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceGetWaitingRoomProcedure:
+			boxOfficeServiceGetWaitingRoomHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceDeleteWaitingRoomProcedure:
+			boxOfficeServiceDeleteWaitingRoomHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceJoinWaitingRoomProcedure:
+			boxOfficeServiceJoinWaitingRoomHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceGetQueueTicketProcedure:
+			boxOfficeServiceGetQueueTicketHandler.ServeHTTP(w, r)
+		case BoxOfficeServiceWatchQueueTicketProcedure:
+			boxOfficeServiceWatchQueueTicketHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -662,6 +873,10 @@ func (UnimplementedBoxOfficeServiceHandler) PutShow(context.Context, *connect.Re
 
 func (UnimplementedBoxOfficeServiceHandler) GetShow(context.Context, *connect.Request[v1.GetShowRequest]) (*connect.Response[v1.GetShowResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetShow is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) GetShowSeats(context.Context, *connect.Request[v1.GetShowSeatsRequest]) (*connect.Response[v1.GetShowSeatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetShowSeats is not implemented"))
 }
 
 func (UnimplementedBoxOfficeServiceHandler) ListShows(context.Context, *connect.Request[v1.ListShowsRequest]) (*connect.Response[v1.ListShowsResponse], error) {
@@ -722,4 +937,28 @@ func (UnimplementedBoxOfficeServiceHandler) DeleteWebhookEndpoint(context.Contex
 
 func (UnimplementedBoxOfficeServiceHandler) RotateWebhookSecret(context.Context, *connect.Request[v1.RotateWebhookSecretRequest]) (*connect.Response[v1.RotateWebhookSecretResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.RotateWebhookSecret is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) PutWaitingRoom(context.Context, *connect.Request[v1.PutWaitingRoomRequest]) (*connect.Response[v1.PutWaitingRoomResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.PutWaitingRoom is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) GetWaitingRoom(context.Context, *connect.Request[v1.GetWaitingRoomRequest]) (*connect.Response[v1.GetWaitingRoomResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetWaitingRoom is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.DeleteWaitingRoom is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) JoinWaitingRoom(context.Context, *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.JoinWaitingRoom is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) GetQueueTicket(context.Context, *connect.Request[v1.GetQueueTicketRequest]) (*connect.Response[v1.GetQueueTicketResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.GetQueueTicket is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) WatchQueueTicket(context.Context, *connect.Request[v1.WatchQueueTicketRequest], *connect.ServerStream[v1.WatchQueueTicketResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.WatchQueueTicket is not implemented"))
 }
