@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,116 +18,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"boxoffice"
+	bt "boxoffice/internal/browsertest"
 )
-
-// chromium returns the path of Debian's chromium. Without it the browser tests skip, unless
-// BOXOFFICE_REQUIRE_SERVICES=1 (scripts/test sets it once it has installed the services), where
-// a missing browser is a failure: CI must not pass by testing nothing.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("BOXOFFICE_REQUIRE_SERVICES") == "1" {
-		t.Fatal("chromium is not installed (apt-get install chromium), and BOXOFFICE_REQUIRE_SERVICES=1")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium); set BOXOFFICE_REQUIRE_SERVICES=1 to make this a failure")
-	return ""
-}
-
-// browser starts a headless chromium with a profile of its own that may reach loopback only,
-// and returns its tab's context, bounded in time.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1100),
-		// Root in a container has no user namespace for the sandbox; the pages are our own.
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// Every name resolves to nothing, so the browser can reach the test server on 127.0.0.1
-		// and nothing else (no update checks, no safe browsing).
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-	)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	t.Cleanup(cancel)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	t.Cleanup(cancelAlloc)
-	tab, cancelTab := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(cancelTab)
-	if err := chromedp.Do(tab); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return tab
-}
-
-// stepTimeout bounds one run of steps, so that a step that never happens fails where it is
-// instead of at the end of the test's whole budget.
-const stepTimeout = 20 * time.Second
-
-// run runs the steps in the tab, failing the test at the first error.
-func run(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// value runs one action that returns a value, failing the test on an error.
-func value[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	v, err := chromedp.Run(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// eval evaluates a JavaScript expression in the page, awaiting a promise.
-func eval[T any](ctx context.Context, js string) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
-	defer cancel()
-	return chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
-}
-
-// waitText polls the page until the element sel (a CSS selector) reads want.
-func waitText(t *testing.T, ctx context.Context, sel, want string) {
-	t.Helper()
-	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		got, err := eval[string](ctx, js)
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(got) != want {
-			return fmt.Errorf("%s reads %q, want %q", sel, got, want)
-		}
-		return nil
-	})
-}
-
-// waitContains polls the page until the element sel reads something that contains want.
-func waitContains(t *testing.T, ctx context.Context, sel, want string) {
-	t.Helper()
-	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, sel)
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		got, err := eval[string](ctx, js)
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(got, want) {
-			return fmt.Errorf("%s reads %q, want it to contain %q", sel, got, want)
-		}
-		return nil
-	})
-}
 
 // consoleCookies returns the browser's cookies for the console.
 func consoleCookies(t *testing.T, ctx context.Context, base string) []*network.Cookie {
@@ -172,7 +63,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // saves docs/console.png.
 func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel()
-	ctx := browser(t)
+	ctx := bt.New(t, 2*time.Minute)
 	s := startServer(t, serverOptions{async: true})
 	s.putShow(t, "gala", "floor", 200)
 	rc := &receiver{}
@@ -184,12 +75,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Without the key: the API under /console refuses, the page offers only the sign-in form.
-	run(t, ctx, chromedp.Navigate(s.URL+"/console/api/state"))
-	body := value(t, ctx, chromedp.Text(chromedp.CSS("body")))
+	bt.Run(t, ctx, chromedp.Navigate(s.URL+"/console/api/state"))
+	body := bt.Value(t, ctx, chromedp.Text(chromedp.CSS("body")))
 	if !strings.Contains(body, "sign in") {
 		t.Errorf("state without a session: %q", body)
 	}
-	run(t, ctx, chromedp.Navigate(s.URL+"/console"),
+	bt.Run(t, ctx, chromedp.Navigate(s.URL+"/console"),
 		chromedp.WaitVisible(chromedp.ID("key")),
 		chromedp.SendKeys(chromedp.ID("key"), "not-the-admin-key"),
 		chromedp.Click(chromedp.ID("signin")),
@@ -197,18 +88,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	if c := consoleCookies(t, ctx, s.URL); len(c) != 0 {
 		t.Errorf("a wrong key set cookies: %+v", c)
 	}
-	if value(t, ctx, chromedp.Evaluate[bool](`!!document.querySelector("#shows")`)) {
+	if bt.Value(t, ctx, chromedp.Evaluate[bool](`!!document.querySelector("#shows")`)) {
 		t.Error("the console shows its tables after a wrong key")
 	}
 
-	run(t, ctx, chromedp.SendKeys(chromedp.ID("key"), adminKey),
+	bt.Run(t, ctx, chromedp.SendKeys(chromedp.ID("key"), adminKey),
 		chromedp.Click(chromedp.ID("signin")),
 		chromedp.WaitVisible(chromedp.ID("shows")))
-	where := value(t, ctx, chromedp.Location())
+	where := bt.Value(t, ctx, chromedp.Location())
 	if strings.Contains(where, adminKey) || strings.Contains(where, "key=") {
 		t.Errorf("the key is in the URL: %s", where)
 	}
-	stored := value(t, ctx, chromedp.Evaluate[string](`JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie`))
+	stored := bt.Value(t, ctx, chromedp.Evaluate[string](`JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie`))
 	if strings.Contains(stored, adminKey) || strings.Contains(stored, "boxoffice_console") {
 		t.Errorf("the key or the session is readable by scripts: %s", stored)
 	}
@@ -218,21 +109,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// A mark in the page's memory: if the page reloaded, it would be gone.
-	value(t, ctx, chromedp.Evaluate[bool](`window.notReloaded = true`))
+	bt.Value(t, ctx, chromedp.Evaluate[bool](`window.notReloaded = true`))
 	sold := `td[data-show="gala"][data-tier="floor"][data-field="sold"]`
-	waitText(t, ctx, sold, "0")
+	bt.WaitText(t, ctx, sold, "0")
 	for i := range 3 {
 		s.purchase(t, "gala", "floor", fmt.Sprintf("fan%d@example.com", i), 1)
 	}
-	waitText(t, ctx, sold, "3")
+	bt.WaitText(t, ctx, sold, "3")
 	for i := 3; i < 8; i++ {
 		s.purchase(t, "gala", "floor", fmt.Sprintf("fan%d@example.com", i), 2)
 	}
-	waitText(t, ctx, sold, "13")
-	waitText(t, ctx, `td[data-show="gala"][data-tier="floor"][data-field="available"]`, "187")
-	waitText(t, ctx, "#rate-orders", "8")
-	waitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "8")
-	waitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "0")
+	bt.WaitText(t, ctx, sold, "13")
+	bt.WaitText(t, ctx, `td[data-show="gala"][data-tier="floor"][data-field="available"]`, "187")
+	bt.WaitText(t, ctx, "#rate-orders", "8")
+	bt.WaitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "8")
+	bt.WaitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "0")
 
 	// Every confirmed order failed at the partner: eight dead letters, listed with their error.
 	var dls []boxoffice.DeadLetter
@@ -243,40 +134,40 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return nil
 	})
-	waitText(t, ctx, "#dlq-count", "(8)")
-	waitContains(t, ctx, `#dl-`+dls[0].ID+` td.err`, "500")
+	bt.WaitText(t, ctx, "#dlq-count", "(8)")
+	bt.WaitContains(t, ctx, `#dl-`+dls[0].ID+` td.err`, "500")
 	// The partner's consumer shows them, its receiver's answer as its last error, and nothing
 	// left behind in the stream; the receipts went out, so email is fine.
-	waitText(t, ctx, `#consumer-partner td[data-field="state"]`, "failing")
-	waitText(t, ctx, `#consumer-partner td[data-field="dead_letters"]`, "8")
-	waitText(t, ctx, `#consumer-partner td[data-field="pending"]`, "0")
-	waitContains(t, ctx, `#consumer-partner td[data-field="last_error"]`, "500")
-	waitText(t, ctx, `#consumer-email td[data-field="state"]`, "ok")
+	bt.WaitText(t, ctx, `#consumer-partner td[data-field="state"]`, "failing")
+	bt.WaitText(t, ctx, `#consumer-partner td[data-field="dead_letters"]`, "8")
+	bt.WaitText(t, ctx, `#consumer-partner td[data-field="pending"]`, "0")
+	bt.WaitContains(t, ctx, `#consumer-partner td[data-field="last_error"]`, "500")
+	bt.WaitText(t, ctx, `#consumer-email td[data-field="state"]`, "ok")
 	// The relay's durable checkpoint catches up with the outbox once the stream has synced.
-	waitContains(t, ctx, "#relay", "lag 0 events")
+	bt.WaitContains(t, ctx, "#relay", "lag 0 events")
 
 	// Search by email and cancel after the confirmation dialog.
-	run(t, ctx, chromedp.SendKeys(chromedp.ID("order-q"), "fan4@example.com"),
+	bt.Run(t, ctx, chromedp.SendKeys(chromedp.ID("order-q"), "fan4@example.com"),
 		chromedp.Click(chromedp.ID("order-search-button")),
 		chromedp.WaitVisible(chromedp.CSS(`#orders button.cancel`)))
 	if os.Getenv("BOXOFFICE_SCREENSHOT") == "1" {
 		screenshot(t, ctx)
 	}
-	run(t, ctx, chromedp.Click(chromedp.CSS(`#orders button.cancel`)),
+	bt.Run(t, ctx, chromedp.Click(chromedp.CSS(`#orders button.cancel`)),
 		chromedp.WaitVisible(chromedp.ID("confirm-yes")),
 		chromedp.Click(chromedp.ID("confirm-yes")))
-	waitText(t, ctx, `#orders td[data-field="status"]`, "cancelled")
-	waitText(t, ctx, sold, "11")
-	waitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "7")
-	waitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "1")
+	bt.WaitText(t, ctx, `#orders td[data-field="status"]`, "cancelled")
+	bt.WaitText(t, ctx, sold, "11")
+	bt.WaitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "7")
+	bt.WaitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "1")
 
 	// The partner is back: replaying the oldest dead letter by a click delivers it and takes it
 	// off the list, and it stays off as the view refreshes.
 	rc.fixed.Store(true)
 	first := dls[0]
-	run(t, ctx, chromedp.Click(chromedp.CSS(`button.replay[data-id="`+first.ID+`"]`)),
+	bt.Run(t, ctx, chromedp.Click(chromedp.CSS(`button.replay[data-id="`+first.ID+`"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`#dl-`+first.ID)))
-	waitText(t, ctx, "#dlq-count", "(7)")
+	bt.WaitText(t, ctx, "#dlq-count", "(7)")
 	rc.mu.Lock()
 	accepted := append([]string(nil), rc.accepted...)
 	rc.mu.Unlock()
@@ -289,7 +180,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// A POST from the page without the token is refused, and changes nothing.
-	status, err := eval[int](ctx, `fetch("/console/api/dead-letters/`+left[0].ID+`/replay", {method: "POST"}).then(r => r.status)`)
+	status, err := bt.Eval[int](ctx, `fetch("/console/api/dead-letters/`+left[0].ID+`/replay", {method: "POST"}).then(r => r.status)`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,16 +191,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("a refused replay changed the queue: %d dead letters", len(after))
 	}
 
-	if !value(t, ctx, chromedp.Evaluate[bool](`window.notReloaded === true`)) {
+	if !bt.Value(t, ctx, chromedp.Evaluate[bool](`window.notReloaded === true`)) {
 		t.Error("the page reloaded while the numbers changed")
 	}
 
-	run(t, ctx, chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("key")))
+	bt.Run(t, ctx, chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("key")))
 	if c := consoleCookies(t, ctx, s.URL); len(c) != 0 {
 		t.Errorf("cookies after sign-out: %+v", c)
 	}
-	run(t, ctx, chromedp.Navigate(s.URL+"/console/api/state"))
-	body = value(t, ctx, chromedp.Text(chromedp.CSS("body")))
+	bt.Run(t, ctx, chromedp.Navigate(s.URL+"/console/api/state"))
+	body = bt.Value(t, ctx, chromedp.Text(chromedp.CSS("body")))
 	if !strings.Contains(body, "sign in") {
 		t.Errorf("state after sign-out: %q", body)
 	}
@@ -318,8 +209,8 @@ func TestConsoleInBrowser(t *testing.T) {
 // screenshot saves the page as docs/console.png, for the README.
 func screenshot(t *testing.T, ctx context.Context) {
 	t.Helper()
-	run(t, ctx, chromedp.WaitVisible(chromedp.CSS("#chart-rate polyline")))
-	png := value(t, ctx, chromedp.FullScreenshot(100))
+	bt.Run(t, ctx, chromedp.WaitVisible(chromedp.CSS("#chart-rate polyline")))
+	png := bt.Value(t, ctx, chromedp.FullScreenshot(100))
 	path := filepath.Join("..", "docs", "console.png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)

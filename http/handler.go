@@ -88,6 +88,9 @@ type Options struct {
 	// Console, when set, serves /console and everything under it (the operator's console, which
 	// does its own sign-in); nil: those paths are 404s like any unknown one.
 	Console http.Handler
+	// Shop, when set, serves /shop/ and everything under it (the buyer's page, which signs
+	// buyers in by their email); nil: those paths are 404s like any unknown one.
+	Shop http.Handler
 }
 
 // defaultMaxInFlight is MaxInFlight when Options leave it zero.
@@ -161,6 +164,9 @@ func NewHandler(svc Service, opts Options) http.Handler {
 	if opts.Console != nil {
 		h.mux.Handle("/console", opts.Console)
 		h.mux.Handle("/console/", opts.Console)
+	}
+	if opts.Shop != nil {
+		h.mux.Handle("/shop/", opts.Shop)
 	}
 	return h
 }

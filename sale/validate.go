@@ -82,6 +82,10 @@ func validEmail(s string) bool {
 	return at > 0 && strings.Contains(s[at+1:], ".") && !strings.HasSuffix(s, ".")
 }
 
+// ValidEmail reports whether s is a buyer's address the sale accepts, for a front that asks for
+// it before any hold (the buyer's page) and must not accept one the sale would then refuse.
+func ValidEmail(s string) bool { return validEmail(s) }
+
 func visible(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x21 || s[i] > 0x7e {

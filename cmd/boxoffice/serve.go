@@ -34,6 +34,7 @@ import (
 	"boxoffice/postgres"
 	"boxoffice/rpc"
 	"boxoffice/sale"
+	"boxoffice/shop"
 	"boxoffice/sqlite"
 	"boxoffice/waitroom"
 )
@@ -318,11 +319,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
 		RelayPosition: relayPosition, Consumers: consoleConsumers(async)})
 	defer con.Close()
+	// The buyer's page sells as a channel of its own, in process; its cookies are signed with a
+	// secret kept in the store, so that a buyer signed in on one server is on every server.
+	shopOpts := shop.Options{Logger: log}
+	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
+		shopOpts.Secrets = ws
+	}
+	buyers, err := shop.New(ctx, svc, shopWaitRoom(rooms), shopOpts)
+	if err != nil {
+		return fmt.Errorf("buyer's page: %w", err)
+	}
 	handler := rpc.Mount(rpc.NewHandler(svc, rpc.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 		WaitRoom: httpWaitRoom(rooms)}),
 		bohttp.NewHandler(svc, bohttp.Options{Logger: log, MaxInFlight: f.maxInFlight, Registry: registry, RateLimit: limit,
 			NoMetrics: metricsLn != nil, DeadLetters: async, Ready: async.Ready, Cluster: clusterStatus, Console: con,
-			WaitRoom: httpWaitRoom(rooms)}))
+			Shop: buyers, WaitRoom: httpWaitRoom(rooms)}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -354,6 +365,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer stopMetrics()
 	}
 	log.Info("boxoffice serving", "url", "http://"+ln.Addr().String(), "console", "http://"+ln.Addr().String()+"/console",
+		"shop", "http://"+ln.Addr().String()+"/shop/{show_id}",
 		"data_dir", f.dataDir, "store", where,
 		"inventory", inv.Name(), "payments", f.paymentsName(), "sync_budget", f.syncBudget)
 	if err := serveUntilDone(ctx, srv, ln, log); err != nil {
@@ -725,6 +737,15 @@ func consoleConsumers(async *bonats.Async) func(context.Context) ([]console.Cons
 // httpWaitRoom is rooms for the HTTP handler: a nil *waitroom.Service must be a nil interface,
 // which leaves the routes out.
 func httpWaitRoom(rooms *waitroom.Service) bohttp.WaitRoom {
+	if rooms == nil {
+		return nil
+	}
+	return rooms
+}
+
+// shopWaitRoom is rooms for the buyer's page: a nil *waitroom.Service must be a nil interface,
+// which sells every show without a queue.
+func shopWaitRoom(rooms *waitroom.Service) shop.WaitRoom {
 	if rooms == nil {
 		return nil
 	}

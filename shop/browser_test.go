@@ -1,0 +1,298 @@
+package shop_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"boxoffice"
+	bt "boxoffice/internal/browsertest"
+	"boxoffice/internal/checkfor"
+)
+
+// browserBudget bounds each browser of a test, start to end.
+const browserBudget = 3 * time.Minute
+
+// signIn opens the show's page in the tab and signs in as email through the form.
+func signIn(t *testing.T, tab context.Context, s *server, show, email string) {
+	t.Helper()
+	bt.Run(t, tab, chromedp.Navigate(s.URL+"/shop/"+show),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.SendKeys(chromedp.ID("email"), email),
+		chromedp.Click(chromedp.ID("signin-button")),
+		chromedp.WaitVisible(chromedp.ID("buyer")))
+	bt.WaitText(t, tab, "#buyer-email", email)
+}
+
+// seat is the CSS selector of a seat's button on the map.
+func seat(id string) string { return `button.seat[data-seat="` + id + `"]` }
+
+// ticketSeats returns the seats the page's tickets name, in order.
+func ticketSeats(t *testing.T, tab context.Context) []string {
+	t.Helper()
+	js := `Array.from(document.querySelectorAll("#tickets li")).map(li => li.dataset.seat || "")`
+	return bt.Value(t, tab, chromedp.Evaluate[[]string](js))
+}
+
+// TestBuyInBrowser drives the whole purchase in a real headless chromium against a real server,
+// on SQLite and on PostgreSQL: the buyer signs in with their email, joins the show's waiting
+// room and sees their place, is let through, picks two seats on the map, holds them (the hold's
+// countdown runs), pays with the test token and sees tickets naming those seats; the store has
+// exactly those seats sold and nothing held. The session cookie is out of the scripts' reach.
+// With BOXOFFICE_SCREENSHOT=1 it saves docs/shop.png.
+func TestBuyInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServer(t, open)
+		s.seatedShow(t, "gala", 50)
+		s.waitingRoom(t, "gala")
+
+		signIn(t, tab, s, "gala", "ann@example.com")
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.ID("queue")))
+		bt.WaitText(t, tab, "#queue-position", "1")
+		if bt.Value(t, tab, chromedp.Evaluate[bool](`!document.getElementById("sale").hidden`)) {
+			t.Fatal("the sale is open to a buyer still in the queue")
+		}
+		cookies, err := chromedp.Call(tab, network.GetCookies, network.GetCookiesParams{URLs: []string{s.URL + "/shop/gala"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cookies.Cookies {
+			if !c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || !strings.HasPrefix(c.Path, "/shop") {
+				t.Errorf("cookie %s: HttpOnly %v SameSite %s Path %s", c.Name, c.HTTPOnly, c.SameSite, c.Path)
+			}
+		}
+		if len(cookies.Cookies) != 2 {
+			t.Errorf("cookies: %d, want the session and the queue ticket", len(cookies.Cookies))
+		}
+		if got := bt.Value(t, tab, chromedp.Evaluate[string](`document.cookie`)); got != "" {
+			t.Errorf("scripts read cookies: %q", got)
+		}
+
+		// The queue lets one buyer through a second: ann's turn comes, and the page moves on.
+		checkfor.Until(t, 10*time.Second, 100*time.Millisecond, "the queue admits ann", func() bool {
+			return s.rooms.AdmitOnce(context.Background()) > 0
+		})
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.ID("sale")))
+		bt.WaitContains(t, tab, "#admission", "Your turn lasts")
+
+		// The seated tier is chosen first; its map shows the marked seats.
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-3"))))
+		if !bt.Value(t, tab, chromedp.Evaluate[bool](`document.querySelector('`+seat("A-1-1")+`').classList.contains("accessible") && `+
+			`document.querySelector('`+seat("A-2-6")+`').classList.contains("restricted")`)) {
+			t.Error("the accessible and restricted-view seats are not marked")
+		}
+		bt.Run(t, tab, chromedp.Click(chromedp.CSS(seat("A-1-3"))), chromedp.Click(chromedp.CSS(seat("A-1-4"))))
+		bt.WaitText(t, tab, "#selection", "Chosen: A-1-3, A-1-4.")
+		if got := bt.Value(t, tab, chromedp.AttributeValue(chromedp.CSS(seat("A-1-3")), "aria-pressed")); got.Value != "true" {
+			t.Errorf("a chosen seat's aria-pressed: %+v", got)
+		}
+		if os.Getenv("BOXOFFICE_SCREENSHOT") == "1" && strings.HasSuffix(t.Name(), "sqlite") {
+			screenshot(t, tab)
+		}
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-3, A-1-4")
+		bt.WaitContains(t, tab, "#hold-countdown", ":")
+		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); !slices.Equal(got, []string{"A-1-3", "A-1-4"}) {
+			t.Errorf("held seats in the store: %v", got)
+		}
+
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-3", "A-1-4"}) {
+			t.Errorf("the tickets name seats %v", got)
+		}
+		if got := s.takenSeats(t, "gala", boxoffice.SeatSold); !slices.Equal(got, []string{"A-1-3", "A-1-4"}) {
+			t.Errorf("sold seats in the store: %v", got)
+		}
+		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); len(got) != 0 {
+			t.Errorf("seats still held: %v", got)
+		}
+		show, err := s.svc.GetShow(context.Background(), "gala")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := show.Tier("stalls"); st.Sold != 2 || st.Held != 0 {
+			t.Errorf("stalls: sold %d held %d, want 2 and 0", st.Sold, st.Held)
+		}
+	})
+}
+
+// screenshot saves the page as docs/shop.png, for the README.
+func screenshot(t *testing.T, tab context.Context) {
+	t.Helper()
+	png := bt.Value(t, tab, chromedp.FullScreenshot(100))
+	path := filepath.Join("..", "docs", "shop.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("saved %s", path)
+}
+
+// outcome reads how a race went for one page: "won" when it shows the hold, "lost" when it says
+// the seat was just taken, "" while it has not answered yet.
+const outcome = `(() => {
+	if (!document.getElementById("hold").hidden) return "won";
+	const m = document.getElementById("message");
+	return !m.hidden && m.textContent.includes("just taken") ? "lost" : "";
+})()`
+
+// TestSeatRaceInBrowser: two buyers in two browsers choose the same seat and click Hold at the
+// same moment. Exactly one gets the hold; the other is told the seat was just taken, and its map
+// then shows the seat taken (as the server says, not only as the page guessed); the store has the
+// seat in exactly one hold, the winner's. The loser then holds another seat.
+func TestSeatRaceInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		s := startServer(t, open)
+		s.seatedShow(t, "gala", 50)
+		tabs := []context.Context{bt.New(t, browserBudget), bt.New(t, browserBudget)}
+		const contested = "A-2-3"
+		for i, tab := range tabs {
+			signIn(t, tab, s, "gala", fmt.Sprintf("buyer%d@example.com", i))
+			bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat(contested))),
+				chromedp.Click(chromedp.CSS(seat(contested))))
+			bt.WaitText(t, tab, "#selection", "Chosen: "+contested+".")
+		}
+
+		// Both clicks at once: each page's click is dispatched from its own goroutine.
+		var wg sync.WaitGroup
+		errs := make([]error, len(tabs))
+		for i, tab := range tabs {
+			wg.Go(func() {
+				_, errs[i] = bt.Eval[bool](tab, `document.getElementById("hold-selected").click(), true`)
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		results := make([]string, len(tabs))
+		checkfor.CheckFor(t, bt.StepTimeout, 50*time.Millisecond, func() error {
+			for i, tab := range tabs {
+				r, err := bt.Eval[string](tab, outcome)
+				if err != nil {
+					return err
+				}
+				results[i] = r
+			}
+			if slices.Contains(results, "") {
+				return fmt.Errorf("outcomes so far %q", results)
+			}
+			return nil
+		})
+		winner, loser := slices.Index(results, "won"), slices.Index(results, "lost")
+		if winner < 0 || loser < 0 {
+			t.Fatalf("outcomes %q: want one won and one lost", results)
+		}
+		wtab, ltab := tabs[winner], tabs[loser]
+		bt.WaitText(t, wtab, "#hold-seats", contested)
+		bt.WaitContains(t, ltab, "#message", "Seat "+contested+" was just taken")
+		// The map as the server has it now: the seat is held, and cannot be chosen.
+		bt.WaitTrue(t, ltab, "the map shows the seat held", `(b => b && b.dataset.state === "held" && b.disabled)(document.querySelector('`+seat(contested)+`'))`)
+		if bt.Value(t, ltab, chromedp.Evaluate[bool](`!document.getElementById("hold").hidden`)) {
+			t.Error("the loser shows a hold")
+		}
+
+		seats := s.takenSeats(t, "gala", boxoffice.SeatHeld)
+		if !slices.Equal(seats, []string{contested}) {
+			t.Fatalf("held seats in the store: %v", seats)
+		}
+		show, err := s.svc.GetShow(context.Background(), "gala")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := show.Tier("stalls"); st.Held != 1 || st.Sold != 0 {
+			t.Errorf("stalls: held %d sold %d, want 1 and 0", st.Held, st.Sold)
+		}
+		winnerEmail := fmt.Sprintf("buyer%d@example.com", winner)
+		var holdID string
+		err = s.store.View(context.Background(), func(tx boxoffice.Tx) error {
+			ss, err := tx.SeatsByID(context.Background(), "gala", "stalls", []string{contested})
+			if err == nil && len(ss) == 1 {
+				holdID = ss[0].HoldID
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := s.svc.GetHold(context.Background(), boxoffice.AdminPrincipal, holdID)
+		if err != nil || h.Buyer.Email != winnerEmail || h.Status != boxoffice.HoldActive || !slices.Equal(h.Seats, []string{contested}) {
+			t.Errorf("the seat's hold: %+v %v, want an active hold of %s", h, err, winnerEmail)
+		}
+
+		// The loser chooses the seat next to it and holds it.
+		bt.Run(t, ltab, chromedp.Click(chromedp.CSS(seat("A-2-4"))), chromedp.Click(chromedp.ID("hold-selected")),
+			chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, ltab, "#hold-seats", "A-2-4")
+		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); !slices.Equal(got, []string{contested, "A-2-4"}) {
+			t.Errorf("held seats after the loser's second try: %v", got)
+		}
+	})
+}
+
+// TestBestAvailableInBrowser: the best available three seats of the seated tier (side by side,
+// the accessible seat left for those who ask for it), found again after a reload, paid; then, on the same page, two tickets
+// of the unseated tier, declined once and paid with another card. The tickets and the store
+// agree with the page.
+func TestBestAvailableInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServer(t, open)
+		s.seatedShow(t, "gala", 50)
+		signIn(t, tab, s, "gala", "cy@example.com")
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-1"))))
+		bt.WaitText(t, tab, "#hold-best", "Hold best available")
+		bt.Run(t, tab, chromedp.SetValue(chromedp.ID("quantity"), "3"), chromedp.Click(chromedp.ID("hold-best")),
+			chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-2, A-1-3, A-1-4")
+		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); !slices.Equal(got, []string{"A-1-2", "A-1-3", "A-1-4"}) {
+			t.Errorf("held seats in the store: %v", got)
+		}
+		// A reload finds the hold again, signed in still.
+		bt.Run(t, tab, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-2, A-1-3, A-1-4")
+		bt.WaitText(t, tab, "#buyer-email", "cy@example.com")
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-2", "A-1-3", "A-1-4"}) {
+			t.Errorf("the tickets name seats %v", got)
+		}
+
+		// The standing tier: a quantity, no map.
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("buy-more")), chromedp.WaitVisible(chromedp.ID("sale")),
+			chromedp.Click(chromedp.CSS(`input[name="tier"][value="floor"]`)),
+			chromedp.WaitNotVisible(chromedp.ID("seated")))
+		bt.WaitText(t, tab, "#hold-best", "Hold tickets")
+		bt.Run(t, tab, chromedp.SetValue(chromedp.ID("quantity"), "2"), chromedp.Click(chromedp.ID("hold-best")),
+			chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitContains(t, tab, "#hold-summary", "2 × Standing")
+		bt.Run(t, tab, chromedp.SetValue(chromedp.ID("pay-token"), "tok_declined"), chromedp.Click(chromedp.ID("pay")))
+		bt.WaitContains(t, tab, "#message", "declined")
+		bt.Run(t, tab, chromedp.WaitEnabled(chromedp.ID("pay")),
+			chromedp.SetValue(chromedp.ID("pay-token"), "tok_ok"), chromedp.Click(chromedp.ID("pay")),
+			chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"", ""}) {
+			t.Errorf("standing tickets: %q, want two without seats", got)
+		}
+		show, err := s.svc.GetShow(context.Background(), "gala")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, fl := show.Tier("stalls"), show.Tier("floor"); st.Sold != 3 || st.Held != 0 || fl.Sold != 2 || fl.Held != 0 {
+			t.Errorf("stalls sold %d held %d, floor sold %d held %d; want 3 0 2 0", st.Sold, st.Held, fl.Sold, fl.Held)
+		}
+	})
+}

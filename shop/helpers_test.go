@@ -1,0 +1,265 @@
+package shop_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"boxoffice"
+	bohttp "boxoffice/http"
+	"boxoffice/inventory"
+	"boxoffice/payments"
+	"boxoffice/postgres"
+	"boxoffice/postgres/pgtest"
+	"boxoffice/sale"
+	"boxoffice/shop"
+	"boxoffice/sqlite"
+	"boxoffice/waitroom"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// adminKey is the test server's admin key.
+const adminKey = "test-admin-key-0123456789abcdefghijklmnop"
+
+// store is what the server keeps its state in: the sale's store with the waiting rooms'.
+type store interface {
+	boxoffice.Store
+	boxoffice.WaitRoomStore
+}
+
+// opener opens a fresh store for a test.
+type opener func(t *testing.T) store
+
+func sqliteStore(t *testing.T) store {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "boxoffice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func postgresStore(t *testing.T) store {
+	url := pgtest.Start(t)
+	st, err := postgres.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// eachStore runs test on a SQLite file and on a real PostgreSQL (skipped where PostgreSQL is not
+// installed, unless BOXOFFICE_REQUIRE_SERVICES=1).
+func eachStore(t *testing.T, test func(t *testing.T, open opener)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		test(t, sqliteStore)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		test(t, postgresStore)
+	})
+}
+
+// server is the box office as serve wires it, in process, on a loopback port: the sale service
+// on a real store with the server's default inventory strategy, the payment simulator, the
+// waiting rooms (admitting only when a test says, so that it sees a buyer wait), and the REST
+// handler with the buyer's page mounted.
+type server struct {
+	URL   string
+	svc   *sale.Service
+	store store
+	rooms *waitroom.Service
+	shop  *shop.Shop
+}
+
+func startServer(t *testing.T, open opener) *server {
+	t.Helper()
+	ctx := context.Background()
+	st := open(t)
+	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: filepath.Join(t.TempDir(), "ledger.jsonl"), SlowDelay: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	rooms, err := waitroom.New(ctx, waitroom.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms.Start(false)
+	t.Cleanup(rooms.Close)
+	inv, err := inventory.New(inventory.Default, st, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inv.Close() })
+	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+		AdminKey: adminKey, ExclusiveStore: true, Admission: rooms.Admitted})
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	sh, err := shop.New(ctx, svc, rooms, shop.Options{Secrets: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms, Shop: sh}))
+	t.Cleanup(ts.Close)
+	return &server{URL: ts.URL, svc: svc, store: st, rooms: rooms, shop: sh}
+}
+
+// seatedShow creates a show with a seated tier "stalls" (section A, rows 1 and 2 of six seats;
+// A-1-1 accessible, A-2-6 with a restricted view) and an unseated tier "floor" of capacity
+// tickets.
+func (s *server) seatedShow(t *testing.T, id string, capacity int) {
+	t.Helper()
+	if _, _, err := s.svc.PutShow(context.Background(), id, seatedShowInput("Show "+id, capacity)); err != nil {
+		t.Fatalf("put show %s: %v", id, err)
+	}
+}
+
+// seatedShowInput is the show seatedShow puts, named name.
+func seatedShowInput(name string, capacity int) sale.ShowInput {
+	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	price := func(a int64) *boxoffice.Money { return &boxoffice.Money{Amount: a, Currency: "EUR"} }
+	return sale.ShowInput{Name: name, StartsAt: &starts, Tiers: []sale.TierInput{
+		{ID: "stalls", Name: "Stalls", Price: price(6500), SeatMap: &sale.SeatMapInput{Sections: []sale.SectionInput{
+			{ID: "A", Rows: []sale.RowInput{{ID: "1", Seats: 6, Accessible: []string{"1"}}, {ID: "2", Seats: 6, RestrictedView: []string{"6"}}}},
+		}}},
+		{ID: "floor", Name: "Standing", Capacity: &capacity, Price: price(3000)},
+	}}
+}
+
+// waitingRoom gives the show a waiting room that opened a minute ago and lets one buyer
+// through a second, each time a test calls admit.
+func (s *server) waitingRoom(t *testing.T, id string) {
+	t.Helper()
+	opens := time.Now().Add(-time.Minute)
+	if _, _, err := s.rooms.Put(context.Background(), id, waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// takenSeats returns the ids of the show's seats in state, sorted by rank.
+func (s *server) takenSeats(t *testing.T, showID string, state boxoffice.SeatState) []string {
+	t.Helper()
+	var seats []boxoffice.Seat
+	err := s.store.View(context.Background(), func(tx boxoffice.Tx) (err error) {
+		seats, err = tx.Seats(context.Background(), showID, "")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, seat := range seats {
+		if seat.State == state {
+			ids = append(ids, seat.ID)
+		}
+	}
+	return ids
+}
+
+// buyerClient is an HTTP client with a cookie jar, as a browser is, that follows no redirects.
+type buyerClient struct {
+	t    *testing.T
+	base string
+	show string
+	http *http.Client
+}
+
+func newBuyer(t *testing.T, s *server, show string) *buyerClient {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &buyerClient{t: t, base: s.URL, show: show, http: &http.Client{Jar: jar, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// answer is an HTTP answer with its body decoded as far as the tests look.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) code() string {
+	var p struct {
+		Code string `json:"code"`
+	}
+	_ = json.Unmarshal(a.body, &p)
+	return p.Code
+}
+
+func (a answer) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.body, v); err != nil {
+		t.Fatalf("decode %d %s: %v", a.status, a.body, err)
+	}
+}
+
+// do sends a request to the buyer's page's API (path under /shop/{show}/api), with a same-origin
+// Origin and a JSON body when body is not nil; headers are name, value pairs.
+func (b *buyerClient) do(method, path string, body any, headers ...string) answer {
+	b.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, ok := body.(string)
+		if !ok {
+			j, err := json.Marshal(body)
+			if err != nil {
+				b.t.Fatal(err)
+			}
+			raw = string(j)
+		}
+		rd = bytes.NewReader([]byte(raw))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, b.base+"/shop/"+b.show+"/api"+path, rd)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Origin", b.base)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := b.http.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: raw}
+}
+
+// signIn signs the buyer in as email.
+func (b *buyerClient) signIn(email string) {
+	b.t.Helper()
+	if a := b.do(http.MethodPost, "/session", map[string]string{"email": email}); a.status != http.StatusOK {
+		b.t.Fatalf("sign in as %s: %d %s", email, a.status, a.body)
+	}
+}
+
+// hold asks for a hold under the Idempotency-Key key.
+func (b *buyerClient) hold(key string, body any) answer {
+	b.t.Helper()
+	return b.do(http.MethodPost, "/holds", body, "Idempotency-Key", key)
+}
