@@ -19,12 +19,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/webpage"
 	"boxoffice/sale"
 )
 
@@ -163,16 +163,7 @@ func (c *Console) routes() {
 // ServeHTTP serves the console. Every answer forbids framing (clickjacking a Cancel button) and
 // scripts from anywhere but the console itself; none is cached, as each shows live data.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
-		"connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	// same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" on a form
-	// POST, and the origin check below could not tell the console's own forms from a sandboxed
-	// frame's.
-	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Cache-Control", "no-store")
+	webpage.SecureHeaders(w)
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -208,7 +199,7 @@ const maxSignInBytes = 4 << 10
 // and, if it is an admin's, starts a session. Anything else answers 401 with the form again and
 // sets nothing.
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
-	if !sameOrigin(r) {
+	if !webpage.SameOrigin(r) {
 		writeJSONError(w, http.StatusForbidden, boxoffice.EFORBIDDEN, "cross-origin sign-in refused")
 		return
 	}
@@ -275,22 +266,10 @@ func (c *Console) action(h func(http.ResponseWriter, *http.Request, *session)) h
 			r.Body = http.MaxBytesReader(w, r.Body, maxSignInBytes)
 			token = r.PostFormValue(csrfField)
 		}
-		if !sameOrigin(r) || !ss.validCSRF(token) {
+		if !webpage.SameOrigin(r) || !ss.validCSRF(token) {
 			writeJSONError(w, http.StatusForbidden, boxoffice.EFORBIDDEN, "missing or wrong CSRF token")
 			return
 		}
 		h(w, r, ss)
 	})
-}
-
-// sameOrigin reports whether r's Origin header, when there is one, is the host r was sent to.
-// Browsers send it on every POST; its absence (a non-browser client) leaves the CSRF token alone
-// to decide.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return true
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
 }

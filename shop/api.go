@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/webpage"
 	"boxoffice/sale"
 	"boxoffice/waitroom"
 )
@@ -41,7 +42,7 @@ func (s *Shop) api(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if r.Method == http.MethodPost {
-			if !sameOrigin(r) {
+			if !webpage.SameOrigin(r) {
 				s.writeError(w, r, boxoffice.Errorf(boxoffice.EFORBIDDEN, "cross-origin request refused"))
 				return
 			}

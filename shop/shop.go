@@ -25,12 +25,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"path"
 	"time"
 
 	"boxoffice"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/webpage"
 	"boxoffice/sale"
 	"boxoffice/waitroom"
 )
@@ -188,13 +188,7 @@ func (s *Shop) routes() {
 // ServeHTTP serves the shop. Every answer forbids framing (a Pay button clickjacked) and scripts
 // from anywhere but the shop itself; none is cached, as each shows live seats or one buyer's data.
 func (s *Shop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
-		"connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Cache-Control", "no-store")
+	webpage.SecureHeaders(w)
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -231,17 +225,6 @@ func (s *Shop) render(w http.ResponseWriter, status int, name string, data pageD
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		s.log.Error("shop: render page", "page", name, "err", err)
 	}
-}
-
-// sameOrigin reports whether r's Origin header, when there is one, is the host r was sent to.
-// Browsers send it on every POST; a page of another site gets 403 whatever its cookies.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return true
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
 }
 
 // money formats an amount in minor units, as "45.00 EUR".
