@@ -162,14 +162,26 @@ func parityScenario() []parityStep {
 	hookReq := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
 	hook2Body := `{"url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
 	hook2Req := `{"endpoint_id":"$show","url":"https://hooks.example.com/boxoffice/v2","event_types":["hold.expired"]}`
+	// A seated tier of six seats, one flagged accessible: the same seat_map in both forms.
+	seated := `{"id":"stalls","name":"Stalls","price":{"amount":6000,"currency":"EUR"},` +
+		`"seat_map":{"sections":[{"id":"S","rows":[{"id":"A","seats":6,"accessible":["6"]}]}]}}`
+	seatHold := func(name, idem, body string, want int, code codes.Code) parityStep {
+		return parityStep{name: name, method: "POST", path: "/v1/shows/$show/holds", idem: idem, body: body,
+			rpc: "CreateHold", req: `{"show_id":"$show",` + strings.TrimPrefix(body, "{"), wrap: "hold", newResp: hold, want: want, wantGRPC: code}
+	}
 	showBody := `{"name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,"cancel_cutoff_seconds":3600,` +
-		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
+		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}},` + seated + `]}`
 	showReq := `{"show_id":"$show","name":"Parity","starts_at":"2027-03-01T19:30:00Z","hold_ttl_seconds":600,"max_per_buyer":3,"cancel_cutoff_seconds":3600,` +
-		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}}]}`
+		`"tiers":[{"id":"ga","name":"General","capacity":4,"price":{"amount":4500,"currency":"EUR"}},` + seated + `]}`
 	return []parityStep{
 		{name: "put show", method: "PUT", path: "/v1/shows/$show", body: showBody, rpc: "PutShow", req: showReq, wrap: "show", newResp: show},
 		{name: "put show again", method: "PUT", path: "/v1/shows/$show", body: showBody, rpc: "PutShow", req: showReq, wrap: "show", newResp: show},
 		{name: "get show", method: "GET", path: "/v1/shows/$show", rpc: "GetShow", req: `{"show_id":"$show"}`, wrap: "show", newResp: func() proto.Message { return &pb.GetShowResponse{} }},
+		seatHold("hold named seats", "s1", `{"tier_id":"stalls","seats":["S-A-1","S-A-2"],"buyer":{"email":"s@example.com"}}`, 201, 0),
+		seatHold("named seat taken", "s2", `{"tier_id":"stalls","seats":["S-A-2","S-A-3"],"buyer":{"email":"t@example.com"}}`, 409, codes.FailedPrecondition),
+		seatHold("unknown seat", "s3", `{"tier_id":"stalls","seats":["S-Z-9"],"buyer":{"email":"t@example.com"}}`, 0, 0),
+		seatHold("best available seats", "s4", `{"tier_id":"stalls","quantity":2,"buyer":{"email":"t@example.com"}}`, 201, 0),
+		seatHold("best available replayed", "s4", `{"tier_id":"stalls","quantity":2,"buyer":{"email":"t@example.com"}}`, 201, 0),
 		{name: "unknown tier", method: "POST", path: "/v1/shows/$show/holds", idem: "h0", body: `{"tier_id":"vip","quantity":1,"buyer":{"email":"a@example.com"}}`,
 			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"vip","quantity":1,"buyer":{"email":"a@example.com"}}`, wrap: "hold", newResp: hold},
 		{name: "bad quantity", method: "POST", path: "/v1/shows/$show/holds", idem: "h00", body: `{"tier_id":"ga","quantity":0,"buyer":{"email":"a@example.com"}}`,
