@@ -36,23 +36,43 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	}
 }
 
-// interceptor counts and times every unary RPC. It must be the outermost interceptor, so that it
-// sees the answer the client gets: shed RPCs, the real code behind logInternal, and recovered
-// panics (connect.WithRecover adds its interceptor after ours, so inside it). The procedure label
-// is bounded: connect calls interceptors only for the procedures a handler serves. Requests that
-// fail before they reach the interceptors (an unreadable or oversized message, a wrong content
-// type) are not counted; connect answers those itself.
-func (m *metrics) interceptor() connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			start := time.Now()
-			resp, err := next(ctx, req)
-			procedure := req.Spec().Procedure
-			m.requests.WithLabelValues(procedure, codeLabel(err)).Inc()
-			m.duration.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
-			return resp, err
-		}
+// interceptor counts and times every unary RPC, and counts every stream the server serves. It
+// must be the outermost interceptor, so that it sees the answer the client gets: shed RPCs, the
+// real code behind logInternal, and recovered panics (connect.WithRecover adds its interceptor
+// after ours, so inside it). The procedure label is bounded: connect calls interceptors only for
+// the procedures a handler serves. Requests that fail before they reach the interceptors (an
+// unreadable or oversized message, a wrong content type) are not counted; connect answers those
+// itself.
+func (m *metrics) interceptor() connect.Interceptor { return metricsInterceptor{m} }
+
+type metricsInterceptor struct{ m *metrics }
+
+// WrapUnary implements connect.Interceptor.
+func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		resp, err := next(ctx, req)
+		procedure := req.Spec().Procedure
+		i.m.requests.WithLabelValues(procedure, codeLabel(err)).Inc()
+		i.m.duration.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+		return resp, err
 	}
+}
+
+// WrapStreamingHandler implements connect.Interceptor: a stream is counted with the code it ends
+// with, but not timed: it lasts as long as its subject (a queue ticket waits minutes), which would
+// say nothing in the latency histogram but skew it.
+func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		err := next(ctx, conn)
+		i.m.requests.WithLabelValues(conn.Spec().Procedure, codeLabel(err)).Inc()
+		return err
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor; the server makes no client streams.
+func (metricsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
 }
 
 // codeLabel is the code an RPC ends with: "ok", or the gRPC code in Connect's snake_case names

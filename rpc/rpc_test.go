@@ -1135,4 +1135,21 @@ func TestWatchQueueTicket(t *testing.T) {
 	if _, err := c.CreateHold(ctx, r); err != nil {
 		t.Fatalf("hold with the streamed token: %v", err)
 	}
+	// The streams are counted in the RPC metrics with the code each ended with.
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	const watch = "/" + boxofficev1connect.BoxOfficeServiceName + "/WatchQueueTicket"
+	for _, want := range []string{
+		`boxoffice_rpc_requests_total{code="ok",procedure="` + watch + `"} 1`,
+		`boxoffice_rpc_requests_total{code="unauthenticated",procedure="` + watch + `"} 1`,
+		`boxoffice_rpc_requests_total{code="not_found",procedure="` + watch + `"} 1`,
+	} {
+		if !strings.Contains(string(b), "\n"+want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
