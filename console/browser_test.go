@@ -125,6 +125,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	bt.WaitText(t, ctx, `#order-counts td[data-status="confirmed"]`, "8")
 	bt.WaitText(t, ctx, `#order-counts td[data-status="cancelled"]`, "0")
 
+	// The waiting rooms: none yet, then a queue that drains as the room admits.
+	bt.WaitContains(t, ctx, "#rooms", "No show has a waiting room.")
+	s.putShow(t, "queued", "ga", 50)
+	opens := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	if code := s.api(t, http.MethodPut, "/v1/shows/queued/waiting-room", map[string]any{"opens_at": opens,
+		"admit_per_second": 2, "admission": "auto", "auto_margin_percent": 50}, nil); code != http.StatusCreated {
+		t.Fatalf("PUT waiting room: %d", code)
+	}
+	for i := range 5 {
+		if code := s.api(t, http.MethodPost, "/v1/shows/queued/waiting-room/tickets",
+			map[string]any{"buyer": map[string]string{"email": fmt.Sprintf("q%d@example.com", i)}}, nil); code != http.StatusCreated {
+			t.Fatalf("join: %d", code)
+		}
+	}
+	room := `#rooms tr[data-show="queued"]`
+	bt.WaitText(t, ctx, room+` td[data-field="waiting"]`, "5")
+	bt.WaitText(t, ctx, room+` td[data-field="admitted"]`, "0")
+	bt.WaitContains(t, ctx, room, "auto, ≤ 2/s, +50%")
+	if n := s.rooms.AdmitOnce(t.Context()); n != 2 {
+		t.Fatalf("admitted %d at 2/s, want 2", n)
+	}
+	bt.WaitText(t, ctx, room+` td[data-field="waiting"]`, "3")
+	bt.WaitText(t, ctx, room+` td[data-field="admitted"]`, "2")
+
 	// Every confirmed order failed at the partner: eight dead letters, listed with their error.
 	var dls []boxoffice.DeadLetter
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {

@@ -61,6 +61,9 @@ type Options struct {
 	// to this package's type so that the console does not depend on the bus); the console adds
 	// each webhook endpoint's state from the store.
 	Consumers func(ctx context.Context) ([]Consumer, error)
+	// WaitRooms lists the waiting rooms with their counts (the waiting room service's Rooms);
+	// nil shows none.
+	WaitRooms func(ctx context.Context, limit int) ([]*boxoffice.WaitRoom, error)
 	// Cluster returns what GET /v1/cluster answers, shown as it is.
 	Cluster func(ctx context.Context) (any, error)
 	// Now is the clock of sessions and of the chart; nil is time.Now.

@@ -20,6 +20,7 @@ import (
 	"boxoffice/payments"
 	"boxoffice/sale"
 	"boxoffice/sqlite"
+	"boxoffice/waitroom"
 )
 
 // adminKey is the test server's admin key.
@@ -33,6 +34,7 @@ type server struct {
 	svc     *sale.Service
 	store   boxoffice.Store
 	async   *bonats.Async
+	rooms   *waitroom.Service
 	console *console.Console
 }
 
@@ -61,16 +63,23 @@ func startServer(t *testing.T, o serverOptions) *server {
 	t.Cleanup(func() { _ = st.Close() })
 	inv := inventory.NewAtomic(st)
 	t.Cleanup(func() { inv.Close() })
+	// The waiting rooms admit only when a test asks (AdmitOnce), at the instant it chooses.
+	rooms, err := waitroom.New(ctx, waitroom.Config{Store: st, AdmitEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms.Start(false)
+	t.Cleanup(rooms.Close)
 	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
-		AdminKey: adminKey, ExclusiveStore: true, AllowPrivateWebhooks: true})
+		AdminKey: adminKey, ExclusiveStore: true, AllowPrivateWebhooks: true, Admission: rooms.Admitted})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	s := &server{svc: svc, store: st}
+	s := &server{svc: svc, store: st, rooms: rooms}
 	opts := console.Options{RelayPosition: console.RelayCheckpoint(st, bonats.DefaultRelayName),
-		Refresh: 100 * time.Millisecond, Now: o.now, SessionIdle: time.Hour}
-	hopts := bohttp.Options{}
+		Refresh: 100 * time.Millisecond, Now: o.now, SessionIdle: time.Hour, WaitRooms: rooms.Rooms}
+	hopts := bohttp.Options{WaitRoom: rooms}
 	if o.async {
 		s.async, err = bonats.StartAsync(bonats.AsyncConfig{NATS: "embedded", DataDir: dir, Store: st, AllowPrivateWebhooks: true,
 			Tuning: &bonats.AsyncTuning{WebhookBackoff: []time.Duration{5 * time.Millisecond},

@@ -105,6 +105,9 @@ type State struct {
 	// Consumers are the event stream's consumers with their state; null when not shown (no
 	// async side, or it could not be read: see Errors).
 	Consumers []Consumer `json:"consumers"`
+	// WaitRooms are the shows' waiting rooms with their counts (maxWaitRooms at most); null when
+	// not shown.
+	WaitRooms []*boxoffice.WaitRoom `json:"wait_rooms"`
 	// Cluster is GET /v1/cluster's answer, when several servers share the store.
 	Cluster json.RawMessage `json:"cluster,omitempty"`
 	// Errors says which parts could not be read this time, so a page never shows stale numbers
@@ -128,6 +131,10 @@ const (
 	orderCountsEvery = 5
 	orderCountCap    = 1_000_000
 )
+
+// maxWaitRooms bounds the waiting rooms the console reads each refresh: each one's count of
+// those waiting reads its queue's index.
+const maxWaitRooms = 20
 
 // The expiring holds the console shows: those of the next minute, a screenful at most.
 const (
@@ -253,6 +260,11 @@ func (s *sampler) refresh(ctx context.Context) {
 		var err error
 		if st.Consumers, err = s.consumers(ctx, list); err != nil {
 			fail("consumers", err)
+		}
+	}
+	if rooms := s.c.opts.WaitRooms; rooms != nil {
+		if st.WaitRooms, err = rooms(ctx, maxWaitRooms); err != nil {
+			fail("waiting rooms", err)
 		}
 	}
 	if cl := s.c.opts.Cluster; cl != nil {

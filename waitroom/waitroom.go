@@ -241,6 +241,30 @@ func (s *Service) Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, 
 	return s.store.GetWaitRoom(ctx, showID, true)
 }
 
+// Rooms returns up to limit waiting rooms with their counts, for an operator's view. Each count
+// of those waiting reads the queue's index of waiting entries.
+func (s *Service) Rooms(ctx context.Context, limit int) ([]*boxoffice.WaitRoom, error) {
+	shows, err := s.store.WaitRoomShows(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*boxoffice.WaitRoom, 0, min(len(shows), limit))
+	for _, id := range shows {
+		if len(out) == limit {
+			break
+		}
+		room, err := s.store.GetWaitRoom(ctx, id, true)
+		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+			continue // deleted since the list was read
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, room)
+	}
+	return out, nil
+}
+
 // Delete removes a show's waiting room and its queue: the show sells to anyone again.
 func (s *Service) Delete(ctx context.Context, showID string) error {
 	found, err := s.store.DeleteWaitRoom(ctx, showID)

@@ -316,8 +316,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		return checkpoint(ctx)
 	}
-	con := console.New(svc, console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
-		RelayPosition: relayPosition, Consumers: consoleConsumers(async)})
+	conOpts := console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
+		RelayPosition: relayPosition, Consumers: consoleConsumers(async)}
+	if rooms != nil {
+		conOpts.WaitRooms = rooms.Rooms
+	}
+	con := console.New(svc, conOpts)
 	defer con.Close()
 	// The buyer's page sells as a channel of its own, in process; its cookies are signed with a
 	// secret kept in the store, so that a buyer signed in on one server is on every server.

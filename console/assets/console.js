@@ -273,9 +273,30 @@ function renderOrderCounts(o) {
   }
 }
 
+// renderRooms shows the waiting rooms, when the server has them: their counts move each second
+// while a queue drains.
+function renderRooms(rooms) {
+  $("rooms-section").hidden = !rooms;
+  if (!rooms) return;
+  const body = $("rooms").tBodies[0];
+  if (rooms.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 5 }, "No show has a waiting room.")));
+    return;
+  }
+  body.replaceChildren(...rooms.map((r) => el("tr", { "data-show": r.show_id },
+    el("th", { scope: "row" }, r.show_id),
+    el("td", {}, fmtTime(r.opens_at)),
+    el("td", {}, r.admission === "auto"
+      ? "auto, ≤ " + r.admit_per_second + "/s, +" + r.auto_margin_percent + "%"
+      : r.admit_per_second + "/s"),
+    el("td", { class: "n", "data-field": "waiting" }, r.waiting.toLocaleString("en")),
+    el("td", { class: "n", "data-field": "admitted" }, r.admitted.toLocaleString("en")))));
+}
+
 function render(state) {
   renderShows(state.shows);
   renderExpiring(state.expiring_holds);
+  renderRooms(state.wait_rooms);
   renderOrderCounts(state.orders);
   renderRate(state.rate);
   renderRelay(state.relay);
