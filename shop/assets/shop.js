@@ -511,6 +511,7 @@
   async function showOrder(o) {
     clearTimeout(timers.order);
     const status = $("order-status");
+    const changed = status.dataset.status !== o.status;
     status.dataset.status = o.status;
     const list = $("tickets");
     list.replaceChildren();
@@ -531,9 +532,14 @@
         }
         break;
       case "pending_payment":
-        status.textContent = "The payment is being confirmed…";
+        // The server settles it by itself (the payment outlives the request that answered 202):
+        // the page only reads the order until it is final. A failed read (the network, a busy
+        // server) is read again, so the page never stops short of the tickets; the order is
+        // never paid twice, as the page pays no more.
+        status.textContent = "Your payment is being processed. Your tickets appear here as soon as it goes through: do not pay again.";
         timers.order = setTimeout(async () => {
-          const res = await call("GET", "/orders/" + encodeURIComponent(o.id));
+          let res = { status: 0 };
+          try { res = await call("GET", "/orders/" + encodeURIComponent(o.id)); } catch (_) { /* read again */ }
           showOrder(res.status === 200 ? res.data : o);
         }, 1000);
         break;
@@ -543,7 +549,9 @@
       default:
         status.textContent = "Order " + o.id + " is " + o.status.replace("_", " ") + ".";
     }
-    status.focus();
+    // Moved to only when the news changes: a pending order is read again every second, and
+    // moving the focus each time would make a screen reader say it over and over.
+    if (changed) status.focus();
   }
 
   $("buy-more").addEventListener("click", () => {
