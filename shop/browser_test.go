@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"boxoffice"
@@ -466,6 +467,49 @@ func TestPayExpiredHoldInBrowser(t *testing.T) {
 		charges := s.sim.Charges()
 		if len(orders) != 1 || orders[0].Status != boxoffice.OrderConfirmed || len(charges) != 1 || charges[0].ID != orders[0].ChargeID {
 			t.Errorf("orders %+v and charges %+v, want one of each, the second hold's", orders, charges)
+		}
+	})
+}
+
+// fastClock makes the page's clock run eleven minutes ahead of the server's, in every document
+// the tab opens, as a buyer's badly set computer does: Date.now and new Date() both.
+const fastClock = `(() => {
+	const ahead = 11 * 60 * 1000, Real = Date;
+	class Fast extends Real {
+		constructor(...a) { if (a.length === 0) super(Real.now() + ahead); else super(...a); }
+		static now() { return Real.now() + ahead; }
+	}
+	globalThis.Date = Fast;
+})()`
+
+// TestFastClockInBrowser: the buyer's computer runs eleven minutes fast, past the whole of a
+// ten-minute hold. The page counts the hold down by the server's time, not the computer's: it
+// shows about ten minutes left rather than dropping a hold the server still keeps (whose seats the
+// buyer could then neither pay nor choose again), and the buyer pays it.
+func TestFastClockInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServer(t, open)
+		s.seatedShow(t, "gala", 50)
+		if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: fastClock}); err != nil {
+			t.Fatal(err)
+		}
+		signIn(t, tab, s, "gala", "gus@example.com")
+		if ahead := bt.Value(t, tab, chromedp.Evaluate[float64](`Date.now() - performance.timeOrigin - performance.now()`)); ahead < 10*60*1000 {
+			t.Fatalf("the page's clock is %v ms ahead, want eleven minutes", ahead)
+		}
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-6"))), chromedp.Click(chromedp.CSS(seat("A-1-6"))),
+			chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-6")
+		bt.WaitTrue(t, tab, "the countdown shows the server's ten minutes", `/^(10:00|9:[0-5][0-9])$/.test(document.getElementById("hold-countdown").textContent)`)
+		if bt.Value(t, tab, chromedp.Evaluate[bool](`document.getElementById("hold").hidden || !document.getElementById("message").hidden`)) {
+			t.Fatal("the page dropped the hold or said something about it")
+		}
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-6"}) {
+			t.Errorf("the tickets name seats %v", got)
 		}
 	})
 }
