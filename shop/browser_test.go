@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"boxoffice"
@@ -293,6 +294,222 @@ func TestBestAvailableInBrowser(t *testing.T) {
 		}
 		if st, fl := show.Tier("stalls"), show.Tier("floor"); st.Sold != 3 || st.Held != 0 || fl.Sold != 2 || fl.Held != 0 {
 			t.Errorf("stalls sold %d held %d, floor sold %d held %d; want 3 0 2 0", st.Sold, st.Held, fl.Sold, fl.Held)
+		}
+	})
+}
+
+// recordStatus starts recording, in the page, every status the order's line shows (its
+// data-status and its words), so that a test can tell afterwards that the page showed a state it
+// has already left, however briefly it lasted, without racing the page to see it.
+func recordStatus(t *testing.T, tab context.Context) {
+	t.Helper()
+	bt.Value(t, tab, chromedp.Evaluate[bool](`(() => {
+	const el = document.getElementById("order-status");
+	window.statusSeen = [];
+	const note = () => {
+		const s = (el.dataset.status || "") + ": " + el.textContent;
+		if (window.statusSeen.at(-1) !== s) window.statusSeen.push(s);
+	};
+	new MutationObserver(note).observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+	return true;
+})()`))
+}
+
+// TestSlowPaymentInBrowser: a card that settles after a while (tok_slow, 2s here) outlasts the
+// service's sync budget, so the confirm answers 202 with the order pending. The page says the
+// payment is being processed, reads the order until it is confirmed and then shows the tickets;
+// the store has one order for the hold, confirmed, and the simulator one charge, the order's.
+func TestSlowPaymentInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServerWith(t, open, serverOptions{SyncBudget: 50 * time.Millisecond, SlowDelay: 2 * time.Second})
+		s.seatedShow(t, "gala", 50)
+		signIn(t, tab, s, "gala", "dee@example.com")
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-5"))), chromedp.Click(chromedp.CSS(seat("A-1-5"))),
+			chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-5")
+		recordStatus(t, tab)
+		bt.Run(t, tab, chromedp.SetValue(chromedp.ID("pay-token"), "tok_slow"), chromedp.Click(chromedp.ID("pay")),
+			chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-5"}) {
+			t.Errorf("the tickets name seats %v", got)
+		}
+		// The page said the payment was under way before it showed the tickets, and nothing else.
+		seen := bt.Value(t, tab, chromedp.Evaluate[[]string](`window.statusSeen`))
+		if len(seen) != 2 || !strings.HasPrefix(seen[0], "pending_payment: Your payment is being processed") ||
+			!strings.HasPrefix(seen[1], "confirmed: Paid") {
+			t.Errorf("the order's status went %q, want pending (being processed) then confirmed", seen)
+		}
+		if bt.Value(t, tab, chromedp.Evaluate[bool](`!document.getElementById("hold").hidden`)) {
+			t.Error("the page still offers to pay")
+		}
+
+		// One order for the hold, confirmed, and one charge, which is that order's.
+		orders := s.orders(t, "gala")
+		if len(orders) != 1 || orders[0].Status != boxoffice.OrderConfirmed || orders[0].ChargeID == "" {
+			t.Fatalf("orders: %+v, want one confirmed and charged", orders)
+		}
+		h, err := s.svc.GetHold(context.Background(), boxoffice.AdminPrincipal, orders[0].HoldID)
+		if err != nil || h.Status != boxoffice.HoldConfirmed || !slices.Equal(h.Seats, []string{"A-1-5"}) {
+			t.Errorf("the order's hold: %+v %v, want the confirmed hold of A-1-5", h, err)
+		}
+		charges := s.sim.Charges()
+		if len(charges) != 1 || charges[0].ID != orders[0].ChargeID || charges[0].Key != orders[0].ChargeKey() ||
+			charges[0].Amount != orders[0].Amount || charges[0].Refunded {
+			t.Errorf("charges: %+v, want the order's one charge of %+v", charges, orders[0].Amount)
+		}
+		if got := s.takenSeats(t, "gala", boxoffice.SeatSold); !slices.Equal(got, []string{"A-1-5"}) {
+			t.Errorf("sold seats in the store: %v", got)
+		}
+	})
+}
+
+// seatFree is true when the page's map shows the seat free to choose.
+func seatFree(id string) string {
+	return `(b => !!b && b.dataset.state === "available" && !b.disabled)(document.querySelector('` + seat(id) + `'))`
+}
+
+// TestHoldRunsOutInBrowser: a show whose holds last 3 seconds (the API accepts 1; 3 leaves the
+// page time to be seen holding). The page's countdown reaches zero: it tells the buyer the hold
+// ran out and shows the map again, where the seat is free once the server has expired the hold.
+// Nothing was ordered or charged.
+func TestHoldRunsOutInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServer(t, open)
+		in := seatedShowInput("Show brief", 50)
+		ttl := 3
+		in.HoldTTLSeconds = &ttl
+		if _, _, err := s.svc.PutShow(context.Background(), "brief", in); err != nil {
+			t.Fatal(err)
+		}
+		signIn(t, tab, s, "brief", "eve@example.com")
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-2-2"))), chromedp.Click(chromedp.CSS(seat("A-2-2"))),
+			chromedp.Click(chromedp.ID("hold-selected")))
+		// The hold is shown (for three seconds), then taken away with a sentence that stays.
+		bt.WaitContains(t, tab, "#message", "Your hold ran out")
+		bt.Run(t, tab, chromedp.WaitNotVisible(chromedp.ID("hold")), chromedp.WaitVisible(chromedp.ID("sale")))
+		bt.WaitTrue(t, tab, "the seat is free again on the map", seatFree("A-2-2"))
+		if got := s.takenSeats(t, "brief", boxoffice.SeatHeld); len(got) != 0 {
+			t.Errorf("seats still held: %v", got)
+		}
+		if got := s.orders(t, "brief"); len(got) != 0 {
+			t.Errorf("orders: %+v, want none", got)
+		}
+		if got := s.sim.Charges(); len(got) != 0 {
+			t.Errorf("charges: %+v, want none", got)
+		}
+		show, err := s.svc.GetShow(context.Background(), "brief")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := show.Tier("stalls"); st.Held != 0 || st.Sold != 0 {
+			t.Errorf("stalls: held %d sold %d, want 0 and 0", st.Held, st.Sold)
+		}
+	})
+}
+
+// TestPayExpiredHoldInBrowser: the server's clock passes a hold's expiry while the page still
+// counts down (the server is the judge of when a hold ends), and the service expires it. Pay is
+// refused without a charge: the page says the hold ran out, drops it and shows the map with the
+// seats free. The buyer chooses again and pays; only that payment is charged.
+func TestPayExpiredHoldInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		clk := &clock{}
+		s := startServerWith(t, open, serverOptions{Clock: clk})
+		s.seatedShow(t, "gala", 50) // holds last the default ten minutes
+		signIn(t, tab, s, "gala", "fay@example.com")
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-3"))),
+			chromedp.Click(chromedp.CSS(seat("A-1-3"))), chromedp.Click(chromedp.CSS(seat("A-1-4"))),
+			chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-3, A-1-4")
+
+		clk.Advance(10*time.Minute + time.Second)
+		if _, err := s.svc.ExpireDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.takenSeats(t, "gala", boxoffice.SeatHeld); len(got) != 0 {
+			t.Fatalf("seats still held after the expiry: %v", got)
+		}
+		if bt.Value(t, tab, chromedp.Evaluate[bool](`document.getElementById("hold").hidden`)) {
+			t.Fatal("the page dropped the hold by itself: this test needs it still shown")
+		}
+
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")))
+		bt.WaitContains(t, tab, "#message", "Your hold ran out")
+		bt.Run(t, tab, chromedp.WaitNotVisible(chromedp.ID("hold")), chromedp.WaitVisible(chromedp.ID("sale")))
+		bt.WaitTrue(t, tab, "the seats are free again on the map", seatFree("A-1-3")+" && "+seatFree("A-1-4"))
+		if got := s.sim.Charges(); len(got) != 0 {
+			t.Fatalf("charges after paying an expired hold: %+v", got)
+		}
+		if got := s.orders(t, "gala"); len(got) != 0 {
+			t.Fatalf("orders after paying an expired hold: %+v", got)
+		}
+		if bt.Value(t, tab, chromedp.Evaluate[string](`sessionStorage.getItem("boxoffice-shop-hold:gala") || ""`)) != "" {
+			t.Error("the page keeps the expired hold to resume after a reload")
+		}
+
+		// Choose again: the same seat, held and paid.
+		bt.Run(t, tab, chromedp.Click(chromedp.CSS(seat("A-1-3"))), chromedp.Click(chromedp.ID("hold-selected")),
+			chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-3")
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-3"}) {
+			t.Errorf("the tickets name seats %v", got)
+		}
+		orders := s.orders(t, "gala")
+		charges := s.sim.Charges()
+		if len(orders) != 1 || orders[0].Status != boxoffice.OrderConfirmed || len(charges) != 1 || charges[0].ID != orders[0].ChargeID {
+			t.Errorf("orders %+v and charges %+v, want one of each, the second hold's", orders, charges)
+		}
+	})
+}
+
+// fastClock makes the page's clock run eleven minutes ahead of the server's, in every document
+// the tab opens, as a buyer's badly set computer does: Date.now and new Date() both.
+const fastClock = `(() => {
+	const ahead = 11 * 60 * 1000, Real = Date;
+	class Fast extends Real {
+		constructor(...a) { if (a.length === 0) super(Real.now() + ahead); else super(...a); }
+		static now() { return Real.now() + ahead; }
+	}
+	globalThis.Date = Fast;
+})()`
+
+// TestFastClockInBrowser: the buyer's computer runs eleven minutes fast, past the whole of a
+// ten-minute hold. The page counts the hold down by the server's time, not the computer's: it
+// shows about ten minutes left rather than dropping a hold the server still keeps (whose seats the
+// buyer could then neither pay nor choose again), and the buyer pays it.
+func TestFastClockInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		s := startServer(t, open)
+		s.seatedShow(t, "gala", 50)
+		if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: fastClock}); err != nil {
+			t.Fatal(err)
+		}
+		signIn(t, tab, s, "gala", "gus@example.com")
+		if ahead := bt.Value(t, tab, chromedp.Evaluate[float64](`Date.now() - performance.timeOrigin - performance.now()`)); ahead < 10*60*1000 {
+			t.Fatalf("the page's clock is %v ms ahead, want eleven minutes", ahead)
+		}
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-6"))), chromedp.Click(chromedp.CSS(seat("A-1-6"))),
+			chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-6")
+		bt.WaitTrue(t, tab, "the countdown shows the server's ten minutes", `/^(10:00|9:[0-5][0-9])$/.test(document.getElementById("hold-countdown").textContent)`)
+		if bt.Value(t, tab, chromedp.Evaluate[bool](`document.getElementById("hold").hidden || !document.getElementById("message").hidden`)) {
+			t.Fatal("the page dropped the hold or said something about it")
+		}
+		bt.Run(t, tab, chromedp.Click(chromedp.ID("pay")), chromedp.WaitVisible(chromedp.ID("order")))
+		bt.WaitTrue(t, tab, "the order is confirmed", `document.getElementById("order-status").dataset.status === "confirmed"`)
+		if got := ticketSeats(t, tab); !slices.Equal(got, []string{"A-1-6"}) {
+			t.Errorf("the tickets name seats %v", got)
 		}
 	})
 }

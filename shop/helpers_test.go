@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,13 +81,53 @@ type server struct {
 	store store
 	rooms *waitroom.Service
 	shop  *shop.Shop
+	sim   *payments.Sim
+}
+
+// serverOptions changes what startServerWith wires; the zero value is startServer's server.
+type serverOptions struct {
+	// SyncBudget is the service's (zero: 2s, the service's default).
+	SyncBudget time.Duration
+	// SlowDelay is how long a tok_slow charge takes (zero: 300ms).
+	SlowDelay time.Duration
+	// Clock, when set, is the sale service's clock, so that a test can make holds due without
+	// waiting for them; the payment simulator and the sessions keep the real one.
+	Clock *clock
+}
+
+// clock is the real time moved on by what a test advanced it, safe for concurrent use.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now is the clock's time.
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock on by d.
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
 
 func startServer(t *testing.T, open opener) *server {
 	t.Helper()
+	return startServerWith(t, open, serverOptions{})
+}
+
+func startServerWith(t *testing.T, open opener, o serverOptions) *server {
+	t.Helper()
 	ctx := context.Background()
 	st := open(t)
-	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: filepath.Join(t.TempDir(), "ledger.jsonl"), SlowDelay: 300 * time.Millisecond})
+	if o.SlowDelay <= 0 {
+		o.SlowDelay = 300 * time.Millisecond
+	}
+	sim, err := payments.NewSim(payments.SimOptions{LedgerPath: filepath.Join(t.TempDir(), "ledger.jsonl"), SlowDelay: o.SlowDelay})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +143,12 @@ func startServer(t *testing.T, open opener) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = inv.Close() })
+	var now func() time.Time
+	if o.Clock != nil {
+		now = o.Clock.Now
+	}
 	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
-		AdminKey: adminKey, ExclusiveStore: true, Admission: rooms.Admitted})
+		AdminKey: adminKey, ExclusiveStore: true, Admission: rooms.Admitted, Now: now, SyncBudget: o.SyncBudget})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +159,7 @@ func startServer(t *testing.T, open opener) *server {
 	}
 	ts := httptest.NewServer(bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms, Shop: sh}))
 	t.Cleanup(ts.Close)
-	return &server{URL: ts.URL, svc: svc, store: st, rooms: rooms, shop: sh}
+	return &server{URL: ts.URL, svc: svc, store: st, rooms: rooms, shop: sh, sim: sim}
 }
 
 // seatedShow creates a show with a seated tier "stalls" (section A, rows 1 and 2 of six seats;
@@ -137,6 +182,20 @@ func seatedShowInput(name string, capacity int) sale.ShowInput {
 		}}},
 		{ID: "floor", Name: "Standing", Capacity: &capacity, Price: price(3000)},
 	}}
+}
+
+// orders returns the show's orders, by id.
+func (s *server) orders(t *testing.T, showID string) []*boxoffice.Order {
+	t.Helper()
+	var orders []*boxoffice.Order
+	err := s.store.View(context.Background(), func(tx boxoffice.Tx) (err error) {
+		orders, err = tx.ListOrders(context.Background(), boxoffice.OrderFilter{ShowID: showID}, "", 100)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orders
 }
 
 // waitingRoom gives the show a waiting room that opened a minute ago and lets one buyer

@@ -28,6 +28,24 @@
 
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+  // clockSkew is how far the server's clock is ahead of this computer's, in ms. Every time the
+  // page counts (a hold's minutes, a turn in the queue) is the server's, and the server alone
+  // decides when a hold ends: a computer set wrong must neither drop a hold the server still
+  // keeps nor promise minutes that are gone.
+  let clockSkew = 0;
+
+  // noteServerDate learns the skew from an answer's Date header. The header says whole seconds,
+  // so the middle of its second is taken; a computer within two seconds of the server is left
+  // alone, as that is about the header's own rounding and the answer's way here.
+  function noteServerDate(header) {
+    const at = Date.parse(header || "");
+    if (isNaN(at)) return;
+    const skew = at + 500 - Date.now();
+    clockSkew = Math.abs(skew) < 2000 ? 0 : skew;
+  }
+
+  function serverNow() { return new Date(Date.now() + clockSkew); }
+
   // newKey is the Idempotency-Key of one user action: random, made once per click.
   function newKey() {
     if (crypto.randomUUID) return crypto.randomUUID();
@@ -52,6 +70,7 @@
         await sleep(400 * (attempt + 1));
         continue;
       }
+      noteServerDate(r.headers.get("Date"));
       const text = await r.text();
       let data = null;
       if (text) {
@@ -191,7 +210,7 @@
       q.append(".");
     } else {
       const opens = new Date(t.opens_at);
-      q.textContent = opens > new Date()
+      q.textContent = opens > serverNow()
         ? "The sale opens at " + opens.toLocaleTimeString() + ". Everyone who joins before then gets a place drawn at random."
         : "You are in the queue; your place is being worked out.";
     }
@@ -202,7 +221,7 @@
   function admissionTick() {
     clearTimeout(timers.admission);
     if (!st.admissionEnds || st.hold) { $("admission").textContent = ""; return; }
-    const left = st.admissionEnds - new Date();
+    const left = st.admissionEnds - serverNow();
     if (left <= 0) {
       $("admission").textContent = "Your turn has run out.";
       return;
@@ -262,6 +281,7 @@
     if (!force && st.seatsETag) headers["If-None-Match"] = st.seatsETag;
     try {
       const r = await fetch(api + "/seats", { headers, credentials: "same-origin" });
+      noteServerDate(r.headers.get("Date"));
       if (r.status === 200) {
         const m = await r.json();
         st.seats = m.seats;
@@ -433,7 +453,7 @@
   function holdTick() {
     clearTimeout(timers.hold);
     if (!st.hold) return;
-    const left = new Date(st.hold.expires_at) - new Date();
+    const left = new Date(st.hold.expires_at) - serverNow();
     $("hold-countdown").textContent = fmtLeft(left);
     if (left <= 0) {
       say("Your hold ran out, and the tickets went back on sale.");
@@ -511,6 +531,7 @@
   async function showOrder(o) {
     clearTimeout(timers.order);
     const status = $("order-status");
+    const changed = status.dataset.status !== o.status;
     status.dataset.status = o.status;
     const list = $("tickets");
     list.replaceChildren();
@@ -531,9 +552,14 @@
         }
         break;
       case "pending_payment":
-        status.textContent = "The payment is being confirmed…";
+        // The server settles it by itself (the payment outlives the request that answered 202):
+        // the page only reads the order until it is final. A failed read (the network, a busy
+        // server) is read again, so the page never stops short of the tickets; the order is
+        // never paid twice, as the page pays no more.
+        status.textContent = "Your payment is being processed. Your tickets appear here as soon as it goes through: do not pay again.";
         timers.order = setTimeout(async () => {
-          const res = await call("GET", "/orders/" + encodeURIComponent(o.id));
+          let res = { status: 0 };
+          try { res = await call("GET", "/orders/" + encodeURIComponent(o.id)); } catch (_) { /* read again */ }
           showOrder(res.status === 200 ? res.data : o);
         }, 1000);
         break;
@@ -543,7 +569,9 @@
       default:
         status.textContent = "Order " + o.id + " is " + o.status.replace("_", " ") + ".";
     }
-    status.focus();
+    // Moved to only when the news changes: a pending order is read again every second, and
+    // moving the focus each time would make a screen reader say it over and over.
+    if (changed) status.focus();
   }
 
   $("buy-more").addEventListener("click", () => {
