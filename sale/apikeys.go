@@ -132,7 +132,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, idem Idem, in APIKeyInput) (
 
 // validLabel accepts "" or up to maxLabelLen characters of UTF-8 without control characters.
 func validLabel(l string) bool {
-	return plainText(l) && utf8.RuneCountInString(l) <= maxLabelLen
+	return boxoffice.PlainText(l) && utf8.RuneCountInString(l) <= maxLabelLen
 }
 
 // ListAPIKeys returns a page of the stored keys, revoked ones too, without their secrets (only

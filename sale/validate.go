@@ -1,11 +1,8 @@
 package sale
 
 import (
-	"net/mail"
 	"regexp"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"boxoffice"
 )
@@ -31,7 +28,7 @@ func (v *validator) name(s, field string) {
 }
 
 func (v *validator) email(s, field string) {
-	v.check(validEmail(s), field, "must be a valid email address")
+	v.check(boxoffice.ValidEmail(s), field, "must be a valid email address")
 }
 
 func (v *validator) quantity(n, maxQ int, field string) {
@@ -49,42 +46,10 @@ func (v *validator) text(s string, max int, field string) {
 	switch {
 	case strings.TrimSpace(s) == "" || len(s) > max:
 		v.check(false, field, "must be 1 to "+itoa(max)+" characters")
-	case !plainText(s):
+	case !boxoffice.PlainText(s):
 		v.check(false, field, "must not contain control or bidirectional-override characters")
 	}
 }
-
-// plainText reports whether s is valid UTF-8 without control characters (tab included) or the
-// bidirectional embedding, override and isolate characters (U+202A–U+202E, U+2066–U+2069).
-func plainText(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) || (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) {
-			return false
-		}
-	}
-	return true
-}
-
-// validEmail accepts a bare address (no display name), as net/mail parses it, of at most 254 bytes,
-// without control or bidirectional-override characters (net/mail allows some in quoted parts).
-func validEmail(s string) bool {
-	if s == "" || len(s) > 254 || strings.ContainsAny(s, " <>\"") || !plainText(s) {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Address != s || a.Name != "" {
-		return false
-	}
-	at := strings.LastIndexByte(s, '@')
-	return at > 0 && strings.Contains(s[at+1:], ".") && !strings.HasSuffix(s, ".")
-}
-
-// ValidEmail reports whether s is a buyer's address the sale accepts, for a front that asks for
-// it before any hold (the buyer's page) and must not accept one the sale would then refuse.
-func ValidEmail(s string) bool { return validEmail(s) }
 
 func visible(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -197,7 +197,7 @@ func (s *Shop) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.Email = strings.TrimSpace(in.Email)
-	if !sale.ValidEmail(in.Email) {
+	if !boxoffice.ValidEmail(in.Email) {
 		s.writeError(w, r, boxoffice.Validation(boxoffice.FieldError{Field: "email", Message: "must be a valid email address"}))
 		return
 	}

@@ -16,9 +16,7 @@ import (
 	crand "crypto/rand"
 	"log/slog"
 	"math/rand/v2"
-	"net/mail"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -349,7 +347,7 @@ type JoinInput struct {
 // false); the answer carries a fresh token either way. It costs one append, written with other
 // joins in one store call; the position is for GET to tell.
 func (s *Service) Join(ctx context.Context, showID string, in JoinInput) (*Ticket, bool, error) {
-	if !validEmail(in.Buyer.Email) {
+	if !boxoffice.ValidEmail(in.Buyer.Email) {
 		return nil, false, boxoffice.Validation(boxoffice.FieldError{Field: "buyer.email", Message: "must be a valid email address"})
 	}
 	room, err := s.room(ctx, showID)
@@ -465,22 +463,6 @@ func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, pos 
 	}
 	t.Token = sign(s.secret, c)
 	return t
-}
-
-// validEmail is the buyer address check of the sale's validator: one plain address, no name,
-// no control characters, a dot in the domain.
-func validEmail(s string) bool {
-	if s == "" || len(s) > 254 || strings.ContainsAny(s, " <>\"") || strings.ContainsFunc(s, func(r rune) bool {
-		return r < 0x20 || r == 0x7f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
-	}) {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil || a.Address != s || a.Name != "" {
-		return false
-	}
-	at := strings.LastIndexByte(s, '@')
-	return at > 0 && strings.Contains(s[at+1:], ".") && !strings.HasSuffix(s, ".")
 }
 
 // errClosed answers joins caught by Close: the server is stopping, and another (or this one,
