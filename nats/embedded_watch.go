@@ -65,6 +65,13 @@ func (l slogLogger) Tracef(string, ...any) {}
 // after the server failed to write a stream's files (storeFailed), which otherwise leaves that
 // stream refusing every publish for good. Events wait in the store's outbox meanwhile, and the
 // relay and consumers resume where they were once it is back.
+//
+// The server turns itself off in a goroutine of its own (handleOutOfSpace): it marks JetStream
+// disabled at once and tears it down afterwards, account by account. Turning it on in between
+// races that teardown, which can end with the server's JetStream on but the account's off (every
+// request answered "JetStream not enabled for account", for good) or with the account's left on
+// so that every later start fails. So this waits for the teardown to finish before turning
+// JetStream on, and repairs either half-state when it sees one.
 func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFailed *atomic.Int64) {
 	t := time.NewTicker(jetStreamWatch)
 	defer t.Stop()
@@ -75,21 +82,37 @@ func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFaile
 			return
 		case <-t.C:
 		}
-		if at := storeFailed.Load(); at != 0 && s.srv.JetStreamEnabled() && time.Since(time.Unix(0, at)) >= jetStreamWatch {
-			// A stream failed a write at least one watch ago: reload JetStream to clear it. If
-			// the disk is still full the next write fails again and marks it again.
+		if s.srv.JetStreamEnabled() {
+			if !s.srv.GlobalAccount().JetStreamEnabled() {
+				log.Warn("async: the embedded JetStream is on but not for its account (a restart raced the server's own shutdown); turning it off and on again")
+				if err := s.srv.ShutdownJetStream(); err != nil {
+					log.Warn("async: turning JetStream off failed", "err", err)
+				}
+				continue
+			}
+			at := storeFailed.Load()
+			if at == 0 || time.Since(time.Unix(0, at)) < jetStreamWatch {
+				continue
+			}
+			// A stream failed a write at least one watch ago: reload JetStream to clear it
+			// (turned off here, on again below). If the disk is still full the next write
+			// fails again and marks it again.
 			storeFailed.Store(0)
 			log.Warn("async: the embedded JetStream failed to write a stream; reloading it from its files")
 			if err := s.srv.ShutdownJetStream(); err != nil {
 				log.Warn("async: turning JetStream off failed", "err", err)
 			}
 		}
-		if s.srv.JetStreamEnabled() {
-			continue
-		}
 		if !down {
 			log.Error("async: the embedded JetStream turned itself off (out of disk space?); events wait in the store's outbox, and JetStream is turned on again once it can write")
 			down = true
+		}
+		if s.srv.JetStreamConfig() != nil {
+			continue // marked off, still being torn down: the next tick looks again
+		}
+		if acc := s.srv.GlobalAccount(); acc.JetStreamEnabled() {
+			// Left on by a teardown that raced an earlier start; a start would refuse it.
+			_ = acc.DisableJetStream()
 		}
 		if err := s.srv.EnableJetStream(&server.JetStreamConfig{StoreDir: s.dir}); err != nil {
 			log.Warn("async: turning JetStream on again failed; retrying", "err", err)

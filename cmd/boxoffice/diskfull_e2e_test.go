@@ -95,9 +95,18 @@ func TestDiskFull(t *testing.T) {
 	free()
 	// Ready again needs the store's probe to commit and JetStream to take writes again, which on
 	// a loaded machine has taken more than eventually's 30 s.
-	checkfor.Until(t, 90*time.Second, 100*time.Millisecond, "readyz ok again", func() bool {
+	last := ""
+	checkfor.CheckFor(t, 90*time.Second, 100*time.Millisecond, func() error {
 		r, err := admin.do("GET", "/readyz", nil)
-		return err == nil && r.Status == 200
+		switch {
+		case err != nil:
+			last = err.Error()
+		case r.Status != 200:
+			last = fmt.Sprintf("%d %s", r.Status, r.Body)
+		default:
+			return nil
+		}
+		return fmt.Errorf("readyz not ok again: %s\n%s", last, s.logs)
 	})
 	// The refused keys were not stored against: the same keys buy now.
 	for i := range 5 {
