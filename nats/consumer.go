@@ -166,7 +166,13 @@ type runner struct {
 	name    string
 	backoff []time.Duration
 	handle  func(ctx context.Context, m *Message) error
-	log     *slog.Logger
+	// batch, when set, applies several checked messages at once and records each one applied in
+	// the inbox, all in one transaction; it returns one error per message, nil for one applied
+	// and recorded. With it the consumer runs in batches (runBatches). batchSize bounds a batch;
+	// 0 means DefaultConsumerBatch.
+	batch     func(ctx context.Context, ms []*Message) []error
+	batchSize int
+	log       *slog.Logger
 	// fetchWait bounds one Fetch, and so how long a stop waits; 0 means 1 s.
 	fetchWait time.Duration
 	// beforeAck, in tests, runs after a successful apply and before the ack; its error ends the
@@ -248,6 +254,9 @@ const infoEvery = 30 * time.Second
 
 // run fetches and applies the messages of cons one at a time.
 func (r *runner) run(ctx context.Context, cons jetstream.Consumer) error {
+	if r.batch != nil {
+		return r.runBatches(ctx, cons)
+	}
 	wait := r.fetchWait
 	if wait <= 0 {
 		wait = time.Second
@@ -305,28 +314,44 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 	held := r.hold(msg)
 	defer held.release()
 	msg = held
-	attempt := 1
-	var streamSeq uint64
+	m, attempt, streamSeq, ok := r.decode(ctx, msg)
+	if !ok {
+		return nil
+	}
+	skipped, err := r.apply(ctx, m)
+	return r.settle(ctx, msg, m, attempt, streamSeq, skipped, err)
+}
+
+// decode reads msg's delivery count and stream sequence and decodes its event. An undecodable
+// message is dead-lettered here (ok false): no retry will make it decodable, and redelivering it
+// would block the queue.
+func (r *runner) decode(ctx context.Context, msg jetstream.Msg) (m *Message, attempt int, streamSeq uint64, ok bool) {
+	attempt = 1
 	if meta, err := msg.Metadata(); err == nil {
 		attempt = int(meta.NumDelivered)
 		streamSeq = meta.Sequence.Stream
 	}
-	count := deliveryCounter(ctx, r.name)
-	errs := consumerErrorsOf(ctx)
-	var m Message
-	if err := json.Unmarshal(msg.Data(), &m); err != nil || !safeID.MatchString(m.ID) {
+	m = new(Message)
+	if err := json.Unmarshal(msg.Data(), m); err != nil || !safeID.MatchString(m.ID) {
 		if err == nil {
 			err = fmt.Errorf("event id %q is not an id", m.ID)
 		}
-		// No retry will make it decodable, and redelivering it would block the queue.
-		errs.failed(r.name, err)
-		count(r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err)))
-		return nil
+		consumerErrorsOf(ctx).failed(r.name, err)
+		deliveryCounter(ctx, r.name)(r.deadLetter(ctx, msg, nil, streamSeq, attempt, fmt.Errorf("undecodable message: %w", err)))
+		return nil, 0, 0, false
 	}
-	skipped, err := r.apply(ctx, &m)
+	return m, attempt, streamSeq, true
+}
+
+// settle settles a decoded message with JetStream after its apply: ack when it was applied or
+// skipped (err nil), else nak it along the schedule or dead-letter it. Only a test hook's error
+// or a handler's stopError is returned.
+func (r *runner) settle(ctx context.Context, msg jetstream.Msg, m *Message, attempt int, streamSeq uint64, skipped bool, err error) error {
+	count := deliveryCounter(ctx, r.name)
+	errs := consumerErrorsOf(ctx)
 	if err == nil {
 		if r.beforeAck != nil {
-			if err := r.beforeAck(&m); err != nil {
+			if err := r.beforeAck(m); err != nil {
 				return err
 			}
 		}
@@ -361,7 +386,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 	}
 	errs.failed(r.name, err)
 	if _, ok := errors.AsType[*PermanentError](err); ok || attempt > len(r.backoff) {
-		count(r.deadLetter(ctx, msg, &m, streamSeq, attempt, err))
+		count(r.deadLetter(ctx, msg, m, streamSeq, attempt, err))
 		return nil
 	}
 	count(OutcomeRetry)
@@ -453,35 +478,56 @@ func (h *heldMsg) TermWithReason(reason string) error {
 // sent for an order that does not exist. One that is not is refused for good (dead-lettered), and
 // what is applied is the store's event, not the message's copy.
 func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error) {
-	var done bool
-	var stored *boxoffice.Event
-	err = r.store.View(ctx, func(tx boxoffice.Tx) error {
-		var err error
-		if done, err = tx.InboxHas(ctx, r.name, m.ID); err != nil || done {
-			return err
-		}
-		stored, err = tx.EventByID(ctx, m.ID)
-		return err
-	})
-	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-		return false, Permanent(fmt.Errorf("event %s is not in the store's outbox: a message no server committed", m.ID))
+	done, errs := r.check(ctx, []*Message{m})
+	if errs[0] != nil {
+		return false, errs[0]
 	}
-	if err != nil {
-		return false, fmt.Errorf("read inbox: %w", err)
-	}
-	if !done {
-		if err := confirm(m, stored); err != nil {
-			return false, Permanent(err)
-		}
-	}
-	if done {
-		if r.onSkip != nil {
-			r.onSkip()
-		}
+	if done[0] {
 		return true, nil
 	}
-	m.inboxChecked = true
 	return false, r.handle(ctx, m)
+}
+
+// check reads, in one transaction, whether the inbox has each message's event (done) and
+// otherwise confirms the message against the store's event (see apply); a message that is
+// neither done nor confirmed has its error, and one that is confirmed is marked inboxChecked.
+func (r *runner) check(ctx context.Context, ms []*Message) (done []bool, errs []error) {
+	done, errs = make([]bool, len(ms)), make([]error, len(ms))
+	stored := make([]*boxoffice.Event, len(ms))
+	err := r.store.View(ctx, func(tx boxoffice.Tx) error {
+		for i, m := range ms {
+			var err error
+			if done[i], err = tx.InboxHas(ctx, r.name, m.ID); err != nil {
+				return err
+			}
+			if done[i] {
+				continue
+			}
+			if stored[i], err = tx.EventByID(ctx, m.ID); boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+				errs[i] = Permanent(fmt.Errorf("event %s is not in the store's outbox: a message no server committed", m.ID))
+			} else if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, m := range ms {
+		switch {
+		case err != nil:
+			done[i], errs[i] = false, fmt.Errorf("read inbox: %w", err)
+		case done[i]:
+			if r.onSkip != nil {
+				r.onSkip()
+			}
+		case errs[i] == nil:
+			if err := confirm(m, stored[i]); err != nil {
+				errs[i] = Permanent(err)
+			} else {
+				m.inboxChecked = true
+			}
+		}
+	}
+	return done, errs
 }
 
 // confirm checks m against the store's event of its id and, when they agree, makes m the store's:

@@ -96,6 +96,8 @@ type Email struct {
 	// email is written or sent; its error is apply's.
 	beforeWrite func(ctx context.Context, m *Message) error
 
+	// batch bounds how many emails a worker writes at once; 0 means DefaultConsumerBatch.
+	batch            int
 	written, skipped atomic.Int64
 }
 
@@ -155,10 +157,16 @@ func (e *Email) runner() *runner {
 	if len(backoff) == 0 {
 		backoff = DefaultEmailBackoff
 	}
-	return &runner{
+	r := &runner{
 		store: e.Store, js: e.JS, name: EmailConsumer, backoff: backoff, handle: e.apply, log: log,
 		beforeAck: e.beforeAck, onSkip: func() { e.skipped.Add(1) }, ackWait: e.ackWait(),
 	}
+	if e.SMTP == nil {
+		// Files batch; an SMTP server takes one message at a time anyway, and a batch would
+		// only widen the window in which a crash sends an email twice (see apply).
+		r.batch, r.batchSize = e.applyBatch, e.batch
+	}
+	return r
 }
 
 func (e *Email) ackWait() time.Duration {
@@ -217,21 +225,10 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		e.skipped.Add(1)
 		return nil
 	}
-	if e.beforeWrite != nil {
-		if err := e.beforeWrite(ctx, m); err != nil {
-			return err
-		}
+	body, ev, err := e.prepare(ctx, m)
+	if err != nil {
+		return err
 	}
-	var ev boxoffice.OrderEvent
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		return fmt.Errorf("decode order of event %s: %w", m.ID, err)
-	}
-	if m.Type == boxoffice.EventOrderCancelled {
-		if err := e.receiptFirst(ctx, m); err != nil {
-			return err
-		}
-	}
-	body := e.render(m, &ev)
 	if e.SMTP != nil {
 		err = e.SMTP.send(ctx, e.sender(), ev.Buyer.Email, body)
 		if se, ok := errors.AsType[*SMTPError](err); ok && se.Permanent() {
@@ -254,6 +251,74 @@ func (e *Email) apply(ctx context.Context, m *Message) error {
 		return nil
 	}
 	return err
+}
+
+// prepare renders m's email, once the order of one order's emails allows it (receiptFirst).
+func (e *Email) prepare(ctx context.Context, m *Message) ([]byte, *boxoffice.OrderEvent, error) {
+	if e.beforeWrite != nil {
+		if err := e.beforeWrite(ctx, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	var ev boxoffice.OrderEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return nil, nil, fmt.Errorf("decode order of event %s: %w", m.ID, err)
+	}
+	if m.Type == boxoffice.EventOrderCancelled {
+		if err := e.receiptFirst(ctx, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	return e.render(m, &ev), &ev, nil
+}
+
+// applyBatch is apply for a batch of messages the runner has checked against the inbox, when
+// the emails are files: it writes every file (each fsync'd, the directory once for all), then
+// records every one written in the inbox in one transaction. An email that fails fails alone;
+// a failed commit fails every email of the batch, whose files a retry writes again, the same.
+// A cancellation whose receipt is in the same batch waits for its retry (receiptFirst reads the
+// inbox, which records the receipt only at the end of the batch).
+func (e *Email) applyBatch(ctx context.Context, ms []*Message) []error {
+	errs := make([]error, len(ms))
+	var files []mailFile
+	var at []int
+	for i, m := range ms {
+		body, _, err := e.prepare(ctx, m)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		files, at = append(files, mailFile{path: filepath.Join(e.Dir, m.ID+".eml"), data: body}), append(at, i)
+	}
+	var written []int
+	for j, err := range writeFilesAtomic(e.Dir, files) {
+		if err != nil {
+			errs[at[j]] = err
+			continue
+		}
+		written = append(written, at[j])
+	}
+	if len(written) == 0 {
+		return errs
+	}
+	e.written.Add(int64(len(written)))
+	now := time.Now()
+	err := e.Store.Update(ctx, func(tx boxoffice.Tx) error {
+		for _, i := range written {
+			err := tx.InsertInboxEvent(ctx, EmailConsumer, ms[i].ID, now)
+			if err != nil && boxoffice.ErrorCode(err) != boxoffice.ECONFLICT {
+				// A redelivery that raced us here (ECONFLICT) wrote the same file.
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, i := range written {
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 // WaitingForReceiptError is the failure of a cancellation notice whose order's receipt has not
@@ -521,26 +586,90 @@ func headerSafe(s string) string {
 // writeFileAtomic writes path by a synced temp file renamed over it, then syncs the directory, so
 // the file is either absent or complete and stays after a crash.
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	fh, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
+	return writeFilesAtomic(filepath.Dir(path), []mailFile{{path: path, data: data}})[0]
+}
+
+// mailFile is a file for writeFilesAtomic to write.
+type mailFile struct {
+	path string
+	data []byte
+}
+
+// writeFilesAtomic writes each file under dir as writeFileAtomic does, with two syncs for the
+// whole batch rather than two fsyncs a file: every temp file is written, their data is made
+// durable at once (syncData), each is renamed into place, and one fsync of dir makes the renames
+// durable; the answers are given only then. A file's name never points at data not on disk, as
+// with a file's own fsync before its rename. It returns one error per file; a failed sync is the
+// error of every file it covers.
+//
+// On this machine's disk an fsync costs about 100 µs of CPU, and with two a receipt the email
+// consumer took a fifth of the server's CPU while it sold.
+func writeFilesAtomic(dir string, files []mailFile) []error {
+	errs := make([]error, len(files))
+	tmps := make([]*os.File, len(files))
+	defer func() {
+		for _, fh := range tmps {
+			if fh != nil {
+				_ = fh.Close()
+				_ = os.Remove(fh.Name())
+			}
+		}
+	}()
+	var open []*os.File
+	for i, f := range files {
+		fh, err := os.CreateTemp(dir, ".tmp-*")
+		if err != nil {
+			errs[i] = fmt.Errorf("write %s: %w", f.path, err)
+			continue
+		}
+		tmps[i] = fh
+		if _, err := fh.Write(f.data); err != nil {
+			errs[i] = fmt.Errorf("write %s: %w", f.path, err)
+			continue
+		}
+		open = append(open, fh)
 	}
-	tmp := fh.Name()
-	_, err = fh.Write(data)
-	if err == nil {
-		err = fh.Sync()
+	if len(open) == 0 {
+		return errs
 	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
+	if err := syncData(dir, open); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("write %s: %w", files[i].path, err)
+			}
+		}
+		return errs
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
+	renamed := false
+	for i, fh := range tmps {
+		if fh == nil || errs[i] != nil {
+			continue
+		}
+		err := fh.Close()
+		if err == nil {
+			err = os.Rename(fh.Name(), files[i].path)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("write %s: %w", files[i].path, err)
+			continue // the deferred cleanup removes the temp file
+		}
+		tmps[i] = nil
+		renamed = true
 	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+	if !renamed {
+		return errs
 	}
+	err := syncDir(dir)
+	for i := range errs {
+		if errs[i] == nil && err != nil {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+// syncDir fsyncs the directory dir, which makes the renames in it durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -74,6 +74,16 @@ func TestEmailFailingReceiptDoesNotBlock(t *testing.T) {
 		}
 		return err
 	}
+	innerBatch := wrapped.batch
+	wrapped.batch = func(ctx context.Context, ms []*Message) []error {
+		errs := innerBatch(ctx, ms)
+		for _, err := range errs {
+			if _, ok := errors.AsType[*WaitingForReceiptError](err); ok {
+				waited.Add(1)
+			}
+		}
+		return errs
+	}
 	if err := os.MkdirAll(mail, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +205,8 @@ func TestEmailWorkersSendSideBySide(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	mail := filepath.Join(e.dir, "mail")
-	em := &Email{Store: e.store, JS: e.js, Dir: mail, Workers: workers, Backoff: testBackoff, Logger: testLogger(t),
+	// One email a batch, so that each worker takes one and the three are written side by side.
+	em := &Email{Store: e.store, JS: e.js, Dir: mail, Workers: workers, batch: 1, Backoff: testBackoff, Logger: testLogger(t),
 		beforeWrite: func(ctx context.Context, m *Message) error {
 			n := inWrite.Add(1)
 			defer inWrite.Add(-1)
