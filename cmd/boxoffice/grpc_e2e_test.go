@@ -36,8 +36,8 @@ type parityStep struct {
 	rpc, req, wrap string
 	newResp        func() proto.Message
 	// save names the variable that the answer's id is kept in; saveKey the one its plain API key
-	// ("key") is kept in.
-	save, saveKey string
+	// ("key") is kept in; saveToken the one its queue ticket's token is kept in.
+	save, saveKey, saveToken string
 	// as is the key both forms use: "admin", "client", "other" (a second client key: another
 	// sales channel), "$var" (a key saved by saveKey), or "" for the admin key on PutShow (admin
 	// only) and the client key elsewhere.
@@ -75,13 +75,17 @@ type outcome struct {
 }
 
 var (
-	idRE     = regexp.MustCompile(`\b(hld|ord|evt|key)_[a-z0-9]+`)
+	idRE     = regexp.MustCompile(`\b(hld|ord|evt|key|qtk)_[a-z0-9]+`)
 	timeRE   = regexp.MustCompile(`"\d{4}-\d\d-\d\dT[0-9:.]+Z"`)
 	ticketRE = regexp.MustCompile(`"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}"`)
 	showRE   = regexp.MustCompile(`parity-(rest|grpc)`)
 	secretRE = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
 	apiKeyRE = regexp.MustCompile(`"bo_[A-Za-z0-9]+"`)
 	detailRE = regexp.MustCompile(`"detail":"(?:[^"\\]|\\.)*"`)
+	// A queue ticket's token is signed over its show, and its wait counts down to the on-sale
+	// by the second between the two transports' calls.
+	tokenRE = regexp.MustCompile(`"token":"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"`)
+	waitRE  = regexp.MustCompile(`"estimated_wait_seconds":\d+`)
 )
 
 func normalize(s string) string {
@@ -90,6 +94,8 @@ func normalize(s string) string {
 	s = ticketRE.ReplaceAllString(s, `"<ticket>"`)
 	s = secretRE.ReplaceAllString(s, "whsec_<secret>")
 	s = apiKeyRE.ReplaceAllString(s, `"bo_<key>"`)
+	s = tokenRE.ReplaceAllString(s, `"token":"<token>"`)
+	s = waitRE.ReplaceAllString(s, `"estimated_wait_seconds":"<seconds>"`)
 	return showRE.ReplaceAllString(s, "<show>")
 }
 
@@ -135,6 +141,9 @@ func (st parityStep) keep(v map[string]any, vars map[string]string) {
 	if st.saveKey != "" {
 		vars[st.saveKey] = savedField(v, st.wrap, "key")
 	}
+	if st.saveToken != "" {
+		vars[st.saveToken] = savedField(v, st.wrap, "token")
+	}
 }
 
 func parityScenario() []parityStep {
@@ -156,6 +165,15 @@ func parityScenario() []parityStep {
 	keys := func() proto.Message { return &pb.ListApiKeysResponse{} }
 	revoked := func() proto.Message { return &pb.RevokeApiKeyResponse{} }
 	rotated := func() proto.Message { return &pb.RotateWebhookSecretResponse{} }
+	room := func() proto.Message { return &pb.PutWaitingRoomResponse{} }
+	getRoom := func() proto.Message { return &pb.GetWaitingRoomResponse{} }
+	roomGone := func() proto.Message { return &pb.DeleteWaitingRoomResponse{} }
+	joined := func() proto.Message { return &pb.JoinWaitingRoomResponse{} }
+	ticket := func() proto.Message { return &pb.GetQueueTicketResponse{} }
+	roomBody := `{"opens_at":"2027-02-01T10:00:00Z","admit_per_second":50}`
+	roomReq := `{"show_id":"$show","opens_at":"2027-02-01T10:00:00Z","admit_per_second":50}`
+	joinBody := `{"buyer":{"email":"q@example.com"}}`
+	joinReq := `{"show_id":"$show","buyer":{"email":"q@example.com"}}`
 	// The endpoints subscribe to hold.expired only, which no step makes (holds last 600s), so
 	// that the scenario never has the server deliver to hooks.example.com.
 	hookBody := `{"url":"https://hooks.example.com/boxoffice","event_types":["hold.expired"]}`
@@ -313,6 +331,42 @@ func parityScenario() []parityStep {
 			wrap: "webhook_endpoint", newResp: getWebhook, as: "admin", want: 404, wantGRPC: codes.NotFound},
 		{name: "no webhooks left", method: "GET", path: "/v1/webhook-endpoints", rpc: "ListWebhookEndpoints", req: `{}`,
 			newResp: webhooks, as: "admin", want: 200},
+
+		// A waiting room, last (from here on only admitted buyers may hold): its on-sale is far
+		// off, so every ticket waits and the draw keeps positions secret.
+		{name: "put waiting room", method: "PUT", path: "/v1/shows/$show/waiting-room", body: roomBody, rpc: "PutWaitingRoom", req: roomReq,
+			wrap: "waiting_room", newResp: room, as: "admin", want: 201},
+		{name: "put waiting room again", method: "PUT", path: "/v1/shows/$show/waiting-room", body: roomBody, rpc: "PutWaitingRoom", req: roomReq,
+			wrap: "waiting_room", newResp: room, as: "admin", want: 200},
+		{name: "put waiting room as client", method: "PUT", path: "/v1/shows/$show/waiting-room", body: roomBody, rpc: "PutWaitingRoom", req: roomReq,
+			wrap: "waiting_room", newResp: room, want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "bad waiting room", method: "PUT", path: "/v1/shows/$show/waiting-room", body: `{"opens_at":"2027-02-01T10:00:00Z","admit_per_second":0}`,
+			rpc: "PutWaitingRoom", req: `{"show_id":"$show","opens_at":"2027-02-01T10:00:00Z","admit_per_second":0}`,
+			wrap: "waiting_room", newResp: room, as: "admin", want: 400, wantGRPC: codes.InvalidArgument},
+		{name: "join the queue", method: "POST", path: "/v1/shows/$show/waiting-room/tickets", idem: "q1", body: joinBody, rpc: "JoinWaitingRoom", req: joinReq,
+			wrap: "queue_ticket", newResp: joined, want: 201, saveToken: "qtoken"},
+		{name: "join again", method: "POST", path: "/v1/shows/$show/waiting-room/tickets", idem: "q2", body: joinBody, rpc: "JoinWaitingRoom", req: joinReq,
+			wrap: "queue_ticket", newResp: joined, want: 200},
+		{name: "join without a key", method: "POST", path: "/v1/shows/$show/waiting-room/tickets", body: joinBody, rpc: "JoinWaitingRoom", req: joinReq,
+			wrap: "queue_ticket", newResp: joined, want: 400, wantGRPC: codes.InvalidArgument},
+		{name: "join a show without a room", method: "POST", path: "/v1/shows/nothing/waiting-room/tickets", idem: "q3", body: joinBody,
+			rpc: "JoinWaitingRoom", req: `{"show_id":"nothing","buyer":{"email":"q@example.com"}}`, wrap: "queue_ticket", newResp: joined,
+			want: 404, wantGRPC: codes.NotFound},
+		{name: "get waiting room", method: "GET", path: "/v1/shows/$show/waiting-room", rpc: "GetWaitingRoom", req: `{"show_id":"$show"}`,
+			wrap: "waiting_room", newResp: getRoom, want: 200},
+		{name: "get queue ticket", method: "GET", path: "/v1/waiting-room/tickets/$qtoken", rpc: "GetQueueTicket", req: `{"token":"$qtoken"}`,
+			wrap: "queue_ticket", newResp: ticket, want: 200},
+		{name: "forged queue ticket", method: "GET", path: "/v1/waiting-room/tickets/djF8eA.AAAAAAAAAAAAAAAAAAAAAA", rpc: "GetQueueTicket",
+			req: `{"token":"djF8eA.AAAAAAAAAAAAAAAAAAAAAA"}`, wrap: "queue_ticket", newResp: ticket},
+		{name: "hold without admission", method: "POST", path: "/v1/shows/$show/holds", idem: "q4", body: `{"tier_id":"ga","quantity":1,"buyer":{"email":"q@example.com"}}`,
+			rpc: "CreateHold", req: `{"show_id":"$show","tier_id":"ga","quantity":1,"buyer":{"email":"q@example.com"}}`, wrap: "hold", newResp: hold,
+			want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "delete waiting room", method: "DELETE", path: "/v1/shows/$show/waiting-room", rpc: "DeleteWaitingRoom", req: `{"show_id":"$show"}`,
+			newResp: roomGone, as: "admin", want: 204},
+		{name: "delete waiting room again", method: "DELETE", path: "/v1/shows/$show/waiting-room", rpc: "DeleteWaitingRoom", req: `{"show_id":"$show"}`,
+			newResp: roomGone, as: "admin", want: 404, wantGRPC: codes.NotFound},
+		{name: "deleted waiting room", method: "GET", path: "/v1/shows/$show/waiting-room", rpc: "GetWaitingRoom", req: `{"show_id":"$show"}`,
+			wrap: "waiting_room", newResp: getRoom, want: 404, wantGRPC: codes.NotFound},
 	}
 }
 
@@ -321,7 +375,8 @@ func parityScenario() []parityStep {
 // every step gives the same answer: the same data, the same SPEC error code and REST status, the
 // same replay marking. The script includes the sales channels (a second client key is refused
 // every hold and order of the first, which stay as they were), the admin-only feed, the API key
-// life cycle and a webhook secret rotation.
+// life cycle, a webhook secret rotation, and a waiting room (its put, a buyer's joins, a queue
+// ticket read by its token, a hold refused without an admission, its delete).
 func TestGRPCRESTParity(t *testing.T) {
 	srv := startServer(t, t.TempDir())
 	clientKey := srv.newClientKey(t)
@@ -361,7 +416,7 @@ func TestGRPCRESTParity(t *testing.T) {
 				doc = string(r.Body)
 				if st.wrap != "" {
 					extra := ""
-					if (st.rpc == "PutShow" || st.rpc == "PutWebhookEndpoint") && r.Status == 201 {
+					if (st.rpc == "PutShow" || st.rpc == "PutWebhookEndpoint" || st.rpc == "PutWaitingRoom" || st.rpc == "JoinWaitingRoom") && r.Status == 201 {
 						extra = `,"created":true`
 					}
 					doc = `{"` + st.wrap + `":` + doc + extra + `}`
@@ -431,6 +486,15 @@ func TestGRPCRESTParity(t *testing.T) {
 			// The detail names how the key travels: an HTTP header, or gRPC metadata.
 			if !strings.Contains(grpcOut.Body, "idempotency-key metadata") || strings.Contains(grpcOut.Body, "header") {
 				t.Errorf("%s: the gRPC detail does not name the idempotency-key metadata: %s", st.name, grpcOut.Body)
+			}
+			restOut.Body = detailRE.ReplaceAllString(restOut.Body, `"detail":"<transport's words>"`)
+			grpcOut.Body = detailRE.ReplaceAllString(grpcOut.Body, `"detail":"<transport's words>"`)
+		}
+		if restOut.Code == "not_admitted" && grpcOut.Code == restOut.Code {
+			// The detail says how to queue and where the token goes, in each transport's terms.
+			if !strings.Contains(grpcOut.Body, "JoinWaitingRoom") || !strings.Contains(grpcOut.Body, "queue-ticket metadata") ||
+				!strings.Contains(restOut.Body, "Queue-Ticket header") {
+				t.Errorf("%s: a detail does not say how to queue in its transport's terms:\nREST: %s\ngRPC: %s", st.name, restOut.Body, grpcOut.Body)
 			}
 			restOut.Body = detailRE.ReplaceAllString(restOut.Body, `"detail":"<transport's words>"`)
 			grpcOut.Body = detailRE.ReplaceAllString(grpcOut.Body, `"detail":"<transport's words>"`)
@@ -531,6 +595,16 @@ func requestFor(t *testing.T, method string) proto.Message {
 		return &pb.RevokeApiKeyRequest{}
 	case "RotateWebhookSecret":
 		return &pb.RotateWebhookSecretRequest{}
+	case "PutWaitingRoom":
+		return &pb.PutWaitingRoomRequest{}
+	case "GetWaitingRoom":
+		return &pb.GetWaitingRoomRequest{}
+	case "DeleteWaitingRoom":
+		return &pb.DeleteWaitingRoomRequest{}
+	case "JoinWaitingRoom":
+		return &pb.JoinWaitingRoomRequest{}
+	case "GetQueueTicket":
+		return &pb.GetQueueTicketRequest{}
 	}
 	t.Fatalf("no request type for %s", method)
 	return nil
