@@ -44,6 +44,9 @@ type EventTx interface {
 	// EventByID returns the event with that id from the outbox, or ENOTFOUND. Consumers check a
 	// message from the bus against it, so that a message nobody committed causes nothing.
 	EventByID(ctx context.Context, id string) (*Event, error)
+	// EventsByID returns the events with those ids that exist, in no order: how a consumer checks
+	// a batch of messages against the outbox in one read.
+	EventsByID(ctx context.Context, ids []string) ([]*Event, error)
 	// EventsOfSubject returns up to limit events of subject in Seq order: an order's history,
 	// and how a consumer finds the earlier event of a subject it must apply first.
 	EventsOfSubject(ctx context.Context, subject string, limit int) ([]*Event, error)
@@ -60,6 +63,9 @@ type EventTx interface {
 	InsertInboxEvent(ctx context.Context, consumer, eventID string, at time.Time) error
 	// InboxHas says whether consumer has applied the event eventID.
 	InboxHas(ctx context.Context, consumer, eventID string) (bool, error)
+	// InboxApplied returns those of eventIDs that consumer has applied, in no order: InboxHas for
+	// a batch of messages in one read.
+	InboxApplied(ctx context.Context, consumer string, eventIDs []string) ([]string, error)
 	// SweepInbox deletes up to limit inbox rows applied before before and returns how many: the
 	// inbox must outlive any redelivery of an event, not the events themselves.
 	SweepInbox(ctx context.Context, before time.Time, limit int) (int, error)

@@ -488,39 +488,51 @@ func (r *runner) apply(ctx context.Context, m *Message) (skipped bool, err error
 	return false, r.handle(ctx, m)
 }
 
-// check reads, in one transaction, whether the inbox has each message's event (done) and
-// otherwise confirms the message against the store's event (see apply); a message that is
-// neither done nor confirmed has its error, and one that is confirmed is marked inboxChecked.
+// check reads, in one transaction of two queries, whether the inbox has each message's event
+// (done) and otherwise confirms the message against the store's event (see apply); a message
+// that is neither done nor confirmed has its error, and one that is confirmed is marked
+// inboxChecked.
 func (r *runner) check(ctx context.Context, ms []*Message) (done []bool, errs []error) {
 	done, errs = make([]bool, len(ms)), make([]error, len(ms))
-	stored := make([]*boxoffice.Event, len(ms))
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	applied := make(map[string]bool, len(ms))
+	stored := make(map[string]*boxoffice.Event, len(ms))
 	err := r.store.View(ctx, func(tx boxoffice.Tx) error {
-		for i, m := range ms {
-			var err error
-			if done[i], err = tx.InboxHas(ctx, r.name, m.ID); err != nil {
-				return err
-			}
-			if done[i] {
-				continue
-			}
-			if stored[i], err = tx.EventByID(ctx, m.ID); boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-				errs[i] = Permanent(fmt.Errorf("event %s is not in the store's outbox: a message no server committed", m.ID))
-			} else if err != nil {
-				return err
+		got, err := tx.InboxApplied(ctx, r.name, ids)
+		if err != nil {
+			return err
+		}
+		var rest []string
+		for _, id := range got {
+			applied[id] = true
+		}
+		for _, id := range ids {
+			if !applied[id] {
+				rest = append(rest, id)
 			}
 		}
-		return nil
+		evs, err := tx.EventsByID(ctx, rest)
+		for _, ev := range evs {
+			stored[ev.ID] = ev
+		}
+		return err
 	})
 	for i, m := range ms {
 		switch {
 		case err != nil:
-			done[i], errs[i] = false, fmt.Errorf("read inbox: %w", err)
-		case done[i]:
+			errs[i] = fmt.Errorf("read inbox: %w", err)
+		case applied[m.ID]:
+			done[i] = true
 			if r.onSkip != nil {
 				r.onSkip()
 			}
-		case errs[i] == nil:
-			if err := confirm(m, stored[i]); err != nil {
+		case stored[m.ID] == nil:
+			errs[i] = Permanent(fmt.Errorf("event %s is not in the store's outbox: a message no server committed", m.ID))
+		default:
+			if err := confirm(m, stored[m.ID]); err != nil {
 				errs[i] = Permanent(err)
 			} else {
 				m.inboxChecked = true

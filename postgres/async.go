@@ -20,7 +20,8 @@ const (
 	// would abort the transaction, whose effect the consumer may still want to commit.
 	sInsertInbox = `INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $2, $3)
 		ON CONFLICT DO NOTHING`
-	sInboxHas = `SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)`
+	sInboxHas     = `SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)`
+	sInboxApplied = `SELECT event_id FROM inbox WHERE consumer = $1 AND event_id = ANY($2)`
 )
 
 // RelayCheckpoint implements boxoffice.Tx.
@@ -54,6 +55,26 @@ func (t *tx) InsertInboxEvent(ctx context.Context, consumer, eventID string, at 
 		return conflict("record %s applied event %q", consumer, eventID)
 	}
 	return nil
+}
+
+// InboxApplied implements boxoffice.Tx.
+func (t *tx) InboxApplied(ctx context.Context, consumer string, eventIDs []string) ([]string, error) {
+	if len(eventIDs) == 0 {
+		return nil, nil
+	}
+	var applied []string
+	_, err := t.eachRow(ctx, func(rows pgx.Rows) error {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		applied = append(applied, id)
+		return nil
+	}, sInboxApplied, consumer, eventIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read inbox of %s: %w", consumer, err)
+	}
+	return applied, nil
 }
 
 // InboxHas implements boxoffice.Tx.

@@ -59,6 +59,14 @@ func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Even
 	return t.events(ctx, "events at positions", sEventsAt, positions)
 }
 
+// EventsByID implements boxoffice.Tx.
+func (t *tx) EventsByID(ctx context.Context, ids []string) ([]*boxoffice.Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return t.events(ctx, "events by id", sEventsByID, ids)
+}
+
 // ListEvents implements boxoffice.Tx. Events come by position. PostgreSQL hands out positions
 // at insert, so, unlike on SQLite, position order is commit order only among committed events;
 // see AppendEvent for what that asks of a reader.

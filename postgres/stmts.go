@@ -211,6 +211,7 @@ const (
 	sListEvents = `SELECT ` + eventCols + ` FROM events WHERE position > $1 ORDER BY position LIMIT $2`
 	sEventByID  = `SELECT ` + eventCols + ` FROM events WHERE id = $1`
 	sEventsAt   = `SELECT ` + eventCols + ` FROM events WHERE position = ANY($1) ORDER BY position`
+	sEventsByID = `SELECT ` + eventCols + ` FROM events WHERE id = ANY($1)`
 	// UNIQUE (subject, seq) is the index.
 	sEventsOfSubject = `SELECT ` + eventCols + ` FROM events WHERE subject = $1 ORDER BY seq LIMIT $2`
 )

@@ -64,6 +64,31 @@ func (t *tx) InsertInboxEvent(ctx context.Context, consumer, eventID string, at 
 	return nil
 }
 
+// InboxApplied implements boxoffice.Tx.
+func (t *tx) InboxApplied(ctx context.Context, consumer string, eventIDs []string) ([]string, error) {
+	if len(eventIDs) == 0 {
+		return nil, nil
+	}
+	list, err := json.Marshal(eventIDs)
+	if err != nil {
+		return nil, err
+	}
+	var applied []string
+	rows, err := t.query(ctx, sInboxApplied, consumer, string(list))
+	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		applied = append(applied, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read inbox of %s: %w", consumer, err)
+	}
+	return applied, nil
+}
+
 // InboxHas implements boxoffice.Tx.
 func (t *tx) InboxHas(ctx context.Context, consumer, eventID string) (bool, error) {
 	var n int

@@ -78,6 +78,18 @@ func scanEvent(sc scanner) (*boxoffice.Event, error) {
 	return &e, nil
 }
 
+// EventsByID implements boxoffice.Tx.
+func (t *tx) EventsByID(ctx context.Context, ids []string) ([]*boxoffice.Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	return t.events(ctx, "events by id", sEventsByID, string(list))
+}
+
 // EventByID implements boxoffice.Tx.
 func (t *tx) EventByID(ctx context.Context, id string) (*boxoffice.Event, error) {
 	e, err := scanEvent(t.queryRow(ctx, sEventByID, id))

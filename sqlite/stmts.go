@@ -60,6 +60,8 @@ const (
 	sListEvents
 	sEventsAt
 	sEventByID
+	sEventsByID
+	sInboxApplied
 	sEventsOfSubject
 	sEventsSeq
 
@@ -231,7 +233,10 @@ var stmtSQL = [numStmts]string{
 	sListEvents: `SELECT ` + eventCols + ` FROM events WHERE position > ? ORDER BY position LIMIT ?`,
 	sEventsAt: `SELECT ` + eventCols + ` FROM events
 		WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position`,
-	sEventByID: `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
+	sEventByID:  `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
+	sEventsByID: `SELECT ` + eventCols + ` FROM events WHERE id IN (SELECT value FROM json_each(?))`,
+	sInboxApplied: `SELECT event_id FROM inbox
+		WHERE consumer = ? AND event_id IN (SELECT value FROM json_each(?))`,
 	// UNIQUE (subject, seq) is the index.
 	sEventsOfSubject: `SELECT ` + eventCols + ` FROM events WHERE subject = ? ORDER BY seq LIMIT ?`,
 	// AUTOINCREMENT's counter: the highest position ever assigned, also by a rolled-back insert.

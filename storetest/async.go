@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,6 +48,17 @@ func testRelayCheckpointAndInbox(t *testing.T, db boxoffice.Store) {
 			if got, err := tx.InboxHas(ctx, c.consumer, c.id); err != nil || got != c.want {
 				t.Errorf("InboxHas(%s, %s) = %v, %v; want %v", c.consumer, c.id, got, err, c.want)
 			}
+		}
+		// The batch form: only the consumer's own rows, only the ids asked for.
+		got, err := tx.InboxApplied(ctx, "email", []string{"evt_2", "evt_1", "evt_9"})
+		if err != nil || !slices.Equal(got, []string{"evt_1"}) {
+			t.Errorf("InboxApplied(email, evt_2 evt_1 evt_9) = %v, %v; want [evt_1]", got, err)
+		}
+		if got, err := tx.InboxApplied(ctx, "other", []string{"evt_1"}); err != nil || len(got) != 0 {
+			t.Errorf("InboxApplied(other, evt_1) = %v, %v; want none", got, err)
+		}
+		if got, err := tx.InboxApplied(ctx, "email", nil); err != nil || len(got) != 0 {
+			t.Errorf("InboxApplied(email, none) = %v, %v; want none", got, err)
 		}
 		return nil
 	})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -960,6 +961,23 @@ func testEvents(t *testing.T, db boxoffice.Store) {
 		}
 		_, err = tx.EventByID(ctx, "evt_nope")
 		wantCode(t, err, boxoffice.ENOTFOUND)
+		// The batch form: the ones that exist, whole, in any order.
+		byID, err := tx.EventsByID(ctx, []string{"evt_4", "evt_nope", "evt_3"})
+		if err != nil || len(byID) != 2 {
+			t.Errorf("EventsByID(evt_4 evt_nope evt_3) = %+v, %v; want evt_3 and evt_4", byID, err)
+		} else {
+			for _, e := range byID {
+				i := slices.IndexFunc(appended, func(a *boxoffice.Event) bool { return a.ID == e.ID })
+				if i < 0 || (e.ID != "evt_3" && e.ID != "evt_4") || e.Position != appended[i].Position || e.Seq != appended[i].Seq ||
+					e.Subject != appended[i].Subject || e.Type != appended[i].Type || !bytes.Equal(e.Data, appended[i].Data) ||
+					!e.CreatedAt.Equal(appended[i].CreatedAt.Truncate(time.Microsecond)) {
+					t.Errorf("EventsByID gave %+v; want one of evt_3, evt_4 as appended", e)
+				}
+			}
+		}
+		if none, err := tx.EventsByID(ctx, nil); err != nil || len(none) != 0 {
+			t.Errorf("EventsByID(none) = %v, %v", none, err)
+		}
 
 		// EventsOfSubject: the subject's events only, by seq, up to limit.
 		of, err := tx.EventsOfSubject(ctx, "ord_a", 10)
