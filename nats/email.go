@@ -38,14 +38,16 @@ const EmailConsumer = "email"
 // written under the event id (temp file + rename, so a redelivery after a crash rewrites the same
 // file and never leaves a torn one), the event id goes into the inbox, and only after that commit
 // is the message acked. A crash at any point leaves either no file, or the one file with or
-// without its inbox row, and the redelivery converges on one file and one row. Over SMTP the
+// without its inbox row, and the redelivery converges on one file and one row. Files go in
+// batches (applyBatch): every file of a batch is on disk before any of their inbox rows commits,
+// so the same holds for each. Over SMTP the
 // inbox row is written only after the server accepted the message (250 after DATA), so a failed
 // send records nothing and is retried; see apply for the one window that can send twice.
 //
 // One failing email does not hold back the others: the consumer lets EmailMaxAckPending messages
 // be in flight or waiting for their retry, so while a receipt waits out its back-off (a refused
-// address, a mailbox over quota) the ones behind it go out; and each server writes or sends
-// Workers emails at once. What must stay in order is one order's
+// address, a mailbox over quota) the ones behind it go out; and each server sends Workers emails
+// at once, or writes Workers batches of files at once. What must stay in order is one order's
 // two emails: a cancellation notice never goes out before its order's receipt. apply checks that
 // with the store (see receiptFirst): a cancellation whose receipt has not gone out yet fails with
 // a retryable error and waits along the schedule like any failure; if the receipt is finally
@@ -117,9 +119,9 @@ func (e *Email) Run(ctx context.Context) error {
 	return e.runner().loopN(ctx, e.workers(), e.consumer)
 }
 
-// DefaultEmailWorkers is how many emails one server writes or sends at once. Each waits mostly on
-// a disk or an SMTP server, and the inbox records of several commit together in the store, so a
-// few side by side go several times as fast as one; more than a few only take CPU from the sale.
+// DefaultEmailWorkers is how many emails one server sends at once over SMTP, or how many batches of
+// files it writes at once. Each waits mostly on a disk or an SMTP server, so a few side by side go
+// several times as fast as one; more than a few only take CPU from the sale.
 const DefaultEmailWorkers = 4
 
 func (e *Email) workers() int {
