@@ -73,14 +73,7 @@ func TestEmailWritesInBatches(t *testing.T) {
 	}
 	stop := run(func(ctx context.Context) error { return r.loop(ctx, em.consumer) })
 	defer stop()
-	eventually(t, "every receipt in the inbox", func() bool {
-		for _, ev := range evs {
-			if !inboxHas(t, e.store, EmailConsumer, ev.ID) {
-				return false
-			}
-		}
-		return true
-	})
+	eventually(t, "every receipt in the inbox", func() bool { return allInInbox(t, e.store, evs) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -252,54 +252,6 @@ var errConsumerGone = errors.New("consumer gone")
 // deleted consumer just finds no messages.
 const infoEvery = 30 * time.Second
 
-// run fetches and applies the messages of cons one at a time.
-func (r *runner) run(ctx context.Context, cons jetstream.Consumer) error {
-	if r.batch != nil {
-		return r.runBatches(ctx, cons)
-	}
-	wait := r.fetchWait
-	if wait <= 0 {
-		wait = time.Second
-	}
-	lastCheck := time.Now()
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if isConsumerGone(err) {
-				return errConsumerGone
-			}
-			r.log.Warn("consumer: fetch", "consumer", r.name, "err", err)
-			sleep(ctx, time.Second)
-			continue
-		}
-		got := false
-		for msg := range batch.Messages() {
-			got = true
-			if err := r.process(ctx, msg); err != nil {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && ctx.Err() == nil {
-			if isConsumerGone(err) {
-				return errConsumerGone
-			}
-			if !errors.Is(err, context.Canceled) {
-				r.log.Debug("consumer: fetch batch", "consumer", r.name, "err", err)
-			}
-		}
-		if !got && time.Since(lastCheck) > infoEvery {
-			lastCheck = time.Now()
-			if _, err := cons.Info(ctx); isConsumerGone(err) {
-				return errConsumerGone
-			}
-		}
-	}
-	return nil
-}
-
 func isConsumerGone(err error) bool {
 	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
 }
@@ -311,9 +263,9 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) error {
 	// third of AckWait that this server still works on it: an apply slower than AckWait (an SMTP
 	// server or a webhook receiver taking its time, a dead-letter publish waiting out a leader
 	// election) is not handed to another server meanwhile, which would apply it a second time.
-	held := r.hold(msg)
+	held := r.holdAll([]jetstream.Msg{msg})
 	defer held.release()
-	msg = held
+	msg = held.msgs[0]
 	m, attempt, streamSeq, ok := r.decode(ctx, msg)
 	if !ok {
 		return nil
@@ -400,76 +352,33 @@ func (r *runner) settle(ctx context.Context, msg jetstream.Msg, m *Message, atte
 	return nil
 }
 
-// hold returns msg wrapped so that InProgress is sent for it every r.ackWait/3 until it is
-// settled (Ack, Nak, NakWithDelay, Term, TermWithReason) or released. With no ackWait it sends
-// nothing.
-//
-// A progress report is best effort: a server cut off from NATS cannot send it, and then JetStream
-// redelivers after AckWait to a server that can reach it, which is the point. The inbox makes that
-// second apply harmless for the email files; for SMTP and webhooks it is the at-least-once window
-// their receivers already have to handle (the same Message-ID, the same webhook-id).
-func (r *runner) hold(msg jetstream.Msg) *heldMsg {
-	h := &heldMsg{Msg: msg, stop: make(chan struct{}), done: make(chan struct{})}
-	every := r.ackWait / 3
-	if every <= 0 {
-		close(h.done)
-		return h
-	}
-	go func() {
-		defer close(h.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-h.stop:
-				return
-			case <-t.C:
-				if err := h.Msg.InProgress(); err != nil {
-					// A closed connection: nothing more can be said, and the message will go to
-					// whoever can still ack it.
-					r.log.Debug("consumer: progress report", "consumer", r.name, "err", err)
-				}
-			}
-		}
-	}()
-	return h
-}
-
-// heldMsg is a message whose progress is being reported (runner.hold). Settling it stops the
-// reports first, so that none is sent after the ack: JetStream ignores one for a settled message,
-// but one racing a Nak would be a report about a message this server has given back.
-type heldMsg struct {
+// settleFirst is a message that calls before ahead of every way of settling it (Ack, Nak,
+// NakWithDelay, Term, TermWithReason): how heldBatch stops reporting progress for a
+// message before it is settled.
+type settleFirst struct {
 	jetstream.Msg
-	once       sync.Once
-	stop, done chan struct{}
+	before func()
 }
 
-// release stops the progress reports and waits until the last one is sent; it may be called
-// more than once.
-func (h *heldMsg) release() {
-	h.once.Do(func() { close(h.stop) })
-	<-h.done
+// Ack implements jetstream.Msg.
+func (m settleFirst) Ack() error { m.before(); return m.Msg.Ack() }
+
+// Nak implements jetstream.Msg.
+func (m settleFirst) Nak() error { m.before(); return m.Msg.Nak() }
+
+// NakWithDelay implements jetstream.Msg.
+func (m settleFirst) NakWithDelay(delay time.Duration) error {
+	m.before()
+	return m.Msg.NakWithDelay(delay)
 }
 
-// Ack stops the progress reports and acks.
-func (h *heldMsg) Ack() error { h.release(); return h.Msg.Ack() }
+// Term implements jetstream.Msg.
+func (m settleFirst) Term() error { m.before(); return m.Msg.Term() }
 
-// Nak stops the progress reports and hands the message back.
-func (h *heldMsg) Nak() error { h.release(); return h.Msg.Nak() }
-
-// NakWithDelay stops the progress reports and hands the message back after delay.
-func (h *heldMsg) NakWithDelay(delay time.Duration) error {
-	h.release()
-	return h.Msg.NakWithDelay(delay)
-}
-
-// Term stops the progress reports and terminates the message.
-func (h *heldMsg) Term() error { h.release(); return h.Msg.Term() }
-
-// TermWithReason stops the progress reports and terminates the message with reason.
-func (h *heldMsg) TermWithReason(reason string) error {
-	h.release()
-	return h.Msg.TermWithReason(reason)
+// TermWithReason implements jetstream.Msg.
+func (m settleFirst) TermWithReason(reason string) error {
+	m.before()
+	return m.Msg.TermWithReason(reason)
 }
 
 // apply applies m unless the inbox says it was applied; skipped reports that it was. The message

@@ -238,14 +238,7 @@ func TestEmailWorkersSendSideBySide(t *testing.T) {
 	eventually(t, "every receipt is written", func() bool { return len(mailFiles(t, mail)) == len(evs) })
 	// A receipt's file is written before its inbox row commits: stopping at once could cancel a
 	// worker between the two (its message is then simply delivered again).
-	eventually(t, "every receipt is in the inbox", func() bool {
-		for _, ev := range evs {
-			if !inboxHas(t, e.store, EmailConsumer, ev.ID) {
-				return false
-			}
-		}
-		return true
-	})
+	eventually(t, "every receipt is in the inbox", func() bool { return allInInbox(t, e.store, evs) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

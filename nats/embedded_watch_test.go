@@ -8,19 +8,27 @@ import (
 	"boxoffice/internal/checkfor"
 )
 
-// TestJetStreamComesBackAfterTurningItselfOff: nats-server turns JetStream off on a full disk
-// (handleOutOfSpace calls ShutdownJetStream) and never on again. Done here the same way, the
-// async side must say it is not ready, turn JetStream on again from its files, and go on
-// relaying and writing receipts: orders confirmed before and while it was off all get theirs.
-func TestJetStreamComesBackAfterTurningItselfOff(t *testing.T) {
-	e := newEnv(t)
-	mail := t.TempDir()
+// startWatched starts the async side on the embedded server, with its receipts under mail and a
+// short email retry, for the tests of keepJetStream; it stops when the test ends.
+func startWatched(t *testing.T) (e *env, a *Async, mail string) {
+	t.Helper()
+	e = newEnv(t)
+	mail = t.TempDir()
 	a, err := StartAsync(AsyncConfig{NATS: "embedded", DataDir: t.TempDir(), MailDir: mail, Store: e.store,
 		Tuning: &AsyncTuning{EmailBackoff: []time.Duration{50 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Stop()
+	t.Cleanup(a.Stop)
+	return e, a, mail
+}
+
+// TestJetStreamComesBackAfterTurningItselfOff: nats-server turns JetStream off on a full disk
+// (handleOutOfSpace calls ShutdownJetStream) and never on again. Done here the same way, the
+// async side must say it is not ready, turn JetStream on again from its files, and go on
+// relaying and writing receipts: orders confirmed before and while it was off all get theirs.
+func TestJetStreamComesBackAfterTurningItselfOff(t *testing.T) {
+	e, a, mail := startWatched(t)
 	before := e.confirmOrders(t, 3)
 	checkfor.Until(t, 30*time.Second, 20*time.Millisecond, "the first receipts", func() bool {
 		return len(mailFiles(t, mail)) == len(before)
@@ -46,14 +54,7 @@ func TestJetStreamComesBackAfterTurningItselfOff(t *testing.T) {
 // account's off, which answers every request "not enabled for account" for good. Made here
 // directly, the async side must say it is not ready, repair it, and deliver every receipt.
 func TestJetStreamRepairsAnAccountLeftOff(t *testing.T) {
-	e := newEnv(t)
-	mail := t.TempDir()
-	a, err := StartAsync(AsyncConfig{NATS: "embedded", DataDir: t.TempDir(), MailDir: mail, Store: e.store,
-		Tuning: &AsyncTuning{EmailBackoff: []time.Duration{50 * time.Millisecond}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop()
+	e, a, mail := startWatched(t)
 	before := e.confirmOrders(t, 2)
 	checkfor.Until(t, 30*time.Second, 20*time.Millisecond, "the first receipts", func() bool {
 		return len(mailFiles(t, mail)) == len(before)

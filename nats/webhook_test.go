@@ -118,6 +118,17 @@ func inboxHas(t *testing.T, store boxoffice.Store, consumer, eventID string) boo
 	return has
 }
 
+// allInInbox says whether the email consumer's inbox has every one of evs.
+func allInInbox(t *testing.T, store boxoffice.Store, evs []*boxoffice.Event) bool {
+	t.Helper()
+	for _, ev := range evs {
+		if !inboxHas(t, store, EmailConsumer, ev.ID) {
+			return false
+		}
+	}
+	return true
+}
+
 // receiver is a webhook receiver on 127.0.0.1 that verifies every delivery as a partner would,
 // with its own implementation of the Standard Webhooks signature, and records what it got. Each
 // endpoint gets its own path.
