@@ -118,7 +118,7 @@ type batchItem struct {
 	streamSeq uint64
 }
 
-// processBatch applies and settles msgs (see runBatches). Only a test hook's error or a handler's
+// processBatch applies and settles msgs (see run). Only a test hook's error or a handler's
 // stopError is returned.
 func (r *runner) processBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	held := r.holdAll(msgs)

@@ -168,7 +168,7 @@ type runner struct {
 	handle  func(ctx context.Context, m *Message) error
 	// batch, when set, applies several checked messages at once and records each one applied in
 	// the inbox, all in one transaction; it returns one error per message, nil for one applied
-	// and recorded. With it the consumer runs in batches (runBatches). batchSize bounds a batch;
+	// and recorded. With it the consumer runs in batches (see run). batchSize bounds a batch;
 	// 0 means DefaultConsumerBatch.
 	batch     func(ctx context.Context, ms []*Message) []error
 	batchSize int
