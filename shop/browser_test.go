@@ -421,7 +421,8 @@ func TestPayExpiredHoldInBrowser(t *testing.T) {
 		tab := bt.New(t, browserBudget)
 		clk := &clock{}
 		s := startServerWith(t, open, serverOptions{Clock: clk})
-		s.seatedShow(t, "gala", 50) // holds last the default ten minutes
+		s.seatedShow(t, "gala", 50)       // holds last the default ten minutes
+		holdCheckEvery(t, tab, time.Hour) // the page must still show the hold when Pay is pressed
 		signIn(t, tab, s, "gala", "fay@example.com")
 
 		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-3"))),
@@ -467,6 +468,60 @@ func TestPayExpiredHoldInBrowser(t *testing.T) {
 		charges := s.sim.Charges()
 		if len(orders) != 1 || orders[0].Status != boxoffice.OrderConfirmed || len(charges) != 1 || charges[0].ID != orders[0].ChargeID {
 			t.Errorf("orders %+v and charges %+v, want one of each, the second hold's", orders, charges)
+		}
+	})
+}
+
+// holdCheckEvery sets how often the page asks the server about the hold it shows, in every
+// document the tab opens.
+func holdCheckEvery(t *testing.T, tab context.Context, every time.Duration) {
+	t.Helper()
+	src := fmt.Sprintf("window.boxofficeShopHoldCheckMs = %d;", every.Milliseconds())
+	if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: src}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHoldEndedByTheServerInBrowser: the server ends a hold the page shows, first by its own
+// clock's expiry and then, for a second hold, by a release made elsewhere (another window, the
+// channel's API). Without a click, the page says so, drops the hold and shows the seats free;
+// nothing is charged.
+func TestHoldEndedByTheServerInBrowser(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		tab := bt.New(t, browserBudget)
+		clk := &clock{}
+		s := startServerWith(t, open, serverOptions{Clock: clk})
+		s.seatedShow(t, "gala", 50)
+		holdCheckEvery(t, tab, 300*time.Millisecond)
+		signIn(t, tab, s, "gala", "hal@example.com")
+
+		bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-1"))), chromedp.Click(chromedp.CSS(seat("A-1-1"))),
+			chromedp.Click(chromedp.ID("hold-selected")), chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-1")
+		clk.Advance(10*time.Minute + time.Second)
+		if _, err := s.svc.ExpireDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		bt.WaitContains(t, tab, "#message", "Your hold ran out")
+		bt.Run(t, tab, chromedp.WaitNotVisible(chromedp.ID("hold")), chromedp.WaitVisible(chromedp.ID("sale")))
+		bt.WaitTrue(t, tab, "the seat is free again on the map", seatFree("A-1-1"))
+
+		bt.Run(t, tab, chromedp.Click(chromedp.CSS(seat("A-1-2"))), chromedp.Click(chromedp.ID("hold-selected")),
+			chromedp.WaitVisible(chromedp.ID("hold")))
+		bt.WaitText(t, tab, "#hold-seats", "A-1-2")
+		// Released elsewhere: by the admin key, as another window or the channel's API would.
+		admin := &boxoffice.Principal{KeyID: boxoffice.AdminKeyID, Role: boxoffice.RoleAdmin}
+		if err := s.svc.ReleaseHold(context.Background(), admin, s.seatHold(t, "gala", "A-1-2")); err != nil {
+			t.Fatal(err)
+		}
+		bt.WaitContains(t, tab, "#message", "Your hold was released")
+		bt.Run(t, tab, chromedp.WaitNotVisible(chromedp.ID("hold")), chromedp.WaitVisible(chromedp.ID("sale")))
+		bt.WaitTrue(t, tab, "the seat is free again on the map", seatFree("A-1-2"))
+		if got := s.sim.Charges(); len(got) != 0 {
+			t.Fatalf("charges: %+v, want none", got)
+		}
+		if got := s.orders(t, "gala"); len(got) != 0 {
+			t.Fatalf("orders: %+v, want none", got)
 		}
 	})
 }

@@ -208,8 +208,8 @@ func (s *server) waitingRoom(t *testing.T, id string) {
 	}
 }
 
-// takenSeats returns the ids of the show's seats in state, sorted by rank.
-func (s *server) takenSeats(t *testing.T, showID string, state boxoffice.SeatState) []string {
+// seats returns the show's seats, sorted by rank.
+func (s *server) seats(t *testing.T, showID string) []boxoffice.Seat {
 	t.Helper()
 	var seats []boxoffice.Seat
 	err := s.store.View(context.Background(), func(tx boxoffice.Tx) (err error) {
@@ -219,6 +219,26 @@ func (s *server) takenSeats(t *testing.T, showID string, state boxoffice.SeatSta
 	if err != nil {
 		t.Fatal(err)
 	}
+	return seats
+}
+
+// seatHold returns the id of the hold that has the show's seat, failing the test when none has.
+func (s *server) seatHold(t *testing.T, showID, seatID string) string {
+	t.Helper()
+	seats := s.seats(t, showID)
+	for _, seat := range seats {
+		if seat.ID == seatID && seat.HoldID != "" {
+			return seat.HoldID
+		}
+	}
+	t.Fatalf("no hold has seat %s of show %s", seatID, showID)
+	return ""
+}
+
+// takenSeats returns the ids of the show's seats in state, sorted by rank.
+func (s *server) takenSeats(t *testing.T, showID string, state boxoffice.SeatState) []string {
+	t.Helper()
+	seats := s.seats(t, showID)
 	var ids []string
 	for _, seat := range seats {
 		if seat.State == state {

@@ -461,12 +461,52 @@
       return;
     }
     timers.hold = setTimeout(holdTick, 1000);
+    if (!timers.holdCheck) timers.holdCheck = setTimeout(checkHold, holdCheckMs);
+  }
+
+  // holdCheckMs is how often the page asks the server about the hold it shows: the server may end
+  // it before the countdown does (its clock, another window's release or payment), and the buyer
+  // should hear so then, not only when they press Pay. Tests shorten it, or stretch it to see Pay
+  // meet a hold the page still shows.
+  const holdCheckMs = window.boxofficeShopHoldCheckMs || 5000;
+
+  async function checkHold() {
+    timers.holdCheck = null;
+    const h = st.hold;
+    if (!h) return;
+    if (st.busy) { // paying: the payment's answer says what became of the hold
+      timers.holdCheck = setTimeout(checkHold, holdCheckMs);
+      return;
+    }
+    let res;
+    try {
+      res = await call("GET", "/holds/" + encodeURIComponent(h.id));
+    } catch (_) {
+      res = { status: 0 };
+    }
+    if (st.hold !== h || st.busy) {
+      if (st.hold) timers.holdCheck = setTimeout(checkHold, holdCheckMs);
+      return;
+    }
+    const status = res.status === 200 ? res.data.status : res.status === 404 ? "gone" : "active";
+    if (status === "active") {
+      timers.holdCheck = setTimeout(checkHold, holdCheckMs);
+      return;
+    }
+    say({
+      expired: "Your hold ran out, and the tickets went back on sale.",
+      released: "Your hold was released, and the tickets went back on sale.",
+      confirmed: "This hold was paid for in another window: its tickets are in that window's order.",
+    }[status] || "Your hold is no longer there; choose again.", status === "confirmed" ? "info" : undefined);
+    endHold();
   }
 
   function endHold() {
     st.hold = null;
     sessionStorage.removeItem(holdKey);
     clearTimeout(timers.hold);
+    clearTimeout(timers.holdCheck);
+    timers.holdCheck = null;
     show("hold", false);
     show("sale", true);
     admissionTick();
@@ -521,6 +561,8 @@
 
   function paid(order) {
     clearTimeout(timers.hold);
+    clearTimeout(timers.holdCheck);
+    timers.holdCheck = null;
     st.hold = null;
     sessionStorage.removeItem(holdKey);
     show("hold", false);
