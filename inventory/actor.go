@@ -689,8 +689,14 @@ func underSavepoint(ctx context.Context, tx boxoffice.Tx, i int, part func() err
 // stepNet runs a command of a netted batch: its change, decided on memory, goes into net.
 func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[tierRef]boxoffice.TierCounts, net map[tierRef]boxoffice.CountChange, i int, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	if !fits(cur, c) {
-		// Only a reservation may not fit (sold out, answered above); a release or a sale that
-		// does not fit means memory is wrong.
+		// Only a reservation may not fit (sold out, answered above). A release or a sale that
+		// does not fit is either a repeat whose conditional write finds nothing left to do (a
+		// second driver settling an order settled already: its write says so, and it changes no
+		// count) or a sign that memory is wrong. The write tells them apart; judged on memory
+		// alone, every repeat had made the whole batch run again command by command.
+		if err := underSavepoint(ctx, tx, i, func() error { return callWrite(write, tx) }); err != nil {
+			return err
+		}
 		return txFailed{errStale}
 	}
 	if err := underSavepoint(ctx, tx, i, func() error { return callWrite(write, tx) }); err != nil {

@@ -1,9 +1,11 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -513,6 +515,78 @@ func TestActorCorrectsStaleMemory(t *testing.T) {
 		t.Errorf("held %d, want 5", c.Held)
 	}
 	verify(t, st)
+}
+
+// TestActorRepeatedReleaseIsNotStaleMemory: a release (or a sale) that does not fit the counts in
+// memory is a repeat when its conditional write finds nothing to do — a second driver settling
+// an order already settled — and is refused alone, with no count changed and without running the
+// batch again command by command. When its write does succeed, memory is wrong, and the batch
+// runs again on the store's counts.
+func TestActorRepeatedReleaseIsNotStaleMemory(t *testing.T) {
+	st := openSQLite(t)
+	putShow(t, st, "s", 5)
+	var logs syncBuffer
+	inv, err := NewActor(st, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := inv.(*Actor)
+	t.Cleanup(func() { a.Close() })
+	ctx := context.Background()
+	h, err := reserve(ctx, a, "s", "a", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := release(ctx, a, h); err != nil {
+		t.Fatal(err)
+	}
+	// The same release again: memory has nothing held, and the hold is released already.
+	if err := release(ctx, a, h); !errors.Is(err, errNotDue) {
+		t.Fatalf("repeated release: %v, want errNotDue", err)
+	}
+	if strings.Contains(logs.String(), "differ from memory") {
+		t.Fatalf("a repeat was taken for stale memory:\n%s", logs.String())
+	}
+	if c := tierCounts(t, st, "s", "a"); c.Held != 0 || c.Sold != 0 {
+		t.Fatalf("counts %+v after a release and its repeat, want nothing held", c)
+	}
+
+	// Another writer holds a ticket behind the actor's back, and the actor is asked to release
+	// it: memory says nothing is held, the write succeeds, so memory is what was wrong.
+	other := newHold("s", "a", 1)
+	if err := NewAtomic(st).Apply(ctx, boxoffice.CountChange{ShowID: "s", TierID: "a", Held: 1}, func(tx boxoffice.Tx) error {
+		return tx.InsertHold(ctx, other)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := release(ctx, a, other); err != nil {
+		t.Fatalf("release of a hold memory did not know: %v", err)
+	}
+	if !strings.Contains(logs.String(), "differ from memory") {
+		t.Fatal("the release memory did not know was not run again on the store's counts")
+	}
+	if c := tierCounts(t, st, "s", "a"); c.Held != 0 || c.Sold != 0 {
+		t.Fatalf("counts %+v, want nothing held", c)
+	}
+	verify(t, st)
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's writes from the writer goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestActorIdleWriterRetires: a show's writer ends after a while without commands, and the next
