@@ -311,11 +311,18 @@ type driver struct {
 	res  *boxoffice.Response // set before done closes: the answer the driver stored on the record, if it did
 }
 
-// drive starts the order's payment driver unless one runs already and returns it.
+// drive starts the order's payment driver unless one runs already, or one ended lately with the
+// order's answer stored, and returns it.
 func (s *Service) drive(order *boxoffice.Order) *driver {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d, ok := s.driving[order.ID]; ok {
+		return d
+	}
+	if d, ok := s.driven.get(order.ID); ok {
+		// A retry that read the order pending a moment before its driver settled it: the
+		// answer is known, and a second driver would only replay the charge and be refused the
+		// settle by its conditional writes (which the actor had taken for stale memory).
 		return d
 	}
 	d := &driver{done: make(chan struct{})}
@@ -330,12 +337,44 @@ func (s *Service) drive(order *boxoffice.Order) *driver {
 		defer func() {
 			s.mu.Lock()
 			delete(s.driving, order.ID)
+			if d.res != nil {
+				s.driven.put(order.ID, d)
+			}
 			s.mu.Unlock()
 			close(d.done)
 		}()
 		d.res = s.runOrder(order)
 	}()
 	return d
+}
+
+// recentDrivers keeps the last recentDriversKept drivers that stored their order's answer: an
+// order with a stored answer is final, so its driver's answer stays the answer. The caller holds
+// the Service's mu.
+type recentDrivers struct {
+	m    map[string]*driver
+	ring []string
+	next int
+}
+
+// recentDriversKept bounds recentDrivers: far more than the orders a retry can race in the
+// moment between reading its order pending and asking for its driver.
+const recentDriversKept = 1024
+
+func (r *recentDrivers) get(orderID string) (*driver, bool) {
+	d, ok := r.m[orderID]
+	return d, ok
+}
+
+func (r *recentDrivers) put(orderID string, d *driver) {
+	if r.m == nil {
+		r.m, r.ring = make(map[string]*driver, recentDriversKept), make([]string, recentDriversKept)
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.m, old)
+	}
+	r.ring[r.next], r.m[orderID] = orderID, d
+	r.next = (r.next + 1) % recentDriversKept
 }
 
 // runOrder charges the order with its derived key until the provider gives a final answer, then

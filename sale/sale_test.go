@@ -1,6 +1,7 @@
 package sale_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -873,4 +874,32 @@ func TestSoldOutFromMemory(t *testing.T) {
 			e.verify()
 		})
 	}
+}
+
+// TestRetryAfterSettleGetsTheDriversAnswer: a retry that read its order pending a moment before
+// the order's driver settled it asks for the driver after that one has ended. It gets the
+// settled answer from the driver that stored it, and no second driver runs (which would replay
+// the charge and have its settle refused).
+func TestRetryAfterSettleGetsTheDriversAnswer(t *testing.T) {
+	e := newEnv(t, nil)
+	e.show("s", 5, nil)
+	res, _, err := e.purchase("p1", "s", 1, "tok_ok")
+	if err != nil || res.Status != 201 {
+		t.Fatalf("purchase: %v %+v", err, res)
+	}
+	o := decode[boxoffice.Order](t, res)
+	var order *boxoffice.Order
+	if err := e.store.View(context.Background(), func(tx boxoffice.Tx) (err error) {
+		order, err = tx.GetOrder(context.Background(), o.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The order as the retry read it: still pending.
+	order.Status = boxoffice.OrderPendingPayment
+	again := e.svc.DriveAndWait(order)
+	if again == nil || again.Status != 201 || !bytes.Equal(again.Body, res.Body) {
+		t.Fatalf("the retry's driver answered %+v, want the settled order's 201 %s", again, res.Body)
+	}
+	e.verify()
 }

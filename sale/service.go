@@ -88,6 +88,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	driving map[string]*driver // by order id, while the driver runs
+	driven  recentDrivers      // drivers that ended lately with the order's answer stored
 	keys    sync.Map           // key hash → *cachedKey
 	wake    chan struct{}
 
