@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/syncbuf"
 	"boxoffice/sale"
 )
 
@@ -285,30 +285,12 @@ func serve(t testing.TB, h http.Handler, r req) *httptest.ResponseRecorder {
 }
 
 // newTestHandler returns a handler on f whose log goes to the returned buffer.
-func newTestHandler(f *fakeService, maxInFlight int) (http.Handler, *syncBuffer) {
-	buf := &syncBuffer{}
+func newTestHandler(f *fakeService, maxInFlight int) (http.Handler, *syncbuf.Buffer) {
+	buf := &syncbuf.Buffer{}
 	return NewHandler(f, Options{
 		Logger:      slog.New(slog.NewTextHandler(buf, nil)),
 		MaxInFlight: maxInFlight,
 	}), buf
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor fails the test if ch does not deliver within d, so a broken handler cannot hang it.

@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"boxoffice"
 	"boxoffice/internal/checkfor"
+	"boxoffice/internal/syncbuf"
 	"boxoffice/inventory/inventorytest"
 	"boxoffice/sale"
 )
@@ -525,7 +525,7 @@ func TestActorCorrectsStaleMemory(t *testing.T) {
 func TestActorRepeatedReleaseIsNotStaleMemory(t *testing.T) {
 	st := openSQLite(t)
 	putShow(t, st, "s", 5)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	inv, err := NewActor(st, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -569,24 +569,6 @@ func TestActorRepeatedReleaseIsNotStaleMemory(t *testing.T) {
 		t.Fatalf("counts %+v, want nothing held", c)
 	}
 	verify(t, st)
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's writes from the writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestActorIdleWriterRetires: a show's writer ends after a while without commands, and the next

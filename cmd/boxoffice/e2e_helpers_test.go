@@ -13,12 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"boxoffice/internal/checkfor"
+	"boxoffice/internal/syncbuf"
 	"boxoffice/postgres/pgtest"
 )
 
@@ -57,21 +57,9 @@ type server struct {
 	cmd  *exec.Cmd
 	URL  string
 	Dir  string
-	logs *logBuffer
+	logs *syncbuf.Buffer
 	done chan error
 }
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // urlRE finds the listening line of serve and payments-sim, not other lines that carry a URL.
 var urlRE = regexp.MustCompile(`msg="[a-z ]+ serving" url=(http://127\.0\.0\.1:\d+)`)
@@ -94,7 +82,7 @@ func startProcess(t *testing.T, sub string, args ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
+	s := &server{t: t, cmd: cmd, logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
