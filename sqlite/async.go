@@ -69,12 +69,8 @@ func (t *tx) InboxApplied(ctx context.Context, consumer string, eventIDs []strin
 	if len(eventIDs) == 0 {
 		return nil, nil
 	}
-	list, err := json.Marshal(eventIDs)
-	if err != nil {
-		return nil, err
-	}
 	var applied []string
-	rows, err := t.query(ctx, sInboxApplied, consumer, string(list))
+	rows, err := t.query(ctx, sInboxApplied, consumer, jsonList(eventIDs))
 	err = t.eachRow(rows, err, func(rows *sql.Rows) error {
 		var id string
 		if err := rows.Scan(&id); err != nil {

@@ -58,11 +58,15 @@ func (t *tx) EventsAt(ctx context.Context, positions []int64) ([]*boxoffice.Even
 	if len(positions) == 0 {
 		return nil, nil
 	}
-	list, err := json.Marshal(positions)
-	if err != nil {
-		return nil, err
-	}
-	return t.events(ctx, "events at positions", sEventsAt, string(list))
+	return t.events(ctx, "events at positions", sEventsAt, jsonList(positions))
+}
+
+// jsonList encodes a list of ids or positions as the JSON array a statement reads with
+// json_each, so that one prepared statement serves any number of them. Such a list always
+// encodes.
+func jsonList[T int64 | string](list []T) string {
+	b, _ := json.Marshal(list)
+	return string(b)
 }
 
 func scanEvent(sc scanner) (*boxoffice.Event, error) {
@@ -83,11 +87,7 @@ func (t *tx) EventsByID(ctx context.Context, ids []string) ([]*boxoffice.Event, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	list, err := json.Marshal(ids)
-	if err != nil {
-		return nil, err
-	}
-	return t.events(ctx, "events by id", sEventsByID, string(list))
+	return t.events(ctx, "events by id", sEventsByID, jsonList(ids))
 }
 
 // EventByID implements boxoffice.Tx.

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 
 	"boxoffice"
@@ -128,11 +127,7 @@ func (t *tx) PutShow(ctx context.Context, s *boxoffice.Show) error {
 			return wrapWrite(err, fmt.Sprintf("write tier %q of show %q", tr.ID, s.ID))
 		}
 	}
-	idsJSON, err := json.Marshal(ids)
-	if err != nil {
-		return fmt.Errorf("encode tier ids: %w", err)
-	}
-	if _, err := t.exec(ctx, sDeleteOtherTiers, s.ID, string(idsJSON)); err != nil {
+	if _, err := t.exec(ctx, sDeleteOtherTiers, s.ID, jsonList(ids)); err != nil {
 		return fmt.Errorf("delete removed tiers of show %q: %w", s.ID, err)
 	}
 	return nil
