@@ -13,3 +13,9 @@ func syncData(_ string, files []*os.File) error {
 	}
 	return nil
 }
+
+// newTemp creates the file a mail file's data is written to before it gets its name.
+func newTemp(dir string) (*tempFile, error) { return newNamedTemp(dir) }
+
+// place gives t the name path, over any file there.
+func (t *tempFile) place(path string, _ []byte) error { return t.placeNamed(path) }
