@@ -201,17 +201,17 @@ func (s *Shop) signIn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, boxoffice.Validation(boxoffice.FieldError{Field: "email", Message: "must be a valid email address"}))
 		return
 	}
-	expires := s.opts.Now().Add(s.opts.SessionTTL)
-	setCookie(w, r, sessionCookie, "/shop", s.sessionValue(in.Email, expires), int(s.opts.SessionTTL/time.Second))
-	if id := r.PathValue("show_id"); boxoffice.ValidName(id) {
-		setCookie(w, r, queueCookie, queuePath(id), "", -1)
+	if s.opts.Mailer != nil {
+		s.sendCode(w, r, in.Email)
+		return
 	}
-	s.writeJSON(w, http.StatusOK, map[string]string{"buyer": in.Email})
+	s.startSession(w, r, in.Email)
 }
 
-// signOut is POST /shop/{show_id}/api/signout: both cookies go.
+// signOut is POST /shop/{show_id}/api/signout: every cookie goes.
 func (s *Shop) signOut(w http.ResponseWriter, r *http.Request) {
 	setCookie(w, r, sessionCookie, "/shop", "", -1)
+	setCookie(w, r, signinCookie, "/shop", "", -1)
 	if id := r.PathValue("show_id"); boxoffice.ValidName(id) {
 		setCookie(w, r, queueCookie, queuePath(id), "", -1)
 	}

@@ -24,13 +24,20 @@ import (
 // browserBudget bounds each browser of a test, start to end.
 const browserBudget = 3 * time.Minute
 
-// signIn opens the show's page in the tab and signs in as email through the form.
+// signIn opens the show's page in the tab and signs in as email through the forms: the address,
+// then the code the shop mailed to it.
 func signIn(t *testing.T, tab context.Context, s *server, show, email string) {
 	t.Helper()
+	before := s.codes(t, email)
 	bt.Run(t, tab, chromedp.Navigate(s.URL+"/shop/"+show),
 		chromedp.WaitVisible(chromedp.ID("email")),
 		chromedp.SendKeys(chromedp.ID("email"), email),
 		chromedp.Click(chromedp.ID("signin-button")),
+		chromedp.WaitVisible(chromedp.ID("code-input")))
+	bt.WaitText(t, tab, "#code-email", email)
+	code := s.newCode(t, email, before)
+	bt.Run(t, tab, chromedp.SendKeys(chromedp.ID("code-input"), code),
+		chromedp.Click(chromedp.ID("code-button")),
 		chromedp.WaitVisible(chromedp.ID("buyer")))
 	bt.WaitText(t, tab, "#buyer-email", email)
 }
@@ -567,4 +574,39 @@ func TestFastClockInBrowser(t *testing.T) {
 			t.Errorf("the tickets name seats %v", got)
 		}
 	})
+}
+
+// TestSignInCodeInBrowser: the page asks for the code it mailed, says so when a wrong one is
+// typed (and stays signed out), lets the buyer go back for another address or a new code, and
+// signs in with the code of the last email.
+func TestSignInCodeInBrowser(t *testing.T) {
+	tab := bt.New(t, browserBudget)
+	s := startServer(t, sqliteStore)
+	s.seatedShow(t, "gala", 10)
+	before := s.codes(t, "ann@example.com")
+	bt.Run(t, tab, chromedp.Navigate(s.URL+"/shop/gala"),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.SendKeys(chromedp.ID("email"), "ann@example.com"),
+		chromedp.Click(chromedp.ID("signin-button")),
+		chromedp.WaitVisible(chromedp.ID("code-input")))
+	code := s.newCode(t, "ann@example.com", before)
+	wrong := fmt.Sprintf("%06d", (mustAtoi(t, code)+1)%1_000_000)
+	bt.Run(t, tab, chromedp.SendKeys(chromedp.ID("code-input"), wrong), chromedp.Click(chromedp.ID("code-button")))
+	bt.WaitText(t, tab, "#message", "The code is not the code we sent.")
+	if bt.Value(t, tab, chromedp.Evaluate[bool](`!document.getElementById("buyer").hidden`)) {
+		t.Fatal("a wrong code signed the buyer in")
+	}
+
+	// Back for a new code: the first one is spent, the new one signs in.
+	before = s.codes(t, "ann@example.com")
+	bt.Run(t, tab, chromedp.Click(chromedp.ID("code-again")),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.Click(chromedp.ID("signin-button")),
+		chromedp.WaitVisible(chromedp.ID("code-input")))
+	fresh := s.newCode(t, "ann@example.com", before)
+	// The page empties the field when it asks for a new code.
+	bt.Run(t, tab, chromedp.SendKeys(chromedp.ID("code-input"), fresh),
+		chromedp.Click(chromedp.ID("code-button")),
+		chromedp.WaitVisible(chromedp.ID("buyer")))
+	bt.WaitText(t, tab, "#buyer-email", "ann@example.com")
 }

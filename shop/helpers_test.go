@@ -8,7 +8,11 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/mail"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +20,7 @@ import (
 	"boxoffice"
 	bohttp "boxoffice/http"
 	"boxoffice/inventory"
+	"boxoffice/nats"
 	"boxoffice/payments"
 	"boxoffice/postgres"
 	"boxoffice/postgres/pgtest"
@@ -77,6 +82,7 @@ func eachStore(t *testing.T, test func(t *testing.T, open opener)) {
 // handler with the buyer's page mounted.
 type server struct {
 	URL   string
+	mail  string // where the sign-in codes are written, as serve writes them by default
 	svc   *sale.Service
 	store store
 	rooms *waitroom.Service
@@ -153,13 +159,17 @@ func startServerWith(t *testing.T, open opener, o serverOptions) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	sh, err := shop.New(ctx, svc, rooms, shop.Options{Secrets: st})
+	mail := filepath.Join(t.TempDir(), "mail")
+	if err := os.MkdirAll(mail, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := shop.New(ctx, svc, rooms, shop.Options{Secrets: st, Mailer: &nats.Email{Dir: mail}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms, Shop: sh}))
 	t.Cleanup(ts.Close)
-	return &server{URL: ts.URL, svc: svc, store: st, rooms: rooms, shop: sh, sim: sim}
+	return &server{URL: ts.URL, mail: mail, svc: svc, store: st, rooms: rooms, shop: sh, sim: sim}
 }
 
 // seatedShow creates a show with a seated tier "stalls" (section A, rows 1 and 2 of six seats;
@@ -251,6 +261,7 @@ func (s *server) takenSeats(t *testing.T, showID string, state boxoffice.SeatSta
 // buyerClient is an HTTP client with a cookie jar, as a browser is, that follows no redirects.
 type buyerClient struct {
 	t    *testing.T
+	s    *server
 	base string
 	show string
 	http *http.Client
@@ -262,7 +273,7 @@ func newBuyer(t *testing.T, s *server, show string) *buyerClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &buyerClient{t: t, base: s.URL, show: show, http: &http.Client{Jar: jar, Timeout: 10 * time.Second,
+	return &buyerClient{t: t, s: s, base: s.URL, show: show, http: &http.Client{Jar: jar, Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
@@ -329,13 +340,73 @@ func (b *buyerClient) do(method, path string, body any, headers ...string) answe
 	return answer{status: resp.StatusCode, header: resp.Header, body: raw}
 }
 
-// signIn signs the buyer in as email.
+// signIn signs the buyer in as email: the address, then the code the shop mailed to it.
 func (b *buyerClient) signIn(email string) {
 	b.t.Helper()
-	if a := b.do(http.MethodPost, "/session", map[string]string{"email": email}); a.status != http.StatusOK {
-		b.t.Fatalf("sign in as %s: %d %s", email, a.status, a.body)
+	code := b.askCode(email)
+	if a := b.do(http.MethodPost, "/session/code", map[string]string{"code": code}); a.status != http.StatusOK {
+		b.t.Fatalf("sign in as %s with code %s: %d %s", email, code, a.status, a.body)
 	}
 }
+
+// askCode asks for a sign-in code for email and returns the code the mail brought.
+func (b *buyerClient) askCode(email string) string {
+	b.t.Helper()
+	before := b.s.codes(b.t, email)
+	if a := b.do(http.MethodPost, "/session", map[string]string{"email": email}); a.status != http.StatusAccepted {
+		b.t.Fatalf("ask a code for %s: %d %s", email, a.status, a.body)
+	}
+	return b.s.newCode(b.t, email, before)
+}
+
+// newCode returns the one code mailed to email that is not in before (codes' answer earlier).
+func (s *server) newCode(t *testing.T, email string, before map[string]string) string {
+	t.Helper()
+	var fresh []string
+	for file, code := range s.codes(t, email) {
+		if _, ok := before[file]; !ok {
+			fresh = append(fresh, code)
+		}
+	}
+	if len(fresh) != 1 {
+		t.Fatalf("%d new codes went to %s, want 1", len(fresh), email)
+	}
+	return fresh[0]
+}
+
+// codes returns the sign-in codes mailed to email so far, by the name of their file.
+func (s *server) codes(t *testing.T, email string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(s.mail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]string{}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "ntc_") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(s.mail, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		if msg.Header.Get("To") != email {
+			continue
+		}
+		m := codeInSubject.FindStringSubmatch(msg.Header.Get("Subject"))
+		if m == nil {
+			t.Fatalf("%s has no code in its subject %q", e.Name(), msg.Header.Get("Subject"))
+		}
+		codes[e.Name()] = m[1]
+	}
+	return codes
+}
+
+var codeInSubject = regexp.MustCompile(`code: ([0-9]{6})$`)
 
 // hold asks for a hold under the Idempotency-Key key.
 func (b *buyerClient) hold(key string, body any) answer {

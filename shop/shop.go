@@ -10,7 +10,8 @@
 // (rendered by bohttp.Renderer), so a refusal has the same status and code either way.
 //
 // A buyer is the email in a signed cookie (HttpOnly, SameSite=Strict, Path=/shop), signed with a
-// secret kept in the store, so that every server sharing the store accepts it. Every action is a
+// secret kept in the store, so that every server sharing the store accepts it; with a Mailer the
+// cookie is given only for the code emailed to the address (signin.go). Every action is a
 // POST with a JSON body, an Idempotency-Key the page made for the user's action and, when the
 // browser sends one, a same-origin Origin header; a hold or an order of another buyer is
 // answered 404, as one that does not exist.
@@ -95,6 +96,10 @@ type Options struct {
 	MaxInFlight int
 	// Logger gets internal errors; nil discards them.
 	Logger *slog.Logger
+	// Mailer, when set, sends a code to the address a buyer types, and the buyer is signed in
+	// only with that code (see sendCode). nil takes the address as typed: a wiring for tests and
+	// demos, where anyone may buy as anyone.
+	Mailer Mailer
 }
 
 //go:embed assets
@@ -114,6 +119,9 @@ type Shop struct {
 	mux    *http.ServeMux
 	static http.Handler
 	shows  showCache
+	// codesSent counts the codes sent to each address lately, wrongCodes the wrong codes given
+	// for each pending sign-in.
+	codesSent, wrongCodes tally
 }
 
 // New returns the shop of svc and rooms (nil when the server has no waiting rooms). It fails
@@ -146,7 +154,8 @@ func New(ctx context.Context, svc Service, rooms WaitRoom, opts Options) (*Shop,
 	}
 	s := &Shop{svc: svc, rooms: rooms, opts: opts, log: opts.Logger, secret: secret,
 		slots: make(chan struct{}, opts.MaxInFlight), mux: http.NewServeMux(),
-		static: http.StripPrefix(staticPrefix, http.FileServerFS(static))}
+		static:    http.StripPrefix(staticPrefix, http.FileServerFS(static)),
+		codesSent: tally{window: codeWindow}, wrongCodes: tally{window: codeTTL}}
 	s.routes()
 	return s, nil
 }
@@ -172,6 +181,7 @@ func (s *Shop) routes() {
 	s.mux.HandleFunc("GET /shop/{show_id}/api/state", s.api(s.getState))
 	s.mux.HandleFunc("GET /shop/{show_id}/api/seats", s.api(s.getSeats))
 	s.mux.HandleFunc("POST /shop/{show_id}/api/session", s.api(s.signIn))
+	s.mux.HandleFunc("POST /shop/{show_id}/api/session/code", s.api(s.confirmCode))
 	s.mux.HandleFunc("POST /shop/{show_id}/api/signout", s.api(s.signOut))
 	s.mux.HandleFunc("POST /shop/{show_id}/api/queue", s.api(s.buyer(s.joinQueue)))
 	s.mux.HandleFunc("GET /shop/{show_id}/api/queue", s.api(s.buyer(s.queueStatus)))

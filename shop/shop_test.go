@@ -3,10 +3,12 @@ package shop_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -78,8 +80,8 @@ func TestSessionCookie(t *testing.T) {
 	if session == nil {
 		t.Fatal("no session cookie after sign-in")
 	}
-	// The jar does not tell the attributes back: read them from a fresh sign-in's header.
-	a := b.do(http.MethodPost, "/session", map[string]string{"email": "ann@example.com"})
+	// The jar does not tell the attributes back: read them from a fresh sign-in's headers.
+	a := b.do(http.MethodPost, "/session/code", map[string]string{"code": b.askCode("ann@example.com")})
 	set := strings.Join(a.header.Values("Set-Cookie"), "\n")
 	for _, want := range []string{"boxoffice_shop=", "Path=/shop;", "HttpOnly", "SameSite=Strict"} {
 		if !strings.Contains(set, want) {
@@ -404,4 +406,114 @@ func TestShowCache(t *testing.T) {
 	if got := name(); got != "Gala, renamed" {
 		t.Errorf("after the second: %q", got)
 	}
+}
+
+// TestSignInCode: typing an address signs nobody in; the code mailed to it does, typed with or
+// without spaces, and only on the browser that asked for it and only for that address. Wrong
+// codes are refused, five end the code, and an address gets five codes a quarter of an hour.
+// A cookie whose MAC does not match carries no sign-in.
+func TestSignInCode(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, sqliteStore)
+	s.seatedShow(t, "gala", 10)
+	signedIn := func(b *buyerClient) string {
+		t.Helper()
+		var st struct{ Buyer *string }
+		b.do(http.MethodGet, "/state", nil).decode(t, &st)
+		if st.Buyer == nil {
+			return ""
+		}
+		return *st.Buyer
+	}
+	codeRefused := func(b *buyerClient, code, why string) {
+		t.Helper()
+		a := b.do(http.MethodPost, "/session/code", map[string]string{"code": code})
+		var p struct {
+			Code   string `json:"code"`
+			Errors []struct{ Field, Message string }
+		}
+		a.decode(t, &p)
+		if a.status != http.StatusBadRequest || p.Code != boxoffice.EVALIDATION || len(p.Errors) != 1 || p.Errors[0].Field != "code" {
+			t.Fatalf("%s: %d %s, want a refusal of the code", why, a.status, a.body)
+		}
+	}
+
+	ann := newBuyer(t, s, "gala")
+	code := ann.askCode("ann@example.com")
+	if who := signedIn(ann); who != "" {
+		t.Fatalf("asking a code signed in %q", who)
+	}
+	if a := ann.hold("k1", map[string]any{"tier_id": "floor", "quantity": 1}); a.status != http.StatusUnauthorized {
+		t.Fatalf("hold after asking a code: %d %s", a.status, a.body)
+	}
+	wrong := fmt.Sprintf("%06d", (mustAtoi(t, code)+1)%1_000_000)
+	codeRefused(ann, wrong, "a wrong code")
+	// Another browser has no pending sign-in: ann's code is nothing there.
+	eve := newBuyer(t, s, "gala")
+	codeRefused(eve, code, "ann's code on a browser that did not ask for it")
+	// Nor on a browser that asked a code for another address.
+	eve.askCode("eve@example.com")
+	codeRefused(eve, code, "ann's code on a browser waiting for eve's")
+	if who := signedIn(eve); who != "" {
+		t.Fatalf("eve's browser is signed in as %q", who)
+	}
+	// A pending cookie naming another address under the old MAC signs nothing in.
+	u, _ := url.Parse(s.URL + "/shop/gala")
+	for _, c := range ann.http.Jar.Cookies(u) {
+		if c.Name != "boxoffice_shop_signin" {
+			continue
+		}
+		payload, mac, _ := strings.Cut(c.Value, ".")
+		raw, err := base64.RawURLEncoding.DecodeString(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := newBuyer(t, s, "gala")
+		forged.http.Jar.SetCookies(u, []*http.Cookie{{Name: "boxoffice_shop_signin", Path: "/shop",
+			Value: base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(raw), "ann@", "bob@", 1))) + "." + mac}})
+		codeRefused(forged, code, "a forged pending cookie")
+	}
+
+	// The right code, as a phone shows it: ann is in, and the pending sign-in is spent.
+	if a := ann.do(http.MethodPost, "/session/code", map[string]string{"code": code[:3] + " " + code[3:]}); a.status != http.StatusOK {
+		t.Fatalf("the right code: %d %s", a.status, a.body)
+	}
+	if who := signedIn(ann); who != "ann@example.com" {
+		t.Fatalf("signed in as %q after the code, want ann", who)
+	}
+	codeRefused(ann, code, "the code used a second time")
+
+	// Five wrong codes end a code: the right one is refused after them.
+	bob := newBuyer(t, s, "gala")
+	code = bob.askCode("bob@example.com")
+	wrong = fmt.Sprintf("%06d", (mustAtoi(t, code)+1)%1_000_000)
+	for range 5 {
+		codeRefused(bob, wrong, "a wrong code")
+	}
+	codeRefused(bob, code, "the right code after five wrong ones")
+	if who := signedIn(bob); who != "" {
+		t.Fatalf("signed in as %q after five wrong codes", who)
+	}
+
+	// An address gets five codes a quarter of an hour, whoever asks (bob's browser asked one).
+	for range 4 {
+		newBuyer(t, s, "gala").askCode("bob@example.com")
+	}
+	before := len(s.codes(t, "bob@example.com"))
+	a := newBuyer(t, s, "gala").do(http.MethodPost, "/session", map[string]string{"email": "bob@example.com"})
+	if a.status != http.StatusTooManyRequests || a.code() != boxoffice.ERATELIMITED || a.header.Get("Retry-After") == "" {
+		t.Fatalf("a sixth code: %d %s (Retry-After %q)", a.status, a.body, a.header.Get("Retry-After"))
+	}
+	if n := len(s.codes(t, "bob@example.com")); n != before {
+		t.Fatalf("the refused sixth code was mailed (%d codes, were %d)", n, before)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

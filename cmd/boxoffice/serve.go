@@ -94,6 +94,8 @@ type serveFlags struct {
 	memoryLimit      byteSize
 	// webhooksAllowPrivate lets webhook endpoints point at private and loopback addresses.
 	webhooksAllowPrivate bool
+	// shopTrustEmail signs buyers in on the buyer's page with the address as typed, no code.
+	shopTrustEmail bool
 	// webhookRetries and emailRetries are the consumers' retry schedules.
 	webhookRetries, emailRetries durationList
 	// metricsAddr serves /metrics on a listener of its own instead of the API port.
@@ -132,6 +134,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	f.emailRetries = bonats.DefaultEmailBackoff
 	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it) and is lengthened to a receiver's Retry-After, up to 1h; one more failure after the last makes it a dead letter")
 	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it); one more failure after the last makes it a dead letter")
+	fs.BoolVar(&f.shopTrustEmail, "shop-trust-email", false, "sign buyers in on the buyer's page (/shop) with the address they type, without the code emailed to it (a demo or a test; anyone may then buy, and queue, as anyone)")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9090 or :9090 for a scraper on another host) and no longer on --addr; unset: /metrics is on --addr")
 	fs.StringVar(&f.natsListen, "nats-listen", "", "let clients such as the nats CLI reach the embedded NATS server on this loopback address (e.g. 127.0.0.1:4222); it has no authentication, so anyone who reaches it can read every event and delete the streams; unset: in-process only")
@@ -325,7 +328,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer con.Close()
 	// The buyer's page sells as a channel of its own, in process; its cookies are signed with a
 	// secret kept in the store, so that a buyer signed in on one server is on every server.
+	// A buyer is signed in with a code emailed to the address they type (shop.Mailer), which is
+	// what makes a waiting room's "one place per buyer" hold.
 	shopOpts := shop.Options{Logger: log}
+	if !f.shopTrustEmail {
+		shopOpts.Mailer = async.Mailer()
+	}
 	if ws, ok := store.(boxoffice.WaitRoomStore); ok {
 		shopOpts.Secrets = ws
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/cookiejar"
+	"net/mail"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,16 +16,16 @@ import (
 )
 
 // TestShopAcrossServers runs the buyer's page of `boxoffice serve` on two servers sharing one
-// PostgreSQL, as behind a load balancer: a buyer signed in on one is signed in on the other (the
-// cookie's key is in the store), a hold asked of one server's page and retried on the other's is
+// PostgreSQL, as behind a load balancer: the sign-in code one server mailed is good on the other,
+// a buyer signed in on one is signed in on the other (the cookies' key is in the store), a hold asked of one server's page and retried on the other's is
 // one hold, paying it through the first is one order, and the API's client keys do not see the
 // page's channel.
 func TestShopAcrossServers(t *testing.T) {
 	pg := pgtest.Start(t)
 	bus := natstest.Start(t, 3)
 	sim := startPaymentsSim(t, "--ledger", filepath.Join(t.TempDir(), "ledger.jsonl"))
-	common := []string{"--db", pg, "--nats", strings.Join(bus.URLs(), ","), "--payments", sim.URL,
-		"--mail-dir", filepath.Join(t.TempDir(), "mail")}
+	mail := filepath.Join(t.TempDir(), "mail")
+	common := []string{"--db", pg, "--nats", strings.Join(bus.URLs(), ","), "--payments", sim.URL, "--mail-dir", mail}
 	a := startServer(t, t.TempDir(), common...)
 	b := startServer(t, t.TempDir(), common...)
 	if !strings.Contains(a.logs.String(), "/shop/{show_id}") {
@@ -41,9 +44,13 @@ func TestShopAcrossServers(t *testing.T) {
 	if r := page(b).must(200, "GET", "/shop/gala", nil); !strings.Contains(string(r.Body), "Night at the Opera") {
 		t.Fatalf("the page: %s", r.Body)
 	}
-	page(a).must(200, "POST", "/shop/gala/api/session", map[string]string{"email": "ann@example.com"}, "Origin", a.URL)
-	if got := page(b).must(200, "GET", "/shop/gala/api/state", nil).json(t)["buyer"]; got != "ann@example.com" {
-		t.Fatalf("server b's buyer: %v", got)
+	page(a).must(202, "POST", "/shop/gala/api/session", map[string]string{"email": "ann@example.com"}, "Origin", a.URL)
+	if got := page(a).must(200, "GET", "/shop/gala/api/state", nil).json(t)["buyer"]; got != nil {
+		t.Fatalf("signed in as %v before the code", got)
+	}
+	page(b).must(200, "POST", "/shop/gala/api/session/code", map[string]string{"code": mailedCode(t, mail, "ann@example.com")}, "Origin", b.URL)
+	if got := page(a).must(200, "GET", "/shop/gala/api/state", nil).json(t)["buyer"]; got != "ann@example.com" {
+		t.Fatalf("server a's buyer: %v", got)
 	}
 
 	hold := map[string]any{"tier_id": "ga", "quantity": 2}
@@ -67,4 +74,32 @@ func TestShopAcrossServers(t *testing.T) {
 	if tier["sold"] != float64(2) || tier["held"] != float64(0) {
 		t.Errorf("tier after the page's purchase: %v", tier)
 	}
+}
+
+// mailedCode returns the one sign-in code mailed to email as an .eml file in dir.
+func mailedCode(t *testing.T, dir, email string) string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "ntc_*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		subject := msg.Header.Get("Subject")
+		if msg.Header.Get("To") == email && strings.HasPrefix(subject, "Your sign-in code: ") {
+			codes = append(codes, strings.TrimPrefix(subject, "Your sign-in code: "))
+		}
+	}
+	if len(codes) != 1 {
+		t.Fatalf("%d sign-in codes went to %s, want 1: %v", len(codes), email, codes)
+	}
+	return codes[0]
 }

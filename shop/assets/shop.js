@@ -144,12 +144,52 @@
     ev.preventDefault();
     const email = $("email").value.trim();
     const res = await call("POST", "/session", { email });
-    if (res.status !== 200) { say(res.data && res.data.code === "validation_failed" ? "Please enter a valid email address." : problem(res)); return; }
+    if (res.status === 202 && res.data && res.data.code_sent) {
+      // The address is proven by the code sent to it (without a mailer the server signs in at once).
+      say("");
+      $("code-email").textContent = res.data.buyer;
+      $("code-input").value = "";
+      show("signin", false);
+      show("code", true);
+      $("code-input").focus();
+      return;
+    }
+    if (res.status !== 200) { say(signInProblem(res, "Please enter a valid email address.")); return; }
     say("");
     st.buyer = res.data.buyer;
     show("signin", false);
     signedIn();
   });
+
+  $("code-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const res = await call("POST", "/session/code", { code: $("code-input").value });
+    if (res.status !== 200) { say(signInProblem(res, "That is not the code we sent.")); return; }
+    say("");
+    st.buyer = res.data.buyer;
+    show("code", false);
+    signedIn();
+  });
+
+  $("code-again").addEventListener("click", () => {
+    say("");
+    show("code", false);
+    show("signin", true);
+    $("email").focus();
+  });
+
+  // signInProblem is a sentence for a refused sign-in step: the field's own message when the
+  // server names one (a code that ran out, or was mistyped too often), else fallback or the code's.
+  function signInProblem(res, fallback) {
+    const d = res.data || {};
+    if (d.code === "validation_failed") {
+      const e = (d.errors || [])[0];
+      if (e && e.field === "code") return "The code " + e.message + ".";
+      return fallback;
+    }
+    if (d.code === "rate_limited") return d.detail || "Too many codes were sent to this address; use the last one.";
+    return problem(res);
+  }
 
   $("signout").addEventListener("click", async () => {
     await call("POST", "/signout", {});
