@@ -543,7 +543,7 @@ func (w *showWriter) commit(batch []*command, careful bool) (results []error, co
 			return err
 		}
 		for i, cmd := range batch {
-			err := w.step(ctx, tx, counts, start, confirmed, net, i, cmd.change, cmd.write)
+			err := w.step(ctx, tx, counts, start, confirmed, net, cmd.change, cmd.write)
 			if f, ok := err.(txFailed); ok {
 				culprit = i
 				return f.err
@@ -604,7 +604,7 @@ func (w *showWriter) settleNet(ctx context.Context, tx boxoffice.Tx, counts, sta
 // a command that succeeded; confirmed lists the tiers whose counts this batch has read from the
 // store; start gets each tier's counts before the batch changed them. With net (a netted batch)
 // the command's change is added to net instead of written.
-func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start map[tierRef]boxoffice.TierCounts, confirmed map[tierRef]bool, net map[tierRef]boxoffice.CountChange, i int, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start map[tierRef]boxoffice.TierCounts, confirmed map[tierRef]bool, net map[tierRef]boxoffice.CountChange, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	cur, ok := counts[refOf(c)]
 	if !ok {
 		var err error
@@ -642,10 +642,10 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 		if _, ok := start[refOf(c)]; !ok {
 			start[refOf(c)] = cur
 		}
-		return w.stepNet(ctx, tx, counts, net, i, cur, c, write)
+		return w.stepNet(ctx, tx, counts, net, cur, c, write)
 	}
 	var after boxoffice.TierCounts
-	err := underSavepoint(ctx, tx, i, func() error {
+	err := underSavepoint(ctx, tx, func() error {
 		if err := callWrite(write, tx); err != nil {
 			return err
 		}
@@ -663,11 +663,16 @@ func (w *showWriter) step(ctx context.Context, tx boxoffice.Tx, counts, start ma
 	return nil
 }
 
-// underSavepoint runs the i-th command's part of a batch under a savepoint of its own: an error
-// from part undoes its writes only and is returned as is; a savepoint statement that fails
-// spoils the whole transaction (txFailed).
-func underSavepoint(ctx context.Context, tx boxoffice.Tx, i int, part func() error) error {
-	sp := "c" + strconv.Itoa(i)
+// commandSavepoint names the savepoint of each command of a batch.
+const commandSavepoint = "c"
+
+// underSavepoint runs a command's part of a batch under a savepoint of its own: an error from
+// part undoes its writes only and is returned as is; a savepoint statement that fails spoils the
+// whole transaction (txFailed). Every command's savepoint has the same name, commandSavepoint:
+// each is released before the next is made, and a store may keep the statements of one name
+// compiled (SQLite parsed four a purchase otherwise).
+func underSavepoint(ctx context.Context, tx boxoffice.Tx, part func() error) error {
+	sp := commandSavepoint
 	if err := tx.Savepoint(ctx, sp); err != nil {
 		return txFailed{err}
 	}
@@ -687,19 +692,19 @@ func underSavepoint(ctx context.Context, tx boxoffice.Tx, i int, part func() err
 }
 
 // stepNet runs a command of a netted batch: its change, decided on memory, goes into net.
-func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[tierRef]boxoffice.TierCounts, net map[tierRef]boxoffice.CountChange, i int, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
+func (w *showWriter) stepNet(ctx context.Context, tx boxoffice.Tx, counts map[tierRef]boxoffice.TierCounts, net map[tierRef]boxoffice.CountChange, cur boxoffice.TierCounts, c boxoffice.CountChange, write func(tx boxoffice.Tx) error) error {
 	if !fits(cur, c) {
 		// Only a reservation may not fit (sold out, answered above). A release or a sale that
 		// does not fit is either a repeat whose conditional write finds nothing left to do (a
 		// second driver settling an order settled already: its write says so, and it changes no
 		// count) or a sign that memory is wrong. The write tells them apart; judged on memory
 		// alone, every repeat had made the whole batch run again command by command.
-		if err := underSavepoint(ctx, tx, i, func() error { return callWrite(write, tx) }); err != nil {
+		if err := underSavepoint(ctx, tx, func() error { return callWrite(write, tx) }); err != nil {
 			return err
 		}
 		return txFailed{errStale}
 	}
-	if err := underSavepoint(ctx, tx, i, func() error { return callWrite(write, tx) }); err != nil {
+	if err := underSavepoint(ctx, tx, func() error { return callWrite(write, tx) }); err != nil {
 		return err
 	}
 	cur.Held, cur.Sold = cur.Held+c.Held, cur.Sold+c.Sold

@@ -47,7 +47,12 @@ func (t *tx) savepoint(ctx context.Context, verb, name string) error {
 	if t.err != nil {
 		return t.failed()
 	}
-	_, err := t.tx.ExecContext(t.stmtCtx(ctx), verb+" "+name)
+	q := verb + " " + name
+	if id, ok := preparedSavepoints[q]; ok {
+		_, err := t.exec(ctx, id)
+		return err
+	}
+	_, err := t.tx.ExecContext(t.stmtCtx(ctx), q)
 	return t.note(err)
 }
 

@@ -88,6 +88,13 @@ const (
 	sInventoryEvents
 	sInventoryHead
 
+	sSavepointGC
+	sReleaseGC
+	sRollbackToGC
+	sSavepointC
+	sReleaseC
+	sRollbackToC
+
 	numStmts
 )
 
@@ -258,6 +265,22 @@ var stmtSQL = [numStmts]string{
 	sInventoryEvents: `SELECT ` + invEventCols + ` FROM inventory_events
 		WHERE show_id = ? AND version > ? ORDER BY version LIMIT ?`,
 	sInventoryHead: `SELECT COALESCE(MAX(version), 0) FROM inventory_events WHERE show_id = ?`,
+
+	// The savepoints the writer makes all the time: the group commit's around each Update
+	// ("gc") and the actor's around each command of a batch ("c"), compiled once rather than
+	// parsed at every use (see preparedSavepoints).
+	sSavepointGC:  `SAVEPOINT gc`,
+	sReleaseGC:    `RELEASE gc`,
+	sRollbackToGC: `ROLLBACK TO gc`,
+	sSavepointC:   `SAVEPOINT c`,
+	sReleaseC:     `RELEASE c`,
+	sRollbackToC:  `ROLLBACK TO c`,
+}
+
+// preparedSavepoints finds the compiled statement of a savepoint statement by its text.
+var preparedSavepoints = map[string]stmtID{
+	"SAVEPOINT gc": sSavepointGC, "RELEASE gc": sReleaseGC, "ROLLBACK TO gc": sRollbackToGC,
+	"SAVEPOINT c": sSavepointC, "RELEASE c": sReleaseC, "ROLLBACK TO c": sRollbackToC,
 }
 
 // insertIdems is the statement inserting n idempotency records.
