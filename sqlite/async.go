@@ -56,8 +56,7 @@ func (t *tx) SetRelayCheckpoint(ctx context.Context, name string, position int64
 
 // InsertInboxEvent implements boxoffice.Tx.
 func (t *tx) InsertInboxEvent(ctx context.Context, consumer, eventID string, at time.Time) error {
-	_, err := t.execRaw(ctx, `INSERT INTO inbox (consumer, event_id, applied_at) VALUES (?, ?, ?)`,
-		consumer, eventID, micros(at))
+	_, err := t.exec(ctx, sInsertInbox, consumer, eventID, micros(at))
 	if err != nil {
 		return wrapWrite(err, fmt.Sprintf("record %s applied event %q", consumer, eventID))
 	}

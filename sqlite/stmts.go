@@ -62,6 +62,7 @@ const (
 	sEventByID
 	sEventsByID
 	sInboxApplied
+	sInsertInbox
 	sEventsOfSubject
 	sEventsSeq
 
@@ -242,6 +243,8 @@ var stmtSQL = [numStmts]string{
 		WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position`,
 	sEventByID:  `SELECT ` + eventCols + ` FROM events WHERE id = ?`,
 	sEventsByID: `SELECT ` + eventCols + ` FROM events WHERE id IN (SELECT value FROM json_each(?))`,
+	// Prepared, unlike the rest of the async side's statements: every receipt runs it.
+	sInsertInbox: `INSERT INTO inbox (consumer, event_id, applied_at) VALUES (?, ?, ?)`,
 	sInboxApplied: `SELECT event_id FROM inbox
 		WHERE consumer = ? AND event_id IN (SELECT value FROM json_each(?))`,
 	// UNIQUE (subject, seq) is the index.
