@@ -42,44 +42,61 @@ func (s *Shop) mac(purpose, payload string) []byte {
 	return m.Sum(nil)[:macLen]
 }
 
+// signed is a cookie value: base64url(payload) "." base64url(MAC of payload for purpose).
+func (s *Shop) signed(purpose, payload string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
+		base64.RawURLEncoding.EncodeToString(s.mac(purpose, payload))
+}
+
+// payload is the start of a signed cookie's payload: the format's version and when the value
+// runs out; the fields of its kind follow, the last of which may hold anything (an email).
+func payload(expires time.Time, fields ...string) string {
+	return cookieVersion + "|" + strconv.FormatInt(expires.Unix(), 10) + "|" + strings.Join(fields, "|")
+}
+
+// opened reads r's cookie name as signed for purpose with n fields after the version and the
+// expiry (see payload); ok is false when r has no such cookie, or one that is not ours
+// (tampered, signed with another secret or for another purpose), or one that has run out.
+func (s *Shop) opened(r *http.Request, name, purpose string, n int) (fields []string, expires time.Time, raw string, ok bool) {
+	c, err := r.Cookie(name)
+	if err != nil || len(c.Value) > 1024 {
+		return nil, time.Time{}, "", false
+	}
+	p64, mac64, found := strings.Cut(c.Value, ".")
+	if !found {
+		return nil, time.Time{}, "", false
+	}
+	p, err1 := base64.RawURLEncoding.DecodeString(p64)
+	mac, err2 := base64.RawURLEncoding.DecodeString(mac64)
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.mac(purpose, string(p))) {
+		return nil, time.Time{}, "", false
+	}
+	f := strings.SplitN(string(p), "|", n+2)
+	if len(f) != n+2 || f[0] != cookieVersion {
+		return nil, time.Time{}, "", false
+	}
+	exp, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || !s.opts.Now().Before(time.Unix(exp, 0)) {
+		return nil, time.Time{}, "", false
+	}
+	return f[2:], time.Unix(exp, 0), string(p), true
+}
+
 // sessionValue is the cookie value naming email until expires:
 // base64url("v1|expires|email") "." base64url(MAC). The email comes last, so that no "|" in it
 // can move a field.
 func (s *Shop) sessionValue(email string, expires time.Time) string {
-	payload := cookieVersion + "|" + strconv.FormatInt(expires.Unix(), 10) + "|" + email
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
-		base64.RawURLEncoding.EncodeToString(s.mac("session", payload))
+	return s.signed("session", payload(expires, email))
 }
 
 // session returns the buyer r's cookie names, or nil when it has none, or one that is not ours
 // (tampered, or signed with another secret), or one that has run out.
 func (s *Shop) session(r *http.Request) *session {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil || len(c.Value) > 1024 {
-		return nil
-	}
-	p64, mac64, ok := strings.Cut(c.Value, ".")
+	f, expires, _, ok := s.opened(r, sessionCookie, "session", 1)
 	if !ok {
 		return nil
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(mac64)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.mac("session", string(payload))) {
-		return nil
-	}
-	f := strings.SplitN(string(payload), "|", 3)
-	if len(f) != 3 || f[0] != cookieVersion {
-		return nil
-	}
-	exp, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return nil
-	}
-	ss := &session{email: f[2], expires: time.Unix(exp, 0)}
-	if !s.opts.Now().Before(ss.expires) {
-		return nil
-	}
-	return ss
+	return &session{email: f[0], expires: expires}
 }
 
 // buyerTag names a buyer, unguessably and without the address, for the queue cookie and the

@@ -53,49 +53,25 @@ type pending struct {
 }
 
 // signinValue is the pending cookie's value: base64url("v1|expires|nonce|email") "." MAC.
-func (s *Shop) signinValue(p *pending) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(p.payload)) + "." +
-		base64.RawURLEncoding.EncodeToString(s.mac("signin", p.payload))
-}
+func (s *Shop) signinValue(p *pending) string { return s.signed("signin", p.payload) }
 
 // newPending starts a sign-in of email.
 func (s *Shop) newPending(email string) *pending {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
 	p := &pending{email: email, nonce: base64.RawURLEncoding.EncodeToString(b), expires: s.opts.Now().Add(codeTTL)}
-	p.payload = cookieVersion + "|" + strconv.FormatInt(p.expires.Unix(), 10) + "|" + p.nonce + "|" + email
+	p.payload = payload(p.expires, p.nonce, email)
 	return p
 }
 
 // pendingOf returns the sign-in r's pending cookie names, or nil when it has none that is ours
 // and still good.
 func (s *Shop) pendingOf(r *http.Request) *pending {
-	c, err := r.Cookie(signinCookie)
-	if err != nil || len(c.Value) > 1024 {
-		return nil
-	}
-	p64, mac64, ok := strings.Cut(c.Value, ".")
+	f, expires, raw, ok := s.opened(r, signinCookie, "signin", 2)
 	if !ok {
 		return nil
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(mac64)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.mac("signin", string(payload))) {
-		return nil
-	}
-	f := strings.SplitN(string(payload), "|", 4)
-	if len(f) != 4 || f[0] != cookieVersion {
-		return nil
-	}
-	exp, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return nil
-	}
-	p := &pending{expires: time.Unix(exp, 0), nonce: f[2], email: f[3], payload: string(payload)}
-	if !s.opts.Now().Before(p.expires) {
-		return nil
-	}
-	return p
+	return &pending{nonce: f[0], email: f[1], expires: expires, payload: raw}
 }
 
 // code is p's six-digit code.
