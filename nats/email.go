@@ -587,8 +587,8 @@ func headerSafe(s string) string { return lineBreaks.Replace(s) }
 // receipt more than the replacing (1.6% of the server's CPU in a sale's profile).
 var lineBreaks = strings.NewReplacer("\r", "", "\n", "")
 
-// writeFileAtomic writes path by a synced temp file renamed over it, then syncs the directory, so
-// the file is either absent or complete and stays after a crash.
+// writeFileAtomic writes path by a synced temp file put in its place (linked, or renamed over it),
+// then syncs the directory, so the file is either absent or complete and stays after a crash.
 func writeFileAtomic(path string, data []byte) error {
 	return writeFilesAtomic(filepath.Dir(path), []mailFile{{path: path, data: data}})[0]
 }
@@ -699,7 +699,7 @@ func (t *tempFile) discard() {
 	}
 }
 
-// syncDir fsyncs the directory dir, which makes the renames in it durable.
+// syncDir fsyncs the directory dir, which makes the names given in it (links, renames) durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
