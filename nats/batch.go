@@ -136,14 +136,34 @@ func (r *runner) processBatch(ctx context.Context, msgs []jetstream.Msg) error {
 	done, errs := r.check(ctx, ms)
 	var todo []*Message
 	var at []int
+	// A batch can hold one event twice (a publish that escaped the stream's duplicate window,
+	// next to its original): the inbox has neither yet, so the check passes both. Only the first
+	// is applied; a repeat takes its outcome, skipped once the first is applied, retried with it
+	// when it failed, as it would have been had it come in a later batch.
+	first := make(map[string]int, len(items))
+	repeats := map[int]int{}
 	for i := range items {
-		if !done[i] && errs[i] == nil {
-			todo, at = append(todo, ms[i]), append(at, i)
+		if done[i] || errs[i] != nil {
+			continue // the check settled it, as it settled every copy of the event alike
 		}
+		if j, seen := first[ms[i].ID]; seen {
+			repeats[i] = j
+			continue
+		}
+		first[ms[i].ID] = i
+		todo, at = append(todo, ms[i]), append(at, i)
 	}
 	if len(todo) > 0 {
 		for j, err := range r.batch(ctx, todo) {
 			errs[at[j]] = err
+		}
+	}
+	for i, j := range repeats {
+		if errs[i] = errs[j]; errs[i] == nil {
+			done[i] = true
+			if r.onSkip != nil {
+				r.onSkip()
+			}
 		}
 	}
 	for i, it := range items {
