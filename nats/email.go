@@ -385,13 +385,9 @@ func (e *Email) receiptFirst(ctx context.Context, m *Message) error {
 func (e *Email) render(m *Message, ev *boxoffice.OrderEvent) []byte {
 	r := newReceipt(m, ev)
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: %s\r\n", headerSafe(e.sender()))
-	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(ev.Buyer.Email))
-	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", r.Subject))
-	fmt.Fprintf(&b, "Date: %s\r\n", m.CreatedAt.UTC().Format(time.RFC1123Z))
 	// The event id makes the Message-ID stable across redeliveries, so a mail system that sees
 	// the same email twice can tell.
-	fmt.Fprintf(&b, "Message-ID: <%s@boxoffice>\r\n", m.ID)
+	e.writeHeader(&b, ev.Buyer.Email, mime.QEncoding.Encode("utf-8", r.Subject), m.CreatedAt, m.ID)
 	fmt.Fprintf(&b, "X-Boxoffice-Event: %s %s\r\n", m.Type, m.ID)
 
 	var body bytes.Buffer
@@ -578,6 +574,16 @@ func (e *Email) sender() string {
 
 func money(m boxoffice.Money) string {
 	return fmt.Sprintf("%d.%02d %s", m.Amount/100, m.Amount%100, m.Currency)
+}
+
+// writeHeader writes the header lines every email has: From (the sender), To, the Subject as
+// given (already encoded), the Date, and the Message-ID <id@boxoffice>.
+func (e *Email) writeHeader(b *bytes.Buffer, to, subject string, date time.Time, id string) {
+	fmt.Fprintf(b, "From: %s\r\n", headerSafe(e.sender()))
+	fmt.Fprintf(b, "To: %s\r\n", headerSafe(to))
+	fmt.Fprintf(b, "Subject: %s\r\n", subject)
+	fmt.Fprintf(b, "Date: %s\r\n", date.UTC().Format(time.RFC1123Z))
+	fmt.Fprintf(b, "Message-ID: <%s@boxoffice>\r\n", id)
 }
 
 // headerSafe drops line breaks, so that a buyer's address cannot add header lines.

@@ -29,11 +29,7 @@ func (e *Email) SendNotice(ctx context.Context, to, subject, text string) error 
 	_, _ = rand.Read(id) // crypto/rand.Read never fails (it crashes the program instead)
 	name := "ntc_" + hex.EncodeToString(id)
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: %s\r\n", headerSafe(e.sender()))
-	fmt.Fprintf(&b, "To: %s\r\n", headerSafe(to))
-	fmt.Fprintf(&b, "Subject: %s\r\n", mime.QEncoding.Encode("utf-8", headerSafe(subject)))
-	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().UTC().Format(time.RFC1123Z))
-	fmt.Fprintf(&b, "Message-ID: <%s@boxoffice>\r\n", name)
+	e.writeHeader(&b, to, mime.QEncoding.Encode("utf-8", headerSafe(subject)), time.Now(), name)
 	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
 	qw := quotedprintable.NewWriter(&b)
 	_, _ = qw.Write([]byte(text))

@@ -188,8 +188,8 @@ type signInInput struct {
 }
 
 // signIn is POST /shop/{show_id}/api/session: the buyer says who they are, once; the address is
-// checked as the sale checks a buyer's. A new buyer on this browser drops the queue ticket of the
-// one before.
+// checked as the sale checks a buyer's. With a Mailer it is then proven by the code mailed to it
+// (sendCode, then confirmCode); without one it signs the buyer in at once (startSession).
 func (s *Shop) signIn(w http.ResponseWriter, r *http.Request) {
 	var in signInInput
 	if err := decode(r, &in); err != nil {
