@@ -195,8 +195,10 @@ type ownServer struct {
 	adminKey string
 	store    storeFlags
 	keep     bool
-	done     chan error
-	stopped  bool
+	// removeLater, when set, takes the data dir instead of cleanup removing it (runRow).
+	removeLater func(dir string)
+	done        chan error
+	stopped     bool
 }
 
 var serveURLRE = regexp.MustCompile(`url=(http://\S+)`)
@@ -300,6 +302,10 @@ func (s *ownServer) cleanup() {
 	s.stop()
 	if s.keep {
 		fmt.Fprintln(os.Stderr, "bench: the server's data is kept in", s.store.dataDir)
+		return
+	}
+	if s.removeLater != nil {
+		s.removeLater(s.store.dataDir)
 		return
 	}
 	_ = os.RemoveAll(s.store.dataDir)

@@ -73,6 +73,18 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 	} else {
 		rep.Failures = append(rep.Failures, "the postgres rows and the FOR UPDATE baseline: no --pg server given")
 	}
+	// Every row's data dir is removed when the comparison ends, not when the row does. A row's
+	// receipts are tens of thousands of files, and ext4 then spends minutes of allocations
+	// stepping over their recently freed inodes (find_inode_bit → recently_deleted in perf): the
+	// next row's receipts cost 2–4× the CPU, which measured the last row's cleanup, not the server,
+	// and penalised every row but the first by a different amount.
+	var leftovers []string
+	removeLater := func(dir string) { leftovers = append(leftovers, dir) }
+	defer func() {
+		for _, dir := range leftovers {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	// measure runs one row: strategy on store, with cfg changed by tweak.
 	measure := func(store, strategy, row string, tweak func(*bench.Config)) error {
 		if strategy == "redis-lock" && f.redis == "" {
@@ -92,7 +104,7 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		if tweak != nil {
 			tweak(&c)
 		}
-		res, err := runRow(ctx, c, strategy, db, f, stderr)
+		res, err := runRow(ctx, c, strategy, db, f, stderr, removeLater)
 		if err != nil {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", row, err))
 			return nil
@@ -151,12 +163,14 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 // the answers are refusals.
 func soldOutCapacity(requests int) int { return max(1, requests/20) }
 
-// runRow measures one strategy on one store with a server of its own.
-func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchFlags, stderr io.Writer) (*bench.Result, error) {
+// runRow measures one strategy on one store with a server of its own, whose data dir it hands to
+// removeLater.
+func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchFlags, stderr io.Writer, removeLater func(dir string)) (*bench.Result, error) {
 	srv, err := startOwnServer(ctx, strategy, db, f.keep, stderr, redisArgs(strategy, f.redis)...)
 	if err != nil {
 		return nil, err
 	}
+	srv.removeLater = removeLater
 	defer srv.cleanup()
 	cfg.URL, cfg.AdminKey = srv.url, srv.adminKey
 	res, err := bench.Run(ctx, cfg)
