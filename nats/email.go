@@ -304,15 +304,14 @@ func (e *Email) applyBatch(ctx context.Context, ms []*Message) []error {
 	}
 	e.written.Add(int64(len(written)))
 	now := time.Now()
+	ids := make([]string, len(written))
+	for j, i := range written {
+		ids[j] = ms[i].ID
+	}
+	// An event recorded already is left as it is: a redelivery that raced us here wrote the same
+	// file.
 	err := e.Store.Update(ctx, func(tx boxoffice.Tx) error {
-		for _, i := range written {
-			err := tx.InsertInboxEvent(ctx, EmailConsumer, ms[i].ID, now)
-			if err != nil && boxoffice.ErrorCode(err) != boxoffice.ECONFLICT {
-				// A redelivery that raced us here (ECONFLICT) wrote the same file.
-				return err
-			}
-		}
-		return nil
+		return tx.InsertInboxEvents(ctx, EmailConsumer, ids, now)
 	})
 	if err != nil {
 		for _, i := range written {

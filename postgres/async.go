@@ -20,6 +20,8 @@ const (
 	// would abort the transaction, whose effect the consumer may still want to commit.
 	sInsertInbox = `INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $2, $3)
 		ON CONFLICT DO NOTHING`
+	sInsertInboxes = `INSERT INTO inbox (consumer, event_id, applied_at) SELECT $1, unnest($2::text[]), $3
+		ON CONFLICT DO NOTHING`
 	sInboxHas     = `SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)`
 	sInboxApplied = `SELECT event_id FROM inbox WHERE consumer = $1 AND event_id = ANY($2)`
 )
@@ -53,6 +55,17 @@ func (t *tx) InsertInboxEvent(ctx context.Context, consumer, eventID string, at 
 	}
 	if tag.RowsAffected() == 0 {
 		return conflict("record %s applied event %q", consumer, eventID)
+	}
+	return nil
+}
+
+// InsertInboxEvents implements boxoffice.Tx.
+func (t *tx) InsertInboxEvents(ctx context.Context, consumer string, eventIDs []string, at time.Time) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	if _, err := t.exec(ctx, sInsertInboxes, consumer, eventIDs, at); err != nil {
+		return fmt.Errorf("record %s applied %d events: %w", consumer, len(eventIDs), err)
 	}
 	return nil
 }

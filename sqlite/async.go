@@ -63,6 +63,17 @@ func (t *tx) InsertInboxEvent(ctx context.Context, consumer, eventID string, at 
 	return nil
 }
 
+// InsertInboxEvents implements boxoffice.Tx.
+func (t *tx) InsertInboxEvents(ctx context.Context, consumer string, eventIDs []string, at time.Time) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	if _, err := t.exec(ctx, sInsertInboxes, consumer, jsonList(eventIDs), micros(at)); err != nil {
+		return wrapWrite(err, fmt.Sprintf("record %s applied %d events", consumer, len(eventIDs)))
+	}
+	return nil
+}
+
 // InboxApplied implements boxoffice.Tx.
 func (t *tx) InboxApplied(ctx context.Context, consumer string, eventIDs []string) ([]string, error) {
 	if len(eventIDs) == 0 {

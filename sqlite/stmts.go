@@ -63,6 +63,7 @@ const (
 	sEventsByID
 	sInboxApplied
 	sInsertInbox
+	sInsertInboxes
 	sEventsOfSubject
 	sEventsSeq
 
@@ -245,6 +246,8 @@ var stmtSQL = [numStmts]string{
 	sEventsByID: `SELECT ` + eventCols + ` FROM events WHERE id IN (SELECT value FROM json_each(?))`,
 	// Prepared, unlike the rest of the async side's statements: every receipt runs it.
 	sInsertInbox: `INSERT INTO inbox (consumer, event_id, applied_at) VALUES (?, ?, ?)`,
+	sInsertInboxes: `INSERT INTO inbox (consumer, event_id, applied_at)
+		SELECT ?1, value, ?3 FROM json_each(?2) WHERE true ON CONFLICT DO NOTHING`,
 	sInboxApplied: `SELECT event_id FROM inbox
 		WHERE consumer = ? AND event_id IN (SELECT value FROM json_each(?))`,
 	// UNIQUE (subject, seq) is the index.

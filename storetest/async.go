@@ -63,6 +63,29 @@ func testRelayCheckpointAndInbox(t *testing.T, db boxoffice.Store) {
 		return nil
 	})
 
+	// A batch records every id once, skipping those recorded already (evt_1) or repeated in it
+	// (evt_5), and leaves the transaction usable for what follows it.
+	update(t, db, func(tx boxoffice.Tx) error {
+		if err := tx.InsertInboxEvents(ctx, "email", []string{"evt_1", "evt_5", "evt_6", "evt_5"}, at(2)); err != nil {
+			return err
+		}
+		if err := tx.InsertInboxEvents(ctx, "email", nil, at(2)); err != nil {
+			return err
+		}
+		return tx.InsertInboxEvent(ctx, "email", "evt_7", at(2))
+	})
+	view(t, db, func(tx boxoffice.Tx) error {
+		got, err := tx.InboxApplied(ctx, "email", []string{"evt_1", "evt_5", "evt_6", "evt_7", "evt_8"})
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, []string{"evt_1", "evt_5", "evt_6", "evt_7"}) {
+			t.Errorf("after InsertInboxEvents, InboxApplied = %v, %v; want evt_1 evt_5 evt_6 evt_7", got, err)
+		}
+		if got, err := tx.InboxApplied(ctx, "webhook", []string{"evt_5", "evt_6"}); err != nil || len(got) != 0 {
+			t.Errorf("InsertInboxEvents for email recorded %v (%v) for webhook", got, err)
+		}
+		return nil
+	})
+
 	// A failed transaction records nothing.
 	err := db.Update(ctx, func(tx boxoffice.Tx) error {
 		if err := tx.InsertInboxEvent(ctx, "email", "evt_3", at(2)); err != nil {
