@@ -19,6 +19,7 @@ import (
 	"boxoffice"
 	bt "boxoffice/internal/browsertest"
 	"boxoffice/internal/checkfor"
+	"boxoffice/sale"
 )
 
 // browserBudget bounds each browser of a test, start to end.
@@ -609,4 +610,35 @@ func TestSignInCodeInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("code-button")),
 		chromedp.WaitVisible(chromedp.ID("buyer")))
 	bt.WaitText(t, tab, "#buyer-email", "ann@example.com")
+}
+
+// TestSeatMapRepaintsInPlace: the page's map redraws on every change and every few seconds;
+// the same seats keep their buttons, only repainted. A seat taken elsewhere turns grey on the
+// button the buyer sees, and no other button is replaced — a replaced button had swallowed a
+// click whose mousedown and mouseup fell either side of a redraw.
+func TestSeatMapRepaintsInPlace(t *testing.T) {
+	tab := bt.New(t, browserBudget)
+	s := startServerWith(t, sqliteStore, serverOptions{})
+	s.seatedShow(t, "gala", 50)
+	signIn(t, tab, s, "gala", "ivy@example.com")
+	bt.Run(t, tab, chromedp.WaitVisible(chromedp.CSS(seat("A-1-4"))))
+	mark := `for (const id of ["A-1-3", "A-1-4"]) document.querySelector('button.seat[data-seat="' + id + '"]').boxofficeMark = id; true`
+	if _, err := bt.Eval[bool](tab, mark); err != nil {
+		t.Fatal(err)
+	}
+
+	admin := &boxoffice.Principal{KeyID: boxoffice.AdminKeyID, Role: boxoffice.RoleAdmin}
+	if _, _, err := s.svc.CreateHold(context.Background(), admin, sale.Idem{Scope: "test", Key: "elsewhere", Fingerprint: "f"},
+		sale.HoldInput{ShowID: "gala", TierID: "stalls", Seats: []string{"A-1-4"}, Buyer: sale.BuyerInput{Email: "other@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	bt.WaitTrue(t, tab, "the seat held elsewhere is shown taken",
+		`(b => !!b && b.dataset.state !== "available" && b.disabled)(document.querySelector('`+seat("A-1-4")+`'))`)
+	kept := `["A-1-3", "A-1-4"].every(id => document.querySelector('button.seat[data-seat="' + id + '"]').boxofficeMark === id)`
+	if ok, err := bt.Eval[bool](tab, kept); err != nil || !ok {
+		t.Fatalf("the redraw replaced the seats' buttons (kept: %v, %v)", ok, err)
+	}
+	// And a click on a free seat still selects it.
+	bt.Run(t, tab, chromedp.Click(chromedp.CSS(seat("A-1-3"))))
+	bt.WaitContains(t, tab, "#selection", "A-1-3")
 }

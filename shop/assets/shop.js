@@ -334,9 +334,16 @@
 
   function seatName(s) { return "Section " + s.section + ", row " + s.row + ", seat " + s.label; }
 
+  // The map's buttons by seat id, and the seats they were built for: a redraw of the same seats
+  // (every poll draws, and a forced one every few seconds) repaints the buttons in place. Built
+  // anew each time, a button replaced between the buyer's mousedown and mouseup got no click,
+  // and focus left the map.
+  let mapKey = "";
+  const seatButtons = new Map();
+
   function drawMap() {
     const map = $("seatmap");
-    if (!st.tier || !st.tier.seated) { map.replaceChildren(); return; }
+    if (!st.tier || !st.tier.seated) { map.replaceChildren(); mapKey = ""; seatButtons.clear(); return; }
     const sections = new Map();
     const lost = [];
     for (const s of st.seats) {
@@ -354,6 +361,14 @@
       say((lost.length === 1 ? "Seat " + lost[0] + " was" : "Seats " + lost.join(", ") + " were") +
         " just taken by another buyer: choose another seat.");
     }
+    const mine = st.seats.filter((s) => s.tier_id === st.tier.id);
+    const key = st.tier.id + "|" + mine.map((s) => s.id).join(",");
+    if (key === mapKey) {
+      for (const s of mine) paintSeat(seatButtons.get(s.id), s);
+      renderSelection();
+      return;
+    }
+    seatButtons.clear();
     const out = [];
     for (const [sec, rows] of sections) {
       const box = document.createElement("div");
@@ -377,17 +392,31 @@
       out.push(box);
     }
     map.replaceChildren(...out);
+    mapKey = key;
     renderSelection();
   }
 
+  // seatButton makes the button of seat s; paintSeat shows its state.
   function seatButton(s) {
     const b = document.createElement("button");
     b.type = "button";
-    b.className = "seat" + (s.accessible ? " accessible" : "") + (s.restricted_view ? " restricted" : "");
     b.dataset.seat = s.id;
+    b.textContent = s.label;
+    b.addEventListener("click", () => {
+      if (st.selected.has(s.id)) st.selected.delete(s.id);
+      else if (st.selected.size < 10) st.selected.add(s.id);
+      b.setAttribute("aria-pressed", String(st.selected.has(s.id)));
+      renderSelection();
+    });
+    paintSeat(b, s);
+    seatButtons.set(s.id, b);
+    return b;
+  }
+
+  function paintSeat(b, s) {
+    b.className = "seat" + (s.accessible ? " accessible" : "") + (s.restricted_view ? " restricted" : "");
     const taken = st.justTaken.has(s.id) && s.state === "available";
     b.dataset.state = taken ? "taken" : s.state;
-    b.textContent = s.label;
     const free = s.state === "available" && !taken;
     b.disabled = !free;
     b.setAttribute("aria-pressed", String(st.selected.has(s.id)));
@@ -397,13 +426,6 @@
     if (!free) label += ", taken";
     b.setAttribute("aria-label", label);
     b.title = label;
-    b.addEventListener("click", () => {
-      if (st.selected.has(s.id)) st.selected.delete(s.id);
-      else if (st.selected.size < 10) st.selected.add(s.id);
-      b.setAttribute("aria-pressed", String(st.selected.has(s.id)));
-      renderSelection();
-    });
-    return b;
   }
 
   function renderSelection() {
