@@ -67,7 +67,9 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 			return err
 		}
 		fmt.Fprintln(stderr, "bench: raw PostgreSQL SELECT … FOR UPDATE on one row (baseline)")
-		if rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration); err != nil {
+		rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration)
+		dropDatabase(ctx, f.pg, "bench_forupdate", stderr)
+		if err != nil {
 			return fmt.Errorf("FOR UPDATE baseline: %w", err)
 		}
 	} else {
@@ -98,6 +100,7 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 			if db, err = createDatabase(ctx, f.pg, name); err != nil {
 				return err
 			}
+			defer dropDatabase(ctx, f.pg, name, stderr)
 		}
 		fmt.Fprintln(stderr, "bench:", row)
 		c := cfg
@@ -180,6 +183,21 @@ func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchF
 	res.PeakRSS = srv.peakRSS()
 	res.Verify = srv.finish(ctx)
 	return res, nil
+}
+
+// dropDatabase drops a row's database once the row is measured. Left in place, the rows'
+// databases had PostgreSQL's autovacuum working through each one's fresh rows while the next
+// rows ran, on the same two cores. A failure is reported and the comparison goes on: the next
+// run's createDatabase drops a database of that name anyway.
+func dropDatabase(ctx context.Context, base, name string, stderr io.Writer) {
+	conn, err := pgx.Connect(ctx, base)
+	if err == nil {
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: drop database %s: %v\n", name, err)
+	}
 }
 
 // createDatabase makes a fresh database on the server of base (dropping one of that name left by
