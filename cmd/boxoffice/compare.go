@@ -59,6 +59,13 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 	}
 	rep.Noop.Name = "no-op net/http handler (baseline)"
 
+	// A database that cannot be dropped after its row is reported, and the comparison goes on:
+	// the next run's createDatabase drops it anyway.
+	dropAfter := func(base, name string) {
+		if err := dropDatabase(ctx, base, name); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+		}
+	}
 	stores := []string{"sqlite"}
 	if f.pg != "" {
 		stores = append(stores, "postgres")
@@ -68,7 +75,7 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintln(stderr, "bench: raw PostgreSQL SELECT … FOR UPDATE on one row (baseline)")
 		rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration)
-		dropDatabase(ctx, f.pg, "bench_forupdate", stderr)
+		dropAfter(f.pg, "bench_forupdate")
 		if err != nil {
 			return fmt.Errorf("FOR UPDATE baseline: %w", err)
 		}
@@ -100,7 +107,7 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 			if db, err = createDatabase(ctx, f.pg, name); err != nil {
 				return err
 			}
-			defer dropDatabase(ctx, f.pg, name, stderr)
+			defer dropAfter(f.pg, name)
 		}
 		fmt.Fprintln(stderr, "bench:", row)
 		c := cfg
@@ -185,34 +192,34 @@ func runRow(ctx context.Context, cfg bench.Config, strategy, db string, f benchF
 	return res, nil
 }
 
-// dropDatabase drops a row's database once the row is measured. Left in place, the rows'
-// databases had PostgreSQL's autovacuum working through each one's fresh rows while the next
-// rows ran, on the same two cores. A failure is reported and the comparison goes on: the next
-// run's createDatabase drops a database of that name anyway.
-func dropDatabase(ctx context.Context, base, name string, stderr io.Writer) {
+// dropDatabase drops the database name on the server of base, if it is there. The comparison
+// drops each row's database once the row is measured: left in place, the rows' databases had
+// PostgreSQL's autovacuum working through each one's fresh rows while the next rows ran, on the
+// same two cores.
+func dropDatabase(ctx context.Context, base, name string) error {
 	conn, err := pgx.Connect(ctx, base)
-	if err == nil {
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
 	if err != nil {
-		fmt.Fprintf(stderr, "bench: drop database %s: %v\n", name, err)
+		return fmt.Errorf("--pg: %w", err)
 	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("--pg: drop %s: %w", name, err)
+	}
+	return nil
 }
 
 // createDatabase makes a fresh database on the server of base (dropping one of that name left by
 // an earlier run) and returns its URL.
 func createDatabase(ctx context.Context, base, name string) (string, error) {
+	if err := dropDatabase(ctx, base, name); err != nil {
+		return "", err
+	}
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {
 		return "", fmt.Errorf("--pg: %w", err)
 	}
 	defer conn.Close(ctx)
-	ident := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return "", fmt.Errorf("--pg: drop %s: %w", name, err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return "", fmt.Errorf("--pg: create %s: %w", name, err)
 	}
 	u, err := url.Parse(base)
