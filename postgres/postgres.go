@@ -56,6 +56,9 @@ type DB struct {
 	// tests that show a workload never deadlocks.
 	retries atomic.Int64
 	merge   merger
+	// stopAnalysis ends the early analysis (analyzeEarly), analyzed is closed once it has ended.
+	stopAnalysis context.CancelFunc
+	analyzed     chan struct{}
 }
 
 var _ boxoffice.SpeculativeStore = (*DB)(nil)
@@ -98,11 +101,20 @@ func open(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &DB{pool: pool}, nil
+	db := &DB{pool: pool, analyzed: make(chan struct{})}
+	var actx context.Context
+	actx, db.stopAnalysis = context.WithCancel(context.Background())
+	go func() {
+		defer close(db.analyzed)
+		db.analyzeEarly(actx)
+	}()
+	return db, nil
 }
 
 // Close closes every connection of the pool, waiting for those in use to be returned.
 func (db *DB) Close() error {
+	db.stopAnalysis()
+	<-db.analyzed
 	db.pool.Close()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -624,5 +625,57 @@ func TestWebhookWildcardMigration(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEarlyAnalysis: a table the sale fills is analyzed by the store once it has rows, long
+// before autovacuum's first nap ends, and its statements are planned from those statistics: the
+// inbox check looks each id up in the key instead of reading the consumer's whole inbox, which
+// is the plan an empty table's statistics had given it. A table still empty is left alone.
+func TestEarlyAnalysis(t *testing.T) {
+	db, url := openTest(t)
+	ctx := t.Context()
+	ids := make([]string, 3000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("evt_early_%05d", i)
+	}
+	if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		return tx.InsertInboxEvents(ctx, "email", ids, time.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	analyzed := func(table string) bool {
+		var done bool
+		if err := conn.QueryRow(ctx, `SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = $1`, table).Scan(&done); err != nil {
+			t.Fatal(err)
+		}
+		return done
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !analyzed("inbox") {
+		if time.Now().After(deadline) {
+			t.Fatal("inbox not analyzed 30 s after 3,000 rows were inserted")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if analyzed("seats") {
+		t.Error("the empty seats table was analyzed")
+	}
+	// The plan a connection caches for the statement, as the store runs it prepared.
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan; PREPARE applied(text, text[]) AS "+sInboxApplied); err != nil {
+		t.Fatal(err)
+	}
+	var plan string
+	if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) EXECUTE applied('email', '{"+strings.Join(ids[:20], ",")+"}')",
+		pgx.QueryExecModeSimpleProtocol).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plan, `"Filter"`) || !strings.Contains(plan, "event_id = ANY") {
+		t.Errorf("the inbox check filters the consumer's rows instead of looking the ids up: %s", plan)
 	}
 }

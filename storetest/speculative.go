@@ -176,6 +176,8 @@ func testSpeculative(t *testing.T, db boxoffice.Store) {
 		return nil
 	})
 
+	testSpeculativeSettles(t, db, speculate)
+
 	// One clash among many voids the run; the next answers ECONFLICT and nothing commits.
 	// Two events of one subject in a run are appended in turn.
 	runs, err = speculate(func(tx boxoffice.Tx) error {
@@ -327,4 +329,152 @@ func testSpeculativeConcurrent(t *testing.T, db boxoffice.Store) {
 			return nil
 		})
 	}
+}
+
+// testSpeculativeSettles runs the writes that settle orders — EndHold, UpdateOrder and
+// AnswerIdemRecordForOrder, one of each an order — many at a time, as a batch of purchases does
+// (a store may send each kind as one statement): all commit with their own values; one wrong
+// guess among them voids the run and only the decisions of the run with real answers commit;
+// two writes of one row in a run take effect in the order they were made.
+func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn func(tx boxoffice.Tx) error) (int, error)) {
+	ctx := context.Background()
+	const n = 6
+	hold := func(i int) string { return fmt.Sprintf("hld_set_%d", i) }
+	order := func(i int) string { return fmt.Sprintf("ord_set_%d", i) }
+	runs, err := speculate(func(tx boxoffice.Tx) error {
+		for i := range n {
+			if err := tx.InsertHold(ctx, testHold(hold(i), "set@x", base.Add(time.Hour))); err != nil {
+				return err
+			}
+			if err := tx.InsertOrder(ctx, testOrder(order(i), hold(i), boxoffice.OrderPendingPayment)); err != nil {
+				return err
+			}
+			rec := testRecord(fmt.Sprintf("idem_set_%d", i), fmt.Sprintf("set-%d", i))
+			rec.HoldID, rec.OrderID = hold(i), order(i)
+			if err := tx.InsertIdemRecord(ctx, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || runs != 1 {
+		t.Fatalf("inserting orders to settle: %d runs, %v", runs, err)
+	}
+	settled := func(i int) *boxoffice.Order {
+		o := testOrder(order(i), hold(i), boxoffice.OrderConfirmed)
+		o.Tickets = []boxoffice.Ticket{{Code: fmt.Sprintf("SET-%d", i)}}
+		o.ChargeID, o.ReleaseOnFailure, o.UpdatedAt = fmt.Sprintf("ch_set_%d", i), i%2 == 0, base.Add(time.Duration(i)*time.Second)
+		return o
+	}
+	answer := func(i int) *boxoffice.Response {
+		return &boxoffice.Response{Status: 201, Body: fmt.Appendf(nil, `{"id":%q}`, order(i)), Location: "/v1/orders/" + order(i)}
+	}
+	// settle settles orders from..to-1 and reports what each write answered.
+	settle := func(from, to int) (ended []bool, err error) {
+		runs, err = speculate(func(tx boxoffice.Tx) error {
+			ended = ended[:0]
+			for i := from; i < to; i++ {
+				ok, err := tx.EndHold(ctx, hold(i), boxoffice.HoldConfirmed, base)
+				if err != nil {
+					return err
+				}
+				ended = append(ended, ok)
+				if !ok {
+					continue // as a settle does: this order is not confirmed
+				}
+				if ok, err := tx.UpdateOrder(ctx, settled(i), boxoffice.OrderPendingPayment); err != nil || !ok {
+					return fmt.Errorf("update order %d: %v, %w", i, ok, err)
+				}
+				if ok, err := tx.AnswerIdemRecordForOrder(ctx, order(i), answer(i)); err != nil || !ok {
+					return fmt.Errorf("answer order %d: %v, %w", i, ok, err)
+				}
+			}
+			return nil
+		})
+		return ended, err
+	}
+	check := func(i int, confirmed bool) {
+		t.Helper()
+		view(t, db, func(tx boxoffice.Tx) error {
+			h, err := tx.GetHold(ctx, hold(i))
+			if err != nil {
+				return err
+			}
+			o, err := tx.GetOrder(ctx, order(i))
+			if err != nil {
+				return err
+			}
+			r, err := tx.GetIdemRecord(ctx, "key_1 POST /v1/purchases", fmt.Sprintf("set-%d", i))
+			if err != nil {
+				return err
+			}
+			if !confirmed {
+				if o.Status != boxoffice.OrderPendingPayment || r.Response != nil {
+					t.Errorf("order %d: %s, record answered %v; want untouched", i, o.Status, r.Response != nil)
+				}
+				return nil
+			}
+			want := settled(i)
+			if h.Status != boxoffice.HoldConfirmed || o.Status != want.Status || o.ChargeID != want.ChargeID ||
+				o.ReleaseOnFailure != want.ReleaseOnFailure || o.UpdatedAt.Sub(want.UpdatedAt).Abs() >= time.Microsecond ||
+				len(o.Tickets) != 1 || o.Tickets[0] != want.Tickets[0] {
+				t.Errorf("settled order %d: hold %s, order %+v; want confirmed, %+v", i, h.Status, o, want)
+			}
+			if r.Response == nil || r.Response.Status != 201 || string(r.Response.Body) != string(answer(i).Body) ||
+				r.Response.Location != answer(i).Location || !r.LockedUntil.IsZero() {
+				t.Errorf("record of settled order %d: %+v", i, r)
+			}
+			return nil
+		})
+	}
+
+	// Guesses that hold: one run settles them all, each with its own values.
+	ended, err := settle(0, 3)
+	if err != nil || runs != 1 || len(ended) != 3 {
+		t.Fatalf("settling 3 at once: %d runs, %v, %v; want 1 run", runs, ended, err)
+	}
+	for i := range 3 {
+		check(i, true)
+	}
+
+	// Order 2's hold is confirmed already and order 4's released: the guesses that they end are
+	// wrong, the run is void, and the run with real answers settles 3 and 5 and leaves 4 as it was.
+	update(t, db, func(tx boxoffice.Tx) error {
+		_, err := tx.EndHold(ctx, hold(4), boxoffice.HoldReleased, base)
+		return err
+	})
+	ended, err = settle(2, 6)
+	if err != nil || runs != 2 {
+		t.Fatalf("settling with two holds ended: %d runs, %v; want 2 runs, nil", runs, err)
+	}
+	if want := []bool{false, true, false, true}; fmt.Sprint(ended) != fmt.Sprint(want) {
+		t.Errorf("EndHold answered %v; want %v", ended, want)
+	}
+	check(3, true)
+	check(4, false)
+	check(5, true)
+
+	// Two updates of one order in a run take effect in turn: the last one stands.
+	runs, err = speculate(func(tx boxoffice.Tx) error {
+		o := settled(3)
+		o.Status, o.RefundID = boxoffice.OrderCancelled, "re_set_3"
+		if ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderConfirmed); err != nil || !ok {
+			return fmt.Errorf("cancel: %v, %w", ok, err)
+		}
+		o.Status, o.RefundID = boxoffice.OrderPaymentFailed, "re_set_3b"
+		if ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderCancelled); err != nil || !ok {
+			return fmt.Errorf("second update: %v, %w", ok, err)
+		}
+		return nil
+	})
+	if err != nil || runs != 1 {
+		t.Fatalf("two updates of one order: %d runs, %v; want 1 run, nil", runs, err)
+	}
+	view(t, db, func(tx boxoffice.Tx) error {
+		o, err := tx.GetOrder(ctx, order(3))
+		if err == nil && (o.Status != boxoffice.OrderPaymentFailed || o.RefundID != "re_set_3b") {
+			t.Errorf("after two updates in a run: %s %s; want payment_failed re_set_3b", o.Status, o.RefundID)
+		}
+		return err
+	})
 }

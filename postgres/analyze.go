@@ -1,0 +1,102 @@
+package postgres
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// growingTables are the tables that a sale fills: a fresh database has them empty and without
+// statistics.
+var growingTables = []string{
+	"holds", "orders", "idempotency_records", "events", "inbox", "inventory_events", "queue_entries", "seats",
+}
+
+// Early analysis: a statement's plan is made, and cached on its connection, from the statistics
+// its tables have when it is first run. A fresh database's tables have none, and autovacuum's
+// first ANALYZE comes only after its nap (a minute by default) — the first minute of a fresh
+// deployment's first on-sale, the whole of a benchmark. Plans made meanwhile keep what suited an
+// empty table: the email consumer's inbox check read every row of the consumer's inbox through
+// the first column of the key and filtered the ids (2 ms a call at 3,000 rows, growing with the
+// table), and the settles' multi-row updates read their whole tables. So the store analyzes
+// those tables itself each time one has doubled since it last did, from 100 rows on, until
+// autovacuum has analyzed it or it held earlyAnalyzeUpTo rows when analyzed; each ANALYZE also makes
+// every connection plan that table's statements afresh.
+const (
+	earlyAnalyzeEvery = time.Second
+	earlyAnalyzeFrom  = 100
+	earlyAnalyzeUpTo  = 100_000
+)
+
+// sEarlyAnalyzeStats reads, for each growing table of the store's schema, its rows and whether
+// autovacuum has analyzed it.
+const sEarlyAnalyzeStats = `SELECT relname, n_live_tup, last_autoanalyze IS NOT NULL
+	FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY($1)`
+
+// analyzeEarly runs the early analysis until ctx ends or no table needs it any longer.
+func (db *DB) analyzeEarly(ctx context.Context) {
+	// watched maps each table still watched to its rows when the store last analyzed it.
+	watched := make(map[string]int64, len(growingTables))
+	for _, t := range growingTables {
+		watched[t] = 0
+	}
+	tick := time.NewTicker(earlyAnalyzeEvery)
+	defer tick.Stop()
+	for len(watched) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		due, err := db.dueForAnalysis(ctx, watched)
+		if err != nil {
+			if ctx.Err() == nil {
+				slog.Debug("early analysis: reading table statistics", "err", err)
+			}
+			continue
+		}
+		for t, rows := range due {
+			if _, err := db.pool.Exec(ctx, "ANALYZE "+pgx.Identifier{t}.Sanitize()); err != nil {
+				if ctx.Err() == nil {
+					// Not the tables' owner, say: autovacuum will do it in its time.
+					slog.Debug("early analysis: ANALYZE failed; leaving the table to autovacuum", "table", t, "err", err)
+					delete(watched, t)
+				}
+				continue
+			}
+			watched[t] = rows
+		}
+	}
+}
+
+// dueForAnalysis returns the watched tables to analyze now, with their rows, and stops watching
+// those that autovacuum has analyzed or that the store analyzed at earlyAnalyzeUpTo rows or more.
+func (db *DB) dueForAnalysis(ctx context.Context, watched map[string]int64) (map[string]int64, error) {
+	names := make([]string, 0, len(watched))
+	for t := range watched {
+		names = append(names, t)
+	}
+	rows, err := db.pool.Query(ctx, sEarlyAnalyzeStats, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	due := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var live int64
+		var byAutovacuum bool
+		if err := rows.Scan(&name, &live, &byAutovacuum); err != nil {
+			return nil, err
+		}
+		switch last := watched[name]; {
+		case byAutovacuum || last >= earlyAnalyzeUpTo:
+			delete(watched, name)
+		case live >= max(earlyAnalyzeFrom, 2*last):
+			due[name] = live
+		}
+	}
+	return due, rows.Err()
+}
