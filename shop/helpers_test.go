@@ -99,6 +99,8 @@ type serverOptions struct {
 	// Clock, when set, is the sale service's clock, so that a test can make holds due without
 	// waiting for them; the payment simulator and the sessions keep the real one.
 	Clock *clock
+	// CodesPerMinute is the shop's (zero: its default).
+	CodesPerMinute int
 }
 
 // clock is the real time moved on by what a test advanced it, safe for concurrent use.
@@ -163,7 +165,7 @@ func startServerWith(t *testing.T, open opener, o serverOptions) *server {
 	if err := os.MkdirAll(mail, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sh, err := shop.New(ctx, svc, rooms, shop.Options{Secrets: st, Mailer: &nats.Email{Dir: mail}})
+	sh, err := shop.New(ctx, svc, rooms, shop.Options{Secrets: st, Mailer: &nats.Email{Dir: mail}, CodesPerMinute: o.CodesPerMinute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,8 @@ import (
 	"boxoffice/internal/webpage"
 	"boxoffice/sale"
 	"boxoffice/waitroom"
+
+	"golang.org/x/time/rate"
 )
 
 // Service is what the shop needs of the box office: the methods of *sale.Service it calls. With
@@ -100,6 +102,9 @@ type Options struct {
 	// only with that code (see sendCode). nil takes the address as typed: a wiring for tests and
 	// demos, where anyone may buy as anyone.
 	Mailer Mailer
+	// CodesPerMinute bounds the sign-in codes this server mails a minute, to all addresses
+	// together (default 600, in bursts of up to as many); more answer 429 rate_limited.
+	CodesPerMinute int
 }
 
 //go:embed assets
@@ -120,8 +125,9 @@ type Shop struct {
 	static http.Handler
 	shows  showCache
 	// codesSent counts the codes sent to each address lately, wrongCodes the wrong codes given
-	// for each pending sign-in.
+	// for each pending sign-in; codeBudget is the codes this server may still mail, to anyone.
 	codesSent, wrongCodes tally
+	codeBudget            *rate.Limiter
 }
 
 // New returns the shop of svc and rooms (nil when the server has no waiting rooms). It fails
@@ -135,6 +141,9 @@ func New(ctx context.Context, svc Service, rooms WaitRoom, opts Options) (*Shop,
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 256
+	}
+	if opts.CodesPerMinute <= 0 {
+		opts.CodesPerMinute = defaultCodesPerMinute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -155,7 +164,8 @@ func New(ctx context.Context, svc Service, rooms WaitRoom, opts Options) (*Shop,
 	s := &Shop{svc: svc, rooms: rooms, opts: opts, log: opts.Logger, secret: secret,
 		slots: make(chan struct{}, opts.MaxInFlight), mux: http.NewServeMux(),
 		static:    http.StripPrefix(staticPrefix, http.FileServerFS(static)),
-		codesSent: tally{window: codeWindow}, wrongCodes: tally{window: codeTTL}}
+		codesSent: tally{window: codeWindow}, wrongCodes: tally{window: codeTTL},
+		codeBudget: rate.NewLimiter(rate.Limit(float64(opts.CodesPerMinute)/60), opts.CodesPerMinute)}
 	s.routes()
 	return s, nil
 }

@@ -509,6 +509,33 @@ func TestSignInCode(t *testing.T) {
 	}
 }
 
+// TestSignInCodesPerMinute: the codes a server mails are bounded over all addresses together,
+// so typing one address after another cannot turn the shop into a mailer for a list; the code
+// refused is not mailed, and the address it was for keeps its own five.
+func TestSignInCodesPerMinute(t *testing.T) {
+	t.Parallel()
+	s := startServerWith(t, sqliteStore, serverOptions{CodesPerMinute: 3})
+	s.seatedShow(t, "gala", 10)
+	for _, who := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+		newBuyer(t, s, "gala").askCode(who)
+	}
+	a := newBuyer(t, s, "gala").do(http.MethodPost, "/session", map[string]string{"email": "d@example.com"})
+	if a.status != http.StatusTooManyRequests || a.code() != boxoffice.ERATELIMITED || a.header.Get("Retry-After") == "" {
+		t.Fatalf("a fourth code within the minute: %d %s (Retry-After %q)", a.status, a.body, a.header.Get("Retry-After"))
+	}
+	if n := len(s.codes(t, "d@example.com")); n != 0 {
+		t.Fatalf("the refused code was mailed (%d codes to d@)", n)
+	}
+	// The same for an address that has had a code: the budget, not the address, refuses.
+	a = newBuyer(t, s, "gala").do(http.MethodPost, "/session", map[string]string{"email": "a@example.com"})
+	if a.status != http.StatusTooManyRequests || !strings.Contains(string(a.body), "too many sign-in codes") {
+		t.Fatalf("a second code for a@ past the budget: %d %s", a.status, a.body)
+	}
+	if n := len(s.codes(t, "a@example.com")); n != 1 {
+		t.Fatalf("a@ has %d codes, want the first alone", n)
+	}
+}
+
 func mustAtoi(t *testing.T, s string) int {
 	t.Helper()
 	n, err := strconv.Atoi(s)

@@ -43,6 +43,14 @@ const (
 	attemptsPerCode = 5
 	// limitEntries bounds each of the two in-memory tallies; past it the oldest entries go.
 	limitEntries = 10_000
+	// defaultCodesPerMinute is Options.CodesPerMinute's default. The limits above are per
+	// address, and an address costs nothing to type: without a bound on them all, a script
+	// could have the shop mail codes to every address on a list (spam in the venue's name, and
+	// the sender's reputation with it), or type ten thousand addresses to evict an address's
+	// count from its tally. 600 a minute is ten sign-ins a second for a server, more than a
+	// queue's arrivals sign in while they wait, and as many a minute as the SMTP relays a venue
+	// rents commonly take.
+	defaultCodesPerMinute = 600
 )
 
 // pending is a sign-in waiting for its code.
@@ -131,10 +139,26 @@ func (t *tally) count(key string, now time.Time) int {
 // browser, and the page is told to ask for the code.
 func (s *Shop) sendCode(w http.ResponseWriter, r *http.Request, email string) {
 	now := s.opts.Now()
-	if s.codesSent.add(boxoffice.BuyerKey(email), now) > codesPerAddress {
+	key := boxoffice.BuyerKey(email)
+	tooMany := func() {
 		e := boxoffice.Errorf(boxoffice.ERATELIMITED, "%d codes were sent to this address lately; use the last one, or ask again later", codesPerAddress)
 		e.RetryAfter = codeWindow
 		s.writeError(w, r, e)
+	}
+	// The address's count is looked at before the server's budget is spent on it, and taken
+	// after: a refusal of either spends nothing of the other.
+	if s.codesSent.count(key, now) >= codesPerAddress {
+		tooMany()
+		return
+	}
+	if !s.codeBudget.AllowN(now, 1) {
+		e := boxoffice.Errorf(boxoffice.ERATELIMITED, "the box office is sending too many sign-in codes just now; try again in a minute")
+		e.RetryAfter = time.Minute
+		s.writeError(w, r, e)
+		return
+	}
+	if s.codesSent.add(key, now) > codesPerAddress {
+		tooMany() // another request for the address took the last one meanwhile
 		return
 	}
 	p := s.newPending(email)
