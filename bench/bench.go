@@ -81,9 +81,13 @@ type Result struct {
 	Outcomes   map[string]int // "201", "409 sold_out", … by final answer
 	Sold       int            // tickets sold as the server counts them after the run
 	Errors     int64          // transport errors (connection refused, reset) on final attempts
-	PeakRSS    int64          // the server's peak resident memory, bytes, when known
-	Verify     string         // "ok", the violations, or "" when not run
-	Servers    []ServerLoad   // what each server was sent, in the order of Config.URLs
+	// SoldOutRate is the final answers a second after the last ticket sold: in a sold-out
+	// stampede, the refusals' own rate, which the run's Throughput mixes with the purchases
+	// before it. 0 when no answer came after a sale.
+	SoldOutRate float64
+	PeakRSS     int64        // the server's peak resident memory, bytes, when known
+	Verify      string       // "ok", the violations, or "" when not run
+	Servers     []ServerLoad // what each server was sent, in the order of Config.URLs
 }
 
 // ServerLoad is one server's share of a run, so a report over several servers shows the load
@@ -137,6 +141,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		P999: time.Duration(r.hist.ValueAtQuantile(99.9)) * time.Microsecond,
 	}
 	res.Throughput = float64(res.Requests) / elapsed.Seconds()
+	if r.afterSale > 0 {
+		since := start // no sale at all: every answer was after the last one
+		if !r.lastSale.IsZero() {
+			since = r.lastSale
+		}
+		if d := start.Add(elapsed).Sub(since); d > 0 {
+			res.SoldOutRate = float64(r.afterSale) / d.Seconds()
+		}
+	}
 	for s, u := range cfg.URLs {
 		res.Servers = append(res.Servers, ServerLoad{URL: u, Attempts: r.sent[s].Load()})
 	}
@@ -278,6 +291,10 @@ type runner struct {
 	mu       sync.Mutex
 	hist     *hdrhistogram.Histogram
 	outcomes map[string]int
+	// lastSale is when the last purchase answered 201, afterSale how many final answers came
+	// after it (Result.SoldOutRate).
+	lastSale  time.Time
+	afterSale int64
 }
 
 // buyer takes purchase numbers until the run is over, starting each at its home server.
@@ -304,6 +321,11 @@ func (r *runner) buyer(ctx context.Context, home int) {
 		r.done.Add(1)
 		r.mu.Lock()
 		r.outcomes[outcome]++
+		if outcome == "201" {
+			r.lastSale, r.afterSale = time.Now(), 0
+		} else {
+			r.afterSale++
+		}
 		r.mu.Unlock()
 		if len(lat) >= 32 { // often enough for the progress line to show a live p99
 			flush()

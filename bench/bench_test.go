@@ -2,6 +2,10 @@ package bench
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -50,7 +54,39 @@ func TestRunCountsEveryRequest(t *testing.T) {
 	if !(res.P50 <= res.P99 && res.P99 <= res.P999) || res.P50 <= 0 {
 		t.Fatalf("percentiles out of order: %v %v %v", res.P50, res.P99, res.P999)
 	}
+	if res.SoldOutRate != 0 {
+		t.Fatalf("sold-out rate %v of a run whose every answer was a sale", res.SoldOutRate)
+	}
 	if _, err := Run(context.Background(), Config{URL: "http://10.1.2.3:80", Mode: ModeNoop}); err == nil {
 		t.Fatal("a non-loopback target was loaded")
+	}
+}
+
+// TestSoldOutRate: a run that sells out has the rate of the answers after its last sale, which
+// leaves out the time spent selling: higher than the whole run's rate of those answers, and
+// counting only them.
+func TestSoldOutRate(t *testing.T) {
+	var answered atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if answered.Add(1) <= 100 {
+			time.Sleep(2 * time.Millisecond) // selling is slower than refusing
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		w.WriteHeader(http.StatusConflict)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{URL: srv.URL, Mode: ModeNoop, Buyers: 8, Requests: 400, Duration: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcomes["201"] != 100 || res.Requests != 400 {
+		t.Fatalf("outcomes %v", res.Outcomes)
+	}
+	// At most the 7 other buyers' refusals can have finished before the last sale did.
+	overall := 300 / res.Elapsed.Seconds()
+	if res.SoldOutRate <= overall || res.SoldOutRate*res.Elapsed.Seconds() < 293 {
+		t.Fatalf("sold-out rate %.0f/s over a %v run with 300 refusals (%.0f/s over the whole run)", res.SoldOutRate, res.Elapsed, overall)
 	}
 }

@@ -170,6 +170,9 @@ func printResult(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(w, "  held        %d seats by the server's count; %d holds answered 201\n", r.Sold, r.Orders())
 	} else {
 		fmt.Fprintf(w, "  sold        %d tickets by the server's count; %d purchases answered 201\n", r.Sold, r.Orders())
+		if r.SoldOutRate > 0 && r.Orders() > 0 {
+			fmt.Fprintf(w, "  sold out    %.0f answers/s after the last sale (the refusals' own rate)\n", r.SoldOutRate)
+		}
 	}
 	if len(r.Servers) > 1 {
 		// Only for a cluster, so the report of one server stays as it was.
