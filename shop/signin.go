@@ -47,9 +47,8 @@ const (
 	// address, and an address costs nothing to type: without a bound on them all, a script
 	// could have the shop mail codes to every address on a list (spam in the venue's name, and
 	// the sender's reputation with it), or type ten thousand addresses to evict an address's
-	// count from its tally. 600 a minute is ten sign-ins a second for a server, more than a
-	// queue's arrivals sign in while they wait, and as many a minute as the SMTP relays a venue
-	// rents commonly take.
+	// count from its tally. 600 a minute is ten sign-ins a second for each server; an on-sale
+	// that expects more sets Options.CodesPerMinute.
 	defaultCodesPerMinute = 600
 )
 
