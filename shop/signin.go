@@ -48,7 +48,7 @@ const (
 	// could have the shop mail codes to every address on a list (spam in the venue's name, and
 	// the sender's reputation with it), or type ten thousand addresses to evict an address's
 	// count from its tally. 600 a minute is ten sign-ins a second for each server; an on-sale
-	// that expects more sets Options.CodesPerMinute.
+	// that expects more sets Options.CodesPerMinute (serve --shop-codes-per-minute).
 	defaultCodesPerMinute = 600
 )
 

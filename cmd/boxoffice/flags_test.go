@@ -28,6 +28,8 @@ func TestServeRefusesUnsafeSettings(t *testing.T) {
 		{[]string{"--events-max-age", "20h"}, "--events-max-age: max age 20h0m0s would delete messages still being retried"},
 		{[]string{"--events-max-age", "2h", "--webhook-retries", "1h,1h", "--email-retries", "1s"}, "--events-max-age"},
 		{[]string{"--events-max-age", "30s", "--webhook-retries", "1s", "--email-retries", "1s"}, "duplicate window"},
+		// No budget at all would refuse every sign-in: that is --shop-trust-email's job, said so.
+		{[]string{"--shop-codes-per-minute", "0"}, "--shop-codes-per-minute 0"},
 	} {
 		err := serve(append([]string{"--data-dir", t.TempDir(), "--addr", "127.0.0.1:0"}, tc.args...), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -96,6 +96,8 @@ type serveFlags struct {
 	webhooksAllowPrivate bool
 	// shopTrustEmail signs buyers in on the buyer's page with the address as typed, no code.
 	shopTrustEmail bool
+	// shopCodesPerMinute bounds the sign-in codes the buyer's page mails (shop.Options).
+	shopCodesPerMinute int
 	// webhookRetries and emailRetries are the consumers' retry schedules.
 	webhookRetries, emailRetries durationList
 	// metricsAddr serves /metrics on a listener of its own instead of the API port.
@@ -134,6 +136,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	f.emailRetries = bonats.DefaultEmailBackoff
 	fs.Var(&f.webhookRetries, "webhook-retries", "pauses before each retry of a failed webhook delivery (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it) and is lengthened to a receiver's Retry-After, up to 1h; one more failure after the last makes it a dead letter")
 	fs.Var(&f.emailRetries, "email-retries", "pauses before each retry of a failed email (comma-separated durations); each pause gets ±20% jitter (0.8 to 1.2 times it); one more failure after the last makes it a dead letter")
+	fs.IntVar(&f.shopCodesPerMinute, "shop-codes-per-minute", 600, "sign-in codes the buyer's page (/shop) mails a minute from this server, to all addresses together (in bursts of up to as many); more answer 429 rate_limited, so that typing addresses cannot make the shop mail a list")
 	fs.BoolVar(&f.shopTrustEmail, "shop-trust-email", false, "sign buyers in on the buyer's page (/shop) with the address they type, without the code emailed to it (a demo or a test; anyone may then buy, and queue, as anyone)")
 	fs.BoolVar(&f.webhooksAllowPrivate, "webhooks-allow-private", false, "allow webhook endpoints on private and loopback addresses (a partner on this network, a local test receiver)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (e.g. 127.0.0.1:9090 or :9090 for a scraper on another host) and no longer on --addr; unset: /metrics is on --addr")
@@ -330,7 +333,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	// secret kept in the store, so that a buyer signed in on one server is on every server.
 	// A buyer is signed in with a code emailed to the address they type (shop.Mailer), which is
 	// what makes a waiting room's "one place per buyer" hold.
-	shopOpts := shop.Options{Logger: log}
+	shopOpts := shop.Options{Logger: log, CodesPerMinute: f.shopCodesPerMinute}
 	if !f.shopTrustEmail {
 		shopOpts.Mailer = async.Mailer()
 	}
@@ -417,6 +420,8 @@ func (f *serveFlags) unsupported() error {
 		return fmt.Errorf("--mail-dir is where receipts go without --smtp; give one or the other")
 	case f.syncBudget <= 0 || f.idempotencyTTL <= 0 || f.maxQuantity < 1 || f.maxInFlight < 1:
 		return fmt.Errorf("--payment-sync-budget, --idempotency-ttl, --max-quantity and --max-in-flight must be positive")
+	case f.shopCodesPerMinute < 1:
+		return fmt.Errorf("--shop-codes-per-minute %d: want at least 1 (--shop-trust-email mails no codes at all)", f.shopCodesPerMinute)
 	case f.natsListen != "" && f.nats != "embedded":
 		return fmt.Errorf("--nats-listen exposes the embedded NATS server; with --nats %s, point the nats CLI at those URLs", redactURLList(f.nats))
 	case f.natsListen != "" && !f.natsAllowRemote && !loopbackAddr(f.natsListen):
