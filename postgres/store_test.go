@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"boxoffice"
+	"boxoffice/internal/checkfor"
 	"boxoffice/internal/migrations"
 	"boxoffice/postgres/pgtest"
 	"boxoffice/storetest"
@@ -656,13 +657,7 @@ func TestEarlyAnalysis(t *testing.T) {
 		}
 		return done
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !analyzed("inbox") {
-		if time.Now().After(deadline) {
-			t.Fatal("inbox not analyzed 30 s after 3,000 rows were inserted")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	checkfor.Until(t, 30*time.Second, 100*time.Millisecond, "the store analyzes inbox, 3,000 rows in", func() bool { return analyzed("inbox") })
 	if analyzed("seats") {
 		t.Error("the empty seats table was analyzed")
 	}
@@ -738,17 +733,14 @@ func TestAdmissionReadsOnlyTheHead(t *testing.T) {
 	}
 	settled := func(done func(inserted, updated int64) bool) (seqScans, updated int64) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			seq, ins, upd := stats()
-			if done(ins, upd) {
-				return seq, upd
+		checkfor.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+			var ins int64
+			if seqScans, ins, updated = stats(); done(ins, updated) {
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("queue_entries' counts not reported 30 s on: %d inserted, %d updated", ins, upd)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return fmt.Errorf("queue_entries' counts not reported yet: %d inserted, %d updated", ins, updated)
+		})
+		return seqScans, updated
 	}
 	seq0, upd0 := settled(func(ins, _ int64) bool { return ins >= 20000 })
 	now, admitted := time.Now(), int64(0)
