@@ -480,7 +480,16 @@ func outcomeOf(status int, body []byte) string {
 	case status < 300:
 		return strconv.Itoa(status)
 	default:
-		return strconv.Itoa(status) + " " + codeOf(body)
+		if code := codeOf(body); code != "" {
+			return strconv.Itoa(status) + " " + code
+		}
+		// Not a problem of the API (net/http's own plain-text answers, a proxy's page): its
+		// first words, so that the outcome still says what went wrong.
+		first, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+		if len(first) > 60 {
+			first = first[:60]
+		}
+		return strconv.Itoa(status) + " " + strconv.Quote(first)
 	}
 }
 

@@ -44,6 +44,12 @@ type WaitRoomConfig struct {
 	// Purchases is how many admitted buyers buy a ticket (Purchasers at a time), from the
 	// on-sale on: the purchase path's latency while the queue takes the crowd, and after.
 	Purchases, Purchasers int
+	// JoinRate, when above 0, paces the arrivals: each phase's k-th join is sent no earlier than
+	// k/JoinRate seconds after the phase began (an open loop, as a crowd arrives whatever the
+	// server does), instead of as fast as the Buyers' answers come back. Joins/s is then the
+	// rate, not what the server can take; the purchases' latency reads against a crowd that the
+	// machine absorbs rather than one that takes all of its CPU.
+	JoinRate int
 }
 
 // WaitRoomResult is what a waiting-room run measured.
@@ -53,10 +59,15 @@ type WaitRoomResult struct {
 	Pre      int           // joined before the on-sale
 	Joins    int64         // joins answered 201
 	JoinTime time.Duration // wall time of the joins (both phases)
-	JoinsPS  float64       // joins a second
-	NoopPS   float64       // the same requests a second against the no-op handler; 0 if not run
-	P50, P99 time.Duration // latency of one join
-	Errors   map[string]int
+	// PreJoinTime is the first phase's share of JoinTime: those joins run alone, the later ones
+	// beside the admitter and the purchases.
+	PreJoinTime time.Duration
+	JoinsPS     float64       // joins a second
+	NoopPS      float64       // the same requests a second against the no-op handler; 0 if not run
+	P50, P99    time.Duration // latency of one join
+	Errors      map[string]int
+	// JoinRate is the pacing the arrivals were sent at, or 0 for as fast as answered.
+	JoinRate int
 	// Admitted is how many the server let through; AdmitPS the rate it did so at, from the
 	// first admission to the last by the server's clock.
 	Admitted int
@@ -92,7 +103,17 @@ type arrival struct {
 	pre        bool
 	sent, recv time.Time
 	token      string
+	// joined holds the token too, for the purchasers, which read it while arrivals still join.
+	joined     atomic.Pointer[string]
 	admittedAt time.Time
+}
+
+// ticket is a's queue token once its join has been answered, or "".
+func (a *arrival) ticket() string {
+	if p := a.joined.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // wrClient sends the run's requests.
@@ -149,6 +170,9 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	if cfg.Wait <= 0 {
 		cfg.Wait = 10 * time.Minute
 	}
+	if cfg.JoinRate < 0 {
+		return nil, fmt.Errorf("join rate %d: want 0 (as fast as the server answers) or more", cfg.JoinRate)
+	}
 	if cfg.PreShare < 0 || cfg.PreShare > 1 {
 		return nil, fmt.Errorf("pre-on-sale share %v: want 0 to 1", cfg.PreShare)
 	}
@@ -162,9 +186,9 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	res := &WaitRoomResult{Arrivals: cfg.Arrivals, Errors: map[string]int{}}
+	res := &WaitRoomResult{Arrivals: cfg.Arrivals, Errors: map[string]int{}, JoinRate: cfg.JoinRate}
 
-	if cfg.Noop != "" {
+	if cfg.Noop != "" && cfg.JoinRate == 0 { // paced joins are not read against the no-op
 		noop := &wrClient{hc: hc, base: cfg.Noop}
 		start := time.Now()
 		n := cfg.Arrivals
@@ -198,10 +222,19 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	join := func(batch []*arrival) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
+		began := time.Now()
 		for range cfg.Buyers {
 			wg.Go(func() {
 				for i := next.Add(1) - 1; i < int64(len(batch)) && ctx.Err() == nil; i = next.Add(1) - 1 {
 					a := batch[i]
+					if cfg.JoinRate > 0 {
+						due := began.Add(time.Duration(i) * time.Second / time.Duration(cfg.JoinRate))
+						select {
+						case <-time.After(time.Until(due)):
+						case <-ctx.Done():
+							return
+						}
+					}
 					var t struct {
 						Token string `json:"token"`
 					}
@@ -225,6 +258,9 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 						break
 					}
 					a.token = t.Token
+					if t.Token != "" {
+						a.joined.Store(&t.Token)
+					}
 				}
 			})
 		}
@@ -234,6 +270,7 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	start := time.Now()
 	join(arrivals[:res.Pre])
 	res.JoinTime = time.Since(start)
+	res.PreJoinTime = res.JoinTime
 	if err := c.putRoom(ctx, cfg, show, time.Now()); err != nil {
 		return nil, fmt.Errorf("open the sale: %w", err)
 	}
@@ -312,10 +349,23 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 	return res, nil
 }
 
-// buy starts cfg.Purchasers buyers that take the arrivals in join order, wait for each one's
-// admission (polling its ticket every 100 ms) and buy one ticket with the admitted token. It
-// returns a function that waits for them. Latencies are split by whether arrivals were still
-// joining when the purchase was sent.
+// Purchasers poll the tickets of the arrivals they watch at most purchasePolls times a second
+// each, and each watches up to purchaseWatch arrivals at a time.
+const (
+	purchasePolls = 25
+	purchaseWatch = 32
+)
+
+// buy starts cfg.Purchasers buyers that buy one ticket each for cfg.Purchases admitted arrivals,
+// as soon as each is admitted, and returns a function that waits for them. Latencies are split by
+// whether arrivals were still joining when the purchase was sent.
+//
+// The draw admits the pre-on-sale arrivals in an order no client knows, so a purchaser that took
+// arrivals one at a time in join order would wait seconds for each, and nearly every purchase
+// would come after the crowd had joined: the "while joining" figure would rest on a handful of
+// purchases. Each purchaser instead watches several arrivals, polls their tickets in turn (at a
+// bounded rate, so the polls are a small share of the load) and buys for whichever is admitted
+// first, as buyers refreshing the page would.
 func (c *wrClient) buy(ctx context.Context, cfg WaitRoomConfig, show, key string, arrivals []*arrival, joining *atomic.Bool, res *WaitRoomResult) func() {
 	res.Bought = map[string]int{}
 	n := min(cfg.Purchases, len(arrivals))
@@ -325,45 +375,45 @@ func (c *wrClient) buy(ctx context.Context, cfg WaitRoomConfig, show, key string
 	during := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	after := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	var mu sync.Mutex
-	var next atomic.Int64
+	var next, claimed atomic.Int64
+	deadline := time.Now().Add(cfg.Wait)
 	var wg sync.WaitGroup
 	for range max(cfg.Purchasers, 1) {
 		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
-				a := arrivals[i]
-				var t struct {
-					Status string `json:"status"`
-					Token  string `json:"token"`
-				}
-				for ctx.Err() == nil {
-					tok := a.token
-					if tok == "" { // not joined yet (or its join failed): ask again shortly
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-					if _, _, err := c.do(ctx, "GET", "/v1/waiting-room/tickets/"+tok, key, "", nil, &t); err == nil && t.Status != "waiting" {
+			var watch []*arrival
+			tick := time.NewTicker(time.Second / purchasePolls)
+			defer tick.Stop()
+			for ctx.Err() == nil && time.Now().Before(deadline) && claimed.Load() < int64(n) {
+				// Watch the next arrivals that have their tickets; one whose join is still on its
+				// way is taken up by the next round.
+				for len(watch) < purchaseWatch {
+					i := next.Load()
+					if i >= int64(len(arrivals)) || arrivals[i].ticket() == "" || !next.CompareAndSwap(i, i+1) {
 						break
 					}
-					time.Sleep(100 * time.Millisecond)
+					watch = append(watch, arrivals[i])
 				}
-				body := map[string]any{"show_id": show, "tier_id": "ga", "quantity": 1, "buyer": map[string]string{"email": a.email},
-					"payment": map[string]string{"token": "tok_ok"}}
-				busy := joining.Load()
-				t0 := time.Now()
-				st, b, err := c.doTicket(ctx, "/v1/purchases", key, "buy-"+a.email, t.Token, body)
-				lat := max(time.Since(t0).Microseconds(), 1)
-				mu.Lock()
-				if busy {
-					_ = during.RecordValue(lat)
+				if len(watch) == 0 {
+					if next.Load() >= int64(len(arrivals)) {
+						return // every arrival is someone's already
+					}
 				} else {
-					_ = after.RecordValue(lat)
+					a := watch[0]
+					watch = watch[1:]
+					var t struct {
+						Status string `json:"status"`
+						Token  string `json:"token"`
+					}
+					if _, _, err := c.do(ctx, "GET", "/v1/waiting-room/tickets/"+a.ticket(), key, "", nil, &t); err != nil || t.Status == "waiting" {
+						watch = append(watch, a) // not yet: back of the line
+					} else if claimed.Add(1) <= int64(n) {
+						c.purchase(ctx, show, key, a, t.Token, joining, &mu, during, after, res)
+					}
 				}
-				if err != nil {
-					res.Bought["transport error"]++
-				} else {
-					res.Bought[outcomeOf(st, b)]++
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
 				}
-				mu.Unlock()
 			}
 		})
 	}
@@ -375,6 +425,30 @@ func (c *wrClient) buy(ctx context.Context, cfg WaitRoomConfig, show, key string
 		res.PurchaseDuring = [2]time.Duration{q(during, 50), q(during, 99)}
 		res.PurchaseAfter = [2]time.Duration{q(after, 50), q(after, 99)}
 		res.DuringN, res.AfterN = during.TotalCount(), after.TotalCount()
+	}
+}
+
+// purchase buys one ticket for admitted arrival a with its admitted token, and records the
+// outcome and the latency, in during while arrivals are joining and in after once they are not.
+func (c *wrClient) purchase(ctx context.Context, show, key string, a *arrival, token string, joining *atomic.Bool,
+	mu *sync.Mutex, during, after *hdrhistogram.Histogram, res *WaitRoomResult) {
+	body := map[string]any{"show_id": show, "tier_id": "ga", "quantity": 1, "buyer": map[string]string{"email": a.email},
+		"payment": map[string]string{"token": "tok_ok"}}
+	busy := joining.Load()
+	t0 := time.Now()
+	st, b, err := c.doTicket(ctx, "/v1/purchases", key, "buy-"+a.email, token, body)
+	lat := max(time.Since(t0).Microseconds(), 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if busy {
+		_ = during.RecordValue(lat)
+	} else {
+		_ = after.RecordValue(lat)
+	}
+	if err != nil {
+		res.Bought["transport error"]++
+	} else {
+		res.Bought[outcomeOf(st, b)]++
 	}
 }
 
@@ -505,10 +579,16 @@ func PrintWaitRoom(w io.Writer, r *WaitRoomResult) {
 	fmt.Fprintf(w, "%s\n", r.Name)
 	fmt.Fprintf(w, "  joins       %.0f/s (%d of %d arrivals in %v; %d before the on-sale)", r.JoinsPS, r.Joins, r.Arrivals,
 		r.JoinTime.Round(time.Millisecond), r.Pre)
-	if r.NoopPS > 0 {
+	if r.JoinRate > 0 {
+		fmt.Fprintf(w, "; sent at %d/s, so this is the rate, not the server's limit", r.JoinRate)
+	} else if r.NoopPS > 0 {
 		fmt.Fprintf(w, "; %.2f× the no-op handler (%.0f/s)", r.JoinRatio(), r.NoopPS)
 	}
 	fmt.Fprintln(w)
+	if post := r.JoinTime - r.PreJoinTime; r.Pre > 0 && r.Pre < r.Arrivals && r.PreJoinTime > 0 && post > 0 {
+		fmt.Fprintf(w, "  phases      %.0f/s before the on-sale (joins alone), %.0f/s after (beside admission and purchases)\n",
+			float64(r.Pre)/r.PreJoinTime.Seconds(), float64(r.Arrivals-r.Pre)/post.Seconds())
+	}
 	fmt.Fprintf(w, "  latency     p50 %v  p99 %v (one join)\n", r.P50, r.P99)
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(w, "  errors      %v\n", r.Errors)

@@ -40,6 +40,7 @@ type benchFlags struct {
 	// admitRate and preShare shape --mode waiting-room.
 	admitRate int
 	preShare  float64
+	joinRate  int
 	purchases int
 	// verify names the store (and payment ledger) of a --url server, to audit after the load.
 	verify storeFlags
@@ -64,6 +65,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		"--capacity seats, a multiple of 50), or waiting-room (--requests arrivals join a show's queue\n"+
 		"around its on-sale, admitted at --admit-rate: joins/s against the no-op handler, and fairness)")
 	fs.IntVar(&f.admitRate, "admit-rate", 2000, "with --mode waiting-room: the room's admit_per_second")
+	fs.IntVar(&f.joinRate, "join-rate", 0, "with --mode waiting-room: send arrivals at this many a second (0: as fast as the server answers them)")
 	fs.Float64Var(&f.preShare, "pre-share", 0.5, "with --mode waiting-room: the share of arrivals that join before the on-sale")
 	fs.IntVar(&f.purchases, "purchases", 2000, "with --mode waiting-room: admitted buyers who then buy a ticket (16 at a time), from the on-sale on")
 	fs.Float64Var(&f.retryRate, "retry-rate", 0.05, "share of purchases whose first attempt times out on the client and is retried with the same key")
@@ -341,7 +343,7 @@ func benchWaitRoom(ctx context.Context, f benchFlags, urls []string, stdout, std
 	defer stopNoop()
 	cfg := bench.WaitRoomConfig{AdminKey: f.adminKey, Arrivals: f.requests, PreShare: f.preShare, Buyers: f.buyers,
 		Rate: f.admitRate, Wait: f.duration + time.Duration(f.requests/max(f.admitRate, 1)+30)*time.Second,
-		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL, Purchases: f.purchases, Purchasers: 16}
+		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL, Purchases: f.purchases, Purchasers: 16, JoinRate: f.joinRate}
 	name := "server at " + f.url
 	if len(urls) == 1 {
 		cfg.URL = urls[0]

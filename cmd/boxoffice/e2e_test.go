@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -685,4 +686,60 @@ func TestDataDirIsPrivate(t *testing.T) {
 	if seen < 8 {
 		t.Fatalf("only %d entries under the data dir", seen)
 	}
+}
+
+// TestBenchWaitingRoom runs bench --mode waiting-room against a running server, once as fast as
+// the server answers and once with the arrivals paced: every arrival gets a place, the draw and
+// first come first served both hold, every purchase is made by an admitted buyer and counted once
+// (while the crowd joined or after), and paced joins never run ahead of their rate.
+func TestBenchWaitingRoom(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	joinsRE := regexp.MustCompile(`joins +([\d.]+)/s \((\d+) of (\d+) arrivals`)
+	boughtRE := regexp.MustCompile(`purchases +map\[201:(\d+)\] by admitted buyers; p50/p99 \S+ while arrivals joined \((\d+)\), \S+ after \((\d+)\)`)
+	for _, c := range []struct {
+		name            string
+		rate, purchases int
+	}{{"closed loop", 0, 40}, {"paced", 400, 30}} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out := runCLI(t, "bench", "--mode", "waiting-room", "--url", s.URL, "--admin-key", adminKey,
+				"--requests", "400", "--buyers", "8", "--admit-rate", "1000", "--purchases", strconv.Itoa(c.purchases),
+				"--join-rate", strconv.Itoa(c.rate), "--duration", "2m")
+			if code != 0 {
+				t.Fatalf("exit %d\n%s", code, out)
+			}
+			j := joinsRE.FindStringSubmatch(out)
+			if j == nil || j[2] != "400" || j[3] != "400" {
+				t.Fatalf("not every arrival joined\n%s", out)
+			}
+			if !strings.Contains(out, "fairness    100.00% of post-on-sale arrivals admitted in arrival order; pre-on-sale arrivals all first: true") {
+				t.Errorf("admission was not fair\n%s", out)
+			}
+			b := boughtRE.FindStringSubmatch(out)
+			if b == nil {
+				t.Fatalf("no purchases line, or a purchase that was not a 201\n%s", out)
+			}
+			bought, during, after := atoi(t, b[1]), atoi(t, b[2]), atoi(t, b[3])
+			if bought != c.purchases || during+after != c.purchases {
+				t.Errorf("%d purchases answered 201, %d timed while joining and %d after; want %d in all\n%s", bought, during, after, c.purchases, out)
+			}
+			if c.rate > 0 {
+				// Each phase's k-th join is sent k/rate seconds after the phase began at the
+				// earliest, so the two phases of 200 take at least 2 × 199/400 s.
+				if ps, _ := strconv.ParseFloat(j[1], 64); ps > 400*200/199.0 || !strings.Contains(out, "sent at 400/s") {
+					t.Errorf("paced at 400/s, the joins came at %s/s\n%s", j[1], out)
+				}
+			} else if !strings.Contains(out, "× the no-op handler") || !strings.Contains(out, "/s before the on-sale (joins alone)") {
+				t.Errorf("no ratio to the no-op handler, or no rate of each phase\n%s", out)
+			}
+		})
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
