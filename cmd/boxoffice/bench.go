@@ -78,7 +78,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.out, "out", "bench-report", "directory of the --compare report")
 	fs.StringVar(&f.pg, "pg", "", "a PostgreSQL server (postgres:// URL of a database bench may create databases from) for the postgres rows and the FOR UPDATE baseline of --compare")
 	fs.StringVar(&f.redis, "redis", "", "a Redis URL for the redis-lock rows of --compare (and --inventory redis-lock)")
-	fs.StringVar(&f.strategies, "strategies", strings.Join(inventory.Names(moreStrategies(nil)), ","), "strategies --compare runs")
+	fs.StringVar(&f.strategies, "strategies", strings.Join(inventory.Names(moreStrategies(nil)), ","), "strategies --compare runs (the default always runs, on one show, on many and sold out)")
 	fs.StringVar(&f.verify.dataDir, "verify-data-dir", "", "with --url: the server's --data-dir, to run verify on its store and payment ledger after the load")
 	fs.StringVar(&f.verify.db, "verify-db", "sqlite", "with --url and --verify-data-dir: the server's --db")
 	if err := parseFlags(fs, args); err != nil {

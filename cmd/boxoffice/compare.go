@@ -69,16 +69,6 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 	stores := []string{"sqlite"}
 	if f.pg != "" {
 		stores = append(stores, "postgres")
-		db, err := createDatabase(ctx, f.pg, "bench_forupdate")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stderr, "bench: raw PostgreSQL SELECT … FOR UPDATE on one row (baseline)")
-		rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration)
-		dropAfter(f.pg, "bench_forupdate")
-		if err != nil {
-			return fmt.Errorf("FOR UPDATE baseline: %w", err)
-		}
 	} else {
 		rep.Failures = append(rep.Failures, "the postgres rows and the FOR UPDATE baseline: no --pg server given")
 	}
@@ -123,27 +113,48 @@ func compare(ctx context.Context, f benchFlags, stdout, stderr io.Writer) error 
 		rep.Rows = append(rep.Rows, res)
 		return nil
 	}
+	// Rows that a target compares run next to each other: the default on one show, on many
+	// shows and (SQLite) sold out, and on PostgreSQL the FOR UPDATE baseline right before them.
+	// A shared machine drifts over a comparison's minutes, and rows far apart had differed by
+	// more than the targets' margins (16 shows "slower" than one by 4–14% in half of the runs,
+	// with the one-show row six rows earlier).
+	manyShows := func(c *bench.Config) { c.Shows = bench.ManyShows }
 	for _, store := range stores {
+		if store == "postgres" {
+			db, err := createDatabase(ctx, f.pg, "bench_forupdate")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stderr, "bench: raw PostgreSQL SELECT … FOR UPDATE on one row (baseline)")
+			rep.PGLock, err = bench.RunPGForUpdate(ctx, db, f.buyers, f.requests, f.duration)
+			dropAfter(f.pg, "bench_forupdate")
+			if err != nil {
+				return fmt.Errorf("FOR UPDATE baseline: %w", err)
+			}
+		}
+		if err := measure(store, inventory.Default, inventory.Default+" on "+store, nil); err != nil {
+			return err
+		}
+		// The default over many shows (is anything but the hot row serialising?) and in a
+		// sold-out stampede, where nearly every answer is a refusal.
+		if err := measure(store, inventory.Default, fmt.Sprintf("%s on %s, %d shows", inventory.Default, store, bench.ManyShows), manyShows); err != nil {
+			return err
+		}
+		if store == "sqlite" {
+			if err := measure("sqlite", inventory.Default, rep.SoldOut, func(c *bench.Config) {
+				c.Shows, c.Capacity = 1, soldOutCapacity(c.Requests)
+			}); err != nil {
+				return err
+			}
+		}
 		for _, name := range strings.Split(f.strategies, ",") {
-			name = strings.TrimSpace(name)
+			if name = strings.TrimSpace(name); name == inventory.Default {
+				continue
+			}
 			if err := measure(store, name, name+" on "+store, nil); err != nil {
 				return err
 			}
 		}
-	}
-	// The default over many shows (is anything but the hot row serialising?) and in a sold-out
-	// stampede, where nearly every answer is a refusal.
-	manyShows := func(c *bench.Config) { c.Shows = bench.ManyShows }
-	for _, store := range stores {
-		row := fmt.Sprintf("%s on %s, %d shows", inventory.Default, store, bench.ManyShows)
-		if err := measure(store, inventory.Default, row, manyShows); err != nil {
-			return err
-		}
-	}
-	if err := measure("sqlite", inventory.Default, rep.SoldOut, func(c *bench.Config) {
-		c.Shows, c.Capacity = 1, soldOutCapacity(c.Requests)
-	}); err != nil {
-		return err
 	}
 
 	var md strings.Builder
