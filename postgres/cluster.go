@@ -190,7 +190,7 @@ func scanLease(r pgx.CollectableRow) (boxoffice.Lease, error) {
 // CheckLease implements boxoffice.LeaseTx. In a speculative run it goes with the batch's other
 // writes, and a lease that moved voids the run; the run without deferring then says so.
 func (t *tx) CheckLease(ctx context.Context, name, serverID string, epoch int64) error {
-	if t.later(stepLease, name, dCheckLease, name, serverID, epoch) {
+	if t.laterAs(deferredWrite{kind: kindLease, step: stepLease, key: name, sql: dCheckLease, args: []any{name, serverID, epoch}}) {
 		return nil
 	}
 	var one int

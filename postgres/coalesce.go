@@ -26,6 +26,8 @@ const (
 	kindClaim // the claim of an idempotency key, queued before its record's insert
 	kindLock  // the advisory lock of an event's subject
 	kindEvent // an event append; the lock of its subject is queued before it
+	kindLease // a show lease's fence (CheckLease)
+	kindTier  // a tier's compare-and-set of its counts (SetTierCounts)
 )
 
 // lockStep places a deferred write in LockOrder: the deferred writes of a transaction go to the
@@ -125,6 +127,26 @@ var (
 	// Fails unless every key was claimed; it tries them all, but a failure rolls back anyway.
 	sMultiClaim = `SELECT 1 / bool_and(pg_try_advisory_xact_lock(` + idemLockKeyMulti + `))::int
 		FROM unnest($1::text[], $2::text[]) AS v(s, k)`
+	// A batch of many shows checked each show's lease and set each tier's counts in a statement
+	// of its own: 16 shows sold 10–18% slower than one on PostgreSQL, with 14 of each statement
+	// per batch where one show has one. The leases are locked in the order of their names
+	// (LockRows above the sort), as LockOrder's first step says.
+	sMultiLease = `SELECT 1 / (count(*) = $4)::int FROM (
+		SELECT 1 FROM leases AS l
+		JOIN unnest($1::text[], $2::text[], $3::int8[]) AS v(name, server_id, epoch)
+			ON l.name = v.name AND l.server_id = v.server_id AND l.epoch = v.epoch
+		ORDER BY l.name FOR KEY SHARE OF l) AS f`
+	// The tiers' compare-and-set for many rows, after sMultiTierLock has locked them in the order
+	// of their keys: left to itself, the UPDATE's join locks them in the order its plan meets
+	// them (a hash join over the table, for a small one), not LockOrder's.
+	sMultiTierLock = `SELECT count(*) FROM (
+		SELECT 1 FROM tiers AS t JOIN unnest($1::text[], $2::text[]) AS v(show_id, id) ON t.show_id = v.show_id AND t.id = v.id
+		ORDER BY t.show_id, t.id FOR NO KEY UPDATE OF t) AS f`
+	sMultiTier = `WITH w AS (UPDATE tiers AS t SET held = v.held, sold = v.sold, version = t.version + 1
+		FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS v(held, sold, show_id, id, version)
+		WHERE t.show_id = v.show_id AND t.id = v.id AND t.version = v.version AND v.held + v.sold <= t.capacity
+		RETURNING 1)
+		SELECT 1 / ((SELECT count(*) FROM w) = $6)::int`
 	// Events are numbered in the order they were appended (WITH ORDINALITY … ORDER BY), each
 	// after the last of its subject; two of one subject in one statement would get the same seq
 	// and fail on the unique (subject, seq), voiding the run, which then appends one at a time.
@@ -169,6 +191,19 @@ func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
 		return strings.Compare(a.key, b.key)
 	})
 	groups := make(map[writeKind][]deferredWrite)
+	for i, w := range pending {
+		if w.kind == kindTier && i > 0 && pending[i-1].kind == kindTier && pending[i-1].key == w.key {
+			// Two writes of one tier: a multi-row UPDATE changes a row once, so the kind goes as
+			// single statements, each after the one before.
+			for j := range pending {
+				if pending[j].kind == kindTier {
+					pending[j].kind = single
+				}
+			}
+			delete(groups, kindTier)
+			break
+		}
+	}
 	for _, w := range pending {
 		if w.kind != single {
 			groups[w.kind] = append(groups[w.kind], w)
@@ -183,7 +218,7 @@ func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
 		case g == nil:
 			// Sent with the first of its kind.
 		default:
-			out = append(out, many(w.kind, g))
+			out = append(out, many(w.kind, g)...)
 			groups[w.kind] = nil
 		}
 	}
@@ -209,8 +244,25 @@ func (w deferredWrite) one() *pgx.QueuedQuery {
 	return q
 }
 
-// many is the writes of a kind (two or more) as one statement.
-func many(kind writeKind, g []deferredWrite) *pgx.QueuedQuery {
+// many is the writes of a kind (two or more) as one statement (two for tiers: the locks, then
+// the writes).
+func many(kind writeKind, g []deferredWrite) []*pgx.QueuedQuery {
+	if kind == kindTier {
+		rows := make([][]any, len(g))
+		for i, w := range g {
+			rows[i] = w.args
+		}
+		cols := columns(rows)
+		return []*pgx.QueuedQuery{
+			{SQL: sMultiTierLock, Arguments: []any{cols[2], cols[3]}},
+			{SQL: sMultiTier, Arguments: append(cols, len(g))},
+		}
+	}
+	return []*pgx.QueuedQuery{manyOne(kind, g)}
+}
+
+// manyOne is the writes of a kind (two or more) that go as one statement.
+func manyOne(kind writeKind, g []deferredWrite) *pgx.QueuedQuery {
 	rows := make([][]any, len(g))
 	for i, w := range g {
 		rows[i] = w.args
@@ -222,6 +274,8 @@ func many(kind writeKind, g []deferredWrite) *pgx.QueuedQuery {
 		return &pgx.QueuedQuery{SQL: sMultiOrder, Arguments: append(columns(rows), len(g))}
 	case kindIdem:
 		return &pgx.QueuedQuery{SQL: sMultiIdem, Arguments: append(columns(rows), len(g))}
+	case kindLease:
+		return &pgx.QueuedQuery{SQL: sMultiLease, Arguments: append(columns(rows), len(g))}
 	case kindLock:
 		subjects := make([]string, len(g))
 		for i, w := range g {

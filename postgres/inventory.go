@@ -18,7 +18,8 @@ func (t *tx) SetTierCounts(ctx context.Context, showID, tierID string, version i
 	if held < 0 || sold < 0 {
 		return false, fmt.Errorf("set counts of tier %q of show %q: held %d and sold %d must not be negative", tierID, showID, held, sold)
 	}
-	if t.later(stepTier, showID+"\x00"+tierID, dSetTierCounts, held, sold, showID, tierID, version) {
+	if t.laterAs(deferredWrite{kind: kindTier, step: stepTier, key: showID + "\x00" + tierID, sql: dSetTierCounts,
+		args: []any{held, sold, showID, tierID, version}}) {
 		return true, nil
 	}
 	tag, err := t.exec(ctx, sSetTierCounts, held, sold, showID, tierID, version)

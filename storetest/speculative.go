@@ -478,3 +478,145 @@ func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn 
 		return err
 	})
 }
+
+// testSpeculativeTiersAndLeases checks the counts of many tiers, and the leases of many shows,
+// set and checked in one speculative run (which a store may send as one statement each): right
+// guesses commit in one run; one stale version or one moved lease voids the run, and the run
+// with real answers decides on them, tier by tier; two sets of one tier keep their order.
+func testSpeculativeTiersAndLeases(t *testing.T, db boxoffice.Store) {
+	sp, ok := db.(guarded).Store.(boxoffice.SpeculativeStore)
+	if !ok {
+		t.Skip("the store does not offer UpdateSpeculative")
+	}
+	ctx := context.Background()
+	speculate := func(fn func(tx boxoffice.Tx) error) (runs int, err error) {
+		err = sp.UpdateSpeculative(ctx, guard(func(tx boxoffice.Tx) error {
+			runs++
+			return fn(tx)
+		}))
+		return runs, err
+	}
+	shows := []string{"s1", "s2", "s3"}
+	for _, s := range shows {
+		putShow(t, db, testShow(s, tier("a", 10), tier("b", 10)))
+	}
+	counts := func(show, tierID string) boxoffice.TierCounts {
+		t.Helper()
+		var c boxoffice.TierCounts
+		view(t, db, func(tx boxoffice.Tx) (err error) { c, err = tx.TierCounts(ctx, show, tierID, false); return err })
+		return c
+	}
+	type ref struct{ show, tier string }
+	var refs []ref
+	for _, s := range shows {
+		refs = append(refs, ref{s, "a"}, ref{s, "b"})
+	}
+
+	// Every version right: one run, every tier set.
+	start := map[ref]int64{}
+	for _, r := range refs {
+		start[r] = counts(r.show, r.tier).Version
+	}
+	runs, err := speculate(func(tx boxoffice.Tx) error {
+		for i, r := range refs {
+			if ok, err := tx.SetTierCounts(ctx, r.show, r.tier, start[r], i+1, 1); err != nil || !ok {
+				return fmt.Errorf("set %v: %v %v", r, ok, err)
+			}
+		}
+		return nil
+	})
+	if err != nil || runs != 1 {
+		t.Fatalf("sets at the right versions: %d runs, %v; want 1 run, nil", runs, err)
+	}
+	for i, r := range refs {
+		if c := counts(r.show, r.tier); c.Held != i+1 || c.Sold != 1 || c.Version != start[r]+1 {
+			t.Errorf("%v after the run: %+v; want held %d, sold 1, version %d", r, c, i+1, start[r]+1)
+		}
+	}
+
+	// One tier's version stale: the run is void, and the run with real answers sets the others.
+	stale := refs[3]
+	var refused []ref
+	runs, err = speculate(func(tx boxoffice.Tx) error {
+		refused = refused[:0]
+		for _, r := range refs {
+			v := start[r] + 1
+			if r == stale {
+				v = start[r] // what a writer that missed the last change would send
+			}
+			ok, err := tx.SetTierCounts(ctx, r.show, r.tier, v, 5, 5)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				refused = append(refused, r)
+			}
+		}
+		return nil
+	})
+	if err != nil || runs != 2 || len(refused) != 1 || refused[0] != stale {
+		t.Fatalf("one stale version: %d runs, %v, refused %v; want 2 runs, nil, refused [%v]", runs, err, refused, stale)
+	}
+	for i, r := range refs {
+		want := boxoffice.TierCounts{Held: 5, Sold: 5, Version: start[r] + 2}
+		if r == stale {
+			want = boxoffice.TierCounts{Held: i + 1, Sold: 1, Version: start[r] + 1}
+		}
+		if c := counts(r.show, r.tier); c.Held != want.Held || c.Sold != want.Sold || c.Version != want.Version {
+			t.Errorf("%v after the run: %+v; want %+v", r, c, want)
+		}
+	}
+
+	// Two sets of one tier in one run: the second at the version the first made.
+	r := refs[0]
+	v := counts(r.show, r.tier).Version
+	runs, err = speculate(func(tx boxoffice.Tx) error {
+		for i := range 2 {
+			if ok, err := tx.SetTierCounts(ctx, r.show, r.tier, v+int64(i), 7+i, 0); err != nil || !ok {
+				return fmt.Errorf("set %d of %v: %v %v", i, r, ok, err)
+			}
+		}
+		return nil
+	})
+	if c := counts(r.show, r.tier); err != nil || c.Held != 8 || c.Version != v+2 {
+		t.Errorf("two sets of %v in one run: %d runs, %v, counts %+v; want held 8 at version %d", r, runs, err, c, v+2)
+	}
+
+	// The leases of many shows, where the store keeps leases.
+	cs, ok := db.(guarded).Store.(boxoffice.ClusterStore)
+	if !ok {
+		return
+	}
+	epochs := map[string]int64{}
+	for _, s := range shows {
+		l, ok, err := cs.AcquireLease(ctx, boxoffice.ShowLease(s), "srv-a", time.Minute)
+		if err != nil || !ok {
+			t.Fatalf("acquire the lease of %s: %v %v", s, ok, err)
+		}
+		epochs[s] = l.Epoch
+	}
+	check := func(moved string) (int, error) {
+		return speculate(func(tx boxoffice.Tx) error {
+			lt, ok := tx.(boxoffice.LeaseTx)
+			if !ok {
+				return errors.New("a cluster store's transaction cannot check a lease")
+			}
+			for _, s := range shows {
+				e := epochs[s]
+				if s == moved {
+					e++ // a lease that has passed to another server since
+				}
+				if err := lt.CheckLease(ctx, boxoffice.ShowLease(s), "srv-a", e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if runs, err := check(""); err != nil || runs != 1 {
+		t.Errorf("leases all held: %d runs, %v; want 1 run, nil", runs, err)
+	}
+	if runs, err := check("s2"); boxoffice.ErrorCode(err) != boxoffice.EOVERLOADED || runs != 2 {
+		t.Errorf("one lease moved: %d runs, %v; want 2 runs and EOVERLOADED", runs, err)
+	}
+}

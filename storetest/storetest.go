@@ -65,6 +65,7 @@ func Exercise(t *testing.T, open func(t *testing.T) boxoffice.Store) {
 		{"ConcurrentClaimSeats", testConcurrentClaimSeats},
 		{"Speculative", testSpeculative},
 		{"SpeculativeConcurrent", testSpeculativeConcurrent},
+		{"SpeculativeTiersAndLeases", testSpeculativeTiersAndLeases},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, guarded{open(t)}) })
 	}
