@@ -89,12 +89,24 @@ type WaitRoomResult struct {
 	AfterN         int64
 }
 
-// JoinRatio is joins/s over the no-op handler's rate, or 0 when it was not measured.
+// AloneJoinsPS is the joins a second of the phase in which joins ran alone: before the on-sale,
+// when nothing is admitted and nobody buys. The no-op handler was sent the same joins with
+// nothing beside them, so this is the rate to read against it; after the on-sale the joins share
+// the machine with the admitter, the ticket polls and the purchases. Without a pre-on-sale phase
+// it is the run's rate.
+func (r *WaitRoomResult) AloneJoinsPS() float64 {
+	if r.Pre > 0 && r.PreJoinTime > 0 {
+		return float64(r.Pre) / r.PreJoinTime.Seconds()
+	}
+	return r.JoinsPS
+}
+
+// JoinRatio is AloneJoinsPS over the no-op handler's rate, or 0 when that was not measured.
 func (r *WaitRoomResult) JoinRatio() float64 {
 	if r.NoopPS == 0 {
 		return 0
 	}
-	return r.JoinsPS / r.NoopPS
+	return r.AloneJoinsPS() / r.NoopPS
 }
 
 // arrival is one buyer of the crowd.
@@ -581,13 +593,14 @@ func PrintWaitRoom(w io.Writer, r *WaitRoomResult) {
 		r.JoinTime.Round(time.Millisecond), r.Pre)
 	if r.JoinRate > 0 {
 		fmt.Fprintf(w, "; sent at %d/s, so this is the rate, not the server's limit", r.JoinRate)
-	} else if r.NoopPS > 0 {
-		fmt.Fprintf(w, "; %.2f× the no-op handler (%.0f/s)", r.JoinRatio(), r.NoopPS)
 	}
 	fmt.Fprintln(w)
 	if post := r.JoinTime - r.PreJoinTime; r.Pre > 0 && r.Pre < r.Arrivals && r.PreJoinTime > 0 && post > 0 {
 		fmt.Fprintf(w, "  phases      %.0f/s before the on-sale (joins alone), %.0f/s after (beside admission and purchases)\n",
-			float64(r.Pre)/r.PreJoinTime.Seconds(), float64(r.Arrivals-r.Pre)/post.Seconds())
+			r.AloneJoinsPS(), float64(r.Arrivals-r.Pre)/post.Seconds())
+	}
+	if r.JoinRate == 0 && r.NoopPS > 0 {
+		fmt.Fprintf(w, "  vs no-op    %.2f× the no-op handler (%.0f/s): the joins that ran alone, as the no-op's did\n", r.JoinRatio(), r.NoopPS)
 	}
 	fmt.Fprintf(w, "  latency     p50 %v  p99 %v (one join)\n", r.P50, r.P99)
 	if len(r.Errors) > 0 {
