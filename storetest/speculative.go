@@ -11,22 +11,29 @@ import (
 	"boxoffice"
 )
 
-// testSpeculative checks UpdateSpeculative on a store that offers it: guesses that hold commit
-// as Update would; a wrong guess voids the run, fn runs again with real answers, and only what
-// that run decided commits; a savepoint still undoes only its part.
-func testSpeculative(t *testing.T, db boxoffice.Store) {
+// speculator returns a function that runs fn in db's UpdateSpeculative and counts its runs, or
+// skips the test when the store does not offer it.
+func speculator(t *testing.T, db boxoffice.Store) func(fn func(tx boxoffice.Tx) error) (int, error) {
+	t.Helper()
 	sp, ok := db.(guarded).Store.(boxoffice.SpeculativeStore)
 	if !ok {
 		t.Skip("the store does not offer UpdateSpeculative")
 	}
-	ctx := context.Background()
-	speculate := func(fn func(tx boxoffice.Tx) error) (runs int, err error) {
-		err = sp.UpdateSpeculative(ctx, guard(func(tx boxoffice.Tx) error {
+	return func(fn func(tx boxoffice.Tx) error) (runs int, err error) {
+		err = sp.UpdateSpeculative(context.Background(), guard(func(tx boxoffice.Tx) error {
 			runs++
 			return fn(tx)
 		}))
 		return runs, err
 	}
+}
+
+// testSpeculative checks UpdateSpeculative on a store that offers it: guesses that hold commit
+// as Update would; a wrong guess voids the run, fn runs again with real answers, and only what
+// that run decided commits; a savepoint still undoes only its part.
+func testSpeculative(t *testing.T, db boxoffice.Store) {
+	speculate := speculator(t, db)
+	ctx := context.Background()
 	exists := func(id string) bool {
 		t.Helper()
 		found := false
@@ -484,18 +491,8 @@ func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn 
 // guesses commit in one run; one stale version or one moved lease voids the run, and the run
 // with real answers decides on them, tier by tier; two sets of one tier keep their order.
 func testSpeculativeTiersAndLeases(t *testing.T, db boxoffice.Store) {
-	sp, ok := db.(guarded).Store.(boxoffice.SpeculativeStore)
-	if !ok {
-		t.Skip("the store does not offer UpdateSpeculative")
-	}
+	speculate := speculator(t, db)
 	ctx := context.Background()
-	speculate := func(fn func(tx boxoffice.Tx) error) (runs int, err error) {
-		err = sp.UpdateSpeculative(ctx, guard(func(tx boxoffice.Tx) error {
-			runs++
-			return fn(tx)
-		}))
-		return runs, err
-	}
 	shows := []string{"s1", "s2", "s3"}
 	for _, s := range shows {
 		putShow(t, db, testShow(s, tier("a", 10), tier("b", 10)))
