@@ -8,17 +8,15 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/mail"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"boxoffice"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/mailtest"
 	"boxoffice/inventory"
 	"boxoffice/nats"
 	"boxoffice/payments"
@@ -379,36 +377,8 @@ func (s *server) newCode(t *testing.T, email string, before map[string]string) s
 // codes returns the sign-in codes mailed to email so far, by the name of their file.
 func (s *server) codes(t *testing.T, email string) map[string]string {
 	t.Helper()
-	entries, err := os.ReadDir(s.mail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes := map[string]string{}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "ntc_") {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(s.mail, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		if msg.Header.Get("To") != email {
-			continue
-		}
-		m := codeInSubject.FindStringSubmatch(msg.Header.Get("Subject"))
-		if m == nil {
-			t.Fatalf("%s has no code in its subject %q", e.Name(), msg.Header.Get("Subject"))
-		}
-		codes[e.Name()] = m[1]
-	}
-	return codes
+	return mailtest.SignInCodes(t, s.mail, email)
 }
-
-var codeInSubject = regexp.MustCompile(`code: ([0-9]{6})$`)
 
 // hold asks for a hold under the Idempotency-Key key.
 func (b *buyerClient) hold(key string, body any) answer {

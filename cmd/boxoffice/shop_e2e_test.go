@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"net/http"
 	"net/http/cookiejar"
-	"net/mail"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"boxoffice/internal/mailtest"
 	"boxoffice/nats/natstest"
 	"boxoffice/postgres/pgtest"
 )
@@ -79,27 +77,12 @@ func TestShopAcrossServers(t *testing.T) {
 // mailedCode returns the one sign-in code mailed to email as an .eml file in dir.
 func mailedCode(t *testing.T, dir, email string) string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "ntc_*.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var codes []string
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		subject := msg.Header.Get("Subject")
-		if msg.Header.Get("To") == email && strings.HasPrefix(subject, "Your sign-in code: ") {
-			codes = append(codes, strings.TrimPrefix(subject, "Your sign-in code: "))
-		}
-	}
+	codes := mailtest.SignInCodes(t, dir, email)
 	if len(codes) != 1 {
 		t.Fatalf("%d sign-in codes went to %s, want 1: %v", len(codes), email, codes)
 	}
-	return codes[0]
+	for _, code := range codes {
+		return code
+	}
+	return ""
 }
