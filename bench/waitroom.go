@@ -416,9 +416,17 @@ func (c *wrClient) buy(ctx context.Context, cfg WaitRoomConfig, show, key string
 						Status string `json:"status"`
 						Token  string `json:"token"`
 					}
-					if _, _, err := c.do(ctx, "GET", "/v1/waiting-room/tickets/"+a.ticket(), key, "", nil, &t); err != nil || t.Status == "waiting" {
-						watch = append(watch, a) // not yet: back of the line
-					} else if claimed.Add(1) <= int64(n) {
+					st, b, err := c.do(ctx, "GET", "/v1/waiting-room/tickets/"+a.ticket(), key, "", nil, &t)
+					switch {
+					case err != nil || st == http.StatusServiceUnavailable || (st == http.StatusOK && t.Status == "waiting"):
+						watch = append(watch, a) // not yet, or shed: back of the line
+					case st != http.StatusOK:
+						// The ticket cannot be read (a server's bug): counted with the purchases'
+						// outcomes, so the run says so, and no purchase is sent for it.
+						mu.Lock()
+						res.Bought["ticket read "+outcomeOf(st, b)]++
+						mu.Unlock()
+					case claimed.Add(1) <= int64(n):
 						c.purchase(ctx, show, key, a, t.Token, joining, &mu, during, after, res)
 					}
 				}
