@@ -757,3 +757,54 @@ func TestAdmissionReadsOnlyTheHead(t *testing.T) {
 		t.Errorf("%d sequential scans of the queue in %d admissions of %d entries from a queue of 20,000", seq-seq0, 30, admitted)
 	}
 }
+
+// TestChurnVacuum: once claims have left churnVacuumDead dead row versions in seats, the store
+// vacuums the table without waiting for autovacuum, so that the free-seat index no longer holds
+// the claimed seats' entries.
+func TestChurnVacuum(t *testing.T) {
+	db, url := openTest(t)
+	ctx := t.Context()
+	show := &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(24 * time.Hour), HoldTTLSeconds: 600,
+		Tiers: []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 2000, Price: boxoffice.Money{Amount: 100, Currency: "EUR"}}},
+		CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	seats := make([]boxoffice.Seat, 2000)
+	for i := range seats {
+		label := fmt.Sprint(i + 1)
+		seats[i] = boxoffice.Seat{ID: boxoffice.SeatID("A", "1", label), Section: "A", Row: "1", Label: label, Rank: i, Pos: i}
+	}
+	if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+		if err := tx.PutShow(ctx, show); err != nil {
+			return err
+		}
+		return tx.PutSeats(ctx, "gig", "ga", seats)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	vacuums := func() (n int64) {
+		if err := conn.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'seats'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := vacuums()
+	// One claim a seat, each in a transaction of its own, as best-available holds come.
+	for i := range 2 * churnVacuumDead {
+		if err := db.Update(ctx, func(tx boxoffice.Tx) error {
+			n, err := tx.ClaimSeats(ctx, "gig", "ga", fmt.Sprintf("hld_%d", i), []string{seats[i].ID})
+			if err == nil && n != 1 {
+				err = fmt.Errorf("claimed %d seats of 1", n)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkfor.Until(t, 30*time.Second, 100*time.Millisecond, "the store vacuums seats after 1,000 claims", func() bool {
+		return vacuums() > before
+	})
+}
