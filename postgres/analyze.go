@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,9 +51,8 @@ func analyzeStatement(table string) string {
 // bigger the table: up to 100 ms for the events of a 20,000-purchase run); each ANALYZE also
 // makes every connection plan that table's statements afresh.
 const (
-	earlyAnalyzeEvery = time.Second
-	earlyAnalyzeFrom  = 100
-	earlyAnalyzeUpTo  = 10_000
+	earlyAnalyzeFrom = 100
+	earlyAnalyzeUpTo = 10_000
 )
 
 // sEarlyAnalyzeStats reads, for each growing table of the store's schema, its rows and whether
@@ -60,39 +60,67 @@ const (
 const sEarlyAnalyzeStats = `SELECT relname, n_live_tup, last_autoanalyze IS NOT NULL
 	FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY($1)`
 
-// analyzeEarly runs the early analysis until ctx ends or no table needs it any longer.
-func (db *DB) analyzeEarly(ctx context.Context) {
-	// watched maps each table still watched to its rows when the store last analyzed it.
+// maintenanceEvery is how often the store looks at its tables' statistics for the early analysis
+// and the churn vacuum (vacuum.go).
+const maintenanceEvery = time.Second
+
+// maintain runs the store's own upkeep of its tables until ctx ends: the early analysis while a
+// table still needs it, and the churn vacuum.
+func (db *DB) maintain(ctx context.Context) {
+	// watched maps each table still watched by the early analysis to its rows when the store
+	// last analyzed it.
 	watched := make(map[string]int64, len(growingTables))
 	for t := range growingTables {
 		watched[t] = 0
 	}
-	tick := time.NewTicker(earlyAnalyzeEvery)
+	churn := churnTables
+	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
-	for len(watched) > 0 {
+	for len(watched) > 0 || len(churn) > 0 {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		due, err := db.dueForAnalysis(ctx, watched)
-		if err != nil {
-			if ctx.Err() == nil {
-				slog.Debug("early analysis: reading table statistics", "err", err)
-			}
-			continue
-		}
-		for t, rows := range due {
-			if _, err := db.pool.Exec(ctx, analyzeStatement(t)); err != nil {
-				if ctx.Err() == nil {
-					// Not the tables' owner, say: autovacuum will do it in its time.
-					slog.Debug("early analysis: ANALYZE failed; leaving the table to autovacuum", "table", t, "err", err)
+		if len(watched) > 0 {
+			due, err := db.dueForAnalysis(ctx, watched)
+			for t, rows := range due {
+				if db.upkeep(ctx, "early analysis", analyzeStatement(t), t) {
+					watched[t] = rows
+				} else if ctx.Err() == nil {
 					delete(watched, t)
 				}
-				continue
 			}
-			watched[t] = rows
+			db.logStatsErr(ctx, "early analysis", err)
 		}
+		if len(churn) > 0 {
+			due, err := db.dueForVacuum(ctx, churn)
+			for _, t := range due {
+				if !db.upkeep(ctx, "churn vacuum", "VACUUM (SKIP_LOCKED) "+pgx.Identifier{t}.Sanitize(), t) && ctx.Err() == nil {
+					churn = slices.DeleteFunc(slices.Clone(churn), func(x string) bool { return x == t })
+				}
+			}
+			db.logStatsErr(ctx, "churn vacuum", err)
+		}
+	}
+}
+
+// upkeep runs one maintenance statement on table and reports whether it succeeded. A failure
+// (not the table's owner, say) is logged at debug level: autovacuum will do it in its time.
+func (db *DB) upkeep(ctx context.Context, what, sql, table string) bool {
+	if _, err := db.pool.Exec(ctx, sql); err != nil {
+		if ctx.Err() == nil {
+			slog.Debug(what+": failed; leaving the table to autovacuum", "table", table, "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// logStatsErr logs a failed read of the tables' statistics, unless the store is closing.
+func (db *DB) logStatsErr(ctx context.Context, what string, err error) {
+	if err != nil && ctx.Err() == nil {
+		slog.Debug(what+": reading table statistics", "err", err)
 	}
 }
 

@@ -56,8 +56,8 @@ type DB struct {
 	// tests that show a workload never deadlocks.
 	retries atomic.Int64
 	merge   merger
-	// stopAnalysis ends the early analysis (analyzeEarly) and the churn vacuum (vacuumChurn);
-	// analyzed is closed once both have ended.
+	// stopAnalysis ends the store's upkeep of its tables (maintain: the early analysis and the
+	// churn vacuum); analyzed is closed once it has ended.
 	stopAnalysis context.CancelFunc
 	analyzed     chan struct{}
 }
@@ -107,13 +107,7 @@ func open(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
 	actx, db.stopAnalysis = context.WithCancel(context.Background())
 	go func() {
 		defer close(db.analyzed)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			db.vacuumChurn(actx)
-		}()
-		db.analyzeEarly(actx)
-		<-done
+		db.maintain(actx)
 	}()
 	return db, nil
 }

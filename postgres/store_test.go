@@ -645,18 +645,8 @@ func TestEarlyAnalysis(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	analyzed := func(table string) bool {
-		var done bool
-		if err := conn.QueryRow(ctx, `SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = $1`, table).Scan(&done); err != nil {
-			t.Fatal(err)
-		}
-		return done
-	}
+	conn := statsConn(t, url)
+	analyzed := func(table string) bool { return tableStat[bool](t, conn, "last_analyze IS NOT NULL", table) }
 	checkfor.Until(t, 30*time.Second, 100*time.Millisecond, "the store analyzes inbox, 3,000 rows in", func() bool { return analyzed("inbox") })
 	if analyzed("seats") {
 		t.Error("the empty seats table was analyzed")
@@ -711,11 +701,7 @@ func TestAdmissionReadsOnlyTheHead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := statsConn(t, url)
 	if _, err := conn.Exec(ctx, "ANALYZE queue_entries"); err != nil { // as a running sale's would be
 		t.Fatal(err)
 	}
@@ -765,7 +751,7 @@ func TestChurnVacuum(t *testing.T) {
 	db, url := openTest(t)
 	ctx := t.Context()
 	show := &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(24 * time.Hour), HoldTTLSeconds: 600,
-		Tiers: []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 2000, Price: boxoffice.Money{Amount: 100, Currency: "EUR"}}},
+		Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 2000, Price: boxoffice.Money{Amount: 100, Currency: "EUR"}}},
 		CreatedAt: time.Now(), UpdatedAt: time.Now()}
 	seats := make([]boxoffice.Seat, 2000)
 	for i := range seats {
@@ -780,17 +766,8 @@ func TestChurnVacuum(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	vacuums := func() (n int64) {
-		if err := conn.QueryRow(ctx, `SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'seats'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	conn := statsConn(t, url)
+	vacuums := func() int64 { return tableStat[int64](t, conn, "vacuum_count", "seats") }
 	before := vacuums()
 	// One claim a seat, each in a transaction of its own, as best-available holds come.
 	for i := range 2 * churnVacuumDead {
@@ -807,4 +784,25 @@ func TestChurnVacuum(t *testing.T) {
 	checkfor.Until(t, 30*time.Second, 100*time.Millisecond, "the store vacuums seats after 1,000 claims", func() bool {
 		return vacuums() > before
 	})
+}
+
+// statsConn is a connection of the test's own to url, for reading the tables' statistics.
+func statsConn(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// tableStat reads expr over table's row of pg_stat_user_tables.
+func tableStat[T any](t *testing.T, conn *pgx.Conn, expr, table string) T {
+	t.Helper()
+	var v T
+	if err := conn.QueryRow(t.Context(), `SELECT `+expr+` FROM pg_stat_user_tables WHERE relname = $1`, table).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -2,11 +2,6 @@ package postgres
 
 import (
 	"context"
-	"log/slog"
-	"slices"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Churn vacuum: a partial index keeps the entry of every row that has left it until a VACUUM
@@ -18,12 +13,10 @@ import (
 // PostgreSQL's time, and 0.2 s with this loop (holds/s +20%). Autovacuum comes after its nap (a
 // minute by default) and once a fifth of the table has changed: after the on-sale's rush. So the
 // store vacuums such tables itself once they hold churnVacuumDead dead row versions, checking
-// every churnVacuumEvery. SKIP_LOCKED leaves a table that autovacuum or another server is
+// every maintenanceEvery. SKIP_LOCKED leaves a table that autovacuum or another server is
 // vacuuming already.
-const (
-	churnVacuumEvery = time.Second
-	churnVacuumDead  = 500
-)
+// churnVacuumDead is the dead row versions a churn table holds before the store vacuums it.
+const churnVacuumDead = 500
 
 // churnTables are the tables whose partial indexes are read from the head the rows leave. The
 // queue's waiting index is read so too (the admitter takes its head), but vacuuming it measured
@@ -33,34 +26,6 @@ var churnTables = []string{"seats"}
 // sChurnStats reads the dead row versions of the churn tables of the store's schema.
 const sChurnStats = `SELECT relname, n_dead_tup FROM pg_stat_user_tables
 	WHERE schemaname = current_schema() AND relname = ANY($1)`
-
-// vacuumChurn runs the churn vacuum until ctx ends.
-func (db *DB) vacuumChurn(ctx context.Context) {
-	tick := time.NewTicker(churnVacuumEvery)
-	defer tick.Stop()
-	tables := churnTables
-	for len(tables) > 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		due, err := db.dueForVacuum(ctx, tables)
-		if err != nil {
-			if ctx.Err() == nil {
-				slog.Debug("churn vacuum: reading table statistics", "err", err)
-			}
-			continue
-		}
-		for _, t := range due {
-			if _, err := db.pool.Exec(ctx, "VACUUM (SKIP_LOCKED) "+pgx.Identifier{t}.Sanitize()); err != nil && ctx.Err() == nil {
-				// Not the table's owner, say: autovacuum will do it in its time.
-				slog.Debug("churn vacuum: VACUUM failed; leaving the table to autovacuum", "table", t, "err", err)
-				tables = slices.DeleteFunc(slices.Clone(tables), func(x string) bool { return x == t })
-			}
-		}
-	}
-}
 
 // dueForVacuum returns the tables that hold churnVacuumDead dead row versions or more.
 func (db *DB) dueForVacuum(ctx context.Context, tables []string) ([]string, error) {
