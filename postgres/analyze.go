@@ -55,10 +55,43 @@ const (
 	earlyAnalyzeUpTo = 10_000
 )
 
-// sEarlyAnalyzeStats reads, for each growing table of the store's schema, its rows and whether
-// autovacuum has analyzed it.
-const sEarlyAnalyzeStats = `SELECT relname, n_live_tup, last_autoanalyze IS NOT NULL
+// sTableStats reads, for each named table of the store's schema, its rows, whether autovacuum
+// has analyzed it, and its dead row versions: what both the early analysis and the churn vacuum
+// decide on, in one read a tick.
+const sTableStats = `SELECT relname, n_live_tup, last_autoanalyze IS NOT NULL, n_dead_tup
 	FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY($1)`
+
+// tableStats is a table's row of sTableStats.
+type tableStats struct {
+	live, dead   int64
+	byAutovacuum bool
+}
+
+// readTableStats reads sTableStats for the tables watched by the early analysis and the churn
+// tables, by name.
+func (db *DB) readTableStats(ctx context.Context, watched map[string]int64, churn []string) (map[string]tableStats, error) {
+	names := slices.Clone(churn)
+	for t := range watched {
+		if !slices.Contains(names, t) {
+			names = append(names, t)
+		}
+	}
+	rows, err := db.pool.Query(ctx, sTableStats, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	stats := make(map[string]tableStats, len(names))
+	for rows.Next() {
+		var name string
+		var st tableStats
+		if err := rows.Scan(&name, &st.live, &st.byAutovacuum, &st.dead); err != nil {
+			return nil, err
+		}
+		stats[name] = st
+	}
+	return stats, rows.Err()
+}
 
 // maintenanceEvery is how often the store looks at its tables' statistics for the early analysis
 // and the churn vacuum (vacuum.go).
@@ -82,25 +115,24 @@ func (db *DB) maintain(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if len(watched) > 0 {
-			due, err := db.dueForAnalysis(ctx, watched)
-			for t, rows := range due {
-				if db.upkeep(ctx, "early analysis", analyzeStatement(t), t) {
-					watched[t] = rows
-				} else if ctx.Err() == nil {
-					delete(watched, t)
-				}
+		stats, err := db.readTableStats(ctx, watched, churn)
+		if err != nil {
+			if ctx.Err() == nil {
+				slog.Debug("table upkeep: reading table statistics", "err", err)
 			}
-			db.logStatsErr(ctx, "early analysis", err)
+			continue
 		}
-		if len(churn) > 0 {
-			due, err := db.dueForVacuum(ctx, churn)
-			for _, t := range due {
-				if !db.upkeep(ctx, "churn vacuum", "VACUUM (SKIP_LOCKED) "+pgx.Identifier{t}.Sanitize(), t) && ctx.Err() == nil {
-					churn = slices.DeleteFunc(slices.Clone(churn), func(x string) bool { return x == t })
-				}
+		for t, rows := range dueForAnalysis(stats, watched) {
+			if db.upkeep(ctx, "early analysis", analyzeStatement(t), t) {
+				watched[t] = rows
+			} else if ctx.Err() == nil {
+				delete(watched, t)
 			}
-			db.logStatsErr(ctx, "churn vacuum", err)
+		}
+		for _, t := range dueForVacuum(stats, churn) {
+			if !db.upkeep(ctx, "churn vacuum", "VACUUM (SKIP_LOCKED) "+pgx.Identifier{t}.Sanitize(), t) && ctx.Err() == nil {
+				churn = slices.DeleteFunc(slices.Clone(churn), func(x string) bool { return x == t })
+			}
 		}
 	}
 }
@@ -117,39 +149,19 @@ func (db *DB) upkeep(ctx context.Context, what, sql, table string) bool {
 	return true
 }
 
-// logStatsErr logs a failed read of the tables' statistics, unless the store is closing.
-func (db *DB) logStatsErr(ctx context.Context, what string, err error) {
-	if err != nil && ctx.Err() == nil {
-		slog.Debug(what+": reading table statistics", "err", err)
-	}
-}
-
 // dueForAnalysis returns the watched tables to analyze now, with their rows, and stops watching
 // those that autovacuum has analyzed or that the store analyzed at earlyAnalyzeUpTo rows or more.
-func (db *DB) dueForAnalysis(ctx context.Context, watched map[string]int64) (map[string]int64, error) {
-	names := make([]string, 0, len(watched))
-	for t := range watched {
-		names = append(names, t)
-	}
-	rows, err := db.pool.Query(ctx, sEarlyAnalyzeStats, names)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+func dueForAnalysis(stats map[string]tableStats, watched map[string]int64) map[string]int64 {
 	due := map[string]int64{}
-	for rows.Next() {
-		var name string
-		var live int64
-		var byAutovacuum bool
-		if err := rows.Scan(&name, &live, &byAutovacuum); err != nil {
-			return nil, err
-		}
-		switch last := watched[name]; {
-		case byAutovacuum || last >= earlyAnalyzeUpTo:
+	for name, last := range watched {
+		st, ok := stats[name]
+		switch {
+		case !ok:
+		case st.byAutovacuum || last >= earlyAnalyzeUpTo:
 			delete(watched, name)
-		case live >= max(earlyAnalyzeFrom, 2*last):
-			due[name] = live
+		case st.live >= max(earlyAnalyzeFrom, 2*last):
+			due[name] = st.live
 		}
 	}
-	return due, rows.Err()
+	return due
 }

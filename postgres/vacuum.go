@@ -1,9 +1,5 @@
 package postgres
 
-import (
-	"context"
-)
-
 // Churn vacuum: a partial index keeps the entry of every row that has left it until a VACUUM
 // removes it, and a scan that reads the index from its head walks over all of them. The free-seat
 // index is read from its lowest rank for every best-available hold, and in an on-sale the seats
@@ -23,27 +19,13 @@ const churnVacuumDead = 500
 // no faster admissions, for 160 ms of PostgreSQL's time a VACUUM, so it is left to autovacuum.
 var churnTables = []string{"seats"}
 
-// sChurnStats reads the dead row versions of the churn tables of the store's schema.
-const sChurnStats = `SELECT relname, n_dead_tup FROM pg_stat_user_tables
-	WHERE schemaname = current_schema() AND relname = ANY($1)`
-
-// dueForVacuum returns the tables that hold churnVacuumDead dead row versions or more.
-func (db *DB) dueForVacuum(ctx context.Context, tables []string) ([]string, error) {
-	rows, err := db.pool.Query(ctx, sChurnStats, tables)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
+// dueForVacuum returns the churn tables that hold churnVacuumDead dead row versions or more.
+func dueForVacuum(stats map[string]tableStats, churn []string) []string {
 	var due []string
-	for rows.Next() {
-		var name string
-		var dead int64
-		if err := rows.Scan(&name, &dead); err != nil {
-			return nil, err
-		}
-		if dead >= churnVacuumDead {
-			due = append(due, name)
+	for _, t := range churn {
+		if stats[t].dead >= churnVacuumDead {
+			due = append(due, t)
 		}
 	}
-	return due, rows.Err()
+	return due
 }
