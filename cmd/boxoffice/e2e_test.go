@@ -718,7 +718,10 @@ func TestBenchWaitingRoom(t *testing.T) {
 			if b == nil {
 				t.Fatalf("no purchases line, or a purchase that was not a 201\n%s", out)
 			}
-			bought, during, after := atoi(t, b[1]), atoi(t, b[2]), atoi(t, b[3])
+			var bought, during, after int
+			if _, err := fmt.Sscan(strings.Join(b[1:4], " "), &bought, &during, &after); err != nil {
+				t.Fatal(err)
+			}
 			if bought != c.purchases || during+after != c.purchases {
 				t.Errorf("%d purchases answered 201, %d timed while joining and %d after; want %d in all\n%s", bought, during, after, c.purchases, out)
 			}
@@ -733,13 +736,4 @@ func TestBenchWaitingRoom(t *testing.T) {
 			}
 		})
 	}
-}
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
