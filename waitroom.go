@@ -1,7 +1,9 @@
 package boxoffice
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 )
 
@@ -93,6 +95,43 @@ type QueueEntry struct {
 	Created bool
 }
 
+// QueueKey is a place's rank in its show's queue order: pre-on-sale places (lane 0) by their
+// draw, then the rest (lane 1) first come, first served; Seq breaks ties.
+type QueueKey struct {
+	Lane int
+	Rank int64
+	Seq  int64
+}
+
+// QueueHead is a key before every place: lanes start at 0.
+var QueueHead = QueueKey{Lane: -1}
+
+// Key is e's place in the queue order.
+func (e *QueueEntry) Key() QueueKey {
+	if e.PreOnSale {
+		return QueueKey{Lane: 0, Rank: e.Rank, Seq: e.Seq}
+	}
+	return QueueKey{Lane: 1, Rank: e.Rank, Seq: e.Seq}
+}
+
+// Compare orders keys as the queue does: negative when k comes before o.
+func (k QueueKey) Compare(o QueueKey) int {
+	return cmp.Or(cmp.Compare(k.Lane, o.Lane), cmp.Compare(k.Rank, o.Rank), cmp.Compare(k.Seq, o.Seq))
+}
+
+// SortPlaces puts places in queue order. A store's numbering statement returns them so in
+// practice, without an ORDER BY that would sort them again; sorting sorted places is one pass.
+func SortPlaces(places []QueuePlace) {
+	slices.SortFunc(places, func(a, b QueuePlace) int { return a.Key.Compare(b.Key) })
+}
+
+// QueuePlace is a waiting entry as QueuePlaces numbers it: Ahead entries wait before it.
+type QueuePlace struct {
+	Key      QueueKey
+	JoinedAt time.Time
+	Ahead    int64
+}
+
 // WaitRoomStore is the durable home of waiting rooms. Every method owns its transaction. Joining
 // touches only the queue's rows, never the show's tiers, so the crowd waiting for an on-sale never
 // queues behind, or slows, the show's writer.
@@ -114,12 +153,19 @@ type WaitRoomStore interface {
 	// answers a nil entry.
 	JoinQueue(ctx context.Context, joins []QueueJoin) (entries []*QueueEntry, err error)
 	// QueueEntry returns the entry seq with its show's admissions so far (WaitRoom.Admitted, read
-	// with the entry) and, when count is set and the entry waits, how many entries wait before
-	// it (else ahead is -1); ENOTFOUND when there is no such entry. The count reads the queue up
-	// to the entry, so callers keep what it tells (see waitroom's positions) rather than count on
-	// every read: admission goes in queue order, so once the order is fixed the entries before
-	// one are those waiting before it plus those admitted, for as long as it waits.
-	QueueEntry(ctx context.Context, seq int64, count bool) (e *QueueEntry, admitted int64, ahead int, err error)
+	// with the entry); ENOTFOUND when there is no such entry.
+	QueueEntry(ctx context.Context, seq int64) (e *QueueEntry, admitted int64, err error)
+	// QueueAhead counts the show's waiting entries whose keys lie strictly between after (nil:
+	// from the head of the queue) and before, with the show's admissions read in the same
+	// snapshot. It reads the queue's order over that range, so a count from the head costs the
+	// position: callers count from a place they know (see waitroom's positions).
+	QueueAhead(ctx context.Context, showID string, after *QueueKey, before QueueKey) (ahead, admitted int64, err error)
+	// QueuePlaces numbers the show's waiting entries in queue order, in one snapshot, and
+	// returns, in that order, those that joined after joinedAfter together with the last entry,
+	// each with how many entries wait before it, and the show's admissions in the same snapshot.
+	// It reads the whole waiting queue once, where counting each entry's place would read it up
+	// to the entry for every entry.
+	QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []QueuePlace, admitted int64, err error)
 	// AdmitQueue lets through the show's next waiting entries, in queue order, as many as the
 	// room's rate has earned by now since the on-sale (at most a second's worth at once), and
 	// returns how many. With shoppers >= 0 (automatic admission) it also lets through no more

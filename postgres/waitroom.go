@@ -48,8 +48,22 @@ const (
 	sQueueEntry = `SELECT ` + entryColumns + `,
 			coalesce((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
 		FROM queue_entries q WHERE seq = $1`
-	sQueuePosition = `SELECT count(*) FROM queue_entries
-		WHERE show_id = $1 AND admitted_at IS NULL AND (lane, rank, seq) < ($2, $3, $4)`
+	// sQueueAhead counts a range of the queue order and reads the room's admissions in the same
+	// statement, so in the same snapshot. Both bounds are index conditions (an OR to make the
+	// lower one optional would leave it a filter in the generic plan, counting from the head).
+	sQueueAhead = `SELECT (SELECT count(*) FROM queue_entries
+			WHERE show_id = $1 AND admitted_at IS NULL AND (lane, rank, seq) > ($2, $3, $4) AND (lane, rank, seq) < ($5, $6, $7)),
+		coalesce((SELECT admitted FROM waitrooms WHERE show_id = $1), 0)`
+	// sQueuePlaces numbers the waiting queue in its order (the partial index gives the order)
+	// and keeps the rows that joined after $2, and the last (a backward step of the index: a
+	// count of the rows over the window would hold them all for the filter to see). The rows come
+	// out in the window's order, which nothing promises without an ORDER BY, and that would sort
+	// them again: QueuePlaces sorts what is returned instead.
+	sQueuePlaces = `SELECT p.lane, p.rank, p.seq, p.joined_at, p.n, w.admitted FROM waitrooms w
+		CROSS JOIN LATERAL (SELECT lane, rank, seq, joined_at, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS n
+			FROM queue_entries WHERE show_id = w.show_id AND admitted_at IS NULL) p
+		WHERE w.show_id = $1 AND (p.joined_at > $2 OR (p.lane, p.rank, p.seq) = (SELECT lane, rank, seq FROM queue_entries
+			WHERE show_id = $1 AND admitted_at IS NULL ORDER BY lane DESC, rank DESC, seq DESC LIMIT 1))`
 	sLockWaitRoom = `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = $1 FOR UPDATE`
 	// sShoppers counts the show's buyers shopping: admitted after $2, with no hold of the show
 	// made since. holds_show_buyer answers each probe; lower() under "C" folds ASCII only, as
@@ -220,35 +234,48 @@ func (db *DB) JoinQueue(ctx context.Context, joins []boxoffice.QueueJoin) ([]*bo
 	return entries, nil
 }
 
-// QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
-	ahead = -1
-	read := func(q pgx.Row) error {
-		e, err = scanEntry(scanWith(q, &admitted))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
-		}
-		return err
+// QueueEntry implements boxoffice.WaitRoomStore: one statement, so a poll is one round trip.
+func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, admitted int64, err error) {
+	e, err = scanEntry(scanWith(db.pool.QueryRow(ctx, sQueueEntry, seq), &admitted))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 	}
-	if !count {
-		// One statement, no transaction: a poll of a known place is one round trip.
-		err = read(db.pool.QueryRow(ctx, sQueueEntry, seq))
-	} else {
-		err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			if err := read(tx.QueryRow(ctx, sQueueEntry, seq)); err != nil || !e.AdmittedAt.IsZero() {
-				return err
-			}
-			lane := 1
-			if e.PreOnSale {
-				lane = 0
-			}
-			return tx.QueryRow(ctx, sQueuePosition, e.ShowID, lane, e.Rank, e.Seq).Scan(&ahead)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read queue entry %d: %w", seq, err)
+	}
+	return e, admitted, nil
+}
+
+// QueueAhead implements boxoffice.WaitRoomStore.
+func (db *DB) QueueAhead(ctx context.Context, showID string, after *boxoffice.QueueKey, before boxoffice.QueueKey) (ahead, admitted int64, err error) {
+	from := boxoffice.QueueHead
+	if after != nil {
+		from = *after
+	}
+	err = db.pool.QueryRow(ctx, sQueueAhead, showID, from.Lane, from.Rank, from.Seq,
+		before.Lane, before.Rank, before.Seq).Scan(&ahead, &admitted)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count the queue of %s before %+v: %w", showID, before, err)
+	}
+	return ahead, admitted, nil
+}
+
+// QueuePlaces implements boxoffice.WaitRoomStore.
+func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []boxoffice.QueuePlace, admitted int64, err error) {
+	rows, err := db.pool.Query(ctx, sQueuePlaces, showID, joinedAfter)
+	if err == nil {
+		var p boxoffice.QueuePlace
+		_, err = pgx.ForEachRow(rows, []any{&p.Key.Lane, &p.Key.Rank, &p.Key.Seq, &p.JoinedAt, &p.Ahead, &admitted}, func() error {
+			p.JoinedAt = utc(p.JoinedAt)
+			places = append(places, p)
+			return nil
 		})
 	}
-	if err != nil && boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
-		return nil, 0, -1, fmt.Errorf("read queue entry %d: %w", seq, err)
+	if err != nil {
+		return nil, 0, fmt.Errorf("number the queue of %s: %w", showID, err)
 	}
-	return e, admitted, ahead, err
+	boxoffice.SortPlaces(places)
+	return places, admitted, nil
 }
 
 // scanWith is row, scanning extra after the columns its caller names.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -261,11 +262,10 @@ func (db *DB) joinStmts() (ins, sel *sql.Stmt, err error) {
 }
 
 // QueueEntry implements boxoffice.WaitRoomStore.
-func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffice.QueueEntry, admitted int64, ahead int, err error) {
+func (db *DB) QueueEntry(ctx context.Context, seq int64) (e *boxoffice.QueueEntry, admitted int64, err error) {
 	err = db.View(ctx, func(btx boxoffice.Tx) error {
-		t := btx.(*tx)
-		e, admitted, ahead = nil, 0, -1
-		err := t.queryRaw(ctx, `SELECT `+entryColumns+`,
+		e, admitted = nil, 0
+		err := btx.(*tx).queryRaw(ctx, `SELECT `+entryColumns+`,
 				COALESCE((SELECT w.admitted FROM waitrooms w WHERE w.show_id = q.show_id), 0)
 			FROM queue_entries q WHERE seq = ?`, []any{seq},
 			func(rows *sql.Rows) (err error) {
@@ -278,21 +278,78 @@ func (db *DB) QueueEntry(ctx context.Context, seq int64, count bool) (e *boxoffi
 		if e == nil {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no queue entry %d", seq)
 		}
-		if !count || !e.AdmittedAt.IsZero() {
-			return nil
-		}
-		lane := 1
-		if e.PreOnSale {
-			lane = 0
-		}
-		if err := t.queryRowRaw(ctx, `SELECT COUNT(*) FROM queue_entries
-			WHERE show_id = ? AND admitted_at = 0 AND (lane, rank, seq) < (?, ?, ?)`,
-			[]any{e.ShowID, lane, e.Rank, e.Seq}, &ahead); err != nil {
-			return fmt.Errorf("count the queue before entry %d: %w", seq, err)
-		}
 		return nil
 	})
-	return e, admitted, ahead, err
+	return e, admitted, err
+}
+
+// QueueAhead implements boxoffice.WaitRoomStore. It counts each lane apart: a row-value bound
+// over (lane, rank, seq) ranges the index over (lane, rank) alone (seq is the rowid), and every
+// post-on-sale entry has rank 0, so a count between two of them would read the whole lane.
+// Counted on its own, lane 1 ranges over seq; lane 0 over its random ranks.
+func (db *DB) QueueAhead(ctx context.Context, showID string, after *boxoffice.QueueKey, before boxoffice.QueueKey) (ahead, admitted int64, err error) {
+	from := boxoffice.QueueHead
+	if after != nil {
+		from = *after
+	}
+	// Lane 0 between (rank, seq) bounds, lane 1 between seq bounds; an empty range where the
+	// interval misses the lane. Ranks and seqs are never negative.
+	lo0, hi0 := [2]int64{-1, -1}, [2]int64{math.MaxInt64, math.MaxInt64}
+	lo1, hi1 := int64(-1), int64(math.MaxInt64)
+	switch from.Lane {
+	case 0:
+		lo0 = [2]int64{from.Rank, from.Seq}
+	case 1:
+		lo0, lo1 = hi0, from.Seq
+	}
+	switch before.Lane {
+	case 0:
+		hi0, hi1 = [2]int64{before.Rank, before.Seq}, -1
+	case 1:
+		hi1 = before.Seq
+	}
+	err = db.View(ctx, func(btx boxoffice.Tx) error {
+		return btx.(*tx).queryRowRaw(ctx, `SELECT
+				(SELECT COUNT(*) FROM queue_entries WHERE show_id = ?1 AND admitted_at = 0 AND lane = 0
+					AND (rank, seq) > (?2, ?3) AND (rank, seq) < (?4, ?5))
+				+ (SELECT COUNT(*) FROM queue_entries WHERE show_id = ?1 AND admitted_at = 0 AND lane = 1 AND rank = 0
+					AND seq > ?6 AND seq < ?7),
+			COALESCE((SELECT admitted FROM waitrooms WHERE show_id = ?1), 0)`,
+			[]any{showID, lo0[0], lo0[1], hi0[0], hi0[1], lo1, hi1}, &ahead, &admitted)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("count the queue of %s before %+v: %w", showID, before, err)
+	}
+	return ahead, admitted, nil
+}
+
+// QueuePlaces implements boxoffice.WaitRoomStore: one read transaction, so one snapshot.
+func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []boxoffice.QueuePlace, admitted int64, err error) {
+	err = db.View(ctx, func(btx boxoffice.Tx) error {
+		places, admitted = nil, 0
+		// As on PostgreSQL: the last entry is one step of the index, not a count over the
+		// window, and what is returned is sorted here rather than in the statement.
+		return btx.(*tx).queryRaw(ctx, `SELECT p.lane, p.rank, p.seq, p.joined_at, p.n, w.admitted FROM waitrooms w
+			JOIN (SELECT lane, rank, seq, joined_at, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS n
+				FROM queue_entries WHERE show_id = ?1 AND admitted_at = 0) p
+			WHERE w.show_id = ?1 AND (p.joined_at > ?2 OR (p.lane, p.rank, p.seq) = (SELECT lane, rank, seq FROM queue_entries
+				WHERE show_id = ?1 AND admitted_at = 0 ORDER BY lane DESC, rank DESC, seq DESC LIMIT 1))`, []any{showID, micros(joinedAfter)},
+			func(rows *sql.Rows) error {
+				var p boxoffice.QueuePlace
+				var joined int64
+				if err := rows.Scan(&p.Key.Lane, &p.Key.Rank, &p.Key.Seq, &joined, &p.Ahead, &admitted); err != nil {
+					return err
+				}
+				p.JoinedAt = fromMicros(joined)
+				places = append(places, p)
+				return nil
+			})
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("number the queue of %s: %w", showID, err)
+	}
+	boxoffice.SortPlaces(places)
+	return places, admitted, nil
 }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. SQLite's one writer runs it alone, so the

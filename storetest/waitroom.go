@@ -73,12 +73,14 @@ func join(t *testing.T, w boxoffice.WaitRoomStore, joins ...boxoffice.QueueJoin)
 	return es
 }
 
-// entry reads the entry seq and its position (0 once admitted). It checks what the read answers
-// besides: the show's admissions as the room counts them, and no count unless asked for.
+// entry reads the entry seq and its position (0 once admitted), counted from the head of the
+// queue. It checks the other reads of the queue against that count: the admissions as the room
+// counts them, counts from waiting entries before it, and the entry's number when the whole
+// queue is numbered, and the numbering of the entries that joined after it.
 func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.QueueEntry, int) {
 	t.Helper()
 	ctx := context.Background()
-	e, admitted, ahead, err := w.QueueEntry(ctx, seq, true)
+	e, admitted, err := w.QueueEntry(ctx, seq)
 	if err != nil {
 		t.Fatalf("QueueEntry(%d): %v", seq, err)
 	}
@@ -86,13 +88,42 @@ func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.Queue
 	if err != nil || int64(room.Admitted) != admitted {
 		t.Fatalf("QueueEntry(%d) answered %d admitted; the room %+v, %v", seq, admitted, room, err)
 	}
-	if e.AdmittedAt.IsZero() != (ahead >= 0) {
-		t.Fatalf("QueueEntry(%d) of %+v counted %d before it", seq, e, ahead)
+	if !e.AdmittedAt.IsZero() {
+		return e, 0
 	}
-	if e2, admitted2, ahead2, err := w.QueueEntry(ctx, seq, false); err != nil || e2.Seq != seq || admitted2 != admitted || ahead2 != -1 {
-		t.Fatalf("QueueEntry(%d) without the count = %+v, %d, %d, %v", seq, e2, admitted2, ahead2, err)
+	key := e.Key()
+	ahead, admitted2, err := w.QueueAhead(ctx, e.ShowID, nil, key)
+	if err != nil || admitted2 != admitted {
+		t.Fatalf("QueueAhead(%+v) = %d, %d admitted, %v; the room had %d admitted", key, ahead, admitted2, err, admitted)
 	}
-	return e, ahead + 1
+	all, admitted3, err := w.QueuePlaces(ctx, e.ShowID, time.Time{})
+	if err != nil || admitted3 != admitted {
+		t.Fatalf("QueuePlaces(%s) = %d places, %d admitted, %v; the room had %d admitted", e.ShowID, len(all), admitted3, err, admitted)
+	}
+	i := slices.IndexFunc(all, func(p boxoffice.QueuePlace) bool { return p.Key == key })
+	if i < 0 || all[i].Ahead != ahead || !all[i].JoinedAt.Equal(e.JoinedAt) {
+		t.Fatalf("entry %+v, counted %d from the head, is numbered %d among %+v", e, ahead, i, all)
+	}
+	for j, p := range all {
+		if p.Ahead != int64(j) || j > 0 && all[j-1].Key.Compare(p.Key) >= 0 {
+			t.Fatalf("QueuePlaces numbered the queue %+v: place %d out of order", all, j)
+		}
+	}
+	for _, j := range []int{0, i / 2, i - 1} {
+		if j < 0 || j >= i {
+			continue
+		}
+		if n, _, err := w.QueueAhead(ctx, e.ShowID, &all[j].Key, key); err != nil || n != ahead-int64(j)-1 {
+			t.Fatalf("QueueAhead from %+v to %+v = %d, %v; want %d", all[j].Key, key, n, err, ahead-int64(j)-1)
+		}
+	}
+	later, _, err := w.QueuePlaces(ctx, e.ShowID, e.JoinedAt)
+	want := slices.DeleteFunc(slices.Clone(all[:len(all)-1]), func(p boxoffice.QueuePlace) bool { return !p.JoinedAt.After(e.JoinedAt) })
+	want = append(want, all[len(all)-1])
+	if err != nil || !slices.Equal(later, want) {
+		t.Fatalf("QueuePlaces joined after %v = %+v, %v; want %+v", e.JoinedAt, later, err, want)
+	}
+	return e, int(ahead) + 1
 }
 
 func admit(t *testing.T, w boxoffice.WaitRoomStore, now time.Time) int {

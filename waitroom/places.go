@@ -1,8 +1,12 @@
 package waitroom
 
 import (
+	"context"
+	"slices"
 	"sync"
 	"time"
+
+	"boxoffice"
 )
 
 // placeSettles is how long after a join its place in the order is taken as settled: two join
@@ -11,20 +15,51 @@ import (
 // is written in milliseconds, so seconds leave a wide margin.
 const placeSettles = 5 * time.Second
 
+// numberEvery is how often, at most, a server numbers a show's queue (QueuePlaces). Between
+// two numberings, an entry that joined since is placed by counting the few entries between it
+// and the nearest one numbered.
+const numberEvery = time.Second
+
 // maxPlaces bounds the places a server keeps in memory (about 50 bytes each); past it they are
-// all dropped and counted again once each.
+// all dropped and numbered again.
 const maxPlaces = 1 << 20
 
-// places keeps, for waiting entries whose place in the order is settled, how many entries
-// (waiting or admitted) stand before them. Admission goes in queue order, so an entry's position
-// is that number minus the show's admissions so far, which a poll reads with the entry: a poll
-// then costs two row reads instead of a count of the queue before the entry, which with 100,000
-// buyers polling every second would be the store's main work (16 polling buyers already cost a
-// sixth of the server's CPU in a bench). Each server counts an entry at most once after it
-// settles.
+// places tells waiting entries' positions without counting the queue before each one: counting
+// reads the queue up to the entry, so a crowd of n buyers polling would read n²/2 entries, and
+// with 100,000 buyers polling every second that would be the store's main work.
+//
+// Admission goes in queue order, so once admission has begun and an entry's place has settled,
+// the entries before it are those waiting before it plus those admitted, for as long as it
+// waits: before keeps that number, and a poll subtracts the admissions it reads with the entry.
+// The numbers come from numbering the show's whole waiting queue in one read (QueuePlaces), at
+// most once per numberEvery, and each read after the first returns only the entries that joined
+// since the last settled mark. An entry that joined after the last numbering is counted from the
+// nearest numbered entry before it, a count of what joined since, not of the queue.
 type places struct {
 	mu     sync.Mutex
-	before map[int64]int64 // entry seq → entries before it
+	before map[int64]int64 // entry seq → entries before it, for settled places
+	gen    int             // counts the times before was dropped
+	shows  map[string]*numbering
+}
+
+// numbering is a show's queue as this server last numbered it.
+type numbering struct {
+	mu   sync.Mutex
+	busy bool      // a numbering is being read
+	at   time.Time // when the last one was taken; zero: never
+	// admitted counts the show's admissions in that numbering's snapshot.
+	admitted int64
+	// settled: entries that joined up to it are in places.before (unless gen moved on).
+	settled time.Time
+	gen     int
+	// recent holds, in queue order, the entries that joined after the settled mark before it
+	// (settled or not) and the queue's last entry, each with how many entries waited before it
+	// then; and the entries placed since by a count from one of those.
+	recent []boxoffice.QueuePlace
+}
+
+func newPlaces() places {
+	return places{before: map[int64]int64{}, shows: map[string]*numbering{}}
 }
 
 func (p *places) get(seq int64) (int64, bool) {
@@ -34,17 +69,135 @@ func (p *places) get(seq int64) (int64, bool) {
 	return n, ok
 }
 
-func (p *places) put(seq, before int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.before) >= maxPlaces {
-		clear(p.before)
-	}
-	p.before[seq] = before
-}
-
 func (p *places) forget(seq int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.before, seq)
+}
+
+// forgetShow drops what is known of a show's queue, for a room deleted (and its queue with it).
+func (p *places) forgetShow(showID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.shows, showID)
+}
+
+func (p *places) show(showID string) *numbering {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.shows[showID]
+	if n == nil {
+		n = &numbering{}
+		p.shows[showID] = n
+	}
+	return n
+}
+
+// settle keeps the settled places of a numbering taken with admitted admissions, and answers
+// the generation they belong to.
+func (p *places) settle(ps []boxoffice.QueuePlace, admitted int64, mark time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.before)+len(ps) > maxPlaces {
+		clear(p.before)
+		p.gen++
+	}
+	for _, q := range ps {
+		if !q.JoinedAt.After(mark) {
+			p.before[q.Key.Seq] = q.Ahead + admitted
+		}
+	}
+	return p.gen
+}
+
+func (p *places) generation() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+// position answers the position of e, a waiting entry of a show past its on-sale that places
+// does not hold, with admitted the show's admissions read with it.
+func (s *Service) position(ctx context.Context, e *boxoffice.QueueEntry, admitted int64) (int, error) {
+	n := s.places.show(e.ShowID)
+	if err := s.number(ctx, e.ShowID, n); err != nil {
+		return 0, err
+	}
+	key := e.Key()
+	n.mu.Lock()
+	at, then := n.at, n.admitted
+	i, found := n.find(key)
+	var p boxoffice.QueuePlace
+	if i > 0 {
+		p = n.recent[i-1]
+	}
+	if found {
+		p = n.recent[i]
+	}
+	n.mu.Unlock()
+	switch {
+	case found && p.Ahead+then >= admitted:
+		return int(p.Ahead + then - admitted + 1), nil
+	case !found && i > 0 && p.Ahead+then >= admitted:
+		// The nearest entry numbered before e still waits (admission goes in order), so nothing
+		// between the two has been admitted: e stands behind it and what waits between. e is
+		// numbered so, for the next arrival to count from it rather than from the same place:
+		// arrivals between two numberings then cost a count of one or two entries each.
+		between, now, err := s.store.QueueAhead(ctx, e.ShowID, &p.Key, key)
+		if err != nil {
+			return 0, err
+		}
+		n.mu.Lock()
+		if n.at.Equal(at) {
+			if j, found := n.find(key); !found {
+				n.recent = slices.Insert(n.recent, j, boxoffice.QueuePlace{Key: key, JoinedAt: e.JoinedAt, Ahead: p.Ahead + 1 + between})
+			}
+		}
+		n.mu.Unlock()
+		return int(max(p.Ahead+then-now+1, 1) + between + 1), nil
+	}
+	// Nothing numbered stands before e (the queue was empty when numbered), or the queue moved
+	// past what was: few wait before e, so counting them is cheap.
+	ahead, _, err := s.store.QueueAhead(ctx, e.ShowID, nil, key)
+	return int(ahead + 1), err
+}
+
+// find searches recent for key; n.mu is held.
+func (n *numbering) find(key boxoffice.QueueKey) (int, bool) {
+	return slices.BinarySearchFunc(n.recent, key, func(p boxoffice.QueuePlace, k boxoffice.QueueKey) int { return p.Key.Compare(k) })
+}
+
+// number numbers the show's queue again when the last numbering is numberEvery old and no
+// other request is reading one; others go on with the last.
+func (s *Service) number(ctx context.Context, showID string, n *numbering) error {
+	now := s.cfg.Now()
+	n.mu.Lock()
+	if n.busy || !n.at.IsZero() && now.Sub(n.at) < numberEvery {
+		n.mu.Unlock()
+		return nil
+	}
+	n.busy = true
+	after := n.settled
+	if n.gen != s.places.generation() {
+		after = time.Time{} // the settled places were dropped: number them all again
+	}
+	n.mu.Unlock()
+	ps, admitted, err := s.store.QueuePlaces(ctx, showID, after)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.busy = false
+	if err != nil {
+		return err
+	}
+	n.at, n.admitted, n.recent = now, admitted, ps
+	// The order before an entry is fixed once admission has begun (no more draws are added) and
+	// the joins taken before it have surely committed.
+	if admitted > 0 {
+		mark := now.Add(-placeSettles)
+		n.gen = s.places.settle(ps, admitted, mark)
+		if mark.After(after) {
+			n.settled = mark
+		}
+	}
+	return nil
 }

@@ -153,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, store: cfg.Store, secret: secret, log: cfg.Logger,
-		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{}, places: places{before: map[int64]int64{}},
+		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{}, places: newPlaces(),
 		base: base, cancel: cancel}, nil
 }
 
@@ -267,6 +267,7 @@ func (s *Service) Rooms(ctx context.Context, limit int) ([]*boxoffice.WaitRoom, 
 func (s *Service) Delete(ctx context.Context, showID string) error {
 	found, err := s.store.DeleteWaitRoom(ctx, showID)
 	s.forget(showID)
+	s.places.forgetShow(showID)
 	if err == nil && !found {
 		return noRoom(showID)
 	}
@@ -401,10 +402,8 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	if room == nil {
 		return nil, errBadToken()
 	}
-	// Positions are told from the on-sale on; an entry whose place is settled needs no count.
 	before, known := s.places.get(c.Seq)
-	count := !known && !s.cfg.Now().Before(room.OpensAt)
-	e, admitted, ahead, err := s.store.QueueEntry(ctx, c.Seq, count)
+	e, admitted, err := s.store.QueueEntry(ctx, c.Seq)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && (e.ShowID != c.ShowID || buyerHash(e.Identity) != c.Buyer) {
 		// The room was deleted (and its queue with it), or, past a store reset, the number is
 		// someone else's place.
@@ -417,20 +416,15 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	switch {
 	case !e.AdmittedAt.IsZero():
 		s.places.forget(c.Seq)
-	case known:
+	case known && before-admitted >= 0:
 		pos = int(before - admitted + 1)
-		if pos < 1 {
-			// Entries counted before it have gone some other way (a room replaced, a store
-			// restored): count afresh next time.
-			s.places.forget(c.Seq)
-			pos = 1
-		}
-	case ahead >= 0:
-		pos = ahead + 1
-		// The order before an entry is fixed once admission has begun (no more draws are
-		// added) and the joins taken before it have surely committed.
-		if admitted > 0 && s.cfg.Now().Sub(e.JoinedAt) >= placeSettles {
-			s.places.put(c.Seq, int64(ahead)+admitted)
+	case !s.cfg.Now().Before(room.OpensAt):
+		// Positions are told from the on-sale on. A known place the admissions have passed
+		// (entries before it went some other way: a room replaced, a store restored) is
+		// placed afresh.
+		s.places.forget(c.Seq)
+		if pos, err = s.position(ctx, e, admitted); err != nil {
+			return nil, err
 		}
 	}
 	return s.ticket(room, e, pos), nil

@@ -564,23 +564,30 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// countingStore is a real store that counts the reads that counted the queue before an entry.
+// countingStore is a real store that counts the queue entries its reads of the queue order
+// went through: a count reads the entries it counts, a numbering the whole waiting queue.
 type countingStore struct {
 	store
-	counts atomic.Int64
+	read atomic.Int64
 }
 
-func (c *countingStore) QueueEntry(ctx context.Context, seq int64, count bool) (*boxoffice.QueueEntry, int64, int, error) {
-	e, admitted, ahead, err := c.store.QueueEntry(ctx, seq, count)
-	if ahead >= 0 {
-		c.counts.Add(1)
+func (c *countingStore) QueueAhead(ctx context.Context, showID string, after *boxoffice.QueueKey, before boxoffice.QueueKey) (int64, int64, error) {
+	ahead, admitted, err := c.store.QueueAhead(ctx, showID, after, before)
+	c.read.Add(ahead)
+	return ahead, admitted, err
+}
+
+func (c *countingStore) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) ([]boxoffice.QueuePlace, int64, error) {
+	places, admitted, err := c.store.QueuePlaces(ctx, showID, joinedAfter)
+	if len(places) > 0 {
+		c.read.Add(places[len(places)-1].Ahead + 1)
 	}
-	return e, admitted, ahead, err
+	return places, admitted, err
 }
 
-// TestPositionsWithoutCounting: once admission has begun and an entry's place has settled, its
-// position comes from the entries before it, counted once, less the admissions since: exact as
-// the queue moves, without counting the queue on every read.
+// TestPositionsWithoutCounting: a ticket's position is exact as the queue moves and as
+// arrivals join, without reading the queue before each ticket on each read. The store reads
+// the queue once to number it, then reads only what arrivals add.
 func TestPositionsWithoutCounting(t *testing.T) {
 	eachStore(t, func(t *testing.T, open opener) {
 		ctx := context.Background()
@@ -600,7 +607,7 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		rooms.Start(false)
 		t.Cleanup(rooms.Close)
 		opens := clock.Now().Add(time.Minute)
-		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 2}); err != nil {
+		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 20}); err != nil {
 			t.Fatal(err)
 		}
 		clock.Advance(time.Minute)
@@ -614,15 +621,13 @@ func TestPositionsWithoutCounting(t *testing.T) {
 			}
 			tokens = append(tokens, tk.Token)
 		}
-		for i := range 10 {
-			joinOne(i)
-		}
-		// check reads every ticket: the first admitted ones have no position, the rest are 1, 2, …
-		// in arrival order.
+		// check reads every ticket, newest first (the order that costs most when each read
+		// counts the queue before its entry): the first admitted ones have no position, the rest
+		// are 1, 2, … in arrival order.
 		check := func(admitted int) {
 			t.Helper()
-			for i, tok := range tokens {
-				tk, err := rooms.Status(ctx, tok)
+			for i := len(tokens) - 1; i >= 0; i-- {
+				tk, err := rooms.Status(ctx, tokens[i])
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -634,33 +639,60 @@ func TestPositionsWithoutCounting(t *testing.T) {
 				}
 			}
 		}
-		check(0) // before any admission every read counts
-		if n := st.counts.Load(); n != 10 {
-			t.Fatalf("%d counts for 10 reads before admission began", n)
+		// reads checks the entries read since the last call.
+		var last int64
+		reads := func(most int, what string) {
+			t.Helper()
+			n := st.read.Load()
+			if n-last > int64(most) {
+				t.Fatalf("%s: the store read %d queue entries, want at most %d", what, n-last, most)
+			}
+			last = n
 		}
+		const crowd = 300
+		for i := range crowd {
+			joinOne(i)
+		}
+		check(0)
+		reads(crowd, "numbering the crowd before any admission")
 		clock.Advance(time.Second)
-		if n := rooms.AdmitOnce(ctx); n != 2 {
+		if n := rooms.AdmitOnce(ctx); n != 20 {
 			t.Fatalf("admitted %d", n)
 		}
-		check(2) // the places have not settled yet: counted again
+		check(20) // numbered again: the places have not settled
+		reads(crowd, "a second numbering")
 		clock.Advance(10 * time.Second)
-		check(2) // settled: counted once more, and kept
-		before := st.counts.Load()
-		for admitted := 4; admitted <= 8; admitted += 2 {
+		check(20) // settled: numbered once more, and kept
+		reads(crowd, "the numbering that settles the places")
+		for admitted := 40; admitted <= 100; admitted += 20 {
 			clock.Advance(time.Second)
-			if n := rooms.AdmitOnce(ctx); n != 2 {
+			if n := rooms.AdmitOnce(ctx); n != 20 {
 				t.Fatalf("admitted %d", n)
 			}
 			check(admitted)
 		}
-		if n := st.counts.Load() - before; n != 0 {
-			t.Fatalf("%d counts while the queue moved under settled places, want none", n)
+		reads(0, "the queue moving under settled places")
+
+		// Arrivals between two numberings are each counted from the one before: a count of
+		// what stands between them, not of the queue.
+		for i := crowd; i < crowd+50; i++ {
+			joinOne(i)
+			tk, err := rooms.Status(ctx, tokens[i])
+			if err != nil || tk.Position == nil || *tk.Position != i-100+1 {
+				t.Fatalf("arrival %d = %+v, %v; want position %d", i, tk, err, i-100+1)
+			}
 		}
-		// A late arrival is counted until its place settles; the others are not.
-		joinOne(10)
-		check(8)
-		if n := st.counts.Load() - before; n != 1 {
-			t.Fatalf("%d counts for one new arrival", n)
+		reads(crowd-100+2, "50 arrivals read as they join")
+		check(100)
+		reads(0, "reading the arrivals again")
+
+		// The next numbering reads the waiting queue once, whatever the crowd polling it.
+		clock.Advance(time.Second)
+		if n := rooms.AdmitOnce(ctx); n != 20 {
+			t.Fatalf("admitted %d", n)
 		}
+		joinOne(crowd + 50)
+		check(120)
+		reads(crowd+51-120, "a numbering for one new arrival")
 	})
 }
