@@ -127,39 +127,47 @@ func (s *Service) position(ctx context.Context, e *boxoffice.QueueEntry, admitte
 	n.mu.Lock()
 	at, then := n.at, n.admitted
 	i, found := n.find(key)
-	var p boxoffice.QueuePlace
-	if i > 0 {
-		p = n.recent[i-1]
-	}
+	var self, prev boxoffice.QueuePlace
 	if found {
-		p = n.recent[i]
+		self = n.recent[i]
+	}
+	if i > 0 {
+		prev = n.recent[i-1]
 	}
 	n.mu.Unlock()
-	switch {
-	case found && p.Ahead+then >= admitted:
-		return int(p.Ahead + then - admitted + 1), nil
-	case !found && i > 0 && p.Ahead+then >= admitted:
-		// The nearest entry numbered before e still waits (admission goes in order), so nothing
-		// between the two has been admitted: e stands behind it and what waits between. e is
-		// numbered so, for the next arrival to count from it rather than from the same place:
-		// arrivals between two numberings then cost a count of one or two entries each.
-		between, now, err := s.store.QueueAhead(ctx, e.ShowID, &p.Key, key)
-		if err != nil {
-			return 0, err
-		}
-		n.mu.Lock()
-		if n.at.Equal(at) {
-			if j, found := n.find(key); !found {
-				n.recent = slices.Insert(n.recent, j, boxoffice.QueuePlace{Key: key, JoinedAt: e.JoinedAt, Ahead: p.Ahead + 1 + between})
-			}
-		}
-		n.mu.Unlock()
-		return int(max(p.Ahead+then-now+1, 1) + between + 1), nil
+	if found && self.Ahead+then >= admitted {
+		return int(self.Ahead + then - admitted + 1), nil
 	}
-	// Nothing numbered stands before e (the queue was empty when numbered), or the queue moved
-	// past what was: few wait before e, so counting them is cheap.
-	ahead, _, err := s.store.QueueAhead(ctx, e.ShowID, nil, key)
-	return int(ahead + 1), err
+	if i == 0 {
+		// Nothing numbered stands before e: the queue was empty when numbered, or e is a
+		// settled place whose number was dropped. Counted from the head, once (it settles).
+		ahead, _, err := s.store.QueueAhead(ctx, e.ShowID, nil, key)
+		return int(ahead + 1), err
+	}
+	// e joined after the numbering (or the admissions passed the number it had, which only a
+	// late commit before it explains): it stands behind the nearest entry numbered before it,
+	// and what waits between the two. If that entry still waits, so do the ones before it that
+	// the admissions have not reached; if it was admitted, all before it were (admission goes
+	// in order). Reading the queue between the two, and not from the head, matters twice over:
+	// an arrival's position is about the queue's length, and the index still holds admitted
+	// entries until a vacuum.
+	between, now, err := s.store.QueueAhead(ctx, e.ShowID, &prev.Key, key)
+	if err != nil {
+		return 0, err
+	}
+	ahead := max(prev.Ahead+then-now+1, 0) + between
+	// e is numbered so, for the next arrival to count from it rather than from the same
+	// place: arrivals between two numberings then cost a count of one or two entries each.
+	n.mu.Lock()
+	if n.at.Equal(at) {
+		if j, found := n.find(key); found {
+			n.recent[j].Ahead = ahead + now - then
+		} else {
+			n.recent = slices.Insert(n.recent, j, boxoffice.QueuePlace{Key: key, JoinedAt: e.JoinedAt, Ahead: ahead + now - then})
+		}
+	}
+	n.mu.Unlock()
+	return int(ahead + 1), nil
 }
 
 // find searches recent for key; n.mu is held.

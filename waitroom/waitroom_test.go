@@ -694,5 +694,31 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		joinOne(crowd + 50)
 		check(120)
 		reads(crowd+51-120, "a numbering for one new arrival")
+
+		// The queue drains past every entry numbered before the next numbering: arrivals stand
+		// first, counted from the last entry numbered though it was admitted.
+		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(500 * time.Millisecond)
+		if n := rooms.AdmitOnce(ctx); n != crowd+51-120 {
+			t.Fatalf("admitted %d, want all %d waiting", n, crowd+51-120)
+		}
+		for i := range 3 { // admitted before anyone reads them
+			joinOne(crowd + 51 + i)
+		}
+		clock.Advance(100 * time.Millisecond)
+		if n := rooms.AdmitOnce(ctx); n != 3 {
+			t.Fatalf("admitted %d, want the 3 arrivals", n)
+		}
+		for i := range 5 {
+			joinOne(crowd + 54 + i)
+			tk, err := rooms.Status(ctx, tokens[len(tokens)-1])
+			if err != nil || tk.Position == nil || *tk.Position != i+1 {
+				t.Fatalf("arrival %d after the queue drained = %+v, %v; want position %d", i, tk, err, i+1)
+			}
+		}
+		reads(5, "5 arrivals after the queue drained")
+		check(crowd + 54)
 	})
 }
