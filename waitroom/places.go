@@ -44,9 +44,10 @@ type places struct {
 
 // numbering is a show's queue as this server last numbered it.
 type numbering struct {
-	mu   sync.Mutex
-	busy bool      // a numbering is being read
-	at   time.Time // when the last one was taken; zero: never
+	mu sync.Mutex
+	// running is closed when the numbering being read is in; nil when none is.
+	running chan struct{}
+	at      time.Time // when the last one was taken; zero: never
 	// admitted counts the show's admissions in that numbering's snapshot.
 	admitted int64
 	// settled: entries that joined up to it are in places.before (unless gen moved on).
@@ -176,24 +177,41 @@ func (n *numbering) find(key boxoffice.QueueKey) (int, bool) {
 }
 
 // number numbers the show's queue again when the last numbering is numberEvery old and no
-// other request is reading one; others go on with the last.
+// other request is reading one. The others go on with the last, or wait for the first: at the
+// on-sale, every poll would otherwise count the whole queue before its entry while the first
+// numbering is read.
 func (s *Service) number(ctx context.Context, showID string, n *numbering) error {
 	now := s.cfg.Now()
 	n.mu.Lock()
-	if n.busy || !n.at.IsZero() && now.Sub(n.at) < numberEvery {
+	if running := n.running; running != nil {
+		first := n.at.IsZero()
+		n.mu.Unlock()
+		if first {
+			select {
+			case <-running:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	if !n.at.IsZero() && now.Sub(n.at) < numberEvery {
 		n.mu.Unlock()
 		return nil
 	}
-	n.busy = true
+	done := make(chan struct{})
+	n.running = done
 	after := n.settled
 	if n.gen != s.places.generation() {
 		after = time.Time{} // the settled places were dropped: number them all again
 	}
 	n.mu.Unlock()
-	ps, admitted, err := s.store.QueuePlaces(ctx, showID, after)
+	// Shared work: it goes on if the request that runs it is cancelled.
+	ps, admitted, err := s.store.QueuePlaces(context.WithoutCancel(ctx), showID, after)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.busy = false
+	n.running = nil
+	close(done)
 	if err != nil {
 		return err
 	}

@@ -422,7 +422,10 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		// Positions are told from the on-sale on. A known place the admissions have passed
 		// (entries before it went some other way: a room replaced, a store restored) is
 		// placed afresh.
-		s.places.forget(c.Seq)
+		if known {
+			// Only then: a numbering that settled the place since it was looked up has it right.
+			s.places.forget(c.Seq)
+		}
 		if pos, err = s.position(ctx, e, admitted); err != nil {
 			return nil, err
 		}
