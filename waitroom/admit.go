@@ -48,6 +48,11 @@ func (s *Service) AdmitOnce(ctx context.Context) int {
 			}
 			continue
 		}
+		if n > 0 {
+			// Positions read the admission count from the room's cache: this server's own
+			// admissions show at once.
+			s.forget(id)
+		}
 		total += n
 	}
 	return total

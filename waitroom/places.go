@@ -37,9 +37,15 @@ const maxPlaces = 1 << 20
 // nearest numbered entry before it, a count of what joined since, not of the queue.
 type places struct {
 	mu     sync.Mutex
-	before map[int64]int64 // entry seq → entries before it, for settled places
+	before map[int64]place // entry seq → its settled place
 	gen    int             // counts the times before was dropped
 	shows  map[string]*numbering
+}
+
+// place is a settled entry's: the entries before it (waiting or admitted), and when it joined
+// (µs since the epoch), which is all a ticket shows of a waiting entry besides its position.
+type place struct {
+	before, joined int64
 }
 
 // numbering is a show's queue as this server last numbered it.
@@ -60,10 +66,10 @@ type numbering struct {
 }
 
 func newPlaces() places {
-	return places{before: map[int64]int64{}, shows: map[string]*numbering{}}
+	return places{before: map[int64]place{}, shows: map[string]*numbering{}}
 }
 
-func (p *places) get(seq int64) (int64, bool) {
+func (p *places) get(seq int64) (place, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n, ok := p.before[seq]
@@ -105,7 +111,7 @@ func (p *places) settle(ps []boxoffice.QueuePlace, admitted int64, mark time.Tim
 	}
 	for _, q := range ps {
 		if !q.JoinedAt.After(mark) {
-			p.before[q.Key.Seq] = q.Ahead + admitted
+			p.before[q.Key.Seq] = place{before: q.Ahead + admitted, joined: q.JoinedAt.UnixMicro()}
 		}
 	}
 	return p.gen

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"boxoffice"
 )
 
@@ -98,8 +100,9 @@ type Service struct {
 
 	joins chan *pendingJoin
 
-	cacheMu sync.Mutex
-	rooms   map[string]cachedRoom
+	cacheMu   sync.Mutex
+	rooms     map[string]cachedRoom
+	roomReads singleflight.Group
 
 	places places
 
@@ -281,22 +284,36 @@ func noRoom(showID string) error {
 // now is the clock to the microsecond, what the stores keep.
 func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
 
+// admissionsFresh is how old a show's admission count may be for the positions of settled
+// places: about the admitter's tick.
+const admissionsFresh = 100 * time.Millisecond
+
 // room returns showID's room from a cache of RoomCache, nil when it has none.
 func (s *Service) room(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
+	return s.roomWithin(ctx, showID, s.cfg.RoomCache)
+}
+
+// roomWithin returns showID's room as read at most maxAge ago, nil when it has none. Requests
+// that find it stale together read it once.
+func (s *Service) roomWithin(ctx context.Context, showID string, maxAge time.Duration) (*boxoffice.WaitRoom, error) {
 	now := s.cfg.Now()
 	s.cacheMu.Lock()
 	c, ok := s.rooms[showID]
 	s.cacheMu.Unlock()
-	if ok && now.Sub(c.at) < s.cfg.RoomCache && now.Sub(c.at) >= 0 {
+	if ok && now.Sub(c.at) < maxAge && now.Sub(c.at) >= 0 {
 		return c.room, nil
 	}
-	room, err := s.store.GetWaitRoom(ctx, showID, false)
-	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-		room, err = nil, nil
-	}
+	v, err, _ := s.roomReads.Do(showID, func() (any, error) {
+		room, err := s.store.GetWaitRoom(context.WithoutCancel(ctx), showID, false)
+		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
+			room, err = nil, nil
+		}
+		return room, err
+	})
 	if err != nil {
 		return nil, err
 	}
+	room := v.(*boxoffice.WaitRoom)
 	s.cacheMu.Lock()
 	if len(s.rooms) > 10000 {
 		clear(s.rooms) // shows ids come from requests: bound what they can grow
@@ -381,7 +398,7 @@ func (s *Service) Join(ctx context.Context, showID string, in JoinInput) (*Ticke
 		s.forget(showID)
 		return nil, false, noRoom(showID)
 	}
-	return s.ticket(room, p.entry, -1), p.entry.Created, nil
+	return s.ticket(room, p.entry, buyerHash(p.entry.Identity), -1), p.entry.Created, nil
 }
 
 // Status reads the ticket a token names: its status, position and estimated wait, with a fresh
@@ -402,7 +419,26 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	if room == nil {
 		return nil, errBadToken()
 	}
-	before, known := s.places.get(c.Seq)
+	p, known := s.places.get(c.Seq)
+	if known && !s.cfg.Now().Before(room.OpensAt) {
+		// A settled place needs no read of its entry while it waits: the token binds the
+		// number to the buyer and the show, and the position is the place less the show's
+		// admissions, read at most every admissionsFresh for all of the show's tickets. A
+		// crowd polling (or waiting on events, a read a second each) then costs the store
+		// nothing per buyer. Once the admissions reach the place, the entry is read for its
+		// admission.
+		fresh, err := s.roomWithin(ctx, c.ShowID, min(admissionsFresh, s.cfg.RoomCache))
+		if err != nil {
+			return nil, err
+		}
+		if fresh == nil {
+			return nil, errBadToken()
+		}
+		if ahead := p.before - int64(fresh.Admitted); ahead >= 0 {
+			e := &boxoffice.QueueEntry{Seq: c.Seq, ShowID: c.ShowID, JoinedAt: time.UnixMicro(p.joined).UTC()}
+			return s.ticket(fresh, e, c.Buyer, int(ahead+1)), nil
+		}
+	}
 	e, admitted, err := s.store.QueueEntry(ctx, c.Seq)
 	if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND || err == nil && (e.ShowID != c.ShowID || buyerHash(e.Identity) != c.Buyer) {
 		// The room was deleted (and its queue with it), or, past a store reset, the number is
@@ -416,8 +452,8 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	switch {
 	case !e.AdmittedAt.IsZero():
 		s.places.forget(c.Seq)
-	case known && before-admitted >= 0:
-		pos = int(before - admitted + 1)
+	case known && p.before-admitted >= 0:
+		pos = int(p.before - admitted + 1)
 	case !s.cfg.Now().Before(room.OpensAt):
 		// Positions are told from the on-sale on. A known place the admissions have passed
 		// (entries before it went some other way: a room replaced, a store restored) is
@@ -430,15 +466,16 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 			return nil, err
 		}
 	}
-	return s.ticket(room, e, pos), nil
+	return s.ticket(room, e, c.Buyer, pos), nil
 }
 
 // ticket renders e; pos < 0 is unknown.
-func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, pos int) *Ticket {
+// buyer is the buyer's hash the token carries.
+func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buyer string, pos int) *Ticket {
 	now := s.now()
 	t := &Ticket{ID: ticketIDPrefix + strconv.FormatInt(e.Seq, 10), ShowID: e.ShowID, Status: statusWaiting,
 		OpensAt: room.OpensAt, JoinedAt: e.JoinedAt, TokenExpiresAt: now.Add(s.cfg.TicketTTL).Truncate(time.Second)}
-	c := claims{ShowID: e.ShowID, Seq: e.Seq, Buyer: buyerHash(e.Identity), Expires: t.TokenExpiresAt}
+	c := claims{ShowID: e.ShowID, Seq: e.Seq, Buyer: buyer, Expires: t.TokenExpiresAt}
 	switch {
 	case !e.AdmittedAt.IsZero():
 		until := e.AdmittedAt.Add(time.Duration(room.AdmissionTTLSeconds) * time.Second).Truncate(time.Second)

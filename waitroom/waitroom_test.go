@@ -565,10 +565,17 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 // countingStore is a real store that counts the queue entries its reads of the queue order
-// went through: a count reads the entries it counts, a numbering the whole waiting queue.
+// went through (a count reads the entries it counts, a numbering the whole waiting queue), and
+// its reads of single entries.
 type countingStore struct {
 	store
-	read atomic.Int64
+	read    atomic.Int64
+	entries atomic.Int64 // reads of one entry
+}
+
+func (c *countingStore) QueueEntry(ctx context.Context, seq int64) (*boxoffice.QueueEntry, int64, error) {
+	c.entries.Add(1)
+	return c.store.QueueEntry(ctx, seq)
 }
 
 func (c *countingStore) QueueAhead(ctx context.Context, showID string, after *boxoffice.QueueKey, before boxoffice.QueueKey) (int64, int64, error) {
@@ -669,7 +676,13 @@ func TestPositionsWithoutCounting(t *testing.T) {
 			if n := rooms.AdmitOnce(ctx); n != 20 {
 				t.Fatalf("admitted %d", n)
 			}
+			entries := st.entries.Load()
 			check(admitted)
+			// A waiting ticket with a settled place reads no entry: only the admitted ones do,
+			// for their admission.
+			if n := st.entries.Load() - entries; n != int64(admitted) {
+				t.Fatalf("reading %d tickets, %d admitted, read %d entries; want %d", len(tokens), admitted, n, admitted)
+			}
 		}
 		reads(0, "the queue moving under settled places")
 
