@@ -20,8 +20,8 @@ const placeSettles = 5 * time.Second
 // and the nearest one numbered.
 const numberEvery = time.Second
 
-// maxPlaces bounds the places a server keeps in memory (about 50 bytes each); past it they are
-// all dropped and numbered again.
+// maxPlaces bounds the settled places a server keeps in memory (about 60 bytes each); past it
+// they are all dropped and numbered again.
 const maxPlaces = 1 << 20
 
 // places tells waiting entries' positions without counting the queue before each one: counting
@@ -30,16 +30,20 @@ const maxPlaces = 1 << 20
 //
 // Admission goes in queue order, so once admission has begun and an entry's place has settled,
 // the entries before it are those waiting before it plus those admitted, for as long as it
-// waits: before keeps that number, and a poll subtracts the admissions it reads with the entry.
+// waits: the show's settled places keep that number, and a poll subtracts the admissions.
 // The numbers come from numbering the show's whole waiting queue in one read (QueuePlaces), at
 // most once per numberEvery, and each read after the first returns only the entries that joined
 // since the last settled mark. An entry that joined after the last numbering is counted from the
 // nearest numbered entry before it, a count of what joined since, not of the queue.
+//
+// What a server knows of a show's queue belongs to the room it numbered: a room deleted and
+// made again (on this server or another) starts a new queue, whose entries may even reuse the
+// old numbers (SQLite's rowids), so a room created at another time drops it all.
 type places struct {
-	mu     sync.Mutex
-	before map[int64]place // entry seq → its settled place
-	gen    int             // counts the times before was dropped
-	shows  map[string]*numbering
+	mu    sync.Mutex
+	count int // settled places kept, over all shows
+	gen   int // counts the times they were all dropped
+	shows map[string]*numbering
 }
 
 // place is a settled entry's: the entries before it (waiting or admitted), and when it joined
@@ -50,15 +54,20 @@ type place struct {
 
 // numbering is a show's queue as this server last numbered it.
 type numbering struct {
+	// room is the creation time of the room whose queue this is; settled is guarded by
+	// places.mu, the rest by mu.
+	room    time.Time
+	settled map[int64]place // entry seq → its settled place
+
 	mu sync.Mutex
 	// running is closed when the numbering being read is in; nil when none is.
 	running chan struct{}
 	at      time.Time // when the last one was taken; zero: never
 	// admitted counts the show's admissions in that numbering's snapshot.
 	admitted int64
-	// settled: entries that joined up to it are in places.before (unless gen moved on).
-	settled time.Time
-	gen     int
+	// settledTo: entries that joined up to it are in settled (unless gen moved on).
+	settledTo time.Time
+	gen       int
 	// recent holds, in queue order, the entries that joined after the settled mark before it
 	// (settled or not) and the queue's last entry, each with how many entries waited before it
 	// then; and the entries placed since by a count from one of those.
@@ -66,52 +75,71 @@ type numbering struct {
 }
 
 func newPlaces() places {
-	return places{before: map[int64]place{}, shows: map[string]*numbering{}}
+	return places{shows: map[string]*numbering{}}
 }
 
-func (p *places) get(seq int64) (place, bool) {
+// show returns what is known of the queue of room's show, nothing when it was another room's.
+func (p *places) show(room *boxoffice.WaitRoom) *numbering {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n, ok := p.before[seq]
-	return n, ok
+	n := p.shows[room.ShowID]
+	if n == nil || !n.room.Equal(room.CreatedAt) {
+		if n != nil {
+			p.count -= len(n.settled)
+		}
+		n = &numbering{room: room.CreatedAt, settled: map[int64]place{}, gen: p.gen}
+		p.shows[room.ShowID] = n
+	}
+	return n
 }
 
-func (p *places) forget(seq int64) {
+// get returns the settled place of entry seq of room's show.
+func (p *places) get(room *boxoffice.WaitRoom, seq int64) (place, bool) {
+	n := p.show(room)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.before, seq)
+	pl, ok := n.settled[seq]
+	return pl, ok
+}
+
+func (p *places) forget(room *boxoffice.WaitRoom, seq int64) {
+	n := p.show(room)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := n.settled[seq]; ok {
+		delete(n.settled, seq)
+		p.count--
+	}
 }
 
 // forgetShow drops what is known of a show's queue, for a room deleted (and its queue with it).
 func (p *places) forgetShow(showID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.shows, showID)
-}
-
-func (p *places) show(showID string) *numbering {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := p.shows[showID]
-	if n == nil {
-		n = &numbering{}
-		p.shows[showID] = n
+	if n := p.shows[showID]; n != nil {
+		p.count -= len(n.settled)
+		delete(p.shows, showID)
 	}
-	return n
 }
 
-// settle keeps the settled places of a numbering taken with admitted admissions, and answers
-// the generation they belong to.
-func (p *places) settle(ps []boxoffice.QueuePlace, admitted int64, mark time.Time) int {
+// settle keeps the settled places of a numbering of n taken with admitted admissions, and
+// answers the generation they belong to.
+func (p *places) settle(n *numbering, ps []boxoffice.QueuePlace, admitted int64, mark time.Time) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.before)+len(ps) > maxPlaces {
-		clear(p.before)
+	if p.count+len(ps) > maxPlaces {
+		for _, m := range p.shows {
+			clear(m.settled)
+		}
+		p.count = 0
 		p.gen++
 	}
 	for _, q := range ps {
 		if !q.JoinedAt.After(mark) {
-			p.before[q.Key.Seq] = place{before: q.Ahead + admitted, joined: q.JoinedAt.UnixMicro()}
+			if _, ok := n.settled[q.Key.Seq]; !ok {
+				p.count++
+			}
+			n.settled[q.Key.Seq] = place{before: q.Ahead + admitted, joined: q.JoinedAt.UnixMicro()}
 		}
 	}
 	return p.gen
@@ -125,8 +153,8 @@ func (p *places) generation() int {
 
 // position answers the position of e, a waiting entry of a show past its on-sale that places
 // does not hold, with admitted the show's admissions read with it.
-func (s *Service) position(ctx context.Context, e *boxoffice.QueueEntry, admitted int64) (int, error) {
-	n := s.places.show(e.ShowID)
+func (s *Service) position(ctx context.Context, room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, admitted int64) (int, error) {
+	n := s.places.show(room)
 	if err := s.number(ctx, e.ShowID, n); err != nil {
 		return 0, err
 	}
@@ -207,7 +235,7 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 	}
 	done := make(chan struct{})
 	n.running = done
-	after := n.settled
+	after := n.settledTo
 	if n.gen != s.places.generation() {
 		after = time.Time{} // the settled places were dropped: number them all again
 	}
@@ -226,9 +254,9 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 	// the joins taken before it have surely committed.
 	if admitted > 0 {
 		mark := now.Add(-placeSettles)
-		n.gen = s.places.settle(ps, admitted, mark)
+		n.gen = s.places.settle(n, ps, admitted, mark)
 		if mark.After(after) {
-			n.settled = mark
+			n.settledTo = mark
 		}
 	}
 	return nil

@@ -419,7 +419,7 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	if room == nil {
 		return nil, errBadToken()
 	}
-	p, known := s.places.get(c.Seq)
+	p, known := s.places.get(room, c.Seq)
 	if known && !s.cfg.Now().Before(room.OpensAt) {
 		// A settled place needs no read of its entry while it waits: the token binds the
 		// number to the buyer and the show, and the position is the place less the show's
@@ -434,7 +434,7 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		if fresh == nil {
 			return nil, errBadToken()
 		}
-		if ahead := p.before - int64(fresh.Admitted); ahead >= 0 {
+		if ahead := p.before - int64(fresh.Admitted); ahead >= 0 && fresh.CreatedAt.Equal(room.CreatedAt) {
 			e := &boxoffice.QueueEntry{Seq: c.Seq, ShowID: c.ShowID, JoinedAt: time.UnixMicro(p.joined).UTC()}
 			return s.ticket(fresh, e, c.Buyer, int(ahead+1)), nil
 		}
@@ -451,7 +451,7 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	pos := -1
 	switch {
 	case !e.AdmittedAt.IsZero():
-		s.places.forget(c.Seq)
+		s.places.forget(room, c.Seq)
 	case known && p.before-admitted >= 0:
 		pos = int(p.before - admitted + 1)
 	case !s.cfg.Now().Before(room.OpensAt):
@@ -460,9 +460,9 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		// placed afresh.
 		if known {
 			// Only then: a numbering that settled the place since it was looked up has it right.
-			s.places.forget(c.Seq)
+			s.places.forget(room, c.Seq)
 		}
-		if pos, err = s.position(ctx, e, admitted); err != nil {
+		if pos, err = s.position(ctx, room, e, admitted); err != nil {
 			return nil, err
 		}
 	}

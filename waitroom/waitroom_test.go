@@ -735,3 +735,87 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		check(crowd + 54)
 	})
 }
+
+// TestRoomMadeAgain: a room deleted and made again starts a new queue, whose entries may reuse
+// the old ones' numbers (SQLite's rowids). A server that had settled places of the old queue,
+// whether it deleted the room or another server did, must neither answer an old ticket nor give
+// a new one an old place.
+func TestRoomMadeAgain(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		st := open(t)
+		if err := st.Update(ctx, func(tx boxoffice.Tx) error {
+			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: clock.Now().Add(time.Hour), HoldTTLSeconds: 60,
+				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+				CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var servers []*waitroom.Service
+		for range 2 {
+			s, err := waitroom.New(ctx, waitroom.Config{Store: open(t), Now: clock.Now, AdmitEvery: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Start(false)
+			t.Cleanup(s.Close)
+			servers = append(servers, s)
+		}
+		a := servers[0]
+		// queue makes a room open now on a, joins n buyers named prefix, admits the first two
+		// and lets every place settle, reading each ticket on both servers; it answers the
+		// tokens.
+		queue := func(prefix string, n int) []string {
+			t.Helper()
+			opens := clock.Now()
+			if _, _, err := a.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 2}); err != nil {
+				t.Fatal(err)
+			}
+			var tokens []string
+			for i := range n {
+				in := waitroom.JoinInput{}
+				in.Buyer.Email = fmt.Sprintf("%s%d@example.com", prefix, i)
+				tk, _, err := a.Join(ctx, "gig", in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens = append(tokens, tk.Token)
+			}
+			clock.Advance(time.Second)
+			if got := a.AdmitOnce(ctx); got != 2 {
+				t.Fatalf("admitted %d", got)
+			}
+			clock.Advance(10 * time.Second)
+			for _, s := range servers {
+				for i, tok := range tokens[2:] {
+					tk, err := s.Status(ctx, tok)
+					if err != nil || tk.Position == nil || *tk.Position != i+1 {
+						t.Fatalf("%s ticket %d = %+v, %v; want position %d", prefix, i+2, tk, err, i+1)
+					}
+				}
+			}
+			return tokens
+		}
+		old := queue("old", 8)
+		if err := a.Delete(ctx, "gig"); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(2 * time.Second) // past b's cache of the room
+		fresh := queue("new", 6)
+		for _, s := range servers {
+			for i, tok := range old {
+				if tk, err := s.Status(ctx, tok); boxoffice.ErrorCode(err) != boxoffice.ENOTFOUND {
+					t.Fatalf("old ticket %d after the room was made again = %+v, %v; want not found", i, tk, err)
+				}
+			}
+		}
+		for _, s := range servers {
+			for i, tok := range fresh[2:] {
+				if tk, err := s.Status(ctx, tok); err != nil || tk.Position == nil || *tk.Position != i+1 {
+					t.Fatalf("new ticket %d = %+v, %v; want position %d", i+2, tk, err, i+1)
+				}
+			}
+		}
+	})
+}
