@@ -28,19 +28,7 @@ const (
 	kindEvent // an event append; the lock of its subject is queued before it
 	kindLease // a show lease's fence (CheckLease)
 	kindTier  // a tier's compare-and-set of its counts (SetTierCounts)
-	// The updates that settle a purchase, one of each an order: a hold's end (EndHold), the
-	// order's new status (UpdateOrder) and its idempotency record's answer
-	// (AnswerIdemRecordForOrder).
-	kindEndHold
-	kindUpdateOrder
-	kindAnswerIdem
 )
-
-// updateKinds are the kinds that change existing rows: a multi-row UPDATE changes a row once,
-// so two writes of one row in a batch send the kind as single statements, in their order. Their
-// rows are locked in the order of their keys by a statement of their own first: left to itself,
-// an UPDATE's join locks rows in the order its plan meets them.
-var updateKinds = []writeKind{kindTier, kindEndHold, kindUpdateOrder, kindAnswerIdem}
 
 // lockStep places a deferred write in LockOrder: the deferred writes of a transaction go to the
 // server by step, and within a step by key, so that two transactions whose deferred writes lock
@@ -154,39 +142,6 @@ var (
 	sMultiTierLock = `SELECT count(*) FROM (
 		SELECT 1 FROM tiers AS t JOIN unnest($1::text[], $2::text[]) AS v(show_id, id) ON t.show_id = v.show_id AND t.id = v.id
 		ORDER BY t.show_id, t.id FOR NO KEY UPDATE OF t) AS f`
-	// The settling updates, each after its rows' lock in key order (as the tiers'). Over 10,000
-	// purchases on PostgreSQL they were 30,000 one-row statements, 1.3 s of the database's
-	// statement time.
-	sMultiHoldLock = `SELECT count(*) FROM (
-		SELECT 1 FROM holds AS h JOIN unnest($1::text[]) AS v(id) ON h.id = v.id
-		ORDER BY h.id FOR NO KEY UPDATE OF h) AS f`
-	sMultiEndHold = `WITH w AS (UPDATE holds AS h SET status = v.status, updated_at = v.at
-		FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS v(status, at, id)
-		WHERE h.id = v.id AND h.status = 'active'
-		RETURNING 1)
-		SELECT 1 / ((SELECT count(*) FROM w) = $4)::int`
-	sMultiOrderLock = `SELECT count(*) FROM (
-		SELECT 1 FROM orders AS o JOIN unnest($1::text[]) AS v(id) ON o.id = v.id
-		ORDER BY o.id FOR NO KEY UPDATE OF o) AS f`
-	sMultiUpdateOrder = `WITH w AS (UPDATE orders AS o SET status = v.status, tickets = v.tickets::jsonb,
-			charge_id = v.charge_id, refund_id = v.refund_id, release_on_failure = v.release, updated_at = v.at
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[], $7::text[], $8::text[])
-			AS v(status, tickets, charge_id, refund_id, release, at, id, from_status)
-		WHERE o.id = v.id AND o.status = v.from_status
-		RETURNING 1)
-		SELECT 1 / ((SELECT count(*) FROM w) = $9)::int`
-	sMultiIdemLock = `SELECT count(*) FROM (
-		SELECT 1 FROM idempotency_records AS r JOIN unnest($1::text[]) AS v(order_id) ON r.order_id = v.order_id
-		WHERE r.response_status IS NULL
-		ORDER BY r.order_id, r.id FOR NO KEY UPDATE OF r) AS f`
-	// As sAnswerIdemForOrder, each order's records (one, unless a caller copied an order id)
-	// must be answered: one row at least per order.
-	sMultiAnswerIdem = `WITH w AS (UPDATE idempotency_records AS r SET locked_until = v.until,
-			response_status = v.status, response_body = v.body, response_location = v.location
-		FROM unnest($1::timestamptz[], $2::int4[], $3::bytea[], $4::text[], $5::text[]) AS v(until, status, body, location, order_id)
-		WHERE r.order_id = v.order_id AND r.response_status IS NULL
-		RETURNING r.order_id)
-		SELECT 1 / ((SELECT count(DISTINCT order_id) FROM w) = $6)::int`
 	sMultiTier = `WITH w AS (UPDATE tiers AS t SET held = v.held, sold = v.sold, version = t.version + 1
 		FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::int8[]) AS v(held, sold, show_id, id, version)
 		WHERE t.show_id = v.show_id AND t.id = v.id AND t.version = v.version AND v.held + v.sold <= t.capacity
@@ -236,24 +191,16 @@ func coalesced(pending []deferredWrite) []*pgx.QueuedQuery {
 		return strings.Compare(a.key, b.key)
 	})
 	groups := make(map[writeKind][]deferredWrite)
-	twice := map[writeKind]bool{}
-	type row struct {
-		kind writeKind
-		key  string
-	}
-	seen := map[row]bool{}
-	for _, w := range pending {
-		if slices.Contains(updateKinds, w.kind) {
-			r := row{w.kind, w.key}
-			twice[w.kind] = twice[w.kind] || seen[r]
-			seen[r] = true
-		}
-	}
-	for j := range pending {
-		if twice[pending[j].kind] {
-			// Two writes of one row: the kind goes as single statements, each after the one
-			// before.
-			pending[j].kind = single
+	for i, w := range pending {
+		if w.kind == kindTier && i > 0 && pending[i-1].kind == kindTier && pending[i-1].key == w.key {
+			// Two writes of one tier: a multi-row UPDATE changes a row once, so the kind goes as
+			// single statements, each after the one before.
+			for j := range pending {
+				if pending[j].kind == kindTier {
+					pending[j].kind = single
+				}
+			}
+			break
 		}
 	}
 	for _, w := range pending {
@@ -296,39 +243,21 @@ func (w deferredWrite) one() *pgx.QueuedQuery {
 	return q
 }
 
-// many is the writes of a kind (two or more) as one statement (two for updates: the locks,
-// then the writes).
+// many is the writes of a kind (two or more) as one statement (two for tiers: the locks, then
+// the writes).
 func many(kind writeKind, g []deferredWrite) []*pgx.QueuedQuery {
-	rows := make([][]any, len(g))
-	for i, w := range g {
-		rows[i] = w.args
-	}
-	var lock, update string
-	var keys []any // the lock statement's arguments
-	switch kind {
-	case kindTier:
-		cols := columns(rows)
-		lock, update, keys = sMultiTierLock, sMultiTier, []any{cols[2], cols[3]}
-	case kindEndHold:
-		lock, update = sMultiHoldLock, sMultiEndHold
-	case kindUpdateOrder:
-		lock, update = sMultiOrderLock, sMultiUpdateOrder
-	case kindAnswerIdem:
-		lock, update = sMultiIdemLock, sMultiAnswerIdem
-	default:
-		return []*pgx.QueuedQuery{manyOne(kind, g)}
-	}
-	if keys == nil {
-		ids := make([]string, len(g))
+	if kind == kindTier {
+		rows := make([][]any, len(g))
 		for i, w := range g {
-			ids[i] = w.key
+			rows[i] = w.args
 		}
-		keys = []any{ids}
+		cols := columns(rows)
+		return []*pgx.QueuedQuery{
+			{SQL: sMultiTierLock, Arguments: []any{cols[2], cols[3]}},
+			{SQL: sMultiTier, Arguments: append(cols, len(g))},
+		}
 	}
-	return []*pgx.QueuedQuery{
-		{SQL: lock, Arguments: keys},
-		{SQL: update, Arguments: append(columns(rows), len(g))},
-	}
+	return []*pgx.QueuedQuery{manyOne(kind, g)}
 }
 
 // manyOne is the writes of a kind (two or more) that go as one statement.

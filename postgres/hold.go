@@ -58,7 +58,7 @@ func (t *tx) GetHold(ctx context.Context, id string) (*boxoffice.Hold, error) {
 
 // EndHold implements boxoffice.Tx. A missing hold is not an error, only not active: ok is false.
 func (t *tx) EndHold(ctx context.Context, id string, to boxoffice.HoldStatus, at time.Time) (bool, error) {
-	if t.laterAs(deferredWrite{kind: kindEndHold, step: stepHold, key: id, sql: dEndHold, args: []any{string(to), at, id}}) {
+	if t.later(stepHold, id, dEndHold, string(to), at, id) {
 		return true, nil
 	}
 	tag, err := t.exec(ctx, sEndHold, string(to), at, id)

@@ -112,8 +112,7 @@ func (t *tx) AnswerIdemRecordForOrder(ctx context.Context, orderID string, res *
 		return false, nil // records of requests that made no order have an empty order id
 	}
 	status, body, location := responseArgs(&boxoffice.IdemRecord{Response: res})
-	if t.laterAs(deferredWrite{kind: kindAnswerIdem, step: stepIdemRecord, key: orderID, sql: dAnswerIdemForOrder,
-		args: []any{time.Time{}, status, body, location, orderID}}) {
+	if t.later(stepIdemRecord, orderID, dAnswerIdemForOrder, time.Time{}, status, body, location, orderID) {
 		return true, nil
 	}
 	tag, err := t.exec(ctx, sAnswerIdemForOrder, time.Time{}, status, body, location, orderID)

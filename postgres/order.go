@@ -103,7 +103,7 @@ func (t *tx) UpdateOrder(ctx context.Context, o *boxoffice.Order, from boxoffice
 	}
 	args := []any{string(o.Status), tickets, o.ChargeID, o.RefundID, o.ReleaseOnFailure, o.UpdatedAt, o.ID, string(from)}
 	if !liveStatus(o.Status) || liveStatus(from) {
-		if t.laterAs(deferredWrite{kind: kindUpdateOrder, step: stepOrder, key: o.ID, sql: dUpdateOrder, args: args}) {
+		if t.later(stepOrder, o.ID, dUpdateOrder, args...) {
 			return true, nil
 		}
 		tag, err := t.exec(ctx, sUpdateOrder, args...)
