@@ -400,18 +400,21 @@ func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn 
 		})
 		return ended, err
 	}
+	// rows reads order i's hold, order and idempotency record.
+	rows := func(tx boxoffice.Tx, i int) (h *boxoffice.Hold, o *boxoffice.Order, r *boxoffice.IdemRecord, err error) {
+		if h, err = tx.GetHold(ctx, hold(i)); err != nil {
+			return
+		}
+		if o, err = tx.GetOrder(ctx, order(i)); err != nil {
+			return
+		}
+		r, err = tx.GetIdemRecord(ctx, "key_1 POST /v1/purchases", fmt.Sprintf("set-%d", i))
+		return
+	}
 	check := func(i int, confirmed bool) {
 		t.Helper()
 		view(t, db, func(tx boxoffice.Tx) error {
-			h, err := tx.GetHold(ctx, hold(i))
-			if err != nil {
-				return err
-			}
-			o, err := tx.GetOrder(ctx, order(i))
-			if err != nil {
-				return err
-			}
-			r, err := tx.GetIdemRecord(ctx, "key_1 POST /v1/purchases", fmt.Sprintf("set-%d", i))
+			h, o, r, err := rows(tx, i)
 			if err != nil {
 				return err
 			}
@@ -517,15 +520,7 @@ func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn 
 	}
 	view(t, db, func(tx boxoffice.Tx) error {
 		for _, i := range []int{0, 1, 4} {
-			h, err := tx.GetHold(ctx, hold(i))
-			if err != nil {
-				return err
-			}
-			o, err := tx.GetOrder(ctx, order(i))
-			if err != nil {
-				return err
-			}
-			r, err := tx.GetIdemRecord(ctx, "key_1 POST /v1/purchases", fmt.Sprintf("set-%d", i))
+			h, o, r, err := rows(tx, i)
 			if err != nil {
 				return err
 			}

@@ -505,14 +505,7 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 	eachStore(t, func(t *testing.T, open opener) {
 		st := open(t)
 		ctx := context.Background()
-		update := func(tx boxoffice.Tx) error {
-			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: time.Now().Add(time.Hour), HoldTTLSeconds: 60,
-				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
-				CreatedAt: time.Now(), UpdatedAt: time.Now()})
-		}
-		if err := st.Update(ctx, update); err != nil {
-			t.Fatal(err)
-		}
+		putGig(t, st, time.Now())
 		const rate = 200
 		var services []*waitroom.Service
 		for range 2 {
@@ -564,6 +557,19 @@ func TestTwoServersAdmitOnce(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// putGig stores the show "gig", an hour after now, with ten tickets.
+func putGig(t *testing.T, st store, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx boxoffice.Tx) error {
+		return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: now.Add(time.Hour), HoldTTLSeconds: 60,
+			Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
+			CreatedAt: now, UpdatedAt: now})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // countingStore is a real store that counts the queue entries its reads of the queue order
 // went through (a count reads the entries it counts, a numbering the whole waiting queue), and
 // its reads of single entries.
@@ -600,13 +606,7 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		ctx := context.Background()
 		clock := inventorytest.NewClock()
 		st := &countingStore{store: open(t)}
-		if err := st.Update(ctx, func(tx boxoffice.Tx) error {
-			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: clock.Now().Add(time.Hour), HoldTTLSeconds: 60,
-				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
-				CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		putGig(t, st, clock.Now())
 		rooms, err := waitroom.New(ctx, waitroom.Config{Store: st, Now: clock.Now, AdmitEvery: time.Hour})
 		if err != nil {
 			t.Fatal(err)
@@ -745,13 +745,7 @@ func TestRoomMadeAgain(t *testing.T) {
 		ctx := context.Background()
 		clock := inventorytest.NewClock()
 		st := open(t)
-		if err := st.Update(ctx, func(tx boxoffice.Tx) error {
-			return tx.PutShow(ctx, &boxoffice.Show{ID: "gig", Name: "Gig", StartsAt: clock.Now().Add(time.Hour), HoldTTLSeconds: 60,
-				Tiers:     []boxoffice.Tier{{ID: "ga", Name: "GA", Capacity: 10, Price: boxoffice.Money{Amount: 1, Currency: "EUR"}}},
-				CreatedAt: clock.Now(), UpdatedAt: clock.Now()})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		putGig(t, st, clock.Now())
 		var servers []*waitroom.Service
 		for range 2 {
 			s, err := waitroom.New(ctx, waitroom.Config{Store: open(t), Now: clock.Now, AdmitEvery: time.Hour})
