@@ -173,24 +173,26 @@ func (s *Service) position(ctx context.Context, room *boxoffice.WaitRoom, e *box
 	if found && self.Ahead+then >= admitted {
 		return int(self.Ahead + then - admitted + 1), nil
 	}
-	if i == 0 {
-		// Nothing numbered stands before e: the queue was empty when numbered, or e is a
-		// settled place whose number was dropped. Counted from the head, once (it settles).
-		ahead, _, err := s.store.QueueAhead(ctx, e.ShowID, nil, key)
-		return int(ahead + 1), err
-	}
 	// e joined after the numbering (or the admissions passed the number it had, which only a
 	// late commit before it explains): it stands behind the nearest entry numbered before it,
 	// and what waits between the two. If that entry still waits, so do the ones before it that
 	// the admissions have not reached; if it was admitted, all before it were (admission goes
 	// in order). Reading the queue between the two, and not from the head, matters twice over:
 	// an arrival's position is about the queue's length, and the index still holds admitted
-	// entries until a vacuum.
-	between, now, err := s.store.QueueAhead(ctx, e.ShowID, &prev.Key, key)
+	// entries until a vacuum. When nothing numbered stands before e (the queue was empty when
+	// numbered, or e's settled place was dropped), the count is from the head.
+	var from *boxoffice.QueueKey
+	if i > 0 {
+		from = &prev.Key
+	}
+	between, now, err := s.store.QueueAhead(ctx, e.ShowID, from, key)
 	if err != nil {
 		return 0, err
 	}
-	ahead := max(prev.Ahead+then-now+1, 0) + between
+	ahead := between
+	if i > 0 {
+		ahead += max(prev.Ahead+then-now+1, 0)
+	}
 	// e is numbered so, for the next arrival to count from it rather than from the same
 	// place: arrivals between two numberings then cost a count of one or two entries each.
 	n.mu.Lock()
