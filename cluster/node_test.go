@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -250,5 +251,55 @@ func TestRestartOfSameInstance(t *testing.T) {
 	defer second.Close()
 	if owns, err := second.Owns(ctx, "gig"); err != nil || !owns {
 		t.Fatalf("the restarted server waits for its previous run's lease: %v %v", owns, err)
+	}
+}
+
+// countingLeases counts AcquireLease calls by lease name.
+type countingLeases struct {
+	boxoffice.ClusterStore
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingLeases) AcquireLease(ctx context.Context, name, serverID string, ttl time.Duration) (boxoffice.Lease, bool, error) {
+	c.mu.Lock()
+	c.calls[name]++
+	c.mu.Unlock()
+	return c.ClusterStore.AcquireLease(ctx, name, serverID, ttl)
+}
+
+// TestFirstBurstAcquiresOnce: the requests of a show's first burst, all finding its lease not
+// held, take it in one store call, not one each queued on the lease's row.
+func TestFirstBurstAcquiresOnce(t *testing.T) {
+	db := openDB(t)
+	store := &countingLeases{ClusterStore: db, calls: map[string]int{}}
+	n, err := Start(context.Background(), Config{Store: store, Addr: "a", Instance: "test:a:" + t.Name(),
+		NATS: NATSCluster, Payments: PaymentsHTTP, Mail: MailShared, Inventory: "actor", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	const burst = 32
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	owned := make([]bool, burst)
+	errs := make([]error, burst)
+	for i := range burst {
+		wg.Go(func() {
+			<-start
+			owned[i], errs[i] = n.Owns(context.Background(), "gig")
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range burst {
+		if errs[i] != nil || !owned[i] {
+			t.Fatalf("request %d: owns %v, %v", i, owned[i], errs[i])
+		}
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if got := store.calls[boxoffice.ShowLease("gig")]; got != 1 {
+		t.Fatalf("%d requests took the show's lease in %d store calls, want 1", burst, got)
 	}
 }
