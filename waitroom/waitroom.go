@@ -469,8 +469,7 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	return s.ticket(room, e, c.Buyer, pos), nil
 }
 
-// ticket renders e; pos < 0 is unknown.
-// buyer is the buyer's hash the token carries.
+// ticket renders e, for the buyer whose hash the token carries; pos < 0 is unknown.
 func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buyer string, pos int) *Ticket {
 	now := s.now()
 	t := &Ticket{ID: ticketIDPrefix + strconv.FormatInt(e.Seq, 10), ShowID: e.ShowID, Status: statusWaiting,
