@@ -452,12 +452,10 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 	switch {
 	case !e.AdmittedAt.IsZero():
 		s.places.forget(room, c.Seq)
-	case known && p.before-admitted >= 0:
-		pos = int(p.before - admitted + 1)
 	case !s.cfg.Now().Before(room.OpensAt):
-		// Positions are told from the on-sale on. A known place the admissions have passed
-		// (entries before it went some other way: a room replaced, a store restored) is
-		// placed afresh.
+		// Positions are told from the on-sale on. A known place gets here only when it is
+		// stale: the admissions passed it though the entry waits (entries before it went some
+		// other way: a store restored), or the room was made again. It is placed afresh.
 		if known {
 			// Only then: a numbering that settled the place since it was looked up has it right.
 			s.places.forget(room, c.Seq)
