@@ -89,7 +89,7 @@ func TestWriteHTMLIsTheTemplates(t *testing.T) {
 		if err := templateHTML.Execute(&want, rc); err != nil {
 			t.Fatal(err)
 		}
-		var got strings.Builder
+		var got bytes.Buffer
 		rc.writeHTML(&got)
 		if got.String() != want.String() {
 			t.Fatalf("receipt %d %+v:\nwriteHTML:\n%s\ntemplate:\n%s", i, rc, got.String(), want.String())
@@ -125,14 +125,15 @@ func TestQuotedPrintableIsTheLibrarys(t *testing.T) {
 	}
 	for range 200 {
 		rc := randomReceipt(r)
-		var text, html strings.Builder
+		var text, html bytes.Buffer
 		rc.writeText(&text)
 		rc.writeHTML(&html)
 		inputs = append(inputs, text.String(), html.String())
 	}
+	var scratch []byte
 	for _, s := range inputs {
 		var b bytes.Buffer
-		writeQP(&b, s)
+		scratch = writeQP(&b, []byte(s), scratch)
 		if want := qpReference(s); b.String() != want {
 			t.Fatalf("writeQP(%q)\n= %q\nwant %q", s, b.String(), want)
 		}

@@ -83,37 +83,6 @@ func fnv1aAdd(h uint64, s string) uint64 {
 	return h
 }
 
-// offsets is a multimap from a hash to ledger offsets. Nearly every hash has one offset, which a
-// map[uint64]int64 holds in some 20 to 40 bytes; the few that collide keep their other offsets in
-// a second map.
-type offsets struct {
-	one  map[uint64]int64
-	more map[uint64][]int64
-}
-
-func (o *offsets) add(h uint64, off int64) {
-	if o.one == nil {
-		o.one = make(map[uint64]int64)
-	}
-	if _, ok := o.one[h]; !ok {
-		o.one[h] = off
-		return
-	}
-	if o.more == nil {
-		o.more = make(map[uint64][]int64)
-	}
-	o.more[h] = append(o.more[h], off)
-}
-
-// appendTo appends the offsets filed under h to dst, oldest first.
-func (o *offsets) appendTo(dst []int64, h uint64) []int64 {
-	off, ok := o.one[h]
-	if !ok {
-		return dst
-	}
-	return append(append(dst, off), o.more[h]...)
-}
-
 // idEncoding is boxoffice's id alphabet, so that charge ids look like every other id.
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
