@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestOffsetsIsAMultimap holds the compact index to a plain multimap through growth: every
@@ -107,6 +108,7 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
+	mapped := settledTables()
 	before := heap()
 	var o offsets
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -114,6 +116,9 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 		o.add(rng.Uint64(), int64(i)*300)
 	}
 	grown := int64(heap()) - int64(before)
+	if n := mappedTables.Load(); n != mapped+1 {
+		t.Errorf("%d tables mapped after growing to a million entries, want the last one alone", n-mapped)
+	}
 	if got := o.appendTo(nil, 1); len(got) > 1 {
 		t.Fatalf("a hash never filed found %v", got)
 	}
@@ -122,4 +127,24 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 		t.Fatalf("the heap grew by %d bytes for a million entries", grown)
 	}
 	runtime.KeepAlive(&o)
+	o = offsets{} // unreachable now: the cleanup gives the last table back
+	if n := settledTables(); n != mapped {
+		t.Errorf("%d tables mapped once the index is unreachable, want %d", n, mapped)
+	}
+}
+
+// settledTables is mappedTables once the cleanups of what earlier tests left unreachable have run:
+// the same count over five collections in a row, within a bound.
+func settledTables() int64 {
+	last, same := mappedTables.Load(), 0
+	for i := 0; i < 200 && same < 5; i++ {
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+		if n := mappedTables.Load(); n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+	}
+	return last
 }
