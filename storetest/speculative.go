@@ -484,36 +484,34 @@ func testSpeculativeSettles(t *testing.T, db boxoffice.Store, speculate func(fn 
 	if err != nil || runs != 2 {
 		t.Fatalf("ending ended holds: %d runs, %v; want 2 runs, nil", runs, err)
 	}
-	var updated []bool
-	runs, err = speculate(func(tx boxoffice.Tx) error {
-		updated = updated[:0]
-		for _, i := range []int{0, 4, 1} {
-			o := settled(i)
-			o.Status, o.RefundID = boxoffice.OrderCancelled, fmt.Sprintf("re_each_%d", i)
-			ok, err := tx.UpdateOrder(ctx, o, boxoffice.OrderConfirmed)
-			if err != nil {
-				return err
+	// writeEach runs write for each of orders is in one speculated transaction, and returns what
+	// the writes answered in its last run.
+	writeEach := func(is []int, write func(tx boxoffice.Tx, i int) (bool, error)) (answers []bool, runs int, err error) {
+		runs, err = speculate(func(tx boxoffice.Tx) error {
+			answers = answers[:0]
+			for _, i := range is {
+				ok, err := write(tx, i)
+				if err != nil {
+					return err
+				}
+				answers = append(answers, ok)
 			}
-			updated = append(updated, ok)
-		}
-		return nil
+			return nil
+		})
+		return answers, runs, err
+	}
+	updated, runs, err := writeEach([]int{0, 4, 1}, func(tx boxoffice.Tx, i int) (bool, error) {
+		o := settled(i)
+		o.Status, o.RefundID = boxoffice.OrderCancelled, fmt.Sprintf("re_each_%d", i)
+		return tx.UpdateOrder(ctx, o, boxoffice.OrderConfirmed)
 	})
 	if err != nil || runs != 2 || fmt.Sprint(updated) != "[true false true]" {
 		t.Fatalf("cancelling orders 0, 4 (pending) and 1: %d runs, %v, %v; want 2 runs, [true false true]", runs, updated, err)
 	}
-	var answered []bool
-	runs, err = speculate(func(tx boxoffice.Tx) error {
-		answered = answered[:0]
-		for _, i := range []int{0, 4} {
-			res := answer(i)
-			res.Body = fmt.Appendf(nil, `{"again":%d}`, i)
-			ok, err := tx.AnswerIdemRecordForOrder(ctx, order(i), res)
-			if err != nil {
-				return err
-			}
-			answered = append(answered, ok)
-		}
-		return nil
+	answered, runs, err := writeEach([]int{0, 4}, func(tx boxoffice.Tx, i int) (bool, error) {
+		res := answer(i)
+		res.Body = fmt.Appendf(nil, `{"again":%d}`, i)
+		return tx.AnswerIdemRecordForOrder(ctx, order(i), res)
 	})
 	if err != nil || runs != 2 || fmt.Sprint(answered) != "[false true]" {
 		t.Fatalf("answering orders 0 (answered) and 4: %d runs, %v, %v; want 2 runs, [false true]", runs, answered, err)
