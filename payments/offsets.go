@@ -2,10 +2,9 @@ package payments
 
 import (
 	"math/bits"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
+
+	"boxoffice/internal/offheap"
 )
 
 // offsets is a multimap from a 64-bit hash to ledger offsets: the book's index, with an entry
@@ -14,7 +13,7 @@ import (
 // packing the hash's top 28 bits (a tag) and the offset plus one (36 bits; 0 is an empty slot),
 // probed linearly and doubled at three quarters full: 11 to 21 bytes an entry, where a
 // map[uint64]int64 took 20 to 40. The table lives outside the Go heap where the system allows
-// (tableAlloc): over a 1,000,000-ticket sale the map had grown to 27 MB of a 96 MiB heap limit, and
+// (package offheap): over a 1,000,000-ticket sale the map had grown to 27 MB of a 96 MiB heap limit, and
 // the collector, left less and less room, ran ever more often until the runtime capped it at half
 // the CPU, halving the sale's rate in its last minutes. Off the heap, the heap a sale needs stays
 // the same from its first ticket to its last.
@@ -23,8 +22,10 @@ import (
 // answer an offset of another hash (one in 268 million a slot): every caller reads the line back
 // and checks it, as it did for two keys of one 64-bit hash.
 type offsets struct {
-	tab *table // nil until the first add
-	n   int    // slots in use
+	// tab is the table of slots, nil until the first add. Every use of it is through its
+	// offsets, under the book's lock, and none keeps a slice of it past a grow.
+	tab *offheap.Table
+	n   int // slots in use
 	// huge holds the entries whose offset needs more than 36 bits (a ledger past 64 GiB, some
 	// 200 million charges), which a slot cannot hold.
 	huge map[uint64][]int64
@@ -61,10 +62,10 @@ func (o *offsets) add(h uint64, off int64) {
 		o.huge[h] = append(o.huge[h], off)
 		return
 	}
-	if o.tab == nil || (o.n+1)*offsetsLoadD > len(o.tab.slots)*offsetsLoadN {
+	if o.tab == nil || (o.n+1)*offsetsLoadD > len(o.tab.Words)*offsetsLoadN {
 		o.grow()
 	}
-	put(o.tab.slots, slotOf(h, off))
+	put(o.tab.Words, slotOf(h, off))
 	o.n++
 }
 
@@ -85,17 +86,17 @@ func (o *offsets) grow() {
 	old := o.tab
 	var slots []uint64
 	if old != nil {
-		slots = old.slots
+		slots = old.Words
 	}
-	t := newTable(max(minSlots, 2*len(slots)))
+	t := offheap.New(max(minSlots, 2*len(slots)))
 	for _, s := range slots {
 		if s != 0 {
-			put(t.slots, s)
+			put(t.Words, s)
 		}
 	}
 	o.tab = t
 	if old != nil {
-		old.mem.release()
+		old.Release()
 	}
 }
 
@@ -104,7 +105,7 @@ func (o *offsets) grow() {
 func (o *offsets) appendTo(dst []int64, h uint64) []int64 {
 	start := len(dst)
 	if o.tab != nil {
-		slots := o.tab.slots
+		slots := o.tab.Words
 		tag, mask := tagOf(h), len(slots)-1
 		for i := home(tag, slots); slots[i] != 0; i = (i + 1) & mask {
 			if s := slots[i]; s>>offsetBits == tag {
@@ -115,43 +116,4 @@ func (o *offsets) appendTo(dst []int64, h uint64) []int64 {
 	dst = append(dst, o.huge[h]...)
 	slices.Sort(dst[start:])
 	return dst
-}
-
-// table is a table of slots. Its memory goes back to the system when the index grows past it,
-// or else once the table is unreachable (a closed simulator's): every use of a table is through
-// its offsets, under the book's lock, and none keeps a slice of it.
-type table struct {
-	slots []uint64
-	mem   *tableMem
-}
-
-// tableMem gives a table's memory back once, whichever of grow and the cleanup comes first: a
-// second munmap of the range could unmap whatever the system has put there since.
-type tableMem struct {
-	once  sync.Once
-	slots []uint64
-	free  func([]uint64) // nil for a table on the heap
-}
-
-func (m *tableMem) release() {
-	m.once.Do(func() {
-		if m.free != nil {
-			m.free(m.slots)
-			mappedTables.Add(-1)
-		}
-	})
-}
-
-// mappedTables counts the tables mapped and not yet given back, for the tests.
-var mappedTables atomic.Int64
-
-// newTable returns a zeroed table of n slots.
-func newTable(n int) *table {
-	slots, free := tableAlloc(n)
-	t := &table{slots: slots, mem: &tableMem{slots: slots, free: free}}
-	if free != nil {
-		mappedTables.Add(1)
-		runtime.AddCleanup(t, (*tableMem).release, t.mem)
-	}
-	return t
 }

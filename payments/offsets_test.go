@@ -5,7 +5,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
-	"time"
+
+	"boxoffice/internal/offheap"
 )
 
 // TestOffsetsIsAMultimap holds the compact index to a plain multimap through growth: every
@@ -99,7 +100,7 @@ func TestOffsetsPastASlot(t *testing.T) {
 // and collector would otherwise pay for it through a big sale (see offsets). Where the system has
 // no anonymous mmap the table is on the heap, and this does not apply.
 func TestOffsetsStayOffTheHeap(t *testing.T) {
-	if _, free := tableAlloc(1); free == nil {
+	if !offheap.Mapped() {
 		t.Skip("no anonymous mmap here: the table is on the heap")
 	}
 	heap := func() uint64 {
@@ -108,7 +109,7 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	mapped := settledTables()
+	mapped := offheap.Outstanding()
 	before := heap()
 	var o offsets
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -116,7 +117,7 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 		o.add(rng.Uint64(), int64(i)*300)
 	}
 	grown := int64(heap()) - int64(before)
-	if n := mappedTables.Load(); n != mapped+1 {
+	if n := offheap.Count(); n != mapped+1 {
 		t.Errorf("%d tables mapped after growing to a million entries, want the last one alone", n-mapped)
 	}
 	if got := o.appendTo(nil, 1); len(got) > 1 {
@@ -128,23 +129,7 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 	}
 	runtime.KeepAlive(&o)
 	o = offsets{} // unreachable now: the cleanup gives the last table back
-	if n := settledTables(); n != mapped {
+	if n := offheap.Outstanding(); n != mapped {
 		t.Errorf("%d tables mapped once the index is unreachable, want %d", n, mapped)
 	}
-}
-
-// settledTables is mappedTables once the cleanups of what earlier tests left unreachable have run:
-// the same count over five collections in a row, within a bound.
-func settledTables() int64 {
-	last, same := mappedTables.Load(), 0
-	for i := 0; i < 200 && same < 5; i++ {
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-		if n := mappedTables.Load(); n == last {
-			same++
-		} else {
-			last, same = n, 0
-		}
-	}
-	return last
 }
