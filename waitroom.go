@@ -161,11 +161,15 @@ type WaitRoomStore interface {
 	// position: callers count from a place they know (see waitroom's positions).
 	QueueAhead(ctx context.Context, showID string, after *QueueKey, before QueueKey) (ahead, admitted int64, err error)
 	// QueuePlaces numbers the show's waiting entries in queue order, in one snapshot, and
-	// returns, in that order, those that joined after joinedAfter together with the last entry,
-	// each with how many entries wait before it, and the show's admissions in the same snapshot.
-	// It reads the whole waiting queue once, where counting each entry's place would read it up
-	// to the entry for every entry.
-	QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []QueuePlace, admitted int64, err error)
+	// passes to each those that joined after joinedAfter together with the last entry, each with
+	// how many entries wait before it; it answers the show's admissions in the same snapshot (0
+	// when nothing waits). It reads the whole waiting queue once, where counting each entry's
+	// place would read it up to the entry for every entry. The places stream rather than come
+	// back as a slice: the first numbering after a stadium's on-sale is every arrival of the
+	// hours before it. They come in queue order in practice, which no store promises (that
+	// would take an ORDER BY sorting them again); each returning an error stops the read, and
+	// QueuePlaces returns that error.
+	QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time, each func(QueuePlace) error) (admitted int64, err error)
 	// AdmitQueue lets through the show's next waiting entries, in queue order, as many as the
 	// room's rate has earned by now since the on-sale (at most a second's worth at once), and
 	// returns how many. With shoppers >= 0 (automatic admission) it also lets through no more

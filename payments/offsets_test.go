@@ -103,20 +103,14 @@ func TestOffsetsStayOffTheHeap(t *testing.T) {
 	if !offheap.Mapped() {
 		t.Skip("no anonymous mmap here: the table is on the heap")
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
 	mapped := offheap.Outstanding()
-	before := heap()
+	before := offheap.HeapAfterGC()
 	var o offsets
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range 1_000_000 {
 		o.add(rng.Uint64(), int64(i)*300)
 	}
-	grown := int64(heap()) - int64(before)
+	grown := int64(offheap.HeapAfterGC()) - int64(before)
 	if n := offheap.Count(); n != mapped+1 {
 		t.Errorf("%d tables mapped after growing to a million entries, want the last one alone", n-mapped)
 	}

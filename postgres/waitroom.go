@@ -58,7 +58,7 @@ const (
 	// and keeps the rows that joined after $2, and the last (a backward step of the index: a
 	// count of the rows over the window would hold them all for the filter to see). The rows come
 	// out in the window's order, which nothing promises without an ORDER BY, and that would sort
-	// them again: QueuePlaces sorts what is returned instead.
+	// them again: the callers of QueuePlaces do not depend on it.
 	sQueuePlaces = `SELECT p.lane, p.rank, p.seq, p.joined_at, p.n, w.admitted FROM waitrooms w
 		CROSS JOIN LATERAL (SELECT lane, rank, seq, joined_at, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS n
 			FROM queue_entries WHERE show_id = w.show_id AND admitted_at IS NULL) p
@@ -261,21 +261,19 @@ func (db *DB) QueueAhead(ctx context.Context, showID string, after *boxoffice.Qu
 }
 
 // QueuePlaces implements boxoffice.WaitRoomStore.
-func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []boxoffice.QueuePlace, admitted int64, err error) {
+func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time, each func(boxoffice.QueuePlace) error) (admitted int64, err error) {
 	rows, err := db.pool.Query(ctx, sQueuePlaces, showID, joinedAfter)
 	if err == nil {
 		var p boxoffice.QueuePlace
 		_, err = pgx.ForEachRow(rows, []any{&p.Key.Lane, &p.Key.Rank, &p.Key.Seq, &p.JoinedAt, &p.Ahead, &admitted}, func() error {
 			p.JoinedAt = utc(p.JoinedAt)
-			places = append(places, p)
-			return nil
+			return each(p)
 		})
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("number the queue of %s: %w", showID, err)
+		return 0, fmt.Errorf("number the queue of %s: %w", showID, err)
 	}
-	boxoffice.SortPlaces(places)
-	return places, admitted, nil
+	return admitted, nil
 }
 
 // scanWith is row, scanning extra after the columns its caller names.

@@ -324,11 +324,11 @@ func (db *DB) QueueAhead(ctx context.Context, showID string, after *boxoffice.Qu
 }
 
 // QueuePlaces implements boxoffice.WaitRoomStore: one read transaction, so one snapshot.
-func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) (places []boxoffice.QueuePlace, admitted int64, err error) {
+func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time, each func(boxoffice.QueuePlace) error) (admitted int64, err error) {
 	err = db.View(ctx, func(btx boxoffice.Tx) error {
-		places, admitted = nil, 0
+		admitted = 0
 		// As on PostgreSQL: the last entry is one step of the index, not a count over the
-		// window, and what is returned is sorted here rather than in the statement.
+		// window, and the rows come in the window's order without an ORDER BY to sort them again.
 		return btx.(*tx).queryRaw(ctx, `SELECT p.lane, p.rank, p.seq, p.joined_at, p.n, w.admitted FROM waitrooms w
 			JOIN (SELECT lane, rank, seq, joined_at, row_number() OVER (ORDER BY lane, rank, seq) - 1 AS n
 				FROM queue_entries WHERE show_id = ?1 AND admitted_at = 0) p
@@ -341,15 +341,13 @@ func (db *DB) QueuePlaces(ctx context.Context, showID string, joinedAfter time.T
 					return err
 				}
 				p.JoinedAt = fromMicros(joined)
-				places = append(places, p)
-				return nil
+				return each(p)
 			})
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("number the queue of %s: %w", showID, err)
+		return 0, fmt.Errorf("number the queue of %s: %w", showID, err)
 	}
-	boxoffice.SortPlaces(places)
-	return places, admitted, nil
+	return admitted, nil
 }
 
 // AdmitQueue implements boxoffice.WaitRoomStore. SQLite's one writer runs it alone, so the

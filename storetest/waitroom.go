@@ -3,6 +3,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -96,7 +97,7 @@ func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.Queue
 	if err != nil || admitted2 != admitted {
 		t.Fatalf("QueueAhead(%+v) = %d, %d admitted, %v; the room had %d admitted", key, ahead, admitted2, err, admitted)
 	}
-	all, admitted3, err := w.QueuePlaces(ctx, e.ShowID, time.Time{})
+	all, admitted3, err := queuePlaces(ctx, w, e.ShowID, time.Time{})
 	if err != nil || admitted3 != admitted {
 		t.Fatalf("QueuePlaces(%s) = %d places, %d admitted, %v; the room had %d admitted", e.ShowID, len(all), admitted3, err, admitted)
 	}
@@ -117,13 +118,32 @@ func entry(t *testing.T, w boxoffice.WaitRoomStore, seq int64) (*boxoffice.Queue
 			t.Fatalf("QueueAhead from %+v to %+v = %d, %v; want %d", all[j].Key, key, n, err, ahead-int64(j)-1)
 		}
 	}
-	later, _, err := w.QueuePlaces(ctx, e.ShowID, e.JoinedAt)
+	if len(all) > 1 {
+		// The caller's error stops the read, and comes back as QueuePlaces' own.
+		stop, calls := errors.New("enough"), 0
+		_, err := w.QueuePlaces(ctx, e.ShowID, time.Time{}, func(boxoffice.QueuePlace) error { calls++; return stop })
+		if !errors.Is(err, stop) || calls != 1 {
+			t.Fatalf("QueuePlaces with a callback that fails = %v after %d calls; want its error after one", err, calls)
+		}
+	}
+	later, _, err := queuePlaces(ctx, w, e.ShowID, e.JoinedAt)
 	want := slices.DeleteFunc(slices.Clone(all[:len(all)-1]), func(p boxoffice.QueuePlace) bool { return !p.JoinedAt.After(e.JoinedAt) })
 	want = append(want, all[len(all)-1])
 	if err != nil || !slices.Equal(later, want) {
 		t.Fatalf("QueuePlaces joined after %v = %+v, %v; want %+v", e.JoinedAt, later, err, want)
 	}
 	return e, int(ahead) + 1
+}
+
+// queuePlaces collects what QueuePlaces streams, in queue order.
+func queuePlaces(ctx context.Context, w boxoffice.WaitRoomStore, showID string, joinedAfter time.Time) ([]boxoffice.QueuePlace, int64, error) {
+	var places []boxoffice.QueuePlace
+	admitted, err := w.QueuePlaces(ctx, showID, joinedAfter, func(p boxoffice.QueuePlace) error {
+		places = append(places, p)
+		return nil
+	})
+	boxoffice.SortPlaces(places)
+	return places, admitted, err
 }
 
 func admit(t *testing.T, w boxoffice.WaitRoomStore, now time.Time) int {

@@ -1,6 +1,7 @@
 package waitroom
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -20,9 +21,15 @@ const placeSettles = 5 * time.Second
 // and the nearest one numbered.
 const numberEvery = time.Second
 
-// maxPlaces bounds the settled places a server keeps in memory (about 60 bytes each); past it
-// they are all dropped and numbered again.
-const maxPlaces = 1 << 20
+// maxPlaces bounds the settled places a server keeps (24 bytes each, off the heap: 48 MB at
+// most); past it they are all dropped and numbered again. A stadium's queue of a million fits.
+// A variable for the tests.
+var maxPlaces = 1 << 21
+
+// sampleMax bounds the places a numbering keeps for counting from (recent) among those that
+// have settled or may settle: past it, every other one is dropped, and so on (numbering.recent).
+// A variable for the tests.
+var sampleMax = 1 << 15
 
 // places tells waiting entries' positions without counting the queue before each one: counting
 // reads the queue up to the entry, so a crowd of n buyers polling would read n²/2 entries, and
@@ -57,7 +64,7 @@ type numbering struct {
 	// room is the creation time of the room whose queue this is; settled is guarded by
 	// places.mu, the rest by mu.
 	room    time.Time
-	settled map[int64]place // entry seq → its settled place
+	settled settled
 
 	mu sync.Mutex
 	// running is closed when the numbering being read is in; nil when none is.
@@ -68,9 +75,13 @@ type numbering struct {
 	// settledTo: entries that joined up to it are in settled (unless gen moved on).
 	settledTo time.Time
 	gen       int
-	// recent holds, in queue order, the entries that joined after the settled mark before it
-	// (settled or not) and the queue's last entry, each with how many entries waited before it
-	// then; and the entries placed since by a count from one of those.
+	// recent holds, in queue order, numbered entries to count from, each with how many entries
+	// waited before it then: the entries that joined after the settled mark (those that have
+	// no settled place yet), the queue's last entry, and a sample of the rest (every one of
+	// them up to sampleMax, then one in two, one in four, ...): enough to count any entry's
+	// place from a numbered one a few entries before it, when it has no settled place (before
+	// admission begins, or past maxPlaces), without holding the whole queue on the heap. And
+	// the entries placed since by a count from one of those.
 	recent []boxoffice.QueuePlace
 }
 
@@ -85,9 +96,10 @@ func (p *places) show(room *boxoffice.WaitRoom) *numbering {
 	n := p.shows[room.ShowID]
 	if n == nil || !n.room.Equal(room.CreatedAt) {
 		if n != nil {
-			p.count -= len(n.settled)
+			p.count -= n.settled.live
+			n.settled.drop()
 		}
-		n = &numbering{room: room.CreatedAt, settled: map[int64]place{}, gen: p.gen}
+		n = &numbering{room: room.CreatedAt, gen: p.gen}
 		p.shows[room.ShowID] = n
 	}
 	return n
@@ -98,16 +110,14 @@ func (p *places) get(room *boxoffice.WaitRoom, seq int64) (place, bool) {
 	n := p.show(room)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pl, ok := n.settled[seq]
-	return pl, ok
+	return n.settled.get(seq)
 }
 
 func (p *places) forget(room *boxoffice.WaitRoom, seq int64) {
 	n := p.show(room)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := n.settled[seq]; ok {
-		delete(n.settled, seq)
+	if n.settled.forget(seq) {
 		p.count--
 	}
 }
@@ -117,31 +127,33 @@ func (p *places) forgetShow(showID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if n := p.shows[showID]; n != nil {
-		p.count -= len(n.settled)
+		p.count -= n.settled.live
+		n.settled.drop()
 		delete(p.shows, showID)
 	}
 }
 
-// settle keeps the settled places of a numbering of n taken with admitted admissions, and
-// answers the generation they belong to.
-func (p *places) settle(n *numbering, ps []boxoffice.QueuePlace, admitted int64, mark time.Time) int {
+// settle keeps batch, places of show's numbering n (sorted by seq), as settled, emptying it, and
+// answers the generation n's settled places belong to from now on: one that is not the current
+// generation when batch could not be kept, so that the next numbering numbers them all again.
+func (p *places) settle(show string, n *numbering, batch *recs) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.count+len(ps) > maxPlaces {
+	defer batch.release()
+	if p.shows[show] != n {
+		return -1 // the room was deleted or made again while this numbering was read
+	}
+	if p.count+batch.n > maxPlaces {
 		for _, m := range p.shows {
-			clear(m.settled)
+			m.settled.drop()
 		}
 		p.count = 0
 		p.gen++
+		// Whatever the last numberings settled of this show is gone with the rest; batch may
+		// be only what joined since. The next numbering reads the queue whole.
+		return -1
 	}
-	for _, q := range ps {
-		if !q.JoinedAt.After(mark) {
-			if _, ok := n.settled[q.Key.Seq]; !ok {
-				p.count++
-			}
-			n.settled[q.Key.Seq] = place{before: q.Ahead + admitted, joined: q.JoinedAt.UnixMicro()}
-		}
-	}
+	p.count += n.settled.merge(batch)
 	return p.gen
 }
 
@@ -149,6 +161,56 @@ func (p *places) generation() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.gen
+}
+
+// sample builds a numbering's recent as its places stream in (numbering.recent says what it
+// keeps).
+type sample struct {
+	mark   time.Time
+	places []boxoffice.QueuePlace
+	last   boxoffice.QueuePlace // the latest in queue order so far
+	any    bool
+	// sampled counts the places in places that joined by the mark; every stride-th of those
+	// is kept.
+	sampled, seen, stride int
+}
+
+func (s *sample) add(p boxoffice.QueuePlace) {
+	if !s.any || p.Key.Compare(s.last.Key) > 0 {
+		s.last, s.any = p, true
+	}
+	if p.JoinedAt.After(s.mark) {
+		s.places = append(s.places, p)
+		return
+	}
+	s.seen++
+	if s.seen%s.stride != 0 {
+		return
+	}
+	s.places = append(s.places, p)
+	if s.sampled++; s.sampled < sampleMax {
+		return
+	}
+	// Thin out the places joined by the mark: one in two stays.
+	odd := false
+	s.places = slices.DeleteFunc(s.places, func(q boxoffice.QueuePlace) bool {
+		if q.JoinedAt.After(s.mark) {
+			return false
+		}
+		odd = !odd
+		return !odd
+	})
+	s.sampled /= 2
+	s.stride *= 2
+}
+
+// done answers the places kept, in queue order, the last one among them.
+func (s *sample) done() []boxoffice.QueuePlace {
+	if s.any && (len(s.places) == 0 || s.places[len(s.places)-1] != s.last) {
+		s.places = append(s.places, s.last)
+	}
+	boxoffice.SortPlaces(s.places)
+	return slices.CompactFunc(s.places, func(a, b boxoffice.QueuePlace) bool { return a.Key == b.Key })
 }
 
 // position answers the position of e, a waiting entry of a show past its on-sale that places
@@ -242,8 +304,35 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 		after = time.Time{} // the settled places were dropped: number them all again
 	}
 	n.mu.Unlock()
+	// The order before an entry is fixed once admission has begun (no more draws are added) and
+	// the joins taken before it have surely committed: the places joined by the mark settle
+	// then. They stream from the store into a table off the heap, and the sample keeps what to
+	// count the others from.
+	mark := now.Add(-placeSettles)
+	var batch recs
+	defer batch.release()
+	smp := sample{mark: mark, stride: 1}
 	// Shared work: it goes on if the request that runs it is cancelled.
-	ps, admitted, err := s.store.QueuePlaces(context.WithoutCancel(ctx), showID, after)
+	admitted, err := s.store.QueuePlaces(context.WithoutCancel(ctx), showID, after, func(q boxoffice.QueuePlace) error {
+		if !q.JoinedAt.After(mark) {
+			batch.push(rec{seq: q.Key.Seq, before: q.Ahead, joined: q.JoinedAt.UnixMicro()})
+		}
+		smp.add(q)
+		return nil
+	})
+	recent := smp.done()
+	if err == nil && admitted > 0 {
+		// before counts the admitted too; sorted by seq for the settled table, outside its lock.
+		all := batch.all()
+		for i := range all {
+			all[i].before += admitted
+		}
+		slices.SortFunc(all, func(a, b rec) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	var gen int
+	if err == nil && admitted > 0 {
+		gen = s.places.settle(showID, n, &batch)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.running = nil
@@ -251,12 +340,9 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 	if err != nil {
 		return err
 	}
-	n.at, n.admitted, n.recent = now, admitted, ps
-	// The order before an entry is fixed once admission has begun (no more draws are added) and
-	// the joins taken before it have surely committed.
+	n.at, n.admitted, n.recent = now, admitted, recent
 	if admitted > 0 {
-		mark := now.Add(-placeSettles)
-		n.gen = s.places.settle(n, ps, admitted, mark)
+		n.gen = gen
 		if mark.After(after) {
 			n.settledTo = mark
 		}

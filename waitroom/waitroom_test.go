@@ -590,12 +590,46 @@ func (c *countingStore) QueueAhead(ctx context.Context, showID string, after *bo
 	return ahead, admitted, err
 }
 
-func (c *countingStore) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time) ([]boxoffice.QueuePlace, int64, error) {
-	places, admitted, err := c.store.QueuePlaces(ctx, showID, joinedAfter)
-	if len(places) > 0 {
-		c.read.Add(places[len(places)-1].Ahead + 1)
+func (c *countingStore) QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time, each func(boxoffice.QueuePlace) error) (int64, error) {
+	read := int64(0) // the queue up to the last entry: all of it
+	admitted, err := c.store.QueuePlaces(ctx, showID, joinedAfter, func(p boxoffice.QueuePlace) error {
+		read = max(read, p.Ahead+1)
+		return each(p)
+	})
+	c.read.Add(read)
+	return admitted, err
+}
+
+// countedRoom opens a store that counts its reads of the queue, with the gig show, and a service
+// on it whose room for the gig opens in a minute and admits 20 a second, when told to (AdmitOnce).
+func countedRoom(t *testing.T, open opener) (st *countingStore, rooms *waitroom.Service, clock *inventorytest.Clock, opens time.Time) {
+	t.Helper()
+	clock = inventorytest.NewClock()
+	st = &countingStore{store: open(t)}
+	putGig(t, st, clock.Now())
+	rooms, err := waitroom.New(context.Background(), waitroom.Config{Store: st, Now: clock.Now, AdmitEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return places, admitted, err
+	rooms.Start(false)
+	t.Cleanup(rooms.Close)
+	opens = clock.Now().Add(time.Minute)
+	if _, _, err := rooms.Put(context.Background(), "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 20}); err != nil {
+		t.Fatal(err)
+	}
+	return st, rooms, clock, opens
+}
+
+// joinGig joins buyer i (bi@example.com) to the gig's queue and answers the ticket's token.
+func joinGig(t *testing.T, rooms *waitroom.Service, i int) string {
+	t.Helper()
+	in := waitroom.JoinInput{}
+	in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
+	tk, _, err := rooms.Join(context.Background(), "gig", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk.Token
 }
 
 // TestPositionsWithoutCounting: a ticket's position is exact as the queue moves and as
@@ -604,30 +638,10 @@ func (c *countingStore) QueuePlaces(ctx context.Context, showID string, joinedAf
 func TestPositionsWithoutCounting(t *testing.T) {
 	eachStore(t, func(t *testing.T, open opener) {
 		ctx := context.Background()
-		clock := inventorytest.NewClock()
-		st := &countingStore{store: open(t)}
-		putGig(t, st, clock.Now())
-		rooms, err := waitroom.New(ctx, waitroom.Config{Store: st, Now: clock.Now, AdmitEvery: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rooms.Start(false)
-		t.Cleanup(rooms.Close)
-		opens := clock.Now().Add(time.Minute)
-		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 20}); err != nil {
-			t.Fatal(err)
-		}
+		st, rooms, clock, opens := countedRoom(t, open)
 		clock.Advance(time.Minute)
 		var tokens []string
-		joinOne := func(i int) {
-			in := waitroom.JoinInput{}
-			in.Buyer.Email = fmt.Sprintf("b%d@example.com", i)
-			tk, _, err := rooms.Join(ctx, "gig", in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tokens = append(tokens, tk.Token)
-		}
+		joinOne := func(i int) { tokens = append(tokens, joinGig(t, rooms, i)) }
 		// check reads every ticket, newest first (the order that costs most when each read
 		// counts the queue before its entry): the first admitted ones have no position, the rest
 		// are 1, 2, … in arrival order.
@@ -734,6 +748,83 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		reads(5, "5 arrivals after the queue drained")
 		check(crowd + 54)
 	})
+}
+
+// TestPositionsPastTheLimits: positions stay exact where a stadium's queue would leave the
+// numbering a sample of it to count from, and more waiting than the settled places a server
+// keeps: the limits are set low, to a few places, under a queue of a few hundred drawn before the
+// on-sale and arriving after it.
+func TestPositionsPastTheLimits(t *testing.T) {
+	for _, limits := range []struct {
+		name           string
+		sample, places int
+	}{{"sampled", 32, 1 << 20}, {"too many to settle", 32, 50}} {
+		t.Run(limits.name, func(t *testing.T) {
+			waitroom.SetLimits(t, limits.sample, limits.places)
+			eachStore(t, func(t *testing.T, open opener) {
+				ctx := context.Background()
+				st, rooms, clock, _ := countedRoom(t, open)
+				const early, late = 120, 80
+				// Counting every ticket's place from the head would read 20,000 entries a check.
+				// A numbering reads the queue once, and each place is counted from a sampled one,
+				// fewer than 200/32·3 entries before it (TestSampleBoundsRecent).
+				const mostReads = 2*(early+late) + (early+late)*20
+				var tokens []string
+				for i := range early + late {
+					if i == early {
+						clock.Advance(time.Minute) // the on-sale
+					}
+					tokens = append(tokens, joinGig(t, rooms, i))
+				}
+				// check reads every ticket, newest first: the waiting ones stand at 1, 2, …
+				// (the early ones in the draw's order, unknown here, all before the late ones,
+				// which stand in arrival order), and admitted of them are not waiting.
+				check := func(admitted int) {
+					t.Helper()
+					seen := map[int]int{}
+					for i := len(tokens) - 1; i >= 0; i-- {
+						tk, err := rooms.Status(ctx, tokens[i])
+						if err != nil {
+							t.Fatal(err)
+						}
+						if tk.Position == nil {
+							if tk.Status != "admitted" {
+								t.Fatalf("ticket %d = %+v: neither waiting nor admitted", i, tk)
+							}
+							continue
+						}
+						pos := *tk.Position
+						if j, dup := seen[pos]; dup || pos < 1 || pos > early+late-admitted {
+							t.Fatalf("ticket %d at position %d (ticket %d there too: %v) with %d admitted", i, pos, j, dup, admitted)
+						}
+						seen[pos] = i
+						if i >= early && pos != i-admitted+1 {
+							t.Fatalf("ticket %d, joined after the on-sale, at %d with %d admitted; want %d", i, pos, admitted, i-admitted+1)
+						}
+						if i < early && pos > early-admitted {
+							t.Fatalf("ticket %d, drawn before the on-sale, at %d behind a later arrival", i, pos)
+						}
+					}
+					if len(seen) != early+late-admitted {
+						t.Fatalf("%d tickets waiting, want %d", len(seen), early+late-admitted)
+					}
+					if n := st.read.Swap(0); n > mostReads {
+						t.Fatalf("%d admitted: the store read %d queue entries for the positions, want at most %d", admitted, n, mostReads)
+					}
+				}
+				clock.Advance(10 * time.Second) // all joined by the mark, nothing admitted: no place settles
+				check(0)
+				for admitted := 20; admitted <= 60; admitted += 20 {
+					clock.Advance(time.Second)
+					if n := rooms.AdmitOnce(ctx); n != 20 {
+						t.Fatalf("admitted %d", n)
+					}
+					check(admitted)
+					check(admitted) // read again: from settled places where they are kept
+				}
+			})
+		})
+	}
 }
 
 // TestRoomMadeAgain: a room deleted and made again starts a new queue, whose entries may reuse

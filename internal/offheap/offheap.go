@@ -68,6 +68,14 @@ func Mapped() bool { return canMap }
 // Count is the number of tables mapped and not given back, now.
 func Count() int64 { return mapped.Load() }
 
+// HeapAfterGC is the Go heap in use after a collection, for tests that check an index stays off it.
+func HeapAfterGC() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
 // Outstanding counts the tables mapped and not given back once the cleanups of tables already
 // unreachable have run: the same count over five collections in a row, within a bound. For tests
 // that check an index gives its memory back.
