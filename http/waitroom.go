@@ -26,11 +26,6 @@ type WaitRoom interface {
 
 var _ WaitRoom = (*waitroom.Service)(nil)
 
-// ticketEventsEvery is how often a stream of ticket events reads the ticket again. A second
-// keeps a buyer's position live without the crowd's streams reading the store more often than
-// its polls would.
-const ticketEventsEvery = time.Second
-
 // maxTokenLen bounds a token in a path; real ones are about 120 characters.
 const maxTokenLen = 512
 
@@ -142,8 +137,9 @@ func (h *handler) getTicket(r *http.Request, _ *boxoffice.Principal) (*boxoffice
 }
 
 // ticketEvents is GET /v1/waiting-room/tickets/{token}/events: server-sent events, a "ticket"
-// event with the ticket as GET answers it whenever it changes (and each ticketEventsEvery
-// with a fresh token while it waits), ending after the event that says admitted or expired.
+// event with the ticket as GET answers it, with a fresh token, each time the stream reads it
+// (Ticket.ReadAgainIn: each second near the front of the queue, less often far back), ending
+// after the event that says admitted or expired.
 // Errors before the stream starts are problems like any route's; a failure later ends the
 // stream, and the client's EventSource reconnects with the last token it got.
 func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
@@ -168,15 +164,15 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no") // a proxy must pass each event on at once
 	w.WriteHeader(http.StatusOK)
-	tick := time.NewTicker(ticketEventsEvery)
-	defer tick.Stop()
+	next := time.NewTimer(t.ReadAgainIn())
+	defer next.Stop()
 	for {
 		data, err := json.Marshal(t)
 		if err != nil {
 			return
 		}
 		// The server's WriteTimeout would end a stream that outlives it; each event has its own.
-		_ = rc.SetWriteDeadline(time.Now().Add(ticketEventsEvery + 30*time.Second))
+		_ = rc.SetWriteDeadline(time.Now().Add(t.ReadAgainIn() + 30*time.Second))
 		if _, err := fmt.Fprintf(w, "event: ticket\ndata: %s\n\n", data); err != nil {
 			return
 		}
@@ -184,7 +180,7 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		select {
-		case <-tick.C:
+		case <-next.C:
 		case <-r.Context().Done():
 			return
 		case <-h.waitRoom.Done():
@@ -193,5 +189,6 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 		if t, err = h.waitRoom.Status(r.Context(), t.Token); err != nil {
 			return
 		}
+		next.Reset(t.ReadAgainIn())
 	}
 }

@@ -975,7 +975,8 @@ func TestWaitingRoom(t *testing.T) {
 	tk := joined.Msg.QueueTicket
 	// Before the on-sale the draw is secret: no position, the wait is the time to the on-sale.
 	if !strings.HasPrefix(tk.Id, "qtk_") || tk.ShowId != "gala" || tk.Status != "waiting" || tk.Position != nil ||
-		tk.EstimatedWaitSeconds == nil || *tk.EstimatedWaitSeconds != 60 || tk.Token == "" || tk.AdmittedAt != nil || tk.TokenExpiresAt == nil {
+		tk.EstimatedWaitSeconds == nil || *tk.EstimatedWaitSeconds != 60 || tk.Token == "" || tk.AdmittedAt != nil || tk.TokenExpiresAt == nil ||
+		tk.PollAfterSeconds == nil || *tk.PollAfterSeconds != 5 {
 		t.Fatalf("joined ticket %v", tk)
 	}
 	// One place per buyer: joining again (another spelling of the address) answers the same place.

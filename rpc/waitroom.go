@@ -19,11 +19,6 @@ import (
 // puts and deletes a room, any key reads it, joins its queue and reads a ticket. A server without
 // waiting rooms answers them not_found, as REST answers routes it does not serve.
 
-// watchEvery is how often WatchQueueTicket reads the ticket again, as REST's stream of ticket
-// events does: a second keeps a position live without the crowd's streams reading the store more
-// often than their polls would.
-const watchEvery = time.Second
-
 // maxTokenLen bounds a token, as REST bounds one in a path; real ones are about 120 characters.
 const maxTokenLen = 512
 
@@ -163,7 +158,7 @@ func (s *server) GetQueueTicket(ctx context.Context, req *connect.Request[pb.Get
 }
 
 // WatchQueueTicket is GET /v1/waiting-room/tickets/{token}/events: the ticket now, then again
-// each watchEvery with a fresh token while it waits, ending after the one that says admitted or
+// with a fresh token each time the ticket says to read it (Ticket.ReadAgainIn) while it waits, ending after the one that says admitted or
 // expired. Errors before the first message are the RPC's failure as GetQueueTicket's; a failure
 // later ends the stream with it, and the client watches again with the last token it got. Like
 // REST's stream it takes no in-flight slot (the shedding interceptor is unary): MaxInFlight bounds
@@ -182,15 +177,15 @@ func (s *server) WatchQueueTicket(ctx context.Context, req *connect.Request[pb.W
 	if err != nil {
 		return s.streamError(ctx, fail(err))
 	}
-	tick := time.NewTicker(watchEvery)
-	defer tick.Stop()
+	next := time.NewTimer(t.ReadAgainIn())
+	defer next.Stop()
 	for {
 		out := &pb.WatchQueueTicketResponse{QueueTicket: &pb.QueueTicket{}}
 		if err := read(t, nil, out.QueueTicket); err != nil {
 			return s.streamError(ctx, err)
 		}
 		// The server's WriteTimeout would end a stream that outlives it; each message has its own.
-		extendWriteDeadline(ctx, time.Now().Add(watchEvery+30*time.Second))
+		extendWriteDeadline(ctx, time.Now().Add(t.ReadAgainIn()+30*time.Second))
 		if err := stream.Send(out); err != nil {
 			return err // the client is gone: nobody reads an answer
 		}
@@ -198,7 +193,7 @@ func (s *server) WatchQueueTicket(ctx context.Context, req *connect.Request[pb.W
 			return nil
 		}
 		select {
-		case <-tick.C:
+		case <-next.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.rooms.Done():
@@ -207,6 +202,7 @@ func (s *server) WatchQueueTicket(ctx context.Context, req *connect.Request[pb.W
 		if t, err = s.rooms.Status(ctx, t.Token); err != nil {
 			return s.streamError(ctx, fail(err))
 		}
+		next.Reset(t.ReadAgainIn())
 	}
 }
 

@@ -323,16 +323,18 @@ func TestWaitingRoomAPI(t *testing.T) {
 		t.Fatalf("queue before joining: %d %s", a.status, a.body)
 	}
 	var tk struct {
-		Status   string
-		Position *int
-		Token    string
+		Status    string
+		Position  *int
+		Token     string
+		PollAfter int `json:"poll_after_seconds"`
 	}
 	ann.do(http.MethodPost, "/queue", map[string]any{}).decode(t, &tk)
 	if tk.Status != "waiting" || tk.Token != "" {
 		t.Fatalf("joined: %+v (the token stays in the cookie)", tk)
 	}
 	ann.do(http.MethodGet, "/queue", nil).decode(t, &tk)
-	if tk.Position == nil || *tk.Position != 1 {
+	// First in the queue: the page reads its place again in a second.
+	if tk.Position == nil || *tk.Position != 1 || tk.PollAfter != 1 {
 		t.Fatalf("place: %+v", tk)
 	}
 	if a := ann.hold("h2", body); a.status != http.StatusForbidden {

@@ -750,6 +750,67 @@ func TestPositionsWithoutCounting(t *testing.T) {
 	})
 }
 
+// TestPollAfter: a waiting ticket says when to read it again: every 5 s before the on-sale, a
+// quarter of its estimated wait after it (1 s near the front, 5 s at most), nothing once admitted.
+func TestPollAfter(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		_, rooms, clock, opens := countedRoom(t, open) // 20 admitted a second
+		var tokens []string
+		for i := range 300 {
+			tokens = append(tokens, joinGig(t, rooms, i))
+		}
+		status := func(i int) *waitroom.Ticket {
+			t.Helper()
+			tk, err := rooms.Status(ctx, tokens[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tk
+		}
+		if tk := status(0); tk.PollAfterSeconds != 5 {
+			t.Fatalf("before the on-sale: %+v, want poll_after_seconds 5", tk)
+		}
+		clock.Advance(time.Minute + time.Second)
+		if n := rooms.AdmitOnce(ctx); n != 20 {
+			t.Fatalf("admitted %d", n)
+		}
+		byPosition := map[int]int{}
+		for i := range tokens {
+			tk := status(i)
+			if tk.Status == "admitted" {
+				if tk.PollAfterSeconds != 0 {
+					t.Fatalf("admitted ticket %+v says when to poll", tk)
+				}
+				continue
+			}
+			if tk.Position == nil || tk.EstimatedWaitSeconds == nil {
+				t.Fatalf("waiting ticket %+v without a position", tk)
+			}
+			byPosition[*tk.Position] = tk.PollAfterSeconds
+		}
+		// At 20 a second: position 1 waits 1 s, 100 waits 5 s, 200 10 s, 280 14 s.
+		for pos, want := range map[int]int{1: 1, 20: 1, 100: 2, 200: 3, 280: 4} {
+			if got, ok := byPosition[pos]; !ok || got != want {
+				t.Errorf("position %d: poll_after_seconds %d (found %v), want %d", pos, got, ok, want)
+			}
+		}
+		// Far back in a slow queue: at most 5 s between reads.
+		if _, _, err := rooms.Put(ctx, "gig", waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 2}); err != nil {
+			t.Fatal(err)
+		}
+		var last *waitroom.Ticket
+		for i := range tokens {
+			if tk := status(i); tk.Position != nil && (last == nil || *tk.Position > *last.Position) {
+				last = tk
+			}
+		}
+		if last == nil || *last.Position != 280 || *last.EstimatedWaitSeconds != 140 || last.PollAfterSeconds != 5 {
+			t.Fatalf("at 2 a second, the last ticket %+v; want position 280, a wait of 140 s and poll_after_seconds 5", last)
+		}
+	})
+}
+
 // TestPositionsPastTheLimits: positions stay exact where a stadium's queue would leave the
 // numbering a sample of it to count from, and more waiting than the settled places a server
 // keeps: the limits are set low, to a few places, under a queue of a few hundred drawn before the

@@ -254,7 +254,9 @@
         ? "The sale opens at " + opens.toLocaleTimeString() + ". Everyone who joins before then gets a place drawn at random."
         : "You are in the queue; your place is being worked out.";
     }
-    timers.queue = setTimeout(() => pollQueue(false), 1000);
+    // The ticket says when to ask again: each second near the front, less often far back in a
+    // long queue (a stadium's crowd would otherwise read its tickets a million times a second).
+    timers.queue = setTimeout(() => pollQueue(false), 1000 * Math.max(1, t.poll_after_seconds || 1));
   }
 
   // admissionTick shows how long the queue's admission lasts; once it is over, holds are refused.

@@ -3971,8 +3971,11 @@ type QueueTicket struct {
 	Token string `protobuf:"bytes,10,opt,name=token,proto3" json:"token,omitempty"`
 	// token_expires_at is when the token stops reading the ticket (join again for a fresh one).
 	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// poll_after_seconds is how long to wait before reading a waiting ticket again: a quarter of
+	// the estimated wait, 1 to 5 s (5 before the on-sale); unset once admitted.
+	PollAfterSeconds *int32 `protobuf:"varint,12,opt,name=poll_after_seconds,json=pollAfterSeconds,proto3,oneof" json:"poll_after_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *QueueTicket) Reset() {
@@ -4080,6 +4083,13 @@ func (x *QueueTicket) GetTokenExpiresAt() *timestamppb.Timestamp {
 		return x.TokenExpiresAt
 	}
 	return nil
+}
+
+func (x *QueueTicket) GetPollAfterSeconds() int32 {
+	if x != nil && x.PollAfterSeconds != nil {
+		return *x.PollAfterSeconds
+	}
+	return 0
 }
 
 // PutWaitingRoomRequest defines a show's waiting room.
@@ -4982,7 +4992,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1c\n" +
 	"\tadmission\x18\t \x01(\tR\tadmission\x12.\n" +
 	"\x13auto_margin_percent\x18\n" +
-	" \x01(\x05R\x11autoMarginPercent\"\xa9\x04\n" +
+	" \x01(\x05R\x11autoMarginPercent\"\xf3\x04\n" +
 	"\vQueueTicket\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
@@ -4996,9 +5006,11 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x14admission_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x12admissionExpiresAt\x12\x14\n" +
 	"\x05token\x18\n" +
 	" \x01(\tR\x05token\x12D\n" +
-	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAtB\v\n" +
+	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x121\n" +
+	"\x12poll_after_seconds\x18\f \x01(\x05H\x02R\x10pollAfterSeconds\x88\x01\x01B\v\n" +
 	"\t_positionB\x19\n" +
-	"\x17_estimated_wait_seconds\"\xcf\x02\n" +
+	"\x17_estimated_wait_secondsB\x15\n" +
+	"\x13_poll_after_seconds\"\xcf\x02\n" +
 	"\x15PutWaitingRoomRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
 	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
