@@ -123,7 +123,9 @@ type handler struct {
 	limit   *keylimit.Limiter
 	// waitRoom serves the waiting rooms; nil: no such routes.
 	waitRoom WaitRoom
-	mux      *http.ServeMux
+	// streams holds the ticket event streams (with waitRoom).
+	streams *streamHub
+	mux     *http.ServeMux
 	// allowed lists the methods of each path template, for the Allow header of a 405.
 	allowed map[string][]string
 }
@@ -213,6 +215,7 @@ func (h *handler) routes(metricsHandler http.Handler) {
 	h.handle("POST /v1/dead-letters/replay", adminRole, h.replayAllDeadLetters)
 	h.handle("GET /v1/cluster", adminRole, h.getCluster)
 	if h.waitRoom != nil {
+		h.streams = newStreamHub(h.waitRoom)
 		h.waitRoomRoutes()
 	}
 

@@ -160,6 +160,11 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	if h.streams.open(w, t) {
+		return
+	}
+	// The connection cannot be taken over (HTTP/2): the stream is served here, from this
+	// request's goroutine.
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no") // a proxy must pass each event on at once

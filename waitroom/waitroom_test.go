@@ -5,11 +5,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +81,8 @@ type server struct {
 	rooms *waitroom.Service
 	store store
 	key   string // a client key
+	// h2c serves the same handler over HTTP/2 without TLS, as serve does for gRPC.
+	h2c string
 }
 
 const adminKey = "admin-key-for-the-waiting-room-tests"
@@ -108,9 +114,15 @@ func newServer(t *testing.T, open opener, clock *inventorytest.Clock) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Close)
-	hs := httptest.NewServer(bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms}))
+	handler := bohttp.NewHandler(svc, bohttp.Options{WaitRoom: rooms})
+	hs := httptest.NewServer(handler)
 	t.Cleanup(hs.Close)
-	s := &server{t: t, url: hs.URL, clock: clock, rooms: rooms, store: st}
+	h2 := httptest.NewUnstartedServer(handler)
+	h2.Config.Protocols = new(http.Protocols)
+	h2.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2.Start()
+	t.Cleanup(h2.Close)
+	s := &server{t: t, url: hs.URL, clock: clock, rooms: rooms, store: st, h2c: h2.URL}
 	var k struct{ Key string }
 	// A key of its own per server: a replay of the same Idempotency-Key would answer no secret.
 	s.do("POST", "/v1/api-keys", adminKey, `{"role":"client"}`, 201, &k, "Idempotency-Key", fmt.Sprintf("key-%d", keys.Add(1)))
@@ -330,47 +342,60 @@ func TestPositionsAndFairness(t *testing.T) {
 }
 
 // TestTicketEvents waits on server-sent events instead of polling: one event per read, the
-// last one saying admitted.
+// last one saying admitted. Over HTTP/1.1 the server takes the connection over for the stream;
+// over HTTP/2 (which serve speaks without TLS, for gRPC) it cannot, and serves it from the
+// request's goroutine.
 func TestTicketEvents(t *testing.T) {
-	clock := inventorytest.NewClock()
-	s := newServer(t, sqliteStore(t), clock)
-	opens := s.showWithRoom(5, 60)
-	tk := s.join("ann@example.com", 201)
-	clock.Advance(opens.Sub(clock.Now()) + time.Second)
-	req, _ := http.NewRequest("GET", s.url+"/v1/waiting-room/tickets/"+tk.Token+"/events", nil)
-	req.Header.Set("Authorization", "Bearer "+s.key)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("events: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
-	}
-	var once sync.Once
-	sc := bufio.NewScanner(res.Body)
-	var last waitroom.Ticket
-	events := 0
-	for sc.Scan() {
-		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
-		if !ok {
-			continue
-		}
-		events++
-		if err := json.Unmarshal(data, &last); err != nil {
-			t.Fatal(err)
-		}
-		once.Do(func() {
-			if last.Status != "waiting" || last.Position == nil || *last.Position != 1 {
-				t.Errorf("first event = %+v, want waiting at 1", last)
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http1", true: "h2c"}[h2], func(t *testing.T) {
+			clock := inventorytest.NewClock()
+			s := newServer(t, sqliteStore(t), clock)
+			opens := s.showWithRoom(5, 60)
+			tk := s.join("ann@example.com", 201)
+			clock.Advance(opens.Sub(clock.Now()) + time.Second)
+			url, client := s.url, http.DefaultClient
+			if h2 {
+				tr := &http.Transport{Protocols: new(http.Protocols)}
+				tr.Protocols.SetUnencryptedHTTP2(true)
+				t.Cleanup(tr.CloseIdleConnections)
+				url, client = s.h2c, &http.Client{Transport: tr}
 			}
-			s.rooms.AdmitOnce(context.Background())
+			req, _ := http.NewRequest("GET", url+"/v1/waiting-room/tickets/"+tk.Token+"/events", nil)
+			req.Header.Set("Authorization", "Bearer "+s.key)
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" || res.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+				t.Fatalf("events: %s %d %s", res.Proto, res.StatusCode, res.Header.Get("Content-Type"))
+			}
+			var once sync.Once
+			sc := bufio.NewScanner(res.Body)
+			var last waitroom.Ticket
+			events := 0
+			for sc.Scan() {
+				data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+				if !ok {
+					continue
+				}
+				events++
+				if err := json.Unmarshal(data, &last); err != nil {
+					t.Fatal(err)
+				}
+				once.Do(func() {
+					if last.Status != "waiting" || last.Position == nil || *last.Position != 1 {
+						t.Errorf("first event = %+v, want waiting at 1", last)
+					}
+					s.rooms.AdmitOnce(context.Background())
+				})
+			}
+			if last.Status != "admitted" || events < 2 {
+				t.Errorf("the stream ended after %d events with %+v, want admitted", events, last)
+			}
+			s.problem("GET", "/v1/waiting-room/tickets/nope/events", s.key, "", 404, boxoffice.ENOTFOUND)
 		})
 	}
-	if last.Status != "admitted" || events < 2 {
-		t.Errorf("the stream ended after %d events with %+v, want admitted", events, last)
-	}
-	s.problem("GET", "/v1/waiting-room/tickets/nope/events", s.key, "", 404, boxoffice.ENOTFOUND)
 }
 
 // TestBadInput: every refusal is a 4xx problem with a stable code, never a 5xx.
@@ -748,6 +773,112 @@ func TestPositionsWithoutCounting(t *testing.T) {
 		reads(5, "5 arrivals after the queue drained")
 		check(crowd + 54)
 	})
+}
+
+// TestTicketEventsForACrowd: a crowd waiting on event streams costs the server no goroutine a
+// stream (each would hold its stack and its connection's buffers: 34 KB a stream); every stream
+// still gets its events, a stream whose client left is closed at its next turn, and stopping
+// the waiting rooms ends them all.
+func TestTicketEventsForACrowd(t *testing.T) {
+	clock := inventorytest.NewClock()
+	s := newServer(t, sqliteStore(t), clock)
+	opens := s.showWithRoom(1, 60)
+	const crowd = 100
+	var tokens []string
+	for i := range crowd {
+		tokens = append(tokens, s.join(fmt.Sprintf("c%d@example.com", i), 201).Token)
+	}
+	clock.Advance(opens.Sub(clock.Now()) + time.Second)
+	host := strings.TrimPrefix(s.url, "http://")
+	type stream struct {
+		conn net.Conn
+		r    *bufio.Reader
+	}
+	// next reads the stream's next event within a bound, and answers the ticket it carries.
+	next := func(st stream) (*waitroom.Ticket, error) {
+		_ = st.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			line, err := st.r.ReadString('\n')
+			if err != nil {
+				return nil, err
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				var tk waitroom.Ticket
+				return &tk, json.Unmarshal([]byte(data), &tk)
+			}
+		}
+	}
+	// sockets counts the process's open sockets (its other files come and go: the store's
+	// connections are opened as reads need them).
+	sockets := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd here")
+		}
+		n := 0
+		for _, e := range ents {
+			if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "socket:") {
+				n++
+			}
+		}
+		return n
+	}
+	runtime.GC()
+	goroutines, open := runtime.NumGoroutine(), sockets()
+	var streams []stream
+	for _, tok := range tokens {
+		conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /v1/waiting-room/tickets/%s/events HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", tok, host, s.key)
+		st := stream{conn, bufio.NewReader(conn)}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(st.r, nil)
+		if err != nil || res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("events: %v %v", res, err)
+		}
+		if tk, err := next(st); err != nil || tk.Status != "waiting" || tk.Position == nil {
+			t.Fatalf("first event %+v, %v", tk, err)
+		}
+		streams = append(streams, st)
+	}
+	// The test's own streams hold no goroutine either: what grew is the server's.
+	if grown := runtime.NumGoroutine() - goroutines; grown > crowd/2 {
+		t.Fatalf("%d goroutines more with %d streams open", grown, crowd)
+	}
+	// Half the crowd leaves; the others keep getting their tickets, each with a fresh token.
+	left := crowd / 2
+	for _, st := range streams[:left] {
+		st.conn.Close()
+	}
+	for i, st := range streams[left:] {
+		if tk, err := next(st); err != nil || tk.Status != "waiting" || tk.Position == nil || tk.Token == "" {
+			t.Fatalf("stream %d: next event %+v, %v", left+i, tk, err)
+		}
+	}
+	// The server closes the connections of those who left at their next turn (5 s at most
+	// apart): the process holds the remaining streams' two ends, and what it held before.
+	want := open + 2*(crowd-left)
+	for deadline := time.Now().Add(15 * time.Second); sockets() > want && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := sockets(); n > want {
+		t.Fatalf("%d sockets open after %d of %d streams' clients left, want %d", n, left, crowd, want)
+	}
+	// Stopping the waiting rooms ends every stream.
+	s.rooms.Close()
+	for i, st := range streams[left:] {
+		for {
+			if _, err := next(st); err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("stream %d after the rooms stopped: %v, want its end", left+i, err)
+				}
+				break
+			}
+		}
+	}
 }
 
 // TestPollAfter: a waiting ticket says when to read it again: every 5 s before the on-sale, a

@@ -62,8 +62,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&f.shows, "shows", 1, "shows to spread buyers over (1 = one hot show)")
 	fs.IntVar(&f.capacity, "capacity", 0, "tickets per show (0 = as many as --requests)")
 	fs.StringVar(&f.mode, "mode", bench.ModePurchase, "purchase (one-shot), hold-confirm, seats (best-available holds of 2 on a seated tier of\n"+
-		"--capacity seats, a multiple of 50), or waiting-room (--requests arrivals join a show's queue\n"+
-		"around its on-sale, admitted at --admit-rate: joins/s against the no-op handler, and fairness)")
+		"--capacity seats, a multiple of 50), waiting-room (--requests arrivals join a show's queue\n"+
+		"around its on-sale, admitted at --admit-rate: joins/s against the no-op handler, and fairness),\n"+
+		"or streams (--requests buyers wait on their tickets' event streams: the server's memory and CPU a stream)")
 	fs.IntVar(&f.admitRate, "admit-rate", 2000, "with --mode waiting-room: the room's admit_per_second")
 	fs.IntVar(&f.joinRate, "join-rate", 0, "with --mode waiting-room: send arrivals at this many a second (0: as fast as the server answers them)")
 	fs.Float64Var(&f.preShare, "pre-share", 0.5, "with --mode waiting-room: the share of arrivals that join before the on-sale")
@@ -105,6 +106,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if f.mode == bench.ModeWaitingRoom {
 		return benchWaitRoom(ctx, f, urls, stdout, stderr)
+	}
+	if f.mode == bench.ModeStreams {
+		return benchStreams(ctx, f, urls, stdout, stderr)
 	}
 	cfg := bench.Config{
 		AdminKey: f.adminKey, Buyers: f.buyers, Requests: f.requests, Duration: f.duration,
@@ -330,6 +334,42 @@ func (s *ownServer) stop() {
 	}
 }
 
+// oneServer is the server a one-server mode loads: the --url one (urls[0]) with --admin-key, or
+// one it starts (what on the store, named so), with the function that stops it.
+func oneServer(ctx context.Context, f benchFlags, urls []string, what string, stderr io.Writer) (url, adminKey, name string, cleanup func(), err error) {
+	if len(urls) == 1 {
+		return urls[0], f.adminKey, "server at " + f.url, func() {}, nil
+	}
+	srv, err := startOwnServer(ctx, f.inventory, f.db, f.keep, stderr, redisArgs(f.inventory, f.redis)...)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	return srv.url, srv.adminKey, fmt.Sprintf("%s on %s", what, strings.SplitN(f.db, ":", 2)[0]), srv.cleanup, nil
+}
+
+// benchStreams is bench --mode streams: --requests buyers wait on their tickets' event streams,
+// held for a third of --duration (20 s at most), against the --url server or one it starts.
+func benchStreams(ctx context.Context, f benchFlags, urls []string, stdout, stderr io.Writer) error {
+	if len(urls) > 1 {
+		return errors.New("--mode streams loads one server")
+	}
+	cfg := bench.StreamsConfig{AdminKey: f.adminKey, Streams: f.requests, Hold: min(20*time.Second, f.duration/3),
+		Progress: stderr, AllowRemote: f.allowRemote}
+	url, key, name, cleanup, err := oneServer(ctx, f, urls, "event streams", stderr)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	cfg.URL, cfg.AdminKey = url, key
+	fmt.Fprintf(stderr, "bench: %d buyers waiting on event streams, against %s\n", f.requests, name)
+	res, err := bench.RunStreams(ctx, cfg)
+	if res != nil {
+		res.Name = name
+		bench.PrintStreams(stdout, res)
+	}
+	return err
+}
+
 // benchWaitRoom is bench --mode waiting-room: the no-op handler first, then the crowd against
 // the --url server or one it starts.
 func benchWaitRoom(ctx context.Context, f benchFlags, urls []string, stdout, stderr io.Writer) error {
@@ -344,18 +384,12 @@ func benchWaitRoom(ctx context.Context, f benchFlags, urls []string, stdout, std
 	cfg := bench.WaitRoomConfig{AdminKey: f.adminKey, Arrivals: f.requests, PreShare: f.preShare, Buyers: f.buyers,
 		Rate: f.admitRate, Wait: f.duration + time.Duration(f.requests/max(f.admitRate, 1)+30)*time.Second,
 		Progress: stderr, AllowRemote: f.allowRemote, Noop: noopURL, Purchases: f.purchases, Purchasers: 16, JoinRate: f.joinRate}
-	name := "server at " + f.url
-	if len(urls) == 1 {
-		cfg.URL = urls[0]
-	} else {
-		srv, err := startOwnServer(ctx, f.inventory, f.db, f.keep, stderr, redisArgs(f.inventory, f.redis)...)
-		if err != nil {
-			return err
-		}
-		defer srv.cleanup()
-		cfg.URL, cfg.AdminKey = srv.url, srv.adminKey
-		name = fmt.Sprintf("waiting room on %s", strings.SplitN(f.db, ":", 2)[0])
+	url, key, name, cleanup, err := oneServer(ctx, f, urls, "waiting room", stderr)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
+	cfg.URL, cfg.AdminKey = url, key
 	fmt.Fprintf(stderr, "bench: %d arrivals (%.0f%% before the on-sale) by %d buyers at a time, admitted at %d/s, against %s\n",
 		f.requests, 100*f.preShare, f.buyers, f.admitRate, name)
 	res, err := bench.RunWaitRoom(ctx, cfg)

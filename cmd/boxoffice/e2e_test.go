@@ -688,6 +688,36 @@ func TestDataDirIsPrivate(t *testing.T) {
 	}
 }
 
+// TestBenchStreams runs bench --mode streams against a running server: every buyer's event
+// stream opens and gets its events, and the server holds them without a goroutine a stream.
+func TestBenchStreams(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	const streams = 300
+	code, out := runCLI(t, "bench", "--mode", "streams", "--url", s.URL, "--admin-key", adminKey,
+		"--requests", strconv.Itoa(streams), "--duration", "9s")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("streams     %d open of %d (0 failed)", streams, streams)) {
+		t.Fatalf("not every stream opened\n%s", out)
+	}
+	g := regexp.MustCompile(`goroutines +(\d+) before, (\d+) with them open`).FindStringSubmatch(out)
+	e := regexp.MustCompile(`events +(\d+) in 3s`).FindStringSubmatch(out)
+	if g == nil || e == nil || !regexp.MustCompile(`memory +server RSS \d+ MB before, \d+ MB with them open: [\d.-]+ KB a stream`).MatchString(out) {
+		t.Fatalf("no goroutines, events or memory line\n%s", out)
+	}
+	before, _ := strconv.Atoi(g[1])
+	open, _ := strconv.Atoi(g[2])
+	if open-before > streams/2 {
+		t.Errorf("%d goroutines more on the server with %d streams open\n%s", open-before, streams, out)
+	}
+	// 300 streams far back in a queue of one a second read their tickets every 5 s: 180 events in
+	// 3 s, give or take the streams' phases.
+	if n, _ := strconv.Atoi(e[1]); n < streams/5 {
+		t.Errorf("%d events in 3 s from %d streams\n%s", n, streams, out)
+	}
+}
+
 // TestBenchWaitingRoom runs bench --mode waiting-room against a running server, once as fast as
 // the server answers and once with the arrivals paced: every arrival gets a place, the draw and
 // first come first served both hold, every purchase is made by an admitted buyer and counted once
