@@ -160,6 +160,12 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	if r.Method == http.MethodHead {
+		// The pattern's GET takes HEAD too: the headers a stream would have, and no stream.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if h.streams.open(w, t) {
 		return
 	}

@@ -394,6 +394,37 @@ func TestTicketEvents(t *testing.T) {
 				t.Errorf("the stream ended after %d events with %+v, want admitted", events, last)
 			}
 			s.problem("GET", "/v1/waiting-room/tickets/nope/events", s.key, "", 404, boxoffice.ENOTFOUND)
+			if h2 {
+				return
+			}
+			// HEAD answers the stream's headers and ends there: the connection serves the
+			// next request.
+			host := strings.TrimPrefix(s.url, "http://")
+			conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(conn)
+			head, _ := http.NewRequest("HEAD", s.url+"/v1/waiting-room/tickets/"+tk.Token+"/events", nil)
+			head.Header.Set("Authorization", "Bearer "+s.key)
+			get, _ := http.NewRequest("GET", s.url+"/v1/waiting-room/tickets/"+tk.Token, nil)
+			get.Header.Set("Authorization", "Bearer "+s.key)
+			for _, req := range []*http.Request{head, get} {
+				if err := req.Write(conn); err != nil {
+					t.Fatal(err)
+				}
+				res, err := http.ReadResponse(br, req)
+				if err != nil || res.StatusCode != 200 {
+					t.Fatalf("%s on one connection: %v %v", req.Method, res, err)
+				}
+				if req.Method == "HEAD" && res.Header.Get("Content-Type") != "text/event-stream" {
+					t.Fatalf("HEAD events: %v", res.Header)
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
 		})
 	}
 }
