@@ -321,6 +321,7 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 		return nil
 	})
 	recent := smp.done()
+	var gen int
 	if err == nil && admitted > 0 {
 		// before counts the admitted too; sorted by seq for the settled table, outside its lock.
 		all := batch.all()
@@ -328,9 +329,6 @@ func (s *Service) number(ctx context.Context, showID string, n *numbering) error
 			all[i].before += admitted
 		}
 		slices.SortFunc(all, func(a, b rec) int { return cmp.Compare(a.seq, b.seq) })
-	}
-	var gen int
-	if err == nil && admitted > 0 {
 		gen = s.places.settle(showID, n, &batch)
 	}
 	n.mu.Lock()

@@ -1,6 +1,7 @@
 package waitroom
 
 import (
+	"cmp"
 	"slices"
 	"unsafe"
 
@@ -84,15 +85,7 @@ type settled struct {
 }
 
 func (s *settled) find(seq int64) (int, bool) {
-	return slices.BinarySearchFunc(s.all(), seq, func(r rec, seq int64) int {
-		switch {
-		case r.seq < seq:
-			return -1
-		case r.seq > seq:
-			return 1
-		}
-		return 0
-	})
+	return slices.BinarySearchFunc(s.all(), seq, func(r rec, seq int64) int { return cmp.Compare(r.seq, seq) })
 }
 
 func (s *settled) get(seq int64) (place, bool) {
