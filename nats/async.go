@@ -220,7 +220,7 @@ func StartAsync(cfg AsyncConfig) (*Async, error) {
 		runCtx = withDeliveries(runCtx, a.metrics.deliveries)
 	}
 	if a.srv != nil {
-		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log, &a.storeFailed) })
+		a.wg.Go(func() { a.srv.keepJetStream(runCtx, log, &a.storeFailed, &a.ready.mu) })
 	}
 	for name, run := range map[string]func(context.Context) error{"relay": relay.Run, "email": email.Run, "webhooks": webhooks.Run} {
 		a.wg.Add(1)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +73,19 @@ func (l slogLogger) Tracef(string, ...any) {}
 // request answered "JetStream not enabled for account", for good) or with the account's left on
 // so that every later start fails. So this waits for the teardown to finish before turning
 // JetStream on, and repairs either half-state when it sees one.
-func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFailed *atomic.Int64) {
+//
+// probe is the readiness probe's lock (Async.Ready asks JetStream for its account under it, and
+// waits for the answer). Turning JetStream on or off is done holding it: nats-server sets up its
+// API request queues without a lock when JetStream is turned on, while the server's goroutine of
+// the connection that carried the last probe may have read them; the race detector reported
+// that against the disk-full test. Holding the lock orders that last request (answered, so
+// dispatched) before the turn.
+func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFailed *atomic.Int64, probe sync.Locker) {
+	turn := func(f func() error) error {
+		probe.Lock()
+		defer probe.Unlock()
+		return f()
+	}
 	t := time.NewTicker(jetStreamWatch)
 	defer t.Stop()
 	down := false
@@ -85,7 +98,7 @@ func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFaile
 		if s.srv.JetStreamEnabled() {
 			if !s.srv.GlobalAccount().JetStreamEnabled() {
 				log.Warn("async: the embedded JetStream is on but not for its account (a restart raced the server's own shutdown); turning it off and on again")
-				if err := s.srv.ShutdownJetStream(); err != nil {
+				if err := turn(s.srv.ShutdownJetStream); err != nil {
 					log.Warn("async: turning JetStream off failed", "err", err)
 				}
 				continue
@@ -99,7 +112,7 @@ func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFaile
 			// fails again and marks it again.
 			storeFailed.Store(0)
 			log.Warn("async: the embedded JetStream failed to write a stream; reloading it from its files")
-			if err := s.srv.ShutdownJetStream(); err != nil {
+			if err := turn(s.srv.ShutdownJetStream); err != nil {
 				log.Warn("async: turning JetStream off failed", "err", err)
 			}
 		}
@@ -114,7 +127,7 @@ func (s *Server) keepJetStream(ctx context.Context, log *slog.Logger, storeFaile
 			// Left on by a teardown that raced an earlier start; a start would refuse it.
 			_ = acc.DisableJetStream()
 		}
-		if err := s.srv.EnableJetStream(&server.JetStreamConfig{StoreDir: s.dir}); err != nil {
+		if err := turn(func() error { return s.srv.EnableJetStream(&server.JetStreamConfig{StoreDir: s.dir}) }); err != nil {
 			log.Warn("async: turning JetStream on again failed; retrying", "err", err)
 			continue
 		}
