@@ -198,6 +198,7 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) (*StreamsResult, error) 
 	return res, nil
 }
 
+// sleep waits d, or until ctx ends (its error then).
 func sleep(ctx context.Context, d time.Duration) error {
 	select {
 	case <-time.After(d):

@@ -241,9 +241,7 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 					a := batch[i]
 					if cfg.JoinRate > 0 {
 						due := began.Add(time.Duration(i) * time.Second / time.Duration(cfg.JoinRate))
-						select {
-						case <-time.After(time.Until(due)):
-						case <-ctx.Done():
+						if sleep(ctx, time.Until(due)) != nil {
 							return
 						}
 					}
@@ -326,10 +324,8 @@ func RunWaitRoom(ctx context.Context, cfg WaitRoomConfig) (*WaitRoomResult, erro
 		if time.Now().After(deadline) {
 			return res, fmt.Errorf("%d still waiting after %v", room.Waiting, cfg.Wait)
 		}
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return res, ctx.Err()
+		if err := sleep(ctx, time.Second); err != nil {
+			return res, err
 		}
 	}
 	var next atomic.Int64

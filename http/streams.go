@@ -5,6 +5,8 @@ import (
 	"container/heap"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -72,8 +74,7 @@ func (hub *streamHub) open(w http.ResponseWriter, t *waitroom.Ticket) bool {
 	var b bytes.Buffer
 	b.WriteString("HTTP/1.1 200 OK\r\n")
 	h := w.Header().Clone()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("X-Accel-Buffering", "no") // a proxy must pass each event on at once
+	streamHeader(h)
 	h.Set("Connection", "close")
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	_ = h.Write(&b)
@@ -91,11 +92,8 @@ func (hub *streamHub) open(w http.ResponseWriter, t *waitroom.Ticket) bool {
 // send appends t's event to b, writes b and reports whether the stream goes on; it closes the
 // connection when the client is gone or t will not change any more.
 func (hub *streamHub) send(s *hubStream, b *bytes.Buffer, t *waitroom.Ticket) bool {
-	data, err := json.Marshal(t)
+	err := writeTicketEvent(b, t)
 	if err == nil {
-		b.WriteString("event: ticket\ndata: ")
-		b.Write(data)
-		b.WriteString("\n\n")
 		_ = s.conn.SetWriteDeadline(time.Now().Add(streamWriteWithin))
 		_, err = s.conn.Write(b.Bytes())
 	}
@@ -105,6 +103,21 @@ func (hub *streamHub) send(s *hubStream, b *bytes.Buffer, t *waitroom.Ticket) bo
 	}
 	s.token = t.Token
 	return true
+}
+
+// streamHeader sets what a stream of ticket events answers with, besides the route's own.
+func streamHeader(h http.Header) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("X-Accel-Buffering", "no") // a proxy must pass each event on at once
+}
+
+// writeTicketEvent writes t as one event of the stream to w.
+func writeTicketEvent(w io.Writer, t *waitroom.Ticket) error {
+	data, err := json.Marshal(t)
+	if err == nil {
+		_, err = fmt.Fprintf(w, "event: ticket\ndata: %s\n\n", data)
+	}
+	return err
 }
 
 // schedule puts s back in the heap for its next read, as t says.

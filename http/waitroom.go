@@ -2,8 +2,6 @@ package http
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -162,7 +160,7 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodHead {
 		// The pattern's GET takes HEAD too: the headers a stream would have, and no stream.
-		w.Header().Set("Content-Type", "text/event-stream")
+		streamHeader(w.Header())
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -172,19 +170,14 @@ func (h *handler) ticketEvents(w http.ResponseWriter, r *http.Request) {
 	// The connection cannot be taken over (HTTP/2): the stream is served here, from this
 	// request's goroutine.
 	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("X-Accel-Buffering", "no") // a proxy must pass each event on at once
+	streamHeader(w.Header())
 	w.WriteHeader(http.StatusOK)
 	next := time.NewTimer(t.ReadAgainIn())
 	defer next.Stop()
 	for {
-		data, err := json.Marshal(t)
-		if err != nil {
-			return
-		}
 		// The server's WriteTimeout would end a stream that outlives it; each event has its own.
 		_ = rc.SetWriteDeadline(time.Now().Add(t.ReadAgainIn() + 30*time.Second))
-		if _, err := fmt.Fprintf(w, "event: ticket\ndata: %s\n\n", data); err != nil {
+		if err := writeTicketEvent(w, t); err != nil {
 			return
 		}
 		if err := rc.Flush(); err != nil || t.Done() {

@@ -158,8 +158,8 @@ func (s *server) GetQueueTicket(ctx context.Context, req *connect.Request[pb.Get
 }
 
 // WatchQueueTicket is GET /v1/waiting-room/tickets/{token}/events: the ticket now, then again
-// with a fresh token each time the ticket says to read it (Ticket.ReadAgainIn) while it waits, ending after the one that says admitted or
-// expired. Errors before the first message are the RPC's failure as GetQueueTicket's; a failure
+// with a fresh token each time the ticket says to read it (Ticket.ReadAgainIn) while it waits,
+// ending after the one that says admitted or expired. Errors before the first message are the RPC's failure as GetQueueTicket's; a failure
 // later ends the stream with it, and the client watches again with the last token it got. Like
 // REST's stream it takes no in-flight slot (the shedding interceptor is unary): MaxInFlight bounds
 // work, not buyers waiting.
