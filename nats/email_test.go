@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"boxoffice"
+	"boxoffice/internal/checkfor"
 )
 
 func mailFiles(t *testing.T, dir string) []string {
@@ -84,13 +86,26 @@ func TestEmailExactlyOnceUnderRedelivery(t *testing.T) {
 	stop := run(em.Run)
 	defer stop()
 	want := len(confirmed) + 1
-	cons, err := e.js.Consumer(ctx, StreamName, EmailConsumer)
+	// The wait reads the consumer under a context of its own: ctx's deadline counts from before
+	// the first run, and a slow first run (a loaded CI machine) would otherwise leave every read
+	// below failing on it, whatever the consumer did.
+	waitCtx, waitCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer waitCancel()
+	cons, err := e.js.Consumer(waitCtx, StreamName, EmailConsumer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every email message is acked", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && len(mailFiles(t, mail)) == want
+	// A failure names the consumer's last state, so that one seen once in CI can be read.
+	checkfor.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		info, err := cons.Info(waitCtx)
+		if err != nil {
+			return fmt.Errorf("consumer info: %w", err)
+		}
+		if files := len(mailFiles(t, mail)); info.NumPending != 0 || info.NumAckPending != 0 || files != want {
+			return fmt.Errorf("waiting until every email message is acked: %d pending, %d ack pending, %d redelivered, %d pulls waiting, %d of %d files, %d skipped",
+				info.NumPending, info.NumAckPending, info.NumRedelivered, info.NumWaiting, files, want, func() int64 { _, s := em.Stats(); return s }())
+		}
+		return nil
 	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
