@@ -37,6 +37,11 @@ type WaitRoom struct {
 	// AutoMarginPercent is the margin of AdmissionAuto: buyers who drop out are replaced only as
 	// their admissions run out, so a few more than the tickets left keep the show selling.
 	AutoMarginPercent int `json:"auto_margin_percent"`
+	// Paused stops admissions until it is cleared: the queue keeps its places and keeps taking
+	// arrivals, and the room's admitter, on every server, lets nobody through meanwhile (an
+	// incident at the payment provider or with the show). Buyers already admitted keep their
+	// admission. On resuming, the rate starts afresh: at most a second's worth at once.
+	Paused bool `json:"paused"`
 	// Waiting and Admitted count the queue's entries not yet admitted and admitted so far.
 	Waiting   int       `json:"waiting"`
 	Admitted  int       `json:"admitted"`
@@ -172,7 +177,7 @@ type WaitRoomStore interface {
 	QueuePlaces(ctx context.Context, showID string, joinedAfter time.Time, each func(QueuePlace) error) (admitted int64, err error)
 	// AdmitQueue lets through the show's next waiting entries, in queue order, as many as the
 	// room's rate has earned by now since the on-sale (at most a second's worth at once), and
-	// returns how many. With shoppers >= 0 (automatic admission) it also lets through no more
+	// returns how many; none while the room is paused (read in the same transaction). With shoppers >= 0 (automatic admission) it also lets through no more
 	// than keeps the buyers shopping at once (admitted since now minus the room's admission
 	// lifetime, with no hold of the show created since their admission) at most shoppers; the
 	// count is taken in the same transaction. Concurrent callers, on any server, together never admit more than the

@@ -17,18 +17,18 @@ import (
 var _ boxoffice.WaitRoomStore = (*DB)(nil)
 
 const (
-	waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.admitted,
+	waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.paused, w.admitted,
 		CASE WHEN $2 THEN (SELECT count(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at IS NULL) ELSE 0 END,
 		w.created_at, w.updated_at`
 	sGetWaitRoom = `SELECT ` + waitRoomColumns + ` FROM waitrooms w WHERE w.show_id = $1`
 	// A replaced room keeps its admissions; while nothing has been admitted, its rate budget
 	// restarts at the (new) on-sale. xmax = 0 tells an insert from an update.
 	sPutWaitRoom = `INSERT INTO waitrooms (show_id, opens_at, admit_per_second, admission_ttl_seconds,
-			admission, margin_percent, credit_at, created_at, updated_at)
-		SELECT $1, $2, $3, $4, $6, $7, $2, $5, $5 WHERE EXISTS (SELECT 1 FROM shows WHERE id = $1)
+			admission, margin_percent, paused, credit_at, created_at, updated_at)
+		SELECT $1, $2, $3, $4, $6, $7, $8, $2, $5, $5 WHERE EXISTS (SELECT 1 FROM shows WHERE id = $1)
 		ON CONFLICT (show_id) DO UPDATE SET opens_at = EXCLUDED.opens_at,
 			admit_per_second = EXCLUDED.admit_per_second, admission_ttl_seconds = EXCLUDED.admission_ttl_seconds,
-			admission = EXCLUDED.admission, margin_percent = EXCLUDED.margin_percent,
+			admission = EXCLUDED.admission, margin_percent = EXCLUDED.margin_percent, paused = EXCLUDED.paused,
 			credit_at = CASE WHEN waitrooms.admitted = 0 THEN EXCLUDED.opens_at ELSE waitrooms.credit_at END,
 			updated_at = EXCLUDED.updated_at
 		RETURNING xmax = 0`
@@ -64,7 +64,7 @@ const (
 			FROM queue_entries WHERE show_id = w.show_id AND admitted_at IS NULL) p
 		WHERE w.show_id = $1 AND (p.joined_at > $2 OR (p.lane, p.rank, p.seq) = (SELECT lane, rank, seq FROM queue_entries
 			WHERE show_id = $1 AND admitted_at IS NULL ORDER BY lane DESC, rank DESC, seq DESC LIMIT 1))`
-	sLockWaitRoom = `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = $1 FOR UPDATE`
+	sLockWaitRoom = `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at, paused FROM waitrooms WHERE show_id = $1 FOR UPDATE`
 	// sShoppers counts the show's buyers shopping: admitted after $2, with no hold of the show
 	// made since. holds_show_buyer answers each probe; lower() under "C" folds ASCII only, as
 	// the identity (boxoffice.BuyerKey) does.
@@ -88,7 +88,7 @@ const (
 
 func scanWaitRoom(row pgx.Row) (*boxoffice.WaitRoom, error) {
 	var w boxoffice.WaitRoom
-	err := row.Scan(&w.ShowID, &w.OpensAt, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Admitted, &w.Waiting, &w.CreatedAt, &w.UpdatedAt)
+	err := row.Scan(&w.ShowID, &w.OpensAt, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Paused, &w.Admitted, &w.Waiting, &w.CreatedAt, &w.UpdatedAt)
 	w.OpensAt, w.CreatedAt, w.UpdatedAt = utc(w.OpensAt), utc(w.CreatedAt), utc(w.UpdatedAt)
 	return &w, err
 }
@@ -111,7 +111,7 @@ func scanEntry(row pgx.Row) (*boxoffice.QueueEntry, error) {
 func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *boxoffice.WaitRoom, created bool, err error) {
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, sPutWaitRoom, w.ShowID, w.OpensAt, w.AdmitPerSecond, w.AdmissionTTLSeconds, w.UpdatedAt,
-			w.AdmissionMode(), w.AutoMarginPercent).Scan(&created)
+			w.AdmissionMode(), w.AutoMarginPercent, w.Paused).Scan(&created)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return boxoffice.Errorf(boxoffice.ENOTFOUND, "no show %s", w.ShowID)
 		}
@@ -297,8 +297,9 @@ func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time, shop
 		admitted = 0
 		var opens, credit time.Time
 		var rate, ttl, total int64
-		err := tx.QueryRow(ctx, sLockWaitRoom, showID).Scan(&opens, &rate, &ttl, &total, &credit)
-		if errors.Is(err, pgx.ErrNoRows) {
+		var paused bool
+		err := tx.QueryRow(ctx, sLockWaitRoom, showID).Scan(&opens, &rate, &ttl, &total, &credit, &paused)
+		if errors.Is(err, pgx.ErrNoRows) || paused {
 			return nil
 		}
 		if err != nil {

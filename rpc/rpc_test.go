@@ -994,6 +994,21 @@ func TestWaitingRoom(t *testing.T) {
 		got.Msg.WaitingRoom.Waiting != 1 || got.Msg.WaitingRoom.Admitted != 0 {
 		t.Fatalf("room with one waiting: %v %v", got, err)
 	}
+	// A paused room says so, to the admin and on the waiting ticket; a put without it resumes.
+	paused := &pb.PutWaitingRoomRequest{ShowId: "gala", OpensAt: room.OpensAt, AdmitPerSecond: room.AdmitPerSecond, Paused: true}
+	if got, err := c.PutWaitingRoom(ctx, call(paused, admin, "")); err != nil || !got.Msg.WaitingRoom.Paused {
+		t.Fatalf("pause the room: %v %v", got, err)
+	}
+	if got, err := c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: tk.Token}, client, "")); err != nil ||
+		!got.Msg.QueueTicket.Paused || got.Msg.QueueTicket.Status != "waiting" {
+		t.Fatalf("a waiting ticket in a paused room: %v %v; want paused", got, err)
+	}
+	if got, err := c.PutWaitingRoom(ctx, call(room, admin, "")); err != nil || got.Msg.WaitingRoom.Paused {
+		t.Fatalf("resume the room: %v %v", got, err)
+	}
+	if got, err := c.GetQueueTicket(ctx, call(&pb.GetQueueTicketRequest{Token: tk.Token}, client, "")); err != nil || got.Msg.QueueTicket.Paused {
+		t.Fatalf("the ticket after the resume: %v %v; want not paused", got, err)
+	}
 
 	// A waiting ticket opens nothing.
 	_, err = c.CreateHold(ctx, withTicket(call(hold("ann@example.com"), client, "h1"), tk.Token))

@@ -56,7 +56,7 @@ func (s *server) PutWaitingRoom(ctx context.Context, req *connect.Request[pb.Put
 	}
 	m := req.Msg
 	in := waitroom.RoomInput{AdmitPerSecond: int(m.GetAdmitPerSecond()), AdmissionTTLSeconds: intPtr(m.AdmissionTtlSeconds),
-		Admission: m.GetAdmission(), AutoMarginPercent: intPtr(m.AutoMarginPercent)}
+		Admission: m.GetAdmission(), AutoMarginPercent: intPtr(m.AutoMarginPercent), Paused: m.GetPaused()}
 	if m.OpensAt != nil {
 		if err := m.OpensAt.CheckValid(); err != nil {
 			return nil, fail(boxoffice.Validation(boxoffice.FieldError{Field: "opens_at", Message: "is not a valid time"}))

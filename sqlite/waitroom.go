@@ -19,14 +19,14 @@ import (
 var _ boxoffice.WaitRoomStore = (*DB)(nil)
 
 // waitRoomColumns reads a room; the count of those waiting only when ?2 is 1.
-const waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.admitted,
+const waitRoomColumns = `w.show_id, w.opens_at, w.admit_per_second, w.admission_ttl_seconds, w.admission, w.margin_percent, w.paused, w.admitted,
 	CASE WHEN ?2 THEN (SELECT COUNT(*) FROM queue_entries q WHERE q.show_id = w.show_id AND q.admitted_at = 0) ELSE 0 END,
 	w.created_at, w.updated_at`
 
 func scanWaitRoom(scan func(dest ...any) error) (*boxoffice.WaitRoom, error) {
 	var w boxoffice.WaitRoom
 	var opens, created, updated int64
-	if err := scan(&w.ShowID, &opens, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Admitted, &w.Waiting, &created, &updated); err != nil {
+	if err := scan(&w.ShowID, &opens, &w.AdmitPerSecond, &w.AdmissionTTLSeconds, &w.Admission, &w.AutoMarginPercent, &w.Paused, &w.Admitted, &w.Waiting, &created, &updated); err != nil {
 		return nil, err
 	}
 	w.OpensAt, w.CreatedAt, w.UpdatedAt = fromMicros(opens), fromMicros(created), fromMicros(updated)
@@ -67,13 +67,13 @@ func (db *DB) PutWaitRoom(ctx context.Context, w *boxoffice.WaitRoom) (stored *b
 		created = n == 0
 		at := micros(w.UpdatedAt)
 		_, err := t.execRaw(ctx, `INSERT INTO waitrooms (show_id, opens_at, admit_per_second, admission_ttl_seconds,
-				admission, margin_percent, credit_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?6, ?7, ?2, ?5, ?5)
+				admission, margin_percent, paused, credit_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?6, ?7, ?8, ?2, ?5, ?5)
 			ON CONFLICT (show_id) DO UPDATE SET opens_at = excluded.opens_at,
 				admit_per_second = excluded.admit_per_second, admission_ttl_seconds = excluded.admission_ttl_seconds,
-				admission = excluded.admission, margin_percent = excluded.margin_percent,
+				admission = excluded.admission, margin_percent = excluded.margin_percent, paused = excluded.paused,
 				credit_at = CASE WHEN admitted = 0 THEN excluded.opens_at ELSE credit_at END,
 				updated_at = excluded.updated_at`,
-			w.ShowID, micros(w.OpensAt), w.AdmitPerSecond, w.AdmissionTTLSeconds, at, w.AdmissionMode(), w.AutoMarginPercent)
+			w.ShowID, micros(w.OpensAt), w.AdmitPerSecond, w.AdmissionTTLSeconds, at, w.AdmissionMode(), w.AutoMarginPercent, w.Paused)
 		if err != nil {
 			return fmt.Errorf("put waiting room of %s: %w", w.ShowID, err)
 		}
@@ -358,9 +358,10 @@ func (db *DB) AdmitQueue(ctx context.Context, showID string, now time.Time, shop
 		admitted = 0
 		var opens, credit, total int64
 		var rate, ttl int64
-		err := t.queryRowRaw(ctx, `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at FROM waitrooms WHERE show_id = ?`,
-			[]any{showID}, &opens, &rate, &ttl, &total, &credit)
-		if errors.Is(err, sql.ErrNoRows) {
+		var paused bool
+		err := t.queryRowRaw(ctx, `SELECT opens_at, admit_per_second, admission_ttl_seconds, admitted, credit_at, paused FROM waitrooms WHERE show_id = ?`,
+			[]any{showID}, &opens, &rate, &ttl, &total, &credit, &paused)
+		if errors.Is(err, sql.ErrNoRows) || paused {
 			return nil
 		}
 		if err != nil {

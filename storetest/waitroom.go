@@ -31,6 +31,7 @@ func ExerciseWaitRoom(t *testing.T, open OpenTwice) {
 		{"OnePlacePerBuyer", testOnePlacePerBuyer},
 		{"RandomThenFirstComeFirstServed", testRandomThenFCFS},
 		{"AdmissionRate", testAdmissionRate},
+		{"PausedAdmitsNobody", testPausedRoom},
 		{"ConcurrentAdmittersNeverOverAdmit", testConcurrentAdmitters},
 		{"QueueSurvivesRestart", testQueueSurvivesRestart},
 		{"SharedSecret", testSharedSecret},
@@ -378,6 +379,61 @@ func testAdmissionRate(t *testing.T, open OpenTwice) {
 	room, err := w.GetWaitRoom(context.Background(), "s", true)
 	if err != nil || room.Admitted != 17 || room.Waiting != 83 {
 		t.Errorf("room = %+v, %v; want 17 admitted, 83 waiting", room, err)
+	}
+}
+
+// testPausedRoom pauses a room in the middle of its on-sale, through another handle as another
+// server would: from the pause on, no admitter admits, whoever runs it, while the queue keeps
+// taking arrivals in order; a resume admits at the rate again, a second's worth at most at once.
+func testPausedRoom(t *testing.T, open OpenTwice) {
+	ctx := context.Background()
+	w, reopen := openRoom(t, open, 10)
+	other := reopen()
+	var joins []boxoffice.QueueJoin
+	for i := range 40 {
+		joins = append(joins, boxoffice.QueueJoin{ShowID: "s", Identity: fmt.Sprintf("b%d@x", i), At: at(time.Duration(i) * time.Second)})
+	}
+	join(t, w, joins...)
+	if n := admit(t, w, at(time.Hour+500*time.Millisecond)); n != 5 {
+		t.Fatalf("admitted %d before the pause, want 5", n)
+	}
+	room := &boxoffice.WaitRoom{ShowID: "s", OpensAt: at(time.Hour), AdmitPerSecond: 10, AdmissionTTLSeconds: 300,
+		Paused: true, UpdatedAt: at(time.Hour + time.Second)}
+	got, created, err := other.PutWaitRoom(ctx, room)
+	if err != nil || created || !got.Paused || got.Admitted != 5 || got.Waiting != 35 {
+		t.Fatalf("PutWaitRoom(paused) = %+v, %v, %v; want the room paused, replaced, its queue kept", got, created, err)
+	}
+	if got, err := w.GetWaitRoom(ctx, "s", false); err != nil || !got.Paused {
+		t.Fatalf("GetWaitRoom = %+v, %v; want paused", got, err)
+	}
+	for _, d := range []time.Duration{2 * time.Second, 3 * time.Second, time.Minute} {
+		for _, h := range []boxoffice.WaitRoomStore{w, other} {
+			if n, err := h.AdmitQueue(ctx, "s", at(time.Hour+d), -1); err != nil || n != 0 {
+				t.Fatalf("AdmitQueue at on-sale+%v while paused = %d, %v; want nobody", d, n, err)
+			}
+			if n, err := h.AdmitQueue(ctx, "s", at(time.Hour+d), 1000); err != nil || n != 0 {
+				t.Fatalf("automatic AdmitQueue at on-sale+%v while paused = %d, %v; want nobody", d, n, err)
+			}
+		}
+	}
+	// Arrivals during the pause queue behind the others, first come first served.
+	late := join(t, w, boxoffice.QueueJoin{ShowID: "s", Identity: "late@x", At: at(time.Hour + 30*time.Second)})[0]
+	if late == nil || late.PreOnSale || !late.AdmittedAt.IsZero() {
+		t.Fatalf("a join while paused = %+v, want a waiting post-on-sale place", late)
+	}
+	room.Paused, room.UpdatedAt = false, at(time.Hour+time.Minute)
+	if got, _, err := w.PutWaitRoom(ctx, room); err != nil || got.Paused {
+		t.Fatalf("PutWaitRoom(resumed) = %+v, %v", got, err)
+	}
+	// The minute paused earned nothing beyond the second's worth any stalled admitter gets.
+	if n := admit(t, other, at(time.Hour+time.Minute+time.Second)); n != 10 {
+		t.Errorf("admitted %d a second after the resume, want 10 (one second at 10/s)", n)
+	}
+	if n := admit(t, w, at(time.Hour+time.Minute+1500*time.Millisecond)); n != 5 {
+		t.Errorf("admitted %d half a second later, want 5", n)
+	}
+	if got, err := w.GetWaitRoom(ctx, "s", true); err != nil || got.Admitted != 20 || got.Waiting != 21 {
+		t.Errorf("room = %+v, %v; want 20 admitted, 21 waiting", got, err)
 	}
 }
 

@@ -189,6 +189,9 @@ type RoomInput struct {
 	// is then the most it lets through a second.
 	Admission         string `json:"admission"`
 	AutoMarginPercent *int   `json:"auto_margin_percent"`
+	// Paused stops admissions until a PUT clears it (boxoffice.WaitRoom.Paused). PUT sets the
+	// whole room, so a PUT without it resumes.
+	Paused bool `json:"paused"`
 }
 
 // Put creates or replaces a show's waiting room; created tells which.
@@ -232,7 +235,7 @@ func (s *Service) Put(ctx context.Context, showID string, in RoomInput) (*boxoff
 	}
 	room, created, err := s.store.PutWaitRoom(ctx, &boxoffice.WaitRoom{ShowID: showID,
 		OpensAt: in.OpensAt.UTC().Truncate(time.Microsecond), AdmitPerSecond: in.AdmitPerSecond,
-		AdmissionTTLSeconds: ttl, Admission: mode, AutoMarginPercent: margin, UpdatedAt: s.now()})
+		AdmissionTTLSeconds: ttl, Admission: mode, AutoMarginPercent: margin, Paused: in.Paused, UpdatedAt: s.now()})
 	s.forget(showID)
 	return room, created, err
 }
@@ -352,6 +355,9 @@ type Ticket struct {
 	// PollAfterSeconds is how long the holder of a waiting ticket should wait before reading it
 	// again (pollAfter); absent once the ticket is done.
 	PollAfterSeconds int `json:"poll_after_seconds,omitempty"`
+	// Paused is set while the ticket waits in a paused room: nobody is let through until the
+	// venue resumes it, and the estimated wait counts from then. The place is kept.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // pollMax is the longest a waiting buyer is asked to wait between two reads of their ticket.
@@ -523,6 +529,10 @@ func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buye
 		t.Position, t.EstimatedWaitSeconds, t.PollAfterSeconds = &p, &wait, pollAfter(false, wait, true)
 	default:
 		t.PollAfterSeconds = pollAfter(false, 0, false)
+	}
+	if room.Paused && t.Status == statusWaiting {
+		// The queue does not move until the resume, which a read every pollMax notices soon enough.
+		t.Paused, t.PollAfterSeconds = true, pollMax
 	}
 	t.Token = sign(s.secret, c)
 	return t

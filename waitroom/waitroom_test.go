@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,6 +286,105 @@ func TestAdmittedTokensOnly(t *testing.T) {
 			t.Fatalf("bob joined again: %+v", again)
 		}
 	})
+}
+
+// TestPausedRoom: a venue pauses its room mid-sale. Nobody more is let through, the waiting
+// tickets say so (and to read again in pollMax), joins still queue in order, the buyers admitted
+// before the pause keep buying, and a resume lets the queue through at the rate again.
+func TestPausedRoom(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		opens := s.showWithRoom(2, 600)
+		var buyers []*waitroom.Ticket
+		for i := range 6 {
+			buyers = append(buyers, s.join(fmt.Sprintf("b%d@example.com", i), 201))
+		}
+		clock.Advance(opens.Sub(clock.Now()) + time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d a second into the on-sale at 2/s", n)
+		}
+		room := func(paused string) string {
+			return fmt.Sprintf(`{"opens_at":%q,"admit_per_second":2,"admission_ttl_seconds":600%s}`, opens.Format(time.RFC3339Nano), paused)
+		}
+		var got boxoffice.WaitRoom
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, room(`,"paused":true`), 200, &got)
+		if !got.Paused || got.Admitted != 2 || got.Waiting != 4 {
+			t.Fatalf("PUT paused = %+v; want paused, the queue kept", got)
+		}
+		s.do("GET", "/v1/shows/gig/waiting-room", s.key, "", 200, &got)
+		if !got.Paused {
+			t.Fatalf("GET = %+v, want paused", got)
+		}
+		s.problem("PUT", "/v1/shows/gig/waiting-room", adminKey, room(`,"paused":"yes"`), 400, boxoffice.EVALIDATION)
+
+		clock.Advance(10 * time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 0 {
+			t.Fatalf("admitted %d while paused", n)
+		}
+		var waiting, admitted []*waitroom.Ticket
+		for _, b := range buyers {
+			tk := s.ticket(b.Token)
+			switch tk.Status {
+			case "admitted":
+				if tk.Paused {
+					t.Errorf("admitted ticket %+v says paused", tk)
+				}
+				admitted = append(admitted, tk)
+			case "waiting":
+				if !tk.Paused || tk.PollAfterSeconds != 5 || tk.Position == nil {
+					t.Errorf("waiting ticket while paused = %+v; want paused, its position, poll_after_seconds 5", tk)
+				}
+				waiting = append(waiting, tk)
+			}
+		}
+		if len(admitted) != 2 || len(waiting) != 4 {
+			t.Fatalf("%d admitted, %d waiting; want 2 and 4", len(admitted), len(waiting))
+		}
+		// The draw ordered them: the head of the queue is the lowest position, not the first to join.
+		slices.SortFunc(waiting, func(a, b *waitroom.Ticket) int { return *a.Position - *b.Position })
+		// The buyers let through before the pause still buy; the others still may not.
+		s.do("POST", "/v1/shows/gig/holds", s.key, holdBody(buyerOf(t, s, admitted[0])), 201, nil,
+			"Idempotency-Key", "held-while-paused", "Queue-Ticket", admitted[0].Token)
+		s.problem("POST", "/v1/shows/gig/holds", s.key, holdBody(buyerOf(t, s, waiting[0])), 403, boxoffice.ENOTADMITTED,
+			"Idempotency-Key", "refused-while-paused", "Queue-Ticket", waiting[0].Token)
+		late := s.join("late@example.com", 201)
+		if tk := s.ticket(late.Token); !tk.Paused || tk.Position == nil || *tk.Position != 5 {
+			t.Fatalf("a join while paused = %+v; want paused, position 5 (behind the 4 waiting)", tk)
+		}
+
+		// PUT sets the whole room: without "paused" it resumes, at the rate, from now.
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, room(""), 200, &got)
+		if got.Paused {
+			t.Fatalf("PUT without paused = %+v, want resumed", got)
+		}
+		clock.Advance(time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d a second after the resume at 2/s, want 2", n)
+		}
+		for _, w := range waiting[:2] {
+			if tk := s.ticket(w.Token); tk.Status != "admitted" || tk.Paused {
+				t.Errorf("after the resume the queue's head = %+v, want admitted", tk)
+			}
+		}
+		if tk := s.ticket(late.Token); tk.Paused || tk.Position == nil || *tk.Position != 3 {
+			t.Errorf("the late arrival after the resume = %+v, want position 3, not paused", tk)
+		}
+	})
+}
+
+// buyerOf is the address that joined as ticket tk (the tests' buyers are b0…b5@example.com).
+func buyerOf(t *testing.T, s *server, tk *waitroom.Ticket) string {
+	t.Helper()
+	for i := range 6 {
+		email := fmt.Sprintf("b%d@example.com", i)
+		if again := s.join(email, 200); again.ID == tk.ID {
+			return email
+		}
+	}
+	t.Fatalf("no buyer has ticket %s", tk.ID)
+	return ""
 }
 
 // TestPositionsAndFairness: positions are hidden before the on-sale, then follow the draw for

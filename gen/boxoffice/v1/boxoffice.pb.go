@@ -3838,8 +3838,11 @@ type WaitingRoom struct {
 	Admission string `protobuf:"bytes,9,opt,name=admission,proto3" json:"admission,omitempty"`
 	// auto_margin_percent is the margin of "auto" admission.
 	AutoMarginPercent int32 `protobuf:"varint,10,opt,name=auto_margin_percent,json=autoMarginPercent,proto3" json:"auto_margin_percent,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// paused: nobody is admitted until the room is put again without it; the queue keeps its
+	// places and keeps taking arrivals, and buyers admitted before keep their admission.
+	Paused        bool `protobuf:"varint,11,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitingRoom) Reset() {
@@ -3942,6 +3945,13 @@ func (x *WaitingRoom) GetAutoMarginPercent() int32 {
 	return 0
 }
 
+func (x *WaitingRoom) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 // QueueTicket is a buyer's place in a show's queue.
 type QueueTicket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3974,8 +3984,11 @@ type QueueTicket struct {
 	// poll_after_seconds is how long to wait before reading a waiting ticket again: a quarter of
 	// the estimated wait, 1 to 5 s (5 before the on-sale); unset once admitted.
 	PollAfterSeconds *int32 `protobuf:"varint,12,opt,name=poll_after_seconds,json=pollAfterSeconds,proto3,oneof" json:"poll_after_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// paused is set while the ticket waits in a paused room: the queue does not move until the
+	// venue resumes it, and the estimated wait counts from then. The place is kept.
+	Paused        bool `protobuf:"varint,13,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueTicket) Reset() {
@@ -4092,6 +4105,13 @@ func (x *QueueTicket) GetPollAfterSeconds() int32 {
 	return 0
 }
 
+func (x *QueueTicket) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 // PutWaitingRoomRequest defines a show's waiting room.
 type PutWaitingRoomRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4107,8 +4127,10 @@ type PutWaitingRoomRequest struct {
 	Admission string `protobuf:"bytes,5,opt,name=admission,proto3" json:"admission,omitempty"`
 	// auto_margin_percent is 0 to 1000, "auto" only; unset means 10.
 	AutoMarginPercent *int32 `protobuf:"varint,6,opt,name=auto_margin_percent,json=autoMarginPercent,proto3,oneof" json:"auto_margin_percent,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// paused stops admissions until a put without it (the request sets the whole room).
+	Paused        bool `protobuf:"varint,7,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutWaitingRoomRequest) Reset() {
@@ -4181,6 +4203,13 @@ func (x *PutWaitingRoomRequest) GetAutoMarginPercent() int32 {
 		return *x.AutoMarginPercent
 	}
 	return 0
+}
+
+func (x *PutWaitingRoomRequest) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
 }
 
 // PutWaitingRoomResponse is the room as stored.
@@ -4978,7 +5007,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"expires_in\x18\x02 \x01(\x03H\x00R\texpiresIn\x88\x01\x01B\r\n" +
 	"\v_expires_in\"g\n" +
 	"\x1bRotateWebhookSecretResponse\x12H\n" +
-	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xb5\x03\n" +
+	"\x10webhook_endpoint\x18\x01 \x01(\v2\x1d.boxoffice.v1.WebhookEndpointR\x0fwebhookEndpoint\"\xcd\x03\n" +
 	"\vWaitingRoom\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
 	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
@@ -4992,7 +5021,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1c\n" +
 	"\tadmission\x18\t \x01(\tR\tadmission\x12.\n" +
 	"\x13auto_margin_percent\x18\n" +
-	" \x01(\x05R\x11autoMarginPercent\"\xf3\x04\n" +
+	" \x01(\x05R\x11autoMarginPercent\x12\x16\n" +
+	"\x06paused\x18\v \x01(\bR\x06paused\"\x8b\x05\n" +
 	"\vQueueTicket\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
@@ -5007,17 +5037,19 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x05token\x18\n" +
 	" \x01(\tR\x05token\x12D\n" +
 	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x121\n" +
-	"\x12poll_after_seconds\x18\f \x01(\x05H\x02R\x10pollAfterSeconds\x88\x01\x01B\v\n" +
+	"\x12poll_after_seconds\x18\f \x01(\x05H\x02R\x10pollAfterSeconds\x88\x01\x01\x12\x16\n" +
+	"\x06paused\x18\r \x01(\bR\x06pausedB\v\n" +
 	"\t_positionB\x19\n" +
 	"\x17_estimated_wait_secondsB\x15\n" +
-	"\x13_poll_after_seconds\"\xcf\x02\n" +
+	"\x13_poll_after_seconds\"\xe7\x02\n" +
 	"\x15PutWaitingRoomRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x125\n" +
 	"\bopens_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aopensAt\x12(\n" +
 	"\x10admit_per_second\x18\x03 \x01(\x05R\x0eadmitPerSecond\x127\n" +
 	"\x15admission_ttl_seconds\x18\x04 \x01(\x05H\x00R\x13admissionTtlSeconds\x88\x01\x01\x12\x1c\n" +
 	"\tadmission\x18\x05 \x01(\tR\tadmission\x123\n" +
-	"\x13auto_margin_percent\x18\x06 \x01(\x05H\x01R\x11autoMarginPercent\x88\x01\x01B\x18\n" +
+	"\x13auto_margin_percent\x18\x06 \x01(\x05H\x01R\x11autoMarginPercent\x88\x01\x01\x12\x16\n" +
+	"\x06paused\x18\a \x01(\bR\x06pausedB\x18\n" +
 	"\x16_admission_ttl_secondsB\x16\n" +
 	"\x14_auto_margin_percent\"p\n" +
 	"\x16PutWaitingRoomResponse\x12<\n" +
