@@ -227,6 +227,8 @@ type queueTicket struct {
 	AdmissionExpiresAt   *time.Time `json:"admission_expires_at"`
 	// PollAfterSeconds is when the page reads the ticket again (waitroom's pollAfter).
 	PollAfterSeconds int `json:"poll_after_seconds,omitempty"`
+	// Paused: the venue has stopped the queue for now; the place is kept.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // answerTicket keeps t's token in the queue cookie (for as long as it reads the ticket or opens
@@ -238,7 +240,7 @@ func (s *Shop) answerTicket(w http.ResponseWriter, r *http.Request, ss *session,
 	}
 	s.setQueueToken(w, r, ss, showID, t.Token, until)
 	s.writeJSON(w, http.StatusOK, queueTicket{Status: t.Status, Position: t.Position, EstimatedWaitSeconds: t.EstimatedWaitSeconds,
-		OpensAt: t.OpensAt, AdmissionExpiresAt: t.AdmissionExpiresAt, PollAfterSeconds: t.PollAfterSeconds})
+		OpensAt: t.OpensAt, AdmissionExpiresAt: t.AdmissionExpiresAt, PollAfterSeconds: t.PollAfterSeconds, Paused: t.Paused})
 }
 
 // joinQueue is POST /shop/{show_id}/api/queue: the buyer joins the show's waiting room, or gets

@@ -55,7 +55,7 @@ func ticketSeats(t *testing.T, tab context.Context) []string {
 
 // TestBuyInBrowser drives the whole purchase in a real headless chromium against a real server,
 // on SQLite and on PostgreSQL: the buyer signs in with their email, joins the show's waiting
-// room and sees their place, is let through, picks two seats on the map, holds them (the hold's
+// room and sees their place (and, while the venue pauses the room, that it is paused), is let through, picks two seats on the map, holds them (the hold's
 // countdown runs), pays with the test token and sees tickets naming those seats; the store has
 // exactly those seats sold and nothing held. The session cookie is out of the scripts' reach.
 // With BOXOFFICE_SCREENSHOT=1 it saves docs/shop.png.
@@ -87,6 +87,16 @@ func TestBuyInBrowser(t *testing.T) {
 		if got := bt.Value(t, tab, chromedp.Evaluate[string](`document.cookie`)); got != "" {
 			t.Errorf("scripts read cookies: %q", got)
 		}
+
+		// The venue pauses the queue: the page says so and keeps the place, nobody is let
+		// through; then it resumes.
+		s.putRoom(t, "gala", true)
+		bt.WaitContains(t, tab, "#queue-status", "The queue is paused for now; you keep your place.")
+		bt.WaitText(t, tab, "#queue-position", "1")
+		if n := s.rooms.AdmitOnce(context.Background()); n != 0 {
+			t.Fatalf("the paused room admitted %d", n)
+		}
+		s.putRoom(t, "gala", false)
 
 		// The queue lets one buyer through a second: ann's turn comes, and the page moves on.
 		checkfor.Until(t, 10*time.Second, 100*time.Millisecond, "the queue admits ann", func() bool {

@@ -212,8 +212,15 @@ func (s *server) orders(t *testing.T, showID string) []*boxoffice.Order {
 // through a second, each time a test calls admit.
 func (s *server) waitingRoom(t *testing.T, id string) {
 	t.Helper()
+	s.putRoom(t, id, false)
+}
+
+// putRoom puts the show's waiting room, on sale since a minute ago at a buyer a second, paused
+// or not (the tests admit by hand, so nothing is admitted before they ask).
+func (s *server) putRoom(t *testing.T, id string, paused bool) {
+	t.Helper()
 	opens := time.Now().Add(-time.Minute)
-	if _, _, err := s.rooms.Put(context.Background(), id, waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 1}); err != nil {
+	if _, _, err := s.rooms.Put(context.Background(), id, waitroom.RoomInput{OpensAt: &opens, AdmitPerSecond: 1, Paused: paused}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -246,8 +246,12 @@
       b.id = "queue-position";
       b.textContent = t.position;
       q.append(b, " in the queue");
-      if (t.estimated_wait_seconds != null) q.append(" (about " + fmtLeft(t.estimated_wait_seconds * 1000) + " min)");
+      // Paused, the estimate counts from a resume nobody can date: it would only mislead.
+      if (t.estimated_wait_seconds != null && !t.paused) q.append(" (about " + fmtLeft(t.estimated_wait_seconds * 1000) + " min)");
       q.append(".");
+      if (t.paused) q.append(" The queue is paused for now; you keep your place.");
+    } else if (t.paused) {
+      q.textContent = "The queue is paused for now; you keep your place.";
     } else {
       const opens = new Date(t.opens_at);
       q.textContent = opens > serverNow()
