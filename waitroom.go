@@ -148,6 +148,9 @@ type WaitRoomStore interface {
 	// read only when counts is set: Waiting is a count of the queue, which the hot paths that
 	// want only the settings must not pay for.
 	GetWaitRoom(ctx context.Context, showID string, counts bool) (*WaitRoom, error)
+	// PauseWaitRoom sets the room's Paused and UpdatedAt alone (the rest as it is, whoever put
+	// it last) and answers the room with its counts; ENOTFOUND when the show has no room.
+	PauseWaitRoom(ctx context.Context, showID string, paused bool, at time.Time) (*WaitRoom, error)
 	// DeleteWaitRoom removes a show's waiting room and its queue; false when there was none.
 	DeleteWaitRoom(ctx context.Context, showID string) (bool, error)
 	// WaitRoomShows returns the ids of the shows that have a waiting room.

@@ -257,6 +257,25 @@ func (c *Console) revokeKey(w http.ResponseWriter, r *http.Request, _ *session) 
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": id})
 }
 
+// pauseRoom is POST /console/api/waiting-rooms/{show_id}/pause (paused) or …/resume: the room
+// stops letting the queue through, or starts again at its rate. Both are states, so a repeat
+// changes nothing.
+func (c *Console) pauseRoom(paused bool) func(w http.ResponseWriter, r *http.Request, _ *session) {
+	return func(w http.ResponseWriter, r *http.Request, _ *session) {
+		if c.opts.PauseWaitRoom == nil {
+			writeJSONError(w, http.StatusNotFound, boxoffice.ENOTFOUND, "this server has no waiting rooms")
+			return
+		}
+		room, err := c.opts.PauseWaitRoom(r.Context(), r.PathValue("show_id"), paused)
+		if err != nil {
+			c.writeError(w, err)
+			return
+		}
+		c.sampler.poke()
+		writeJSON(w, http.StatusOK, room)
+	}
+}
+
 // statuses maps the error codes the console meets to HTTP statuses; others are 500.
 var statuses = map[string]int{
 	boxoffice.ENOTFOUND:           http.StatusNotFound,

@@ -148,6 +148,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	bt.WaitText(t, ctx, room+` td[data-field="waiting"]`, "3")
 	bt.WaitText(t, ctx, room+` td[data-field="admitted"]`, "2")
+	bt.WaitText(t, ctx, room+` td[data-field="state"]`, "admitting")
+
+	// The operator pauses the room after a confirmation: nobody more is let through, its other
+	// settings stay; then resumes it.
+	bt.Run(t, ctx, chromedp.Click(chromedp.CSS(room+` button.pause`)),
+		chromedp.WaitVisible(chromedp.ID("confirm-yes")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	bt.WaitText(t, ctx, room+` td[data-field="state"]`, "paused")
+	bt.WaitText(t, ctx, "#rooms-message", "The waiting room of queued is paused.")
+	if got, err := s.rooms.Get(t.Context(), "queued"); err != nil || !got.Paused || got.AdmitPerSecond != 2 || got.Admission != "auto" {
+		t.Fatalf("the room after the console paused it: %+v, %v; want paused, its settings kept", got, err)
+	}
+	if n := s.rooms.AdmitOnce(t.Context()); n != 0 {
+		t.Fatalf("a paused room admitted %d", n)
+	}
+	bt.WaitText(t, ctx, room+` button.pause`, "Resume…")
+	bt.Run(t, ctx, chromedp.Click(chromedp.CSS(room+` button.pause`)),
+		chromedp.WaitVisible(chromedp.ID("confirm-yes")),
+		chromedp.Click(chromedp.ID("confirm-yes")))
+	bt.WaitText(t, ctx, room+` td[data-field="state"]`, "admitting")
+	if got, err := s.rooms.Get(t.Context(), "queued"); err != nil || got.Paused {
+		t.Fatalf("the room after the console resumed it: %+v, %v", got, err)
+	}
 
 	// Every confirmed order failed at the partner: eight dead letters, listed with their error.
 	var dls []boxoffice.DeadLetter

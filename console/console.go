@@ -64,6 +64,9 @@ type Options struct {
 	// WaitRooms lists the waiting rooms with their counts (the waiting room service's Rooms);
 	// nil shows none.
 	WaitRooms func(ctx context.Context, limit int) ([]*boxoffice.WaitRoom, error)
+	// PauseWaitRoom pauses or resumes a show's waiting room (the waiting room service's Pause);
+	// nil: the console offers no such action.
+	PauseWaitRoom func(ctx context.Context, showID string, paused bool) (*boxoffice.WaitRoom, error)
 	// Cluster returns what GET /v1/cluster answers, shown as it is.
 	Cluster func(ctx context.Context) (any, error)
 	// Now is the clock of sessions and of the chart; nil is time.Now.
@@ -158,6 +161,8 @@ func (c *Console) routes() {
 	c.mux.HandleFunc("POST /console/api/orders/{order_id}/cancel", c.action(c.cancelOrder))
 	c.mux.HandleFunc("POST /console/api/dead-letters/{id}/replay", c.action(c.replay))
 	c.mux.HandleFunc("POST /console/api/keys/{key_id}/revoke", c.action(c.revokeKey))
+	c.mux.HandleFunc("POST /console/api/waiting-rooms/{show_id}/pause", c.action(c.pauseRoom(true)))
+	c.mux.HandleFunc("POST /console/api/waiting-rooms/{show_id}/resume", c.action(c.pauseRoom(false)))
 	c.mux.HandleFunc("/console/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, boxoffice.ENOTFOUND, "no such console resource")
 	})

@@ -152,6 +152,33 @@ func TestSignInSessionAndCSRF(t *testing.T) {
 		t.Errorf("after revoke the key authenticates: %v", err)
 	}
 
+	// Pausing a waiting room is an action like the others: refused without the token, a 404 for
+	// a show without a room, and a repeat of a pause is the same state.
+	s.putShow(t, "queued", "ga", 5)
+	opens := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	if code := s.api(t, http.MethodPut, "/v1/shows/queued/waiting-room", map[string]any{"opens_at": opens, "admit_per_second": 5}, nil); code != http.StatusCreated {
+		t.Fatalf("PUT waiting room: %d", code)
+	}
+	pause := s.URL + "/console/api/waiting-rooms/queued/pause"
+	if code, _ := post(t, c, pause, nil); code != http.StatusForbidden {
+		t.Errorf("pause without the token: %d, want 403", code)
+	}
+	if room, err := s.rooms.Get(t.Context(), "queued"); err != nil || room.Paused {
+		t.Fatalf("a refused pause paused the room: %+v, %v", room, err)
+	}
+	withToken := map[string]string{"X-CSRF-Token": csrf, "Origin": origin}
+	for range 2 {
+		if code, body := post(t, c, pause, withToken); code != http.StatusOK || !strings.Contains(body, `"paused":true`) {
+			t.Fatalf("pause: %d %s", code, body)
+		}
+	}
+	if code, body := post(t, c, s.URL+"/console/api/waiting-rooms/nothing/pause", withToken); code != http.StatusNotFound {
+		t.Errorf("pause of a show without a room: %d %s, want 404", code, body)
+	}
+	if code, body := post(t, c, s.URL+"/console/api/waiting-rooms/queued/resume", withToken); code != http.StatusOK || !strings.Contains(body, `"paused":false`) {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+
 	// A sign-out without the token is refused; with it the session is gone.
 	resp, err = c.PostForm(s.URL+"/console/signout", nil)
 	if err != nil {

@@ -78,7 +78,7 @@ func startServer(t *testing.T, o serverOptions) *server {
 	t.Cleanup(svc.Close)
 	s := &server{svc: svc, store: st, rooms: rooms}
 	opts := console.Options{RelayPosition: console.RelayCheckpoint(st, bonats.DefaultRelayName),
-		Refresh: 100 * time.Millisecond, Now: o.now, SessionIdle: time.Hour, WaitRooms: rooms.Rooms}
+		Refresh: 100 * time.Millisecond, Now: o.now, SessionIdle: time.Hour, WaitRooms: rooms.Rooms, PauseWaitRoom: rooms.Pause}
 	hopts := bohttp.Options{WaitRoom: rooms}
 	if o.async {
 		s.async, err = bonats.StartAsync(bonats.AsyncConfig{NATS: "embedded", DataDir: dir, Store: st, AllowPrivateWebhooks: true,

@@ -84,6 +84,7 @@ const (
 		WHERE q.seq = n.seq AND q.seq = ANY (ARRAY(SELECT seq FROM queue_entries
 			WHERE show_id = $3 AND admitted_at IS NULL ORDER BY lane, rank, seq LIMIT $4))`
 	sAdvanceWaitRoom = `UPDATE waitrooms SET admitted = admitted + $2, credit_at = $3 WHERE show_id = $1`
+	sPauseWaitRoom   = `UPDATE waitrooms SET paused = $2, updated_at = $3 WHERE show_id = $1`
 )
 
 func scanWaitRoom(row pgx.Row) (*boxoffice.WaitRoom, error) {
@@ -105,6 +106,21 @@ func scanEntry(row pgx.Row) (*boxoffice.QueueEntry, error) {
 		e.AdmittedAt = utc(*admitted)
 	}
 	return &e, nil
+}
+
+// PauseWaitRoom implements boxoffice.WaitRoomStore.
+func (db *DB) PauseWaitRoom(ctx context.Context, showID string, paused bool, at time.Time) (w *boxoffice.WaitRoom, err error) {
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sPauseWaitRoom, showID, paused, at); err != nil {
+			return fmt.Errorf("pause waiting room of %s: %w", showID, err)
+		}
+		w, err = scanWaitRoom(tx.QueryRow(ctx, sGetWaitRoom, showID, true))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return boxoffice.Errorf(boxoffice.ENOTFOUND, "show %s has no waiting room", showID)
+		}
+		return err
+	})
+	return w, err
 }
 
 // PutWaitRoom implements boxoffice.WaitRoomStore.

@@ -92,6 +92,19 @@ func (db *DB) GetWaitRoom(ctx context.Context, showID string, counts bool) (w *b
 	return w, err
 }
 
+// PauseWaitRoom implements boxoffice.WaitRoomStore.
+func (db *DB) PauseWaitRoom(ctx context.Context, showID string, paused bool, at time.Time) (w *boxoffice.WaitRoom, err error) {
+	err = db.Update(ctx, func(btx boxoffice.Tx) error {
+		t := btx.(*tx)
+		if _, err := t.execRaw(ctx, `UPDATE waitrooms SET paused = ?, updated_at = ? WHERE show_id = ?`, paused, micros(at), showID); err != nil {
+			return fmt.Errorf("pause waiting room of %s: %w", showID, err)
+		}
+		w, err = t.getWaitRoom(ctx, showID, true)
+		return err
+	})
+	return w, err
+}
+
 // DeleteWaitRoom implements boxoffice.WaitRoomStore.
 func (db *DB) DeleteWaitRoom(ctx context.Context, showID string) (found bool, err error) {
 	err = db.Update(ctx, func(btx boxoffice.Tx) error {

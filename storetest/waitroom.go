@@ -435,6 +435,29 @@ func testPausedRoom(t *testing.T, open OpenTwice) {
 	if got, err := w.GetWaitRoom(ctx, "s", true); err != nil || got.Admitted != 20 || got.Waiting != 21 {
 		t.Errorf("room = %+v, %v; want 20 admitted, 21 waiting", got, err)
 	}
+
+	// PauseWaitRoom flips the pause alone: the settings stay whoever put them.
+	got, err = other.PauseWaitRoom(ctx, "s", true, at(2*time.Hour))
+	if err != nil {
+		t.Fatalf("PauseWaitRoom: %v", err)
+	}
+	want := *got
+	want.AdmitPerSecond, want.AdmissionTTLSeconds, want.Admission, want.Paused = 10, 300, boxoffice.AdmissionRate, true
+	want.ShowID, want.OpensAt, want.UpdatedAt, want.Admitted, want.Waiting = "s", at(time.Hour), at(2*time.Hour), 20, 21
+	if *got != want {
+		t.Fatalf("PauseWaitRoom = %+v; want %+v", got, want)
+	}
+	if n := admit(t, w, at(2*time.Hour+time.Second)); n != 0 {
+		t.Errorf("admitted %d after PauseWaitRoom", n)
+	}
+	if got, err := w.PauseWaitRoom(ctx, "s", false, at(2*time.Hour+time.Second)); err != nil || got.Paused || got.AdmitPerSecond != 10 {
+		t.Fatalf("PauseWaitRoom(false) = %+v, %v", got, err)
+	}
+	if n := admit(t, w, at(2*time.Hour+2*time.Second)); n != 10 {
+		t.Errorf("admitted %d a second after resuming, want 10", n)
+	}
+	_, err = w.PauseWaitRoom(ctx, "nothing", true, at(2*time.Hour))
+	wantCode(t, err, boxoffice.ENOTFOUND)
 }
 
 // testConcurrentAdmitters runs admitters on two handles of one database, as two servers would,

@@ -240,6 +240,14 @@ func (s *Service) Put(ctx context.Context, showID string, in RoomInput) (*boxoff
 	return room, created, err
 }
 
+// Pause pauses (or resumes) a show's waiting room and leaves its other settings as they are:
+// the operator's switch, where PUT sets the whole room.
+func (s *Service) Pause(ctx context.Context, showID string, paused bool) (*boxoffice.WaitRoom, error) {
+	room, err := s.store.PauseWaitRoom(ctx, showID, paused, s.now())
+	s.forget(showID)
+	return room, err
+}
+
 // Get returns a show's waiting room with its counts.
 func (s *Service) Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, error) {
 	return s.store.GetWaitRoom(ctx, showID, true)

@@ -325,7 +325,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	conOpts := console.Options{DeadLetters: async, Cluster: clusterStatus, Logger: log,
 		RelayPosition: relayPosition, Consumers: consoleConsumers(async)}
 	if rooms != nil {
-		conOpts.WaitRooms = rooms.Rooms
+		conOpts.WaitRooms, conOpts.PauseWaitRoom = rooms.Rooms, rooms.Pause
 	}
 	con := console.New(svc, conOpts)
 	defer con.Close()

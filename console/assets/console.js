@@ -274,23 +274,80 @@ function renderOrderCounts(o) {
 }
 
 // renderRooms shows the waiting rooms, when the server has them: their counts move each second
-// while a queue drains.
+// while a queue drains. Rows are kept and their cells updated in place, so that a pause button
+// the operator is on is not rebuilt under them each second.
 function renderRooms(rooms) {
   $("rooms-section").hidden = !rooms;
   if (!rooms) return;
   const body = $("rooms").tBodies[0];
   if (rooms.length === 0) {
-    body.replaceChildren(el("tr", {}, el("td", { colSpan: 5 }, "No show has a waiting room.")));
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 7 }, "No show has a waiting room.")));
     return;
   }
-  body.replaceChildren(...rooms.map((r) => el("tr", { "data-show": r.show_id },
-    el("th", { scope: "row" }, r.show_id),
-    el("td", {}, fmtTime(r.opens_at)),
-    el("td", {}, r.admission === "auto"
-      ? "auto, ≤ " + r.admit_per_second + "/s, +" + r.auto_margin_percent + "%"
-      : r.admit_per_second + "/s"),
-    el("td", { class: "n", "data-field": "waiting" }, r.waiting.toLocaleString("en")),
-    el("td", { class: "n", "data-field": "admitted" }, r.admitted.toLocaleString("en")))));
+  const keep = new Set(rooms.map((r) => r.show_id));
+  for (const row of [...body.rows]) if (!keep.has(row.dataset.show)) row.remove();
+  let prev = null;
+  for (const r of rooms) {
+    const row = roomRow(body, r.show_id);
+    updateRoom(row, r);
+    const want = prev ? prev.nextElementSibling : body.firstElementChild;
+    if (want !== row) body.insertBefore(row, want);
+    prev = row;
+  }
+}
+
+// roomRow is the show's row of the rooms table, made empty when it has none yet.
+function roomRow(body, showID) {
+  for (const row of body.rows) if (row.dataset.show === showID) return row;
+  const btn = el("button", { type: "button", class: "pause" });
+  btn.addEventListener("click", () => pauseRoom(showID, btn.dataset.action === "pause", btn));
+  const cell = (field, cls) => el("td", Object.assign({ "data-field": field }, cls ? { class: cls } : {}));
+  return el("tr", { "data-show": showID }, el("th", { scope: "row" }, showID), cell("opens"), cell("admission"),
+    cell("waiting", "n"), cell("admitted", "n"), cell("state"), el("td", {}, btn));
+}
+
+function updateRoom(row, r) {
+  const set = (field, text) => {
+    const c = row.querySelector('[data-field="' + field + '"]');
+    if (c.textContent !== text) c.textContent = text;
+  };
+  set("opens", fmtTime(r.opens_at));
+  set("admission", r.admission === "auto"
+    ? "auto, ≤ " + r.admit_per_second + "/s, +" + r.auto_margin_percent + "%"
+    : r.admit_per_second + "/s");
+  set("waiting", r.waiting.toLocaleString("en"));
+  set("admitted", r.admitted.toLocaleString("en"));
+  set("state", r.paused ? "paused" : "admitting");
+  row.classList.toggle("paused", r.paused);
+  const btn = row.querySelector("button.pause");
+  const action = r.paused ? "resume" : "pause";
+  if (btn.dataset.action !== action) {
+    btn.dataset.action = action;
+    btn.textContent = r.paused ? "Resume…" : "Pause…";
+    btn.classList.toggle("danger", !r.paused);
+    btn.setAttribute("aria-label", (r.paused ? "Resume" : "Pause") + " the waiting room of " + r.show_id);
+  }
+}
+
+// pauseRoom stops the show's queue from letting buyers through, or starts it again, after the
+// operator confirms: both change what thousands of buyers see.
+async function pauseRoom(showID, pause, btn) {
+  const yes = await confirmDialog(pause
+    ? "Pause the waiting room of " + showID + "? Nobody is let through until you resume it; the queue keeps every place, and buyers already let through keep their turn."
+    : "Resume the waiting room of " + showID + "? It lets the queue through at its rate again.",
+  pause ? "Pause" : "Resume");
+  if (!yes) return;
+  btn.disabled = true;
+  try {
+    const room = await post("/console/api/waiting-rooms/" + encodeURIComponent(showID) + (pause ? "/pause" : "/resume"));
+    const row = btn.closest("tr");
+    if (row && room) updateRoom(row, room);
+    $("rooms-message").textContent = "The waiting room of " + showID + (pause ? " is paused." : " admits again.");
+  } catch (e) {
+    $("rooms-message").textContent = (pause ? "Pause" : "Resume") + " of " + showID + " failed: " + e.message;
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 function render(state) {
