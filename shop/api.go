@@ -229,6 +229,8 @@ type queueTicket struct {
 	PollAfterSeconds int `json:"poll_after_seconds,omitempty"`
 	// Paused: the venue has stopped the queue for now; the place is kept.
 	Paused bool `json:"paused,omitempty"`
+	// SoldOut: every ticket is sold or held for now; held ones may come back.
+	SoldOut bool `json:"sold_out,omitempty"`
 }
 
 // answerTicket keeps t's token in the queue cookie (for as long as it reads the ticket or opens
@@ -240,7 +242,7 @@ func (s *Shop) answerTicket(w http.ResponseWriter, r *http.Request, ss *session,
 	}
 	s.setQueueToken(w, r, ss, showID, t.Token, until)
 	s.writeJSON(w, http.StatusOK, queueTicket{Status: t.Status, Position: t.Position, EstimatedWaitSeconds: t.EstimatedWaitSeconds,
-		OpensAt: t.OpensAt, AdmissionExpiresAt: t.AdmissionExpiresAt, PollAfterSeconds: t.PollAfterSeconds, Paused: t.Paused})
+		OpensAt: t.OpensAt, AdmissionExpiresAt: t.AdmissionExpiresAt, PollAfterSeconds: t.PollAfterSeconds, Paused: t.Paused, SoldOut: t.SoldOut})
 }
 
 // joinQueue is POST /shop/{show_id}/api/queue: the buyer joins the show's waiting room, or gets

@@ -138,7 +138,9 @@ func startServerWith(t *testing.T, open opener, o serverOptions) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	rooms, err := waitroom.New(ctx, waitroom.Config{Store: st})
+	var svc *sale.Service // the rooms ask it for the tickets left, as serve's do
+	rooms, err := waitroom.New(ctx, waitroom.Config{Store: st,
+		Available: func(ctx context.Context, id string) (int, error) { return svc.TicketsLeft(ctx, id) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +155,7 @@ func startServerWith(t *testing.T, open opener, o serverOptions) *server {
 	if o.Clock != nil {
 		now = o.Clock.Now
 	}
-	svc := sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
+	svc = sale.New(sale.Config{Store: st, Inventory: inv, Payments: sim, Renderer: bohttp.Renderer{},
 		AdminKey: adminKey, ExclusiveStore: true, Admission: rooms.Admitted, Now: now, SyncBudget: o.SyncBudget})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"boxoffice"
 	bohttp "boxoffice/http"
+	"boxoffice/internal/checkfor"
 	"boxoffice/sale"
 	"boxoffice/shop"
 )
@@ -362,6 +363,42 @@ func TestWaitingRoomAPI(t *testing.T) {
 	if a := bob.hold("h4", body); a.status != http.StatusForbidden {
 		t.Errorf("bob's hold on ann's admission: %d %s", a.status, a.body)
 	}
+}
+
+// TestQueueSoldOut: while every ticket of the show is held, a buyer waiting in its queue is told
+// so by the page's queue (sold_out); once the hold is released, no longer.
+func TestQueueSoldOut(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, sqliteStore)
+	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	one := 1
+	if _, _, err := s.svc.PutShow(context.Background(), "tiny", sale.ShowInput{Name: "Tiny", StartsAt: &starts,
+		Tiers: []sale.TierInput{{ID: "floor", Name: "Standing", Capacity: &one, Price: &boxoffice.Money{Amount: 3000, Currency: "EUR"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ann := newBuyerAs(t, s, "tiny", "ann@example.com")
+	var h boxoffice.Hold
+	ann.hold("ann-1", map[string]any{"tier_id": "floor", "quantity": 1}).decode(t, &h)
+	s.putRoom(t, "tiny", false) // after ann's hold: a show without a room sells to anyone
+
+	bob := newBuyerAs(t, s, "tiny", "bob@example.com")
+	var tk struct {
+		Status  string
+		SoldOut bool `json:"sold_out"`
+	}
+	bob.do(http.MethodPost, "/queue", map[string]any{}).decode(t, &tk)
+	if tk.Status != "waiting" || !tk.SoldOut {
+		t.Fatalf("bob joins with the one ticket held: %+v; want waiting, sold_out", tk)
+	}
+	if a := ann.do(http.MethodPost, "/holds/"+h.ID+"/release", map[string]string{}); a.status >= 300 {
+		t.Fatalf("release: %d %s", a.status, a.body)
+	}
+	// The tickets left are read at most once a second for all the show's waiting tickets.
+	checkfor.Until(t, 5*time.Second, 100*time.Millisecond, "bob's ticket to stop saying sold out", func() bool {
+		tk.SoldOut = false // absent when false: decoding would keep the last value
+		bob.do(http.MethodGet, "/queue", nil).decode(t, &tk)
+		return tk.Status == "waiting" && !tk.SoldOut
+	})
 }
 
 // TestChannelIsNoKey: the page's sales channel can be no API key's, stored ("key_…") or

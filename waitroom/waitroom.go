@@ -20,8 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
 	"boxoffice"
 )
 
@@ -100,20 +98,15 @@ type Service struct {
 
 	joins chan *pendingJoin
 
-	cacheMu   sync.Mutex
-	rooms     map[string]cachedRoom
-	roomReads singleflight.Group
+	// rooms caches each show's room (nil: none); lefts its tickets left (Config.Available).
+	rooms readCache[*boxoffice.WaitRoom]
+	lefts readCache[int]
 
 	places places
 
 	base   context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-}
-
-type cachedRoom struct {
-	room *boxoffice.WaitRoom // nil: the show has none
-	at   time.Time
 }
 
 // New returns the service, with the store's signing secret (made on first use, then shared by
@@ -156,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, store: cfg.Store, secret: secret, log: cfg.Logger,
-		joins: make(chan *pendingJoin, cfg.QueueLength), rooms: map[string]cachedRoom{}, places: newPlaces(),
+		joins: make(chan *pendingJoin, cfg.QueueLength), places: newPlaces(),
 		base: base, cancel: cancel}, nil
 }
 
@@ -304,40 +297,36 @@ func (s *Service) room(ctx context.Context, showID string) (*boxoffice.WaitRoom,
 	return s.roomWithin(ctx, showID, s.cfg.RoomCache)
 }
 
-// roomWithin returns showID's room as read at most maxAge ago, nil when it has none. Requests
-// that find it stale together read it once.
+// roomWithin returns showID's room as read at most maxAge ago, nil when it has none.
 func (s *Service) roomWithin(ctx context.Context, showID string, maxAge time.Duration) (*boxoffice.WaitRoom, error) {
-	now := s.cfg.Now()
-	s.cacheMu.Lock()
-	c, ok := s.rooms[showID]
-	s.cacheMu.Unlock()
-	if ok && now.Sub(c.at) < maxAge && now.Sub(c.at) >= 0 {
-		return c.room, nil
-	}
-	v, err, _ := s.roomReads.Do(showID, func() (any, error) {
-		room, err := s.store.GetWaitRoom(context.WithoutCancel(ctx), showID, false)
+	return s.rooms.get(ctx, showID, s.cfg.Now(), maxAge, func(ctx context.Context) (*boxoffice.WaitRoom, error) {
+		room, err := s.store.GetWaitRoom(ctx, showID, false)
 		if boxoffice.ErrorCode(err) == boxoffice.ENOTFOUND {
-			room, err = nil, nil
+			return nil, nil
 		}
 		return room, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	room := v.(*boxoffice.WaitRoom)
-	s.cacheMu.Lock()
-	if len(s.rooms) > 10000 {
-		clear(s.rooms) // shows ids come from requests: bound what they can grow
-	}
-	s.rooms[showID] = cachedRoom{room: room, at: now}
-	s.cacheMu.Unlock()
-	return room, nil
 }
 
 func (s *Service) forget(showID string) {
-	s.cacheMu.Lock()
-	delete(s.rooms, showID)
-	s.cacheMu.Unlock()
+	s.rooms.forget(showID)
+}
+
+// soldOut reports whether showID has no ticket left to hold (every one sold or held), as read
+// at most RoomCache ago for all of the show's waiting tickets; false when that is not known
+// (no Config.Available, or the read failed: a ticket then says nothing of it).
+func (s *Service) soldOut(ctx context.Context, showID string) bool {
+	if s.cfg.Available == nil {
+		return false
+	}
+	left, err := s.lefts.get(ctx, showID, s.cfg.Now(), s.cfg.RoomCache, func(ctx context.Context) (int, error) {
+		return s.cfg.Available(ctx, showID)
+	})
+	if err != nil {
+		s.log.Debug("waiting room: tickets left", "show", showID, "err", err)
+		return false
+	}
+	return left == 0
 }
 
 // Ticket is a buyer's place in a show's queue, as the API answers it.
@@ -366,6 +355,10 @@ type Ticket struct {
 	// Paused is set while the ticket waits in a paused room: nobody is let through until the
 	// venue resumes it, and the estimated wait counts from then. The place is kept.
 	Paused bool `json:"paused,omitempty"`
+	// SoldOut is set while the ticket waits and the show has no ticket left to hold: every one
+	// is sold or held. Held tickets that are not bought come back, so the place is kept, but a
+	// buyer far back can stop waiting for nothing.
+	SoldOut bool `json:"sold_out,omitempty"`
 }
 
 // pollMax is the longest a waiting buyer is asked to wait between two reads of their ticket.
@@ -442,7 +435,7 @@ func (s *Service) Join(ctx context.Context, showID string, in JoinInput) (*Ticke
 		s.forget(showID)
 		return nil, false, noRoom(showID)
 	}
-	return s.ticket(room, p.entry, buyerHash(p.entry.Identity), -1), p.entry.Created, nil
+	return s.ticket(ctx, room, p.entry, buyerHash(p.entry.Identity), -1), p.entry.Created, nil
 }
 
 // Status reads the ticket a token names: its status, position and estimated wait, with a fresh
@@ -480,7 +473,7 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 		}
 		if ahead := p.before - int64(fresh.Admitted); ahead >= 0 && fresh.CreatedAt.Equal(room.CreatedAt) {
 			e := &boxoffice.QueueEntry{Seq: c.Seq, ShowID: c.ShowID, JoinedAt: time.UnixMicro(p.joined).UTC()}
-			return s.ticket(fresh, e, c.Buyer, int(ahead+1)), nil
+			return s.ticket(ctx, fresh, e, c.Buyer, int(ahead+1)), nil
 		}
 	}
 	e, admitted, err := s.store.QueueEntry(ctx, c.Seq)
@@ -508,11 +501,11 @@ func (s *Service) Status(ctx context.Context, token string) (*Ticket, error) {
 			return nil, err
 		}
 	}
-	return s.ticket(room, e, c.Buyer, pos), nil
+	return s.ticket(ctx, room, e, c.Buyer, pos), nil
 }
 
 // ticket renders e, for the buyer whose hash the token carries; pos < 0 is unknown.
-func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buyer string, pos int) *Ticket {
+func (s *Service) ticket(ctx context.Context, room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buyer string, pos int) *Ticket {
 	now := s.now()
 	t := &Ticket{ID: ticketIDPrefix + strconv.FormatInt(e.Seq, 10), ShowID: e.ShowID, Status: statusWaiting,
 		OpensAt: room.OpensAt, JoinedAt: e.JoinedAt, TokenExpiresAt: now.Add(s.cfg.TicketTTL).Truncate(time.Second)}
@@ -538,9 +531,13 @@ func (s *Service) ticket(room *boxoffice.WaitRoom, e *boxoffice.QueueEntry, buye
 	default:
 		t.PollAfterSeconds = pollAfter(false, 0, false)
 	}
-	if room.Paused && t.Status == statusWaiting {
-		// The queue does not move until the resume, which a read every pollMax notices soon enough.
-		t.Paused, t.PollAfterSeconds = true, pollMax
+	if t.Status == statusWaiting {
+		t.Paused, t.SoldOut = room.Paused, s.soldOut(ctx, e.ShowID)
+		if t.Paused || t.SoldOut {
+			// The queue does not move until the resume, or tickets come back: a read every
+			// pollMax notices either soon enough.
+			t.PollAfterSeconds = pollMax
+		}
 	}
 	t.Token = sign(s.secret, c)
 	return t

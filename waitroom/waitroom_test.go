@@ -374,6 +374,77 @@ func TestPausedRoom(t *testing.T) {
 	})
 }
 
+// TestSoldOutTickets: once every ticket of the show is sold or held, the tickets still waiting
+// say so (and to read again in 5 s), while an admitted one does not; a hold that is released
+// puts a ticket back, and they stop saying it.
+func TestSoldOutTickets(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		s.do("PUT", "/v1/shows/gig", adminKey, `{"name":"Gig","starts_at":"2027-06-01T20:00:00Z",
+			"tiers":[{"id":"ga","name":"GA","capacity":2,"price":{"amount":1000,"currency":"EUR"}}]}`, 201, nil)
+		opens := clock.Now().Add(time.Minute).UTC()
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":2}`, opens.Format(time.RFC3339Nano)), 201, nil)
+		var tickets []*waitroom.Ticket
+		for i := range 4 {
+			tickets = append(tickets, s.join(fmt.Sprintf("b%d@example.com", i), 201))
+		}
+		clock.Advance(opens.Sub(clock.Now()) + time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d", n)
+		}
+		var admitted, waiting []string // emails
+		for i, tk := range tickets {
+			got := s.ticket(tk.Token)
+			if got.SoldOut {
+				t.Fatalf("ticket %+v says sold out with 2 tickets left", got)
+			}
+			email := fmt.Sprintf("b%d@example.com", i)
+			if got.Status == "admitted" {
+				admitted = append(admitted, email)
+				tickets[i] = got
+			} else {
+				waiting = append(waiting, email)
+			}
+		}
+		var holds []string
+		for i, tk := range tickets {
+			if tk.Status != "admitted" {
+				continue
+			}
+			var h struct{ ID string }
+			s.do("POST", "/v1/shows/gig/holds", s.key, holdBody(fmt.Sprintf("b%d@example.com", i)), 201, &h,
+				"Idempotency-Key", fmt.Sprintf("hold-%d", i), "Queue-Ticket", tk.Token)
+			holds = append(holds, h.ID)
+		}
+		if len(holds) != 2 || len(waiting) != 2 {
+			t.Fatalf("%d holds, %d waiting (admitted %v)", len(holds), len(waiting), admitted)
+		}
+		clock.Advance(waitroom.DefaultRoomCache) // the tickets left are read at most once a second
+		for i, tk := range tickets {
+			got := s.ticket(tk.Token)
+			switch got.Status {
+			case "waiting":
+				if !got.SoldOut || got.PollAfterSeconds != 5 {
+					t.Errorf("buyer %d waiting with every ticket held: %+v; want sold_out, poll_after_seconds 5", i, got)
+				}
+			case "admitted":
+				if got.SoldOut {
+					t.Errorf("admitted buyer %d: %+v says sold out", i, got)
+				}
+			}
+		}
+		s.do("DELETE", "/v1/holds/"+holds[0], s.key, "", 204, nil)
+		clock.Advance(waitroom.DefaultRoomCache)
+		for i, tk := range tickets {
+			if got := s.ticket(tk.Token); got.SoldOut {
+				t.Errorf("buyer %d after a hold was released: %+v; want not sold out", i, got)
+			}
+		}
+	})
+}
+
 // buyerOf is the address that joined as ticket tk (the tests' buyers are b0…b5@example.com).
 func buyerOf(t *testing.T, s *server, tk *waitroom.Ticket) string {
 	t.Helper()

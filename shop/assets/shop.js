@@ -27,6 +27,9 @@
   const timers = {};
 
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // What a waiting ticket says when the queue cannot move for now.
+  const PAUSED = "The queue is paused for now; you keep your place.";
+  const SOLD_OUT = "Every ticket is sold or held right now. Held tickets that are not bought come back, so you keep your place.";
 
   // clockSkew is how far the server's clock is ahead of this computer's, in ms. Every time the
   // page counts (a hold's minutes, a turn in the queue) is the server's, and the server alone
@@ -246,12 +249,13 @@
       b.id = "queue-position";
       b.textContent = t.position;
       q.append(b, " in the queue");
-      // Paused, the estimate counts from a resume nobody can date: it would only mislead.
-      if (t.estimated_wait_seconds != null && !t.paused) q.append(" (about " + fmtLeft(t.estimated_wait_seconds * 1000) + " min)");
+      // Paused or sold out, the estimate counts from a moment nobody can date: it would only mislead.
+      if (t.estimated_wait_seconds != null && !t.paused && !t.sold_out) q.append(" (about " + fmtLeft(t.estimated_wait_seconds * 1000) + " min)");
       q.append(".");
-      if (t.paused) q.append(" The queue is paused for now; you keep your place.");
-    } else if (t.paused) {
-      q.textContent = "The queue is paused for now; you keep your place.";
+      if (t.paused) q.append(" " + PAUSED);
+      if (t.sold_out) q.append(" " + SOLD_OUT);
+    } else if (t.paused || t.sold_out) {
+      q.textContent = [t.paused ? PAUSED : "", t.sold_out ? SOLD_OUT : ""].filter(Boolean).join(" ");
     } else {
       const opens = new Date(t.opens_at);
       q.textContent = opens > serverNow()

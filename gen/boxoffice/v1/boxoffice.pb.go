@@ -3986,7 +3986,10 @@ type QueueTicket struct {
 	PollAfterSeconds *int32 `protobuf:"varint,12,opt,name=poll_after_seconds,json=pollAfterSeconds,proto3,oneof" json:"poll_after_seconds,omitempty"`
 	// paused is set while the ticket waits in a paused room: the queue does not move until the
 	// venue resumes it, and the estimated wait counts from then. The place is kept.
-	Paused        bool `protobuf:"varint,13,opt,name=paused,proto3" json:"paused,omitempty"`
+	Paused bool `protobuf:"varint,13,opt,name=paused,proto3" json:"paused,omitempty"`
+	// sold_out is set while the ticket waits and the show has no ticket left to hold (every one
+	// sold or held): held tickets that are not bought come back, so the place is kept.
+	SoldOut       bool `protobuf:"varint,14,opt,name=sold_out,json=soldOut,proto3" json:"sold_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4108,6 +4111,13 @@ func (x *QueueTicket) GetPollAfterSeconds() int32 {
 func (x *QueueTicket) GetPaused() bool {
 	if x != nil {
 		return x.Paused
+	}
+	return false
+}
+
+func (x *QueueTicket) GetSoldOut() bool {
+	if x != nil {
+		return x.SoldOut
 	}
 	return false
 }
@@ -5022,7 +5032,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\tadmission\x18\t \x01(\tR\tadmission\x12.\n" +
 	"\x13auto_margin_percent\x18\n" +
 	" \x01(\x05R\x11autoMarginPercent\x12\x16\n" +
-	"\x06paused\x18\v \x01(\bR\x06paused\"\x8b\x05\n" +
+	"\x06paused\x18\v \x01(\bR\x06paused\"\xa6\x05\n" +
 	"\vQueueTicket\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\ashow_id\x18\x02 \x01(\tR\x06showId\x12\x16\n" +
@@ -5038,7 +5048,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	" \x01(\tR\x05token\x12D\n" +
 	"\x10token_expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x121\n" +
 	"\x12poll_after_seconds\x18\f \x01(\x05H\x02R\x10pollAfterSeconds\x88\x01\x01\x12\x16\n" +
-	"\x06paused\x18\r \x01(\bR\x06pausedB\v\n" +
+	"\x06paused\x18\r \x01(\bR\x06paused\x12\x19\n" +
+	"\bsold_out\x18\x0e \x01(\bR\asoldOutB\v\n" +
 	"\t_positionB\x19\n" +
 	"\x17_estimated_wait_secondsB\x15\n" +
 	"\x13_poll_after_seconds\"\xe7\x02\n" +
