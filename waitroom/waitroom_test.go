@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"boxoffice"
 	bohttp "boxoffice/http"
@@ -443,6 +446,65 @@ func TestSoldOutTickets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRoomMetrics: a scrape reports each room's queue, admissions, pause and rate as the store
+// has them.
+func TestRoomMetrics(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		clock := inventorytest.NewClock()
+		s := newServer(t, open, clock)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(s.rooms.Collector())
+		if got := gather(t, reg); len(got) != 0 {
+			t.Fatalf("no room yet, scrape %v", got)
+		}
+		opens := s.showWithRoom(2, 600)
+		for i := range 5 {
+			s.join(fmt.Sprintf("b%d@example.com", i), 201)
+		}
+		clock.Advance(opens.Sub(clock.Now()) + time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 2 {
+			t.Fatalf("admitted %d", n)
+		}
+		if _, err := s.rooms.Pause(ctx, "gig", true); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]float64{
+			`boxoffice_waitroom_waiting{show="gig"}`:          3,
+			`boxoffice_waitroom_admitted_total{show="gig"}`:   2,
+			`boxoffice_waitroom_paused{show="gig"}`:           1,
+			`boxoffice_waitroom_admit_per_second{show="gig"}`: 2,
+		}
+		if got := gather(t, reg); !maps.Equal(got, want) {
+			t.Errorf("scrape %v, want %v", got, want)
+		}
+	})
+}
+
+// gather scrapes reg into series (name{label="value",…}) and values.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue()
+			if m.GetCounter() != nil {
+				v = m.GetCounter().GetValue()
+			}
+			out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	return out
 }
 
 // buyerOf is the address that joined as ticket tk (the tests' buyers are b0…b5@example.com).

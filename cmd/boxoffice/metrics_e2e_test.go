@@ -73,6 +73,11 @@ func TestServeMetricsAndBusListeners(t *testing.T) {
 	}
 
 	admin.must(201, "PUT", "/v1/shows/gala", showBody(100, 60))
+	// A waiting room on another show, paused before its on-sale: the scrape reports it as the
+	// store has it.
+	admin.must(201, "PUT", "/v1/shows/queued", showBody(10, 60))
+	admin.must(201, "PUT", "/v1/shows/queued/waiting-room", map[string]any{"opens_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+		"admit_per_second": 7, "paused": true})
 	cl := s.client(s.newClientKey(t))
 	buy := map[string]any{"show_id": "gala", "tier_id": "ga", "quantity": 2,
 		"buyer": map[string]string{"email": "b@example.com"}, "payment": map[string]string{"token": "tok_ok"}}
@@ -90,6 +95,9 @@ func TestServeMetricsAndBusListeners(t *testing.T) {
 		`boxoffice_idempotency_replays_total`:                                     1,
 		`boxoffice_relay_lag_events`:                                              0,
 		`boxoffice_relay_leader`:                                                  1,
+		`boxoffice_waitroom_paused{show="queued"}`:                                1,
+		`boxoffice_waitroom_admit_per_second{show="queued"}`:                      7,
+		`boxoffice_waitroom_waiting{show="queued"}`:                               0,
 	}
 	var got map[string]float64
 	eventually(t, "the scrape to show the purchase sold, published, mailed and replayed", func() bool {

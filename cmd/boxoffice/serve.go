@@ -274,6 +274,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry.MustRegister(idempotencyCollectors(svc)...)
+	if rooms != nil {
+		registry.MustRegister(rooms.Collector())
+	}
 	if node != nil {
 		registry.MustRegister(node.Collectors()...)
 	}
