@@ -16,6 +16,7 @@ type WaitRoom interface {
 	Put(ctx context.Context, showID string, in waitroom.RoomInput) (*boxoffice.WaitRoom, bool, error)
 	Get(ctx context.Context, showID string) (*boxoffice.WaitRoom, error)
 	Delete(ctx context.Context, showID string) error
+	Pause(ctx context.Context, showID string, paused bool) (*boxoffice.WaitRoom, error)
 	Join(ctx context.Context, showID string, in waitroom.JoinInput) (*waitroom.Ticket, bool, error)
 	Status(ctx context.Context, token string) (*waitroom.Ticket, error)
 	// Done is closed when the service stops, which ends every stream of ticket events.
@@ -32,6 +33,8 @@ func (h *handler) waitRoomRoutes() {
 	h.handle("PUT /v1/shows/{show_id}/waiting-room", adminRole, h.putWaitRoom)
 	h.handle("GET /v1/shows/{show_id}/waiting-room", clientRole, h.getWaitRoom)
 	h.handle("DELETE /v1/shows/{show_id}/waiting-room", adminRole, h.deleteWaitRoom)
+	h.handle("POST /v1/shows/{show_id}/waiting-room/pause", adminRole, h.pauseWaitRoom(true))
+	h.handle("POST /v1/shows/{show_id}/waiting-room/resume", adminRole, h.pauseWaitRoom(false))
 	h.handle("POST /v1/shows/{show_id}/waiting-room/tickets", clientRole, h.joinWaitRoom)
 	h.handle("GET /v1/waiting-room/tickets/{token}", clientRole, h.getTicket)
 	// The stream holds its connection for minutes: it authenticates like every route but takes
@@ -86,6 +89,30 @@ func (h *handler) deleteWaitRoom(r *http.Request, _ *boxoffice.Principal) (*boxo
 		return nil, false, err
 	}
 	return h.render.Resource(http.StatusNoContent, nil, ""), false, nil
+}
+
+// pauseWaitRoom is POST /v1/shows/{show_id}/waiting-room/pause (paused) or …/resume: the pause
+// alone, the room's other settings as whoever put them last. A PUT sets the whole room, so an
+// operator pausing by PUT in an incident would reset what the body left out (an automatic
+// admission back to the rate, the admission's lifetime to its default). Like every POST it needs
+// an Idempotency-Key, but a pause is a state, so the answer is the room as it is, not a stored
+// response (as a join's is its place).
+func (h *handler) pauseWaitRoom(paused bool) endpoint {
+	return func(r *http.Request, p *boxoffice.Principal) (*boxoffice.Response, bool, error) {
+		var in struct{}
+		if _, err := h.beginPost(r, p, &in, true); err != nil {
+			return nil, false, err
+		}
+		id, err := showID(r)
+		if err != nil {
+			return nil, false, err
+		}
+		room, err := h.waitRoom.Pause(r.Context(), id, paused)
+		if err != nil {
+			return nil, false, err
+		}
+		return h.ok(room)
+	}
 }
 
 // joinWaitRoom is POST /v1/shows/{show_id}/waiting-room/tickets. Like every POST it needs an

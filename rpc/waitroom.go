@@ -111,6 +111,30 @@ func (s *server) DeleteWaitingRoom(ctx context.Context, req *connect.Request[pb.
 	return connect.NewResponse(&pb.DeleteWaitingRoomResponse{}), nil
 }
 
+// PauseWaitingRoom is POST /v1/shows/{show_id}/waiting-room/pause and …/resume: the pause alone.
+// Like every POST it needs an idempotency key, checked as REST checks it; a pause is a state, so
+// the answer is the room as it is.
+func (s *server) PauseWaitingRoom(ctx context.Context, req *connect.Request[pb.PauseWaitingRoomRequest]) (*connect.Response[pb.PauseWaitingRoomResponse], error) {
+	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
+		return nil, err
+	}
+	if err := s.roomsServed(); err != nil {
+		return nil, err
+	}
+	if _, err := idempotencyKey(req.Header().Values(HeaderIdempotencyKey)); err != nil {
+		return nil, fail(err)
+	}
+	if err := roomShow(req.Msg.GetShowId()); err != nil {
+		return nil, err
+	}
+	room, err := s.rooms.Pause(ctx, req.Msg.GetShowId(), req.Msg.GetPaused())
+	out := &pb.PauseWaitingRoomResponse{WaitingRoom: &pb.WaitingRoom{}}
+	if err := read(room, err, out.WaitingRoom); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
 // JoinWaitingRoom is POST /v1/shows/{show_id}/waiting-room/tickets. Like every POST it needs an
 // idempotency key, checked as REST checks it, but a join is idempotent by its buyer (one place
 // per buyer and show), so the answer comes from the queue rather than a stored response.

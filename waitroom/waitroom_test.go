@@ -374,6 +374,29 @@ func TestPausedRoom(t *testing.T) {
 		if tk := s.ticket(late.Token); tk.Paused || tk.Position == nil || *tk.Position != 3 {
 			t.Errorf("the late arrival after the resume = %+v, want position 3, not paused", tk)
 		}
+
+		// POST …/pause and …/resume flip the pause alone (an admin's, with an Idempotency-Key
+		// like every POST); the settings a PUT would reset stay.
+		s.do("PUT", "/v1/shows/gig/waiting-room", adminKey, fmt.Sprintf(`{"opens_at":%q,"admit_per_second":2,"admission":"auto","auto_margin_percent":30,"admission_ttl_seconds":90}`,
+			opens.Format(time.RFC3339Nano)), 200, nil)
+		s.problem("POST", "/v1/shows/gig/waiting-room/pause", adminKey, "", 400, boxoffice.EIDEMMISSING)
+		s.problem("POST", "/v1/shows/gig/waiting-room/pause", s.key, "", 403, boxoffice.EFORBIDDEN, "Idempotency-Key", "p1")
+		s.problem("POST", "/v1/shows/none/waiting-room/pause", adminKey, "", 404, boxoffice.ENOTFOUND, "Idempotency-Key", "p1")
+		s.problem("POST", "/v1/shows/gig/waiting-room/pause", adminKey, `{"paused":true}`, 400, boxoffice.EVALIDATION, "Idempotency-Key", "p1")
+		for _, key := range []string{"p1", "p2"} { // a state: again, or under another key, the same
+			s.do("POST", "/v1/shows/gig/waiting-room/pause", adminKey, "", 200, &got, "Idempotency-Key", key)
+			if !got.Paused || got.Admission != "auto" || got.AutoMarginPercent != 30 || got.AdmissionTTLSeconds != 90 || got.AdmitPerSecond != 2 {
+				t.Fatalf("POST pause = %+v; want paused, the settings kept", got)
+			}
+		}
+		clock.Advance(time.Second)
+		if n := s.rooms.AdmitOnce(ctx); n != 0 {
+			t.Fatalf("admitted %d after POST pause", n)
+		}
+		s.do("POST", "/v1/shows/gig/waiting-room/resume", adminKey, "{}", 200, &got, "Idempotency-Key", "r1")
+		if got.Paused || got.Admission != "auto" {
+			t.Fatalf("POST resume = %+v", got)
+		}
 	})
 }
 

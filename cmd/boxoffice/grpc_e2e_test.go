@@ -168,6 +168,7 @@ func parityScenario() []parityStep {
 	room := func() proto.Message { return &pb.PutWaitingRoomResponse{} }
 	getRoom := func() proto.Message { return &pb.GetWaitingRoomResponse{} }
 	roomGone := func() proto.Message { return &pb.DeleteWaitingRoomResponse{} }
+	pausedRoom := func() proto.Message { return &pb.PauseWaitingRoomResponse{} }
 	joined := func() proto.Message { return &pb.JoinWaitingRoomResponse{} }
 	ticket := func() proto.Message { return &pb.GetQueueTicketResponse{} }
 	roomBody := `{"opens_at":"2027-02-01T10:00:00Z","admit_per_second":50}`
@@ -356,6 +357,16 @@ func parityScenario() []parityStep {
 			wrap: "waiting_room", newResp: getRoom, want: 200},
 		{name: "get queue ticket", method: "GET", path: "/v1/waiting-room/tickets/$qtoken", rpc: "GetQueueTicket", req: `{"token":"$qtoken"}`,
 			wrap: "queue_ticket", newResp: ticket, want: 200},
+		{name: "pause waiting room", method: "POST", path: "/v1/shows/$show/waiting-room/pause", idem: "q5", rpc: "PauseWaitingRoom",
+			req: `{"show_id":"$show","paused":true}`, wrap: "waiting_room", newResp: pausedRoom, as: "admin", want: 200},
+		{name: "pause waiting room as client", method: "POST", path: "/v1/shows/$show/waiting-room/pause", idem: "q6", rpc: "PauseWaitingRoom",
+			req: `{"show_id":"$show","paused":true}`, wrap: "waiting_room", newResp: pausedRoom, want: 403, wantGRPC: codes.PermissionDenied},
+		{name: "paused queue ticket", method: "GET", path: "/v1/waiting-room/tickets/$qtoken", rpc: "GetQueueTicket", req: `{"token":"$qtoken"}`,
+			wrap: "queue_ticket", newResp: ticket, want: 200},
+		{name: "resume waiting room", method: "POST", path: "/v1/shows/$show/waiting-room/resume", idem: "q7", rpc: "PauseWaitingRoom",
+			req: `{"show_id":"$show","paused":false}`, wrap: "waiting_room", newResp: pausedRoom, as: "admin", want: 200},
+		{name: "pause a show without a room", method: "POST", path: "/v1/shows/nothing/waiting-room/pause", idem: "q8", rpc: "PauseWaitingRoom",
+			req: `{"show_id":"nothing","paused":true}`, wrap: "waiting_room", newResp: pausedRoom, as: "admin", want: 404, wantGRPC: codes.NotFound},
 		{name: "forged queue ticket", method: "GET", path: "/v1/waiting-room/tickets/djF8eA.AAAAAAAAAAAAAAAAAAAAAA", rpc: "GetQueueTicket",
 			req: `{"token":"djF8eA.AAAAAAAAAAAAAAAAAAAAAA"}`, wrap: "queue_ticket", newResp: ticket},
 		{name: "hold without admission", method: "POST", path: "/v1/shows/$show/holds", idem: "q4", body: `{"tier_id":"ga","quantity":1,"buyer":{"email":"q@example.com"}}`,
@@ -601,6 +612,8 @@ func requestFor(t *testing.T, method string) proto.Message {
 		return &pb.GetWaitingRoomRequest{}
 	case "DeleteWaitingRoom":
 		return &pb.DeleteWaitingRoomRequest{}
+	case "PauseWaitingRoom":
+		return &pb.PauseWaitingRoomRequest{}
 	case "JoinWaitingRoom":
 		return &pb.JoinWaitingRoomRequest{}
 	case "GetQueueTicket":

@@ -4452,6 +4452,107 @@ func (*DeleteWaitingRoomResponse) Descriptor() ([]byte, []int) {
 	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{67}
 }
 
+// PauseWaitingRoomRequest pauses or resumes a show's waiting room.
+type PauseWaitingRoomRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// show_id names the show, which must have a waiting room.
+	ShowId string `protobuf:"bytes,1,opt,name=show_id,json=showId,proto3" json:"show_id,omitempty"`
+	// paused: true pauses (nobody admitted until resumed), false resumes.
+	Paused        bool `protobuf:"varint,2,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseWaitingRoomRequest) Reset() {
+	*x = PauseWaitingRoomRequest{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseWaitingRoomRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseWaitingRoomRequest) ProtoMessage() {}
+
+func (x *PauseWaitingRoomRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseWaitingRoomRequest.ProtoReflect.Descriptor instead.
+func (*PauseWaitingRoomRequest) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *PauseWaitingRoomRequest) GetShowId() string {
+	if x != nil {
+		return x.ShowId
+	}
+	return ""
+}
+
+func (x *PauseWaitingRoomRequest) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+// PauseWaitingRoomResponse is the room with its counts.
+type PauseWaitingRoomResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// waiting_room is the room as it is now.
+	WaitingRoom   *WaitingRoom `protobuf:"bytes,1,opt,name=waiting_room,json=waitingRoom,proto3" json:"waiting_room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseWaitingRoomResponse) Reset() {
+	*x = PauseWaitingRoomResponse{}
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseWaitingRoomResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseWaitingRoomResponse) ProtoMessage() {}
+
+func (x *PauseWaitingRoomResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseWaitingRoomResponse.ProtoReflect.Descriptor instead.
+func (*PauseWaitingRoomResponse) Descriptor() ([]byte, []int) {
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *PauseWaitingRoomResponse) GetWaitingRoom() *WaitingRoom {
+	if x != nil {
+		return x.WaitingRoom
+	}
+	return nil
+}
+
 // JoinWaitingRoomRequest asks for a buyer's place in a show's queue.
 type JoinWaitingRoomRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -4465,7 +4566,7 @@ type JoinWaitingRoomRequest struct {
 
 func (x *JoinWaitingRoomRequest) Reset() {
 	*x = JoinWaitingRoomRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4477,7 +4578,7 @@ func (x *JoinWaitingRoomRequest) String() string {
 func (*JoinWaitingRoomRequest) ProtoMessage() {}
 
 func (x *JoinWaitingRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[68]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4490,7 +4591,7 @@ func (x *JoinWaitingRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWaitingRoomRequest.ProtoReflect.Descriptor instead.
 func (*JoinWaitingRoomRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{68}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *JoinWaitingRoomRequest) GetShowId() string {
@@ -4520,7 +4621,7 @@ type JoinWaitingRoomResponse struct {
 
 func (x *JoinWaitingRoomResponse) Reset() {
 	*x = JoinWaitingRoomResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4532,7 +4633,7 @@ func (x *JoinWaitingRoomResponse) String() string {
 func (*JoinWaitingRoomResponse) ProtoMessage() {}
 
 func (x *JoinWaitingRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[69]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4545,7 +4646,7 @@ func (x *JoinWaitingRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinWaitingRoomResponse.ProtoReflect.Descriptor instead.
 func (*JoinWaitingRoomResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{69}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *JoinWaitingRoomResponse) GetQueueTicket() *QueueTicket {
@@ -4573,7 +4674,7 @@ type GetQueueTicketRequest struct {
 
 func (x *GetQueueTicketRequest) Reset() {
 	*x = GetQueueTicketRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4585,7 +4686,7 @@ func (x *GetQueueTicketRequest) String() string {
 func (*GetQueueTicketRequest) ProtoMessage() {}
 
 func (x *GetQueueTicketRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[70]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4598,7 +4699,7 @@ func (x *GetQueueTicketRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueTicketRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueTicketRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{70}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetQueueTicketRequest) GetToken() string {
@@ -4619,7 +4720,7 @@ type GetQueueTicketResponse struct {
 
 func (x *GetQueueTicketResponse) Reset() {
 	*x = GetQueueTicketResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4631,7 +4732,7 @@ func (x *GetQueueTicketResponse) String() string {
 func (*GetQueueTicketResponse) ProtoMessage() {}
 
 func (x *GetQueueTicketResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[71]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4644,7 +4745,7 @@ func (x *GetQueueTicketResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueTicketResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueTicketResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{71}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetQueueTicketResponse) GetQueueTicket() *QueueTicket {
@@ -4665,7 +4766,7 @@ type WatchQueueTicketRequest struct {
 
 func (x *WatchQueueTicketRequest) Reset() {
 	*x = WatchQueueTicketRequest{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +4778,7 @@ func (x *WatchQueueTicketRequest) String() string {
 func (*WatchQueueTicketRequest) ProtoMessage() {}
 
 func (x *WatchQueueTicketRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[72]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +4791,7 @@ func (x *WatchQueueTicketRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchQueueTicketRequest.ProtoReflect.Descriptor instead.
 func (*WatchQueueTicketRequest) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{72}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WatchQueueTicketRequest) GetToken() string {
@@ -4711,7 +4812,7 @@ type WatchQueueTicketResponse struct {
 
 func (x *WatchQueueTicketResponse) Reset() {
 	*x = WatchQueueTicketResponse{}
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4723,7 +4824,7 @@ func (x *WatchQueueTicketResponse) String() string {
 func (*WatchQueueTicketResponse) ProtoMessage() {}
 
 func (x *WatchQueueTicketResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[73]
+	mi := &file_boxoffice_v1_boxoffice_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4736,7 +4837,7 @@ func (x *WatchQueueTicketResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchQueueTicketResponse.ProtoReflect.Descriptor instead.
 func (*WatchQueueTicketResponse) Descriptor() ([]byte, []int) {
-	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{73}
+	return file_boxoffice_v1_boxoffice_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *WatchQueueTicketResponse) GetQueueTicket() *QueueTicket {
@@ -5072,7 +5173,12 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\"3\n" +
 	"\x18DeleteWaitingRoomRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\"\x1b\n" +
-	"\x19DeleteWaitingRoomResponse\"\\\n" +
+	"\x19DeleteWaitingRoomResponse\"J\n" +
+	"\x17PauseWaitingRoomRequest\x12\x17\n" +
+	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12\x16\n" +
+	"\x06paused\x18\x02 \x01(\bR\x06paused\"X\n" +
+	"\x18PauseWaitingRoomResponse\x12<\n" +
+	"\fwaiting_room\x18\x01 \x01(\v2\x19.boxoffice.v1.WaitingRoomR\vwaitingRoom\"\\\n" +
 	"\x16JoinWaitingRoomRequest\x12\x17\n" +
 	"\ashow_id\x18\x01 \x01(\tR\x06showId\x12)\n" +
 	"\x05buyer\x18\x02 \x01(\v2\x13.boxoffice.v1.BuyerR\x05buyer\"q\n" +
@@ -5086,7 +5192,7 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x17WatchQueueTicketRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"X\n" +
 	"\x18WatchQueueTicketResponse\x12<\n" +
-	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket2\xf7\x12\n" +
+	"\fqueue_ticket\x18\x01 \x01(\v2\x19.boxoffice.v1.QueueTicketR\vqueueTicket2\xda\x13\n" +
 	"\x10BoxOfficeService\x12U\n" +
 	"\fCreateApiKey\x12!.boxoffice.v1.CreateApiKeyRequest\x1a\".boxoffice.v1.CreateApiKeyResponse\x12R\n" +
 	"\vListApiKeys\x12 .boxoffice.v1.ListApiKeysRequest\x1a!.boxoffice.v1.ListApiKeysResponse\x12U\n" +
@@ -5114,7 +5220,8 @@ const file_boxoffice_v1_boxoffice_proto_rawDesc = "" +
 	"\x13RotateWebhookSecret\x12(.boxoffice.v1.RotateWebhookSecretRequest\x1a).boxoffice.v1.RotateWebhookSecretResponse\x12[\n" +
 	"\x0ePutWaitingRoom\x12#.boxoffice.v1.PutWaitingRoomRequest\x1a$.boxoffice.v1.PutWaitingRoomResponse\x12[\n" +
 	"\x0eGetWaitingRoom\x12#.boxoffice.v1.GetWaitingRoomRequest\x1a$.boxoffice.v1.GetWaitingRoomResponse\x12d\n" +
-	"\x11DeleteWaitingRoom\x12&.boxoffice.v1.DeleteWaitingRoomRequest\x1a'.boxoffice.v1.DeleteWaitingRoomResponse\x12^\n" +
+	"\x11DeleteWaitingRoom\x12&.boxoffice.v1.DeleteWaitingRoomRequest\x1a'.boxoffice.v1.DeleteWaitingRoomResponse\x12a\n" +
+	"\x10PauseWaitingRoom\x12%.boxoffice.v1.PauseWaitingRoomRequest\x1a&.boxoffice.v1.PauseWaitingRoomResponse\x12^\n" +
 	"\x0fJoinWaitingRoom\x12$.boxoffice.v1.JoinWaitingRoomRequest\x1a%.boxoffice.v1.JoinWaitingRoomResponse\x12[\n" +
 	"\x0eGetQueueTicket\x12#.boxoffice.v1.GetQueueTicketRequest\x1a$.boxoffice.v1.GetQueueTicketResponse\x12c\n" +
 	"\x10WatchQueueTicket\x12%.boxoffice.v1.WatchQueueTicketRequest\x1a&.boxoffice.v1.WatchQueueTicketResponse0\x01B(Z&boxoffice/gen/boxoffice/v1;boxofficev1b\x06proto3"
@@ -5131,7 +5238,7 @@ func file_boxoffice_v1_boxoffice_proto_rawDescGZIP() []byte {
 	return file_boxoffice_v1_boxoffice_proto_rawDescData
 }
 
-var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_boxoffice_v1_boxoffice_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*Money)(nil),                         // 0: boxoffice.v1.Money
 	(*Buyer)(nil),                         // 1: boxoffice.v1.Buyer
@@ -5201,51 +5308,53 @@ var file_boxoffice_v1_boxoffice_proto_goTypes = []any{
 	(*GetWaitingRoomResponse)(nil),        // 65: boxoffice.v1.GetWaitingRoomResponse
 	(*DeleteWaitingRoomRequest)(nil),      // 66: boxoffice.v1.DeleteWaitingRoomRequest
 	(*DeleteWaitingRoomResponse)(nil),     // 67: boxoffice.v1.DeleteWaitingRoomResponse
-	(*JoinWaitingRoomRequest)(nil),        // 68: boxoffice.v1.JoinWaitingRoomRequest
-	(*JoinWaitingRoomResponse)(nil),       // 69: boxoffice.v1.JoinWaitingRoomResponse
-	(*GetQueueTicketRequest)(nil),         // 70: boxoffice.v1.GetQueueTicketRequest
-	(*GetQueueTicketResponse)(nil),        // 71: boxoffice.v1.GetQueueTicketResponse
-	(*WatchQueueTicketRequest)(nil),       // 72: boxoffice.v1.WatchQueueTicketRequest
-	(*WatchQueueTicketResponse)(nil),      // 73: boxoffice.v1.WatchQueueTicketResponse
-	(*timestamppb.Timestamp)(nil),         // 74: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),               // 75: google.protobuf.Struct
+	(*PauseWaitingRoomRequest)(nil),       // 68: boxoffice.v1.PauseWaitingRoomRequest
+	(*PauseWaitingRoomResponse)(nil),      // 69: boxoffice.v1.PauseWaitingRoomResponse
+	(*JoinWaitingRoomRequest)(nil),        // 70: boxoffice.v1.JoinWaitingRoomRequest
+	(*JoinWaitingRoomResponse)(nil),       // 71: boxoffice.v1.JoinWaitingRoomResponse
+	(*GetQueueTicketRequest)(nil),         // 72: boxoffice.v1.GetQueueTicketRequest
+	(*GetQueueTicketResponse)(nil),        // 73: boxoffice.v1.GetQueueTicketResponse
+	(*WatchQueueTicketRequest)(nil),       // 74: boxoffice.v1.WatchQueueTicketRequest
+	(*WatchQueueTicketResponse)(nil),      // 75: boxoffice.v1.WatchQueueTicketResponse
+	(*timestamppb.Timestamp)(nil),         // 76: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),               // 77: google.protobuf.Struct
 }
 var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	0,  // 0: boxoffice.v1.Tier.price:type_name -> boxoffice.v1.Money
-	74, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
+	76, // 1: boxoffice.v1.Show.starts_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: boxoffice.v1.Show.tiers:type_name -> boxoffice.v1.Tier
-	74, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
-	74, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
+	76, // 3: boxoffice.v1.Show.created_at:type_name -> google.protobuf.Timestamp
+	76, // 4: boxoffice.v1.Show.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: boxoffice.v1.Hold.buyer:type_name -> boxoffice.v1.Buyer
-	74, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
-	74, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
-	74, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
+	76, // 6: boxoffice.v1.Hold.expires_at:type_name -> google.protobuf.Timestamp
+	76, // 7: boxoffice.v1.Hold.created_at:type_name -> google.protobuf.Timestamp
+	76, // 8: boxoffice.v1.Hold.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: boxoffice.v1.Order.amount:type_name -> boxoffice.v1.Money
 	1,  // 10: boxoffice.v1.Order.buyer:type_name -> boxoffice.v1.Buyer
 	6,  // 11: boxoffice.v1.Order.tickets:type_name -> boxoffice.v1.Ticket
-	74, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	74, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
-	74, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
-	75, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
-	74, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
-	74, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
-	74, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	76, // 12: boxoffice.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	76, // 13: boxoffice.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	76, // 14: boxoffice.v1.Event.created_at:type_name -> google.protobuf.Timestamp
+	77, // 15: boxoffice.v1.Event.data:type_name -> google.protobuf.Struct
+	76, // 16: boxoffice.v1.WebhookEndpoint.created_at:type_name -> google.protobuf.Timestamp
+	76, // 17: boxoffice.v1.WebhookEndpoint.updated_at:type_name -> google.protobuf.Timestamp
+	76, // 18: boxoffice.v1.WebhookEndpoint.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
 	10, // 19: boxoffice.v1.Problem.errors:type_name -> boxoffice.v1.FieldError
-	74, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
-	74, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
-	74, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
-	74, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
+	76, // 20: boxoffice.v1.CreateApiKeyResponse.created_at:type_name -> google.protobuf.Timestamp
+	76, // 21: boxoffice.v1.ApiKey.created_at:type_name -> google.protobuf.Timestamp
+	76, // 22: boxoffice.v1.ApiKey.last_used_at:type_name -> google.protobuf.Timestamp
+	76, // 23: boxoffice.v1.ApiKey.revoked_at:type_name -> google.protobuf.Timestamp
 	14, // 24: boxoffice.v1.ListApiKeysResponse.data:type_name -> boxoffice.v1.ApiKey
 	0,  // 25: boxoffice.v1.TierInput.price:type_name -> boxoffice.v1.Money
 	20, // 26: boxoffice.v1.TierInput.seat_map:type_name -> boxoffice.v1.SeatMapInput
 	21, // 27: boxoffice.v1.SeatMapInput.sections:type_name -> boxoffice.v1.SeatSectionInput
 	22, // 28: boxoffice.v1.SeatSectionInput.rows:type_name -> boxoffice.v1.SeatRowInput
-	74, // 29: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
+	76, // 29: boxoffice.v1.PutShowRequest.starts_at:type_name -> google.protobuf.Timestamp
 	19, // 30: boxoffice.v1.PutShowRequest.tiers:type_name -> boxoffice.v1.TierInput
 	4,  // 31: boxoffice.v1.PutShowResponse.show:type_name -> boxoffice.v1.Show
 	4,  // 32: boxoffice.v1.GetShowResponse.show:type_name -> boxoffice.v1.Show
 	27, // 33: boxoffice.v1.GetShowSeatsResponse.seats:type_name -> boxoffice.v1.Seat
-	74, // 34: boxoffice.v1.GetShowSeatsResponse.at:type_name -> google.protobuf.Timestamp
+	76, // 34: boxoffice.v1.GetShowSeatsResponse.at:type_name -> google.protobuf.Timestamp
 	4,  // 35: boxoffice.v1.ListShowsResponse.data:type_name -> boxoffice.v1.Show
 	1,  // 36: boxoffice.v1.CreateHoldRequest.buyer:type_name -> boxoffice.v1.Buyer
 	5,  // 37: boxoffice.v1.CreateHoldResponse.hold:type_name -> boxoffice.v1.Hold
@@ -5263,80 +5372,83 @@ var file_boxoffice_v1_boxoffice_proto_depIdxs = []int32{
 	9,  // 49: boxoffice.v1.GetWebhookEndpointResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
 	9,  // 50: boxoffice.v1.ListWebhookEndpointsResponse.data:type_name -> boxoffice.v1.WebhookEndpoint
 	9,  // 51: boxoffice.v1.RotateWebhookSecretResponse.webhook_endpoint:type_name -> boxoffice.v1.WebhookEndpoint
-	74, // 52: boxoffice.v1.WaitingRoom.opens_at:type_name -> google.protobuf.Timestamp
-	74, // 53: boxoffice.v1.WaitingRoom.created_at:type_name -> google.protobuf.Timestamp
-	74, // 54: boxoffice.v1.WaitingRoom.updated_at:type_name -> google.protobuf.Timestamp
-	74, // 55: boxoffice.v1.QueueTicket.opens_at:type_name -> google.protobuf.Timestamp
-	74, // 56: boxoffice.v1.QueueTicket.joined_at:type_name -> google.protobuf.Timestamp
-	74, // 57: boxoffice.v1.QueueTicket.admitted_at:type_name -> google.protobuf.Timestamp
-	74, // 58: boxoffice.v1.QueueTicket.admission_expires_at:type_name -> google.protobuf.Timestamp
-	74, // 59: boxoffice.v1.QueueTicket.token_expires_at:type_name -> google.protobuf.Timestamp
-	74, // 60: boxoffice.v1.PutWaitingRoomRequest.opens_at:type_name -> google.protobuf.Timestamp
+	76, // 52: boxoffice.v1.WaitingRoom.opens_at:type_name -> google.protobuf.Timestamp
+	76, // 53: boxoffice.v1.WaitingRoom.created_at:type_name -> google.protobuf.Timestamp
+	76, // 54: boxoffice.v1.WaitingRoom.updated_at:type_name -> google.protobuf.Timestamp
+	76, // 55: boxoffice.v1.QueueTicket.opens_at:type_name -> google.protobuf.Timestamp
+	76, // 56: boxoffice.v1.QueueTicket.joined_at:type_name -> google.protobuf.Timestamp
+	76, // 57: boxoffice.v1.QueueTicket.admitted_at:type_name -> google.protobuf.Timestamp
+	76, // 58: boxoffice.v1.QueueTicket.admission_expires_at:type_name -> google.protobuf.Timestamp
+	76, // 59: boxoffice.v1.QueueTicket.token_expires_at:type_name -> google.protobuf.Timestamp
+	76, // 60: boxoffice.v1.PutWaitingRoomRequest.opens_at:type_name -> google.protobuf.Timestamp
 	60, // 61: boxoffice.v1.PutWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
 	60, // 62: boxoffice.v1.GetWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
-	1,  // 63: boxoffice.v1.JoinWaitingRoomRequest.buyer:type_name -> boxoffice.v1.Buyer
-	61, // 64: boxoffice.v1.JoinWaitingRoomResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
-	61, // 65: boxoffice.v1.GetQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
-	61, // 66: boxoffice.v1.WatchQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
-	12, // 67: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
-	15, // 68: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
-	17, // 69: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
-	23, // 70: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
-	25, // 71: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
-	28, // 72: boxoffice.v1.BoxOfficeService.GetShowSeats:input_type -> boxoffice.v1.GetShowSeatsRequest
-	30, // 73: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
-	32, // 74: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
-	34, // 75: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
-	36, // 76: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
-	38, // 77: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
-	40, // 78: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
-	42, // 79: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
-	44, // 80: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
-	46, // 81: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
-	48, // 82: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
-	50, // 83: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
-	52, // 84: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
-	54, // 85: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
-	56, // 86: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
-	58, // 87: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
-	62, // 88: boxoffice.v1.BoxOfficeService.PutWaitingRoom:input_type -> boxoffice.v1.PutWaitingRoomRequest
-	64, // 89: boxoffice.v1.BoxOfficeService.GetWaitingRoom:input_type -> boxoffice.v1.GetWaitingRoomRequest
-	66, // 90: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:input_type -> boxoffice.v1.DeleteWaitingRoomRequest
-	68, // 91: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:input_type -> boxoffice.v1.JoinWaitingRoomRequest
-	70, // 92: boxoffice.v1.BoxOfficeService.GetQueueTicket:input_type -> boxoffice.v1.GetQueueTicketRequest
-	72, // 93: boxoffice.v1.BoxOfficeService.WatchQueueTicket:input_type -> boxoffice.v1.WatchQueueTicketRequest
-	13, // 94: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
-	16, // 95: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
-	18, // 96: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
-	24, // 97: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
-	26, // 98: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
-	29, // 99: boxoffice.v1.BoxOfficeService.GetShowSeats:output_type -> boxoffice.v1.GetShowSeatsResponse
-	31, // 100: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
-	33, // 101: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
-	35, // 102: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
-	37, // 103: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
-	39, // 104: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
-	41, // 105: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
-	43, // 106: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
-	45, // 107: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
-	47, // 108: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
-	49, // 109: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
-	51, // 110: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
-	53, // 111: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
-	55, // 112: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
-	57, // 113: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
-	59, // 114: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
-	63, // 115: boxoffice.v1.BoxOfficeService.PutWaitingRoom:output_type -> boxoffice.v1.PutWaitingRoomResponse
-	65, // 116: boxoffice.v1.BoxOfficeService.GetWaitingRoom:output_type -> boxoffice.v1.GetWaitingRoomResponse
-	67, // 117: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:output_type -> boxoffice.v1.DeleteWaitingRoomResponse
-	69, // 118: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:output_type -> boxoffice.v1.JoinWaitingRoomResponse
-	71, // 119: boxoffice.v1.BoxOfficeService.GetQueueTicket:output_type -> boxoffice.v1.GetQueueTicketResponse
-	73, // 120: boxoffice.v1.BoxOfficeService.WatchQueueTicket:output_type -> boxoffice.v1.WatchQueueTicketResponse
-	94, // [94:121] is the sub-list for method output_type
-	67, // [67:94] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	60, // 63: boxoffice.v1.PauseWaitingRoomResponse.waiting_room:type_name -> boxoffice.v1.WaitingRoom
+	1,  // 64: boxoffice.v1.JoinWaitingRoomRequest.buyer:type_name -> boxoffice.v1.Buyer
+	61, // 65: boxoffice.v1.JoinWaitingRoomResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 66: boxoffice.v1.GetQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	61, // 67: boxoffice.v1.WatchQueueTicketResponse.queue_ticket:type_name -> boxoffice.v1.QueueTicket
+	12, // 68: boxoffice.v1.BoxOfficeService.CreateApiKey:input_type -> boxoffice.v1.CreateApiKeyRequest
+	15, // 69: boxoffice.v1.BoxOfficeService.ListApiKeys:input_type -> boxoffice.v1.ListApiKeysRequest
+	17, // 70: boxoffice.v1.BoxOfficeService.RevokeApiKey:input_type -> boxoffice.v1.RevokeApiKeyRequest
+	23, // 71: boxoffice.v1.BoxOfficeService.PutShow:input_type -> boxoffice.v1.PutShowRequest
+	25, // 72: boxoffice.v1.BoxOfficeService.GetShow:input_type -> boxoffice.v1.GetShowRequest
+	28, // 73: boxoffice.v1.BoxOfficeService.GetShowSeats:input_type -> boxoffice.v1.GetShowSeatsRequest
+	30, // 74: boxoffice.v1.BoxOfficeService.ListShows:input_type -> boxoffice.v1.ListShowsRequest
+	32, // 75: boxoffice.v1.BoxOfficeService.CreateHold:input_type -> boxoffice.v1.CreateHoldRequest
+	34, // 76: boxoffice.v1.BoxOfficeService.GetHold:input_type -> boxoffice.v1.GetHoldRequest
+	36, // 77: boxoffice.v1.BoxOfficeService.ReleaseHold:input_type -> boxoffice.v1.ReleaseHoldRequest
+	38, // 78: boxoffice.v1.BoxOfficeService.ConfirmHold:input_type -> boxoffice.v1.ConfirmHoldRequest
+	40, // 79: boxoffice.v1.BoxOfficeService.Purchase:input_type -> boxoffice.v1.PurchaseRequest
+	42, // 80: boxoffice.v1.BoxOfficeService.GetOrder:input_type -> boxoffice.v1.GetOrderRequest
+	44, // 81: boxoffice.v1.BoxOfficeService.ListOrders:input_type -> boxoffice.v1.ListOrdersRequest
+	46, // 82: boxoffice.v1.BoxOfficeService.CancelOrder:input_type -> boxoffice.v1.CancelOrderRequest
+	48, // 83: boxoffice.v1.BoxOfficeService.ListEvents:input_type -> boxoffice.v1.ListEventsRequest
+	50, // 84: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:input_type -> boxoffice.v1.PutWebhookEndpointRequest
+	52, // 85: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:input_type -> boxoffice.v1.GetWebhookEndpointRequest
+	54, // 86: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:input_type -> boxoffice.v1.ListWebhookEndpointsRequest
+	56, // 87: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:input_type -> boxoffice.v1.DeleteWebhookEndpointRequest
+	58, // 88: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:input_type -> boxoffice.v1.RotateWebhookSecretRequest
+	62, // 89: boxoffice.v1.BoxOfficeService.PutWaitingRoom:input_type -> boxoffice.v1.PutWaitingRoomRequest
+	64, // 90: boxoffice.v1.BoxOfficeService.GetWaitingRoom:input_type -> boxoffice.v1.GetWaitingRoomRequest
+	66, // 91: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:input_type -> boxoffice.v1.DeleteWaitingRoomRequest
+	68, // 92: boxoffice.v1.BoxOfficeService.PauseWaitingRoom:input_type -> boxoffice.v1.PauseWaitingRoomRequest
+	70, // 93: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:input_type -> boxoffice.v1.JoinWaitingRoomRequest
+	72, // 94: boxoffice.v1.BoxOfficeService.GetQueueTicket:input_type -> boxoffice.v1.GetQueueTicketRequest
+	74, // 95: boxoffice.v1.BoxOfficeService.WatchQueueTicket:input_type -> boxoffice.v1.WatchQueueTicketRequest
+	13, // 96: boxoffice.v1.BoxOfficeService.CreateApiKey:output_type -> boxoffice.v1.CreateApiKeyResponse
+	16, // 97: boxoffice.v1.BoxOfficeService.ListApiKeys:output_type -> boxoffice.v1.ListApiKeysResponse
+	18, // 98: boxoffice.v1.BoxOfficeService.RevokeApiKey:output_type -> boxoffice.v1.RevokeApiKeyResponse
+	24, // 99: boxoffice.v1.BoxOfficeService.PutShow:output_type -> boxoffice.v1.PutShowResponse
+	26, // 100: boxoffice.v1.BoxOfficeService.GetShow:output_type -> boxoffice.v1.GetShowResponse
+	29, // 101: boxoffice.v1.BoxOfficeService.GetShowSeats:output_type -> boxoffice.v1.GetShowSeatsResponse
+	31, // 102: boxoffice.v1.BoxOfficeService.ListShows:output_type -> boxoffice.v1.ListShowsResponse
+	33, // 103: boxoffice.v1.BoxOfficeService.CreateHold:output_type -> boxoffice.v1.CreateHoldResponse
+	35, // 104: boxoffice.v1.BoxOfficeService.GetHold:output_type -> boxoffice.v1.GetHoldResponse
+	37, // 105: boxoffice.v1.BoxOfficeService.ReleaseHold:output_type -> boxoffice.v1.ReleaseHoldResponse
+	39, // 106: boxoffice.v1.BoxOfficeService.ConfirmHold:output_type -> boxoffice.v1.ConfirmHoldResponse
+	41, // 107: boxoffice.v1.BoxOfficeService.Purchase:output_type -> boxoffice.v1.PurchaseResponse
+	43, // 108: boxoffice.v1.BoxOfficeService.GetOrder:output_type -> boxoffice.v1.GetOrderResponse
+	45, // 109: boxoffice.v1.BoxOfficeService.ListOrders:output_type -> boxoffice.v1.ListOrdersResponse
+	47, // 110: boxoffice.v1.BoxOfficeService.CancelOrder:output_type -> boxoffice.v1.CancelOrderResponse
+	49, // 111: boxoffice.v1.BoxOfficeService.ListEvents:output_type -> boxoffice.v1.ListEventsResponse
+	51, // 112: boxoffice.v1.BoxOfficeService.PutWebhookEndpoint:output_type -> boxoffice.v1.PutWebhookEndpointResponse
+	53, // 113: boxoffice.v1.BoxOfficeService.GetWebhookEndpoint:output_type -> boxoffice.v1.GetWebhookEndpointResponse
+	55, // 114: boxoffice.v1.BoxOfficeService.ListWebhookEndpoints:output_type -> boxoffice.v1.ListWebhookEndpointsResponse
+	57, // 115: boxoffice.v1.BoxOfficeService.DeleteWebhookEndpoint:output_type -> boxoffice.v1.DeleteWebhookEndpointResponse
+	59, // 116: boxoffice.v1.BoxOfficeService.RotateWebhookSecret:output_type -> boxoffice.v1.RotateWebhookSecretResponse
+	63, // 117: boxoffice.v1.BoxOfficeService.PutWaitingRoom:output_type -> boxoffice.v1.PutWaitingRoomResponse
+	65, // 118: boxoffice.v1.BoxOfficeService.GetWaitingRoom:output_type -> boxoffice.v1.GetWaitingRoomResponse
+	67, // 119: boxoffice.v1.BoxOfficeService.DeleteWaitingRoom:output_type -> boxoffice.v1.DeleteWaitingRoomResponse
+	69, // 120: boxoffice.v1.BoxOfficeService.PauseWaitingRoom:output_type -> boxoffice.v1.PauseWaitingRoomResponse
+	71, // 121: boxoffice.v1.BoxOfficeService.JoinWaitingRoom:output_type -> boxoffice.v1.JoinWaitingRoomResponse
+	73, // 122: boxoffice.v1.BoxOfficeService.GetQueueTicket:output_type -> boxoffice.v1.GetQueueTicketResponse
+	75, // 123: boxoffice.v1.BoxOfficeService.WatchQueueTicket:output_type -> boxoffice.v1.WatchQueueTicketResponse
+	96, // [96:124] is the sub-list for method output_type
+	68, // [68:96] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_boxoffice_v1_boxoffice_proto_init() }
@@ -5357,7 +5469,7 @@ func file_boxoffice_v1_boxoffice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_boxoffice_v1_boxoffice_proto_rawDesc), len(file_boxoffice_v1_boxoffice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

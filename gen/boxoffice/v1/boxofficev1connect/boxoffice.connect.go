@@ -124,6 +124,9 @@ const (
 	// BoxOfficeServiceDeleteWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
 	// DeleteWaitingRoom RPC.
 	BoxOfficeServiceDeleteWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/DeleteWaitingRoom"
+	// BoxOfficeServicePauseWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
+	// PauseWaitingRoom RPC.
+	BoxOfficeServicePauseWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/PauseWaitingRoom"
 	// BoxOfficeServiceJoinWaitingRoomProcedure is the fully-qualified name of the BoxOfficeService's
 	// JoinWaitingRoom RPC.
 	BoxOfficeServiceJoinWaitingRoomProcedure = "/boxoffice.v1.BoxOfficeService/JoinWaitingRoom"
@@ -194,6 +197,10 @@ type BoxOfficeServiceClient interface {
 	// DeleteWaitingRoom removes a show's waiting room and its queue (admin): the show sells to
 	// anyone again. A show without a room is NOT_FOUND.
 	DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error)
+	// PauseWaitingRoom pauses (paused true) or resumes a show's waiting room and leaves its other
+	// settings as they are (admin). Needs idempotency-key, but a pause is a state: the answer is
+	// the room as it is, not a stored answer.
+	PauseWaitingRoom(context.Context, *connect.Request[v1.PauseWaitingRoomRequest]) (*connect.Response[v1.PauseWaitingRoomResponse], error)
 	// JoinWaitingRoom gives a buyer a place in a show's queue, or the place they already have,
 	// with a fresh token. Needs idempotency-key, but the answer comes from the queue (one place per
 	// buyer and show), not from a stored answer.
@@ -362,6 +369,12 @@ func NewBoxOfficeServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWaitingRoom")),
 			connect.WithClientOptions(opts...),
 		),
+		pauseWaitingRoom: connect.NewClient[v1.PauseWaitingRoomRequest, v1.PauseWaitingRoomResponse](
+			httpClient,
+			baseURL+BoxOfficeServicePauseWaitingRoomProcedure,
+			connect.WithSchema(boxOfficeServiceMethods.ByName("PauseWaitingRoom")),
+			connect.WithClientOptions(opts...),
+		),
 		joinWaitingRoom: connect.NewClient[v1.JoinWaitingRoomRequest, v1.JoinWaitingRoomResponse](
 			httpClient,
 			baseURL+BoxOfficeServiceJoinWaitingRoomProcedure,
@@ -409,6 +422,7 @@ type boxOfficeServiceClient struct {
 	putWaitingRoom        *connect.Client[v1.PutWaitingRoomRequest, v1.PutWaitingRoomResponse]
 	getWaitingRoom        *connect.Client[v1.GetWaitingRoomRequest, v1.GetWaitingRoomResponse]
 	deleteWaitingRoom     *connect.Client[v1.DeleteWaitingRoomRequest, v1.DeleteWaitingRoomResponse]
+	pauseWaitingRoom      *connect.Client[v1.PauseWaitingRoomRequest, v1.PauseWaitingRoomResponse]
 	joinWaitingRoom       *connect.Client[v1.JoinWaitingRoomRequest, v1.JoinWaitingRoomResponse]
 	getQueueTicket        *connect.Client[v1.GetQueueTicketRequest, v1.GetQueueTicketResponse]
 	watchQueueTicket      *connect.Client[v1.WatchQueueTicketRequest, v1.WatchQueueTicketResponse]
@@ -534,6 +548,11 @@ func (c *boxOfficeServiceClient) DeleteWaitingRoom(ctx context.Context, req *con
 	return c.deleteWaitingRoom.CallUnary(ctx, req)
 }
 
+// PauseWaitingRoom calls boxoffice.v1.BoxOfficeService.PauseWaitingRoom.
+func (c *boxOfficeServiceClient) PauseWaitingRoom(ctx context.Context, req *connect.Request[v1.PauseWaitingRoomRequest]) (*connect.Response[v1.PauseWaitingRoomResponse], error) {
+	return c.pauseWaitingRoom.CallUnary(ctx, req)
+}
+
 // JoinWaitingRoom calls boxoffice.v1.BoxOfficeService.JoinWaitingRoom.
 func (c *boxOfficeServiceClient) JoinWaitingRoom(ctx context.Context, req *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error) {
 	return c.joinWaitingRoom.CallUnary(ctx, req)
@@ -608,6 +627,10 @@ type BoxOfficeServiceHandler interface {
 	// DeleteWaitingRoom removes a show's waiting room and its queue (admin): the show sells to
 	// anyone again. A show without a room is NOT_FOUND.
 	DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error)
+	// PauseWaitingRoom pauses (paused true) or resumes a show's waiting room and leaves its other
+	// settings as they are (admin). Needs idempotency-key, but a pause is a state: the answer is
+	// the room as it is, not a stored answer.
+	PauseWaitingRoom(context.Context, *connect.Request[v1.PauseWaitingRoomRequest]) (*connect.Response[v1.PauseWaitingRoomResponse], error)
 	// JoinWaitingRoom gives a buyer a place in a show's queue, or the place they already have,
 	// with a fresh token. Needs idempotency-key, but the answer comes from the queue (one place per
 	// buyer and show), not from a stored answer.
@@ -772,6 +795,12 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 		connect.WithSchema(boxOfficeServiceMethods.ByName("DeleteWaitingRoom")),
 		connect.WithHandlerOptions(opts...),
 	)
+	boxOfficeServicePauseWaitingRoomHandler := connect.NewUnaryHandler(
+		BoxOfficeServicePauseWaitingRoomProcedure,
+		svc.PauseWaitingRoom,
+		connect.WithSchema(boxOfficeServiceMethods.ByName("PauseWaitingRoom")),
+		connect.WithHandlerOptions(opts...),
+	)
 	boxOfficeServiceJoinWaitingRoomHandler := connect.NewUnaryHandler(
 		BoxOfficeServiceJoinWaitingRoomProcedure,
 		svc.JoinWaitingRoom,
@@ -840,6 +869,8 @@ func NewBoxOfficeServiceHandler(svc BoxOfficeServiceHandler, opts ...connect.Han
 			boxOfficeServiceGetWaitingRoomHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceDeleteWaitingRoomProcedure:
 			boxOfficeServiceDeleteWaitingRoomHandler.ServeHTTP(w, r)
+		case BoxOfficeServicePauseWaitingRoomProcedure:
+			boxOfficeServicePauseWaitingRoomHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceJoinWaitingRoomProcedure:
 			boxOfficeServiceJoinWaitingRoomHandler.ServeHTTP(w, r)
 		case BoxOfficeServiceGetQueueTicketProcedure:
@@ -949,6 +980,10 @@ func (UnimplementedBoxOfficeServiceHandler) GetWaitingRoom(context.Context, *con
 
 func (UnimplementedBoxOfficeServiceHandler) DeleteWaitingRoom(context.Context, *connect.Request[v1.DeleteWaitingRoomRequest]) (*connect.Response[v1.DeleteWaitingRoomResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.DeleteWaitingRoom is not implemented"))
+}
+
+func (UnimplementedBoxOfficeServiceHandler) PauseWaitingRoom(context.Context, *connect.Request[v1.PauseWaitingRoomRequest]) (*connect.Response[v1.PauseWaitingRoomResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("boxoffice.v1.BoxOfficeService.PauseWaitingRoom is not implemented"))
 }
 
 func (UnimplementedBoxOfficeServiceHandler) JoinWaitingRoom(context.Context, *connect.Request[v1.JoinWaitingRoomRequest]) (*connect.Response[v1.JoinWaitingRoomResponse], error) {
