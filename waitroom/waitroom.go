@@ -182,8 +182,8 @@ type RoomInput struct {
 	// is then the most it lets through a second.
 	Admission         string `json:"admission"`
 	AutoMarginPercent *int   `json:"auto_margin_percent"`
-	// Paused stops admissions until a PUT clears it (boxoffice.WaitRoom.Paused). PUT sets the
-	// whole room, so a PUT without it resumes.
+	// Paused stops admissions until it is cleared (boxoffice.WaitRoom.Paused): by Pause, or by
+	// a PUT without it, since PUT sets the whole room.
 	Paused bool `json:"paused"`
 }
 
