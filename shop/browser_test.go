@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,6 +146,33 @@ func TestBuyInBrowser(t *testing.T) {
 			t.Errorf("stalls: sold %d held %d, want 2 and 0", st.Sold, st.Held)
 		}
 	})
+}
+
+// TestSoldOutInBrowser: a buyer who joins the queue while every ticket is held is told so on
+// the page, keeps the place, and the message goes once the hold is released.
+func TestSoldOutInBrowser(t *testing.T) {
+	tab := bt.New(t, browserBudget)
+	s := startServer(t, sqliteStore)
+	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	one := 1
+	if _, _, err := s.svc.PutShow(context.Background(), "tiny", sale.ShowInput{Name: "Tiny", StartsAt: &starts,
+		Tiers: []sale.TierInput{{ID: "floor", Name: "Standing", Capacity: &one, Price: &boxoffice.Money{Amount: 3000, Currency: "EUR"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ann := newBuyerAs(t, s, "tiny", "ann@example.com")
+	var h boxoffice.Hold
+	ann.hold("ann-1", map[string]any{"tier_id": "floor", "quantity": 1}).decode(t, &h)
+	s.putRoom(t, "tiny", false) // after ann's hold: a show without a room sells to anyone
+
+	signIn(t, tab, s, "tiny", "bob@example.com")
+	bt.Run(t, tab, chromedp.WaitVisible(chromedp.ID("queue")))
+	bt.WaitContains(t, tab, "#queue-status", "Every ticket is sold or held right now.")
+	bt.WaitText(t, tab, "#queue-position", "1")
+	if a := ann.do(http.MethodPost, "/holds/"+h.ID+"/release", map[string]string{}); a.status >= 300 {
+		t.Fatalf("release: %d %s", a.status, a.body)
+	}
+	bt.WaitTrue(t, tab, "the page to stop saying sold out",
+		`!document.getElementById("queue-status").textContent.includes("sold or held")`)
 }
 
 // screenshot saves the page as docs/shop.png, for the README.
