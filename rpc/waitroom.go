@@ -111,20 +111,28 @@ func (s *server) DeleteWaitingRoom(ctx context.Context, req *connect.Request[pb.
 	return connect.NewResponse(&pb.DeleteWaitingRoomResponse{}), nil
 }
 
+// roomPost checks what a waiting room's POST-like RPC checks before it acts, in REST's order:
+// the caller (an admin's key when admin), that this server has waiting rooms, the idempotency
+// key (required as on every POST, though these answer from state rather than a stored answer),
+// and the show id.
+func (s *server) roomPost(ctx context.Context, h http.Header, admin bool, showID string) error {
+	if _, err := s.authenticate(ctx, h, admin); err != nil {
+		return err
+	}
+	if err := s.roomsServed(); err != nil {
+		return err
+	}
+	if _, err := idempotencyKey(h.Values(HeaderIdempotencyKey)); err != nil {
+		return fail(err)
+	}
+	return roomShow(showID)
+}
+
 // PauseWaitingRoom is POST /v1/shows/{show_id}/waiting-room/pause and …/resume: the pause alone.
 // Like every POST it needs an idempotency key, checked as REST checks it; a pause is a state, so
 // the answer is the room as it is.
 func (s *server) PauseWaitingRoom(ctx context.Context, req *connect.Request[pb.PauseWaitingRoomRequest]) (*connect.Response[pb.PauseWaitingRoomResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), true); err != nil {
-		return nil, err
-	}
-	if err := s.roomsServed(); err != nil {
-		return nil, err
-	}
-	if _, err := idempotencyKey(req.Header().Values(HeaderIdempotencyKey)); err != nil {
-		return nil, fail(err)
-	}
-	if err := roomShow(req.Msg.GetShowId()); err != nil {
+	if err := s.roomPost(ctx, req.Header(), true, req.Msg.GetShowId()); err != nil {
 		return nil, err
 	}
 	room, err := s.rooms.Pause(ctx, req.Msg.GetShowId(), req.Msg.GetPaused())
@@ -139,16 +147,7 @@ func (s *server) PauseWaitingRoom(ctx context.Context, req *connect.Request[pb.P
 // idempotency key, checked as REST checks it, but a join is idempotent by its buyer (one place
 // per buyer and show), so the answer comes from the queue rather than a stored response.
 func (s *server) JoinWaitingRoom(ctx context.Context, req *connect.Request[pb.JoinWaitingRoomRequest]) (*connect.Response[pb.JoinWaitingRoomResponse], error) {
-	if _, err := s.authenticate(ctx, req.Header(), false); err != nil {
-		return nil, err
-	}
-	if err := s.roomsServed(); err != nil {
-		return nil, err
-	}
-	if _, err := idempotencyKey(req.Header().Values(HeaderIdempotencyKey)); err != nil {
-		return nil, fail(err)
-	}
-	if err := roomShow(req.Msg.GetShowId()); err != nil {
+	if err := s.roomPost(ctx, req.Header(), false, req.Msg.GetShowId()); err != nil {
 		return nil, err
 	}
 	var in waitroom.JoinInput

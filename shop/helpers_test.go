@@ -217,6 +217,24 @@ func (s *server) waitingRoom(t *testing.T, id string) {
 	s.putRoom(t, id, false)
 }
 
+// heldOut makes show id of one standing ticket, held by ann, and then its waiting room (a show
+// without a room sells to anyone): every ticket is held while the queue waits. It returns ann's
+// client and her hold.
+func (s *server) heldOut(t *testing.T, id string) (*buyerClient, boxoffice.Hold) {
+	t.Helper()
+	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	one := 1
+	if _, _, err := s.svc.PutShow(context.Background(), id, sale.ShowInput{Name: "Tiny", StartsAt: &starts,
+		Tiers: []sale.TierInput{{ID: "floor", Name: "Standing", Capacity: &one, Price: &boxoffice.Money{Amount: 3000, Currency: "EUR"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	ann := newBuyerAs(t, s, id, "ann@example.com")
+	var h boxoffice.Hold
+	ann.hold("ann-1", map[string]any{"tier_id": "floor", "quantity": 1}).decode(t, &h)
+	s.putRoom(t, id, false)
+	return ann, h
+}
+
 // putRoom puts the show's waiting room, on sale since a minute ago at a buyer a second, paused
 // or not (the tests admit by hand, so nothing is admitted before they ask).
 func (s *server) putRoom(t *testing.T, id string, paused bool) {

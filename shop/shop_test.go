@@ -370,16 +370,7 @@ func TestWaitingRoomAPI(t *testing.T) {
 func TestQueueSoldOut(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, sqliteStore)
-	starts := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	one := 1
-	if _, _, err := s.svc.PutShow(context.Background(), "tiny", sale.ShowInput{Name: "Tiny", StartsAt: &starts,
-		Tiers: []sale.TierInput{{ID: "floor", Name: "Standing", Capacity: &one, Price: &boxoffice.Money{Amount: 3000, Currency: "EUR"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	ann := newBuyerAs(t, s, "tiny", "ann@example.com")
-	var h boxoffice.Hold
-	ann.hold("ann-1", map[string]any{"tier_id": "floor", "quantity": 1}).decode(t, &h)
-	s.putRoom(t, "tiny", false) // after ann's hold: a show without a room sells to anyone
+	ann, h := s.heldOut(t, "tiny")
 
 	bob := newBuyerAs(t, s, "tiny", "bob@example.com")
 	var tk struct {
